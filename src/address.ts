@@ -1,0 +1,87 @@
+// Destinations to socket addresses: host names, IPv4 and IPv6 literals,
+// port numbers and /etc/services names, UNIX paths.
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { resolve } from "node:path";
+import type { Destination } from "./cli.ts";
+import { Fatal } from "./fatal.ts";
+
+export const EXIT_UNKNOWN_SERVICE = 5;
+export const EXIT_UNKNOWN_HOST = 13;
+/** sun_path holds 108 bytes with the terminating NUL. */
+const UNIX_PATH_MAX = 107;
+
+export type InetAddress = { kind: "inet"; ip: string; family: 4 | 6; port: number; service: string | undefined };
+export type UnixAddress = { kind: "unix"; path: string };
+export type Address = InetAddress | UnixAddress;
+
+type Service = { name: string; port: number };
+let services: Service[] | undefined;
+
+function serviceTable(): Service[] {
+  if (services) return services;
+  let text = "";
+  try {
+    text = readFileSync("/etc/services", "utf8");
+  } catch {
+    // No table: only numeric ports work, as with a libc that finds none.
+  }
+  services = [];
+  for (const line of text.split("\n")) {
+    const words = line.replace(/#.*/, "").trim().split(/\s+/);
+    const m = words[1]?.match(/^(\d+)\/tcp$/);
+    if (!m) continue;
+    for (const name of [words[0], ...words.slice(2)]) services.push({ name, port: Number(m[1]) });
+  }
+  return services;
+}
+
+/** The tcp service name of a port, for "listening on port 119 (nntp)". */
+export function serviceName(port: number): string | undefined {
+  return serviceTable().find((s) => s.port === port)?.name;
+}
+
+export function parsePort(text: string, server: boolean): number {
+  if (/^\d+$/.test(text)) {
+    const port = Number(text);
+    // socket 1.1 wrapped ports modulo 65536; a typo must not reach another service.
+    if (port > 65535) throw new Fatal(`port ${text} is out of range (0-65535)`, EXIT_UNKNOWN_SERVICE);
+    if (port === 0 && !server) throw new Fatal("port 0 is only for servers (any free port)", EXIT_UNKNOWN_SERVICE);
+    return port;
+  }
+  const found = serviceTable().find((s) => s.name === text);
+  if (!found) throw new Fatal("unknown service", EXIT_UNKNOWN_SERVICE);
+  return found.port;
+}
+
+export async function resolveHost(host: string): Promise<{ ip: string; family: 4 | 6 }> {
+  const literal = isIP(host);
+  if (literal) return { ip: host, family: literal as 4 | 6 };
+  try {
+    // getaddrinfo order, so /etc/hosts wins as it does for every other program.
+    const [first] = await Bun.dns.lookup(host, { backend: "system" });
+    if (first) return { ip: first.address, family: first.family === 6 ? 6 : 4 };
+  } catch {
+    // reported below, as socket(1) reports it
+  }
+  throw new Fatal(`unknown host ${host}`, EXIT_UNKNOWN_HOST);
+}
+
+/**
+ * Resolves names and checks limits. UNIX paths become absolute, so a server
+ * that changes directory (-b) still finds and unlinks its own socket.
+ */
+export async function resolveDestination(destination: Destination, server: boolean): Promise<Address> {
+  if (destination.kind === "unix") {
+    const path = resolve(destination.path);
+    if (Buffer.byteLength(destination.path) > UNIX_PATH_MAX && Buffer.byteLength(path) > UNIX_PATH_MAX) {
+      throw new Fatal(`${destination.path}: UNIX socket path longer than ${UNIX_PATH_MAX} bytes`, 36 /* ENAMETOOLONG */);
+    }
+    return { kind: "unix", path: Buffer.byteLength(path) > UNIX_PATH_MAX ? destination.path : path };
+  }
+  const port = parsePort(destination.port, server);
+  const { ip, family } = destination.host === undefined
+    ? { ip: "0.0.0.0", family: 4 as const }
+    : await resolveHost(destination.host);
+  return { kind: "inet", ip, family, port, service: /^\d+$/.test(destination.port) ? undefined : destination.port };
+}

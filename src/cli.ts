@@ -1,0 +1,239 @@
+// The command line: one table of options (citty renders --help from it),
+// parsed with getopt semantics by node:util parseArgs, because citty's own
+// parser folds -b/-B and -w/-W together (SPEC section 7).
+import { parseArgs } from "node:util";
+import { defineCommand, renderUsage, type ArgsDef } from "citty";
+import { NAME, VERSION } from "./version.ts";
+
+export const EXIT_USAGE = 15;
+
+const optionTable = {
+  server: { type: "boolean", alias: "s", description: "Server: listen on PORT or /path instead of connecting" },
+  loop: { type: "boolean", alias: "l", description: "Loop: after a connection ends, accept the next (server only)" },
+  fork: { type: "boolean", alias: "f", description: "Serve connections concurrently and go on accepting (server only)" },
+  program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
+  bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
+  background: { type: "boolean", alias: "b", description: "Detach and run as a daemon (server only)" },
+  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output)" },
+  "read-only": { type: "boolean", alias: "r", description: "Only copy socket -> stdout; never read stdin" },
+  "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
+  crlf: { type: "boolean", alias: "c", description: "LF -> CRLF towards the socket, CR dropped from the socket" },
+  verbose: { type: "boolean", alias: "v", description: "Messages about listening, connections, closing and the pool on stderr" },
+  workers: { type: "string", alias: "W", valueHint: "N|MIN:MAX", description: "Prefork pool: N workers, or MIN to MAX growing under load (needs -s, -p)" },
+  "max-requests": { type: "string", valueHint: "N", description: "Pool: a worker ends after N connections and is replaced (0 = no limit)" },
+  "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
+  ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
+  grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
+  timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
+  mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
+  user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
+  group: { type: "string", alias: "g", valueHint: "GROUP", description: "After binding, run as this group (name or gid)" },
+  help: { type: "boolean", description: "Show this help" },
+  version: { type: "boolean", description: "Print the version" },
+} as const satisfies ArgsDef;
+
+export const command = defineCommand({
+  meta: { name: NAME, version: VERSION, description: "Shell access to TCP and UNIX-domain sockets, with a prefork pool" },
+  args: {
+    ...optionTable,
+    destination: { type: "positional", valueHint: "host port | -s port | /path", description: "Where to connect, or with -s where to listen", required: false },
+  },
+});
+
+export const USAGE =
+  `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}`;
+
+/** Where to connect or listen, before name and service lookup. */
+export type Destination = { kind: "inet"; host: string | undefined; port: string } | { kind: "unix"; path: string };
+
+export type Ramp = "spare" | "burst";
+
+export interface Pool {
+  min: number;
+  max: number;
+  ramp: Ramp;
+  maxRequests: number;
+  idleTimeoutMs: number;
+  graceMs: number;
+}
+
+/** Everything the command line says, checked. */
+export interface Options {
+  destination: Destination;
+  server: boolean;
+  loop: boolean;
+  fork: boolean;
+  program: string | undefined;
+  bind: string | undefined;
+  background: boolean;
+  quit: boolean;
+  readOnly: boolean;
+  writeOnly: boolean;
+  crlf: boolean;
+  verbose: boolean;
+  pool: Pool | undefined;
+  timeoutMs: number | undefined;
+  mode: number | undefined;
+  user: string | undefined;
+  group: string | undefined;
+}
+
+/** What main should do: run with options, or print and exit. */
+export type Parsed = { run: Options; warning: string } | { exit: number; stdout?: string; stderr?: string };
+
+const usageError = (message?: string): Parsed => ({
+  exit: EXIT_USAGE,
+  stderr: (message ? `${message}\n` : "") + `${USAGE}\n`,
+});
+const senseless = (what: string): Parsed => ({
+  exit: EXIT_USAGE,
+  stderr: `It does not make sense to set ${what}.\n`,
+});
+
+/** The getopt wording for what parseArgs rejected. */
+function getoptMessage(error: Error & { code?: string }): string {
+  const option = error.message.match(/'(-[^',]+)/)?.[1] ?? "";
+  const short = option.replace(/^-+/, "");
+  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    return option.startsWith("--") && short.length > 1
+      ? `${NAME}: option '${option}' requires an argument`
+      : `${NAME}: option requires an argument -- '${short}'`;
+  }
+  return option.startsWith("--")
+    ? `${NAME}: unrecognized option '${option}'`
+    : `${NAME}: invalid option -- '${short.slice(0, 1)}'`;
+}
+
+function number(text: string | undefined, name: string, min: number, max: number): number | string | undefined {
+  if (text === undefined) return undefined;
+  const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) return `${NAME}: ${name} wants a number from ${min} to ${max}, not '${text}'`;
+  return value;
+}
+
+const MAX_WORKERS = 1024;
+
+export function parseCommandLine(argv: string[]): Parsed {
+  if (argv[0] === "-version") return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: Object.fromEntries(
+        Object.entries(optionTable).map(([name, def]) => [
+          name,
+          "alias" in def ? { type: def.type, short: def.alias } : { type: def.type },
+        ]),
+      ) as Record<keyof typeof optionTable, { type: "string" | "boolean"; short?: string }>,
+    });
+  } catch (e) {
+    return usageError(getoptMessage(e as Error));
+  }
+  const v = parsed.values as Partial<Record<keyof typeof optionTable, string | boolean>>;
+  const str = (k: keyof typeof optionTable) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const flag = (k: keyof typeof optionTable) => v[k] === true;
+
+  if (flag("help")) return { exit: 0, stdout: "" }; // main renders the help text
+  if (flag("version")) return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+
+  const server = flag("server");
+  const readOnly = flag("read-only");
+  const writeOnly = flag("write-only");
+  const workers = str("workers");
+  let loop = flag("loop");
+  let fork = flag("fork");
+  if (readOnly && writeOnly) return senseless("-r and -w");
+  if (loop && !server) return senseless("-l and not -s");
+  if (flag("background") && !server) return senseless("-b and not -s");
+  let warning = "";
+  if (fork && !server) warning = "It does not make sense to set -f and not -s.\n";
+
+  const program = str("program");
+  if (program !== undefined && program.trim() === "") return usageError(`${NAME}: -p needs a command`);
+
+  const positionals = parsed.positionals;
+  let destination: Destination;
+  if (positionals.length === 1 && positionals[0].includes("/")) {
+    destination = { kind: "unix", path: positionals[0] };
+  } else if (server && positionals.length === 1) {
+    destination = { kind: "inet", host: str("bind"), port: positionals[0] };
+  } else if (!server && positionals.length === 2) {
+    destination = { kind: "inet", host: positionals[0], port: positionals[1] };
+  } else {
+    return usageError();
+  }
+  if (destination.kind === "unix" && positionals[0].length === 0) return usageError();
+
+  let pool: Pool | undefined;
+  if (workers !== undefined) {
+    if (!server || program === undefined) return usageError(`${NAME}: -W needs -s and -p`);
+    const m = workers.match(/^(\d+)(?::(\d+))?$/);
+    const min = m ? Number(m[1]) : NaN;
+    const max = m ? Number(m[2] ?? m[1]) : NaN;
+    if (!(min >= 1 && max >= min && max <= MAX_WORKERS)) {
+      return usageError(`${NAME}: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= ${MAX_WORKERS}, not '${workers}'`);
+    }
+    const ramp = str("ramp") ?? "spare";
+    if (ramp !== "spare" && ramp !== "burst") return usageError(`${NAME}: --ramp wants spare or burst, not '${ramp}'`);
+    const maxRequests = number(str("max-requests"), "--max-requests", 0, 1e9) ?? 0;
+    const idle = number(str("idle-timeout"), "--idle-timeout", 0.1, 86400) ?? 10;
+    const grace = number(str("grace"), "--grace", 0, 86400) ?? 10;
+    for (const n of [maxRequests, idle, grace]) if (typeof n === "string") return usageError(n);
+    pool = {
+      min,
+      max,
+      ramp,
+      maxRequests: maxRequests as number,
+      idleTimeoutMs: (idle as number) * 1000,
+      graceMs: (grace as number) * 1000,
+    };
+    loop = true; // a pool serves connections concurrently, forever
+    fork = true;
+  } else {
+    for (const k of ["max-requests", "idle-timeout", "ramp", "grace"] as const) {
+      if (str(k) !== undefined) return usageError(`${NAME}: --${k} needs -W`);
+    }
+  }
+
+  const timeout = number(str("timeout"), "--timeout", 0.001, 86400);
+  if (typeof timeout === "string") return usageError(timeout);
+  const modeText = str("mode");
+  let mode: number | undefined;
+  if (modeText !== undefined) {
+    if (!/^[0-7]{3,4}$/.test(modeText)) return usageError(`${NAME}: --mode wants octal permissions like 660, not '${modeText}'`);
+    if (!server || destination.kind !== "unix") return usageError(`${NAME}: --mode is for a UNIX socket server`);
+    mode = parseInt(modeText, 8);
+  }
+  if ((str("user") !== undefined || str("group") !== undefined) && !server) {
+    return usageError(`${NAME}: -u and -g are for servers`);
+  }
+
+  return {
+    warning,
+    run: {
+      destination,
+      server,
+      loop,
+      fork,
+      program,
+      bind: str("bind"),
+      background: flag("background"),
+      quit: flag("quit"),
+      readOnly,
+      writeOnly,
+      crlf: flag("crlf"),
+      verbose: flag("verbose"),
+      pool,
+      timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+      mode,
+      user: str("user"),
+      group: str("group"),
+    },
+  };
+}
+
+export async function helpText(): Promise<string> {
+  return `${await renderUsage(command)}\n\n${USAGE}\n`;
+}

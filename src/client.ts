@@ -1,0 +1,37 @@
+// Client mode: connect (bound first to -B when given), then serve the
+// connection like a server would: the program on it, or the copy loop
+// between it and stdin/stdout. Exits 0 when the connection is done.
+import { resolveHost, type Address } from "./address.ts";
+import type { Options } from "./cli.ts";
+import { flushStdout, log, serveDescriptor } from "./connection.ts";
+import { Fatal } from "./fatal.ts";
+import { AF_INET, AF_INET6, connectInet, connectUnix, SysError } from "./libc.ts";
+import type { Program } from "./program.ts";
+import { exitNow } from "./signals.ts";
+
+async function connect(address: Address, bind: string | undefined): Promise<number> {
+  try {
+    if (address.kind === "unix") return connectUnix(address.path);
+    let localIp: string | undefined;
+    if (bind !== undefined) {
+      const local = await resolveHost(bind);
+      if (local.family !== address.family) {
+        throw new Fatal(`client socket: -B ${bind} is IPv${local.family}, ${address.ip} is IPv${address.family}`, 97 /* EAFNOSUPPORT */);
+      }
+      localIp = local.ip;
+    }
+    return connectInet(address.family === 6 ? AF_INET6 : AF_INET, address.ip, address.port, localIp);
+  } catch (e) {
+    // socket(1) exits with the errno: 111 for refused, 2 for a missing path.
+    if (e instanceof SysError) throw new Fatal(`client socket: ${e.message}`, e.errno);
+    throw e;
+  }
+}
+
+export async function runClient(options: Options, address: Address, program: Program | undefined): Promise<never> {
+  const fd = await connect(address, options.bind);
+  log(options, address.kind === "unix" ? `unix: connected to ${address.path}` : `inet: connected to ${address.ip} port ${address.port}`);
+  await serveDescriptor(fd, address, options, program);
+  await flushStdout();
+  return exitNow(0);
+}

@@ -1,0 +1,199 @@
+// The copy loop: joins a connection to a local side (socket's own
+// stdin/stdout, or a program's pipes) when bytes must be looked at or the
+// two directions treated apart (-c, -r, -w, -q, --timeout, the client).
+// Otherwise the program is handed the connection itself and nothing is copied.
+import type { Socket, SocketHandler } from "bun";
+
+export type Bytes = Uint8Array<ArrayBuffer>;
+
+/** Where the peer's bytes go: Bun's FileSink (stdout, a program's stdin). */
+export interface Sink {
+  write(chunk: Uint8Array): number | Promise<number>;
+  flush(): number | Promise<number>;
+  end(): unknown;
+}
+
+export interface LocalSide {
+  /** Bytes for the peer; each stream ends at EOF. Empty under -r. */
+  sources: ReadableStream<Bytes>[];
+  /** Where the peer's bytes go; null under -w. */
+  sink: Sink | null;
+  /**
+   * A program is the local side: when its output ends the connection
+   * closes (after it exits). Otherwise end of stdin half-closes and socket
+   * goes on reading until the peer closes.
+   */
+  program: Promise<unknown> | null;
+}
+
+export interface CopyOptions {
+  crlf: boolean;
+  quit: boolean;
+  /** Close the connection after this long with no byte either way. */
+  timeoutMs: number | undefined;
+  log: (line: string) => void;
+}
+
+const CR = 13;
+const LF = 10;
+
+function dropCR(chunk: Uint8Array): Uint8Array {
+  return chunk.includes(CR) ? chunk.filter((b) => b !== CR) : chunk;
+}
+
+function lfToCrlf(chunk: Uint8Array): Uint8Array {
+  let lfs = 0;
+  for (const b of chunk) if (b === LF) lfs++;
+  if (lfs === 0) return chunk;
+  const out = new Uint8Array(chunk.length + lfs);
+  let j = 0;
+  for (const b of chunk) {
+    if (b === LF) out[j++] = CR;
+    out[j++] = b;
+  }
+  return out;
+}
+
+/** Per-connection state; Bun's socket handlers are shared, so it rides on socket.data. */
+export class Copy {
+  private socket: Socket<Copy> | undefined;
+  private drainWaiter: (() => void) | undefined;
+  private idleTimer: Timer | undefined;
+  private closed = false;
+  private finish!: () => void;
+  /** Resolves when the connection is closed and the local side is done. */
+  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+
+  constructor(
+    private readonly local: LocalSide,
+    private readonly options: CopyOptions,
+  ) {}
+
+  /** Called from the socket's open handler (or at once for Bun.connect). */
+  attach(socket: Socket<Copy>): void {
+    this.socket = socket;
+    if (!this.local.sink) socket.pause(); // -w: never read the socket
+    this.touch();
+    void this.pump();
+  }
+
+  private touch(): void {
+    if (this.options.timeoutMs === undefined) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.options.log("connection timed out");
+      this.close();
+    }, this.options.timeoutMs);
+  }
+
+  onData(chunk: Uint8Array): void {
+    this.touch();
+    const sink = this.local.sink;
+    if (!sink) return;
+    try {
+      sink.write(this.options.crlf ? dropCR(chunk) : chunk);
+      const flushed = sink.flush();
+      if (flushed instanceof Promise) {
+        // Slow reader on our side: stop reading the peer until it catches up.
+        this.socket?.pause();
+        flushed.then(
+          () => this.socket?.resume(),
+          () => this.sinkFailed(),
+        );
+      }
+    } catch {
+      this.sinkFailed();
+    }
+  }
+
+  /** The program stopped reading (exited, closed stdin): its input is discarded. */
+  private sinkFailed(): void {
+    this.local.sink = null;
+    this.socket?.resume();
+  }
+
+  onEnd(): void {
+    this.options.log("connection closed by peer");
+    try {
+      this.local.sink?.end();
+    } catch {
+      // the program has already gone
+    }
+    this.local.sink = null;
+    // The client's job is over when the peer is done; a program still
+    // gets to finish its answer (socket 1.1 lost it here).
+    if (!this.local.program) this.close();
+  }
+
+  onDrain(): void {
+    this.drainWaiter?.();
+  }
+
+  onClose(): void {
+    this.closed = true;
+    clearTimeout(this.idleTimer);
+    this.drainWaiter?.();
+    if (!this.local.program) this.finish();
+    else this.local.program.finally(() => this.finish());
+  }
+
+  private async send(chunk: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length && !this.closed && this.socket) {
+      const written = this.socket.write(chunk.subarray(offset));
+      offset += Math.max(written, 0);
+      if (written < 0) return;
+      if (offset < chunk.length) await new Promise<void>((resolve) => (this.drainWaiter = resolve));
+      this.drainWaiter = undefined;
+    }
+  }
+
+  private async pumpOne(source: ReadableStream<Bytes>): Promise<void> {
+    for await (const chunk of source) {
+      if (this.closed) return;
+      this.touch();
+      await this.send(this.options.crlf ? lfToCrlf(chunk) : chunk);
+    }
+  }
+
+  private async pump(): Promise<void> {
+    const { sources, program } = this.local;
+    if (sources.length === 0 && !program) return; // -r: the peer alone decides
+    try {
+      await Promise.all(sources.map((s) => this.pumpOne(s)));
+    } catch {
+      // a read error on our side ends input like EOF does
+    }
+    if (this.closed) return;
+    if (program) {
+      await program;
+      if (this.options.quit) this.options.log("connection closed");
+      this.close();
+    } else if (this.options.quit || !this.local.sink) {
+      // -q, or nothing more to read from the peer (-w, or it closed already)
+      if (this.options.quit) this.options.log("connection closed");
+      this.close();
+    } else {
+      this.options.log("end of input on stdin");
+      this.socket?.shutdown();
+    }
+  }
+
+  close(): void {
+    if (this.closed || !this.socket) return;
+    this.socket.end();
+  }
+}
+
+/**
+ * One handler table for every copied connection; state lives in
+ * socket.data, which is undefined for a connection handed to a program.
+ */
+export const copyHandlers: SocketHandler<Copy | undefined> = {
+  open: (socket) => socket.data?.attach(socket as Socket<Copy>),
+  data: (socket, chunk) => socket.data?.onData(chunk),
+  end: (socket) => socket.data?.onEnd(),
+  drain: (socket) => socket.data?.onDrain(),
+  close: (socket) => socket.data?.onClose(),
+  error: (socket) => socket.data?.onClose(),
+};

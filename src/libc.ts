@@ -1,0 +1,252 @@
+// The few libc calls Bun does not expose: blocking accept on an inherited
+// listening descriptor, descriptor flags, half-close, socket addresses, a
+// client socket bound to a local address, parent-death signal and privileges.
+// bun:ffi works inside the compiled executable (SPEC section 7).
+import { CString, dlopen, FFIType, read, type Pointer } from "bun:ffi";
+
+const { i32, u32, ptr } = FFIType;
+
+const lib = dlopen("libc.so.6", {
+  accept4: { args: [i32, ptr, ptr, i32], returns: i32 },
+  bind: { args: [i32, ptr, u32], returns: i32 },
+  close: { args: [i32], returns: i32 },
+  connect: { args: [i32, ptr, u32], returns: i32 },
+  fcntl: { args: [i32, i32, i32], returns: i32 },
+  getpeername: { args: [i32, ptr, ptr], returns: i32 },
+  getppid: { args: [], returns: i32 },
+  getsockname: { args: [i32, ptr, ptr], returns: i32 },
+  getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+  isatty: { args: [i32], returns: i32 },
+  prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+  setgid: { args: [u32], returns: i32 },
+  setgroups: { args: [u32, ptr], returns: i32 },
+  setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
+  setuid: { args: [u32], returns: i32 },
+  shutdown: { args: [i32, i32], returns: i32 },
+  socket: { args: [i32, i32, i32], returns: i32 },
+  strerror: { args: [i32], returns: ptr },
+  umask: { args: [u32], returns: u32 },
+  __errno_location: { args: [], returns: ptr },
+}).symbols;
+
+export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const F_GETFD = 1;
+const F_SETFD = 2;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const F_DUPFD_CLOEXEC = 1030;
+const FD_CLOEXEC = 1;
+const O_NONBLOCK = 0o4000;
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
+const SO_PEERCRED = 17;
+const PR_SET_PDEATHSIG = 1;
+export const SHUT_WR = 1;
+export const SHUT_RDWR = 2;
+export const EINTR = 4;
+export const EAGAIN = 11;
+
+/** A failed libc call: `errno` and the C library's own text for it. */
+export class SysError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(strerror(errno));
+  }
+}
+
+export function errno(): number {
+  return read.i32(lib.__errno_location() as Pointer, 0);
+}
+
+export function strerror(code: number): string {
+  return new CString(lib.strerror(code) as Pointer).toString();
+}
+
+function check(call: string, result: number): number {
+  if (result < 0) throw new SysError(call, errno());
+  return result;
+}
+
+/** Blocks until a connection arrives (or SO_RCVTIMEO passes: EAGAIN). */
+export function accept(listenFd: number): number {
+  return check("accept", lib.accept4(listenFd, null, null, SOCK_CLOEXEC));
+}
+
+export function close(fd: number): void {
+  lib.close(fd);
+}
+
+/** A close-on-exec copy, so programs started later never inherit it. */
+export function dupCloexec(fd: number): number {
+  return check("fcntl", lib.fcntl(fd, F_DUPFD_CLOEXEC, 3));
+}
+
+export function setCloexec(fd: number): void {
+  check("fcntl", lib.fcntl(fd, F_SETFD, lib.fcntl(fd, F_GETFD, 0) | FD_CLOEXEC));
+}
+
+/** The flag lives on the open file, so it changes it for every process that holds it. */
+export function setBlocking(fd: number): void {
+  check("fcntl", lib.fcntl(fd, F_SETFL, lib.fcntl(fd, F_GETFL, 0) & ~O_NONBLOCK));
+}
+
+export function shutdown(fd: number, how: number): void {
+  lib.shutdown(fd, how);
+}
+
+/** accept() on this socket returns EAGAIN after `ms` without a connection. */
+export function setAcceptTimeout(fd: number, ms: number): void {
+  const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+  check("setsockopt", lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
+}
+
+export function getppid(): number {
+  return lib.getppid();
+}
+
+export function isatty(fd: number): boolean {
+  return lib.isatty(fd) === 1;
+}
+
+/** The kernel sends `signal` to this process when its parent ends. */
+export function dieWithParent(signal: number): void {
+  check("prctl", lib.prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0));
+}
+
+export function umask(mask: number): number {
+  return lib.umask(mask);
+}
+
+export function dropPrivileges(uid: number | undefined, gid: number | undefined): void {
+  if (gid !== undefined) {
+    check("setgroups", lib.setgroups(1, new Uint32Array([gid])));
+    check("setgid", lib.setgid(gid));
+  }
+  if (uid !== undefined) check("setuid", lib.setuid(uid));
+}
+
+/** One end of a connection, as getsockname/getpeername report it. */
+export type Endpoint =
+  | { family: "inet"; ip: string; port: number }
+  | { family: "unix"; path: string };
+
+function decodeSockaddr(sa: Uint8Array, len: number): Endpoint {
+  const view = new DataView(sa.buffer, sa.byteOffset, sa.byteLength);
+  const family = view.getUint16(0, true);
+  if (family === AF_INET) {
+    return { family: "inet", ip: sa.subarray(4, 8).join("."), port: view.getUint16(2, false) };
+  }
+  if (family === AF_INET6) {
+    const groups: string[] = [];
+    for (let i = 8; i < 24; i += 2) groups.push(view.getUint16(i, false).toString(16));
+    const ip = compressIPv6(groups);
+    const mapped = ip.match(/^::ffff:([0-9a-f]+):([0-9a-f]+)$/);
+    const v4 = mapped ? sa.subarray(20, 24).join(".") : undefined;
+    return { family: "inet", ip: v4 ?? ip, port: view.getUint16(2, false) };
+  }
+  let end = 2;
+  while (end < len && sa[end] !== 0) end++;
+  return { family: "unix", path: new TextDecoder().decode(sa.subarray(2, end)) };
+}
+
+function compressIPv6(groups: string[]): string {
+  // Longest run of zero groups becomes "::", as inet_ntop writes it.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  if (best < 0) return groups.join(":");
+  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
+}
+
+function sockaddrOf(call: typeof lib.getsockname, fd: number): Endpoint {
+  const sa = new Uint8Array(128);
+  const len = new Uint32Array([128]);
+  check("getsockname", call(fd, sa, len));
+  return decodeSockaddr(sa, len[0]);
+}
+
+export const localEndpoint = (fd: number): Endpoint => sockaddrOf(lib.getsockname, fd);
+export const remoteEndpoint = (fd: number): Endpoint => sockaddrOf(lib.getpeername, fd);
+
+/** pid, uid and gid of the process at the other end of a UNIX socket. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const cred = new Int32Array(3);
+  const len = new Uint32Array([12]);
+  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len));
+  return { pid: cred[0], uid: cred[1], gid: cred[2] };
+}
+
+function encodeSockaddr(family: number, ip: string, port: number): Uint8Array {
+  if (family === AF_INET) {
+    const sa = new Uint8Array(16);
+    new DataView(sa.buffer).setUint16(0, AF_INET, true);
+    new DataView(sa.buffer).setUint16(2, port, false);
+    sa.set(ip.split(".").map(Number), 4);
+    return sa;
+  }
+  const sa = new Uint8Array(28);
+  const view = new DataView(sa.buffer);
+  view.setUint16(0, AF_INET6, true);
+  view.setUint16(2, port, false);
+  expandIPv6(ip).forEach((group, i) => view.setUint16(8 + 2 * i, group, false));
+  return sa;
+}
+
+function expandIPv6(ip: string): number[] {
+  const [head, tail] = ip.includes("::") ? ip.split("::") : [ip, undefined];
+  const parse = (part: string) => (part ? part.split(":").map((g) => parseInt(g, 16)) : []);
+  const left = parse(head);
+  if (tail === undefined) return left;
+  const right = parse(tail);
+  return [...left, ...new Array(8 - left.length - right.length).fill(0), ...right];
+}
+
+/**
+ * A connected TCP socket (blocking connect, as socket(1) does it), bound
+ * first to `localIp` when given. Bun.connect has no local-address option.
+ */
+export function connectInet(family: number, ip: string, port: number, localIp?: string): number {
+  const fd = check("socket", lib.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  try {
+    if (localIp !== undefined) {
+      const local = encodeSockaddr(family, localIp, 0);
+      check("bind", lib.bind(fd, local, local.length));
+    }
+    const remote = encodeSockaddr(family, ip, port);
+    check("connect", lib.connect(fd, remote, remote.length));
+    return fd;
+  } catch (e) {
+    lib.close(fd);
+    throw e;
+  }
+}
+
+export function connectUnix(path: string): number {
+  const fd = check("socket", lib.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sa = new Uint8Array(110);
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length >= 108) {
+    lib.close(fd);
+    throw new SysError("connect", 36 /* ENAMETOOLONG */);
+  }
+  sa.set(bytes, 2);
+  try {
+    check("connect", lib.connect(fd, sa, 2 + bytes.length + 1));
+    return fd;
+  } catch (e) {
+    lib.close(fd);
+    throw e;
+  }
+}

@@ -1,0 +1,103 @@
+// The listening socket: Bun.listen creates, binds and listens (backlog 512,
+// SO_REUSEADDR: checked with strace), after a stale UNIX socket file is
+// cleared away; errors become socket(1)'s messages.
+import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs";
+import type { SocketHandler, SocketListener } from "bun";
+import { serviceName, type Address } from "./address.ts";
+import { Fatal } from "./fatal.ts";
+import { connectUnix, close, dupCloexec, setAcceptTimeout, setBlocking, strerror, SysError, umask } from "./libc.ts";
+
+export const EXIT_SERVER_SOCKET = 1;
+
+export interface Listening<T> {
+  listener: SocketListener<T>;
+  /** The address actually bound: port 0 becomes the kernel's choice. */
+  address: Address;
+}
+
+/** Which descriptor a Bun object holds; Bun has it at run time, its types do not say. */
+export function fdOf(handle: object): number {
+  const fd = (handle as { fd?: unknown }).fd;
+  if (typeof fd !== "number" || fd < 0) throw new Error("Bun did not expose the descriptor");
+  return fd;
+}
+
+function serverError(errno: number, detail = ""): Fatal {
+  return new Fatal(`server socket: ${detail}${strerror(errno)}`, EXIT_SERVER_SOCKET);
+}
+
+/** Removes a socket file nobody listens on; refuses to touch anything else. */
+function clearStaleSocket(path: string): void {
+  let stat;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!stat.isSocket()) throw new Fatal(`server socket: ${path} exists and is not a socket; not removing it`, EXIT_SERVER_SOCKET);
+  try {
+    close(connectUnix(path));
+  } catch (e) {
+    if (e instanceof SysError && e.errno === 111 /* ECONNREFUSED: nobody home */) {
+      unlinkSync(path);
+      return;
+    }
+    throw e instanceof SysError ? serverError(e.errno) : e;
+  }
+  throw serverError(98 /* EADDRINUSE: a live server has it */);
+}
+
+export function listen<T>(address: Address, handlers: SocketHandler<T>, mode: number | undefined): Listening<T> {
+  try {
+    if (address.kind === "unix") {
+      clearStaleSocket(address.path);
+      // Created with the permissions asked for, so no client slips in before a chmod.
+      const old = mode === undefined ? undefined : umask(0o777 & ~mode);
+      try {
+        const listener = Bun.listen<T>({ unix: address.path, socket: handlers, allowHalfOpen: true });
+        if (mode !== undefined) chmodSync(address.path, mode);
+        return { listener, address };
+      } finally {
+        if (old !== undefined) umask(old);
+      }
+    }
+    const listener = Bun.listen<T>({ hostname: address.ip, port: address.port, socket: handlers, allowHalfOpen: true });
+    return { listener, address: { ...address, port: listener.port } };
+  } catch (e) {
+    if (e instanceof Fatal) throw e;
+    const errno = (e as { errno?: unknown }).errno;
+    if (typeof errno === "number") throw serverError(Math.abs(errno));
+    throw new Fatal(`server socket: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
+  }
+}
+
+export function listeningMessage(address: Address): string {
+  if (address.kind === "unix") return `unix: bound to ${address.path}`;
+  const name = serviceName(address.port);
+  return `inet: listening on port ${address.port}${name ? ` (${name})` : ""}`;
+}
+
+/** How long a worker's accept() blocks before it looks at its messages. */
+export const ACCEPT_TICK_MS = 250;
+
+/**
+ * For the pool: the master keeps the listening descriptor but must never
+ * accept on it (SPEC section 7: a live Bun listener steals connections).
+ * So keep a copy, stop Bun's listener (that ends its polling; for a UNIX
+ * socket it also unlinks the path, which a hard link preserves), and make
+ * accept() block with a timeout, for workers that wait in accept().
+ */
+export function detachListener<T>({ listener, address }: Listening<T>): number {
+  const fd = dupCloexec(fdOf(listener));
+  if (address.kind === "unix") {
+    const keep = `${address.path}.${process.pid}.keep`;
+    linkSync(address.path, keep);
+    listener.stop();
+    renameSync(keep, address.path);
+  } else {
+    listener.stop();
+  }
+  setBlocking(fd);
+  setAcceptTimeout(fd, ACCEPT_TICK_MS);
+  return fd;
+}

@@ -1,0 +1,63 @@
+// Entry point: a pool worker, or the command line: parse, resolve, detach
+// (-b), then run as client, classic server or pool master. Every expected
+// failure is a Fatal: one line on stderr and socket(1)'s exit status.
+import { resolveDestination } from "./address.ts";
+import { helpText, parseCommandLine } from "./cli.ts";
+import { runClient } from "./client.ts";
+import { daemonize, isDaemon, settleDaemon } from "./daemon.ts";
+import { Fatal } from "./fatal.ts";
+import { runPool } from "./pool.ts";
+import { becomeIdentity, resolveIdentity } from "./privileges.ts";
+import { programFor } from "./program.ts";
+import { selfCommand } from "./self.ts";
+import { serve } from "./server.ts";
+import { exitNow, handleSignals } from "./signals.ts";
+import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./worker.ts";
+
+function fail(e: unknown): never {
+  if (e instanceof Fatal) {
+    process.stderr.write(e.text);
+    return exitNow(e.status);
+  }
+  // A bug, not bad input: still one line, and the stack only on request.
+  process.stderr.write(`socket: internal error: ${(e as Error)?.message ?? String(e)}\n`);
+  if (process.env.SOCKET_DEBUG) console.error(e);
+  return exitNow(70 /* EX_SOFTWARE */);
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv[0] === WORKER_FLAG && process.env[WORKER_ENV]) {
+    return void (await runWorker(JSON.parse(process.env[WORKER_ENV]) as WorkerConfig));
+  }
+  const parsed = parseCommandLine(argv);
+  if ("exit" in parsed) {
+    if (parsed.stdout === "") parsed.stdout = await helpText();
+    if (parsed.stdout) process.stdout.write(parsed.stdout);
+    if (parsed.stderr) process.stderr.write(parsed.stderr);
+    return exitNow(parsed.exit);
+  }
+  const { run: options, warning } = parsed;
+  if (warning) process.stderr.write(warning);
+
+  // Names are resolved before detaching, so a typo is reported where it was typed.
+  const address = await resolveDestination(options.destination, options.server);
+  const identity = resolveIdentity(options.user, options.group);
+  if (options.background && !isDaemon()) daemonize([...selfCommand(), ...argv]);
+  if (isDaemon()) settleDaemon();
+
+  const program = options.program === undefined ? undefined : programFor(options.program);
+  if (!options.server) {
+    handleSignals();
+    return void (await runClient(options, address, program));
+  }
+  const afterBind = () => becomeIdentity(identity);
+  if (options.pool && options.program !== undefined) {
+    const pool = runPool(options, options.pool, options.program, address, afterBind);
+    handleSignals(() => pool.stop());
+    return;
+  }
+  handleSignals();
+  serve(options, address, program, afterBind);
+}
+
+main(Bun.argv.slice(2)).catch(fail);

@@ -1,0 +1,205 @@
+// The pool master (-W): binds once, keeps the listening descriptor without
+// ever accepting on it, and keeps the pool of workers at the size its
+// policy asks for. Workers say "busy" when they accept and "idle" when done.
+import { unlinkSync } from "node:fs";
+import type { Subprocess } from "bun";
+import type { Address } from "./address.ts";
+import type { Options, Pool as PoolPolicy } from "./cli.ts";
+import { log } from "./connection.ts";
+import { close, SHUT_RDWR, shutdown } from "./libc.ts";
+import { detachListener, listen, listeningMessage } from "./listener.ts";
+import { selfCommand } from "./self.ts";
+import { atExit } from "./signals.ts";
+import { EXIT_RETIRED, EXIT_SERVED, WORKER_ENV, WORKER_FLAG, type MasterMessage, type WorkerConfig, type WorkerMessage } from "./worker.ts";
+
+interface Worker {
+  proc: Subprocess;
+  state: "starting" | "idle" | "busy";
+  startedAt: number;
+  idleSince: number;
+  retiring: boolean;
+  served: number;
+}
+
+/** A worker that dies sooner than this after starting, having served nothing, is failing. */
+const QUICK_DEATH_MS = 1000;
+const MAX_BACKOFF_MS = 5000;
+
+export class Pool {
+  private readonly workers = new Map<number, Worker>();
+  private stopping = false;
+  private quickDeaths = 0;
+  private restartAt = 0;
+  private restartTimer: Timer | undefined;
+  private lastStatus = "";
+  private readonly workerEnv: Record<string, string>;
+  private allGone: (() => void) | undefined;
+
+  constructor(
+    private readonly listenFd: number,
+    private readonly policy: PoolPolicy,
+    private readonly options: Options,
+    config: WorkerConfig,
+  ) {
+    this.workerEnv = { ...(process.env as Record<string, string>), [WORKER_ENV]: JSON.stringify(config) };
+  }
+
+  start(): void {
+    this.balance();
+    if (this.policy.max > this.policy.min) setInterval(() => this.shrink(), Math.min(1000, this.policy.idleTimeoutMs / 2)).unref();
+  }
+
+  private count(state: Worker["state"]): number {
+    let n = 0;
+    for (const w of this.workers.values()) if (w.state === state && !w.retiring) n++;
+    return n;
+  }
+
+  /** Starts the workers the policy wants now: at least MIN, and a spare while below MAX. */
+  private balance(): void {
+    if (this.stopping) return;
+    const { min, max, ramp } = this.policy;
+    const now = Date.now();
+    if (now < this.restartAt) {
+      this.restartTimer ??= setTimeout(() => {
+        this.restartTimer = undefined;
+        this.balance();
+      }, this.restartAt - now);
+      return;
+    }
+    const active = () => this.workers.size - [...this.workers.values()].filter((w) => w.retiring).length;
+    while (active() < min) this.spawn();
+    const ready = this.count("idle") + this.count("starting");
+    if (ready === 0 && active() < max) {
+      const grow = ramp === "burst" ? max - active() : 1;
+      for (let i = 0; i < grow; i++) this.spawn();
+    }
+    this.reportStatus();
+  }
+
+  private spawn(): void {
+    const proc: Subprocess = Bun.spawn([...selfCommand(), WORKER_FLAG], {
+      stdio: ["ignore", "inherit", "inherit", this.listenFd],
+      env: this.workerEnv,
+      serialization: "json",
+      ipc: (message: WorkerMessage) => this.onMessage(proc.pid, message),
+      onExit: (_p, code, signal) => this.onExit(proc.pid, code, signal),
+    });
+    const now = Date.now();
+    this.workers.set(proc.pid, { proc, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
+    log(this.options, `pool: worker ${proc.pid} started`);
+  }
+
+  private onMessage(pid: number, message: WorkerMessage): void {
+    const worker = this.workers.get(pid);
+    if (!worker) return;
+    if (message === "busy") {
+      worker.state = "busy";
+      worker.served++;
+      this.quickDeaths = 0;
+    } else {
+      worker.state = "idle";
+      worker.idleSince = Date.now();
+    }
+    this.balance();
+  }
+
+  private onExit(pid: number, code: number | null, signal: NodeJS.Signals | number | null): void {
+    const worker = this.workers.get(pid);
+    if (!worker) return;
+    this.workers.delete(pid);
+    const why = signal
+      ? `killed by ${signal}`
+      : code === EXIT_SERVED
+        ? "served its --max-requests"
+        : code === EXIT_RETIRED
+          ? "retired"
+          : `failed (exit ${code})`;
+    log(this.options, `pool: worker ${pid} ended (${why})`);
+    if (this.workers.size === 0) this.allGone?.();
+    if (this.stopping) return;
+    const failedAtOnce = worker.served === 0 && !worker.retiring && Date.now() - worker.startedAt < QUICK_DEATH_MS;
+    if (failedAtOnce) {
+      // Never a tight loop of dying workers: back off, doubling, up to 5 s.
+      this.quickDeaths++;
+      this.restartAt = Date.now() + Math.min(100 * 2 ** (this.quickDeaths - 1), MAX_BACKOFF_MS);
+    }
+    this.balance();
+  }
+
+  /** Retires one worker idle longer than --idle-timeout, while above MIN. */
+  private shrink(): void {
+    if (this.stopping) return;
+    const active = [...this.workers.values()].filter((w) => !w.retiring);
+    if (active.length <= this.policy.min) return;
+    const now = Date.now();
+    const idle = active.find((w) => w.state === "idle" && now - w.idleSince >= this.policy.idleTimeoutMs);
+    if (!idle) return;
+    idle.retiring = true;
+    idle.proc.send("retire" satisfies MasterMessage);
+  }
+
+  private reportStatus(): void {
+    const status = `status: ${this.count("busy")}/${this.workers.size}`;
+    if (status === this.lastStatus) return;
+    this.lastStatus = status;
+    log(this.options, status);
+  }
+
+  /**
+   * Stops accepting at once (shutdown() of the listener wakes every worker
+   * waiting in accept() with EINVAL), lets busy workers finish their
+   * connection within the grace period, then kills what is left.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    shutdown(this.listenFd, SHUT_RDWR);
+    close(this.listenFd);
+    if (this.workers.size > 0) {
+      const gone = new Promise<void>((resolve) => (this.allGone = resolve));
+      await Promise.race([gone, Bun.sleep(this.policy.graceMs)]);
+    }
+    for (const worker of this.workers.values()) worker.proc.kill("SIGKILL");
+  }
+}
+
+export function runPool(
+  options: Options,
+  policy: PoolPolicy,
+  command: string,
+  address: Address,
+  afterBind: () => void,
+): Pool {
+  const listening = listen<undefined>(address, { data() {} }, options.mode);
+  const listenFd = detachListener(listening);
+  const bound = listening.address;
+  if (bound.kind === "unix") {
+    const path = bound.path;
+    atExit(() => {
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    });
+  }
+  log(options, listeningMessage(bound));
+  afterBind();
+  const pool = new Pool(listenFd, policy, options, {
+    command,
+    address: bound,
+    serve: {
+      crlf: options.crlf,
+      quit: options.quit,
+      readOnly: options.readOnly,
+      writeOnly: options.writeOnly,
+      verbose: options.verbose,
+      timeoutMs: options.timeoutMs,
+    },
+    maxRequests: policy.maxRequests,
+    masterPid: process.pid,
+  });
+  pool.start();
+  return pool;
+}

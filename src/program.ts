@@ -1,0 +1,92 @@
+// Starting the -p program for a connection: the argv to run, the UCSPI
+// environment that tells it who connected, and the two ways to wire it up
+// (the connection itself as stdio, or pipes for the copy loop).
+import type { Subprocess } from "bun";
+import type { Address } from "./address.ts";
+import { localEndpoint, peerCredentials, remoteEndpoint, type Endpoint } from "./libc.ts";
+
+// dash keywords and builtins: a command starting with one needs the shell.
+const SHELL_WORDS = new Set(
+  ("! { } case do done elif else esac fi for if in then until while " +
+    ". : [ alias bg break cd command continue echo eval exec exit export false fc fg getopts " +
+    "hash jobs kill local printf pwd read readonly return set shift test times trap true type " +
+    "ulimit umask unalias unset wait").split(" "),
+);
+// Characters with no meaning to sh: no quotes, $, globs, ~, redirections, separators.
+const PLAIN_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+export interface Program {
+  argv: string[];
+  /** argv[0] as the operator wrote it, as sh would pass it. */
+  argv0: string;
+}
+
+/**
+ * `sh -c command`, or the command's own words when the shell would do
+ * nothing but split them: dash does not exec the last command, so that
+ * saves a process per connection (SPEC section 7). A command not found on
+ * PATH goes through sh, which prints the error a user expects.
+ */
+export function programFor(command: string): Program {
+  const words = command.trim().split(/[ \t]+/);
+  const plain = words.every((w) => PLAIN_WORD.test(w)) && !words[0].includes("=") && !SHELL_WORDS.has(words[0]);
+  const path = plain ? Bun.which(words[0]) : null;
+  if (path) return { argv: [path, ...words.slice(1)], argv0: words[0] };
+  return { argv: ["/bin/sh", "-c", command], argv0: "sh" };
+}
+
+/**
+ * The UCSPI variables (tcpserver's and ucspi-unix's names). Values only:
+ * nothing a peer controls is ever part of the command.
+ */
+export function connectionEnv(fd: number, address: Address): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  const endpoints = (): [Endpoint, Endpoint] | undefined => {
+    try {
+      return [localEndpoint(fd), remoteEndpoint(fd)];
+    } catch {
+      return undefined; // the peer is already gone; the program will see EOF
+    }
+  };
+  if (address.kind === "inet") {
+    env.PROTO = "TCP";
+    const ends = endpoints();
+    if (ends) {
+      const [local, remote] = ends;
+      if (local.family === "inet") [env.TCPLOCALIP, env.TCPLOCALPORT] = [local.ip, String(local.port)];
+      if (remote.family === "inet") [env.TCPREMOTEIP, env.TCPREMOTEPORT] = [remote.ip, String(remote.port)];
+    }
+  } else {
+    env.PROTO = "UNIX";
+    env.UNIXLOCALPATH = address.path;
+    try {
+      const peer = peerCredentials(fd);
+      [env.UNIXREMOTEPID, env.UNIXREMOTEUID, env.UNIXREMOTEGID] = [peer.pid, peer.uid, peer.gid].map(String);
+    } catch {
+      // peer gone
+    }
+  }
+  return env;
+}
+
+/** The program gets the connection itself as stdin, stdout and stderr: no copying. */
+export function startOnConnection(program: Program, fd: number, env: Record<string, string>): Subprocess {
+  return Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, fd], env });
+}
+
+export type PipedProgram = Subprocess<"pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore">;
+
+/** For the copy loop: pipes on the sides that are copied, /dev/null on the others. */
+export function startWithPipes(
+  program: Program,
+  env: Record<string, string>,
+  sides: { input: boolean; output: boolean },
+): PipedProgram {
+  const out = sides.output ? "pipe" : "ignore";
+  return Bun.spawn(program.argv, {
+    argv0: program.argv0,
+    stdio: [sides.input ? "pipe" : "ignore", out, out],
+    env,
+  });
+}

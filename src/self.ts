@@ -1,0 +1,7 @@
+/**
+ * How to start this same program again (a pool worker, the -b daemon):
+ * the compiled executable itself, or bun with the entry script in development.
+ */
+export function selfCommand(): string[] {
+  return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
+}

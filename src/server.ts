@@ -1,0 +1,80 @@
+// The classic server (-s without -W): Bun's listener accepts; each
+// connection is served by connection.ts, one at a time, or all at once
+// with -f. Without -l the first connection is the only one.
+import type { Socket } from "bun";
+import type { Address } from "./address.ts";
+import type { Options } from "./cli.ts";
+import { serveSocket, flushStdout, log } from "./connection.ts";
+import { copyHandlers, type Copy } from "./copy.ts";
+import { fdOf, listen, listeningMessage, type Listening } from "./listener.ts";
+import type { Program } from "./program.ts";
+import { atExit, exitNow } from "./signals.ts";
+
+function connectionMessage(socket: Socket<Copy | undefined>, address: Address): string {
+  return address.kind === "unix" ? `unix: connection from ${address.path}` : `inet: connection from ${socket.remoteAddress}`;
+}
+
+export function serve(
+  options: Options,
+  address: Address,
+  program: Program | undefined,
+  afterBind: () => void,
+): void {
+  // Without a program every connection shares socket's own stdin and stdout,
+  // so they take turns whatever -f says.
+  const concurrent = options.loop && options.fork && program !== undefined;
+  const waiting: Socket<Copy | undefined>[] = [];
+  let busy = false;
+  let listening: Listening<Copy | undefined>;
+
+  const next = (): void => {
+    const socket = waiting.shift();
+    if (!socket) return;
+    busy = true;
+    socket.resume();
+    void run(socket).finally(() => {
+      busy = false;
+      if (options.loop) next();
+      else void flushStdout().finally(() => exitNow(0));
+    });
+  };
+
+  const run = (socket: Socket<Copy | undefined>): Promise<unknown> => {
+    log(options, connectionMessage(socket, listening.address));
+    try {
+      return serveSocket(socket, fdOf(socket), listening.address, options, program);
+    } catch (e) {
+      // The program could not be started: this connection fails, the server goes on.
+      process.stderr.write(`socket: ${(e as Error).message}\n`);
+      socket.close();
+      return Promise.resolve();
+    }
+  };
+
+  listening = listen<Copy | undefined>(
+    address,
+    {
+      ...copyHandlers,
+      open(socket) {
+        if (concurrent) {
+          void run(socket);
+          return;
+        }
+        if (!options.loop) {
+          if (waiting.length > 0 || busy) return void socket.close();
+          // One connection only: later connects are refused, as by socket(1).
+          listening.listener.stop();
+        }
+        // Held unread until its turn: nothing may be read before a handoff.
+        socket.pause();
+        waiting.push(socket);
+        if (!busy) next();
+      },
+    },
+    options.mode,
+  );
+  const { listener } = listening;
+  if (address.kind === "unix") atExit(() => listener.stop());
+  log(options, listeningMessage(listening.address));
+  afterBind();
+}

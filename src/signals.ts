@@ -1,0 +1,68 @@
+// socket(1)'s signal behaviour: default-fatal signals end it with a newline
+// and "<Name> occured, exiting" (sic, the original's spelling) and status
+// 256 - signo; USR1 ends it silently; TSTP, CONT, CHLD, WINCH and QUIT are
+// left to their defaults. Cleanups (unlinking a UNIX socket) run first.
+import { constants } from "node:os";
+
+const NAMES: Record<string, string> = {
+  SIGHUP: "Hangup signal",
+  SIGINT: "Interrupt",
+  SIGPIPE: "Broken pipe condition",
+  SIGALRM: "Alarm clock",
+  SIGTERM: "Termination signal",
+  SIGUSR1: "",
+  SIGUSR2: "User defined signal 2",
+  SIGVTALRM: "Virtual timer expired",
+  SIGPROF: "Profiling timer expired",
+  SIGXCPU: "CPU time limit exceeded",
+  SIGXFSZ: "File size limit exceeded",
+  SIGIO: "I/O possible",
+  SIGPWR: "Power failure",
+};
+
+export type SignalName = keyof typeof NAMES & NodeJS.Signals;
+
+const cleanups: (() => void)[] = [];
+
+/** Runs before any exit through a signal or exitNow (e.g. unlink the socket path). */
+export function atExit(cleanup: () => void): void {
+  cleanups.push(cleanup);
+}
+
+export function exitNow(status: number): never {
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      cleanup();
+    } catch {
+      // best effort: the process is ending anyway
+    }
+  }
+  process.exit(status);
+}
+
+export function signalNumber(name: string): number {
+  return constants.signals[name as NodeJS.Signals];
+}
+
+/**
+ * Installs the handlers. `graceful`, when given, is awaited before exiting
+ * on TERM and INT (the pool lets running connections finish).
+ */
+export function handleSignals(graceful?: () => Promise<void>): void {
+  let ending = false;
+  for (const [name, text] of Object.entries(NAMES)) {
+    const signo = signalNumber(name);
+    if (signo === undefined) continue;
+    try {
+      process.on(name as NodeJS.Signals, () => {
+        if (ending) return;
+        ending = true;
+        if (text) process.stderr.write(`\n${text} occured, exiting\n`);
+        const drain = graceful && (name === "SIGTERM" || name === "SIGINT") ? graceful() : Promise.resolve();
+        void drain.finally(() => exitNow(256 - signo));
+      });
+    } catch {
+      // a signal this runtime will not let us catch keeps its default
+    }
+  }
+}

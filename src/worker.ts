@@ -1,0 +1,84 @@
+// A pool worker: the same executable, started by the master with the
+// listening socket as fd 3. It accepts one connection at a time with a
+// blocking accept() (the kernel wakes exactly one waiting worker per
+// connection), serves it, tells the master, and accepts again.
+import type { Address } from "./address.ts";
+import { serveDescriptor, type ServeOptions } from "./connection.ts";
+import { accept, dieWithParent, EAGAIN, EINTR, getppid, setCloexec, SysError } from "./libc.ts";
+import { programFor } from "./program.ts";
+import { signalNumber } from "./signals.ts";
+
+/** Everything a worker is told by its master (in the SOCKET_WORKER environment variable). */
+export interface WorkerConfig {
+  command: string;
+  address: Address;
+  serve: ServeOptions;
+  maxRequests: number;
+  masterPid: number;
+}
+
+/** Worker to master, over Bun's IPC channel. */
+export type WorkerMessage = "busy" | "idle";
+/** Master to worker: finish the connection in hand (if any) and exit. */
+export type MasterMessage = "retire";
+
+export const WORKER_ENV = "SOCKET_WORKER";
+export const WORKER_FLAG = "--pool-worker";
+const LISTEN_FD = 3;
+/** Exit status of a worker that served its --max-requests. */
+export const EXIT_SERVED = 0;
+/** Exit status of a worker that was retired or saw the listener shut down. */
+export const EXIT_RETIRED = 3;
+
+const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function tell(message: WorkerMessage): void {
+  try {
+    process.send?.(message);
+  } catch {
+    // master gone: the parent-death signal ends us
+  }
+}
+
+export async function runWorker(config: WorkerConfig): Promise<never> {
+  // Die with the master, however it dies (SIGKILL included): nothing may be
+  // left holding the port. Then check it did not die before we asked.
+  dieWithParent(signalNumber("SIGKILL"));
+  if (getppid() !== config.masterPid) process.exit(EXIT_RETIRED);
+  // Programs must not inherit the listener, or they would hold the port.
+  setCloexec(LISTEN_FD);
+
+  let retire = false;
+  process.on("message", (message: MasterMessage) => {
+    if (message === "retire") retire = true;
+  });
+  // Ctrl-C reaches the whole process group: finish the connection in hand
+  // (the master does the shutting down), do not drop it.
+  for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => (retire = true));
+
+  const program = programFor(config.command);
+  let served = 0;
+  while (!retire) {
+    let fd: number;
+    try {
+      fd = accept(LISTEN_FD);
+    } catch (e) {
+      if (e instanceof SysError && (e.errno === EAGAIN || e.errno === EINTR)) {
+        await nextTick(); // let messages and signal handlers run
+        continue;
+      }
+      break; // EINVAL: the master shut the listener down
+    }
+    tell("busy");
+    try {
+      await serveDescriptor(fd, config.address, config.serve, program);
+    } catch (e) {
+      process.stderr.write(`socket: worker ${process.pid}: ${(e as Error).message}\n`);
+    }
+    served++;
+    if (config.maxRequests > 0 && served >= config.maxRequests) process.exit(EXIT_SERVED);
+    tell("idle");
+    await nextTick();
+  }
+  process.exit(EXIT_RETIRED);
+}
