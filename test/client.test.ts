@@ -1,0 +1,133 @@
+// Client mode, TCP and UNIX, against servers made here with Bun.listen.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { peerServer, run, SOCKET, tempDir, waitFor, type Target } from "./harness.ts";
+
+const kinds = [
+  { name: "TCP", args: (t: Target) => ["127.0.0.1", String(t)], where: (_dir: string) => ({}) },
+  { name: "UNIX", args: (t: Target) => [String(t)], where: (dir: string) => ({ unix: join(dir, "peer.sock") }) },
+];
+
+describe.each(kinds)("client over $name", ({ args, where }) => {
+  test("stdin goes to the peer; EOF half-closes and the answer still arrives", async () => {
+    using dir = tempDir();
+    // The peer answers only once it has seen our EOF (socket 1.1 never sent one).
+    using peer = peerServer(
+      () => {},
+      where(dir.path),
+      (s) => {
+        s.write(`answer to ${Buffer.concat(s.data.received).toString()}`);
+        s.end();
+      },
+    );
+    const result = await run([...args(peer.target)], { stdin: "question\n" });
+    expect(result).toMatchObject({ status: 0, stdout: "answer to question\n" });
+  });
+
+  test("the peer's bytes go to stdout and its close ends the client with 0", async () => {
+    using dir = tempDir();
+    using peer = peerServer((s) => {
+      s.write("hello from peer\n");
+      s.end();
+    }, where(dir.path));
+    const result = await run(["-r", ...args(peer.target)]);
+    expect(result).toMatchObject({ status: 0, stdout: "hello from peer\n" });
+  });
+
+  test("-c turns LF into CRLF on the way out and drops CR on the way in", async () => {
+    using dir = tempDir();
+    using peer = peerServer((s) => {
+      s.write("a\r\nb\r\n");
+      setTimeout(() => s.end(), 200);
+    }, where(dir.path));
+    const result = await run(["-c", ...args(peer.target)], { stdin: "x\ny\n" });
+    expect(result.stdout).toBe("a\nb\n");
+    await waitFor("the CRLF lines", () => Buffer.concat(peer.received[0] ?? []).toString() === "x\r\ny\r\n");
+  });
+
+  test("-w sends stdin and never reads the socket", async () => {
+    using dir = tempDir();
+    using peer = peerServer((s) => void s.write("unread\n"), where(dir.path));
+    const result = await run(["-w", ...args(peer.target)], { stdin: "only out\n" });
+    expect(result).toMatchObject({ status: 0, stdout: "" });
+    await waitFor("stdin at the peer", () => Buffer.concat(peer.received[0] ?? []).toString() === "only out\n");
+  });
+
+  test("-q closes the connection at EOF on stdin", async () => {
+    using dir = tempDir();
+    // This peer never closes: without -q the client would wait for it.
+    using peer = peerServer(() => {}, where(dir.path));
+    const result = await run(["-q", "-v", ...args(peer.target)], { stdin: "bye\n", ms: 3000 });
+    expect(result.status).toBe(0);
+    expect(result.stderr).toContain("connection closed\n");
+  });
+
+  test("-p runs the program on the connection", async () => {
+    using dir = tempDir();
+    using peer = peerServer((s) => {
+      s.write("ping\n");
+    }, where(dir.path));
+    const result = await run(["-p", "read line; echo got:$line", ...args(peer.target)]);
+    expect(result.status).toBe(0);
+    await waitFor("the program's answer", () => Buffer.concat(peer.received[0] ?? []).toString() === "got:ping\n");
+  });
+});
+
+describe("client errors and addresses", () => {
+  test("connection refused: the errno as status (111)", async () => {
+    using peer = peerServer(() => {});
+    const port = peer.target as number;
+    peer[Symbol.dispose]();
+    expect(await run(["127.0.0.1", String(port)])).toMatchObject({
+      status: 111,
+      stderr: "socket: client socket: Connection refused\n",
+    });
+  });
+
+  test("a missing UNIX path: status 2", async () => {
+    using dir = tempDir();
+    expect(await run([join(dir.path, "none.sock")])).toMatchObject({
+      status: 2,
+      stderr: "socket: client socket: No such file or directory\n",
+    });
+  });
+
+  test("-B binds the client's local address", async () => {
+    let seen = "";
+    using peer = peerServer((s) => {
+      seen = s.remoteAddress;
+      s.end();
+    });
+    const result = await run(["-B", "127.0.0.2", "127.0.0.1", String(peer.target)]);
+    expect(result.status).toBe(0);
+    expect(seen).toBe("127.0.0.2");
+  });
+
+  test("host names resolve (localhost)", async () => {
+    using peer = peerServer((s) => {
+      s.write("named\n");
+      s.end();
+    });
+    expect((await run(["-r", "localhost", String(peer.target)])).stdout).toBe("named\n");
+  });
+
+  test("-v says where it connected", async () => {
+    using peer = peerServer((s) => void s.end());
+    const result = await run(["-v", "-r", "127.0.0.1", String(peer.target)]);
+    expect(result.stderr).toContain(`inet: connected to 127.0.0.1 port ${peer.target}\n`);
+    expect(result.stderr).toContain("connection closed by peer\n");
+  });
+
+  test("INT while connected: message and status 254", async () => {
+    using peer = peerServer(() => {});
+    const proc = Bun.spawn([SOCKET, "127.0.0.1", String(peer.target)], { stdin: "pipe", stderr: "pipe" });
+    try {
+      await waitFor("the connection", () => peer.received.length === 1);
+      proc.kill("SIGINT");
+      expect(await proc.exited).toBe(254);
+      expect(await new Response(proc.stderr).text()).toBe("\nInterrupt occured, exiting\n");
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+});

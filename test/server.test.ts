@@ -1,0 +1,242 @@
+// Classic server modes (-s, -l, -f, -p, -v, -b), TCP and UNIX, against dist/socket.
+import { describe, expect, test } from "bun:test";
+import { existsSync, lstatSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, type Target } from "./harness.ts";
+
+const kinds = [
+  { name: "TCP", listen: (_dir: string, _name = "s") => "0" },
+  { name: "UNIX", listen: (dir: string, name = "s") => join(dir, `${name}.sock`) },
+];
+
+describe.each(kinds)("server on $name", ({ listen }) => {
+  for (const flags of [["-l"], ["-l", "-f"]]) {
+    test(`${flags.join(" ")} -p cat answers a client that half-closes (socket 1.1 lost it)`, async () => {
+      using dir = tempDir();
+      await using server = await startServer(["-s", ...flags, "-p", "cat", listen(dir.path)]);
+      for (const payload of ["hi", "x".repeat(100_000)]) {
+        const reply = await exchange(server.target, payload);
+        expect(reply.data.toString()).toBe(payload);
+        expect(reply.ended).toBe("closed");
+      }
+    });
+  }
+
+  test("a program that answers late is still heard after the peer's EOF", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-f", "-p", "sleep 0.3; echo late", listen(dir.path)]);
+    const reply = await exchange(server.target, "ignored");
+    expect(reply.data.toString()).toBe("late\n");
+  });
+
+  test("-f serves connections at the same time", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-f", "-p", "sleep 0.5; echo done", listen(dir.path)]);
+    const started = performance.now();
+    const replies = await Promise.all(Array.from({ length: 4 }, () => exchange(server.target, "")));
+    for (const r of replies) expect(r.data.toString()).toBe("done\n");
+    expect(performance.now() - started).toBeLessThan(1800); // four one after another take 2 s
+  });
+
+  test("-l without -f serves one connection at a time, in order", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-p", "sleep 0.3; cat", listen(dir.path)]);
+    const started = performance.now();
+    const replies = await Promise.all(["a", "b", "c"].map((p) => exchange(server.target, p)));
+    expect(replies.map((r) => r.data.toString())).toEqual(["a", "b", "c"]);
+    expect(performance.now() - started).toBeGreaterThan(850);
+  });
+
+  test("without -l the server serves one connection and exits 0", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-p", "cat", listen(dir.path)]);
+    expect((await exchange(server.target, "once")).data.toString()).toBe("once");
+    expect(await server.proc.exited).toBe(0);
+  });
+
+  test("the program's stderr is the connection too, and it gets the UCSPI environment", async () => {
+    using dir = tempDir();
+    const script = 'echo "$PROTO" >&2; echo "${TCPREMOTEIP:-$UNIXREMOTEPID}" "${TCPLOCALPORT:-$UNIXLOCALPATH}"';
+    await using server = await startServer(["-s", "-l", "-f", "-p", script, listen(dir.path)]);
+    const [proto, ends] = (await exchange(server.target, "")).data.toString().trim().split("\n");
+    if (typeof server.target === "number") {
+      expect(proto).toBe("TCP");
+      expect(ends).toBe(`127.0.0.1 ${server.target}`);
+    } else {
+      expect(proto).toBe("UNIX");
+      expect(ends).toBe(`${process.pid} ${server.target}`);
+    }
+  });
+
+  test("a program that is not found or crashes costs that connection only", async () => {
+    using dir = tempDir();
+    await using bad = await startServer(["-s", "-l", "-f", "-p", "no-such-program-xyz", listen(dir.path)]);
+    const reply = await exchange(bad.target, "x");
+    expect(reply.data.toString()).toContain("not found");
+    await using crash = await startServer(["-s", "-l", "-f", "-p", "kill -SEGV $$", listen(dir.path, "crash")]);
+    for (let i = 0; i < 3; i++) expect((await exchange(crash.target, "x")).ended).toBe("closed");
+    expect(isAlive(bad.proc.pid) && isAlive(crash.proc.pid)).toBe(true);
+  });
+
+  test("-c: CR dropped from the socket, LF sent as CRLF", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-c", "-p", "cat", listen(dir.path)]);
+    expect((await exchange(server.target, "a\r\nb\n")).data.toString()).toBe("a\r\nb\r\n");
+  });
+
+  test("-q closes the connection when the program's output ends", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-q", "-p", "echo bye", listen(dir.path)]);
+    const reply = await exchange(server.target, "", { halfClose: false });
+    expect(reply.data.toString()).toBe("bye\n");
+    await waitFor("the -q message", () => server.stderr().includes("connection closed\n"));
+  });
+
+  test("-r: only socket -> program; -w: only program -> socket", async () => {
+    using dir = tempDir();
+    const out = join(dir.path, "out");
+    await using readOnly = await startServer(["-s", "-l", "-r", "-p", `cat > ${out}; echo never`, listen(dir.path)]);
+    const reply = await exchange(readOnly.target, "to the program");
+    expect(reply.data.length).toBe(0);
+    await waitFor("the program's file", () => existsSync(out) && Bun.file(out).size > 0);
+    expect(await Bun.file(out).text()).toBe("to the program");
+    await using writeOnly = await startServer(["-s", "-l", "-w", "-p", "echo from program", listen(dir.path, "w")]);
+    expect((await exchange(writeOnly.target, "unread", { halfClose: false })).data.toString()).toBe("from program\n");
+  });
+
+  test("-v says where it listens, who connected and how it ended", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-c", "-p", "cat", listen(dir.path)]);
+    await exchange(server.target, "x");
+    await waitFor("the closing message", () => server.stderr().includes("connection closed by peer"));
+    const from = typeof server.target === "number" ? "inet: connection from 127.0.0.1" : `unix: connection from ${server.target}`;
+    expect(server.stderr()).toContain(from);
+  });
+
+  test("TERM ends it with socket(1)'s message and status 241; INT with 254", async () => {
+    using dir = tempDir();
+    for (const [signal, text, status] of [
+      ["SIGTERM", "Termination signal occured, exiting", 241],
+      ["SIGINT", "Interrupt occured, exiting", 254],
+      ["SIGHUP", "Hangup signal occured, exiting", 255],
+    ] as const) {
+      await using server = await startServer(["-s", "-l", "-p", "cat", listen(dir.path)]);
+      server.proc.kill(signal);
+      expect(await server.proc.exited).toBe(status);
+      expect(server.stderr()).toContain(`\n${text}\n`);
+      if (typeof server.target === "string") expect(existsSync(server.target)).toBe(false);
+    }
+  });
+});
+
+describe("UNIX socket files", () => {
+  test("a stale socket file is replaced; a live one is address in use", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "s.sock");
+    {
+      await using first = await startServer(["-s", "-l", "-p", "cat", path]);
+      await first.kill("SIGKILL"); // no chance to unlink: the file stays, stale
+    }
+    expect(lstatSync(path).isSocket()).toBe(true);
+    await using second = await startServer(["-s", "-l", "-p", "cat", path]);
+    expect((await exchange(path, "again")).data.toString()).toBe("again");
+    const third = await run(["-s", "-l", "-p", "cat", path]);
+    expect(third.status).toBe(1);
+    expect(third.stderr).toBe("socket: server socket: Address already in use\n");
+  });
+
+  test("a file of another type is never removed", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "precious");
+    writeFileSync(path, "data");
+    const result = await run(["-s", "-p", "cat", path]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("is not a socket");
+    expect(result.stderr.split("\n").length).toBe(2);
+    expect(await Bun.file(path).text()).toBe("data");
+  });
+
+  test("a relative path (./name) is bound in the current directory", async () => {
+    using dir = tempDir();
+    const proc = Bun.spawn([SOCKET, "-s", "-l", "-p", "cat", "./rel.sock"], { cwd: dir.path, stderr: "pipe" });
+    try {
+      await waitFor("the socket file", () => existsSync(join(dir.path, "rel.sock")));
+      expect((await exchange(join(dir.path, "rel.sock"), "rel")).data.toString()).toBe("rel");
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+});
+
+describe("TCP specifics", () => {
+  test("port 0 gets a free port, which -v reports", async () => {
+    await using server = await startServer(["-s", "-l", "-p", "cat", "0"]);
+    expect(server.target).toBeGreaterThan(0);
+    expect(server.stderr()).toMatch(/^inet: listening on port \d+\n/);
+  });
+
+  test("a service name port is reported with its name", async () => {
+    // nntp is 119: only root may bind it, which the test machine's user is; skip otherwise.
+    if (process.getuid?.() !== 0) return;
+    await using server = await startServer(["-s", "-l", "-B", "127.0.0.1", "-p", "cat", "nntp"]);
+    expect(server.stderr()).toContain("inet: listening on port 119 (nntp)");
+  });
+
+  test("address in use is reported with exit status 1", async () => {
+    await using server = await startServer(["-s", "-l", "-p", "cat", "0"]);
+    const second = await run(["-s", "-l", "-p", "cat", String(server.target)]);
+    expect(second).toMatchObject({ status: 1, stderr: "socket: server socket: Address already in use\n" });
+  });
+
+  test("-B binds the listening address; IPv6 works", async () => {
+    await using server = await startServer(["-s", "-l", "-B", "::1", "-p", "cat", "0"]);
+    const client = await run(["::1", String(server.target)], { stdin: "six\n" });
+    expect(client).toMatchObject({ status: 0, stdout: "six\n" });
+    // Not on IPv4: bound to ::1 only.
+    expect(exchange(server.target as number, "x")).rejects.toThrow();
+  });
+
+  test("SO_REUSEADDR: a restarted server binds at once after serving", async () => {
+    let port: Target;
+    {
+      await using first = await startServer(["-s", "-l", "-p", "cat", "0"]);
+      port = first.target;
+      expect((await exchange(port, "x")).data.toString()).toBe("x");
+    }
+    await using second = await startServer(["-s", "-l", "-p", "cat", String(port)]);
+    expect((await exchange(port, "y")).data.toString()).toBe("y");
+  });
+
+  test("a burst of 200 simultaneous connects: none dropped (backlog is not 1)", async () => {
+    await using server = await startServer(["-s", "-l", "-f", "-p", "cat", "0"]);
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => exchange(server.target, `n${i}`, { ms: 20_000 })),
+    );
+    replies.forEach((r, i) => expect(r.data.toString()).toBe(`n${i}`));
+  }, 30_000);
+});
+
+describe("-b background", () => {
+  test("returns at once with 0 and the daemon serves, in a new session with cwd /", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "daemon.sock");
+    // The daemon keeps fds 0-2 that are not terminals, so no pipes here: they would stay open.
+    const starter = Bun.spawn([SOCKET, "-b", "-s", "-l", "-f", "-p", "pwd; ps -o sid= -p $PPID", path], {
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    expect(await Promise.race([starter.exited, Bun.sleep(2000).then(() => "still running")])).toBe(0);
+    let daemonPid = 0;
+    try {
+      await waitFor("the daemon's socket", () => existsSync(path));
+      const [cwd, sid] = (await exchange(path, "")).data.toString().trim().split("\n");
+      expect(cwd).toBe("/");
+      const pids = Bun.spawnSync(["pgrep", "-f", path]).stdout.toString().trim().split("\n").map(Number);
+      daemonPid = pids[0];
+      expect(Number(sid)).toBe(daemonPid); // session leader: setsid
+    } finally {
+      const pids = Bun.spawnSync(["pgrep", "-f", path]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+      for (const pid of pids) process.kill(pid, "SIGTERM");
+      await waitFor("the daemon to unlink its socket", () => !existsSync(path));
+    }
+  });
+});
