@@ -92,16 +92,45 @@ const senseless = (what: string): Parsed => ({
 
 /** The getopt wording for what parseArgs rejected. */
 function getoptMessage(error: Error & { code?: string }): string {
-  const option = error.message.match(/'(-[^',]+)/)?.[1] ?? "";
-  const short = option.replace(/^-+/, "");
-  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
-    return option.startsWith("--") && short.length > 1
+  const option = error.message.match(/'(-?-?[^',\s]+)/)?.[1] ?? "";
+  if (option.startsWith("--")) {
+    return error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE"
       ? `${NAME}: option '${option}' requires an argument`
-      : `${NAME}: option requires an argument -- '${short}'`;
+      : `${NAME}: unrecognized option '${option}'`;
   }
-  return option.startsWith("--")
-    ? `${NAME}: unrecognized option '${option}'`
-    : `${NAME}: invalid option -- '${short.slice(0, 1)}'`;
+  const letter = option.replace(/^-/, "").slice(0, 1);
+  return error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE"
+    ? `${NAME}: option requires an argument -- '${letter}'`
+    : `${NAME}: invalid option -- '${letter}'`;
+}
+
+const valueLetters = new Set(
+  Object.values(optionTable).flatMap((def) => (def.type === "string" && "alias" in def ? [def.alias] : [])),
+);
+const valueNames = new Set(Object.entries(optionTable).flatMap(([name, def]) => (def.type === "string" ? [name] : [])));
+
+/**
+ * getopt takes the word after an option that wants a value as that value,
+ * even when it starts with "-" (`-p -x`); parseArgs calls that ambiguous
+ * unless it is attached, so attach it.
+ */
+function attachDashValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const next = argv[i + 1];
+    if (arg === "--") return [...out, ...argv.slice(i)];
+    const wantsValue =
+      (/^-[^-]/.test(arg) && valueLetters.has(arg.slice(-1)) && ![...arg.slice(1, -1)].some((c) => valueLetters.has(c))) ||
+      (arg.startsWith("--") && valueNames.has(arg.slice(2)));
+    if (wantsValue && next?.startsWith("-")) {
+      out.push(arg.startsWith("--") ? `${arg}=${next}` : arg + next);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 function number(text: string | undefined, name: string, min: number, max: number): number | string | undefined {
@@ -118,7 +147,7 @@ export function parseCommandLine(argv: string[]): Parsed {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: attachDashValues(argv),
       strict: true,
       allowPositionals: true,
       options: Object.fromEntries(

@@ -47,6 +47,18 @@ export function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** Processes whose command line contains `text` (pgrep -f, without its option parsing). */
+export function pidsByCommandLine(text: string): number[] {
+  return readdirSync("/proc").filter((e) => {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) return false;
+    try {
+      return readFileSync(`/proc/${e}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
 export function descendantsOf(pid: number): number[] {
   const direct = childrenOf(pid);
   return [...direct, ...direct.flatMap(descendantsOf)];

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, type Target } from "./harness.ts";
+import { exchange, isAlive, pidsByCommandLine, run, SOCKET, startServer, tempDir, waitFor, type Target } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string, _name = "s") => "0" },
@@ -221,7 +221,7 @@ describe("-b background", () => {
     using dir = tempDir();
     const path = join(dir.path, "daemon.sock");
     // The daemon keeps fds 0-2 that are not terminals, so no pipes here: they would stay open.
-    const starter = Bun.spawn([SOCKET, "-b", "-s", "-l", "-f", "-p", "pwd; ps -o sid= -p $PPID", path], {
+    const starter = Bun.spawn([SOCKET, "-b", "-s", "-l", "-f", "-p", "pwd; cut -d' ' -f6 /proc/$PPID/stat", path], {
       stdio: ["ignore", "ignore", "ignore"],
     });
     expect(await Promise.race([starter.exited, Bun.sleep(2000).then(() => "still running")])).toBe(0);
@@ -230,12 +230,10 @@ describe("-b background", () => {
       await waitFor("the daemon's socket", () => existsSync(path));
       const [cwd, sid] = (await exchange(path, "")).data.toString().trim().split("\n");
       expect(cwd).toBe("/");
-      const pids = Bun.spawnSync(["pgrep", "-f", path]).stdout.toString().trim().split("\n").map(Number);
-      daemonPid = pids[0];
+      daemonPid = pidsByCommandLine(path)[0];
       expect(Number(sid)).toBe(daemonPid); // session leader: setsid
     } finally {
-      const pids = Bun.spawnSync(["pgrep", "-f", path]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
-      for (const pid of pids) process.kill(pid, "SIGTERM");
+      for (const pid of pidsByCommandLine(path)) process.kill(pid, "SIGTERM");
       await waitFor("the daemon to unlink its socket", () => !existsSync(path));
     }
   });

@@ -1,0 +1,126 @@
+// The command line: getopt semantics, combination errors, the error table
+// of SPEC section 4. Every bad invocation: one clear line (plus the usage
+// line where getopt would print it), a defined status, never a stack trace.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { run, SOCKET, tempDir } from "./harness.ts";
+
+const USAGE =
+  "Usage: socket [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}\n";
+
+describe("command line", () => {
+  test("-version prints the version line and exits 0", async () => {
+    expect(await run(["-version"])).toMatchObject({ status: 0, stdout: "socket version 1.2.0\n", stderr: "" });
+  });
+
+  test("--help lists every short option", async () => {
+    const { status, stdout } = await run(["--help"]);
+    expect(status).toBe(0);
+    for (const flag of "s l f p B b q r w c v W u g".split(" ")) expect(stdout).toContain(`-${flag}, --`);
+    expect(stdout).not.toContain("pool-worker");
+  });
+
+  test.each([
+    [["-x", "host", "1"], "socket: invalid option -- 'x'\n" + USAGE],
+    [["-slx", "1"], "socket: invalid option -- 'x'\n" + USAGE],
+    [["--bogus", "host", "1"], "socket: unrecognized option '--bogus'\n" + USAGE],
+    [["-s", "-p"], "socket: option requires an argument -- 'p'\n" + USAGE],
+    [[], USAGE],
+    [["host"], USAGE],
+    [["host", "1", "extra"], USAGE],
+    [["-s"], USAGE],
+    [["-s", "1", "2"], USAGE],
+    [["-r", "-w", "host", "1"], "It does not make sense to set -r and -w.\n"],
+    [["-l", "host", "1"], "It does not make sense to set -l and not -s.\n"],
+    [["-b", "host", "1"], "It does not make sense to set -b and not -s.\n"],
+    [["-s", "-p", "", "1"], "socket: -p needs a command\n" + USAGE],
+    [["-s", "-p", "   ", "1"], "socket: -p needs a command\n" + USAGE],
+    [["-W", "4", "-s", "1"], "socket: -W needs -s and -p\n" + USAGE],
+    [["-W", "4", "-p", "cat", "host", "1"], "socket: -W needs -s and -p\n" + USAGE],
+    [["-W", "0", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '0'\n" + USAGE],
+    [["-W", "8:2", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '8:2'\n" + USAGE],
+    [["--max-requests", "3", "-s", "-p", "cat", "1"], "socket: --max-requests needs -W\n" + USAGE],
+  ])("%j is a usage error (15)", async (args, stderr) => {
+    expect(await run(args)).toMatchObject({ status: 15, stdout: "", stderr });
+  });
+
+  test("-f without -s warns and carries on", async () => {
+    const result = await run(["-f", "127.0.0.1", "1"]);
+    expect(result.stderr).toBe("It does not make sense to set -f and not -s.\nsocket: client socket: Connection refused\n");
+    expect(result.status).toBe(111);
+  });
+
+  test("grouped flags and attached values: -sl, -pcat, -W4", async () => {
+    // A usage error would be 15; reaching the bind and failing on the address proves the parse.
+    const result = await run(["-slv", "-pcat", "-W4", "-B", "192.0.2.1", "0"]);
+    expect(result.stderr).toBe("socket: server socket: Cannot assign requested address\n");
+    expect(result.status).toBe(1);
+  });
+
+  test("-b and -B, -w and -W are different options", async () => {
+    expect((await run(["-B", "127.0.0.1", "-w", "127.0.0.1", "1"])).status).toBe(111);
+    expect((await run(["-b", "127.0.0.1", "1"])).stderr).toContain("-b and not -s");
+  });
+
+  test("-- ends the options", async () => {
+    const result = await run(["--", "-notanoption", "1"]);
+    expect(result).toMatchObject({ status: 13, stderr: "socket: unknown host -notanoption\n" });
+  });
+});
+
+describe("the error table", () => {
+  test.each([
+    [["localhost", "nosuchservice"], 5, "socket: unknown service\n"],
+    [["localhost", "70000"], 5, "socket: port 70000 is out of range (0-65535)\n"],
+    [["-s", "65536"], 5, "socket: port 65536 is out of range (0-65535)\n"],
+    [["localhost", "0"], 5, "socket: port 0 is only for servers (any free port)\n"],
+    [["no.such.host.invalid", "80"], 13, "socket: unknown host no.such.host.invalid\n"],
+    [["-s", "-B", "no.such.host.invalid", "80"], 13, "socket: unknown host no.such.host.invalid\n"],
+  ])("%j", async (args, status, stderr) => {
+    expect(await run(args)).toMatchObject({ status, stderr });
+  });
+
+  test("a service name is looked up in /etc/services", async () => {
+    // nntp is 119; nobody listens there, so the connect fails: proof the name resolved.
+    expect(await run(["127.0.0.1", "nntp"])).toMatchObject({ status: 111 });
+  });
+
+  test("a UNIX path longer than the kernel allows", async () => {
+    using dir = tempDir();
+    const long = join(dir.path, "x".repeat(120));
+    for (const args of [["-s", long], [long]]) {
+      const result = await run(args);
+      expect(result.status).toBe(36);
+      expect(result.stderr).toBe(`socket: ${long}: UNIX socket path longer than 107 bytes\n`);
+    }
+  });
+
+  test("permission denied: an unprivileged user binding port 80", async () => {
+    // setpriv (util-linux) runs it as nobody when the tests run as root.
+    const asNobody = process.getuid?.() === 0 ? ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] : [];
+    const proc = Bun.spawn([...asNobody, SOCKET, "-s", "-B", "127.0.0.1", "-p", "cat", "80"], { stderr: "pipe" });
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+    expect(await proc.exited).toBe(1);
+    clearTimeout(timer);
+    expect(await new Response(proc.stderr).text()).toBe("socket: server socket: Permission denied\n");
+  });
+
+  test("unknown user for -u", async () => {
+    expect(await run(["-u", "no-such-user-xyz", "-s", "-p", "cat", "0"])).toMatchObject({
+      status: 1,
+      stderr: "socket: unknown user no-such-user-xyz\n",
+    });
+  });
+});
+
+describe("getopt details", () => {
+  test("a value may start with a dash, as getopt takes it: -p -x", async () => {
+    // "-x" is the program; reaching the connect (refused) proves it parsed.
+    expect((await run(["-p", "-x", "127.0.0.1", "1"])).status).toBe(111);
+    expect((await run(["--program", "-x", "127.0.0.1", "1"])).status).toBe(111);
+  });
+
+  test("options may follow the operands, as GNU getopt permutes them", async () => {
+    expect((await run(["127.0.0.1", "1", "-v"])).status).toBe(111);
+  });
+});

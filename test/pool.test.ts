@@ -1,0 +1,189 @@
+// The prefork pool (-W), TCP and UNIX: workers exist before connections,
+// are replaced, die with their master, grow and shrink, drain on TERM.
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { childrenOf, exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
+
+function workersOf(master: number): number[] {
+  return childrenOf(master).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--pool-worker");
+    } catch {
+      return false;
+    }
+  });
+}
+
+const kinds = [
+  { name: "TCP", listen: (_dir: string) => "0" },
+  { name: "UNIX", listen: (dir: string) => join(dir, "pool.sock") },
+];
+
+describe.each(kinds)("pool on $name", ({ listen }) => {
+  test("N workers wait before the first connection; 200 connections, 8 at a time, all byte-exact", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-l", "-f", "-W", "4", "-s", listen(dir.path)]);
+    await waitFor("4 workers", () => workersOf(server.proc.pid).length === 4);
+    const before = workersOf(server.proc.pid).sort();
+    let next = 0;
+    const failures: string[] = [];
+    const lane = async () => {
+      while (next < 200) {
+        const i = next++;
+        const payload = `${i}:`.padEnd(1 + (i * 997) % 70_000, String.fromCharCode(97 + (i % 26)));
+        const reply = await exchange(server.target, payload);
+        if (reply.data.toString() !== payload) failures.push(`connection ${i}`);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, lane));
+    expect(failures).toEqual([]);
+    // Reused, not replaced: the default has no per-worker limit.
+    expect(workersOf(server.proc.pid).sort()).toEqual(before);
+  }, 30_000);
+
+  test("the N+1th simultaneous connection waits, and is served when one ends", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "sleep 0.6; cat", "-W", "2", "-s", listen(dir.path)]);
+    await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
+    const started = performance.now();
+    const done: number[] = [];
+    const replies = await Promise.all(
+      ["a", "b", "c"].map(async (p) => {
+        const r = await exchange(server.target, p);
+        done.push(performance.now() - started);
+        return r.data.toString();
+      }),
+    );
+    expect(replies).toEqual(["a", "b", "c"]);
+    done.sort((x, y) => x - y);
+    expect(done[1]).toBeLessThan(1100); // two at once
+    expect(done[2]).toBeGreaterThan(1100); // the third waited for a worker
+    expect(workersOf(server.proc.pid).length).toBe(2); // and no third worker was made
+  });
+
+  test("--max-requests 1: each worker serves one connection and is replaced", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "2", "--max-requests", "1", "-s", listen(dir.path)]);
+    await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
+    const seen = new Set(workersOf(server.proc.pid));
+    for (let i = 0; i < 4; i++) {
+      expect((await exchange(server.target, `r${i}`)).data.toString()).toBe(`r${i}`);
+      await waitFor("the pool back to 2", () => workersOf(server.proc.pid).length === 2);
+      for (const pid of workersOf(server.proc.pid)) seen.add(pid);
+    }
+    expect(seen.size).toBe(6); // 2 at start + one replacement per connection
+  });
+
+  test("a worker killed with SIGKILL is replaced", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "3", "-s", listen(dir.path)]);
+    await waitFor("3 workers", () => workersOf(server.proc.pid).length === 3);
+    const [victim] = workersOf(server.proc.pid);
+    process.kill(victim, "SIGKILL");
+    await waitFor("a replacement", () => {
+      const now = workersOf(server.proc.pid);
+      return now.length === 3 && !now.includes(victim);
+    }, 2000);
+    expect((await exchange(server.target, "still")).data.toString()).toBe("still");
+    await waitFor("the log line", () => server.stderr().includes(`pool: worker ${victim} ended (killed by SIGKILL)`));
+  });
+
+  test("SIGKILL to the master leaves no worker within one second", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "4", "-s", listen(dir.path)]);
+    await waitFor("4 workers", () => workersOf(server.proc.pid).length === 4);
+    const workers = workersOf(server.proc.pid);
+    server.proc.kill("SIGKILL");
+    await waitFor("every worker gone", () => workers.every((pid) => !isAlive(pid)), 1000);
+    if (typeof server.target === "number") {
+      // Nothing holds the port: it can be bound again at once.
+      await using again = await startServer(["-p", "cat", "-W", "1", "-s", String(server.target)]);
+      expect((await exchange(again.target, "free")).data.toString()).toBe("free");
+    }
+  });
+
+  test("SIGTERM during a slow request lets it finish, then exits 241 and cleans up", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "sleep 0.8; echo finished", "-W", "2", "-s", listen(dir.path)]);
+    await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
+    const workers = workersOf(server.proc.pid);
+    const slow = exchange(server.target, "");
+    await waitFor("the request to be taken", () => server.stderr().includes("status: 1/2"));
+    server.proc.kill("SIGTERM");
+    expect((await slow).data.toString()).toBe("finished\n");
+    expect(await server.proc.exited).toBe(241);
+    expect(server.stderr()).toContain("\nTermination signal occured, exiting\n");
+    expect(workers.every((pid) => !isAlive(pid))).toBe(true);
+    if (typeof server.target === "string") expect(existsSync(server.target)).toBe(false);
+  });
+
+  test("programs get the UCSPI environment", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", 'echo "$PROTO $TCPREMOTEIP$UNIXREMOTEPID"', "-W", "1", "-s", listen(dir.path)]);
+    const reply = (await exchange(server.target, "")).data.toString();
+    expect(reply).toBe(typeof server.target === "number" ? "TCP 127.0.0.1\n" : `UNIX ${process.pid}\n`);
+  });
+
+  test("the copy loop works in workers too (-c)", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-c", "-p", "cat", "-W", "2", "-s", listen(dir.path)]);
+    expect((await exchange(server.target, "a\r\nb\n")).data.toString()).toBe("a\r\nb\r\n");
+  });
+});
+
+describe("dynamic pool", () => {
+  test("grows under load up to MAX, a spare started on each accept, and shrinks back to MIN", async () => {
+    await using server = await startServer(["-p", "sleep 1; cat", "-W", "1:4", "--idle-timeout", "0.5", "-s", "0"]);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    const load = Promise.all(Array.from({ length: 4 }, (_, i) => exchange(server.target, `g${i}`, { ms: 10_000 })));
+    await waitFor("growth to 4", () => workersOf(server.proc.pid).length === 4, 3000);
+    expect((await load).map((r) => r.data.toString())).toEqual(["g0", "g1", "g2", "g3"]);
+    expect(workersOf(server.proc.pid).length).toBeLessThanOrEqual(4);
+    await waitFor("shrinking to 1", () => workersOf(server.proc.pid).length === 1, 6000);
+    expect(server.stderr()).toContain("(retired)");
+  }, 20_000);
+
+  test("--ramp burst: the first busy moment starts every worker up to MAX", async () => {
+    await using server = await startServer(["-p", "sleep 0.5; cat", "-W", "1:6", "--ramp", "burst", "-s", "0"]);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    const reply = exchange(server.target, "burst");
+    await waitFor("6 workers", () => workersOf(server.proc.pid).length === 6, 3000);
+    expect((await reply).data.toString()).toBe("burst");
+  });
+
+  test("a worker that dies at once is restarted with backoff, not in a tight loop", async () => {
+    await using server = await startServer(["-p", "cat", "-W", "1", "-s", "0"]);
+    const seen = new Set<number>();
+    const end = Date.now() + 2000;
+    while (Date.now() < end) {
+      for (const pid of workersOf(server.proc.pid)) {
+        seen.add(pid);
+        process.kill(pid, "SIGKILL");
+      }
+      await Bun.sleep(5);
+    }
+    // 100, 200, 400, 800 ms: a handful of restarts in 2 s, not hundreds.
+    expect(seen.size).toBeGreaterThan(2);
+    expect(seen.size).toBeLessThan(12);
+    // And it recovers: after the last backoff a worker serves again.
+    await waitFor("a worker", () => workersOf(server.proc.pid).length === 1, 6000);
+    expect((await exchange(server.target, "back")).data.toString()).toBe("back");
+  }, 15_000);
+});
+
+describe("pool and daemon", () => {
+  test("-b with -W: the daemonized master still runs the pool", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "daemon-pool.sock");
+    const starter = Bun.spawn([SOCKET, "-b", "-p", "cat", "-W", "2", "-s", path], { stdio: ["ignore", "ignore", "ignore"] });
+    expect(await starter.exited).toBe(0);
+    try {
+      await waitFor("the socket", () => existsSync(path));
+      expect((await exchange(path, "daemon pool")).data.toString()).toBe("daemon pool");
+    } finally {
+      for (const pid of pidsByCommandLine(path)) process.kill(pid, "SIGTERM");
+      await waitFor("the daemon to clean up", () => !existsSync(path));
+    }
+  });
+});
