@@ -260,3 +260,15 @@ export function peerServer(
   const target = where.unix ?? (listener as { port: number }).port;
   return { target, received, [Symbol.dispose]: () => listener.stop(true) };
 }
+
+/**
+ * A program that reports when it started and ended (ns since the epoch),
+ * so tests can check order of service rather than durations.
+ */
+export const TIMED_PROGRAM = "echo start $(date +%s%N); sleep 0.4; echo end $(date +%s%N)";
+
+export function timeline(reply: Reply): { start: number; end: number } {
+  const text = reply.data.toString();
+  const field = (name: string) => Number(text.match(new RegExp(`${name} (\\d+)`))?.[1] ?? NaN) / 1e6;
+  return { start: field("start"), end: field("end") };
+}

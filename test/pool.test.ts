@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { childrenOf, exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
+import { childrenOf, exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor } from "./harness.ts";
 
 function workersOf(master: number): number[] {
   return childrenOf(master).filter((pid) => {
@@ -44,21 +44,12 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
 
   test("the N+1th simultaneous connection waits, and is served when one ends", async () => {
     using dir = tempDir();
-    await using server = await startServer(["-p", "sleep 0.6; cat", "-W", "2", "-s", listen(dir.path)]);
+    await using server = await startServer(["-p", TIMED_PROGRAM, "-W", "2", "-s", listen(dir.path)]);
     await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
-    const started = performance.now();
-    const done: number[] = [];
-    const replies = await Promise.all(
-      ["a", "b", "c"].map(async (p) => {
-        const r = await exchange(server.target, p);
-        done.push(performance.now() - started);
-        return r.data.toString();
-      }),
-    );
-    expect(replies).toEqual(["a", "b", "c"]);
-    done.sort((x, y) => x - y);
-    expect(done[1]).toBeLessThan(1100); // two at once
-    expect(done[2]).toBeGreaterThan(1100); // the third waited for a worker
+    const times = (await Promise.all(Array.from({ length: 3 }, () => exchange(server.target, "")))).map(timeline);
+    times.sort((x, y) => x.start - y.start);
+    expect(times[1].start).toBeLessThan(times[0].end); // two at once
+    expect(times[2].start).toBeGreaterThanOrEqual(Math.min(times[0].end, times[1].end)); // the third waited
     expect(workersOf(server.proc.pid).length).toBe(2); // and no third worker was made
   });
 
@@ -67,12 +58,16 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     await using server = await startServer(["-p", "cat", "-W", "2", "--max-requests", "1", "-s", listen(dir.path)]);
     await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
     const seen = new Set(workersOf(server.proc.pid));
+    const look = () => workersOf(server.proc.pid).forEach((pid) => seen.add(pid));
     for (let i = 0; i < 4; i++) {
       expect((await exchange(server.target, `r${i}`)).data.toString()).toBe(`r${i}`);
-      await waitFor("the pool back to 2", () => workersOf(server.proc.pid).length === 2);
-      for (const pid of workersOf(server.proc.pid)) seen.add(pid);
+      look();
     }
-    expect(seen.size).toBe(6); // 2 at start + one replacement per connection
+    // 2 at start + one replacement per connection, and the pool back at 2.
+    await waitFor("6 distinct workers", () => (look(), seen.size === 6 && workersOf(server.proc.pid).length === 2));
+    await Bun.sleep(100);
+    look();
+    expect(seen.size).toBe(6);
   });
 
   test("a worker killed with SIGKILL is replaced", async () => {
