@@ -17,6 +17,7 @@ const lib = dlopen("libc.so.6", {
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   isatty: { args: [i32], returns: i32 },
+  listen: { args: [i32, i32], returns: i32 },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
@@ -98,6 +99,11 @@ export function setBlocking(fd: number): void {
 
 export function shutdown(fd: number, how: number): void {
   lib.shutdown(fd, how);
+}
+
+/** listen() again on a listening socket only changes its backlog (the kernel caps it at somaxconn). */
+export function setBacklog(fd: number, backlog: number): void {
+  check("listen", lib.listen(fd, backlog));
 }
 
 /** accept() on this socket returns EAGAIN after `ms` without a connection. */

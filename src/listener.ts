@@ -1,13 +1,18 @@
-// The listening socket: Bun.listen creates, binds and listens (backlog 512,
-// SO_REUSEADDR: checked with strace), after a stale UNIX socket file is
-// cleared away; errors become socket(1)'s messages.
+// The listening socket: Bun.listen creates, binds and listens (SO_REUSEADDR,
+// backlog 512: checked with strace; raised here to BACKLOG), after a stale
+// UNIX socket file is cleared away; errors become socket(1)'s messages.
 import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs";
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "./fatal.ts";
-import { connectUnix, close, dupCloexec, setAcceptTimeout, setBlocking, strerror, SysError, umask } from "./libc.ts";
+import { connectUnix, close, dupCloexec, setAcceptTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "./libc.ts";
 
 export const EXIT_SERVER_SOCKET = 1;
+/**
+ * A burst of connects larger than the backlog costs a SYN retransmit (a
+ * second) each; the kernel caps this at net.core.somaxconn (4096 here).
+ */
+const BACKLOG = 4096;
 
 export interface Listening<T> {
   listener: SocketListener<T>;
@@ -56,12 +61,14 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, mode: nu
       try {
         const listener = Bun.listen<T>({ unix: address.path, socket: handlers, allowHalfOpen: true });
         if (mode !== undefined) chmodSync(address.path, mode);
+        setBacklog(fdOf(listener), BACKLOG);
         return { listener, address };
       } finally {
         if (old !== undefined) umask(old);
       }
     }
     const listener = Bun.listen<T>({ hostname: address.ip, port: address.port, socket: handlers, allowHalfOpen: true });
+    setBacklog(fdOf(listener), BACKLOG);
     return { listener, address: { ...address, port: listener.port } };
   } catch (e) {
     if (e instanceof Fatal) throw e;

@@ -26,8 +26,10 @@ function fail(e: unknown): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  if (argv[0] === WORKER_FLAG && process.env[WORKER_ENV]) {
-    return void (await runWorker(JSON.parse(process.env[WORKER_ENV]) as WorkerConfig));
+  const workerConfig = process.env[WORKER_ENV];
+  if (argv[0] === WORKER_FLAG && workerConfig) {
+    delete process.env[WORKER_ENV]; // programs must not see it
+    return void (await runWorker(JSON.parse(workerConfig) as WorkerConfig));
   }
   const parsed = parseCommandLine(argv);
   if ("exit" in parsed) {

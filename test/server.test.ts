@@ -128,6 +128,26 @@ describe.each(kinds)("server on $name", ({ listen }) => {
   });
 });
 
+describe("server without -p", () => {
+  test("the connection is joined to socket's own stdin and stdout", async () => {
+    const proc = Bun.spawn([SOCKET, "-s", "-v", "0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    try {
+      const reader = proc.stderr.getReader();
+      let err = "";
+      while (!/port (\d+)/.test(err)) err += new TextDecoder().decode((await reader.read()).value);
+      const port = Number(err.match(/port (\d+)/)![1]);
+      proc.stdin.write("from the server's stdin\n");
+      proc.stdin.end();
+      const reply = await exchange(port, "from the client\n");
+      expect(reply.data.toString()).toBe("from the server's stdin\n");
+      expect(await new Response(proc.stdout).text()).toBe("from the client\n");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+});
+
 describe("UNIX socket files", () => {
   test("a stale socket file is replaced; a live one is address in use", async () => {
     using dir = tempDir();
