@@ -104,7 +104,7 @@ function getoptMessage(error: Error & { code?: string }): string {
     : `${NAME}: invalid option -- '${letter}'`;
 }
 
-const valueLetters = new Set(
+const valueLetters = new Set<string>(
   Object.values(optionTable).flatMap((def) => (def.type === "string" && "alias" in def ? [def.alias] : [])),
 );
 const valueNames = new Set(Object.entries(optionTable).flatMap(([name, def]) => (def.type === "string" ? [name] : [])));

@@ -56,7 +56,7 @@ function localSide(options: ServeOptions, program: Program | undefined, env: Rec
   const proc = startWithPipes(program, env, { input: !options.writeOnly, output: !options.readOnly });
   const sources = [proc.stdout, proc.stderr].filter((s): s is ReadableStream<Bytes> => s instanceof ReadableStream);
   const sink = proc.stdin && typeof proc.stdin === "object" ? (proc.stdin as Sink) : null;
-  return { sources, sink, program: proc.exited };
+  return { sources, sink, program: { exited: proc.exited, kill: () => proc.kill("SIGKILL") } };
 }
 
 export function newCopy(options: ServeOptions, program: Program | undefined, env: Record<string, string>): Copy {

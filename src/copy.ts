@@ -23,8 +23,11 @@ export interface LocalSide {
    * closes (after it exits). Otherwise end of stdin half-closes and socket
    * goes on reading until the peer closes.
    */
-  program: Promise<unknown> | null;
+  program: { exited: Promise<unknown>; kill(): void } | null;
 }
+
+/** A program still running this long after its connection closed is ended. */
+const ORPHAN_GRACE_MS = 1000;
 
 export interface CopyOptions {
   crlf: boolean;
@@ -82,7 +85,8 @@ export class Copy {
     clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => {
       this.options.log("connection timed out");
-      this.close();
+      // Reset, not FIN: a peer that stopped reading would never take the FIN.
+      if (!this.closed) this.socket?.terminate();
     }, this.options.timeoutMs);
   }
 
@@ -133,8 +137,22 @@ export class Copy {
     this.closed = true;
     clearTimeout(this.idleTimer);
     this.drainWaiter?.();
-    if (!this.local.program) this.finish();
-    else this.local.program.finally(() => this.finish());
+    const { program, sink } = this.local;
+    if (!program) return this.finish();
+    // The program's input ends with the connection; one that still runs a
+    // second later (ignores EOF, or blocks on a full pipe) would hold its
+    // worker forever, so it is ended.
+    try {
+      sink?.end();
+    } catch {
+      // already closed
+    }
+    this.local.sink = null;
+    const orphan = setTimeout(() => program.kill(), ORPHAN_GRACE_MS);
+    void program.exited.finally(() => {
+      clearTimeout(orphan);
+      this.finish();
+    });
   }
 
   private async send(chunk: Uint8Array): Promise<void> {
@@ -166,7 +184,7 @@ export class Copy {
     }
     if (this.closed) return;
     if (program) {
-      await program;
+      await program.exited;
       if (this.options.quit) this.options.log("connection closed");
       this.close();
     } else if (this.options.quit || !this.local.sink) {

@@ -118,7 +118,8 @@ export class Pool {
     log(this.options, `pool: worker ${pid} ended (${why})`);
     if (this.workers.size === 0) this.allGone?.();
     if (this.stopping) return;
-    const failedAtOnce = worker.served === 0 && !worker.retiring && Date.now() - worker.startedAt < QUICK_DEATH_MS;
+    const byPolicy = code === EXIT_SERVED || code === EXIT_RETIRED || worker.retiring;
+    const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
     if (failedAtOnce) {
       // Never a tight loop of dying workers: back off, doubling, up to 5 s.
       this.quickDeaths++;

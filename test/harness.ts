@@ -185,7 +185,7 @@ export function exchange(
       open: flush,
       drain: flush,
       data: (_s: unknown, d: Buffer) => void chunks.push(Buffer.from(d)),
-      end: (s: import("bun").Socket<undefined>) => s.end(),
+      end: (s: import("bun").Socket<undefined>) => void s.end(),
       close: () => finish("closed"),
       error: () => finish("error"),
       connectError: (_s: unknown, e: Error) => {

@@ -57,17 +57,12 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     using dir = tempDir();
     await using server = await startServer(["-p", "cat", "-W", "2", "--max-requests", "1", "-s", listen(dir.path)]);
     await waitFor("2 workers", () => workersOf(server.proc.pid).length === 2);
-    const seen = new Set(workersOf(server.proc.pid));
-    const look = () => workersOf(server.proc.pid).forEach((pid) => seen.add(pid));
-    for (let i = 0; i < 4; i++) {
-      expect((await exchange(server.target, `r${i}`)).data.toString()).toBe(`r${i}`);
-      look();
-    }
-    // 2 at start + one replacement per connection, and the pool back at 2.
-    await waitFor("6 distinct workers", () => (look(), seen.size === 6 && workersOf(server.proc.pid).length === 2));
-    await Bun.sleep(100);
-    look();
-    expect(seen.size).toBe(6);
+    for (let i = 0; i < 4; i++) expect((await exchange(server.target, `r${i}`)).data.toString()).toBe(`r${i}`);
+    // The master's log names every worker: 2 at start + one replacement per connection.
+    const started = () => [...server.stderr().matchAll(/pool: worker (\d+) started/g)].map((m) => m[1]);
+    await waitFor("4 replacements", () => started().length === 6 && workersOf(server.proc.pid).length === 2);
+    expect(new Set(started()).size).toBe(6);
+    expect(server.stderr().match(/ended \(served its --max-requests\)/g)?.length).toBe(4);
   });
 
   test("a worker killed with SIGKILL is replaced", async () => {
