@@ -75,6 +75,20 @@ function connectDescriptor(fd: number, copy: Copy): Promise<unknown> {
 }
 
 /**
+ * Starts the program with the connection as its stdio, then lets go of our
+ * copy (`release`), so the peer sees EOF the moment the program is done.
+ */
+function handOff(program: Program, fd: number, env: Record<string, string>, release: () => void): Promise<unknown> {
+  let proc;
+  try {
+    proc = startOnConnection(program, fd, env);
+  } finally {
+    release();
+  }
+  return proc.exited;
+}
+
+/**
  * Serves a connection socket holds only as a descriptor (a worker's
  * accept, a client's connect). Resolves when the connection is done.
  */
@@ -86,13 +100,7 @@ export async function serveDescriptor(
 ): Promise<void> {
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program)) {
-    let proc;
-    try {
-      proc = startOnConnection(program, fd, env);
-    } finally {
-      close(fd); // the program holds it now: the peer sees EOF when the program ends
-    }
-    await proc.exited;
+    await handOff(program, fd, env, () => close(fd));
     return;
   }
   const copy = newCopy(options, program, env);
@@ -114,14 +122,8 @@ export function serveSocket(
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O
-    let proc;
-    try {
-      proc = startOnConnection(program, fd, env);
-    } finally {
-      // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
-      socket.close();
-    }
-    return proc.exited;
+    // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
+    return handOff(program, fd, env, () => socket.close());
   }
   const copy = newCopy(options, program, env);
   socket.data = copy;
