@@ -95,7 +95,10 @@ export class Copy {
     const sink = this.local.sink;
     if (!sink) return;
     try {
-      sink.write(this.options.crlf ? dropCR(chunk) : chunk);
+      // A program that exits without reading makes these fail with EPIPE,
+      // synchronously or as a rejected promise: either way only its input is lost.
+      const written = sink.write(this.options.crlf ? dropCR(chunk) : chunk);
+      if (written instanceof Promise) written.catch(() => this.sinkFailed());
       const flushed = sink.flush();
       if (flushed instanceof Promise) {
         // Slow reader on our side: stop reading the peer until it catches up.
@@ -116,14 +119,21 @@ export class Copy {
     this.socket?.resume();
   }
 
-  onEnd(): void {
-    this.options.log("connection closed by peer");
+  /** EOF to our side: the program's stdin is closed (stdout is only flushed). */
+  private endSink(): void {
+    const sink = this.local.sink;
+    this.local.sink = null;
     try {
-      this.local.sink?.end();
+      const ended = sink?.end();
+      if (ended instanceof Promise) ended.catch(() => {});
     } catch {
       // the program has already gone
     }
-    this.local.sink = null;
+  }
+
+  onEnd(): void {
+    this.options.log("connection closed by peer");
+    this.endSink();
     // The client's job is over when the peer is done; a program still
     // gets to finish its answer (socket 1.1 lost it here).
     if (!this.local.program) this.close();
@@ -137,17 +147,12 @@ export class Copy {
     this.closed = true;
     clearTimeout(this.idleTimer);
     this.drainWaiter?.();
-    const { program, sink } = this.local;
+    const { program } = this.local;
     if (!program) return this.finish();
     // The program's input ends with the connection; one that still runs a
     // second later (ignores EOF, or blocks on a full pipe) would hold its
     // worker forever, so it is ended.
-    try {
-      sink?.end();
-    } catch {
-      // already closed
-    }
-    this.local.sink = null;
+    this.endSink();
     const orphan = setTimeout(() => program.kill(), ORPHAN_GRACE_MS);
     void program.exited.finally(() => {
       clearTimeout(orphan);

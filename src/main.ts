@@ -14,13 +14,32 @@ import { serve } from "./server.ts";
 import { exitNow, handleSignals } from "./signals.ts";
 import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./worker.ts";
 
+function describe(e: unknown): string {
+  return `socket: internal error: ${(e as Error)?.message ?? String(e)}\n`;
+}
+
+/**
+ * A server must outlive any one connection's trouble: an error that escaped
+ * a connection's handling is reported in one line and the server goes on.
+ * A worker instead exits (its master replaces it), as its state is suspect.
+ */
+function survive(worker: boolean): void {
+  const report = (e: unknown) => {
+    process.stderr.write(describe(e));
+    if (process.env.SOCKET_DEBUG) console.error(e);
+    if (worker) process.exit(1);
+  };
+  process.on("uncaughtException", report);
+  process.on("unhandledRejection", report);
+}
+
 function fail(e: unknown): never {
   if (e instanceof Fatal) {
     process.stderr.write(e.text);
     return exitNow(e.status);
   }
   // A bug, not bad input: still one line, and the stack only on request.
-  process.stderr.write(`socket: internal error: ${(e as Error)?.message ?? String(e)}\n`);
+  process.stderr.write(describe(e));
   if (process.env.SOCKET_DEBUG) console.error(e);
   return exitNow(70 /* EX_SOFTWARE */);
 }
@@ -29,6 +48,7 @@ async function main(argv: string[]): Promise<void> {
   const workerConfig = process.env[WORKER_ENV];
   if (argv[0] === WORKER_FLAG && workerConfig) {
     delete process.env[WORKER_ENV]; // programs must not see it
+    survive(true);
     return void (await runWorker(JSON.parse(workerConfig) as WorkerConfig));
   }
   const parsed = parseCommandLine(argv);
@@ -52,6 +72,7 @@ async function main(argv: string[]): Promise<void> {
     handleSignals();
     return void (await runClient(options, address, program));
   }
+  survive(false);
   const afterBind = () => becomeIdentity(identity);
   if (options.pool && options.program !== undefined) {
     const pool = runPool(options, options.pool, options.program, address, afterBind);

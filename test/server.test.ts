@@ -77,6 +77,17 @@ describe.each(kinds)("server on $name", ({ listen }) => {
     expect(isAlive(bad.proc.pid) && isAlive(crash.proc.pid)).toBe(true);
   });
 
+  test("copy loop: a program that exits without reading costs that connection only", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-f", "-c", "-p", "exit 0", listen(dir.path)]);
+    const big = "z".repeat(4_000_000);
+    for (let i = 0; i < 3; i++) expect((await exchange(server.target, big)).ended).toBe("closed");
+    await using echo = await startServer(["-s", "-l", "-f", "-c", "-p", "cat", listen(dir.path, "echo")]);
+    expect((await exchange(echo.target, "fine")).data.toString()).toBe("fine");
+    expect(isAlive(server.proc.pid)).toBe(true);
+    expect(server.stderr()).not.toContain("error");
+  });
+
   test("-c: CR dropped from the socket, LF sent as CRLF", async () => {
     using dir = tempDir();
     await using server = await startServer(["-s", "-l", "-c", "-p", "cat", listen(dir.path)]);
