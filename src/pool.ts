@@ -200,6 +200,7 @@ export function runPool(
     },
     maxRequests: policy.maxRequests,
     masterPid: process.pid,
+    report: policy.max > policy.min || options.verbose,
   });
   pool.start();
   return pool;

@@ -15,6 +15,8 @@ export interface WorkerConfig {
   serve: ServeOptions;
   maxRequests: number;
   masterPid: number;
+  /** Say busy/idle: only a dynamic pool or -v needs it, and it costs the master a wakeup per message. */
+  report: boolean;
 }
 
 /** Worker to master, over Bun's IPC channel. */
@@ -32,7 +34,8 @@ export const EXIT_RETIRED = 3;
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-function tell(message: WorkerMessage): void {
+function tell(config: WorkerConfig, message: WorkerMessage): void {
+  if (!config.report) return;
   try {
     process.send?.(message);
   } catch {
@@ -69,7 +72,7 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
       }
       break; // EINVAL: the master shut the listener down
     }
-    tell("busy");
+    tell(config, "busy");
     try {
       await serveDescriptor(fd, config.address, config.serve, program);
     } catch (e) {
@@ -77,7 +80,7 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
     }
     served++;
     if (config.maxRequests > 0 && served >= config.maxRequests) process.exit(EXIT_SERVED);
-    tell("idle");
+    tell(config, "idle");
     await nextTick();
   }
   process.exit(EXIT_RETIRED);
