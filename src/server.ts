@@ -70,6 +70,12 @@ export function serve(
         waiting.push(socket);
         if (!busy) next();
       },
+      close(socket) {
+        // Gone before its turn: Bun has closed the descriptor, whose number may be reused.
+        const queued = waiting.indexOf(socket);
+        if (queued >= 0) waiting.splice(queued, 1);
+        socket.data?.onClose();
+      },
     },
     options.mode,
   );

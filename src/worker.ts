@@ -60,6 +60,7 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => (retire = true));
 
   const program = programFor(config.command);
+  tell(config, "idle"); // ready: from now on the master may count on it, or retire it
   let served = 0;
   while (!retire) {
     let fd: number;

@@ -177,3 +177,14 @@ describe("pool and daemon", () => {
     }
   });
 });
+
+describe("dynamic pool spares", () => {
+  test("a spare that never served is retired too when the pool shrinks", async () => {
+    await using server = await startServer(["-p", "cat", "-W", "1:3", "--idle-timeout", "0.3", "-s", "0"]);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    // One connection: its worker says busy, so a spare is started; the spare never serves.
+    expect((await exchange(server.target, "one")).data.toString()).toBe("one");
+    await waitFor("the spare", () => server.stderr().match(/worker \d+ started/g)?.length === 2);
+    await waitFor("shrinking back to MIN", () => workersOf(server.proc.pid).length === 1 && server.stderr().includes("(retired)"), 5000);
+  });
+});

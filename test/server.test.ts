@@ -81,7 +81,9 @@ describe.each(kinds)("server on $name", ({ listen }) => {
     using dir = tempDir();
     await using server = await startServer(["-s", "-l", "-f", "-c", "-p", "exit 0", listen(dir.path)]);
     const big = "z".repeat(4_000_000);
-    for (let i = 0; i < 3; i++) expect((await exchange(server.target, big)).ended).toBe("closed");
+    // Those connections may end in a reset (the peer is still sending): that is theirs to lose.
+    for (let i = 0; i < 3; i++) await exchange(server.target, big).catch(() => undefined);
+    expect(await exchange(server.target, "")).toMatchObject({ ended: "closed" });
     await using echo = await startServer(["-s", "-l", "-f", "-c", "-p", "cat", listen(dir.path, "echo")]);
     expect((await exchange(echo.target, "fine")).data.toString()).toBe("fine");
     expect(isAlive(server.proc.pid)).toBe(true);
