@@ -40,22 +40,26 @@ export interface CopyOptions {
 const CR = 13;
 const LF = 10;
 
-function dropCR(chunk: Uint8Array): Uint8Array {
-  return chunk.includes(CR) ? chunk.filter((b) => b !== CR) : chunk;
+const CRLF = new Uint8Array([CR, LF]);
+
+/** Splits at every `byte` (indexOf is native and fast) and joins the pieces with `between`. */
+function replaceByte(chunk: Uint8Array, byte: number, between: Uint8Array | null): Uint8Array {
+  let at = chunk.indexOf(byte);
+  if (at < 0) return chunk;
+  const pieces: Uint8Array[] = [];
+  let start = 0;
+  while (at >= 0) {
+    pieces.push(chunk.subarray(start, at));
+    if (between) pieces.push(between);
+    start = at + 1;
+    at = chunk.indexOf(byte, start);
+  }
+  pieces.push(chunk.subarray(start));
+  return Buffer.concat(pieces);
 }
 
-function lfToCrlf(chunk: Uint8Array): Uint8Array {
-  let lfs = 0;
-  for (const b of chunk) if (b === LF) lfs++;
-  if (lfs === 0) return chunk;
-  const out = new Uint8Array(chunk.length + lfs);
-  let j = 0;
-  for (const b of chunk) {
-    if (b === LF) out[j++] = CR;
-    out[j++] = b;
-  }
-  return out;
-}
+const dropCR = (chunk: Uint8Array) => replaceByte(chunk, CR, null);
+const lfToCrlf = (chunk: Uint8Array) => replaceByte(chunk, LF, CRLF);
 
 /** Per-connection state; Bun's socket handlers are shared, so it rides on socket.data. */
 export class Copy {
