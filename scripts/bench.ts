@@ -273,6 +273,7 @@ function plot(rows: Row[]): void {
     `set output '${join(ROOT, "docs", "bench.png")}'`,
     "set multiplot layout 1,2",
     "set logscale x 2",
+    "set xrange [0.8:90]",
     "set xtics (1, 8, 64)",
     "set xlabel 'concurrent connections'",
     "set key top left",
