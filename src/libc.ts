@@ -106,8 +106,11 @@ export function setBacklog(fd: number, backlog: number): void {
   check("listen", lib.listen(fd, backlog));
 }
 
-/** accept() on this socket returns EAGAIN after `ms` without a connection. */
-export function setAcceptTimeout(fd: number, ms: number): void {
+/**
+ * SO_RCVTIMEO: on a listener, accept() returns EAGAIN after `ms` without a
+ * connection; on a connection, reads do. 0: never.
+ */
+export function setReceiveTimeout(fd: number, ms: number): void {
   const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
   check("setsockopt", lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
 }

@@ -5,7 +5,7 @@ import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs"
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "./fatal.ts";
-import { connectUnix, close, dupCloexec, setAcceptTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "./libc.ts";
+import { connectUnix, close, dupCloexec, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "./libc.ts";
 
 export const EXIT_SERVER_SOCKET = 1;
 /**
@@ -105,6 +105,6 @@ export function detachListener<T>({ listener, address }: Listening<T>): number {
     listener.stop();
   }
   setBlocking(fd);
-  setAcceptTimeout(fd, ACCEPT_TICK_MS);
+  setReceiveTimeout(fd, ACCEPT_TICK_MS);
   return fd;
 }

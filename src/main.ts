@@ -6,7 +6,7 @@ import { helpText, parseCommandLine } from "./cli.ts";
 import { runClient } from "./client.ts";
 import { daemonize, isDaemon, settleDaemon } from "./daemon.ts";
 import { Fatal } from "./fatal.ts";
-import { runPool } from "./pool.ts";
+import { runPool, type Pool } from "./pool.ts";
 import { becomeIdentity, resolveIdentity } from "./privileges.ts";
 import { programFor } from "./program.ts";
 import { selfCommand } from "./self.ts";
@@ -75,8 +75,10 @@ async function main(argv: string[]): Promise<void> {
   survive(false);
   const afterBind = () => becomeIdentity(identity);
   if (options.pool && options.program !== undefined) {
-    const pool = runPool(options, options.pool, options.program, address, afterBind);
-    handleSignals(() => pool.stop());
+    // Handlers first: a signal right after the bind must still unlink the path.
+    let pool: Pool | undefined;
+    handleSignals(async () => pool?.stop());
+    pool = runPool(options, options.pool, options.program, address, afterBind);
     return;
   }
   handleSignals();

@@ -4,7 +4,7 @@
 // connection), serves it, tells the master, and accepts again.
 import type { Address } from "./address.ts";
 import { serveDescriptor, type ServeOptions } from "./connection.ts";
-import { accept, dieWithParent, EAGAIN, EINTR, getppid, setCloexec, SysError } from "./libc.ts";
+import { accept, dieWithParent, EAGAIN, EINTR, getppid, setReceiveTimeout, setCloexec, SysError } from "./libc.ts";
 import { programFor } from "./program.ts";
 import { signalNumber } from "./signals.ts";
 
@@ -73,6 +73,9 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
       }
       break; // EINVAL: the master shut the listener down
     }
+    // Accepted sockets inherit the listener's SO_RCVTIMEO: a program's reads
+    // would time out with it, so the connection gets none.
+    setReceiveTimeout(fd, 0);
     tell(config, "busy");
     try {
       await serveDescriptor(fd, config.address, config.serve, program);

@@ -108,6 +108,27 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     if (typeof server.target === "string") expect(existsSync(server.target)).toBe(false);
   });
 
+  test("a client that is silent for a while is still served (no timeout leaks from the listener)", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "1", "-s", listen(dir.path)]);
+    const late = await new Promise<string>((resolve, reject) => {
+      let got = "";
+      const handlers = {
+        open: (s: import("bun").Socket<undefined>) => void setTimeout(() => (s.write("late"), s.shutdown()), 800),
+        data: (_s: unknown, d: Buffer) => void (got += d.toString()),
+        end: (s: import("bun").Socket<undefined>) => void s.end(),
+        close: () => resolve(got),
+        error: (_s: unknown, e: Error) => reject(e),
+      };
+      const target = server.target;
+      (typeof target === "number"
+        ? Bun.connect({ hostname: "127.0.0.1", port: target, socket: handlers, allowHalfOpen: true })
+        : Bun.connect({ unix: target, socket: handlers })
+      ).catch(reject);
+    });
+    expect(late).toBe("late");
+  });
+
   test("programs get the UCSPI environment", async () => {
     using dir = tempDir();
     await using server = await startServer(["-p", 'echo "$PROTO $TCPREMOTEIP$UNIXREMOTEPID"', "-W", "1", "-s", listen(dir.path)]);
