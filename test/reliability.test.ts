@@ -142,7 +142,7 @@ describe("faults", () => {
 
   test("crashing, quitting, not reading and flooding programs cost their own connection only", async () => {
     const program =
-      'read cmd; case "$cmd" in crash) kill -SEGV $$;; quit) exit 3;; noread) exec sleep 5;; flood) exec yes;; *) echo "ok $cmd";; esac';
+      'read cmd; case "$cmd" in crash) kill -SEGV $$;; quit) exit 3;; noread) exec sleep 1;; flood) exec yes;; *) echo "ok $cmd";; esac';
     await using server = await startServer(["-p", program, "-W", "6", "-s", "0"]);
     await waitFor("6 workers", () => workersOf(server.proc.pid).length === 6);
     // The flooding one's client never reads: it holds its worker, and only that one.
