@@ -264,5 +264,7 @@ export function parseCommandLine(argv: string[]): Parsed {
 }
 
 export async function helpText(): Promise<string> {
-  return `${await renderUsage(command)}\n\n${USAGE}\n`;
+  const text = `${await renderUsage(command)}\n\n${USAGE}\n`;
+  // citty colours unconditionally; only a terminal should get the escapes.
+  return process.stdout.isTTY ? text : Bun.stripANSI(text);
 }

@@ -18,6 +18,7 @@ describe("command line", () => {
     expect(status).toBe(0);
     for (const flag of "s l f p B b q r w c v W u g".split(" ")) expect(stdout).toContain(`-${flag}, --`);
     expect(stdout).not.toContain("pool-worker");
+    expect(stdout).not.toContain("\x1b["); // not a terminal: no colour escapes
   });
 
   test.each([
