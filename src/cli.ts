@@ -78,8 +78,8 @@ export interface Options {
   group: string | undefined;
 }
 
-/** What main should do: run with options, or print and exit. */
-export type Parsed = { run: Options; warning: string } | { exit: number; stdout?: string; stderr?: string };
+/** What main should do: run with options, or print (the help text, or given text) and exit. */
+export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
 
 const usageError = (message?: string): Parsed => ({
   exit: EXIT_USAGE,
@@ -164,7 +164,7 @@ export function parseCommandLine(argv: string[]): Parsed {
   const str = (k: keyof typeof optionTable) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
   const flag = (k: keyof typeof optionTable) => v[k] === true;
 
-  if (flag("help")) return { exit: 0, stdout: "" }; // main renders the help text
+  if (flag("help")) return { exit: 0, help: true };
   if (flag("version")) return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
 
   const server = flag("server");

@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const parsed = parseCommandLine(argv);
   if ("exit" in parsed) {
-    if (parsed.stdout === "") parsed.stdout = await helpText();
+    if (parsed.help) process.stdout.write(await helpText());
     if (parsed.stdout) process.stdout.write(parsed.stdout);
     if (parsed.stderr) process.stderr.write(parsed.stderr);
     return exitNow(parsed.exit);
@@ -67,22 +67,20 @@ async function main(argv: string[]): Promise<void> {
   if (options.background && !isDaemon()) daemonize([...selfCommand(), ...argv]);
   if (isDaemon()) settleDaemon();
 
-  const program = options.program === undefined ? undefined : programFor(options.program);
-  if (!options.server) {
-    handleSignals();
-    return void (await runClient(options, address, program));
-  }
-  survive(false);
-  const afterBind = () => becomeIdentity(identity);
-  if (options.pool && options.program !== undefined) {
+  if (options.server && options.pool && options.program !== undefined) {
+    survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: Pool | undefined;
     handleSignals(async () => pool?.stop());
-    pool = runPool(options, options.pool, options.program, address, afterBind);
+    pool = runPool(options, options.pool, options.program, address, () => becomeIdentity(identity));
     return;
   }
+  // Resolved after -b changed directory, as sh would resolve it there.
+  const program = options.program === undefined ? undefined : programFor(options.program);
   handleSignals();
-  serve(options, address, program, afterBind);
+  if (!options.server) return void (await runClient(options, address, program));
+  survive(false);
+  serve(options, address, program, () => becomeIdentity(identity));
 }
 
 main(Bun.argv.slice(2)).catch(fail);
