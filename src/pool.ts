@@ -68,13 +68,26 @@ export class Pool {
       return;
     }
     const active = () => this.workers.size - [...this.workers.values()].filter((w) => w.retiring).length;
-    while (active() < min) this.spawn();
-    const ready = this.count("idle") + this.count("starting");
-    if (ready === 0 && active() < max) {
-      const grow = ramp === "burst" ? max - active() : 1;
-      for (let i = 0; i < grow; i++) this.spawn();
+    try {
+      while (active() < min) this.spawn();
+      const ready = this.count("idle") + this.count("starting");
+      if (ready === 0 && active() < max) {
+        const grow = ramp === "burst" ? max - active() : 1;
+        for (let i = 0; i < grow; i++) this.spawn();
+      }
+    } catch (e) {
+      // fork failed (EAGAIN, EMFILE, ENOMEM): try again later rather than stay short.
+      process.stderr.write(`socket: cannot start a worker: ${(e as Error).message}\n`);
+      this.backOff();
+      this.balance();
     }
     this.reportStatus();
+  }
+
+  /** Delays the next start: 100 ms, doubling with every failure in a row, up to 5 s. */
+  private backOff(): void {
+    this.quickDeaths++;
+    this.restartAt = Date.now() + Math.min(100 * 2 ** (this.quickDeaths - 1), MAX_BACKOFF_MS);
   }
 
   private spawn(): void {
@@ -120,11 +133,7 @@ export class Pool {
     if (this.stopping) return;
     const byPolicy = code === EXIT_SERVED || code === EXIT_RETIRED || worker.retiring;
     const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
-    if (failedAtOnce) {
-      // Never a tight loop of dying workers: back off, doubling, up to 5 s.
-      this.quickDeaths++;
-      this.restartAt = Date.now() + Math.min(100 * 2 ** (this.quickDeaths - 1), MAX_BACKOFF_MS);
-    }
+    if (failedAtOnce) this.backOff(); // never a tight loop of dying workers
     this.balance();
   }
 
@@ -137,7 +146,11 @@ export class Pool {
     const idle = active.find((w) => w.state === "idle" && now - w.idleSince >= this.policy.idleTimeoutMs);
     if (!idle) return;
     idle.retiring = true;
-    idle.proc.send("retire" satisfies MasterMessage);
+    try {
+      idle.proc.send("retire" satisfies MasterMessage);
+    } catch {
+      // it is already gone; its exit is on the way
+    }
   }
 
   private reportStatus(): void {
