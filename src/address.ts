@@ -6,8 +6,8 @@ import { resolve } from "node:path";
 import type { Destination } from "./cli.ts";
 import { Fatal } from "./fatal.ts";
 
-export const EXIT_UNKNOWN_SERVICE = 5;
-export const EXIT_UNKNOWN_HOST = 13;
+const EXIT_UNKNOWN_SERVICE = 5;
+const EXIT_UNKNOWN_HOST = 13;
 /** sun_path holds 108 bytes with the terminating NUL. */
 const UNIX_PATH_MAX = 107;
 
@@ -41,7 +41,7 @@ export function serviceName(port: number): string | undefined {
   return serviceTable().find((s) => s.port === port)?.name;
 }
 
-export function parsePort(text: string, server: boolean): number {
+function parsePort(text: string, server: boolean): number {
   if (/^\d+$/.test(text)) {
     const port = Number(text);
     // socket 1.1 wrapped ports modulo 65536; a typo must not reach another service.

@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { defineCommand, renderUsage, type ArgsDef } from "citty";
 import { NAME, VERSION } from "./version.ts";
 
-export const EXIT_USAGE = 15;
+const EXIT_USAGE = 15;
 
 const optionTable = {
   server: { type: "boolean", alias: "s", description: "Server: listen on PORT or /path instead of connecting" },
@@ -32,7 +32,7 @@ const optionTable = {
   version: { type: "boolean", description: "Print the version" },
 } as const satisfies ArgsDef;
 
-export const command = defineCommand({
+const command = defineCommand({
   meta: { name: NAME, version: VERSION, description: "Shell access to TCP and UNIX-domain sockets, with a prefork pool" },
   args: {
     ...optionTable,
@@ -40,18 +40,16 @@ export const command = defineCommand({
   },
 });
 
-export const USAGE =
+const USAGE =
   `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}`;
 
 /** Where to connect or listen, before name and service lookup. */
 export type Destination = { kind: "inet"; host: string | undefined; port: string } | { kind: "unix"; path: string };
 
-export type Ramp = "spare" | "burst";
-
 export interface Pool {
   min: number;
   max: number;
-  ramp: Ramp;
+  ramp: "spare" | "burst";
   maxRequests: number;
   idleTimeoutMs: number;
   graceMs: number;

@@ -16,7 +16,7 @@ export function log(options: { verbose: boolean }, line: string): void {
 }
 
 /** The copy loop is needed when bytes are looked at or directions are treated apart. */
-export function needsCopy(options: ServeOptions, program: Program | undefined): boolean {
+function needsCopy(options: ServeOptions, program: Program | undefined): boolean {
   return !program || options.crlf || options.quit || options.readOnly || options.writeOnly || options.timeoutMs !== undefined;
 }
 

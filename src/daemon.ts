@@ -11,9 +11,9 @@ export function isDaemon(): boolean {
 }
 
 export function daemonize(selfArgv: string[]): never {
-  const stdio = [0, 1, 2].map((fd) => (isatty(fd) ? "ignore" : fd)) as ("ignore" | number)[];
+  const keep = (fd: number) => (isatty(fd) ? "ignore" : fd);
   const child = Bun.spawn(selfArgv, {
-    stdio: stdio as ["ignore" | number, "ignore" | number, "ignore" | number],
+    stdio: [keep(0), keep(1), keep(2)],
     env: { ...process.env, [DAEMON_ENV]: "1" },
     detached: true,
   });

@@ -30,7 +30,7 @@ const lib = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 
-export const AF_UNIX = 1;
+const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 const SOCK_STREAM = 1;
@@ -46,7 +46,6 @@ const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
 const PR_SET_PDEATHSIG = 1;
-export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;

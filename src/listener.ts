@@ -7,7 +7,7 @@ import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "./fatal.ts";
 import { connectUnix, close, dupCloexec, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "./libc.ts";
 
-export const EXIT_SERVER_SOCKET = 1;
+const EXIT_SERVER_SOCKET = 1;
 /**
  * A burst of connects larger than the backlog costs a SYN retransmit (a
  * second) each; the kernel caps this at net.core.somaxconn (4096 here).
@@ -27,8 +27,8 @@ export function fdOf(handle: object): number {
   return fd;
 }
 
-function serverError(errno: number, detail = ""): Fatal {
-  return new Fatal(`server socket: ${detail}${strerror(errno)}`, EXIT_SERVER_SOCKET);
+function serverError(errno: number): Fatal {
+  return new Fatal(`server socket: ${strerror(errno)}`, EXIT_SERVER_SOCKET);
 }
 
 /** Removes a socket file nobody listens on; refuses to touch anything else. */

@@ -20,8 +20,6 @@ const NAMES: Record<string, string> = {
   SIGPWR: "Power failure",
 };
 
-export type SignalName = keyof typeof NAMES & NodeJS.Signals;
-
 const cleanups: (() => void)[] = [];
 
 /** Runs before any exit through a signal or exitNow (e.g. unlink the socket path). */
