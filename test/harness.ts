@@ -59,6 +59,17 @@ export function pidsByCommandLine(text: string): number[] {
   }).map(Number);
 }
 
+/** A pool master's live workers (its children running in worker mode). */
+export function workersOf(master: number): number[] {
+  return childrenOf(master).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--pool-worker");
+    } catch {
+      return false;
+    }
+  });
+}
+
 export function descendantsOf(pid: number): number[] {
   const direct = childrenOf(pid);
   return [...direct, ...direct.flatMap(descendantsOf)];

@@ -1,19 +1,9 @@
 // The prefork pool (-W), TCP and UNIX: workers exist before connections,
 // are replaced, die with their master, grow and shrink, drain on TERM.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { childrenOf, exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor } from "./harness.ts";
-
-function workersOf(master: number): number[] {
-  return childrenOf(master).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--pool-worker");
-    } catch {
-      return false;
-    }
-  });
-}
+import { exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string) => "0" },

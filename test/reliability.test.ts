@@ -3,17 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { childrenOf, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, type Target } from "./harness.ts";
-
-function workersOf(master: number): number[] {
-  return childrenOf(master).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--pool-worker");
-    } catch {
-      return false;
-    }
-  });
-}
+import { exchange, isAlive, run, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 
 /** Streams `megabytes` of random bytes through the server; SHA-256 of what was sent and what came back. */
 function hashedEcho(target: Target, megabytes: number): Promise<{ sent: string; received: string; bytes: number }> {
