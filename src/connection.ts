@@ -15,6 +15,11 @@ export function log(options: { verbose: boolean }, line: string): void {
   if (options.verbose) process.stderr.write(`${line}\n`);
 }
 
+/** socket(1)'s -v line for an accepted connection. */
+export function connectionMessage(address: Address, peerIp: () => string): string {
+  return address.kind === "unix" ? `unix: connection from ${address.path}` : `inet: connection from ${peerIp()}`;
+}
+
 /** The copy loop is needed when bytes are looked at or directions are treated apart. */
 function needsCopy(options: ServeOptions, program: Program | undefined): boolean {
   return !program || options.crlf || options.quit || options.readOnly || options.writeOnly || options.timeoutMs !== undefined;

@@ -4,15 +4,11 @@
 import type { Socket } from "bun";
 import type { Address } from "./address.ts";
 import type { Options } from "./cli.ts";
-import { serveSocket, flushStdout, log } from "./connection.ts";
+import { connectionMessage, flushStdout, log, serveSocket } from "./connection.ts";
 import { copyHandlers, type Copy } from "./copy.ts";
 import { fdOf, listen, listeningMessage, type Listening } from "./listener.ts";
 import type { Program } from "./program.ts";
 import { atExit, exitNow } from "./signals.ts";
-
-function connectionMessage(socket: Socket<Copy | undefined>, address: Address): string {
-  return address.kind === "unix" ? `unix: connection from ${address.path}` : `inet: connection from ${socket.remoteAddress}`;
-}
 
 export function serve(
   options: Options,
@@ -40,7 +36,7 @@ export function serve(
   };
 
   const run = (socket: Socket<Copy | undefined>): Promise<unknown> => {
-    log(options, connectionMessage(socket, listening.address));
+    log(options, connectionMessage(listening.address, () => socket.remoteAddress));
     try {
       return serveSocket(socket, fdOf(socket), listening.address, options, program);
     } catch (e) {

@@ -3,8 +3,8 @@
 // blocking accept() (the kernel wakes exactly one waiting worker per
 // connection), serves it, tells the master, and accepts again.
 import type { Address } from "./address.ts";
-import { serveDescriptor, type ServeOptions } from "./connection.ts";
-import { accept, dieWithParent, EAGAIN, EINTR, getppid, setReceiveTimeout, setCloexec, SysError } from "./libc.ts";
+import { connectionMessage, log, serveDescriptor, type ServeOptions } from "./connection.ts";
+import { accept, dieWithParent, EAGAIN, EINTR, getppid, remoteEndpoint, setReceiveTimeout, setCloexec, SysError } from "./libc.ts";
 import { programFor } from "./program.ts";
 import { signalNumber } from "./signals.ts";
 
@@ -31,6 +31,16 @@ const LISTEN_FD = 3;
 export const EXIT_SERVED = 0;
 /** Exit status of a worker that was retired or saw the listener shut down. */
 export const EXIT_RETIRED = 3;
+
+/** The peer's address for -v (socket 1.1 printed the address when no name resolved). */
+function peerIp(fd: number): string {
+  try {
+    const peer = remoteEndpoint(fd);
+    return peer.family === "inet" ? peer.ip : peer.path;
+  } catch {
+    return "a peer already gone";
+  }
+}
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -77,6 +87,7 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
     // would time out with it, so the connection gets none.
     setReceiveTimeout(fd, 0);
     tell(config, "busy");
+    if (config.serve.verbose) log(config.serve, connectionMessage(config.address, () => peerIp(fd)));
     try {
       await serveDescriptor(fd, config.address, config.serve, program);
     } catch (e) {

@@ -67,6 +67,8 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     }, 2000);
     expect((await exchange(server.target, "still")).data.toString()).toBe("still");
     await waitFor("the log line", () => server.stderr().includes(`pool: worker ${victim} ended (killed by SIGKILL)`));
+    const from = typeof server.target === "number" ? "inet: connection from 127.0.0.1" : `unix: connection from ${server.target}`;
+    expect(server.stderr()).toContain(from); // -v: workers say who connected, as socket(1) did
   });
 
   test("SIGKILL to the master leaves no worker within one second", async () => {
