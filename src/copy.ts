@@ -193,8 +193,9 @@ export class Copy {
     }
     if (this.closed) return;
     if (program) {
-      await program.exited;
+      // -q: the program's output has ended, that is enough; else it must be done.
       if (this.options.quit) this.options.log("connection closed");
+      else await program.exited;
       this.close();
     } else if (this.options.quit || !this.local.sink) {
       // -q, or nothing more to read from the peer (-w, or it closed already)

@@ -104,6 +104,14 @@ describe.each(kinds)("server on $name", ({ listen }) => {
     await waitFor("the -q message", () => server.stderr().includes("connection closed\n"));
   });
 
+  test("-q closes at the end of the program's output, without waiting for it to exit", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-s", "-l", "-q", "-p", "echo bye; exec >&- 2>&-; sleep 3", listen(dir.path)]);
+    const reply = await exchange(server.target, "", { halfClose: false, ms: 2000 });
+    expect(reply).toMatchObject({ ended: "closed" });
+    expect(reply.data.toString()).toBe("bye\n");
+  });
+
   test("-r: only socket -> program; -w: only program -> socket", async () => {
     using dir = tempDir();
     const out = join(dir.path, "out");
