@@ -1,113 +1,147 @@
-// The benchmark's load generator: event-driven connections from one
-// process (Bun.connect), each one connect, send, half-close, read to EOF,
-// and compare the reply byte for byte.
-
-export type Target = { port: number } | { unix: string };
+// The benchmark's load generator: many connections at once from one
+// process, event-driven (Bun.connect), not a process per request. Each
+// connection: connect, send the payload, half-close, read to EOF, and
+// compare the reply with the payload byte for byte.
+import type { Socket, SocketHandler } from "bun";
 
 export interface Outcome {
   ok: boolean;
+  /** Connect to EOF, in milliseconds. */
   ms: number;
-  bytes: number;
+  /** Why it failed, for the report ("" when ok). */
+  error: string;
 }
 
-/** One connection; never rejects: a failure is an outcome. Bounded by `timeoutMs`. */
+/** Where to connect: 127.0.0.1 (loopback only) or a UNIX socket (scripts/soak.ts). */
+export type Target = { port: number } | { unix: string };
+
+/** One connection. Never rejects (a failure is an outcome) and never outlives `timeoutMs`. */
 export function exchange(target: Target, payload: Uint8Array, timeoutMs = 10_000): Promise<Outcome> {
   const started = performance.now();
   return new Promise<Outcome>((resolve) => {
-    let received = 0;
-    let matches = true;
     let sent = 0;
+    let received = 0;
+    let error = "";
     let done = false;
-    const finish = (ok: boolean) => {
+    let socket: Socket<undefined> | undefined;
+    const finish = (why: string) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      resolve({ ok: ok && matches && received === payload.length, ms: performance.now() - started, bytes: received });
+      if (!error && why) error = why;
+      if (!error && received !== payload.length) error = `short reply (${received} of ${payload.length} bytes)`;
+      resolve({ ok: !error, ms: performance.now() - started, error });
     };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    const pump = (s: import("bun").Socket<undefined>) => {
+    const timer = setTimeout(() => {
+      finish("timeout");
+      socket?.terminate();
+    }, timeoutMs);
+    // Writes what the socket takes now; the rest on "drain". Half-close once all is out.
+    const pump = (s: Socket<undefined>) => {
       while (sent < payload.length) {
-        const n = s.write(payload.subarray(sent, sent + (1 << 20)));
-        if (n <= 0) return;
+        const n = s.write(payload, sent, Math.min(payload.length - sent, 1 << 20));
+        if (n < 0) return finish("write failed");
+        if (n === 0) return;
         sent += n;
       }
       s.shutdown();
     };
-    const socket = {
-      open: pump,
+    const handlers: SocketHandler<undefined> = {
+      open(s) {
+        socket = s;
+        pump(s);
+      },
       drain: pump,
-      data(_s: unknown, chunk: Buffer) {
-        // Compare as it arrives: no copy of a 100 MB reply is kept.
-        if (matches && !chunk.equals(payload.subarray(received, received + chunk.length))) matches = false;
+      data(_s, chunk) {
+        // Compared as it arrives, so a 100 MB reply is never kept.
+        if (!error && !chunk.equals(payload.subarray(received, received + chunk.length))) {
+          error = `reply differs at byte ${received}`;
+        }
         received += chunk.length;
       },
-      end: (s: import("bun").Socket<undefined>) => void s.end(),
-      close: () => finish(true),
-      error: () => finish(false),
-      connectError: () => finish(false),
+      end: (s) => void s.end(),
+      close: () => finish(""),
+      error: (_s, e) => finish(`error: ${e.message}`),
+      connectError: (_s, e) => finish(`connect: ${e.message}`),
     };
-    const options = "port" in target
-      ? Bun.connect({ hostname: "127.0.0.1", port: target.port, socket, allowHalfOpen: true })
-      : Bun.connect({ unix: target.unix, socket });
-    options.catch(() => finish(false));
+    // allowHalfOpen: our FIN must not close the read side, the reply is still coming.
+    const connected = "port" in target
+      ? Bun.connect({ hostname: "127.0.0.1", port: target.port, allowHalfOpen: true, socket: handlers })
+      : Bun.connect({ unix: target.unix, allowHalfOpen: true, socket: handlers });
+    connected.catch((e: Error) => finish(`connect: ${e.message}`));
   });
 }
 
+/** The value below which p percent of the sorted values lie (nearest rank). */
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((sorted.length * p) / 100) - 1))];
 }
 
 export interface Summary {
   count: number;
   failures: number;
+  /** Successful connections per second of the time measured. */
   perSecond: number;
   p50: number;
   p99: number;
+  /** The first failure's reason, if any. */
+  firstError: string;
 }
 
-function summarize(outcomes: Outcome[], seconds: number): Summary {
+/** Outcomes and the wall time they took; runs of one server in several rounds are summed. */
+export interface Run {
+  outcomes: Outcome[];
+  seconds: number;
+}
+
+export function summarize(runs: Run[]): Summary {
+  const outcomes = runs.flatMap((r) => r.outcomes);
+  const seconds = runs.reduce((sum, r) => sum + r.seconds, 0);
   const times = outcomes.filter((o) => o.ok).map((o) => o.ms).sort((a, b) => a - b);
   return {
     count: outcomes.length,
-    failures: outcomes.filter((o) => !o.ok).length,
+    failures: outcomes.length - times.length,
     perSecond: times.length / seconds,
     p50: percentile(times, 50),
     p99: percentile(times, 99),
+    firstError: outcomes.find((o) => !o.ok)?.error ?? "",
   };
 }
 
-/** One connection at a time, with a pause between: what a lightly used server sees. */
-export async function idleTurnaround(target: Target, count: number, pauseMs: number): Promise<Summary> {
-  const outcomes: Outcome[] = [];
-  const payload = new TextEncoder().encode("ping\n");
-  const started = performance.now();
-  for (let i = 0; i < count; i++) {
-    outcomes.push(await exchange(target, payload));
-    await Bun.sleep(pauseMs);
-  }
-  return summarize(outcomes, (performance.now() - started) / 1000);
-}
+/** The request of the connection scenarios: about what a small SCGI request is. */
+export const REQUEST = new TextEncoder().encode("GET /status HTTP/1.0 -- 64 bytes, about a small SCGI request...\n");
 
-/** `concurrency` clients, each starting its next connection as soon as one ends, for `seconds`. */
-export async function closedLoop(target: Target, concurrency: number, seconds: number): Promise<Summary> {
+/**
+ * `concurrency` clients, each opening its next connection as soon as the
+ * last one ends, for `seconds` (connections under way then are finished
+ * and counted; the time they take is too).
+ */
+export async function closedLoop(port: number, concurrency: number, seconds: number): Promise<Run> {
   const outcomes: Outcome[] = [];
-  const payload = new TextEncoder().encode("x".repeat(64));
-  const end = performance.now() + seconds * 1000;
+  const started = performance.now();
+  const end = started + seconds * 1000;
   const lane = async () => {
-    while (performance.now() < end) outcomes.push(await exchange(target, payload));
+    while (performance.now() < end) outcomes.push(await exchange({ port }, REQUEST));
   };
-  const started = performance.now();
   await Promise.all(Array.from({ length: concurrency }, lane));
-  return summarize(outcomes, (performance.now() - started) / 1000);
+  return { outcomes, seconds: (performance.now() - started) / 1000 };
 }
 
-/** MB/s of `megabytes` echoed through one connection (sent and received at once). */
-export async function transfer(target: Target, megabytes: number): Promise<{ ok: boolean; mbPerSecond: number }> {
+/**
+ * `megabytes` of random bytes with no CR or LF, so that -c (which drops CR
+ * and turns LF into CRLF) echoes them unchanged.
+ */
+export function bulkPayload(megabytes: number): Uint8Array {
   const payload = new Uint8Array(megabytes << 20);
   for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
-  // No CR or LF, so -c (which forces the copy loop) echoes it unchanged.
-  for (let i = 0; i < payload.length; i++) if (payload[i] === 10 || payload[i] === 13) payload[i] = 32;
-  const outcome = await exchange(target, payload, 120_000);
-  return { ok: outcome.ok, mbPerSecond: megabytes / (outcome.ms / 1000) };
+  for (let at = payload.indexOf(10); at >= 0; at = payload.indexOf(10, at + 1)) payload[at] = 32;
+  for (let at = payload.indexOf(13); at >= 0; at = payload.indexOf(13, at + 1)) payload[at] = 32;
+  return payload;
+}
+
+/** MB/s of the payload echoed through one connection (sent and received at once; MB = 2^20 bytes). */
+export async function transfer(port: number, payload: Uint8Array): Promise<{ mbPerSecond: number; error: string }> {
+  const outcome = await exchange({ port }, payload, 60_000);
+  return { mbPerSecond: outcome.ok ? payload.length / 2 ** 20 / (outcome.ms / 1000) : NaN, error: outcome.error };
 }
