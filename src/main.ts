@@ -1,18 +1,18 @@
 // Entry point: a pool worker, or the command line: parse, resolve, detach
 // (-b), then run as client, classic server or pool master. Every expected
 // failure is a Fatal: one line on stderr and socket(1)'s exit status.
-import { resolveDestination } from "./address.ts";
+import { resolveDestination } from "./net/address.ts";
 import { helpText, parseCommandLine } from "./cli.ts";
-import { runClient } from "./client.ts";
-import { daemonize, isDaemon, settleDaemon } from "./daemon.ts";
+import { runClient } from "./net/client.ts";
+import { daemonize, isDaemon, settleDaemon } from "./system/daemon.ts";
 import { Fatal } from "./fatal.ts";
-import { runPool, type Pool } from "./pool.ts";
-import { becomeIdentity, resolveIdentity } from "./privileges.ts";
-import { programFor } from "./program.ts";
-import { selfCommand } from "./self.ts";
-import { serve } from "./server.ts";
-import { exitNow, handleSignals } from "./signals.ts";
-import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./worker.ts";
+import { runPool, type Pool } from "./pool/master.ts";
+import { becomeIdentity, resolveIdentity } from "./system/privileges.ts";
+import { programFor } from "./connection/program.ts";
+import { selfCommand } from "./system/self.ts";
+import { serve } from "./server/classic.ts";
+import { exitNow, handleSignals } from "./system/signals.ts";
+import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./pool/worker.ts";
 
 function describe(e: unknown): string {
   return `socket: internal error: ${(e as Error)?.message ?? String(e)}\n`;

@@ -1,7 +1,7 @@
 // -u USER -g GROUP (tcpserver's options): after binding, so a port below
 // 1024 works, the server and everything it starts run as this user/group.
 import { readFileSync } from "node:fs";
-import { Fatal } from "./fatal.ts";
+import { Fatal } from "../fatal.ts";
 import { dropPrivileges } from "./libc.ts";
 
 const EXIT_PRIVILEGES = 1;

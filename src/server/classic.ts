@@ -2,13 +2,13 @@
 // connection is served by connection.ts, one at a time, or all at once
 // with -f. Without -l the first connection is the only one.
 import type { Socket } from "bun";
-import type { Address } from "./address.ts";
-import type { Options } from "./cli.ts";
-import { connectionMessage, flushStdout, log, serveSocket } from "./connection.ts";
-import { copyHandlers, type Copy } from "./copy.ts";
-import { fdOf, listen, listeningMessage, type Listening } from "./listener.ts";
-import type { Program } from "./program.ts";
-import { atExit, exitNow } from "./signals.ts";
+import type { Address } from "../net/address.ts";
+import type { Options } from "../cli.ts";
+import { connectionMessage, flushStdout, log, serveSocket } from "../connection/serve.ts";
+import { copyHandlers, type Copy } from "../connection/copy.ts";
+import { fdOf, listen, listeningMessage, type Listening } from "../net/listener.ts";
+import type { Program } from "../connection/program.ts";
+import { atExit, exitNow } from "../system/signals.ts";
 
 export function serve(
   options: Options,

@@ -2,11 +2,11 @@
 // listening socket as fd 3. It accepts one connection at a time with a
 // blocking accept() (the kernel wakes exactly one waiting worker per
 // connection), serves it, tells the master, and accepts again.
-import type { Address } from "./address.ts";
-import { connectionMessage, log, serveDescriptor, type ServeOptions } from "./connection.ts";
-import { accept, dieWithParent, EAGAIN, EINTR, getppid, remoteEndpoint, setReceiveTimeout, setCloexec, SysError } from "./libc.ts";
-import { programFor } from "./program.ts";
-import { signalNumber } from "./signals.ts";
+import type { Address } from "../net/address.ts";
+import { connectionMessage, log, serveDescriptor, type ServeOptions } from "../connection/serve.ts";
+import { accept, dieWithParent, EAGAIN, EINTR, getppid, remoteEndpoint, setReceiveTimeout, setCloexec, SysError } from "../system/libc.ts";
+import { programFor } from "../connection/program.ts";
+import { signalNumber } from "../system/signals.ts";
 
 /** Everything a worker is told by its master (in the SOCKET_WORKER environment variable). */
 export interface WorkerConfig {

@@ -3,8 +3,8 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
-import type { Destination } from "./cli.ts";
-import { Fatal } from "./fatal.ts";
+import type { Destination } from "../cli.ts";
+import { Fatal } from "../fatal.ts";
 
 const EXIT_UNKNOWN_SERVICE = 5;
 const EXIT_UNKNOWN_HOST = 13;

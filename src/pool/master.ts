@@ -3,13 +3,13 @@
 // policy asks for. Workers say "busy" when they accept and "idle" when done.
 import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
-import type { Address } from "./address.ts";
-import type { Options, Pool as PoolPolicy } from "./cli.ts";
-import { log } from "./connection.ts";
-import { close, SHUT_RDWR, shutdown } from "./libc.ts";
-import { detachListener, listen, listeningMessage } from "./listener.ts";
-import { selfCommand } from "./self.ts";
-import { atExit } from "./signals.ts";
+import type { Address } from "../net/address.ts";
+import type { Options, Pool as PoolPolicy } from "../cli.ts";
+import { log } from "../connection/serve.ts";
+import { close, SHUT_RDWR, shutdown } from "../system/libc.ts";
+import { detachListener, listen, listeningMessage } from "../net/listener.ts";
+import { selfCommand } from "../system/self.ts";
+import { atExit } from "../system/signals.ts";
 import { EXIT_RETIRED, EXIT_SERVED, WORKER_ENV, WORKER_FLAG, type MasterMessage, type WorkerConfig, type WorkerMessage } from "./worker.ts";
 
 interface Worker {

@@ -2,12 +2,12 @@
 // connection like a server would: the program on it, or the copy loop
 // between it and stdin/stdout. Exits 0 when the connection is done.
 import { resolveHost, type Address } from "./address.ts";
-import type { Options } from "./cli.ts";
-import { flushStdout, log, serveDescriptor } from "./connection.ts";
-import { Fatal } from "./fatal.ts";
-import { AF_INET, AF_INET6, connectInet, connectUnix, SysError } from "./libc.ts";
-import type { Program } from "./program.ts";
-import { exitNow } from "./signals.ts";
+import type { Options } from "../cli.ts";
+import { flushStdout, log, serveDescriptor } from "../connection/serve.ts";
+import { Fatal } from "../fatal.ts";
+import { AF_INET, AF_INET6, connectInet, connectUnix, SysError } from "../system/libc.ts";
+import type { Program } from "../connection/program.ts";
+import { exitNow } from "../system/signals.ts";
 
 async function connect(address: Address, bind: string | undefined): Promise<number> {
   try {

@@ -2,8 +2,8 @@
 // environment that tells it who connected, and the two ways to wire it up
 // (the connection itself as stdio, or pipes for the copy loop).
 import type { Subprocess } from "bun";
-import type { Address } from "./address.ts";
-import { localEndpoint, peerCredentials, remoteEndpoint, type Endpoint } from "./libc.ts";
+import type { Address } from "../net/address.ts";
+import { localEndpoint, peerCredentials, remoteEndpoint, type Endpoint } from "../system/libc.ts";
 
 // dash keywords and builtins: a command starting with one needs the shell.
 const SHELL_WORDS = new Set(

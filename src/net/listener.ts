@@ -4,8 +4,8 @@
 import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs";
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
-import { Fatal } from "./fatal.ts";
-import { connectUnix, close, dupCloexec, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "./libc.ts";
+import { Fatal } from "../fatal.ts";
+import { connectUnix, close, dupCloexec, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "../system/libc.ts";
 
 const EXIT_SERVER_SOCKET = 1;
 /**

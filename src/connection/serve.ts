@@ -2,10 +2,10 @@
 // classic server, a pool worker): hand it to the program, or run the copy
 // loop between it and the program's pipes or socket's own stdin/stdout.
 import type { Socket } from "bun";
-import type { Address } from "./address.ts";
-import type { Options } from "./cli.ts";
+import type { Address } from "../net/address.ts";
+import type { Options } from "../cli.ts";
 import { Copy, copyHandlers, type Bytes, type LocalSide, type Sink } from "./copy.ts";
-import { close, setBlocking } from "./libc.ts";
+import { close, setBlocking } from "../system/libc.ts";
 import { connectionEnv, startOnConnection, startWithPipes, type Program } from "./program.ts";
 
 /** What serving a connection needs to know, a subset of Options a worker is given too. */
