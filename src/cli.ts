@@ -19,12 +19,14 @@ const optionTable = {
   "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
   crlf: { type: "boolean", alias: "c", description: "LF -> CRLF towards the socket, CR dropped from the socket" },
   verbose: { type: "boolean", alias: "v", description: "Messages about listening, connections, closing and the pool on stderr" },
-  workers: { type: "string", alias: "W", valueHint: "N|MIN:MAX", description: "Prefork pool: N workers, or MIN to MAX growing under load (needs -s, -p)" },
+  workers: { type: "string", alias: "W", valueHint: "N|MIN:MAX", description: "Prefork pool: N workers, or MIN to MAX growing under load (needs -s, -p; at most 1024: each worker is a process of ~5-11 MB)" },
   "max-requests": { type: "string", valueHint: "N", description: "Pool: a worker ends after N connections and is replaced (0 = no limit)" },
   "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
   ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
   grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
+  "max-per-source": { type: "string", valueHint: "N", description: "Server: close at once a connection from a source (TCP: remote address; UNIX: peer uid) that has N already" },
+  "defer-accept": { type: "string", valueHint: "SECS", description: "TCP server: the kernel holds a connection until it sends a byte (TCP_DEFER_ACCEPT), up to SECS" },
   mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
   user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
   group: { type: "string", alias: "g", valueHint: "GROUP", description: "After binding, run as this group (name or gid)" },
@@ -71,6 +73,10 @@ export interface Options {
   verbose: boolean;
   pool: Pool | undefined;
   timeoutMs: number | undefined;
+  /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
+  maxPerSource: number | undefined;
+  /** TCP_DEFER_ACCEPT on the listener, in seconds. */
+  deferAcceptSecs: number | undefined;
   mode: number | undefined;
   user: string | undefined;
   group: string | undefined;
@@ -226,6 +232,16 @@ export function parseCommandLine(argv: string[]): Parsed {
 
   const timeout = number(str("timeout"), "--timeout", 0.001, 86400);
   if (typeof timeout === "string") return usageError(timeout);
+  const maxPerSource = number(str("max-per-source"), "--max-per-source", 1, 1e6);
+  if (typeof maxPerSource === "string") return usageError(maxPerSource);
+  if (maxPerSource !== undefined && (!server || maxPerSource !== Math.floor(maxPerSource))) {
+    return usageError(`${NAME}: --max-per-source wants a whole number and -s`);
+  }
+  const deferAccept = number(str("defer-accept"), "--defer-accept", 1, 86400);
+  if (typeof deferAccept === "string") return usageError(deferAccept);
+  if (deferAccept !== undefined && (!server || destination.kind !== "inet")) {
+    return usageError(`${NAME}: --defer-accept is for a TCP server`);
+  }
   const modeText = str("mode");
   let mode: number | undefined;
   if (modeText !== undefined) {
@@ -254,6 +270,8 @@ export function parseCommandLine(argv: string[]): Parsed {
       verbose: flag("verbose"),
       pool,
       timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+      maxPerSource,
+      deferAcceptSecs: deferAccept,
       mode,
       user: str("user"),
       group: str("group"),

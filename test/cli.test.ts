@@ -71,7 +71,7 @@ describe("command line", () => {
 
 describe("the error table", () => {
   test.each([
-    [["localhost", "nosuchservice"], 5, "socket: unknown service\n"],
+    [["localhost", "nosuchservice"], 5, "socket: unknown service nosuchservice (not a port number nor a tcp name in /etc/services)\n"],
     [["localhost", "70000"], 5, "socket: port 70000 is out of range (0-65535)\n"],
     [["-s", "65536"], 5, "socket: port 65536 is out of range (0-65535)\n"],
     [["localhost", "0"], 5, "socket: port 0 is only for servers (any free port)\n"],

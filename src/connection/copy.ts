@@ -67,9 +67,11 @@ export class Copy {
   private drainWaiter: (() => void) | undefined;
   private idleTimer: Timer | undefined;
   private closed = false;
-  private finish!: () => void;
-  /** Resolves when the connection is closed and the local side is done. */
-  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+  private finish!: (error: Error | undefined) => void;
+  /** The socket error that ended the connection (a reset), if one did. */
+  private error: Error | undefined;
+  /** Resolves when the connection is closed and the local side is done: with the socket error, if any. */
+  readonly done = new Promise<Error | undefined>((resolve) => (this.finish = resolve));
 
   constructor(
     private readonly local: LocalSide,
@@ -147,12 +149,14 @@ export class Copy {
     this.drainWaiter?.();
   }
 
-  onClose(): void {
+  onClose(error?: Error): void {
+    this.error ??= error;
+    if (this.closed) return;
     this.closed = true;
     clearTimeout(this.idleTimer);
     this.drainWaiter?.();
     const { program } = this.local;
-    if (!program) return this.finish();
+    if (!program) return this.finish(this.error);
     // The program's input ends with the connection; one that still runs a
     // second later (ignores EOF, or blocks on a full pipe) would hold its
     // worker forever, so it is ended.
@@ -160,7 +164,7 @@ export class Copy {
     const orphan = setTimeout(() => program.kill(), ORPHAN_GRACE_MS);
     void program.exited.finally(() => {
       clearTimeout(orphan);
-      this.finish();
+      this.finish(this.error);
     });
   }
 
@@ -222,6 +226,6 @@ export const copyHandlers: SocketHandler<Copy | undefined> = {
   data: (socket, chunk) => socket.data?.onData(chunk),
   end: (socket) => socket.data?.onEnd(),
   drain: (socket) => socket.data?.onDrain(),
-  close: (socket) => socket.data?.onClose(),
-  error: (socket) => socket.data?.onClose(),
+  close: (socket, error) => socket.data?.onClose(error),
+  error: (socket, error) => socket.data?.onClose(error),
 };

@@ -19,6 +19,8 @@ export interface Program {
   argv: string[];
   /** argv[0] as the operator wrote it, as sh would pass it. */
   argv0: string;
+  /** The -p command as written, for the operator's messages. */
+  command: string;
 }
 
 /**
@@ -31,8 +33,8 @@ export function programFor(command: string): Program {
   const words = command.trim().split(/[ \t]+/);
   const plain = words.every((w) => PLAIN_WORD.test(w)) && !words[0].includes("=") && !SHELL_WORDS.has(words[0]);
   const path = plain ? Bun.which(words[0]) : null;
-  if (path) return { argv: [path, ...words.slice(1)], argv0: words[0] };
-  return { argv: ["/bin/sh", "-c", command], argv0: "sh" };
+  if (path) return { argv: [path, ...words.slice(1)], argv0: words[0], command };
+  return { argv: ["/bin/sh", "-c", command], argv0: "sh", command };
 }
 
 /**

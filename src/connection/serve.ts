@@ -1,12 +1,14 @@
 // Serving one accepted connection, the same way whoever accepted it (the
 // classic server, a pool worker): hand it to the program, or run the copy
 // loop between it and the program's pipes or socket's own stdin/stdout.
-import type { Socket } from "bun";
+import type { Socket, Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../cli.ts";
 import { Copy, copyHandlers, type Bytes, type LocalSide, type Sink } from "./copy.ts";
 import { close, setBlocking } from "../system/libc.ts";
 import { connectionEnv, startOnConnection, startWithPipes, type Program } from "./program.ts";
+import { watchIdle } from "./watchdog.ts";
+import { warn } from "../system/log.ts";
 
 /** What serving a connection needs to know, a subset of Options a worker is given too. */
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
@@ -20,9 +22,38 @@ export function connectionMessage(address: Address, peerIp: () => string): strin
   return address.kind === "unix" ? `unix: connection from ${address.path}` : `inet: connection from ${peerIp()}`;
 }
 
-/** The copy loop is needed when bytes are looked at or directions are treated apart. */
-function needsCopy(options: ServeOptions, program: Program | undefined): boolean {
-  return !program || options.crlf || options.quit || options.readOnly || options.writeOnly || options.timeoutMs !== undefined;
+/**
+ * The copy loop is needed when bytes are looked at or directions are
+ * treated apart. --timeout needs it only on UNIX sockets: on TCP the
+ * watchdog reads the kernel's idle times instead.
+ */
+function needsCopy(options: ServeOptions, program: Program | undefined, address: Address): boolean {
+  return !program || options.crlf || options.quit || options.readOnly || options.writeOnly ||
+    (options.timeoutMs !== undefined && address.kind === "unix");
+}
+
+/** The operator's line when a program cannot be started at all (always printed, rate-limited). */
+function cannotStart(program: Program, e: unknown): void {
+  warn(`start ${program.command}`, `-p '${program.command}': cannot start: ${(e as Error).message}`);
+}
+
+/**
+ * What became of a program: -v's end line (tcpserver's, with the
+ * duration: `end PID status N (D ms)` or `end PID signal NAME (D ms)`), and
+ * on socket's own stderr always, exits 126 and 127: the shell's "cannot
+ * execute" and "not found", which otherwise only the client would see.
+ */
+function outcome(proc: Subprocess, program: Program, options: ServeOptions): Promise<number> {
+  const started = performance.now();
+  return proc.exited.then((code) => {
+    const ms = Math.round(performance.now() - started);
+    log(options, `end ${proc.pid} ${proc.signalCode ? `signal ${proc.signalCode}` : `status ${code}`} (${ms} ms)`);
+    if (code === 126 || code === 127) {
+      const why = code === 127 ? "command not found" : "command not executable";
+      warn(`exit ${code} ${program.command}`, `-p '${program.command}': exit ${code} (${why})`);
+    }
+    return code;
+  });
 }
 
 /** socket's own stdin, one reader shared by successive connections (a stream is read once). */
@@ -61,7 +92,7 @@ function localSide(options: ServeOptions, program: Program | undefined, env: Rec
   const proc = startWithPipes(program, env, { input: !options.writeOnly, output: !options.readOnly });
   const sources = [proc.stdout, proc.stderr].filter((s): s is ReadableStream<Bytes> => s instanceof ReadableStream);
   const sink = proc.stdin && typeof proc.stdin === "object" ? (proc.stdin as Sink) : null;
-  return { sources, sink, program: { exited: proc.exited, kill: () => proc.kill("SIGKILL") } };
+  return { sources, sink, program: { exited: outcome(proc, program, options), kill: () => proc.kill("SIGKILL") } };
 }
 
 export function newCopy(options: ServeOptions, program: Program | undefined, env: Record<string, string>): Copy {
@@ -82,15 +113,27 @@ function connectDescriptor(fd: number, copy: Copy): Promise<unknown> {
 /**
  * Starts the program with the connection as its stdio, then lets go of our
  * copy (`release`), so the peer sees EOF the moment the program is done.
+ * A program that cannot start costs this connection only.
  */
-function handOff(program: Program, fd: number, env: Record<string, string>, release: () => void): Promise<unknown> {
+function handOff(
+  program: Program,
+  fd: number,
+  env: Record<string, string>,
+  release: () => void,
+  options: ServeOptions,
+  address: Address,
+): Promise<unknown> {
   let proc;
   try {
     proc = startOnConnection(program, fd, env);
-  } finally {
+  } catch (e) {
     release();
+    cannotStart(program, e);
+    return Promise.resolve();
   }
-  return proc.exited;
+  if (options.timeoutMs !== undefined && address.kind === "inet") watchIdle(fd, proc, options.timeoutMs, (line) => log(options, line));
+  release();
+  return outcome(proc, program, options);
 }
 
 /**
@@ -102,15 +145,23 @@ export async function serveDescriptor(
   address: Address,
   options: ServeOptions,
   program: Program | undefined,
-): Promise<void> {
+): Promise<Error | undefined> {
   const env = program ? connectionEnv(fd, address) : {};
-  if (program && !needsCopy(options, program)) {
-    await handOff(program, fd, env, () => close(fd));
-    return;
+  if (program && !needsCopy(options, program, address)) {
+    await handOff(program, fd, env, () => close(fd), options, address);
+    return undefined;
   }
-  const copy = newCopy(options, program, env);
+  let copy: Copy;
+  try {
+    copy = newCopy(options, program, env);
+  } catch (e) {
+    close(fd);
+    if (!program) throw e;
+    cannotStart(program, e);
+    return undefined;
+  }
   await connectDescriptor(fd, copy);
-  await copy.done;
+  return copy.done;
 }
 
 /**
@@ -125,12 +176,20 @@ export function serveSocket(
   program: Program | undefined,
 ): Promise<unknown> {
   const env = program ? connectionEnv(fd, address) : {};
-  if (program && !needsCopy(options, program)) {
+  if (program && !needsCopy(options, program, address)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O
     // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
-    return handOff(program, fd, env, () => socket.close());
+    return handOff(program, fd, env, () => socket.close(), options, address);
   }
-  const copy = newCopy(options, program, env);
+  let copy: Copy;
+  try {
+    copy = newCopy(options, program, env);
+  } catch (e) {
+    socket.close();
+    if (!program) throw e;
+    cannotStart(program, e);
+    return Promise.resolve();
+  }
   socket.data = copy;
   copy.attach(socket as Socket<Copy>);
   return copy.done;

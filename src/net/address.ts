@@ -1,6 +1,6 @@
 // Destinations to socket addresses: host names, IPv4 and IPv6 literals,
 // port numbers and /etc/services names, UNIX paths.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import type { Destination } from "../cli.ts";
@@ -50,7 +50,12 @@ function parsePort(text: string, server: boolean): number {
     return port;
   }
   const found = serviceTable().find((s) => s.name === text);
-  if (!found) throw new Fatal("unknown service", EXIT_UNKNOWN_SERVICE);
+  if (!found) {
+    // A word with a dot is more likely a file name than a service (`-s rel.sock`):
+    // only a destination with a slash is a UNIX path, so say how to write one.
+    const hint = text.includes(".") || existsSync(text) ? `; a UNIX socket path needs a slash: ./${text}` : "";
+    throw new Fatal(`unknown service ${text} (not a port number nor a tcp name in /etc/services${hint})`, EXIT_UNKNOWN_SERVICE);
+  }
   return found.port;
 }
 

@@ -5,7 +5,7 @@ import { resolveHost, type Address } from "./address.ts";
 import type { Options } from "../cli.ts";
 import { flushStdout, log, serveDescriptor } from "../connection/serve.ts";
 import { Fatal } from "../fatal.ts";
-import { AF_INET, AF_INET6, connectInet, connectUnix, SysError } from "../system/libc.ts";
+import { AF_INET, AF_INET6, connectInet, connectUnix, strerror, SysError } from "../system/libc.ts";
 import type { Program } from "../connection/program.ts";
 import { exitNow } from "../system/signals.ts";
 
@@ -31,7 +31,11 @@ async function connect(address: Address, bind: string | undefined): Promise<numb
 export async function runClient(options: Options, address: Address, program: Program | undefined): Promise<never> {
   const fd = await connect(address, options.bind);
   log(options, address.kind === "unix" ? `unix: connected to ${address.path}` : `inet: connected to ${address.ip} port ${address.port}`);
-  await serveDescriptor(fd, address, options, program);
+  const error = await serveDescriptor(fd, address, options, program);
   await flushStdout();
+  // A reset (or another socket error) ends the client as socket(1) reports
+  // socket errors: the C library's text, and the errno as status (104).
+  const errno = Math.abs(Number((error as { errno?: unknown } | undefined)?.errno));
+  if (errno > 0 && errno < 256) throw new Fatal(`client socket: ${strerror(errno)}`, errno);
   return exitNow(0);
 }

@@ -5,7 +5,7 @@ import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs"
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
-import { connectUnix, close, dupCloexec, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "../system/libc.ts";
+import { connectUnix, close, dupCloexec, setDeferAccept, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "../system/libc.ts";
 
 const EXIT_SERVER_SOCKET = 1;
 /**
@@ -52,7 +52,12 @@ function clearStaleSocket(path: string): void {
   throw serverError(98 /* EADDRINUSE: a live server has it */);
 }
 
-export function listen<T>(address: Address, handlers: SocketHandler<T>, mode: number | undefined): Listening<T> {
+export function listen<T>(
+  address: Address,
+  handlers: SocketHandler<T>,
+  mode: number | undefined,
+  deferAcceptSecs?: number,
+): Listening<T> {
   try {
     if (address.kind === "unix") {
       clearStaleSocket(address.path);
@@ -69,6 +74,8 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, mode: nu
     }
     const listener = Bun.listen<T>({ hostname: address.ip, port: address.port, socket: handlers, allowHalfOpen: true });
     setBacklog(fdOf(listener), BACKLOG);
+    // Silent connects stay in the kernel: they never reach accept(), a worker or a program.
+    if (deferAcceptSecs !== undefined) setDeferAccept(fdOf(listener), deferAcceptSecs);
     return { listener, address: { ...address, port: listener.port } };
   } catch (e) {
     if (e instanceof Fatal) throw e;
@@ -107,4 +114,29 @@ export function detachListener<T>({ listener, address }: Listening<T>): number {
   setBlocking(fd);
   setReceiveTimeout(fd, ACCEPT_TICK_MS);
   return fd;
+}
+
+/**
+ * The classic server stops accepting (out of descriptors) by keeping a copy
+ * of the listening descriptor and stopping Bun's listener; the kernel's
+ * backlog keeps the connects meanwhile. A UNIX path survives stop() through
+ * a hard link, as in detachListener.
+ */
+export function pauseListener<T>({ listener, address }: Listening<T>): number {
+  const fd = dupCloexec(fdOf(listener));
+  if (address.kind === "unix") {
+    const keep = `${address.path}.${process.pid}.keep`;
+    linkSync(address.path, keep);
+    listener.stop();
+    renameSync(keep, address.path);
+  } else {
+    listener.stop();
+  }
+  return fd;
+}
+
+/** Accepting again: Bun adopts the kept descriptor (and closes it at its stop()). */
+export function resumeListener<T>(fd: number, handlers: SocketHandler<T>): SocketListener<T> {
+  const options = { fd, socket: handlers, allowHalfOpen: true };
+  return Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
 }

@@ -185,7 +185,7 @@ export function runPool(
   address: Address,
   afterBind: () => void,
 ): Pool {
-  const listening = listen<undefined>(address, { data() {} }, options.mode);
+  const listening = listen<undefined>(address, { data() {} }, options.mode, options.deferAcceptSecs);
   const listenFd = detachListener(listening);
   const bound = listening.address;
   if (bound.kind === "unix") {

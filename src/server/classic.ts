@@ -1,13 +1,16 @@
 // The classic server (-s without -W): Bun's listener accepts; each
 // connection is served by connection.ts, one at a time, or all at once
 // with -f. Without -l the first connection is the only one.
-import type { Socket } from "bun";
+import { unlinkSync } from "node:fs";
+import type { Socket, SocketHandler } from "bun";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../cli.ts";
 import { connectionMessage, flushStdout, log, serveSocket } from "../connection/serve.ts";
 import { copyHandlers, type Copy } from "../connection/copy.ts";
-import { fdOf, listen, listeningMessage, type Listening } from "../net/listener.ts";
+import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
+import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 
 export function serve(
@@ -20,8 +23,18 @@ export function serve(
   // so they take turns whatever -f says.
   const concurrent = options.loop && options.fork && program !== undefined;
   const waiting: Socket<Copy | undefined>[] = [];
+  /** What to do when a connection is over: release its source and its descriptors. */
+  const finishers = new Map<Socket<Copy | undefined>, () => void>();
   let busy = false;
   let listening: Listening<Copy | undefined>;
+  let pausedFd: number | undefined;
+  const sources = options.maxPerSource === undefined ? undefined : new SourceLimit(options.maxPerSource);
+
+  const finished = (socket: Socket<Copy | undefined>): void => {
+    const finish = finishers.get(socket);
+    finishers.delete(socket);
+    finish?.();
+  };
 
   const next = (): void => {
     const socket = waiting.shift();
@@ -29,6 +42,7 @@ export function serve(
     busy = true;
     socket.resume();
     void run(socket).finally(() => {
+      finished(socket);
       busy = false;
       if (options.loop) next();
       else void flushStdout().finally(() => exitNow(0));
@@ -47,36 +61,80 @@ export function serve(
     }
   };
 
-  listening = listen<Copy | undefined>(
-    address,
-    {
-      ...copyHandlers,
-      open(socket) {
-        if (concurrent) {
-          void run(socket);
-          return;
-        }
-        if (!options.loop) {
-          if (waiting.length > 0 || busy) return void socket.close();
-          // One connection only: later connects are refused, as by socket(1).
-          listening.listener.stop();
-        }
-        // Held unread until its turn: nothing may be read before a handoff.
-        socket.pause();
-        waiting.push(socket);
-        if (!busy) next();
-      },
-      close(socket) {
-        // Gone before its turn: Bun has closed the descriptor, whose number may be reused.
-        const queued = waiting.indexOf(socket);
-        if (queued >= 0) waiting.splice(queued, 1);
-        socket.data?.onClose();
-      },
+  const handlers: SocketHandler<Copy | undefined> = {
+    ...copyHandlers,
+    open(socket) {
+      if (!options.loop) {
+        if (waiting.length > 0 || busy) return void socket.close();
+        // One connection only: later connects are refused, as by socket(1).
+        listening.listener.stop();
+      } else if (!admit(socket)) {
+        return;
+      }
+      if (concurrent) {
+        void run(socket).finally(() => finished(socket));
+        return;
+      }
+      // Held unread until its turn: nothing may be read before a handoff.
+      socket.pause();
+      waiting.push(socket);
+      if (!busy) next();
     },
-    options.mode,
-  );
-  const { listener } = listening;
-  if (address.kind === "unix") atExit(() => listener.stop());
+    close(socket) {
+      // Gone before its turn: Bun has closed the descriptor, whose number may be reused.
+      const queued = waiting.indexOf(socket);
+      if (queued >= 0) {
+        waiting.splice(queued, 1);
+        finished(socket);
+      }
+      socket.data?.onClose();
+    },
+  };
+
+  // Out of descriptors: stop Bun's listener (keeping the socket), resume later.
+  const guard = options.loop
+    ? new DescriptorGuard(
+        () => (pausedFd = pauseListener(listening)),
+        () => {
+          if (pausedFd === undefined) return;
+          listening = { ...listening, listener: resumeListener(pausedFd, handlers) };
+          pausedFd = undefined;
+        },
+        (line) => log(options, line),
+      )
+    : undefined;
+
+  /** Counts the connection (source, descriptors); false if its source is over --max-per-source. */
+  const admit = (socket: Socket<Copy | undefined>): boolean => {
+    const source = sources && sourceOf(fdOf(socket), listening.address);
+    if (sources && source !== undefined) {
+      if (!sources.admit(source)) {
+        log(options, rejectedLine(listening.address, source, sources.max));
+        socket.close();
+        return false;
+      }
+    }
+    guard?.opened();
+    finishers.set(socket, () => {
+      if (source !== undefined) sources?.release(source);
+      guard?.closed();
+    });
+    return true;
+  };
+
+  listening = listen<Copy | undefined>(address, handlers, options.mode, options.deferAcceptSecs);
+  if (address.kind === "unix") {
+    const path = listening.address.kind === "unix" ? listening.address.path : address.path;
+    atExit(() => {
+      listening.listener.stop();
+      if (pausedFd === undefined) return;
+      try {
+        unlinkSync(path); // a paused listener's path is ours to remove
+      } catch {
+        // already gone
+      }
+    });
+  }
   log(options, listeningMessage(listening.address));
   afterBind();
 }

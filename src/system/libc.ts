@@ -14,6 +14,7 @@ const lib = dlopen("libc.so.6", {
   fcntl: { args: [i32, i32, i32], returns: i32 },
   getpeername: { args: [i32, ptr, ptr], returns: i32 },
   getppid: { args: [], returns: i32 },
+  getrlimit: { args: [i32, ptr], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   isatty: { args: [i32], returns: i32 },
@@ -46,6 +47,10 @@ const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
 const PR_SET_PDEATHSIG = 1;
+const IPPROTO_TCP = 6;
+const TCP_DEFER_ACCEPT = 9;
+const TCP_INFO = 11;
+const RLIMIT_NOFILE = 7;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
@@ -257,4 +262,32 @@ export function connectUnix(path: string): number {
     lib.close(fd);
     throw e;
   }
+}
+
+/** The soft limit on open descriptors (RLIMIT_NOFILE). */
+export function descriptorLimit(): number {
+  const limit = new BigUint64Array(2);
+  check("getrlimit", lib.getrlimit(RLIMIT_NOFILE, limit));
+  return limit[0] > 1n << 31n ? 2 ** 31 : Number(limit[0]);
+}
+
+/**
+ * TCP_DEFER_ACCEPT: the kernel completes the handshake but keeps the
+ * connection from accept() until data arrives (or `secs` pass).
+ */
+export function setDeferAccept(fd: number, secs: number): void {
+  check("setsockopt", lib.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, new Int32Array([Math.ceil(secs)]), 4));
+}
+
+/**
+ * Milliseconds since data last moved each way on a TCP connection, from
+ * struct tcp_info (linux/tcp.h): eight u8 fields, then u32 rto, ato,
+ * snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets (offsets 8-40),
+ * last_data_sent at 44, last_ack_sent at 48, last_data_recv at 52.
+ */
+export function tcpIdle(fd: number): { sentMs: number; receivedMs: number } {
+  const info = new Uint32Array(26);
+  const len = new Uint32Array([info.byteLength]);
+  check("getsockopt", lib.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
+  return { sentMs: info[44 / 4], receivedMs: info[52 / 4] };
 }
