@@ -10,6 +10,7 @@ import { close, SHUT_RDWR, shutdown } from "../system/libc.ts";
 import { detachListener, listen, listeningMessage } from "../net/listener.ts";
 import { selfCommand } from "../system/self.ts";
 import { atExit } from "../system/signals.ts";
+import { Admissions, isAdmitRequest } from "./admission.ts";
 import { EXIT_RETIRED, EXIT_SERVED, WORKER_ENV, WORKER_FLAG, type MasterMessage, type WorkerConfig, type WorkerMessage } from "./worker.ts";
 
 interface Worker {
@@ -34,6 +35,7 @@ export class Pool {
   private lastStatus = "";
   private readonly workerEnv: Record<string, string>;
   private allGone: (() => void) | undefined;
+  private readonly admissions: Admissions | undefined;
 
   constructor(
     private readonly listenFd: number,
@@ -42,6 +44,7 @@ export class Pool {
     config: WorkerConfig,
   ) {
     this.workerEnv = { ...(process.env as Record<string, string>), [WORKER_ENV]: JSON.stringify(config) };
+    if (config.maxPerSource !== undefined) this.admissions = new Admissions(config.maxPerSource);
   }
 
   start(): void {
@@ -77,8 +80,12 @@ export class Pool {
       }
     } catch (e) {
       // fork failed (EAGAIN, EMFILE, ENOMEM): try again later rather than stay short.
-      process.stderr.write(`socket: cannot start a worker: ${(e as Error).message}\n`);
       this.backOff();
+      const delay = this.restartAt - Date.now();
+      const serving = this.count("idle") + this.count("busy");
+      process.stderr.write(
+        `socket: cannot start a worker: ${(e as Error).message}; ${serving} running; trying again in ${delay} ms\n`,
+      );
       this.balance();
     }
     this.reportStatus();
@@ -106,11 +113,21 @@ export class Pool {
   private onMessage(pid: number, message: WorkerMessage): void {
     const worker = this.workers.get(pid);
     if (!worker) return;
+    if (isAdmitRequest(message)) {
+      return this.admissions?.ask(pid, message, (verdict) => {
+        try {
+          worker.proc.send(verdict);
+        } catch {
+          // the worker is gone; its exit releases the count
+        }
+      });
+    }
     if (message === "busy") {
       worker.state = "busy";
       worker.served++;
       this.quickDeaths = 0;
     } else {
+      this.admissions?.release(pid);
       worker.state = "idle";
       worker.idleSince = Date.now();
     }
@@ -121,6 +138,7 @@ export class Pool {
     const worker = this.workers.get(pid);
     if (!worker) return;
     this.workers.delete(pid);
+    this.admissions?.release(pid);
     const why = signal
       ? `killed by ${signal}`
       : code === EXIT_SERVED
@@ -133,7 +151,15 @@ export class Pool {
     if (this.stopping) return;
     const byPolicy = code === EXIT_SERVED || code === EXIT_RETIRED || worker.retiring;
     const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
-    if (failedAtOnce) this.backOff(); // never a tight loop of dying workers
+    if (failedAtOnce) {
+      this.backOff(); // never a tight loop of dying workers
+      // No worker serving: clients would hang in the backlog with nothing in the log.
+      if (this.count("idle") + this.count("busy") === 0) {
+        process.stderr.write(
+          `socket: no worker is running: worker ${pid} ${why} at start; trying again in ${this.restartAt - Date.now()} ms\n`,
+        );
+      }
+    }
     this.balance();
   }
 
@@ -213,7 +239,8 @@ export function runPool(
     },
     maxRequests: policy.maxRequests,
     masterPid: process.pid,
-    report: policy.max > policy.min || options.verbose,
+    report: policy.max > policy.min || options.verbose || options.maxPerSource !== undefined,
+    maxPerSource: options.maxPerSource,
   });
   pool.start();
   return pool;

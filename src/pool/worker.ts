@@ -7,6 +7,7 @@ import { connectionMessage, log, serveDescriptor, type ServeOptions } from "../c
 import { accept, dieWithParent, EAGAIN, EINTR, getppid, remoteEndpoint, setReceiveTimeout, setCloexec, SysError } from "../system/libc.ts";
 import { programFor } from "../connection/program.ts";
 import { signalNumber } from "../system/signals.ts";
+import { admitted, type AdmitRequest } from "./admission.ts";
 
 /** Everything a worker is told by its master (in the SOCKET_WORKER environment variable). */
 export interface WorkerConfig {
@@ -15,12 +16,14 @@ export interface WorkerConfig {
   serve: ServeOptions;
   maxRequests: number;
   masterPid: number;
-  /** Say busy/idle: only a dynamic pool or -v needs it, and it costs the master a wakeup per message. */
+  /** Say busy/idle: only a dynamic pool, -v or --max-per-source needs it, and it costs the master a wakeup per message. */
   report: boolean;
+  /** --max-per-source: ask the master before serving (admission.ts). */
+  maxPerSource?: number;
 }
 
 /** Worker to master, over Bun's IPC channel. */
-export type WorkerMessage = "busy" | "idle";
+export type WorkerMessage = "busy" | "idle" | AdmitRequest;
 /** Master to worker: finish the connection in hand (if any) and exit. */
 export type MasterMessage = "retire";
 
@@ -86,6 +89,7 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
     // Accepted sockets inherit the listener's SO_RCVTIMEO: a program's reads
     // would time out with it, so the connection gets none.
     setReceiveTimeout(fd, 0);
+    if (!(await admitted(config, fd))) continue;
     tell(config, "busy");
     if (config.serve.verbose) log(config.serve, connectionMessage(config.address, () => peerIp(fd)));
     try {

@@ -1,0 +1,230 @@
+// Hardening (issue 11): descriptor exhaustion, idle clients that would
+// starve a pool (--max-per-source, --defer-accept, --timeout without the
+// copy loop), failures the operator sees, the client's reset status, and
+// messages that used to mislead. Everything against dist/socket.
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import type { Socket } from "bun";
+import { exchange, peerServer, run, SOCKET, startServer, waitFor, workersOf, type Server } from "./harness.ts";
+
+/** Idle connections that send nothing, kept open until disposed. */
+async function hold(port: number, count: number): Promise<{ closed: () => number } & AsyncDisposable> {
+  const sockets: Socket<undefined>[] = [];
+  let closed = 0;
+  const handlers = { data() {}, close: () => void closed++, error() {} };
+  const all = await Promise.allSettled(
+    Array.from({ length: count }, () => Bun.connect({ hostname: "127.0.0.1", port, socket: handlers })),
+  );
+  for (const r of all) if (r.status === "fulfilled") sockets.push(r.value);
+  return {
+    closed: () => closed,
+    [Symbol.asyncDispose]: async () => {
+      for (const s of sockets) s.terminate();
+      await Bun.sleep(50);
+    },
+  };
+}
+
+/** utime + stime of a process, in clock ticks (1/100 s). */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** dist/socket -v ARGS under `ulimit -n LIMIT` (sh execs it, so the pid is socket's). */
+async function startLimited(limit: number, args: string[]): Promise<Server & { pid: number }> {
+  const proc = Bun.spawn(["sh", "-c", `ulimit -n ${limit}; exec "$0" -v "$@"`, SOCKET, ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let err = "";
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) err += decoder.decode(chunk, { stream: true });
+  })();
+  const kill = async () => {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  };
+  let port = 0;
+  try {
+    await waitFor("the limited server to listen", () => {
+      port = Number(err.match(/listening on port (\d+)/)?.[1] ?? 0);
+      return port > 0;
+    });
+  } catch (e) {
+    await kill();
+    throw e;
+  }
+  return {
+    proc: proc as Server["proc"],
+    pid: proc.pid,
+    target: port,
+    stderr: () => err,
+    stdout: () => "",
+    kill,
+    [Symbol.asyncDispose]: kill,
+  };
+}
+
+describe("descriptor exhaustion (classic server, ulimit -n 64)", () => {
+  for (const args of [["-slf", "-p", "cat"], ["-sl"]]) {
+    test(`${args.join(" ")}: 200 held connections, no busy loop, said once, served after`, async () => {
+      await using server = await startLimited(64, [...args, "0"]);
+      const port = server.target as number;
+      {
+        await using held = await hold(port, 200);
+        await waitFor("the shortage message", () => server.stderr().includes("out of descriptors"));
+        const before = cpuTicks(server.pid);
+        await Bun.sleep(2000);
+        // Under 10 % of a core over 2 s: 20 ticks.
+        expect(cpuTicks(server.pid) - before).toBeLessThan(20);
+        // -p cat holds each connection open; without -p they are served in turn (stdin is at EOF).
+        if (args.includes("-p")) expect(held.closed()).toBe(0); // the ones waiting are in the backlog, not reset
+        // Said once while it lasts (the backlog drained after it may make a second shortage).
+        const shortage = server.stderr().match(/socket: out of descriptors \(\d+ open, limit 64\): not accepting until one is freed\n/g);
+        expect(shortage?.length).toBe(1);
+      }
+      expect(server.stderr()).not.toContain("EMFILE");
+      if (args.includes("-p")) {
+        const reply = await exchange(port, "after the storm", { ms: 15_000 });
+        expect(reply.data.toString()).toBe("after the storm");
+      } else {
+        // Without -p the connections take turns on socket's stdout; a new one is still accepted.
+        await waitFor("a new connection to be accepted", async () => {
+          const before = server.stderr().match(/connection from/g)?.length ?? 0;
+          await exchange(port, "x", { ms: 15_000 });
+          return (server.stderr().match(/connection from/g)?.length ?? 0) > before;
+        }, 15_000);
+      }
+    }, 40_000);
+  }
+});
+
+/** Connects from 127.0.0.2 with socket's own client (Bun.connect cannot choose a source address). */
+function fromSecondAddress(port: number, payload: string) {
+  return run(["-B", "127.0.0.2", "127.0.0.1", String(port)], { stdin: payload });
+}
+
+describe.each([
+  { name: "classic", args: ["-slf"] },
+  { name: "pool", args: ["-W", "4", "-s"] },
+])("--max-per-source 2 ($name)", ({ args }) => {
+  test("the third idle connection from 127.0.0.1 is closed at once; 127.0.0.2 is served", async () => {
+    await using server = await startServer(["--max-per-source", "2", "-p", "cat", ...args.slice(0, -1), args.at(-1)!, "0"]);
+    const port = server.target as number;
+    if (args.includes("-W")) await waitFor("4 workers", () => workersOf(server.proc.pid).length === 4);
+    await using held = await hold(port, 2);
+    await waitFor("two connections", () => (server.stderr().match(/connection from/g)?.length ?? 0) === 2);
+    const third = await exchange(port, "", { halfClose: false, ms: 3000 });
+    expect(third.data.length).toBe(0);
+    expect(server.stderr()).toContain("inet: 127.0.0.1 has 2 connections (--max-per-source): closed");
+    expect(await fromSecondAddress(port, "from .2")).toMatchObject({ status: 0, stdout: "from .2" });
+    expect(held.closed()).toBe(0);
+  });
+});
+
+describe("--defer-accept", () => {
+  test("-W 4 --defer-accept 5: 100 silent connects never reach a worker; a client that speaks is served", async () => {
+    await using server = await startServer(["-W", "4", "--defer-accept", "5", "-p", "cat", "-s", "0"]);
+    const port = server.target as number;
+    await waitFor("4 workers", () => workersOf(server.proc.pid).length === 4);
+    await using _held = await hold(port, 100);
+    const reply = await exchange(port, "speaks at once", { ms: 1000 });
+    expect(reply.data.toString()).toBe("speaks at once");
+    expect(server.stderr().match(/connection from/g)?.length).toBe(1);
+  });
+
+  test("is for TCP servers only", async () => {
+    expect((await run(["-s", "--defer-accept", "5", "/tmp/no.sock"])).status).toBe(15);
+    expect((await run(["--defer-accept", "5", "127.0.0.1", "1"])).status).toBe(15);
+  });
+});
+
+describe("--timeout without the copy loop (TCP)", () => {
+  test("-W 4 --timeout 2: the program holds the socket itself; a silent connection is closed after about 2 s", async () => {
+    await using server = await startServer(["-W", "4", "--timeout", "2", "-p", "ls -l /proc/self/fd/0; exec sleep 30", "-s", "0"]);
+    const started = Date.now();
+    const reply = await exchange(server.target, "", { halfClose: false, ms: 8000 });
+    const elapsed = Date.now() - started;
+    expect(reply.data.toString()).toMatch(/-> socket:\[\d+\]/); // stdin is the connection: no pipe, no copy loop
+    expect(elapsed).toBeGreaterThanOrEqual(1900);
+    expect(server.stderr()).toContain("connection timed out");
+    await waitFor("the program's end", () => /end \d+ signal SIGTERM \(\d+ ms\)/.test(server.stderr()));
+  });
+
+  for (const args of [["-W", "2", "-s"], ["-slf"]]) {
+    test(`${args.join(" ")} --timeout 2: a banner program keeps working`, async () => {
+      await using server = await startServer([...args.slice(0, -1), "--timeout", "2", "-p", 'echo hello; read x; echo "got $x"', args.at(-1)!, "0"]);
+      const reply = await exchange(server.target, "abc\n");
+      expect(reply.data.toString()).toBe("hello\ngot abc\n");
+      expect(server.stderr()).not.toContain("timed out");
+      await waitFor("-v's end line", () => /end \d+ status 0 \(\d+ ms\)/.test(server.stderr()));
+    });
+  }
+});
+
+describe("failures the operator sees", () => {
+  test("-p nosuchprog: one line naming it on socket's own stderr, without -v too", async () => {
+    // Without -v socket does not say its port: take a free one from the kernel first.
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const proc = Bun.spawn([SOCKET, "-slf", "-p", "nosuchprog", "-B", "127.0.0.1", String(port)], { stdout: "ignore", stderr: "pipe" });
+    try {
+      const stderr = new Response(proc.stderr).text();
+      let first;
+      for (let i = 0; !first && i < 100; i++) first = await exchange(port, "").catch(() => Bun.sleep(20).then(() => undefined));
+      expect(first?.data.toString()).toContain("nosuchprog: not found"); // sh's own message, to the client
+      await exchange(port, ""); // a second failure within the second: no second line
+      await Bun.sleep(200);
+      proc.kill("SIGTERM");
+      const lines = (await stderr).split("\n").filter((l) => l.includes("nosuchprog"));
+      expect(lines).toEqual(["socket: -p 'nosuchprog': exit 127 (command not found)"]);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("a program that cannot be started: one line, the server goes on", async () => {
+    await using server = await startServer(["-W", "1", "-p", "/etc/passwd", "-s", "0"]);
+    await exchange(server.target, "");
+    await waitFor("the operator's line", () => server.stderr().includes("/etc/passwd"));
+    expect(server.stderr()).toMatch(/socket: -p '\/etc\/passwd': exit 126 \(command not executable\)|cannot start/);
+    expect(workersOf(server.proc.pid).length).toBe(1);
+  });
+});
+
+describe("the client", () => {
+  test("a peer that resets: 'Connection reset by peer', exit 104", async () => {
+    using peer = peerServer(
+      (s) => {
+        s.write("partial\n");
+        setTimeout(() => s.terminate(), 100);
+      },
+      {},
+      () => {}, // the client's EOF gets no FIN back: the reset comes first
+    );
+    const result = await run(["127.0.0.1", String(peer.target)], { stdin: "" });
+    expect(result).toMatchObject({ status: 104, stdout: "partial\n", stderr: "socket: client socket: Connection reset by peer\n" });
+  });
+});
+
+describe("messages", () => {
+  test("socket -s rel.sock names the lookup and hints at ./rel.sock", async () => {
+    const result = await run(["-s", "rel.sock"]);
+    expect(result.status).toBe(5);
+    expect(result.stderr).toBe(
+      "socket: unknown service rel.sock (not a port number nor a tcp name in /etc/services; a UNIX socket path needs a slash: ./rel.sock)\n",
+    );
+  });
+
+  test("--help states the -W maximum and the new options", async () => {
+    const { stdout } = await run(["--help"]);
+    expect(stdout).toContain("at most 1024");
+    expect(stdout).toContain("--max-per-source");
+    expect(stdout).toContain("--defer-accept");
+  });
+});
