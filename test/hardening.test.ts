@@ -4,8 +4,9 @@
 // messages that used to mislead. Everything against dist/socket.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Socket } from "bun";
-import { exchange, peerServer, run, SOCKET, startServer, waitFor, workersOf, type Server } from "./harness.ts";
+import { exchange, peerServer, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 /** Idle connections that send nothing, kept open until disposed. */
 async function hold(port: number, count: number): Promise<{ closed: () => number } & AsyncDisposable> {
@@ -124,6 +125,23 @@ describe.each([
     expect(await fromSecondAddress(port, "from .2")).toMatchObject({ status: 0, stdout: "from .2" });
     expect(held.closed()).toBe(0);
   });
+});
+
+test("--max-per-source on a UNIX socket counts by the peer's uid", async () => {
+  using dir = tempDir();
+  const path = join(dir.path, "s.sock");
+  await using server = await startServer(["--max-per-source", "1", "-slf", "-p", "cat", path]);
+  let closed = false;
+  const first = await Bun.connect({ unix: path, socket: { data() {}, close: () => void (closed = true) } });
+  try {
+    await waitFor("the first connection", () => server.stderr().includes("connection from"));
+    const second = await exchange(path, "", { halfClose: false, ms: 3000 });
+    expect(second.data.length).toBe(0);
+    expect(server.stderr()).toContain(`unix: uid ${process.getuid!()} has 1 connections (--max-per-source): closed`);
+    expect(closed).toBe(false);
+  } finally {
+    first.terminate();
+  }
 });
 
 describe("--defer-accept", () => {
