@@ -14,7 +14,7 @@ const optionTable = {
   program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
   bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
   background: { type: "boolean", alias: "b", description: "Detach and run as a daemon (server only)" },
-  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output)" },
+  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output; the program itself runs on)" },
   "read-only": { type: "boolean", alias: "r", description: "Only copy socket -> stdout; never read stdin" },
   "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
   crlf: { type: "boolean", alias: "c", description: "LF -> CRLF towards the socket, CR dropped from the socket" },
@@ -24,6 +24,11 @@ const optionTable = {
   "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
   ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
   grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
+  prestart: {
+    type: "boolean",
+    description:
+      "Pool: start each worker's next program before its connection arrives, on pipes. It starts before the connection exists: what it prints before reading input is from then; env has PROTO and the local address, not the remote one; stdin/stdout are pipes. For programs that read a request first",
+  },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
   mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
   user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
@@ -53,6 +58,8 @@ export interface Pool {
   maxRequests: number;
   idleTimeoutMs: number;
   graceMs: number;
+  /** Each worker starts its next program before its connection arrives. */
+  prestart: boolean;
 }
 
 /** Everything the command line says, checked. */
@@ -215,6 +222,7 @@ export function parseCommandLine(argv: string[]): Parsed {
       maxRequests: maxRequests as number,
       idleTimeoutMs: (idle as number) * 1000,
       graceMs: (grace as number) * 1000,
+      prestart: flag("prestart"),
     };
     loop = true; // a pool serves connections concurrently, forever
     fork = true;
@@ -222,6 +230,7 @@ export function parseCommandLine(argv: string[]): Parsed {
     for (const k of ["max-requests", "idle-timeout", "ramp", "grace"] as const) {
       if (str(k) !== undefined) return usageError(`${NAME}: --${k} needs -W`);
     }
+    if (flag("prestart")) return usageError(`${NAME}: --prestart needs -W`);
   }
 
   const timeout = number(str("timeout"), "--timeout", 0.001, 86400);
