@@ -24,11 +24,7 @@ const optionTable = {
   "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
   ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
   grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
-  prestart: {
-    type: "boolean",
-    description:
-      "Pool: start each worker's next program before its connection arrives, on pipes. It starts before the connection exists: what it prints before reading input is from then; env has PROTO and the local address, not the remote one; stdin/stdout are pipes. For programs that read a request first",
-  },
+  prestart: { type: "boolean", description: "Pool: each worker starts its next program before its connection arrives (read the note below)" },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
   mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
   user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
@@ -270,8 +266,20 @@ export function parseCommandLine(argv: string[]): Parsed {
   };
 }
 
+/** What a user of --prestart must know, too long for its line in the table. */
+const PRESTART_NOTE = `
+--prestart: the program starts before its connection exists. What it prints
+before reading its input (a banner, a timestamp) is from that moment; a
+program that ends before its connection arrives (such as date) is replaced,
+never handed a connection. Its environment has PROTO and the local address
+socket listens on (TCPLOCALIP, TCPLOCALPORT, or UNIXLOCALPATH) but no remote
+address: TCPREMOTEIP and TCPREMOTEPORT (UNIXREMOTEPID, ...) are unknown when
+it starts. Its stdin and stdout+stderr are pipes, not the socket. It is for
+programs that read a request first, such as SCGI and FastCGI launchers.
+`;
+
 export async function helpText(): Promise<string> {
-  const text = `${await renderUsage(command)}\n\n${USAGE}\n`;
+  const text = `${await renderUsage(command)}\n\n${USAGE}\n${PRESTART_NOTE}`;
   // citty colours unconditionally; only a terminal should get the escapes.
   return process.stdout.isTTY ? text : Bun.stripANSI(text);
 }
