@@ -82,7 +82,10 @@ describe.each(kinds)("--prestart on $name", ({ listen }) => {
     const expected = `5000\n${Array.from({ length: 100000 }, (_, i) => i + 1).join("\n")}\n`;
     const reply = await exchange(server.target, "x".repeat(5000));
     expect(reply.data.toString().replace(/^ +/, "")).toBe(expected);
-    expect(server.stderr()).toContain("connection closed by peer"); // -v
+    // -v: socket(1)'s lines, from the worker
+    const from = typeof server.target === "number" ? "inet: connection from 127.0.0.1" : `unix: connection from ${server.target}`;
+    expect(server.stderr()).toContain(from);
+    expect(server.stderr()).toContain("connection closed by peer");
   });
 
   test("a waiting program that is killed is reaped at once (no zombie) and replaced; the next connection is served", async () => {

@@ -13,6 +13,7 @@ import {
   close,
   EAGAIN,
   EINTR,
+  isReadable,
   poll,
   POLLIN,
   POLLOUT,
@@ -56,12 +57,6 @@ interface Flow {
 const pollfds = new Int32Array(4);
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-function readable(fd: number): boolean {
-  pollfds[0] = fd;
-  pollfds[1] = POLLIN;
-  return poll(pollfds, 1, 0) > 0;
-}
-
 /** One splice on a flow that is not known to be blocked. */
 function step(flow: Flow): "moved" | "blocked" | "eof" | "error" | "interrupted" {
   const moved = splice(flow.from, flow.to, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -70,7 +65,7 @@ function step(flow: Flow): "moved" | "blocked" | "eof" | "error" | "interrupted"
   if (moved === -EINTR) return "interrupted";
   if (moved !== -EAGAIN) return "error";
   // The source has bytes, so the destination is full; or the source is empty.
-  flow.blocked = readable(flow.from) ? "write" : "read";
+  flow.blocked = isReadable(flow.from) ? "write" : "read";
   return "blocked";
 }
 

@@ -10,7 +10,7 @@ import type { Address } from "../net/address.ts";
 import { copyDescriptor, localSide, log, startForCopy, type ServeOptions } from "../connection/serve.ts";
 import { prestartEnv, programEnd, startOnPipes, type PipedProgram, type Program } from "../connection/program.ts";
 import { bridge } from "../connection/splice.ts";
-import { close, pidfdOpen } from "../system/libc.ts";
+import { close, isReadable, pidfdOpen } from "../system/libc.ts";
 import { Backoff } from "./backoff.ts";
 import type { Waiter } from "./wait.ts";
 
@@ -99,8 +99,11 @@ export class Prestart {
 
   /** Serves a connection (accepted non-blocking) with the waiting program, then waits for its end. */
   async serve(fd: number): Promise<void> {
+    // It may have ended between the wait and the accept: it never gets the connection.
+    if (this.waiting && isReadable(this.waiting.pidfd)) await this.ended();
+    if (!this.waiting && !(await this.ready())) return close(fd);
     const waiting = this.take();
-    if (!waiting) throw new Error("no program waiting");
+    if (!waiting) return close(fd);
     this.backoff.reset();
     const say = (line: string) => log(this.options, line);
     if (waiting.kind === "copied") {

@@ -180,6 +180,11 @@ export function poll(fds: Int32Array, count: number, timeoutMs: number): number 
   return ready < 0 ? -errno() : ready;
 }
 
+/** Readable now (data, end of file, or an error to report), without waiting. */
+export function isReadable(fd: number): boolean {
+  return poll(new Int32Array([fd, POLLIN]), 1, 0) > 0;
+}
+
 export const EPOLLIN = 0x1;
 export const EPOLLEXCLUSIVE = 1 << 28;
 const EPOLL_CTL_ADD = 1;
