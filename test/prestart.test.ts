@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { childrenOf, exchange, isAlive, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
+import { childrenOf, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string) => "0" },
@@ -238,4 +238,30 @@ test("--prestart needs -W", async () => {
   const { status, stderr } = await run(["--prestart", "-p", "cat", "-s", "0"]);
   expect(status).toBe(15);
   expect(stderr).toContain("--prestart needs -W");
+});
+
+test.each([[], ["--prestart"]])("TERM to the whole process group (Ctrl-C style) lets a worker finish its connection %p", async (...extra) => {
+  // setsid: the server leads its own process group, which the test can signal as a terminal would.
+  const proc = Bun.spawn(["setsid", SOCKET, "-v", "-p", 'trap "" TERM; read x; sleep 0.5; echo finished', "-W", "2", ...extra, "-s", "0"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let err = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+  })();
+  try {
+    await waitFor("listening", () => /listening on port \d+/.test(err));
+    const port = Number(err.match(/listening on port (\d+)/)![1]);
+    const slow = exchange(port, "go\n");
+    await waitFor("the request to be taken", () => err.includes("status: 1/2"));
+    process.kill(-proc.pid, "SIGTERM");
+    expect((await slow).data.toString()).toBe("finished\n");
+    expect(await proc.exited).toBe(241);
+  } finally {
+    try {
+      process.kill(-proc.pid, "SIGKILL");
+    } catch {
+      // all gone
+    }
+  }
 });

@@ -5,7 +5,7 @@
 // connection), serves it, tells the master, and waits again.
 import type { Address } from "../net/address.ts";
 import { connectionMessage, log, serveDescriptor, type ServeOptions } from "../connection/serve.ts";
-import { accept, dieWithParent, EAGAIN, getppid, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
+import { accept, dieWithParent, EAGAIN, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { programFor } from "../connection/program.ts";
 import { signalNumber } from "../system/signals.ts";
 import { Prestart } from "./prestart.ts";
@@ -80,6 +80,8 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
   tell(config, "idle"); // ready: from now on the master may count on it, or retire it
   let served = 0;
   while (!retire) {
+    // Told to retire during the connection: start no program only to kill it.
+    if (prestart && isReadable(CONTROL_FD)) break;
     if (prestart && !(await prestart.ready())) continue;
     const ready = await waiter.wait(); // blocks until a connection, the master, the program or a signal
     if (retire || ready.has(CONTROL_FD)) break; // retire byte, or end of file: the master is gone
