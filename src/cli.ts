@@ -14,7 +14,7 @@ const optionTable = {
   program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
   bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
   background: { type: "boolean", alias: "b", description: "Detach and run as a daemon (server only)" },
-  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output)" },
+  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output; the program itself runs on)" },
   "read-only": { type: "boolean", alias: "r", description: "Only copy socket -> stdout; never read stdin" },
   "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
   crlf: { type: "boolean", alias: "c", description: "LF -> CRLF towards the socket, CR dropped from the socket" },
@@ -24,6 +24,7 @@ const optionTable = {
   "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
   ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
   grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
+  prestart: { type: "boolean", description: "Pool: each worker starts its next program before its connection arrives (read the note below)" },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
   "max-per-source": { type: "string", valueHint: "N", description: "Server: close at once a connection from a source (TCP: remote address; UNIX: peer uid) that has N already" },
   "defer-accept": { type: "string", valueHint: "SECS", description: "TCP server: the kernel holds a connection until it sends a byte (TCP_DEFER_ACCEPT), up to SECS" },
@@ -55,6 +56,8 @@ export interface Pool {
   maxRequests: number;
   idleTimeoutMs: number;
   graceMs: number;
+  /** Each worker starts its next program before its connection arrives. */
+  prestart: boolean;
 }
 
 /** Everything the command line says, checked. */
@@ -221,6 +224,7 @@ export function parseCommandLine(argv: string[]): Parsed {
       maxRequests: maxRequests as number,
       idleTimeoutMs: (idle as number) * 1000,
       graceMs: (grace as number) * 1000,
+      prestart: flag("prestart"),
     };
     loop = true; // a pool serves connections concurrently, forever
     fork = true;
@@ -228,6 +232,7 @@ export function parseCommandLine(argv: string[]): Parsed {
     for (const k of ["max-requests", "idle-timeout", "ramp", "grace"] as const) {
       if (str(k) !== undefined) return usageError(`${NAME}: --${k} needs -W`);
     }
+    if (flag("prestart")) return usageError(`${NAME}: --prestart needs -W`);
   }
 
   const timeout = number(str("timeout"), "--timeout", 0.001, 86400);
@@ -279,8 +284,20 @@ export function parseCommandLine(argv: string[]): Parsed {
   };
 }
 
+/** What a user of --prestart must know, too long for its line in the table. */
+const PRESTART_NOTE = `
+--prestart: the program starts before its connection exists. What it prints
+before reading its input (a banner, a timestamp) is from that moment; a
+program that ends before its connection arrives (such as date) is replaced,
+never handed a connection. Its environment has PROTO and the local address
+socket listens on (TCPLOCALIP, TCPLOCALPORT, or UNIXLOCALPATH) but no remote
+address: TCPREMOTEIP and TCPREMOTEPORT (UNIXREMOTEPID, ...) are unknown when
+it starts. Its stdin and stdout+stderr are pipes, not the socket. It is for
+programs that read a request first, such as SCGI and FastCGI launchers.
+`;
+
 export async function helpText(): Promise<string> {
-  const text = `${await renderUsage(command)}\n\n${USAGE}\n`;
+  const text = `${await renderUsage(command)}\n\n${USAGE}\n${PRESTART_NOTE}`;
   // citty colours unconditionally; only a terminal should get the escapes.
   return process.stdout.isTTY ? text : Bun.stripANSI(text);
 }

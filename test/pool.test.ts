@@ -1,7 +1,7 @@
 // The prefork pool (-W), TCP and UNIX: workers exist before connections,
 // are replaced, die with their master, grow and shrink, drain on TERM.
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
 
@@ -126,6 +126,31 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     await using server = await startServer(["-p", 'echo "$PROTO $TCPREMOTEIP$UNIXREMOTEPID"', "-W", "1", "-s", listen(dir.path)]);
     const reply = (await exchange(server.target, "")).data.toString();
     expect(reply).toBe(typeof server.target === "number" ? "TCP 127.0.0.1\n" : `UNIX ${process.pid}\n`);
+  });
+
+  test("an idle worker's main thread wakes less than once a second (no timer)", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "3", "-s", listen(dir.path)]);
+    await waitFor("3 workers", () => workersOf(server.proc.pid).length === 3);
+    expect((await exchange(server.target, "warm")).data.toString()).toBe("warm");
+    await waitFor("the worker idle again", () => server.stderr().endsWith("status: 0/3\n"));
+    const wakeups = (pid: number) =>
+      Number(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8").match(/^voluntary_ctxt_switches:\s+(\d+)/m)?.[1]);
+    const workers = workersOf(server.proc.pid);
+    const before = workers.map(wakeups);
+    await Bun.sleep(2000);
+    // Waiting in epoll_wait with no timeout: 0 here (a 250 ms accept tick made it 8 to 10).
+    for (const [i, pid] of workers.entries()) expect(wakeups(pid) - before[i]).toBeLessThan(2);
+  });
+
+  test("retiring an idle worker reaches it at once through the control socket", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["-p", "cat", "-W", "1:2", "--ramp", "burst", "--idle-timeout", "0.2", "-s", listen(dir.path)]);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    expect((await exchange(server.target, "burst")).data.toString()).toBe("burst");
+    await waitFor("the burst", () => server.stderr().match(/worker \d+ started/g)?.length === 2);
+    await waitFor("back to one worker", () => workersOf(server.proc.pid).length === 1 && server.stderr().includes("(retired)"), 5000);
+    expect((await exchange(server.target, "after")).data.toString()).toBe("after");
   });
 
   test("the copy loop works in workers too (-c)", async () => {

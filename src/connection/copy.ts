@@ -3,6 +3,7 @@
 // two directions treated apart (-c, -r, -w, -q, --timeout, the client).
 // Otherwise the program is handed the connection itself and nothing is copied.
 import type { Socket, SocketHandler } from "bun";
+import { programEnd } from "./program.ts";
 
 export type Bytes = Uint8Array<ArrayBuffer>;
 
@@ -23,11 +24,8 @@ export interface LocalSide {
    * closes (after it exits). Otherwise end of stdin half-closes and socket
    * goes on reading until the peer closes.
    */
-  program: { exited: Promise<unknown>; kill(): void } | null;
+  program: { pid: number; exited: Promise<unknown>; kill(): void } | null;
 }
-
-/** A program still running this long after its connection closed is ended. */
-const ORPHAN_GRACE_MS = 1000;
 
 export interface CopyOptions {
   crlf: boolean;
@@ -157,15 +155,11 @@ export class Copy {
     this.drainWaiter?.();
     const { program } = this.local;
     if (!program) return this.finish(this.error);
-    // The program's input ends with the connection; one that still runs a
-    // second later (ignores EOF, or blocks on a full pipe) would hold its
-    // worker forever, so it is ended.
+    // The program's input ends with the connection; it runs to its end
+    // (its output is still drained, so it never blocks on a full pipe),
+    // bounded only by --timeout.
     this.endSink();
-    const orphan = setTimeout(() => program.kill(), ORPHAN_GRACE_MS);
-    void program.exited.finally(() => {
-      clearTimeout(orphan);
-      this.finish(this.error);
-    });
+    void programEnd(program, this.options.timeoutMs, this.options.log).finally(() => this.finish(this.error));
   }
 
   private async send(chunk: Uint8Array): Promise<void> {
@@ -181,7 +175,10 @@ export class Copy {
 
   private async pumpOne(source: ReadableStream<Bytes>): Promise<void> {
     for await (const chunk of source) {
-      if (this.closed) return;
+      if (this.closed) {
+        if (this.local.program) continue; // discarded: a program must not block writing to nobody
+        return;
+      }
       this.touch();
       await this.send(this.options.crlf ? lfToCrlf(chunk) : chunk);
     }

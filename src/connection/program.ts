@@ -3,7 +3,7 @@
 // (the connection itself as stdio, or pipes for the copy loop).
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
-import { localEndpoint, peerCredentials, remoteEndpoint, type Endpoint } from "../system/libc.ts";
+import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, type Endpoint } from "../system/libc.ts";
 
 // dash keywords and builtins: a command starting with one needs the shell.
 const SHELL_WORDS = new Set(
@@ -43,12 +43,30 @@ export function programFor(command: string): Program {
  */
 let inherited: Record<string, string> | undefined;
 
-export function connectionEnv(fd: number, address: Address): Record<string, string> {
+function inheritedEnv(): Record<string, string> {
   // socket's own environment, read once (at the first connection, after
   // main has removed its private markers): walking process.env per
   // connection cost a worker a sixth of its CPU (0.28 -> 0.23 ms a connection).
   inherited ??= Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
-  const env = { ...inherited };
+  return { ...inherited };
+}
+
+/**
+ * --prestart: the program starts before its connection exists, so it gets
+ * PROTO and the local address (the one listened on) but no remote address.
+ */
+export function prestartEnv(address: Address): Record<string, string> {
+  const env = inheritedEnv();
+  if (address.kind === "inet") {
+    Object.assign(env, { PROTO: "TCP", TCPLOCALIP: address.ip, TCPLOCALPORT: String(address.port) });
+  } else {
+    Object.assign(env, { PROTO: "UNIX", UNIXLOCALPATH: address.path });
+  }
+  return env;
+}
+
+export function connectionEnv(fd: number, address: Address): Record<string, string> {
+  const env = inheritedEnv();
   const endpoints = (): [Endpoint, Endpoint] | undefined => {
     try {
       return [localEndpoint(fd), remoteEndpoint(fd)];
@@ -80,6 +98,54 @@ export function connectionEnv(fd: number, address: Address): Record<string, stri
 /** The program gets the connection itself as stdin, stdout and stderr: no copying. */
 export function startOnConnection(program: Program, fd: number, env: Record<string, string>): Subprocess {
   return Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, fd], env });
+}
+
+/**
+ * The program on real pipes (splice needs a pipe on one side; Bun's own
+ * "pipe" stdio is a socket pair): `stdin` is a descriptor for the
+ * program's stdin, or the write end of a new pipe when -1; its stdout and
+ * stderr are one new pipe, whose read end is returned. Our ends are
+ * close-on-exec, so no later program inherits them.
+ */
+export function startOnPipes(
+  program: Program,
+  env: Record<string, string>,
+  stdin: number,
+): { proc: Subprocess; input: number; output: number } {
+  const [output, programOutput] = pipe();
+  let input = -1;
+  let programInput = stdin;
+  try {
+    if (stdin < 0) [programInput, input] = pipe();
+    const proc = Bun.spawn(program.argv, { argv0: program.argv0, stdio: [programInput, programOutput, programOutput], env });
+    return { proc, input, output };
+  } catch (e) {
+    close(output);
+    if (input >= 0) close(input);
+    throw e;
+  } finally {
+    // The program has its copies; ours would keep its output from ever ending.
+    close(programOutput);
+    if (stdin < 0 && programInput >= 0) close(programInput);
+  }
+}
+
+/**
+ * After its connection closed, a program runs to its end (a CGI may still
+ * write its log), bounded only by --timeout when given.
+ */
+export async function programEnd(
+  proc: { pid: number; exited: Promise<unknown>; kill(signal?: number | NodeJS.Signals): void },
+  timeoutMs: number | undefined,
+  log: (line: string) => void,
+): Promise<void> {
+  if (timeoutMs === undefined) return void (await proc.exited);
+  const timer = setTimeout(() => {
+    log(`program ${proc.pid} killed: still running --timeout after its connection closed`);
+    proc.kill("SIGKILL");
+  }, timeoutMs);
+  await proc.exited;
+  clearTimeout(timer);
 }
 
 export type PipedProgram = Subprocess<"pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore">;

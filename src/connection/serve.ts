@@ -1,12 +1,14 @@
 // Serving one accepted connection, the same way whoever accepted it (the
 // classic server, a pool worker): hand it to the program, or run the copy
-// loop between it and the program's pipes or socket's own stdin/stdout.
+// loop between it and the program's pipes or socket's own stdin/stdout;
+// in a pool worker, -q splices the program's output instead of copying it.
 import type { Socket, Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../cli.ts";
 import { Copy, copyHandlers, type Bytes, type LocalSide, type Sink } from "./copy.ts";
 import { close, setBlocking } from "../system/libc.ts";
-import { connectionEnv, startOnConnection, startWithPipes, type Program } from "./program.ts";
+import { bridge } from "./splice.ts";
+import { connectionEnv, programEnd, startOnConnection, startOnPipes, startWithPipes, type PipedProgram, type Program } from "./program.ts";
 import { watchIdle } from "./watchdog.ts";
 import { warn } from "../system/log.ts";
 
@@ -80,23 +82,42 @@ export function flushStdout(): Promise<unknown> {
   return Promise.resolve(stdoutWriter?.flush());
 }
 
-/** The local side of a copied connection, and the program's exit if there is one. */
-function localSide(options: ServeOptions, program: Program | undefined, env: Record<string, string>): LocalSide {
-  if (!program) {
+/** Starts the program for the copy loop: pipes on the sides that are copied (-r, -w). */
+export function startForCopy(options: ServeOptions, program: Program, env: Record<string, string>): PipedProgram {
+  return startWithPipes(program, env, { input: !options.writeOnly, output: !options.readOnly });
+}
+
+/**
+ * The local side of a copied connection: a program (started already), or
+ * socket's own stdin/stdout.
+ */
+export function localSide(options: ServeOptions, started?: { proc: PipedProgram; program: Program }): LocalSide {
+  if (!started) {
     return {
       sources: options.readOnly ? [] : [stdinSource()],
       sink: options.writeOnly ? null : stdoutSink(),
       program: null,
     };
   }
-  const proc = startWithPipes(program, env, { input: !options.writeOnly, output: !options.readOnly });
+  const { proc, program } = started;
   const sources = [proc.stdout, proc.stderr].filter((s): s is ReadableStream<Bytes> => s instanceof ReadableStream);
   const sink = proc.stdin && typeof proc.stdin === "object" ? (proc.stdin as Sink) : null;
-  return { sources, sink, program: { exited: outcome(proc, program, options), kill: () => proc.kill("SIGKILL") } };
+  return { sources, sink, program: { pid: proc.pid, exited: outcome(proc, program, options), kill: () => proc.kill("SIGKILL") } };
 }
 
-export function newCopy(options: ServeOptions, program: Program | undefined, env: Record<string, string>): Copy {
-  return new Copy(localSide(options, program, env), {
+/** Starts the program (if any) for the copy loop; undefined when it cannot start (reported). */
+function copiedSide(options: ServeOptions, program: Program | undefined, env: Record<string, string>): LocalSide | undefined {
+  if (!program) return localSide(options);
+  try {
+    return localSide(options, { proc: startForCopy(options, program, env), program });
+  } catch (e) {
+    cannotStart(program, e);
+    return undefined;
+  }
+}
+
+function newCopy(options: ServeOptions, local: LocalSide): Copy {
+  return new Copy(local, {
     crlf: options.crlf,
     quit: options.quit,
     timeoutMs: options.timeoutMs,
@@ -136,32 +157,57 @@ function handOff(
   return outcome(proc, program, options);
 }
 
+/** Runs the copy loop on a connection held as a descriptor; resolves when it is done. */
+export async function copyDescriptor(fd: number, options: ServeOptions, local: LocalSide): Promise<Error | undefined> {
+  const copy = newCopy(options, local);
+  await connectDescriptor(fd, copy);
+  return copy.done;
+}
+
+/**
+ * -q in a pool worker, without copying: the program reads the connection
+ * itself; its stdout and stderr are a pipe spliced into the connection, and
+ * at that pipe's end the connection is shut down (even while the program
+ * still holds it as stdin). The program runs on to its end.
+ */
+async function quitWithSplice(program: Program, fd: number, env: Record<string, string>, options: ServeOptions): Promise<void> {
+  let started;
+  try {
+    started = startOnPipes(program, env, fd);
+  } catch (e) {
+    close(fd);
+    return cannotStart(program, e);
+  }
+  const say = (line: string) => log(options, line);
+  const ended = outcome(started.proc, program, options);
+  await bridge({ conn: fd, input: -1, output: started.output }, { quit: true, timeoutMs: undefined, log: say });
+  await programEnd(started.proc, undefined, say);
+  await ended;
+}
+
 /**
  * Serves a connection socket holds only as a descriptor (a worker's
  * accept, a client's connect). Resolves when the connection is done.
+ * `mayBlock`: the caller has nothing else to do meanwhile (a pool worker),
+ * so -q may block its thread in the splice bridge.
  */
 export async function serveDescriptor(
   fd: number,
   address: Address,
   options: ServeOptions,
   program: Program | undefined,
+  mayBlock = false,
 ): Promise<Error | undefined> {
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program, address)) {
     await handOff(program, fd, env, () => close(fd), options, address);
     return undefined;
   }
-  let copy: Copy;
-  try {
-    copy = newCopy(options, program, env);
-  } catch (e) {
-    close(fd);
-    if (!program) throw e;
-    cannotStart(program, e);
-    return undefined;
-  }
-  await connectDescriptor(fd, copy);
-  return copy.done;
+  const onlyQuit = options.quit && !options.crlf && !options.readOnly && !options.writeOnly && options.timeoutMs === undefined;
+  if (program && mayBlock && onlyQuit) return void (await quitWithSplice(program, fd, env, options));
+  const local = copiedSide(options, program, env);
+  if (!local) return void close(fd);
+  return copyDescriptor(fd, options, local);
 }
 
 /**
@@ -181,15 +227,13 @@ export function serveSocket(
     // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
     return handOff(program, fd, env, () => socket.close(), options, address);
   }
-  let copy: Copy;
-  try {
-    copy = newCopy(options, program, env);
-  } catch (e) {
+  // The classic server keeps the copy loop for -q: its one event loop cannot block in splice.
+  const local = copiedSide(options, program, env);
+  if (!local) {
     socket.close();
-    if (!program) throw e;
-    cannotStart(program, e);
     return Promise.resolve();
   }
+  const copy = newCopy(options, local);
   socket.data = copy;
   copy.attach(socket as Socket<Copy>);
   return copy.done;

@@ -5,7 +5,7 @@ import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs"
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
-import { connectUnix, close, dupCloexec, setDeferAccept, setReceiveTimeout, setBacklog, setBlocking, strerror, SysError, umask } from "../system/libc.ts";
+import { connectUnix, close, dupCloexec, setBacklog, setDeferAccept, setNonBlocking, strerror, SysError, umask } from "../system/libc.ts";
 
 const EXIT_SERVER_SOCKET = 1;
 /**
@@ -91,15 +91,13 @@ export function listeningMessage(address: Address): string {
   return `inet: listening on port ${address.port}${name ? ` (${name})` : ""}`;
 }
 
-/** How long a worker's accept() blocks before it looks at its messages. */
-export const ACCEPT_TICK_MS = 250;
-
 /**
  * For the pool: the master keeps the listening descriptor but must never
  * accept on it (SPEC section 7: a live Bun listener steals connections).
  * So keep a copy, stop Bun's listener (that ends its polling; for a UNIX
  * socket it also unlinks the path, which a hard link preserves), and make
- * accept() block with a timeout, for workers that wait in accept().
+ * it non-blocking: workers wait for it in epoll, and one that loses the race
+ * for a connection gets EAGAIN and waits again.
  */
 export function detachListener<T>({ listener, address }: Listening<T>): number {
   const fd = dupCloexec(fdOf(listener));
@@ -111,8 +109,7 @@ export function detachListener<T>({ listener, address }: Listening<T>): number {
   } else {
     listener.stop();
   }
-  setBlocking(fd);
-  setReceiveTimeout(fd, ACCEPT_TICK_MS);
+  setNonBlocking(fd);
   return fd;
 }
 

@@ -1,20 +1,26 @@
 // The pool master (-W): binds once, keeps the listening descriptor without
 // ever accepting on it, and keeps the pool of workers at the size its
-// policy asks for. Workers say "busy" when they accept and "idle" when done.
+// policy asks for. Workers say "busy" when they accept and "idle" when done
+// (Bun's IPC); the master reaches a waiting worker through a control socket
+// the worker watches in its epoll wait (its fd 4): one byte means "retire",
+// end of file means the master is gone.
 import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import type { Options, Pool as PoolPolicy } from "../cli.ts";
 import { log } from "../connection/serve.ts";
-import { close, SHUT_RDWR, shutdown } from "../system/libc.ts";
+import { close, sendByte, SHUT_RDWR, shutdown, socketPair } from "../system/libc.ts";
 import { detachListener, listen, listeningMessage } from "../net/listener.ts";
 import { selfCommand } from "../system/self.ts";
 import { atExit } from "../system/signals.ts";
 import { Admissions, isAdmitRequest } from "./admission.ts";
-import { EXIT_RETIRED, EXIT_SERVED, WORKER_ENV, WORKER_FLAG, type MasterMessage, type WorkerConfig, type WorkerMessage } from "./worker.ts";
+import { Backoff } from "./backoff.ts";
+import { EXIT_RETIRED, EXIT_SERVED, RETIRE, WORKER_ENV, WORKER_FLAG, type WorkerConfig, type WorkerMessage } from "./worker.ts";
 
 interface Worker {
   proc: Subprocess;
+  /** The master's end of the worker's control socket. */
+  control: number;
   state: "starting" | "idle" | "busy";
   startedAt: number;
   idleSince: number;
@@ -24,13 +30,11 @@ interface Worker {
 
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
 const QUICK_DEATH_MS = 1000;
-const MAX_BACKOFF_MS = 5000;
 
 export class Pool {
   private readonly workers = new Map<number, Worker>();
   private stopping = false;
-  private quickDeaths = 0;
-  private restartAt = 0;
+  private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
   private lastStatus = "";
   private readonly workerEnv: Record<string, string>;
@@ -62,12 +66,12 @@ export class Pool {
   private balance(): void {
     if (this.stopping) return;
     const { min, max, ramp } = this.policy;
-    const now = Date.now();
-    if (now < this.restartAt) {
+    const wait = this.backoff.delay();
+    if (wait > 0) {
       this.restartTimer ??= setTimeout(() => {
         this.restartTimer = undefined;
         this.balance();
-      }, this.restartAt - now);
+      }, wait);
       return;
     }
     const active = () => this.workers.size - [...this.workers.values()].filter((w) => w.retiring).length;
@@ -80,33 +84,38 @@ export class Pool {
       }
     } catch (e) {
       // fork failed (EAGAIN, EMFILE, ENOMEM): try again later rather than stay short.
-      this.backOff();
-      const delay = this.restartAt - Date.now();
+      this.backoff.fail();
       const serving = this.count("idle") + this.count("busy");
       process.stderr.write(
-        `socket: cannot start a worker: ${(e as Error).message}; ${serving} running; trying again in ${delay} ms\n`,
+        `socket: cannot start a worker: ${(e as Error).message}; ${serving} running; trying again in ${this.backoff.delay()} ms\n`,
       );
       this.balance();
     }
     this.reportStatus();
   }
 
-  /** Delays the next start: 100 ms, doubling with every failure in a row, up to 5 s. */
-  private backOff(): void {
-    this.quickDeaths++;
-    this.restartAt = Date.now() + Math.min(100 * 2 ** (this.quickDeaths - 1), MAX_BACKOFF_MS);
-  }
-
   private spawn(): void {
-    const proc: Subprocess = Bun.spawn([...selfCommand(), WORKER_FLAG], {
-      stdio: ["ignore", "inherit", "inherit", this.listenFd],
-      env: this.workerEnv,
-      serialization: "json",
-      ipc: (message: WorkerMessage) => this.onMessage(proc.pid, message),
-      onExit: (_p, code, signal) => this.onExit(proc.pid, code, signal),
-    });
+    // A socket pair, not a pipe: a retire byte sent to a worker that has
+    // just died must give EPIPE (MSG_NOSIGNAL), not a SIGPIPE that ends the master.
+    const [control, workerEnd] = socketPair();
+    let proc: Subprocess;
+    try {
+      proc = Bun.spawn([...selfCommand(), WORKER_FLAG], {
+        // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4.
+        stdio: ["ignore", "inherit", "inherit", this.listenFd, workerEnd],
+        env: this.workerEnv,
+        serialization: "json",
+        ipc: (message: WorkerMessage) => this.onMessage(proc.pid, message),
+        onExit: (_p, code, signal) => this.onExit(proc.pid, code, signal),
+      });
+    } catch (e) {
+      close(control);
+      throw e;
+    } finally {
+      close(workerEnd); // the worker has its copy; ours would hide the master's death from it
+    }
     const now = Date.now();
-    this.workers.set(proc.pid, { proc, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
+    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
     log(this.options, `pool: worker ${proc.pid} started`);
   }
 
@@ -125,7 +134,7 @@ export class Pool {
     if (message === "busy") {
       worker.state = "busy";
       worker.served++;
-      this.quickDeaths = 0;
+      this.backoff.reset();
     } else {
       this.admissions?.release(pid);
       worker.state = "idle";
@@ -139,6 +148,7 @@ export class Pool {
     if (!worker) return;
     this.workers.delete(pid);
     this.admissions?.release(pid);
+    close(worker.control);
     const why = signal
       ? `killed by ${signal}`
       : code === EXIT_SERVED
@@ -152,11 +162,11 @@ export class Pool {
     const byPolicy = code === EXIT_SERVED || code === EXIT_RETIRED || worker.retiring;
     const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
     if (failedAtOnce) {
-      this.backOff(); // never a tight loop of dying workers
+      this.backoff.fail(); // never a tight loop of dying workers
       // No worker serving: clients would hang in the backlog with nothing in the log.
       if (this.count("idle") + this.count("busy") === 0) {
         process.stderr.write(
-          `socket: no worker is running: worker ${pid} ${why} at start; trying again in ${this.restartAt - Date.now()} ms\n`,
+          `socket: no worker is running: worker ${pid} ${why} at start; trying again in ${this.backoff.delay()} ms\n`,
         );
       }
     }
@@ -172,11 +182,7 @@ export class Pool {
     const idle = active.find((w) => w.state === "idle" && now - w.idleSince >= this.policy.idleTimeoutMs);
     if (!idle) return;
     idle.retiring = true;
-    try {
-      idle.proc.send("retire" satisfies MasterMessage);
-    } catch {
-      // it is already gone; its exit is on the way
-    }
+    sendByte(idle.control, RETIRE); // EPIPE: it is already gone, its exit is on the way
   }
 
   private reportStatus(): void {
@@ -187,15 +193,17 @@ export class Pool {
   }
 
   /**
-   * Stops accepting at once (shutdown() of the listener wakes every worker
-   * waiting in accept() with EINVAL), lets busy workers finish their
-   * connection within the grace period, then kills what is left.
+   * Stops accepting at once (shutdown() of the listener refuses new
+   * connections and wakes waiting workers; so does the retire byte each
+   * worker is sent), lets busy workers finish their connection within the
+   * grace period, then kills what is left.
    */
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
     shutdown(this.listenFd, SHUT_RDWR);
     close(this.listenFd);
+    for (const worker of this.workers.values()) sendByte(worker.control, RETIRE);
     if (this.workers.size > 0) {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
       await Promise.race([gone, Bun.sleep(this.policy.graceMs)]);
@@ -237,6 +245,7 @@ export function runPool(
       verbose: options.verbose,
       timeoutMs: options.timeoutMs,
     },
+    prestart: policy.prestart,
     maxRequests: policy.maxRequests,
     masterPid: process.pid,
     report: policy.max > policy.min || options.verbose || options.maxPerSource !== undefined,

@@ -1,13 +1,16 @@
 // A pool worker: the same executable, started by the master with the
-// listening socket as fd 3. It accepts one connection at a time with a
-// blocking accept() (the kernel wakes exactly one waiting worker per
-// connection), serves it, tells the master, and accepts again.
+// listening socket as fd 3 and a control socket from the master as fd 4.
+// It sleeps in one epoll_wait on both (no timer), accepts one connection
+// at a time (EPOLLEXCLUSIVE: the kernel wakes one waiting worker per
+// connection), serves it, tells the master, and waits again.
 import type { Address } from "../net/address.ts";
 import { connectionMessage, log, serveDescriptor, type ServeOptions } from "../connection/serve.ts";
-import { accept, dieWithParent, EAGAIN, EINTR, getppid, remoteEndpoint, setReceiveTimeout, setCloexec, SysError } from "../system/libc.ts";
+import { accept, dieWithParent, EAGAIN, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { programFor } from "../connection/program.ts";
 import { signalNumber } from "../system/signals.ts";
 import { admitted, type AdmitRequest } from "./admission.ts";
+import { Prestart } from "./prestart.ts";
+import { Waiter } from "./wait.ts";
 
 /** Everything a worker is told by its master (in the SOCKET_WORKER environment variable). */
 export interface WorkerConfig {
@@ -15,6 +18,8 @@ export interface WorkerConfig {
   address: Address;
   serve: ServeOptions;
   maxRequests: number;
+  /** --prestart: the next program waits for its connection. */
+  prestart: boolean;
   masterPid: number;
   /** Say busy/idle: only a dynamic pool, -v or --max-per-source needs it, and it costs the master a wakeup per message. */
   report: boolean;
@@ -22,14 +27,15 @@ export interface WorkerConfig {
   maxPerSource?: number;
 }
 
-/** Worker to master, over Bun's IPC channel. */
+/** Worker to master, over Bun's IPC channel (sent at once, even when the worker then blocks). */
 export type WorkerMessage = "busy" | "idle" | AdmitRequest;
-/** Master to worker: finish the connection in hand (if any) and exit. */
-export type MasterMessage = "retire";
+/** Master to worker, one byte on the control socket: finish the connection in hand (if any) and exit. */
+export const RETIRE = 0x72;
 
 export const WORKER_ENV = "SOCKET_WORKER";
 export const WORKER_FLAG = "--pool-worker";
-const LISTEN_FD = 3;
+export const LISTEN_FD = 3;
+export const CONTROL_FD = 4;
 /** Exit status of a worker that served its --max-requests. */
 export const EXIT_SERVED = 0;
 /** Exit status of a worker that was retired or saw the listener shut down. */
@@ -52,7 +58,7 @@ function tell(config: WorkerConfig, message: WorkerMessage): void {
   try {
     process.send?.(message);
   } catch {
-    // master gone: the parent-death signal ends us
+    // master gone: the control socket's EOF (or the parent-death signal) ends us
   }
 }
 
@@ -61,46 +67,56 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
   // left holding the port. Then check it did not die before we asked.
   dieWithParent(signalNumber("SIGKILL"));
   if (getppid() !== config.masterPid) process.exit(EXIT_RETIRED);
-  // Programs must not inherit the listener, or they would hold the port.
+  // Programs must not inherit the listener (they would hold the port) or the control socket.
   setCloexec(LISTEN_FD);
+  setCloexec(CONTROL_FD);
 
-  let retire = false;
-  process.on("message", (message: MasterMessage) => {
-    if (message === "retire") retire = true;
-  });
   // Ctrl-C reaches the whole process group: finish the connection in hand
-  // (the master does the shutting down), do not drop it.
+  // (the master does the shutting down), do not drop it. A signal ends the
+  // epoll wait, so the flag is seen at once.
+  let retire = false;
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => (retire = true));
 
+  const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
   const program = programFor(config.command);
+  const prestart = config.prestart ? new Prestart(program, config.address, config.serve, waiter) : undefined;
   tell(config, "idle"); // ready: from now on the master may count on it, or retire it
   let served = 0;
   while (!retire) {
+    // Told to retire during the connection: start no program only to kill it.
+    if (prestart && isReadable(CONTROL_FD)) break;
+    if (prestart && !(await prestart.ready())) continue;
+    const ready = await waiter.wait(); // blocks until a connection, the master, the program or a signal
+    if (retire || ready.has(CONTROL_FD)) break; // retire byte, or end of file: the master is gone
+    if (prestart && ready.has(prestart.pidfd)) {
+      await prestart.ended();
+      continue;
+    }
+    if (!ready.has(LISTEN_FD)) continue;
     let fd: number;
     try {
-      fd = accept(LISTEN_FD);
+      // Non-blocking only where the worker alone uses the connection (the bridge).
+      fd = accept(LISTEN_FD, prestart !== undefined);
     } catch (e) {
-      if (e instanceof SysError && (e.errno === EAGAIN || e.errno === EINTR)) {
-        await nextTick(); // let messages and signal handlers run
-        continue;
-      }
+      if (e instanceof SysError && e.errno === EAGAIN) continue; // another worker was quicker
       break; // EINVAL: the master shut the listener down
     }
-    // Accepted sockets inherit the listener's SO_RCVTIMEO: a program's reads
-    // would time out with it, so the connection gets none.
-    setReceiveTimeout(fd, 0);
     if (!(await admitted(config, fd))) continue;
     tell(config, "busy");
     if (config.serve.verbose) log(config.serve, connectionMessage(config.address, () => peerIp(fd)));
     try {
-      await serveDescriptor(fd, config.address, config.serve, program);
+      await (prestart ? prestart.serve(fd) : serveDescriptor(fd, config.address, config.serve, program, true));
     } catch (e) {
       process.stderr.write(`socket: worker ${process.pid}: ${(e as Error).message}\n`);
     }
     served++;
-    if (config.maxRequests > 0 && served >= config.maxRequests) process.exit(EXIT_SERVED);
+    if (config.maxRequests > 0 && served >= config.maxRequests) {
+      prestart?.discard();
+      process.exit(EXIT_SERVED);
+    }
     tell(config, "idle");
-    await nextTick();
+    await nextTick(); // let Bun reap children and deliver signals before the next blocking wait
   }
+  prestart?.discard();
   process.exit(EXIT_RETIRED);
 }

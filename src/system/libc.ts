@@ -1,16 +1,20 @@
-// The few libc calls Bun does not expose: blocking accept on an inherited
-// listening descriptor, descriptor flags, half-close, socket addresses, a
-// client socket bound to a local address, parent-death signal and privileges.
+// The few libc calls Bun does not expose: accept on an inherited listening
+// descriptor, epoll and poll waits, pipes, splice and pidfds for the pool,
+// descriptor flags, half-close, socket addresses, a client socket bound to a
+// local address, parent-death signal and privileges.
 // bun:ffi works inside the compiled executable (SPEC section 7).
 import { CString, dlopen, FFIType, read, type Pointer } from "bun:ffi";
 
-const { i32, u32, ptr } = FFIType;
+const { i32, u32, u64, i64_fast, ptr } = FFIType;
 
 const lib = dlopen("libc.so.6", {
   accept4: { args: [i32, ptr, ptr, i32], returns: i32 },
   bind: { args: [i32, ptr, u32], returns: i32 },
   close: { args: [i32], returns: i32 },
   connect: { args: [i32, ptr, u32], returns: i32 },
+  epoll_create1: { args: [i32], returns: i32 },
+  epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
+  epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
   fcntl: { args: [i32, i32, i32], returns: i32 },
   getpeername: { args: [i32, ptr, ptr], returns: i32 },
   getppid: { args: [], returns: i32 },
@@ -19,13 +23,20 @@ const lib = dlopen("libc.so.6", {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   isatty: { args: [i32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
+  pidfd_open: { args: [i32, u32], returns: i32 },
+  pipe2: { args: [ptr, i32], returns: i32 },
+  poll: { args: [ptr, u64, i32], returns: i32 },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+  send: { args: [i32, ptr, u64, i32], returns: i64_fast },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
   setuid: { args: [u32], returns: i32 },
   shutdown: { args: [i32, i32], returns: i32 },
   socket: { args: [i32, i32, i32], returns: i32 },
+  socketpair: { args: [i32, i32, i32, ptr], returns: i32 },
+  // Offsets null (pipes and sockets have none); i64_fast returns a number, plain i64 a BigInt.
+  splice: { args: [i32, ptr, i32, ptr, u64, u32], returns: i64_fast },
   strerror: { args: [i32], returns: ptr },
   umask: { args: [u32], returns: u32 },
   __errno_location: { args: [], returns: ptr },
@@ -36,6 +47,9 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
 const F_GETFD = 1;
 const F_SETFD = 2;
 const F_GETFL = 3;
@@ -44,8 +58,8 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1;
-const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
+const SO_LINGER = 13;
 const PR_SET_PDEATHSIG = 1;
 const IPPROTO_TCP = 6;
 const TCP_DEFER_ACCEPT = 9;
@@ -54,6 +68,7 @@ const RLIMIT_NOFILE = 7;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EPIPE = 32;
 
 /** A failed libc call: `errno` and the C library's own text for it. */
 export class SysError extends Error {
@@ -78,9 +93,12 @@ function check(call: string, result: number): number {
   return result;
 }
 
-/** Blocks until a connection arrives (or SO_RCVTIMEO passes: EAGAIN). */
-export function accept(listenFd: number): number {
-  return check("accept", lib.accept4(listenFd, null, null, SOCK_CLOEXEC));
+/**
+ * A connection from a non-blocking listener (EAGAIN: another worker took
+ * it). `nonBlocking` only where the worker alone will use the connection.
+ */
+export function accept(listenFd: number, nonBlocking = false): number {
+  return check("accept", lib.accept4(listenFd, null, null, SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0)));
 }
 
 export function close(fd: number): void {
@@ -101,6 +119,15 @@ export function setBlocking(fd: number): void {
   check("fcntl", lib.fcntl(fd, F_SETFL, lib.fcntl(fd, F_GETFL, 0) & ~O_NONBLOCK));
 }
 
+export function setNonBlocking(fd: number): void {
+  check("fcntl", lib.fcntl(fd, F_SETFL, lib.fcntl(fd, F_GETFL, 0) | O_NONBLOCK));
+}
+
+/** SO_LINGER 0: close() resets the connection (a peer that stopped reading would never take a FIN). */
+export function resetOnClose(fd: number): void {
+  lib.setsockopt(fd, SOL_SOCKET, SO_LINGER, new Int32Array([1, 0]), 8);
+}
+
 export function shutdown(fd: number, how: number): void {
   lib.shutdown(fd, how);
 }
@@ -110,13 +137,83 @@ export function setBacklog(fd: number, backlog: number): void {
   check("listen", lib.listen(fd, backlog));
 }
 
+/** A pipe, both ends close-on-exec: [read end, write end]. */
+export function pipe(): [number, number] {
+  const fds = new Int32Array(2);
+  check("pipe2", lib.pipe2(fds, O_CLOEXEC));
+  return [fds[0], fds[1]];
+}
+
+/** A connected pair of UNIX stream sockets, close-on-exec. */
+export function socketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  check("socketpair", lib.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+  return [fds[0], fds[1]];
+}
+
+/** One byte on a socket; MSG_NOSIGNAL: a peer that is gone gives EPIPE, not a SIGPIPE (which ends socket). */
+export function sendByte(fd: number, byte: number): boolean {
+  return lib.send(fd, new Uint8Array([byte]), 1, MSG_NOSIGNAL) === 1;
+}
+
+/** A descriptor that becomes readable when process `pid` ends (close-on-exec). */
+export function pidfdOpen(pid: number): number {
+  return check("pidfd_open", lib.pidfd_open(pid, 0));
+}
+
+export const SPLICE_F_MOVE = 1;
+export const SPLICE_F_NONBLOCK = 2;
+
+/** Moves up to `length` bytes between a pipe and another descriptor inside the kernel: bytes moved, 0 at EOF, -errno. */
+export function splice(from: number, to: number, length: number, flags: number): number {
+  const moved = Number(lib.splice(from, null, to, null, length, flags));
+  return moved < 0 ? -errno() : moved;
+}
+
+export const POLLIN = 0x1;
+export const POLLOUT = 0x4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+
 /**
- * SO_RCVTIMEO: on a listener, accept() returns EAGAIN after `ms` without a
- * connection; on a connection, reads do. 0: never.
+ * poll(2) over `fds` (struct pollfd: int fd; short events, revents) for up
+ * to `timeoutMs` (-1: no limit). Blocks the JavaScript thread. Returns how
+ * many are ready, or -errno.
  */
-export function setReceiveTimeout(fd: number, ms: number): void {
-  const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
-  check("setsockopt", lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
+export function poll(fds: Int32Array, count: number, timeoutMs: number): number {
+  const ready = lib.poll(fds, count, timeoutMs);
+  return ready < 0 ? -errno() : ready;
+}
+
+/** Readable now (data, end of file, or an error to report), without waiting. */
+export function isReadable(fd: number): boolean {
+  return poll(new Int32Array([fd, POLLIN]), 1, 0) > 0;
+}
+
+export const EPOLLIN = 0x1;
+export const EPOLLEXCLUSIVE = 1 << 28;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CLOEXEC = O_CLOEXEC;
+/** struct epoll_event is packed on x86-64 (12 bytes), naturally aligned elsewhere (16). */
+export const EPOLL_EVENT_SIZE = process.arch === "x64" ? 12 : 16;
+export const EPOLL_DATA_OFFSET = process.arch === "x64" ? 4 : 8;
+
+export function epollCreate(): number {
+  return check("epoll_create1", lib.epoll_create1(EPOLL_CLOEXEC));
+}
+
+/** Watches `fd` for `events`; the event's data is the descriptor number. */
+export function epollAdd(epfd: number, fd: number, events: number): void {
+  const event = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE));
+  event.setUint32(0, events, true);
+  event.setUint32(EPOLL_DATA_OFFSET, fd, true);
+  check("epoll_ctl", lib.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, new Uint8Array(event.buffer)));
+}
+
+/** Blocks the JavaScript thread until an event (or a signal: -EINTR). Returns the count, or -errno. */
+export function epollWait(epfd: number, events: Uint8Array, max: number, timeoutMs: number): number {
+  const ready = lib.epoll_wait(epfd, events, max, timeoutMs);
+  return ready < 0 ? -errno() : ready;
 }
 
 export function getppid(): number {
