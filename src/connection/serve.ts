@@ -7,9 +7,15 @@ import type { Options } from "../cli.ts";
 import { Copy, copyHandlers, type Bytes, type LocalSide, type Sink } from "./copy.ts";
 import { close, setBlocking } from "../system/libc.ts";
 import { connectionEnv, startOnConnection, startWithPipes, type Program } from "./program.ts";
+import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.ts";
 
-/** What serving a connection needs to know, a subset of Options a worker is given too. */
-export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
+/**
+ * What serving a connection needs to know, a subset of Options a worker is
+ * given too. A gateway (--scgi/--fastcgi) also needs the -p command itself
+ * (it never goes through sh) and the pool's size (FastCGI's GET_VALUES).
+ */
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> &
+  Partial<Pick<Options, "gateway" | "program" | "pool">>;
 
 export function log(options: { verbose: boolean }, line: string): void {
   if (options.verbose) process.stderr.write(`${line}\n`);
@@ -103,6 +109,7 @@ export async function serveDescriptor(
   options: ServeOptions,
   program: Program | undefined,
 ): Promise<void> {
+  if (options.gateway) return serveGatewayDescriptor(fd, options);
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program)) {
     await handOff(program, fd, env, () => close(fd));
@@ -124,6 +131,7 @@ export function serveSocket(
   options: ServeOptions,
   program: Program | undefined,
 ): Promise<unknown> {
+  if (options.gateway) return serveGatewaySocket(socket, options);
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O
