@@ -153,6 +153,26 @@ function startProgram(command: string, variables: Variable[]) {
 /** A program still running this long after its connection closed (or its request was aborted) is killed. */
 const KILL_GRACE_MS = 1000;
 
+/**
+ * Connections alive in this process. When it is told to stop (a pool
+ * worker's TERM/INT/HUP), a kept connection must not take new requests, or
+ * a web server reusing it would keep a draining worker busy: idle ones
+ * close now, busy ones after their request.
+ */
+const live = new Set<FastCgiHandler>();
+let stopping = false;
+let watching = false;
+function watchStop(): void {
+  if (watching) return;
+  watching = true;
+  for (const name of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.once(name, () => {
+      stopping = true;
+      for (const handler of live) handler.stop();
+    });
+  }
+}
+
 /** One FastCGI connection, from a worker's descriptor or Bun's listener. */
 export class FastCgiHandler implements Handler {
   private socket: Socket<unknown> | undefined;
@@ -176,7 +196,14 @@ export class FastCgiHandler implements Handler {
 
   attach(socket: Socket<unknown>): void {
     this.socket = socket;
+    watchStop();
+    live.add(this);
     this.touch();
+  }
+
+  /** This process is stopping: no further request on this connection. */
+  stop(): void {
+    if (!this.request) this.end();
   }
 
   /**
@@ -368,7 +395,7 @@ export class FastCgiHandler implements Handler {
     if (this.closed) return;
     this.send(encodeRecord(TYPE.STDOUT, request.id));
     this.send(endRequest(request.id, status, STATUS.REQUEST_COMPLETE));
-    if (request.keep) this.touch();
+    if (request.keep && !stopping) this.touch();
     else this.end();
   }
 
@@ -423,6 +450,7 @@ export class FastCgiHandler implements Handler {
   onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    live.delete(this);
     clearTimeout(this.timer);
     const resolve = this.drained;
     this.drained = undefined;
