@@ -241,7 +241,7 @@ export function parseCommandLine(argv: string[]): Parsed {
   if ((str("user") !== undefined || str("group") !== undefined) && !server) {
     return usageError(`${NAME}: -u and -g are for servers`);
   }
-  const gateway = gatewayOption(flag, program, server);
+  const gateway = gatewayOption(flag, program, server, parsed.values);
   if (typeof gateway === "object") return gateway;
 
   return {
@@ -278,6 +278,7 @@ function gatewayOption(
   flag: (k: keyof typeof optionTable) => boolean,
   program: string | undefined,
   server: boolean,
+  values: Record<string, unknown>,
 ): "scgi" | "fastcgi" | undefined | Parsed {
   const scgi = flag("scgi");
   const fastcgi = flag("fastcgi");
@@ -289,6 +290,12 @@ function gatewayOption(
   if (cutters.length > 0) {
     const letters = cutters.map((k) => optionTable[k].alias).map((a) => `-${a}`).join(", ");
     return usageError(`${NAME}: ${name} cannot be combined with ${letters}: the protocol decides what is read and written`);
+  }
+  // --prestart (another branch's option; looked up by name so this check
+  // holds once it is in the table) starts the program before a connection
+  // arrives, but a CGI's environment is the request's, known only after its header.
+  if (values.prestart !== undefined && values.prestart !== false) {
+    return usageError(`${NAME}: --prestart cannot apply to ${name}: a CGI program's environment comes from the request, read after the connection arrives`);
   }
   const why = shellNeed(program);
   if (why) {

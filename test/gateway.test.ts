@@ -16,7 +16,7 @@ if (noNginx) console.warn("gateway.test.ts: nginx is not installed (scripts/inst
 
 const SCRIPTS: Record<string, string> = {
   // Its PID (a new program per request), its environment, a line on stderr.
-  "env.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "pid $$"\nenv\necho "stderr-marker-$$" >&2\n`,
+  "env.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "pid $$"\necho "stdio $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1)"\nenv\necho "stderr-marker-$$" >&2\n`,
   // The body back, byte for byte (exactly CONTENT_LENGTH: SCGI's connection stays open).
   "echo.cgi": `printf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nhead -c "$CONTENT_LENGTH"\n`,
   // Waits for the end of its input (FastCGI's empty STDIN record), then answers.
@@ -232,6 +232,12 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       // The CGI's stderr never reaches the HTTP answer.
       expect(lines.some((l) => l.includes("stderr-marker"))).toBe(false);
       const pid = lines[0].replace("pid ", "");
+      // Zero-copy in a pool's SCGI: stdin and stdout are the connection itself
+      // (one socket); otherwise two pipes (Bun's are socket pairs: compare inodes).
+      const [, stdin, stdout] = lines[1].split(" ");
+      expect(stdin).toMatch(/^socket:\[\d+\]$/);
+      if (protocol === "scgi" && args[0] === "-W") expect(stdout).toBe(stdin);
+      else expect(stdout).not.toBe(stdin);
       if (protocol === "fastcgi") {
         await waitFor("the CGI's stderr in nginx's error log", () => nginx.errorLog().includes(`FastCGI sent in stderr: "stderr-marker-${pid}`));
       } else {
@@ -427,6 +433,21 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       });
     }
   });
+});
+
+test.skipIf(noNginx)("FastCGI -W 1: a kept idle connection gives its worker up to a connection waiting for one", async () => {
+  using dir = tempDir();
+  const cgi = writeScripts(dir.path);
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi["echo.cgi"], "-s", "0"]);
+  await using nginx = await startNginx(dir.path, "fastcgi", server.target, { keepConn: true });
+  // Two at once: nginx opens a second connection, which waits in the listen
+  // backlog while the only worker holds the first, kept one. Without the
+  // hand-over it would wait for the 30 s header timeout (past this test's).
+  const bodies = ["first", "second", "third"];
+  const answers = await Promise.all(bodies.map((body) => fetch(`${nginx.url}/w`, { method: "POST", body }).then((r) => r.text())));
+  expect(answers).toEqual(bodies);
+  expect(connections(server)).toBeGreaterThan(1);
+  expect(server.stderr()).toContain("fastcgi: closing an idle kept connection: another connection is waiting");
 });
 
 describe("on a UNIX socket", () => {

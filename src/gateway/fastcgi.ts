@@ -5,6 +5,7 @@ import type { Socket } from "bun";
 import type { ServeOptions } from "../connection/serve.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { gatewayLog, type Handler } from "./connection.ts";
+import { readable } from "../system/recv.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -150,6 +151,11 @@ function startProgram(command: string, variables: Variable[]) {
   );
 }
 
+/** How often an idle kept connection in a pool worker looks at the listener. */
+const LISTENER_CHECK_MS = 50;
+/** An idle kept connection is closed for a waiting one only after this long unused. */
+const KEPT_IDLE_MS = 250;
+
 /** A program still running this long after its connection closed (or its request was aborted) is killed. */
 const KILL_GRACE_MS = 1000;
 
@@ -192,7 +198,44 @@ export class FastCgiHandler implements Handler {
     private readonly command: string,
     /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
     private readonly maxConns: number,
+    /**
+     * A pool worker's listener. A kept connection holds its worker between
+     * requests; when a connection waits on the listener meanwhile, the kept
+     * one is closed so the worker can take it (else a web server keeping
+     * more connections than the pool has workers stalls them all).
+     */
+    private readonly listenerFd?: number,
   ) {}
+
+  private watcher: Timer | undefined;
+
+  /** A connection waits on the pool's listener (never under -f, which has no listener of ours). */
+  private othersWaiting(): boolean {
+    return this.listenerFd !== undefined && readable(this.listenerFd);
+  }
+
+  /**
+   * While kept and idle, looks at the listener. Closing an idle kept
+   * connection races with a request the web server may be sending on it at
+   * that moment, so only one idle for KEPT_IDLE_MS is closed: web servers
+   * reuse their most recently used connection first (nginx's cache is LIFO).
+   */
+  private watchListener(): void {
+    if (this.listenerFd === undefined) return;
+    const idleSince = Date.now();
+    this.watcher = setInterval(() => {
+      if (this.request || this.closed) return this.unwatch();
+      if (Date.now() - idleSince < KEPT_IDLE_MS || !this.othersWaiting()) return;
+      this.unwatch();
+      gatewayLog(this.options, "fastcgi", "closing an idle kept connection: another connection is waiting");
+      this.end();
+    }, LISTENER_CHECK_MS);
+  }
+
+  private unwatch(): void {
+    clearInterval(this.watcher);
+    this.watcher = undefined;
+  }
 
   attach(socket: Socket<unknown>): void {
     this.socket = socket;
@@ -395,8 +438,15 @@ export class FastCgiHandler implements Handler {
     if (this.closed) return;
     this.send(encodeRecord(TYPE.STDOUT, request.id));
     this.send(endRequest(request.id, status, STATUS.REQUEST_COMPLETE));
-    if (request.keep && !stopping) this.touch();
-    else this.end();
+    // Kept unless this worker is needed for a connection already waiting:
+    // closing right after END_REQUEST, the web server sees the close before
+    // it reuses the connection.
+    if (request.keep && !stopping) {
+      this.touch();
+      this.watchListener();
+    } else {
+      this.end();
+    }
   }
 
   private send(bytes: Uint8Array): void {
@@ -451,6 +501,7 @@ export class FastCgiHandler implements Handler {
     if (this.closed) return;
     this.closed = true;
     live.delete(this);
+    this.unwatch();
     clearTimeout(this.timer);
     const resolve = this.drained;
     this.drained = undefined;

@@ -7,16 +7,19 @@ import { adoptDescriptor, adoptSocket, type Handler } from "./connection.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler } from "./fastcgi.ts";
 import { ScgiHandler, serveScgiDescriptor } from "./scgi.ts";
 
-function handler(options: ServeOptions, command: string): Handler {
+/** A pool worker's listening socket (src/pool/worker.ts: the master passes it as fd 3). */
+const POOL_LISTENER_FD = 3;
+
+function handler(options: ServeOptions, command: string, listenerFd?: number): Handler {
   if (options.gateway === "scgi") return new ScgiHandler(options, command);
-  return new FastCgiHandler(options, command, options.pool?.max ?? CLASSIC_MAX_CONNS);
+  return new FastCgiHandler(options, command, options.pool?.max ?? CLASSIC_MAX_CONNS, listenerFd);
 }
 
 /** A worker's connection: SCGI reads its header itself and hands the connection over; FastCGI runs on Bun's loop. */
 export async function serveGatewayDescriptor(fd: number, options: ServeOptions): Promise<void> {
   const command = options.program!;
   if (options.gateway === "scgi") return serveScgiDescriptor(fd, options, command);
-  const fastcgi = handler(options, command);
+  const fastcgi = handler(options, command, POOL_LISTENER_FD);
   await adoptDescriptor(fd, fastcgi);
   await fastcgi.done;
 }

@@ -1,12 +1,14 @@
 // recv(2) with flags, for reading an SCGI header exactly (MSG_PEEK to see
 // the length prefix, MSG_WAITALL for the rest) and never a byte of the body
-// a program will read from the same socket. Its own dlopen handle (the same
-// libc) keeps src/system/libc.ts untouched while others edit it.
+// a program will read from the same socket; and poll(2), for a worker to
+// see whether connections wait on its listener. Its own dlopen handle (the
+// same libc) keeps src/system/libc.ts untouched while others edit it.
 import { dlopen, FFIType } from "bun:ffi";
 import { EAGAIN, EINTR, errno, SysError } from "./libc.ts";
 
 const lib = dlopen("libc.so.6", {
   recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64_fast },
+  poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
 }).symbols;
 
 export const MSG_PEEK = 2;
@@ -34,6 +36,15 @@ export function recvExactly(fd: number, buf: Uint8Array): boolean {
     got += n;
   }
   return true;
+}
+
+const POLLIN = 1;
+
+/** Whether `fd` has something to read now (for a listener: a connection waiting). Never blocks. */
+export function readable(fd: number): boolean {
+  const pollfd = new Int32Array([fd, POLLIN]); // { int fd; short events; short revents }
+  if (lib.poll(pollfd, 1, 0) <= 0) return false;
+  return ((pollfd[1] >>> 16) & POLLIN) !== 0;
 }
 
 export { EAGAIN };
