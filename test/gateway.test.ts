@@ -259,7 +259,7 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       expect(SHA(answer)).toBe(SHA(body));
     });
 
-    test.skipIf(noNginx)("8 concurrent clients, 320 requests: every answer is its own request's", async () => {
+    test.skipIf(noNginx)("8 concurrent clients, 400 requests: every answer is its own request's", async () => {
       using dir = tempDir();
       const cgi = writeScripts(dir.path);
       await using server = await start(dir.path, cgi["echo.cgi"]);
@@ -268,7 +268,7 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       let served = 0;
       await Promise.all(
         Array.from({ length: 8 }, async (_, client) => {
-          for (let i = 0; i < 40; i++) {
+          for (let i = 0; i < 50; i++) {
             const body = `client ${client} request ${i} ${"x".repeat(i * 37)}`;
             const response = await fetch(`${nginx.url}/c`, { method: "POST", body });
             const text = await response.text();
@@ -278,7 +278,7 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
         }),
       );
       expect(failures).toEqual([]);
-      expect(served).toBe(320);
+      expect(served).toBe(400);
     }, 60000);
 
     test.skipIf(noNginx)("a program that cannot be executed: 502 through nginx, one line on socket's stderr", async () => {
