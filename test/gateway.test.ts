@@ -19,6 +19,8 @@ const SCRIPTS: Record<string, string> = {
   "env.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "pid $$"\necho "stdio $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1)"\nenv\necho "stderr-marker-$$" >&2\n`,
   // The body back, byte for byte (exactly CONTENT_LENGTH: SCGI's connection stays open).
   "echo.cgi": `printf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nhead -c "$CONTENT_LENGTH"\n`,
+  // A status of its own, and a line on stderr.
+  "exit.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\nbye\\n'\necho "complaint" >&2\nexit 3\n`,
   // Waits for the end of its input (FastCGI's empty STDIN record), then answers.
   "wait.cgi": `cat >/dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nread all\\n'\n`,
 };
@@ -216,13 +218,14 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       const cgi = writeScripts(dir.path);
       await using server = await start(dir.path, cgi["env.cgi"]);
       await using nginx = await startNginx(dir.path, protocol, server.target);
-      const response = await fetch(`${nginx.url}/app/path?a=1&b=two`);
+      const long = "z".repeat(300); // over 127 bytes: FastCGI's 4-byte length form
+      const response = await fetch(`${nginx.url}/app/path?a=1&b=two&long=${long}`);
       expect(response.status).toBe(200);
       expect(response.headers.get("content-type")).toBe("text/plain");
       const lines = (await response.text()).split("\n");
       expect(lines).toContain("REQUEST_METHOD=GET");
-      expect(lines).toContain("QUERY_STRING=a=1&b=two");
-      expect(lines).toContain("REQUEST_URI=/app/path?a=1&b=two");
+      expect(lines).toContain(`QUERY_STRING=a=1&b=two&long=${long}`);
+      expect(lines).toContain(`REQUEST_URI=/app/path?a=1&b=two&long=${long}`);
       expect(lines).toContain("REMOTE_ADDR=127.0.0.1");
       expect(lines).toContain("GATEWAY_INTERFACE=CGI/1.1");
       expect(lines).toContain("PATH=/usr/local/bin:/usr/bin:/bin");
@@ -380,7 +383,41 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       expect(good).toContain("GATEWAY_INTERFACE=CGI/1.1");
     });
 
+    test("a header that arrives in pieces (the length prefix split) is read exactly, body intact", async () => {
+      using dir = tempDir();
+      const cgi = writeScripts(dir.path);
+      await using server = await start(dir.path, cgi["echo.cgi"]);
+      const body = enc.encode("the body, after the header");
+      const request =
+        protocol === "scgi"
+          ? scgiRequest([["CONTENT_LENGTH", String(body.length)], ["SCGI", "1"]], body)
+          : fcgiRequest(1, [["CONTENT_LENGTH", String(body.length)]], body);
+      const talk = await converse(server.target);
+      // Separate segments: a worker's MSG_PEEK sees only the first digit.
+      for (const piece of [request.subarray(0, 1), request.subarray(1, 5), request.subarray(5)]) {
+        talk.send(piece);
+        await Bun.sleep(30);
+      }
+      const data = await talk.until("the answer", (d) => (protocol === "scgi" ? d.includes(Buffer.from(body)) : endRequests(parseRecords(d)).length > 0));
+      const answer = protocol === "scgi" ? data.toString() : parseRecords(data).stdout;
+      expect(answer.split("\r\n\r\n")[1]).toBe(new TextDecoder().decode(body));
+      talk.close();
+    });
+
     if (protocol === "fastcgi") {
+      test("END_REQUEST carries the program's exit status; its stderr comes in STDERR records", async () => {
+        using dir = tempDir();
+        const cgi = writeScripts(dir.path);
+        await using server = await start(dir.path, cgi["exit.cgi"]);
+        const parsed = parseRecords((await exchange(server.target, fcgiRequest(5, [["A", "b"]]))).data);
+        expect(parsed.stdout).toContain("bye");
+        expect(parsed.stderr).toBe("complaint\n");
+        expect(endRequests(parsed)).toEqual([{ id: 5, app: 3, protocol: 0 }]);
+        // The empty STDOUT record comes before END_REQUEST.
+        const types = parsed.records.map((r) => `${r.type}:${r.content.length}`);
+        expect(types.slice(-2)).toEqual(["6:0", "3:8"]);
+      });
+
       test.skipIf(noNginx)("fastcgi_keep_conn on: several requests on one connection, a program each", async () => {
         using dir = tempDir();
         const cgi = writeScripts(dir.path);
