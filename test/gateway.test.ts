@@ -383,6 +383,21 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       expect(good).toContain("GATEWAY_INTERFACE=CGI/1.1");
     });
 
+    test("--timeout: a request whose body stops coming is closed and its program ended", async () => {
+      using dir = tempDir();
+      const cgi = writeScripts(dir.path);
+      await using server = await start(dir.path, cgi["echo.cgi"], ["--timeout", "0.4"]);
+      // CONTENT_LENGTH promises 1000 bytes; 3 come, then nothing (and no EOF).
+      const request =
+        protocol === "scgi"
+          ? scgiRequest([["CONTENT_LENGTH", "1000"], ["SCGI", "1"]], enc.encode("abc"))
+          : Buffer.concat([begin(1), record(4, 1, pairs([["CONTENT_LENGTH", "1000"]])), record(4, 1), record(5, 1, enc.encode("abc"))]);
+      const reply = await exchange(server.target, request, { halfClose: false, ms: 8000 });
+      expect(reply.data.includes(Buffer.from("abc"))).toBe(false);
+      await waitFor("the -v line", () => server.stderr().includes("connection timed out"));
+      await waitFor("the program to be gone", () => !descendantsOf(server.proc.pid).some((pid) => commandLine(pid).includes("echo.cgi")));
+    });
+
     test("a header that arrives in pieces (the length prefix split) is read exactly, body intact", async () => {
       using dir = tempDir();
       const cgi = writeScripts(dir.path);

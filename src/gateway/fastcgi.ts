@@ -271,12 +271,17 @@ export class FastCgiHandler implements Handler {
 
   onData(chunk: Uint8Array): void {
     this.touch();
-    const records = this.reader.push(chunk);
-    if ("error" in records) return this.drop(records.error);
-    for (const record of records) {
-      const error = this.handle(record);
-      if (error) return this.drop(error);
-      if (this.closed || this.ending) return;
+    try {
+      const records = this.reader.push(chunk);
+      if ("error" in records) return this.drop(records.error);
+      for (const record of records) {
+        const error = this.handle(record);
+        if (error) return this.drop(error);
+        if (this.closed || this.ending) return;
+      }
+    } catch (e) {
+      // A bug must cost this connection only, not the worker and its other work.
+      this.drop(`internal error: ${(e as Error).message}`);
     }
   }
 

@@ -204,7 +204,12 @@ export class ScgiHandler implements Handler {
     this.size += chunk.length;
     const bytes = this.chunks.length === 1 ? this.chunks[0] : (Buffer.concat(this.chunks) as Bytes);
     this.chunks = [bytes];
-    const parsed = parseNetstring(bytes);
+    let parsed: ReturnType<typeof parseNetstring>;
+    try {
+      parsed = parseNetstring(bytes);
+    } catch (e) {
+      parsed = { error: `internal error: ${(e as Error).message}` }; // this connection only
+    }
     if ("need" in parsed) {
       if (this.size > LIMITS.headerBytes + MAX_DIGITS + 2) this.fail("header over the limit");
       return;
