@@ -441,8 +441,8 @@ export class FastCgiHandler implements Handler {
     if (this.request !== request) return;
     this.request = undefined;
     if (this.closed) return;
-    this.send(encodeRecord(TYPE.STDOUT, request.id));
-    this.send(endRequest(request.id, status, STATUS.REQUEST_COMPLETE));
+    // One write for both: the web server gets the end in one segment.
+    this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
     // Kept unless this worker is needed for a connection already waiting:
     // closing right after END_REQUEST, the web server sees the close before
     // it reuses the connection.
