@@ -138,25 +138,29 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
     close(fd);
     return;
   }
-  const program = cgiProgram(command);
-  const env = cgiEnvironment(request.variables);
+  try {
+    setReceiveTimeout(fd, 0); // the program's reads (or Bun's) must not time out
+  } catch (e) {
+    gatewayLog(options, "scgi", `setsockopt: ${(e as Error).message}`);
+    close(fd);
+    return;
+  }
   if (options.timeoutMs !== undefined) {
     // Idle time is measured on the bytes moved, so they are copied.
-    setReceiveTimeout(fd, 0);
     const handler = new ScgiHandler(options, command, request);
     await adoptDescriptor(fd, handler);
     await handler.done;
     return;
   }
-  const proc = spawnCgi(program, () => {
-    setReceiveTimeout(fd, 0); // the program's reads must not time out
-    // stdin and stdout are the connection; stderr is socket's own, so a
-    // program's complaints never corrupt the HTTP answer.
-    return Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env });
-  });
+  const program = cgiProgram(command);
+  const env = cgiEnvironment(request.variables);
+  // stdin and stdout are the connection; stderr is socket's own, so a
+  // program's complaints never corrupt the HTTP answer.
+  const proc = spawnCgi(program, () => Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
   if (!proc) {
     try {
       writeSync(fd, BAD_GATEWAY);
+      setReceiveTimeout(fd, HEADER_TIMEOUT_MS); // a body that never comes must not hold the worker
       discardBody(fd, request.contentLength);
     } catch {
       // the web server is gone
