@@ -4,6 +4,7 @@
 import { parseArgs } from "node:util";
 import { defineCommand, renderUsage, type ArgsDef } from "citty";
 import { NAME, VERSION } from "./version.ts";
+import { shellNeed } from "./connection/program.ts";
 
 const EXIT_USAGE = 15;
 
@@ -31,6 +32,8 @@ const optionTable = {
   mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
   user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
   group: { type: "string", alias: "g", valueHint: "GROUP", description: "After binding, run as this group (name or gid)" },
+  scgi: { type: "boolean", description: "Speak SCGI: run the -p program per request as a CGI (needs -s, -p; no shell)" },
+  fastcgi: { type: "boolean", description: "Speak FastCGI (responder): run the -p program per request as a CGI (needs -s, -p; no shell)" },
   help: { type: "boolean", description: "Show this help" },
   version: { type: "boolean", description: "Print the version" },
 } as const satisfies ArgsDef;
@@ -83,6 +86,8 @@ export interface Options {
   mode: number | undefined;
   user: string | undefined;
   group: string | undefined;
+  /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
+  gateway: "scgi" | "fastcgi" | undefined;
 }
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
@@ -257,6 +262,8 @@ export function parseCommandLine(argv: string[]): Parsed {
   if ((str("user") !== undefined || str("group") !== undefined) && !server) {
     return usageError(`${NAME}: -u and -g are for servers`);
   }
+  const gateway = gatewayOption(flag, program, server);
+  if (typeof gateway === "object") return gateway;
 
   return {
     warning,
@@ -280,6 +287,7 @@ export function parseCommandLine(argv: string[]): Parsed {
       mode,
       user: str("user"),
       group: str("group"),
+      gateway,
     },
   };
 }
@@ -295,6 +303,41 @@ address: TCPREMOTEIP and TCPREMOTEPORT (UNIXREMOTEPID, ...) are unknown when
 it starts. Its stdin and stdout+stderr are pipes, not the socket. It is for
 programs that read a request first, such as SCGI and FastCGI launchers.
 `;
+
+/**
+ * --scgi / --fastcgi: the program is executed directly (never through sh,
+ * as a request's bytes become its environment), and options that look at
+ * or cut the byte stream make no sense under a protocol.
+ */
+function gatewayOption(
+  flag: (k: keyof typeof optionTable) => boolean,
+  program: string | undefined,
+  server: boolean,
+): "scgi" | "fastcgi" | undefined | Parsed {
+  const scgi = flag("scgi");
+  const fastcgi = flag("fastcgi");
+  if (!scgi && !fastcgi) return undefined;
+  if (scgi && fastcgi) return usageError(`${NAME}: --scgi and --fastcgi are mutually exclusive`);
+  const name = scgi ? "--scgi" : "--fastcgi";
+  if (!server || program === undefined) return usageError(`${NAME}: ${name} needs -s and -p`);
+  const cutters = (["crlf", "read-only", "write-only", "quit"] as const).filter(flag);
+  if (cutters.length > 0) {
+    const letters = cutters.map((k) => optionTable[k].alias).map((a) => `-${a}`).join(", ");
+    return usageError(`${NAME}: ${name} cannot be combined with ${letters}: the protocol decides what is read and written`);
+  }
+  // --prestart starts the program before a connection arrives, but a CGI's
+  // environment is the request's, known only after its header.
+  if (flag("prestart")) {
+    return usageError(`${NAME}: --prestart cannot apply to ${name}: a CGI program's environment comes from the request, read after the connection arrives`);
+  }
+  const why = shellNeed(program);
+  if (why) {
+    return usageError(
+      `${NAME}: ${name} runs the -p program directly, never through a shell, and '${program}' needs one (${why}); put the command in a script and give its path`,
+    );
+  }
+  return scgi ? "scgi" : "fastcgi";
+}
 
 export async function helpText(): Promise<string> {
   const text = `${await renderUsage(command)}\n\n${USAGE}\n${PRESTART_NOTE}`;

@@ -163,3 +163,23 @@ export function startWithPipes(
     env,
   });
 }
+
+/** Why `command` needs a shell (--scgi/--fastcgi refuse it), or undefined when its words can be run as they are. */
+export function shellNeed(command: string): string | undefined {
+  const words = command.trim().split(/[ \t]+/);
+  const odd = words.find((w) => !PLAIN_WORD.test(w));
+  if (odd !== undefined) return `'${odd}' has characters the shell would interpret`;
+  if (words[0].includes("=")) return "it starts with a variable assignment";
+  if (SHELL_WORDS.has(words[0])) return `'${words[0]}' is a shell keyword or builtin`;
+  return undefined;
+}
+
+/**
+ * The command's words, executed directly whether or not the program can be
+ * found now: a missing one fails at spawn (ENOENT) and the caller reports
+ * it, rather than sh printing "not found" into a protocol stream.
+ */
+export function directProgram(command: string): Program {
+  const words = command.trim().split(/[ \t]+/);
+  return { argv: [Bun.which(words[0]) ?? words[0], ...words.slice(1)], argv0: words[0], command };
+}

@@ -11,9 +11,15 @@ import { bridge } from "./splice.ts";
 import { connectionEnv, programEnd, startOnConnection, startOnPipes, startWithPipes, type PipedProgram, type Program } from "./program.ts";
 import { watchIdle } from "./watchdog.ts";
 import { warn } from "../system/log.ts";
+import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.ts";
 
-/** What serving a connection needs to know, a subset of Options a worker is given too. */
-export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
+/**
+ * What serving a connection needs to know, a subset of Options a worker is
+ * given too. A gateway (--scgi/--fastcgi) also needs the -p command itself
+ * (it never goes through sh) and the pool's size (FastCGI's GET_VALUES).
+ */
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> &
+  Partial<Pick<Options, "gateway" | "program" | "pool">>;
 
 export function log(options: { verbose: boolean }, line: string): void {
   if (options.verbose) process.stderr.write(`${line}\n`);
@@ -198,6 +204,7 @@ export async function serveDescriptor(
   program: Program | undefined,
   mayBlock = false,
 ): Promise<Error | undefined> {
+  if (options.gateway) return void (await serveGatewayDescriptor(fd, options));
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program, address)) {
     await handOff(program, fd, env, () => close(fd), options, address);
@@ -221,6 +228,7 @@ export function serveSocket(
   options: ServeOptions,
   program: Program | undefined,
 ): Promise<unknown> {
+  if (options.gateway) return serveGatewaySocket(socket, options);
   const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program, address)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O

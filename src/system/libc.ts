@@ -59,6 +59,7 @@ const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+const SO_RCVTIMEO = 20;
 const SO_LINGER = 13;
 const PR_SET_PDEATHSIG = 1;
 const IPPROTO_TCP = 6;
@@ -214,6 +215,12 @@ export function epollAdd(epfd: number, fd: number, events: number): void {
 export function epollWait(epfd: number, events: Uint8Array, max: number, timeoutMs: number): number {
   const ready = lib.epoll_wait(epfd, events, max, timeoutMs);
   return ready < 0 ? -errno() : ready;
+}
+
+/** SO_RCVTIMEO on a connection: its reads fail with EAGAIN after `ms` without data. 0: never. */
+export function setReceiveTimeout(fd: number, ms: number): void {
+  const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+  check("setsockopt", lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
 }
 
 export function getppid(): number {

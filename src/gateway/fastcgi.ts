@@ -1,0 +1,529 @@
+// FastCGI, responder role: the record codec and one connection's state
+// machine. Requests are not multiplexed (FCGI_MPXS_CONNS=0): one runs at a
+// time; with FCGI_KEEP_CONN the next may follow on the same connection.
+import type { Socket } from "bun";
+import type { ServeOptions } from "../connection/serve.ts";
+import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { gatewayLog, type Handler } from "./connection.ts";
+import { readable } from "../system/recv.ts";
+
+export const VERSION = 1;
+export const TYPE = {
+  BEGIN_REQUEST: 1,
+  ABORT_REQUEST: 2,
+  END_REQUEST: 3,
+  PARAMS: 4,
+  STDIN: 5,
+  STDOUT: 6,
+  STDERR: 7,
+  DATA: 8,
+  GET_VALUES: 9,
+  GET_VALUES_RESULT: 10,
+  UNKNOWN_TYPE: 11,
+} as const;
+export const ROLE_RESPONDER = 1;
+export const KEEP_CONN = 1;
+export const STATUS = { REQUEST_COMPLETE: 0, CANT_MPX_CONN: 1, OVERLOADED: 2, UNKNOWN_ROLE: 3 } as const;
+const HEADER_SIZE = 8;
+/** The largest content one record carries. */
+export const MAX_CONTENT = 0xffff;
+/** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
+export const CLASSIC_MAX_CONNS = 100;
+
+export interface FcgiRecord {
+  type: number;
+  requestId: number;
+  content: Uint8Array;
+}
+
+/** One record (content up to MAX_CONTENT bytes, no padding: padding is optional). */
+export function encodeRecord(type: number, requestId: number, content: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE + content.length);
+  const view = new DataView(out.buffer);
+  out[0] = VERSION;
+  out[1] = type;
+  view.setUint16(2, requestId);
+  view.setUint16(4, content.length);
+  out.set(content, HEADER_SIZE);
+  return out;
+}
+
+/** Splits a stream of bytes into records; keeps what is incomplete for the next call. */
+export class RecordReader {
+  private pending: Uint8Array = new Uint8Array(0);
+
+  /** The complete records so far, or the reason the stream is malformed. */
+  push(chunk: Uint8Array): FcgiRecord[] | { error: string } {
+    const bytes = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const records: FcgiRecord[] = [];
+    let at = 0;
+    while (bytes.length - at >= HEADER_SIZE) {
+      if (bytes[at] !== VERSION) return { error: `record of version ${bytes[at]}, not 1` };
+      const view = new DataView(bytes.buffer, bytes.byteOffset + at, HEADER_SIZE);
+      const length = view.getUint16(4);
+      const end = at + HEADER_SIZE + length + bytes[at + 6];
+      if (bytes.length < end) break;
+      records.push({
+        type: bytes[at + 1],
+        requestId: view.getUint16(2),
+        content: bytes.slice(at + HEADER_SIZE, at + HEADER_SIZE + length),
+      });
+      at = end;
+    }
+    this.pending = bytes.slice(at);
+    return records;
+  }
+
+  /** Bytes of a record begun but not complete. */
+  get partial(): number {
+    return this.pending.length;
+  }
+}
+
+function readLength(bytes: Uint8Array, at: number): [length: number, next: number] | undefined {
+  if (at >= bytes.length) return undefined;
+  if (bytes[at] < 0x80) return [bytes[at], at + 1];
+  if (at + 4 > bytes.length) return undefined;
+  return [new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0) & 0x7fffffff, at + 4];
+}
+
+const decoder = new TextDecoder();
+
+/** Name-value pairs (lengths of 1 byte, or 4 with the top bit set), at most LIMITS.variables. */
+export function decodePairs(bytes: Uint8Array): Variable[] | { error: string } {
+  const pairs: Variable[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const name = readLength(bytes, at);
+    const value = name && readLength(bytes, name[1]);
+    if (!name || !value) return { error: "truncated name-value pair length" };
+    const start = value[1];
+    const end = start + name[0] + value[0];
+    if (end > bytes.length) return { error: "name-value pair runs past its record" };
+    if (pairs.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
+    pairs.push([decoder.decode(bytes.subarray(start, start + name[0])), decoder.decode(bytes.subarray(start + name[0], end))]);
+    at = end;
+  }
+  return pairs;
+}
+
+function encodeLength(n: number): Uint8Array {
+  if (n < 0x80) return new Uint8Array([n]);
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, (n | 0x80000000) >>> 0);
+  return out;
+}
+
+export function encodePairs(pairs: Variable[]): Uint8Array {
+  const encoder = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  for (const [name, value] of pairs) {
+    const n = encoder.encode(name);
+    const v = encoder.encode(value);
+    parts.push(encodeLength(n.length), encodeLength(v.length), n, v);
+  }
+  return Buffer.concat(parts);
+}
+
+function endRequest(requestId: number, appStatus: number, protocolStatus: number): Uint8Array {
+  const body = new Uint8Array(8);
+  new DataView(body.buffer).setUint32(0, appStatus >>> 0);
+  body[4] = protocolStatus;
+  return encodeRecord(TYPE.END_REQUEST, requestId, body);
+}
+
+/** A request from BEGIN_REQUEST on. */
+interface Request {
+  id: number;
+  keep: boolean;
+  params: Uint8Array[];
+  paramsSize: number;
+  proc: ReturnType<typeof startProgram> | undefined;
+  /** The program's stdout and stderr both read to their end. */
+  outputDone: Promise<void> | undefined;
+}
+
+function startProgram(command: string, variables: Variable[]) {
+  const program = cgiProgram(command);
+  const env = cgiEnvironment(variables);
+  return spawnCgi(program, () =>
+    Bun.spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
+  );
+}
+
+/** How often an idle kept connection in a pool worker looks at the listener. */
+const LISTENER_CHECK_MS = 50;
+/** An idle kept connection is closed for a waiting one only after this long unused. */
+const KEPT_IDLE_MS = 250;
+
+/** A program still running this long after its connection closed (or its request was aborted) is killed. */
+const KILL_GRACE_MS = 1000;
+
+/**
+ * Connections alive in this process. When it is told to stop (a pool
+ * worker's TERM/INT/HUP), a kept connection must not take new requests, or
+ * a web server reusing it would keep a draining worker busy: idle ones
+ * close now, busy ones after their request.
+ */
+const live = new Set<FastCgiHandler>();
+let stopping = false;
+let watching = false;
+function watchStop(): void {
+  if (watching) return;
+  watching = true;
+  for (const name of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.once(name, () => {
+      stopping = true;
+      for (const handler of live) handler.stop();
+    });
+  }
+}
+
+/** One FastCGI connection, from a worker's descriptor or Bun's listener. */
+export class FastCgiHandler implements Handler {
+  private socket: Socket<unknown> | undefined;
+  private readonly reader = new RecordReader();
+  private request: Request | undefined;
+  private closed = false;
+  private ending = false;
+  private timer: Timer | undefined;
+  /** Bytes waiting for the socket to drain, in order. */
+  private queue: Uint8Array[] = [];
+  private drained: (() => void) | undefined;
+  private finish!: () => void;
+  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+
+  constructor(
+    private readonly options: ServeOptions,
+    private readonly command: string,
+    /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
+    private readonly maxConns: number,
+    /**
+     * A pool worker's listener. A kept connection holds its worker between
+     * requests; when a connection waits on the listener meanwhile, the kept
+     * one is closed so the worker can take it (else a web server keeping
+     * more connections than the pool has workers stalls them all).
+     */
+    private readonly listenerFd?: number,
+  ) {}
+
+  private watcher: Timer | undefined;
+
+  /** A connection waits on the pool's listener (never under -f, which has no listener of ours). */
+  private othersWaiting(): boolean {
+    return this.listenerFd !== undefined && readable(this.listenerFd);
+  }
+
+  /**
+   * While kept and idle, looks at the listener. Closing an idle kept
+   * connection races with a request the web server may be sending on it at
+   * that moment, so only one idle for KEPT_IDLE_MS is closed: web servers
+   * reuse their most recently used connection first (nginx's cache is LIFO).
+   */
+  private watchListener(): void {
+    if (this.listenerFd === undefined) return;
+    const idleSince = Date.now();
+    this.watcher = setInterval(() => {
+      if (this.request || this.closed) return this.unwatch();
+      if (Date.now() - idleSince < KEPT_IDLE_MS || !this.othersWaiting()) return;
+      this.unwatch();
+      gatewayLog(this.options, "fastcgi", "closing an idle kept connection: another connection is waiting");
+      this.end();
+    }, LISTENER_CHECK_MS);
+  }
+
+  private unwatch(): void {
+    clearInterval(this.watcher);
+    this.watcher = undefined;
+  }
+
+  attach(socket: Socket<unknown>): void {
+    this.socket = socket;
+    watchStop();
+    live.add(this);
+    this.touch();
+  }
+
+  /** This process is stopping: no further request on this connection. */
+  stop(): void {
+    if (!this.request) this.end();
+  }
+
+  /**
+   * Every byte moved restarts the clock. Waiting for a request's header
+   * (BEGIN_REQUEST and PARAMS, also between kept requests) is bounded by
+   * --timeout or HEADER_TIMEOUT_MS; a running request only by --timeout.
+   */
+  private touch(): void {
+    clearTimeout(this.timer);
+    const running = this.request?.proc !== undefined;
+    const ms = running ? this.options.timeoutMs : (this.options.timeoutMs ?? HEADER_TIMEOUT_MS);
+    if (ms === undefined || this.closed) return;
+    this.timer = setTimeout(() => this.drop(running ? "connection timed out" : "no complete request in time"), ms);
+  }
+
+  /** Ends the connection for a reason a -v line gives: its program (if any) goes too. */
+  private drop(why: string): void {
+    gatewayLog(this.options, "fastcgi", why);
+    this.request?.proc?.kill("SIGKILL");
+    this.socket?.terminate();
+  }
+
+  onData(chunk: Uint8Array): void {
+    this.touch();
+    try {
+      const records = this.reader.push(chunk);
+      if ("error" in records) return this.drop(records.error);
+      for (const record of records) {
+        const error = this.handle(record);
+        if (error) return this.drop(error);
+        if (this.closed || this.ending) return;
+      }
+    } catch (e) {
+      // A bug must cost this connection only, not the worker and its other work.
+      this.drop(`internal error: ${(e as Error).message}`);
+    }
+  }
+
+  /** One record; a returned string is why the connection is dropped. */
+  private handle(record: FcgiRecord): string | undefined {
+    const { type, requestId: id, content } = record;
+    if (id === 0) {
+      if (type === TYPE.GET_VALUES) return this.getValues(content);
+      if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
+      this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
+      return undefined;
+    }
+    switch (type) {
+      case TYPE.BEGIN_REQUEST:
+        return this.begin(id, content);
+      case TYPE.ABORT_REQUEST:
+        if (this.request?.id === id) this.abort();
+        return undefined;
+      case TYPE.PARAMS:
+        return this.request?.id === id ? this.params(content) : undefined;
+      case TYPE.STDIN:
+        return this.request?.id === id ? this.stdin(content) : undefined;
+      case TYPE.DATA:
+        return undefined; // the filter role's; a responder has none
+      case TYPE.END_REQUEST:
+      case TYPE.STDOUT:
+      case TYPE.STDERR:
+      case TYPE.GET_VALUES_RESULT:
+      case TYPE.UNKNOWN_TYPE:
+        return `record type ${type} is the application's to send`;
+      default:
+        this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
+        return undefined;
+    }
+  }
+
+  private getValues(content: Uint8Array): string | undefined {
+    const asked = decodePairs(content);
+    if ("error" in asked) return asked.error;
+    const known: Record<string, string> = {
+      FCGI_MAX_CONNS: String(this.maxConns),
+      FCGI_MAX_REQS: String(this.maxConns),
+      FCGI_MPXS_CONNS: "0",
+    };
+    const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
+    this.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
+    return undefined;
+  }
+
+  private begin(id: number, content: Uint8Array): string | undefined {
+    if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
+    if (this.request) {
+      if (this.request.id === id) return `BEGIN_REQUEST for request ${id}, which is running`;
+      this.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
+      return undefined;
+    }
+    const role = (content[0] << 8) | content[1];
+    const keep = (content[2] & KEEP_CONN) !== 0;
+    if (role !== ROLE_RESPONDER) {
+      gatewayLog(this.options, "fastcgi", `role ${role} refused: only the responder role (1) is served`);
+      this.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
+      if (!keep) this.end();
+      return undefined;
+    }
+    this.request = { id, keep, params: [], paramsSize: 0, proc: undefined, outputDone: undefined };
+    return undefined;
+  }
+
+  private params(content: Uint8Array): string | undefined {
+    const request = this.request!;
+    if (request.proc || request.outputDone) return "PARAMS after the end of PARAMS";
+    if (content.length > 0) {
+      request.paramsSize += content.length;
+      if (request.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
+      request.params.push(content);
+      return undefined;
+    }
+    const variables = decodePairs(Buffer.concat(request.params));
+    if ("error" in variables) return variables.error;
+    request.params = [];
+    const proc = startProgram(this.command, variables);
+    if (!proc) {
+      request.outputDone = Promise.resolve();
+      this.send(encodeRecord(TYPE.STDOUT, request.id, BAD_GATEWAY));
+      void this.complete(request, 1);
+      return undefined;
+    }
+    request.proc = proc;
+    request.outputDone = Promise.all([this.forward(proc.stdout, TYPE.STDOUT, request), this.forward(proc.stderr, TYPE.STDERR, request)]).then(
+      () => {},
+    );
+    void Promise.all([proc.exited, request.outputDone]).then(([status]) => this.complete(request, status));
+    this.touch();
+    return undefined;
+  }
+
+  private stdin(content: Uint8Array): string | undefined {
+    const request = this.request!;
+    if (!request.outputDone) return "STDIN before the end of PARAMS";
+    const sink = request.proc?.stdin;
+    if (!sink) return undefined; // the program could not run, or stopped reading
+    try {
+      if (content.length === 0) {
+        const ended = sink.end();
+        if (ended instanceof Promise) ended.catch(() => {});
+        return undefined;
+      }
+      const written = sink.write(content);
+      if (written instanceof Promise) written.catch(() => {});
+      const flushed = sink.flush();
+      if (flushed instanceof Promise) {
+        // The program reads slower than the web server sends: stop reading until it catches up.
+        this.socket?.pause();
+        flushed.then(
+          () => this.socket?.resume(),
+          () => this.socket?.resume(),
+        );
+      }
+    } catch {
+      // the program exited without reading all its input: the rest is dropped
+    }
+    return undefined;
+  }
+
+  /** The program's stdout or stderr as STDOUT or STDERR records, at the pace the socket takes them. */
+  private async forward(stream: ReadableStream<Uint8Array>, type: number, request: Request): Promise<void> {
+    try {
+      for await (const chunk of stream) {
+        for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
+          if (this.closed) return;
+          this.touch();
+          this.send(encodeRecord(type, request.id, chunk.subarray(at, at + MAX_CONTENT)));
+          await this.writable();
+        }
+      }
+    } catch {
+      // a read error ends that stream like EOF
+    }
+  }
+
+  private abort(): void {
+    const proc = this.request?.proc;
+    if (!proc) {
+      // Not started yet: nothing to kill, the request just ends.
+      const request = this.request!;
+      request.outputDone = Promise.resolve();
+      void this.complete(request, 0);
+      return;
+    }
+    gatewayLog(this.options, "fastcgi", `request ${this.request!.id} aborted by the web server`);
+    proc.kill("SIGTERM");
+    setTimeout(() => proc.kill("SIGKILL"), KILL_GRACE_MS).unref();
+  }
+
+  /** The empty STDOUT, END_REQUEST, then the next request or the end of the connection. */
+  private complete(request: Request, status: number): void {
+    if (this.request !== request) return;
+    this.request = undefined;
+    if (this.closed) return;
+    // One write for both: the web server gets the end in one segment.
+    this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
+    // Kept unless this worker is needed for a connection already waiting:
+    // closing right after END_REQUEST, the web server sees the close before
+    // it reuses the connection.
+    if (request.keep && !stopping) {
+      this.touch();
+      this.watchListener();
+    } else {
+      this.end();
+    }
+  }
+
+  private send(bytes: Uint8Array): void {
+    if (this.closed || !this.socket) return;
+    if (this.queue.length === 0) {
+      const written = this.socket.write(bytes);
+      if (written >= bytes.length) return;
+      bytes = bytes.subarray(Math.max(written, 0));
+    }
+    this.queue.push(bytes);
+  }
+
+  /** Resolves when everything sent so far has been taken by the socket. */
+  private writable(): Promise<void> {
+    if (this.queue.length === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
+  }
+
+  onDrain(): void {
+    while (this.queue.length > 0 && this.socket && !this.closed) {
+      const head = this.queue[0];
+      const written = this.socket.write(head);
+      if (written < head.length) {
+        this.queue[0] = head.subarray(Math.max(written, 0));
+        return;
+      }
+      this.queue.shift();
+    }
+    if (this.ending) this.socket?.end();
+    const resolve = this.drained;
+    this.drained = undefined;
+    resolve?.();
+  }
+
+  /** Closes once what is queued has been written. */
+  private end(): void {
+    this.ending = true;
+    if (this.queue.length === 0) this.socket?.end();
+  }
+
+  onEnd(): void {
+    // The web server closed its side. A running request can still answer
+    // (it would have to ignore it); an idle connection is simply over.
+    const request = this.request;
+    if (!request?.proc) {
+      if (this.reader.partial > 0 || request) gatewayLog(this.options, "fastcgi", "connection ended in a request's header");
+      this.socket?.end();
+    }
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    live.delete(this);
+    this.unwatch();
+    clearTimeout(this.timer);
+    const resolve = this.drained;
+    this.drained = undefined;
+    resolve?.();
+    const proc = this.request?.proc;
+    if (!proc) return this.finish();
+    // Nobody is left to read the answer: the program gets a moment, then is killed.
+    try {
+      const ended = proc.stdin.end();
+      if (ended instanceof Promise) ended.catch(() => {});
+    } catch {
+      // already gone
+    }
+    const kill = setTimeout(() => proc.kill("SIGKILL"), KILL_GRACE_MS);
+    void proc.exited.finally(() => {
+      clearTimeout(kill);
+      this.finish();
+    });
+  }
+}

@@ -1,0 +1,270 @@
+// SCGI: a netstring header (`LEN:NAME\0VALUE\0...,`), then CONTENT_LENGTH
+// bytes of body; the answer is whatever the CGI program writes. In a pool
+// worker the header is read exactly and the program gets the connection
+// itself (zero-copy); under -f (Bun's listener has already read bytes) and
+// with --timeout (idle time is measured on copied bytes) the program runs
+// on pipes and the body is copied.
+import { writeSync } from "node:fs";
+import type { Socket } from "bun";
+import { Copy, type Bytes } from "../connection/copy.ts";
+import type { ServeOptions } from "../connection/serve.ts";
+import { close, setReceiveTimeout, SysError, EAGAIN } from "../system/libc.ts";
+import { MSG_PEEK, recv, recvExactly } from "../system/recv.ts";
+import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
+
+export interface ScgiRequest {
+  variables: Variable[];
+  contentLength: number;
+}
+
+/** The length prefix of a netstring: "LEN:" — digits, then a colon. */
+export type Prefix = { length: number; size: number } | { need: true } | { error: string };
+
+/** Longest prefix accepted: the header limit has 5 digits; a sixth allows leading zeros. */
+const MAX_DIGITS = 6;
+const COLON = 0x3a;
+const COMMA = 0x2c;
+
+export function parsePrefix(bytes: Uint8Array): Prefix {
+  let i = 0;
+  while (i < bytes.length && bytes[i] >= 0x30 && bytes[i] <= 0x39) i++;
+  if (i > MAX_DIGITS) return { error: "netstring length has too many digits" };
+  if (i === bytes.length) return { need: true };
+  if (bytes[i] !== COLON || i === 0) return { error: "not a netstring (no LEN: prefix)" };
+  const length = Number(new TextDecoder().decode(bytes.subarray(0, i)));
+  if (length > LIMITS.headerBytes) return { error: `header of ${length} bytes is over the ${LIMITS.headerBytes}-byte limit` };
+  return { length, size: i + 1 };
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * The header's pairs (`header` is the netstring's content, without the
+ * prefix and comma), checked as the SCGI spec says: CONTENT_LENGTH first
+ * and a decimal number, SCGI=1 present, names unique, at most
+ * LIMITS.variables pairs.
+ */
+export function parseScgiHeader(header: Uint8Array): ScgiRequest | { error: string } {
+  const variables: Variable[] = [];
+  const seen = new Set<string>();
+  let at = 0;
+  while (at < header.length) {
+    const nameEnd = header.indexOf(0, at);
+    const valueEnd = nameEnd < 0 ? -1 : header.indexOf(0, nameEnd + 1);
+    if (valueEnd < 0) return { error: "header does not end with a complete NAME\\0VALUE\\0 pair" };
+    const name = decoder.decode(header.subarray(at, nameEnd));
+    if (name === "") return { error: "empty variable name" };
+    if (seen.has(name)) return { error: `variable ${name} sent twice` };
+    if (variables.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
+    seen.add(name);
+    variables.push([name, decoder.decode(header.subarray(nameEnd + 1, valueEnd))]);
+    at = valueEnd + 1;
+  }
+  if (variables[0]?.[0] !== "CONTENT_LENGTH") return { error: "CONTENT_LENGTH is not the first variable" };
+  const length = variables[0][1];
+  if (!/^\d{1,15}$/.test(length)) return { error: `CONTENT_LENGTH '${length.slice(0, 20)}' is not a number` };
+  if (!variables.some(([n, v]) => n === "SCGI" && v === "1")) return { error: "no SCGI=1 variable" };
+  return { variables, contentLength: Number(length) };
+}
+
+/**
+ * A whole netstring at the start of `bytes`: the request and where the
+ * body starts, or that more bytes are needed, or why it is malformed.
+ */
+export function parseNetstring(bytes: Uint8Array): (ScgiRequest & { bodyStart: number }) | { need: true } | { error: string } {
+  const prefix = parsePrefix(bytes.subarray(0, MAX_DIGITS + 1));
+  if (!("length" in prefix)) return prefix;
+  const end = prefix.size + prefix.length;
+  if (bytes.length <= end) return { need: true };
+  if (bytes[end] !== COMMA) return { error: "netstring does not end with ','" };
+  const request = parseScgiHeader(bytes.subarray(prefix.size, end));
+  return "error" in request ? request : { ...request, bodyStart: end + 1 };
+}
+
+/** The header read from a blocking socket, to the comma and not a byte further. */
+function readHeader(fd: number): ScgiRequest | { error: string } {
+  const peek = new Uint8Array(MAX_DIGITS + 1);
+  const n = recv(fd, peek, MSG_PEEK);
+  if (n === 0) return { error: "connection ended before the header" };
+  let prefix = parsePrefix(peek.subarray(0, n));
+  let consumed = 0;
+  if ("need" in prefix) {
+    // The prefix came split across segments: read it a byte at a time (it is
+    // header, so consuming it is safe) until the colon.
+    const one = new Uint8Array(1);
+    const seen: number[] = [];
+    while ("need" in prefix) {
+      if (!recvExactly(fd, one)) return { error: "connection ended in the header" };
+      seen.push(one[0]);
+      prefix = parsePrefix(new Uint8Array(seen));
+    }
+    consumed = seen.length;
+  }
+  if ("error" in prefix) return prefix;
+  const rest = new Uint8Array(prefix.size - consumed + prefix.length + 1);
+  if (!recvExactly(fd, rest)) return { error: "connection ended in the header" };
+  const header = rest.subarray(prefix.size - consumed);
+  if (header[prefix.length] !== COMMA) return { error: "netstring does not end with ','" };
+  return parseScgiHeader(header.subarray(0, prefix.length));
+}
+
+/** Reads and drops up to `length` bytes (a body nobody will read), so closing sends FIN, not a reset that could lose our answer. */
+function discardBody(fd: number, length: number): void {
+  const buf = new Uint8Array(Math.min(length, 64 * 1024));
+  try {
+    for (let left = length; left > 0; ) {
+      const n = recv(fd, buf.subarray(0, Math.min(left, buf.length)), 0);
+      if (n === 0) return;
+      left -= n;
+    }
+  } catch {
+    // timed out or reset: the answer is sent, nothing more to do
+  }
+}
+
+/** Serves one SCGI connection a pool worker accepted (a blocking descriptor it owns). */
+export async function serveScgiDescriptor(fd: number, options: ServeOptions, command: string): Promise<void> {
+  let request: ScgiRequest | { error: string };
+  try {
+    setReceiveTimeout(fd, options.timeoutMs ?? HEADER_TIMEOUT_MS);
+    request = readHeader(fd);
+  } catch (e) {
+    const timedOut = e instanceof SysError && e.errno === EAGAIN;
+    request = { error: timedOut ? "no complete header in time" : (e as Error).message };
+  }
+  if ("error" in request) {
+    gatewayLog(options, "scgi", request.error);
+    close(fd);
+    return;
+  }
+  try {
+    setReceiveTimeout(fd, 0); // the program's reads (or Bun's) must not time out
+  } catch (e) {
+    gatewayLog(options, "scgi", `setsockopt: ${(e as Error).message}`);
+    close(fd);
+    return;
+  }
+  if (options.timeoutMs !== undefined) {
+    // Idle time is measured on the bytes moved, so they are copied.
+    const handler = new ScgiHandler(options, command, request);
+    await adoptDescriptor(fd, handler);
+    await handler.done;
+    return;
+  }
+  const program = cgiProgram(command);
+  const env = cgiEnvironment(request.variables);
+  // stdin and stdout are the connection; stderr is socket's own, so a
+  // program's complaints never corrupt the HTTP answer.
+  const proc = spawnCgi(program, () => Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
+  if (!proc) {
+    try {
+      writeSync(fd, BAD_GATEWAY);
+      setReceiveTimeout(fd, HEADER_TIMEOUT_MS); // a body that never comes must not hold the worker
+      discardBody(fd, request.contentLength);
+    } catch {
+      // the web server is gone
+    }
+    close(fd);
+    return;
+  }
+  close(fd); // ours; the program holds the connection now
+  await proc.exited;
+}
+
+/**
+ * An SCGI connection served with the copy loop: collects the header from
+ * data events, then starts the program on pipes and copies the body that
+ * came with the header and the rest, and the program's output back.
+ */
+export class ScgiHandler implements Handler {
+  private socket: Socket<unknown> | undefined;
+  private chunks: Bytes[] = [];
+  private size = 0;
+  private copy: Copy | undefined;
+  private timer: Timer | undefined;
+  /** The program could not run: the answer is sent, the rest of the request is dropped. */
+  private refused = false;
+  private finish!: () => void;
+  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+
+  constructor(
+    private readonly options: ServeOptions,
+    private readonly command: string,
+    /** Already read (a worker read the header itself): go straight to the program. */
+    private readonly request?: ScgiRequest,
+  ) {}
+
+  attach(socket: Socket<unknown>): void {
+    this.socket = socket;
+    if (this.request) return this.start(this.request, new Uint8Array(0));
+    this.timer = setTimeout(() => this.fail("no complete header in time"), this.options.timeoutMs ?? HEADER_TIMEOUT_MS);
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.copy) return this.copy.onData(chunk);
+    if (this.refused) return;
+    this.chunks.push(new Uint8Array(chunk) as Bytes);
+    this.size += chunk.length;
+    const bytes = this.chunks.length === 1 ? this.chunks[0] : (Buffer.concat(this.chunks) as Bytes);
+    this.chunks = [bytes];
+    let parsed: ReturnType<typeof parseNetstring>;
+    try {
+      parsed = parseNetstring(bytes);
+    } catch (e) {
+      parsed = { error: `internal error: ${(e as Error).message}` }; // this connection only
+    }
+    if ("need" in parsed) {
+      if (this.size > LIMITS.headerBytes + MAX_DIGITS + 2) this.fail("header over the limit");
+      return;
+    }
+    if ("error" in parsed) return this.fail(parsed.error);
+    clearTimeout(this.timer);
+    this.chunks = [];
+    this.start(parsed, bytes.subarray(parsed.bodyStart));
+  }
+
+  private start(request: ScgiRequest, bodyStart: Uint8Array): void {
+    const socket = this.socket!;
+    const program = cgiProgram(this.command);
+    const env = cgiEnvironment(request.variables);
+    const proc = spawnCgi(program, () =>
+      Bun.spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
+    );
+    if (!proc) {
+      this.refused = true;
+      socket.write(BAD_GATEWAY);
+      socket.end();
+      return;
+    }
+    this.copy = new Copy(
+      { sources: [proc.stdout], sink: proc.stdin, program: { pid: proc.pid, exited: proc.exited, kill: () => proc.kill("SIGKILL") } },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log: (line) => gatewayLog(this.options, "scgi", line) },
+    );
+    this.copy.attach(socket as Socket<Copy>);
+    if (bodyStart.length > 0) this.copy.onData(bodyStart);
+  }
+
+  private fail(why: string): void {
+    clearTimeout(this.timer);
+    gatewayLog(this.options, "scgi", why);
+    this.socket?.terminate();
+  }
+
+  onEnd(): void {
+    if (this.copy) return this.copy.onEnd();
+    if (this.refused) return;
+    this.fail("connection ended in the header");
+  }
+
+  onDrain(): void {
+    this.copy?.onDrain();
+  }
+
+  onClose(): void {
+    clearTimeout(this.timer);
+    if (!this.copy) return this.finish();
+    this.copy.onClose();
+    void this.copy.done.then(() => this.finish());
+  }
+}
