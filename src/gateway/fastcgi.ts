@@ -5,7 +5,7 @@ import type { Socket } from "bun";
 import type { ServeOptions } from "../connection/serve.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { gatewayLog, type Handler } from "./connection.ts";
-import { readable } from "../system/recv.ts";
+import { isReadable } from "../system/libc.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -211,7 +211,7 @@ export class FastCgiHandler implements Handler {
 
   /** A connection waits on the pool's listener (never under -f, which has no listener of ours). */
   private othersWaiting(): boolean {
-    return this.listenerFd !== undefined && readable(this.listenerFd);
+    return this.listenerFd !== undefined && isReadable(this.listenerFd);
   }
 
   /**

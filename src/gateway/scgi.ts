@@ -8,8 +8,7 @@ import { writeSync } from "node:fs";
 import type { Socket } from "bun";
 import { Copy, type Bytes } from "../connection/copy.ts";
 import type { ServeOptions } from "../connection/serve.ts";
-import { close, setReceiveTimeout, SysError, EAGAIN } from "../system/libc.ts";
-import { MSG_PEEK, recv, recvExactly } from "../system/recv.ts";
+import { close, EAGAIN, MSG_PEEK, recv, recvExactly, setReceiveTimeout, SysError } from "../system/libc.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
 

@@ -99,16 +99,8 @@ export function listeningMessage(address: Address): string {
  * it non-blocking: workers wait for it in epoll, and one that loses the race
  * for a connection gets EAGAIN and waits again.
  */
-export function detachListener<T>({ listener, address }: Listening<T>): number {
-  const fd = dupCloexec(fdOf(listener));
-  if (address.kind === "unix") {
-    const keep = `${address.path}.${process.pid}.keep`;
-    linkSync(address.path, keep);
-    listener.stop();
-    renameSync(keep, address.path);
-  } else {
-    listener.stop();
-  }
+export function detachListener<T>(listening: Listening<T>): number {
+  const fd = pauseListener(listening);
   setNonBlocking(fd);
   return fd;
 }
@@ -117,7 +109,7 @@ export function detachListener<T>({ listener, address }: Listening<T>): number {
  * The classic server stops accepting (out of descriptors) by keeping a copy
  * of the listening descriptor and stopping Bun's listener; the kernel's
  * backlog keeps the connects meanwhile. A UNIX path survives stop() through
- * a hard link, as in detachListener.
+ * a hard link.
  */
 export function pauseListener<T>({ listener, address }: Listening<T>): number {
   const fd = dupCloexec(fdOf(listener));

@@ -27,6 +27,7 @@ const lib = dlopen("libc.so.6", {
   pipe2: { args: [ptr, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+  recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
   send: { args: [i32, ptr, u64, i32], returns: i64_fast },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
@@ -184,6 +185,35 @@ export const POLLHUP = 0x10;
 export function poll(fds: Int32Array, count: number, timeoutMs: number): number {
   const ready = lib.poll(fds, count, timeoutMs);
   return ready < 0 ? -errno() : ready;
+}
+
+export const MSG_PEEK = 2;
+export const MSG_WAITALL = 0x100;
+
+/**
+ * One recv into `buf` (an SCGI header is read exactly: MSG_PEEK to see its
+ * length prefix, MSG_WAITALL for the rest, never a byte of the body);
+ * returns the byte count (0 at EOF). Retries EINTR. Throws SysError
+ * (EAGAIN when the socket's SO_RCVTIMEO passed).
+ */
+export function recv(fd: number, buf: Uint8Array, flags: number): number {
+  for (;;) {
+    const n = Number(lib.recv(fd, buf, buf.length, flags));
+    if (n >= 0) return n;
+    const code = errno();
+    if (code !== EINTR) throw new SysError("recv", code);
+  }
+}
+
+/** Fills `buf` exactly; false when the peer ended first. MSG_WAITALL may still return short (timeout, signal). */
+export function recvExactly(fd: number, buf: Uint8Array): boolean {
+  let got = 0;
+  while (got < buf.length) {
+    const n = recv(fd, buf.subarray(got), MSG_WAITALL);
+    if (n === 0) return false;
+    got += n;
+  }
+  return true;
 }
 
 /** Readable now (data, end of file, or an error to report), without waiting. */
