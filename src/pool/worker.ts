@@ -44,8 +44,8 @@ function peerIp(fd: number): string {
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-function tell(config: WorkerConfig, message: WorkerMessage): void {
-  if (!config.report) return;
+function tell(config: WorkerConfig, message: WorkerMessage, always = false): void {
+  if (!config.report && !always) return;
   try {
     process.send?.(message);
   } catch {
@@ -70,7 +70,9 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => (retire = true));
 
   const program = programFor(config.command);
-  tell(config, "idle"); // ready: from now on the master may count on it, or retire it
+  // Ready, said even in a quiet fixed pool: the master announces readiness
+  // (READY=1, -b's caller released) once the first workers wait in accept.
+  tell(config, "idle", true);
   let served = 0;
   while (!retire) {
     let fd: number;

@@ -9,13 +9,15 @@ import { copyHandlers, type Copy } from "../connection/copy.ts";
 import { fdOf, listen, listeningMessage, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
 import { atExit, exitNow } from "../system/signals.ts";
+import { serving, stopping } from "../system/notify.ts";
+import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 
 export function serve(
   options: Options,
   address: Address,
   program: Program | undefined,
   afterBind: () => void,
-): void {
+): { stop(): Promise<void> } {
   // Without a program every connection shares socket's own stdin and stdout,
   // so they take turns whatever -f says.
   const concurrent = options.loop && options.fork && program !== undefined;
@@ -74,9 +76,22 @@ export function serve(
       },
     },
     options.mode,
+    options.destination.kind === "passed",
   );
   const { listener } = listening;
+  // A passed socket's path belongs to the service manager (and stop() of an adopted listener leaves it).
   if (address.kind === "unix") atExit(() => listener.stop());
   log(options, listeningMessage(listening.address));
   afterBind();
+  serving();
+  return {
+    /** TERM/INT: no new connections; programs get --grace to finish, then TERM, then KILL. */
+    async stop() {
+      stopping();
+      listener.stop();
+      await descendantsGone(options.graceMs);
+      const cut = await endDescendants();
+      if (cut > 0) log(options, `${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
+    },
+  };
 }

@@ -18,7 +18,9 @@ const lib = dlopen("libc.so.6", {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   isatty: { args: [i32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
+  pipe2: { args: [ptr, i32], returns: i32 },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+  sendto: { args: [i32, ptr, u32, i32, ptr, u32], returns: i32 },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
@@ -27,6 +29,8 @@ const lib = dlopen("libc.so.6", {
   socket: { args: [i32, i32, i32], returns: i32 },
   strerror: { args: [i32], returns: ptr },
   umask: { args: [u32], returns: u32 },
+  waitid: { args: [i32, i32, ptr, i32], returns: i32 },
+  waitpid: { args: [i32, ptr, i32], returns: i32 },
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 
@@ -34,6 +38,7 @@ const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const F_GETFD = 1;
 const F_SETFD = 2;
@@ -46,6 +51,12 @@ const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
 const PR_SET_PDEATHSIG = 1;
+const PR_SET_CHILD_SUBREAPER = 36;
+const O_CLOEXEC = 0o2000000;
+const WNOHANG = 1;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+const P_ALL = 0;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
@@ -256,5 +267,57 @@ export function connectUnix(path: string): number {
   } catch (e) {
     lib.close(fd);
     throw e;
+  }
+}
+
+/**
+ * Orphans of our descendants become our children instead of init's, so we
+ * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
+ */
+export function becomeSubreaper(): void {
+  check("prctl", lib.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+}
+
+/**
+ * The pid of some child that has ended and is not yet reaped, without
+ * reaping it (waitid with WNOWAIT); 0 when there is none.
+ */
+export function peekEndedChild(): number {
+  const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
+  if (lib.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
+  return info[4];
+}
+
+/** Reaps this one child if it has ended; true if it was reaped. Never waits. */
+export function reap(pid: number): boolean {
+  return lib.waitpid(pid, new Int32Array(1), WNOHANG) === pid;
+}
+
+/** A pipe whose ends both close on exec: [read, write]. */
+export function pipe(): [number, number] {
+  const fds = new Int32Array(2);
+  check("pipe2", lib.pipe2(fds, O_CLOEXEC));
+  return [fds[0], fds[1]];
+}
+
+/**
+ * One datagram to a UNIX datagram socket (sd_notify's protocol): a path,
+ * or with a leading "@" an abstract name.
+ */
+export function sendDatagram(path: string, message: string): void {
+  const name = new TextEncoder().encode(path);
+  const abstract = path.startsWith("@");
+  if (name.length >= 108) throw new SysError("sendto", 36 /* ENAMETOOLONG */);
+  const sa = new Uint8Array(110);
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  sa.set(name, 2);
+  if (abstract) sa[2] = 0;
+  const length = 2 + name.length + (abstract ? 0 : 1);
+  const fd = check("socket", lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  try {
+    const bytes = new TextEncoder().encode(message);
+    check("sendto", lib.sendto(fd, bytes, bytes.length, 0, sa, length));
+  } finally {
+    lib.close(fd);
   }
 }
