@@ -88,6 +88,9 @@ export function installReaper(): void {
       reapOrphans();
     }, 20);
   });
+  // Bun handles SIGCHLD for its own children too, and signals coalesce: a
+  // sweep every second (one waitid when nothing ended) bounds any zombie's life.
+  setInterval(reapOrphans, 1000).unref();
 }
 
 /** Live (not zombie) descendants of this process, found through /proc. */
