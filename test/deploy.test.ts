@@ -94,6 +94,19 @@ describe("PID 1 in a PID namespace", () => {
   }
 });
 
+describe("PID 1: INT", () => {
+  for (const [mode, flags] of Object.entries(MODES)) {
+    test.skipIf(!canUnshare)(`${mode}: INT to PID 1 drains and exits 254 (a PID 1 gets no default actions)`, async () => {
+      await using server = await startServer(["-p", "cat", ...flags, "-s", "0"], { wrap: ["unshare", "--pid", "--fork", "--mount-proc"] });
+      const pid = await wrapped(server.proc.pid);
+      expect((await exchange(server.target, "before")).data.toString()).toBe("before");
+      process.kill(pid, "SIGINT");
+      expect(await Promise.race([server.proc.exited, Bun.sleep(8000).then(() => "still running")])).toBe(254);
+      expect(server.stderr()).toContain("Interrupt occured, exiting");
+    });
+  }
+});
+
 describe("subreaper (not PID 1)", () => {
   for (const [mode, flags] of Object.entries(MODES)) {
     test(`${mode}: 500 orphans leave no zombie; TERM ends everything with 241`, async () => {

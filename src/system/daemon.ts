@@ -2,17 +2,21 @@
 // same executable started again in a new session (setsid), with stdin on
 // /dev/null and stdout and stderr on /dev/null or the --log file: nothing
 // of the caller's is kept, so `socket -b ... | cat` and ssh return. The
-// caller waits, over a pipe, until the daemon serves or fails, and then
+// caller waits, over a socket pair, until the daemon serves or fails, and then
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
-import { closeSync, openSync, readSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, pipe, setCloexec } from "./libc.ts";
+import { close, sendAll, setCloexec, socketPair } from "./libc.ts";
 import { atExit } from "./signals.ts";
 
 const DAEMON_ENV = "SOCKET_DAEMON";
-/** The daemon's end of the report pipe, by number. */
+/**
+ * The daemon's end of the report channel, by number. A socket pair, not a
+ * pipe: the daemon writes with MSG_NOSIGNAL, so a caller killed meanwhile
+ * (Ctrl-C) costs it no SIGPIPE, which would end it.
+ */
 const REPORT_ENV = "SOCKET_DAEMON_REPORT";
 const REPORT_FD = 3;
 
@@ -51,14 +55,14 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
       throw new Fatal(`--log ${logFile}: ${(e as Error).message.replace(/^\w+: /, "")}`, 1);
     }
   }
-  const [readEnd, writeEnd] = pipe();
+  const [readEnd, writeEnd] = socketPair();
   const child = Bun.spawn(selfArgv, {
     stdio: ["ignore", out, out, writeEnd],
     env: { ...process.env, [DAEMON_ENV]: "1", [REPORT_ENV]: String(REPORT_FD) },
     detached: true,
   });
   child.unref();
-  close(writeEnd); // else our own copy would keep the pipe open after the daemon's is gone
+  close(writeEnd); // else our own copy would keep the channel open after the daemon's is gone
   if (typeof out === "number") closeSync(out);
   const report = readReport(readEnd);
   if (report.startsWith("ready\n")) process.exit(0);
@@ -72,7 +76,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
 }
 
 /**
- * In the daemon, once paths are resolved: cwd /, the report pipe kept
+ * In the daemon, once paths are resolved: cwd /, the report channel kept
  * from programs, and the markers out of the environment.
  */
 export function settleDaemon(): void {
@@ -93,7 +97,7 @@ export function settleDaemon(): void {
 function sendReport(text: string): void {
   if (reportFd === undefined) return;
   try {
-    writeSync(reportFd, text);
+    sendAll(reportFd, text);
   } catch {
     // the caller is gone (killed): nobody to tell
   }

@@ -18,8 +18,8 @@ const lib = dlopen("libc.so.6", {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   isatty: { args: [i32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
-  pipe2: { args: [ptr, i32], returns: i32 },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+  send: { args: [i32, ptr, u32, i32], returns: i32 },
   sendto: { args: [i32, ptr, u32, i32, ptr, u32], returns: i32 },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
@@ -27,6 +27,7 @@ const lib = dlopen("libc.so.6", {
   setuid: { args: [u32], returns: i32 },
   shutdown: { args: [i32, i32], returns: i32 },
   socket: { args: [i32, i32, i32], returns: i32 },
+  socketpair: { args: [i32, i32, i32, ptr], returns: i32 },
   strerror: { args: [i32], returns: ptr },
   umask: { args: [u32], returns: u32 },
   waitid: { args: [i32, i32, ptr, i32], returns: i32 },
@@ -52,7 +53,7 @@ const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
 const PR_SET_PDEATHSIG = 1;
 const PR_SET_CHILD_SUBREAPER = 36;
-const O_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
 const WNOHANG = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
@@ -293,11 +294,22 @@ export function reap(pid: number): boolean {
   return lib.waitpid(pid, new Int32Array(1), WNOHANG) === pid;
 }
 
-/** A pipe whose ends both close on exec: [read, write]. */
-export function pipe(): [number, number] {
+/** A connected pair of UNIX stream sockets, both closing on exec. */
+export function socketPair(): [number, number] {
   const fds = new Int32Array(2);
-  check("pipe2", lib.pipe2(fds, O_CLOEXEC));
+  check("socketpair", lib.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
   return [fds[0], fds[1]];
+}
+
+/** Writes to a socket without SIGPIPE if the other end is gone (that is EPIPE here). */
+export function sendAll(fd: number, text: string): void {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) {
+    const n = lib.send(fd, bytes, bytes.length, MSG_NOSIGNAL);
+    if (n < 0 && errno() === EINTR) continue;
+    check("send", n);
+    bytes = bytes.subarray(n);
+  }
 }
 
 /**
