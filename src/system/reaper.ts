@@ -67,7 +67,10 @@ let scheduled = false;
 
 /**
  * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
- * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all.
+ * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
+ * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
+ * master sleeps. Measured cost in the classic -f server, whose programs
+ * each raise SIGCHLD: about 25 us of master CPU per connection.
  */
 export function installReaper(): void {
   if (installed) return;
@@ -88,9 +91,6 @@ export function installReaper(): void {
       reapOrphans();
     }, 20);
   });
-  // Bun handles SIGCHLD for its own children too, and signals coalesce: a
-  // sweep every second (one waitid when nothing ended) bounds any zombie's life.
-  setInterval(reapOrphans, 1000).unref();
 }
 
 /** Live (not zombie) descendants of this process, found through /proc. */
