@@ -4,7 +4,7 @@
 import { resolveDestination } from "./net/address.ts";
 import { helpText, parseCommandLine } from "./cli.ts";
 import { runClient } from "./net/client.ts";
-import { daemonize, isDaemon, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
+import { daemonize, isDaemon, openPidFile, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
 import { takeNotifySocket } from "./system/notify.ts";
 import { installReaper } from "./system/reaper.ts";
 import { Fatal } from "./fatal.ts";
@@ -74,13 +74,18 @@ async function main(argv: string[]): Promise<void> {
   takeNotifySocket();
   // Orphans of programs come to us (as PID 1 they would anyway): reap them.
   if (options.server) installReaper();
+  // Right after the bind: the pid file is opened while still privileged, then -u/-g apply.
+  const afterBind = () => {
+    openPidFile();
+    becomeIdentity(identity);
+  };
 
   if (options.server && options.pool && options.program !== undefined) {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: Pool | undefined;
     handleSignals(async () => pool?.stop());
-    pool = runPool(options, options.pool, options.program, address, () => becomeIdentity(identity));
+    pool = runPool(options, options.pool, options.program, address, afterBind);
     return;
   }
   // Resolved after -b changed directory, as sh would resolve it there.
@@ -92,7 +97,7 @@ async function main(argv: string[]): Promise<void> {
   survive(false);
   let server: ReturnType<typeof serve> | undefined;
   handleSignals(async () => server?.stop());
-  server = serve(options, address, program, () => becomeIdentity(identity));
+  server = serve(options, address, program, afterBind);
 }
 
 main(Bun.argv.slice(2)).catch(fail);

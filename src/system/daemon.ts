@@ -5,10 +5,10 @@
 // caller waits, over a socket pair, until the daemon serves or fails, and then
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
-import { closeSync, openSync, readSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, ftruncateSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, sendAll, setCloexec, socketPair } from "./libc.ts";
+import { close, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
 import { atExit } from "./signals.ts";
 
 const DAEMON_ENV = "SOCKET_DAEMON";
@@ -52,7 +52,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
     try {
       out = openSync(logFile, "a", 0o644);
     } catch (e) {
-      throw new Fatal(`--log ${logFile}: ${(e as Error).message.replace(/^\w+: /, "")}`, 1);
+      throw new Fatal(`--log ${logFile}: ${reason(e)}`, 1);
     }
   }
   const [readEnd, writeEnd] = socketPair();
@@ -120,12 +120,44 @@ export function setPidFile(path: string | undefined): void {
   pidFile = path === undefined ? undefined : resolve(path);
 }
 
-/** Writes the pid file (socket serves); removed at exit, if it still names us. */
-export function writePidFile(): void {
+let pidFd: number | undefined;
+
+/** Node's "EACCES: permission denied, open '/x'" as libc says it. */
+function reason(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  const errno = (e as { errno?: number }).errno;
+  return code && typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
+}
+
+/**
+ * Opens the pid file right after binding, before -u/-g drop privileges
+ * (pid files live in root's /run): the file is created then, and filled
+ * with the pid only once socket serves.
+ */
+export function openPidFile(): void {
   if (pidFile === undefined) return;
-  const path = pidFile;
-  writeFileSync(path, `${process.pid}\n`);
+  try {
+    pidFd = openSync(pidFile, "w", 0o644);
+  } catch (e) {
+    throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
+  }
+  const [path, fd] = [pidFile, pidFd];
   atExit(() => {
-    if (readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
+    try {
+      if (readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
+    } catch {
+      // no longer allowed to unlink it (-u): at least it names nobody
+      ftruncateSync(fd, 0);
+    }
   });
+}
+
+/** Writes the pid (socket serves); the file goes when socket ends, if it still names us. */
+export function writePidFile(): void {
+  if (pidFd === undefined) return;
+  try {
+    writeSync(pidFd, `${process.pid}\n`);
+  } catch (e) {
+    throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
+  }
 }

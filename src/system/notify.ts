@@ -35,7 +35,7 @@ export function serving(): void {
   try {
     writePidFile();
   } catch (e) {
-    const fatal = new Fatal(`--pid-file: ${(e as Error).message}`, 1);
+    const fatal = e instanceof Fatal ? e : new Fatal(`--pid-file: ${(e as Error).message}`, 1);
     process.stderr.write(fatal.text);
     reportFatal(fatal.text, fatal.status);
     exitNow(fatal.status);
