@@ -1,7 +1,8 @@
 #!/bin/sh
 # What the test suite's real peers need, from Debian: nginx (in front of
 # --scgi and --fastcgi), systemd-socket-activate (socket activation),
-# unshare (a PID namespace for PID 1), groff and man (the man page).
+# unshare (a PID namespace for PID 1), groff and man (the man page), socat
+# (a NOTIFY_SOCKET receiver for the readiness tests).
 # Called by `npm test`. Idempotent: touches apt only when something is
 # missing. Without root or without apt it says what is missing and goes
 # on; the tests that need it then skip with a note naming it.
@@ -12,6 +13,7 @@ need systemd-socket-activate systemd
 need unshare util-linux
 need groff groff-base
 need man man-db
+need socat socat
 if [ -z "$missing" ]; then
   exit 0
 fi

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { defineCommand, renderUsage, type ArgsDef } from "citty";
 import { NAME, VERSION } from "./version.ts";
 import { shellNeed } from "./connection/program.ts";
+import { socketsPassed } from "./net/activation.ts";
 
 const EXIT_USAGE = 15;
 
@@ -14,7 +15,9 @@ const optionTable = {
   fork: { type: "boolean", alias: "f", description: "Serve connections concurrently and go on accepting (server only)" },
   program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
   bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
-  background: { type: "boolean", alias: "b", description: "Detach and run as a daemon (server only)" },
+  background: { type: "boolean", alias: "b", description: "Detach and run as a daemon once it serves (server only); stdio to /dev/null or --log" },
+  log: { type: "string", valueHint: "FILE", description: "With -b: the daemon's stdout and stderr, appended to FILE (default /dev/null)" },
+  "pid-file": { type: "string", valueHint: "FILE", description: "Server: write the pid to FILE once serving; removed at exit" },
   quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output; the program itself runs on)" },
   "read-only": { type: "boolean", alias: "r", description: "Only copy socket -> stdout; never read stdin" },
   "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
@@ -24,7 +27,7 @@ const optionTable = {
   "max-requests": { type: "string", valueHint: "N", description: "Pool: a worker ends after N connections and is replaced (0 = no limit)" },
   "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
   ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
-  grace: { type: "string", valueHint: "SECS", description: "Pool: on TERM/INT, time running connections get to finish (default 10)" },
+  grace: { type: "string", valueHint: "SECS", description: "Server: on TERM/INT, time running programs get to finish, then TERM, KILL (pool 10, else 0)" },
   prestart: { type: "boolean", description: "Pool: each worker starts its next program before its connection arrives (read the note below)" },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
   "max-per-source": { type: "string", valueHint: "N", description: "Server: close at once a connection from a source (TCP: remote address; UNIX: peer uid) that has N already" },
@@ -42,7 +45,7 @@ const command = defineCommand({
   meta: { name: NAME, version: VERSION, description: "Shell access to TCP and UNIX-domain sockets, with a prefork pool" },
   args: {
     ...optionTable,
-    destination: { type: "positional", valueHint: "host port | -s port | /path", description: "Where to connect, or with -s where to listen", required: false },
+    destination: { type: "positional", valueHint: "host port | -s port | /path", description: "Where to connect, or with -s where to listen (none: the socket systemd passed)", required: false },
   },
 });
 
@@ -50,7 +53,11 @@ const USAGE =
   `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}`;
 
 /** Where to connect or listen, before name and service lookup. */
-export type Destination = { kind: "inet"; host: string | undefined; port: string } | { kind: "unix"; path: string };
+export type Destination =
+  | { kind: "inet"; host: string | undefined; port: string }
+  | { kind: "unix"; path: string }
+  /** `-s` alone: the listening socket systemd passed (fd 3). */
+  | { kind: "passed" };
 
 export interface Pool {
   min: number;
@@ -88,6 +95,11 @@ export interface Options {
   group: string | undefined;
   /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
   gateway: "scgi" | "fastcgi" | undefined;
+  /** -b: where the daemon's stdout and stderr go. */
+  log: string | undefined;
+  pidFile: string | undefined;
+  /** Classic server: on TERM/INT, how long running programs get before TERM and KILL (the pool has its own). */
+  graceMs: number;
 }
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
@@ -200,12 +212,19 @@ export function parseCommandLine(argv: string[]): Parsed {
     destination = { kind: "unix", path: positionals[0] };
   } else if (server && positionals.length === 1) {
     destination = { kind: "inet", host: str("bind"), port: positionals[0] };
+  } else if (server && positionals.length === 0 && socketsPassed()) {
+    destination = { kind: "passed" };
   } else if (!server && positionals.length === 2) {
     destination = { kind: "inet", host: positionals[0], port: positionals[1] };
   } else {
     return usageError();
   }
   if (destination.kind === "unix" && positionals[0].length === 0) return usageError();
+  if (destination.kind === "passed" && flag("background")) return senseless("-b and a socket passed by the service manager");
+  if (str("log") !== undefined && !flag("background")) return usageError(`${NAME}: --log needs -b`);
+  if (str("pid-file") !== undefined && !server) return usageError(`${NAME}: --pid-file is for servers`);
+  const graceAny = number(str("grace"), "--grace", 0, 86400);
+  if (typeof graceAny === "string") return usageError(graceAny);
 
   let pool: Pool | undefined;
   if (workers !== undefined) {
@@ -234,7 +253,8 @@ export function parseCommandLine(argv: string[]): Parsed {
     loop = true; // a pool serves connections concurrently, forever
     fork = true;
   } else {
-    for (const k of ["max-requests", "idle-timeout", "ramp", "grace"] as const) {
+    if (str("grace") !== undefined && !server) return usageError(`${NAME}: --grace is for servers`);
+    for (const k of ["max-requests", "idle-timeout", "ramp"] as const) {
       if (str(k) !== undefined) return usageError(`${NAME}: --${k} needs -W`);
     }
     if (flag("prestart")) return usageError(`${NAME}: --prestart needs -W`);
@@ -288,6 +308,9 @@ export function parseCommandLine(argv: string[]): Parsed {
       user: str("user"),
       group: str("group"),
       gateway,
+      log: str("log"),
+      pidFile: str("pid-file"),
+      graceMs: (graceAny ?? 0) * 1000,
     },
   };
 }

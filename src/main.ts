@@ -4,7 +4,9 @@
 import { resolveDestination } from "./net/address.ts";
 import { helpText, parseCommandLine } from "./cli.ts";
 import { runClient } from "./net/client.ts";
-import { daemonize, isDaemon, settleDaemon } from "./system/daemon.ts";
+import { daemonize, isDaemon, openPidFile, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
+import { takeNotifySocket } from "./system/notify.ts";
+import { installReaper } from "./system/reaper.ts";
 import { Fatal } from "./fatal.ts";
 import { runPool, type Pool } from "./pool/master.ts";
 import { becomeIdentity, resolveIdentity } from "./system/privileges.ts";
@@ -36,10 +38,12 @@ function survive(worker: boolean): void {
 function fail(e: unknown): never {
   if (e instanceof Fatal) {
     process.stderr.write(e.text);
+    reportFatal(e.text, e.status); // -b: the caller says it too, and exits with it
     return exitNow(e.status);
   }
   // A bug, not bad input: still one line, and the stack only on request.
   process.stderr.write(describe(e));
+  reportFatal(describe(e), 70);
   if (process.env.SOCKET_DEBUG) console.error(e);
   return exitNow(70 /* EX_SOFTWARE */);
 }
@@ -64,23 +68,36 @@ async function main(argv: string[]): Promise<void> {
   // Names are resolved before detaching, so a typo is reported where it was typed.
   const address = await resolveDestination(options.destination, options.server);
   const identity = resolveIdentity(options.user, options.group);
-  if (options.background && !isDaemon()) daemonize([...selfCommand(), ...argv]);
+  setPidFile(options.pidFile); // absolute, before the daemon changes directory
+  if (options.background && !isDaemon()) daemonize([...selfCommand(), ...argv], options.log);
   if (isDaemon()) settleDaemon();
+  takeNotifySocket();
+  // Orphans of programs come to us (as PID 1 they would anyway): reap them.
+  if (options.server) installReaper();
+  // Right after the bind: the pid file is opened while still privileged, then -u/-g apply.
+  const afterBind = () => {
+    openPidFile();
+    becomeIdentity(identity);
+  };
 
   if (options.server && options.pool && options.program !== undefined) {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: Pool | undefined;
     handleSignals(async () => pool?.stop());
-    pool = runPool(options, options.pool, options.program, address, () => becomeIdentity(identity));
+    pool = runPool(options, options.pool, options.program, address, afterBind);
     return;
   }
   // Resolved after -b changed directory, as sh would resolve it there.
   const program = options.program === undefined ? undefined : programFor(options.program);
-  handleSignals();
-  if (!options.server) return void (await runClient(options, address, program));
+  if (!options.server) {
+    handleSignals();
+    return void (await runClient(options, address, program));
+  }
   survive(false);
-  serve(options, address, program, () => becomeIdentity(identity));
+  let server: ReturnType<typeof serve> | undefined;
+  handleSignals(async () => server?.stop());
+  server = serve(options, address, program, afterBind);
 }
 
 main(Bun.argv.slice(2)).catch(fail);

@@ -110,8 +110,12 @@ export interface Server extends AsyncDisposable {
  * Starts `dist/socket -v ARGS` and waits for its "listening"/"bound"
  * message. Use port 0 to get a free port from the kernel.
  */
-export async function startServer(args: string[], opts: { stdin?: "pipe" | "ignore"; env?: Record<string, string> } = {}): Promise<Server> {
-  const proc = Bun.spawn([SOCKET, "-v", ...args], {
+export async function startServer(
+  args: string[],
+  opts: { stdin?: "pipe" | "ignore"; env?: Record<string, string>; wrap?: string[] } = {},
+): Promise<Server> {
+  // `wrap`: a command that runs socket (unshare, systemd-socket-activate); kill() still ends it all.
+  const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, "-v", ...args], {
     stdin: opts.stdin ?? "ignore",
     stdout: "pipe",
     stderr: "pipe",

@@ -260,7 +260,7 @@ describe("-b background", () => {
   test("returns at once with 0 and the daemon serves, in a new session with cwd /", async () => {
     using dir = tempDir();
     const path = join(dir.path, "daemon.sock");
-    // The daemon keeps fds 0-2 that are not terminals, so no pipes here: they would stay open.
+    // (Pipes here would be fine now: the daemon keeps none of the caller's fds; see deploy.test.ts.)
     const starter = Bun.spawn([SOCKET, "-b", "-s", "-l", "-f", "-p", "pwd; cut -d' ' -f6 /proc/$PPID/stat", path], {
       stdio: ["ignore", "ignore", "ignore"],
     });

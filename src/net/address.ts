@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import type { Destination } from "../cli.ts";
 import { Fatal } from "../fatal.ts";
+import { passedSocket } from "./activation.ts";
 
 const EXIT_UNKNOWN_SERVICE = 5;
 const EXIT_UNKNOWN_HOST = 13;
@@ -77,6 +78,7 @@ export async function resolveHost(host: string): Promise<{ ip: string; family: 4
  * that changes directory (-b) still finds and unlinks its own socket.
  */
 export async function resolveDestination(destination: Destination, server: boolean): Promise<Address> {
+  if (destination.kind === "passed") return passedSocket();
   if (destination.kind === "unix") {
     const path = resolve(destination.path);
     if (Buffer.byteLength(destination.path) > UNIX_PATH_MAX && Buffer.byteLength(path) > UNIX_PATH_MAX) {

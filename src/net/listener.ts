@@ -5,6 +5,7 @@ import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs"
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
+import { PASSED_FD } from "./activation.ts";
 import { connectUnix, close, dupCloexec, setBacklog, setDeferAccept, setNonBlocking, strerror, SysError, umask } from "../system/libc.ts";
 
 const EXIT_SERVER_SOCKET = 1;
@@ -52,12 +53,15 @@ function clearStaleSocket(path: string): void {
   throw serverError(98 /* EADDRINUSE: a live server has it */);
 }
 
-export function listen<T>(
-  address: Address,
-  handlers: SocketHandler<T>,
-  mode: number | undefined,
-  deferAcceptSecs?: number,
-): Listening<T> {
+/** How to listen: the UNIX socket's mode, TCP_DEFER_ACCEPT, or the socket systemd passed. */
+export interface ListenOptions {
+  mode?: number;
+  deferAcceptSecs?: number;
+  passed?: boolean;
+}
+
+export function listen<T>(address: Address, handlers: SocketHandler<T>, { mode, deferAcceptSecs, passed }: ListenOptions): Listening<T> {
+  if (passed) return adopt(address, handlers);
   try {
     if (address.kind === "unix") {
       clearStaleSocket(address.path);
@@ -83,6 +87,26 @@ export function listen<T>(
     if (typeof errno === "number") throw serverError(Math.abs(errno));
     throw new Fatal(`server socket: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
   }
+}
+
+/** The socket systemd passed: Bun listens on a copy of it; ours is closed so no program inherits it. */
+function adopt<T>(address: Address, handlers: SocketHandler<T>): Listening<T> {
+  try {
+    const options = { fd: PASSED_FD, socket: handlers, allowHalfOpen: true };
+    const listener = Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
+    if (fdOf(listener) !== PASSED_FD) close(PASSED_FD);
+    return { listener, address };
+  } catch (e) {
+    throw new Fatal(`server socket: descriptor ${PASSED_FD}: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
+  }
+}
+
+/** For the pool: the passed socket, made ready for workers' epoll wait, as detachListener does. */
+export function passedListener(): number {
+  const fd = dupCloexec(PASSED_FD);
+  close(PASSED_FD);
+  setNonBlocking(fd);
+  return fd;
 }
 
 export function listeningMessage(address: Address): string {

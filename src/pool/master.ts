@@ -10,7 +10,9 @@ import type { Address } from "../net/address.ts";
 import type { Options, Pool as PoolPolicy } from "../cli.ts";
 import { log } from "../connection/serve.ts";
 import { close, sendByte, SHUT_RDWR, shutdown, socketPair } from "../system/libc.ts";
-import { detachListener, listen, listeningMessage } from "../net/listener.ts";
+import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
+import { serving, stopping } from "../system/notify.ts";
+import { endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { atExit } from "../system/signals.ts";
 import { Admissions, isAdmitRequest } from "./admission.ts";
@@ -40,6 +42,10 @@ export class Pool {
   private readonly workerEnv: Record<string, string>;
   private allGone: (() => void) | undefined;
   private readonly admissions: Admissions | undefined;
+  /** The first MIN workers have said they wait in accept: socket serves (READY=1, -b released). */
+  private ready = false;
+  /** What `ps` shows for a worker: which pool it belongs to. */
+  private readonly title: string;
 
   constructor(
     private readonly listenFd: number,
@@ -49,6 +55,7 @@ export class Pool {
   ) {
     this.workerEnv = { ...(process.env as Record<string, string>), [WORKER_ENV]: JSON.stringify(config) };
     if (config.maxPerSource !== undefined) this.admissions = new Admissions(config.maxPerSource);
+    this.title = `socket: worker of ${config.address.kind === "unix" ? config.address.path : config.address.port}`;
   }
 
   start(): void {
@@ -100,7 +107,9 @@ export class Pool {
     const [control, workerEnd] = socketPair();
     let proc: Subprocess;
     try {
+      // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
       proc = Bun.spawn([...selfCommand(), WORKER_FLAG], {
+        argv0: this.title,
         // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4.
         stdio: ["ignore", "inherit", "inherit", this.listenFd, workerEnd],
         env: this.workerEnv,
@@ -139,6 +148,10 @@ export class Pool {
       this.admissions?.release(pid);
       worker.state = "idle";
       worker.idleSince = Date.now();
+    }
+    if (!this.ready && this.count("idle") + this.count("busy") >= this.policy.min) {
+      this.ready = true;
+      serving();
     }
     this.balance();
   }
@@ -186,6 +199,7 @@ export class Pool {
   }
 
   private reportStatus(): void {
+    if (!this.ready) return; // "status" counts workers that wait, not ones still starting
     const status = `status: ${this.count("busy")}/${this.workers.size}`;
     if (status === this.lastStatus) return;
     this.lastStatus = status;
@@ -200,6 +214,7 @@ export class Pool {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    stopping();
     clearTimeout(this.restartTimer);
     shutdown(this.listenFd, SHUT_RDWR);
     close(this.listenFd);
@@ -208,7 +223,10 @@ export class Pool {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
       await Promise.race([gone, Bun.sleep(this.policy.graceMs)]);
     }
-    for (const worker of this.workers.values()) worker.proc.kill("SIGKILL");
+    // Grace is over: whatever socket started and still runs (programs, what
+    // they forked, busy workers) gets TERM, then KILL.
+    const cut = await endDescendants(new Set(this.workers.keys()));
+    if (cut > 0) log(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
   }
 }
 
@@ -219,10 +237,18 @@ export function runPool(
   address: Address,
   afterBind: () => void,
 ): Pool {
-  const listening = listen<undefined>(address, { data() {} }, options.mode, options.deferAcceptSecs);
-  const listenFd = detachListener(listening);
-  const bound = listening.address;
-  if (bound.kind === "unix") {
+  const passed = options.destination.kind === "passed";
+  // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
+  let listenFd: number;
+  let bound = address;
+  if (passed) {
+    listenFd = passedListener();
+  } else {
+    const listening = listen<undefined>(address, { data() {} }, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs });
+    listenFd = detachListener(listening);
+    bound = listening.address;
+  }
+  if (bound.kind === "unix" && !passed) {
     const path = bound.path;
     atExit(() => {
       try {

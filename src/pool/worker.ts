@@ -53,8 +53,8 @@ function peerIp(fd: number): string {
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-function tell(config: WorkerConfig, message: WorkerMessage): void {
-  if (!config.report) return;
+function tell(config: WorkerConfig, message: WorkerMessage, always = false): void {
+  if (!config.report && !always) return;
   try {
     process.send?.(message);
   } catch {
@@ -80,7 +80,9 @@ export async function runWorker(config: WorkerConfig): Promise<never> {
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
   const program = programFor(config.command);
   const prestart = config.prestart ? new Prestart(program, config.address, config.serve, waiter) : undefined;
-  tell(config, "idle"); // ready: from now on the master may count on it, or retire it
+  // Ready, said even in a quiet fixed pool: the master announces readiness
+  // (READY=1, -b's caller released) once the first workers wait in accept.
+  tell(config, "idle", true);
   let served = 0;
   while (!retire) {
     // Told to retire during the connection: start no program only to kill it.

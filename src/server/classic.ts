@@ -12,13 +12,15 @@ import type { Program } from "../connection/program.ts";
 import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
+import { serving, stopping } from "../system/notify.ts";
+import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 
 export function serve(
   options: Options,
   address: Address,
   program: Program | undefined,
   afterBind: () => void,
-): void {
+): { stop(): Promise<void> } {
   // Without a program every connection shares socket's own stdin and stdout,
   // so they take turns whatever -f says.
   const concurrent = options.loop && options.fork && program !== undefined;
@@ -122,12 +124,14 @@ export function serve(
     return true;
   };
 
-  listening = listen<Copy | undefined>(address, handlers, options.mode, options.deferAcceptSecs);
+  const passed = options.destination.kind === "passed";
+  listening = listen<Copy | undefined>(address, handlers, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs, passed });
+  // A passed socket's path belongs to the service manager (and stop() of an adopted listener leaves it).
   if (address.kind === "unix") {
     const path = listening.address.kind === "unix" ? listening.address.path : address.path;
     atExit(() => {
       listening.listener.stop();
-      if (pausedFd === undefined) return;
+      if (pausedFd === undefined || passed) return;
       try {
         unlinkSync(path); // a paused listener's path is ours to remove
       } catch {
@@ -137,4 +141,15 @@ export function serve(
   }
   log(options, listeningMessage(listening.address));
   afterBind();
+  serving();
+  return {
+    /** TERM/INT: no new connections; programs get --grace to finish, then TERM, then KILL. */
+    async stop() {
+      stopping();
+      listening.listener.stop();
+      await descendantsGone(options.graceMs);
+      const cut = await endDescendants();
+      if (cut > 0) log(options, `${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
+    },
+  };
 }

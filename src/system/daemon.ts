@@ -1,28 +1,163 @@
 // -b: socket(1) forked and detached. Bun cannot fork, so the daemon is the
-// same executable started again in a new session (setsid), with any of
-// fds 0-2 that is a terminal replaced by /dev/null; the command that
-// started it returns at once with status 0.
-import { isatty } from "./libc.ts";
+// same executable started again in a new session (setsid), with stdin on
+// /dev/null and stdout and stderr on /dev/null or the --log file: nothing
+// of the caller's is kept, so `socket -b ... | cat` and ssh return. The
+// caller waits, over a socket pair, until the daemon serves or fails, and then
+// exits with 0 or with the daemon's Fatal line and status: a bind error
+// reaches the caller's stderr as it would without -b.
+import { closeSync, ftruncateSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { resolve } from "node:path";
+import { Fatal } from "../fatal.ts";
+import { close, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
+import { atExit } from "./signals.ts";
 
 const DAEMON_ENV = "SOCKET_DAEMON";
+/**
+ * The daemon's end of the report channel, by number. A socket pair, not a
+ * pipe: the daemon writes with MSG_NOSIGNAL, so a caller killed meanwhile
+ * (Ctrl-C) costs it no SIGPIPE, which would end it.
+ */
+const REPORT_ENV = "SOCKET_DAEMON_REPORT";
+const REPORT_FD = 3;
+
+let reportFd: number | undefined;
+let pidFile: string | undefined;
 
 export function isDaemon(): boolean {
   return process.env[DAEMON_ENV] === "1";
 }
 
-export function daemonize(selfArgv: string[]): never {
-  const keep = (fd: number) => (isatty(fd) ? "ignore" : fd);
+/** Reads the daemon's report until it says something or ends. */
+function readReport(fd: number): string {
+  const chunks: Buffer[] = [];
+  const buffer = Buffer.alloc(4096);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(fd, buffer, 0, buffer.length, null);
+    } catch (e) {
+      if ((e as { code?: string }).code === "EAGAIN" || (e as { code?: string }).code === "EINTR") continue;
+      break;
+    }
+    if (n <= 0) break;
+    chunks.push(Buffer.from(buffer.subarray(0, n)));
+  }
+  return Buffer.concat(chunks).toString();
+}
+
+/** The caller's side of -b: start the daemon, wait for its word, exit with it. */
+export function daemonize(selfArgv: string[], logFile: string | undefined): never {
+  let out: number | "ignore" = "ignore";
+  if (logFile !== undefined) {
+    try {
+      out = openSync(logFile, "a", 0o644);
+    } catch (e) {
+      throw new Fatal(`--log ${logFile}: ${reason(e)}`, 1);
+    }
+  }
+  const [readEnd, writeEnd] = socketPair();
   const child = Bun.spawn(selfArgv, {
-    stdio: [keep(0), keep(1), keep(2)],
-    env: { ...process.env, [DAEMON_ENV]: "1" },
+    stdio: ["ignore", out, out, writeEnd],
+    env: { ...process.env, [DAEMON_ENV]: "1", [REPORT_ENV]: String(REPORT_FD) },
     detached: true,
   });
   child.unref();
-  process.exit(0);
+  close(writeEnd); // else our own copy would keep the channel open after the daemon's is gone
+  if (typeof out === "number") closeSync(out);
+  const report = readReport(readEnd);
+  if (report.startsWith("ready\n")) process.exit(0);
+  const fatal = report.match(/^fatal (\d+)\n([\s\S]*)$/);
+  if (fatal) {
+    process.stderr.write(fatal[2]);
+    process.exit(Number(fatal[1]));
+  }
+  process.stderr.write(`socket: the daemon ended before it served${logFile ? ` (see ${logFile})` : ""}\n`);
+  process.exit(1);
 }
 
-/** In the daemon, once paths are resolved: cwd /, and programs must not see the marker. */
+/**
+ * In the daemon, once paths are resolved: cwd /, the report channel kept
+ * from programs, and the markers out of the environment.
+ */
 export function settleDaemon(): void {
+  const fd = Number(process.env[REPORT_ENV]);
   delete process.env[DAEMON_ENV];
+  delete process.env[REPORT_ENV];
+  if (fd === REPORT_FD) {
+    try {
+      setCloexec(fd); // a program holding it would keep the caller waiting
+      reportFd = fd;
+    } catch {
+      // not open: started by hand with the marker; nobody to report to
+    }
+  }
   process.chdir("/");
+}
+
+function sendReport(text: string): void {
+  if (reportFd === undefined) return;
+  try {
+    sendAll(reportFd, text);
+  } catch {
+    // the caller is gone (killed): nobody to tell
+  }
+  close(reportFd);
+  reportFd = undefined;
+}
+
+/** Tells the caller the daemon serves: it exits 0. */
+export function reportReady(): void {
+  sendReport("ready\n");
+}
+
+/** Tells the caller why the daemon ends before serving: it prints `text` and exits with `status`. */
+export function reportFatal(text: string, status: number): void {
+  sendReport(`fatal ${status}\n${text}`);
+}
+
+/** --pid-file: remembered as an absolute path, before -b changes directory. */
+export function setPidFile(path: string | undefined): void {
+  pidFile = path === undefined ? undefined : resolve(path);
+}
+
+let pidFd: number | undefined;
+
+/** Node's "EACCES: permission denied, open '/x'" as libc says it. */
+function reason(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  const errno = (e as { errno?: number }).errno;
+  return code && typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
+}
+
+/**
+ * Opens the pid file right after binding, before -u/-g drop privileges
+ * (pid files live in root's /run): the file is created then, and filled
+ * with the pid only once socket serves.
+ */
+export function openPidFile(): void {
+  if (pidFile === undefined) return;
+  try {
+    pidFd = openSync(pidFile, "w", 0o644);
+  } catch (e) {
+    throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
+  }
+  const [path, fd] = [pidFile, pidFd];
+  atExit(() => {
+    try {
+      if (readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
+    } catch {
+      // no longer allowed to unlink it (-u): at least it names nobody
+      ftruncateSync(fd, 0);
+    }
+  });
+}
+
+/** Writes the pid (socket serves); the file goes when socket ends, if it still names us. */
+export function writePidFile(): void {
+  if (pidFd === undefined) return;
+  try {
+    writeSync(pidFd, `${process.pid}\n`);
+  } catch (e) {
+    throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
+  }
 }

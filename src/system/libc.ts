@@ -29,6 +29,7 @@ const lib = dlopen("libc.so.6", {
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
   recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
   send: { args: [i32, ptr, u64, i32], returns: i64_fast },
+  sendto: { args: [i32, ptr, u32, i32, ptr, u32], returns: i32 },
   setgid: { args: [u32], returns: i32 },
   setgroups: { args: [u32, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
@@ -40,6 +41,8 @@ const lib = dlopen("libc.so.6", {
   splice: { args: [i32, ptr, i32, ptr, u64, u32], returns: i64_fast },
   strerror: { args: [i32], returns: ptr },
   umask: { args: [u32], returns: u32 },
+  waitid: { args: [i32, i32, ptr, i32], returns: i32 },
+  waitpid: { args: [i32, ptr, i32], returns: i32 },
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 
@@ -47,6 +50,7 @@ const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SOCK_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
@@ -67,6 +71,11 @@ const IPPROTO_TCP = 6;
 const TCP_DEFER_ACCEPT = 9;
 const TCP_INFO = 11;
 const RLIMIT_NOFILE = 7;
+const PR_SET_CHILD_SUBREAPER = 36;
+const WNOHANG = 1;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+const P_ALL = 0;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
@@ -424,4 +433,60 @@ export function tcpIdle(fd: number): { sentMs: number; receivedMs: number } {
   const len = new Uint32Array([info.byteLength]);
   check("getsockopt", lib.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
   return { sentMs: info[44 / 4], receivedMs: info[52 / 4] };
+}
+
+/**
+ * Orphans of our descendants become our children instead of init's, so we
+ * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
+ */
+export function becomeSubreaper(): void {
+  check("prctl", lib.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+}
+
+/**
+ * The pid of some child that has ended and is not yet reaped, without
+ * reaping it (waitid with WNOWAIT); 0 when there is none.
+ */
+export function peekEndedChild(): number {
+  const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
+  if (lib.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
+  return info[4];
+}
+
+/** Reaps this one child if it has ended; true if it was reaped. Never waits. */
+export function reap(pid: number): boolean {
+  return lib.waitpid(pid, new Int32Array(1), WNOHANG) === pid;
+}
+
+/** Writes to a socket without SIGPIPE if the other end is gone (that is EPIPE here). */
+export function sendAll(fd: number, text: string): void {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) {
+    const n = Number(lib.send(fd, bytes, bytes.length, MSG_NOSIGNAL));
+    if (n < 0 && errno() === EINTR) continue;
+    check("send", n);
+    bytes = bytes.subarray(n);
+  }
+}
+
+/**
+ * One datagram to a UNIX datagram socket (sd_notify's protocol): a path,
+ * or with a leading "@" an abstract name.
+ */
+export function sendDatagram(path: string, message: string): void {
+  const name = new TextEncoder().encode(path);
+  const abstract = path.startsWith("@");
+  if (name.length >= 108) throw new SysError("sendto", 36 /* ENAMETOOLONG */);
+  const sa = new Uint8Array(110);
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  sa.set(name, 2);
+  if (abstract) sa[2] = 0;
+  const length = 2 + name.length + (abstract ? 0 : 1);
+  const fd = check("socket", lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  try {
+    const bytes = new TextEncoder().encode(message);
+    check("sendto", lib.sendto(fd, bytes, bytes.length, 0, sa, length));
+  } finally {
+    lib.close(fd);
+  }
 }

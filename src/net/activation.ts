@@ -1,0 +1,41 @@
+// systemd socket activation (sd_listen_fds(3)): `-s` with no port or path
+// serves the listening socket the service manager passed as descriptor 3,
+// when LISTEN_PID names this process and LISTEN_FDS is 1. With Accept=no
+// the socket is a listener, and socket (or its pool) does the accepting.
+import type { Address } from "./address.ts";
+import { Fatal } from "../fatal.ts";
+import { localEndpoint, setCloexec } from "../system/libc.ts";
+
+/** SD_LISTEN_FDS_START: the first passed descriptor. */
+export const PASSED_FD = 3;
+const EXIT_USAGE = 15;
+
+/** Whether the service manager passed this process sockets (the parser asks, for `-s` alone). */
+export function socketsPassed(): boolean {
+  return process.env.LISTEN_PID === String(process.pid);
+}
+
+/**
+ * The passed socket's address (TCP or UNIX, from getsockname). The
+ * variables are unset, so programs never see them (sd_listen_fds with
+ * unset_environment).
+ */
+export function passedSocket(): Address {
+  const { LISTEN_FDS } = process.env;
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_FDNAMES;
+  if (LISTEN_FDS !== "1") {
+    throw new Fatal(`LISTEN_FDS is ${LISTEN_FDS ?? "unset"}; socket serves exactly one passed socket`, EXIT_USAGE);
+  }
+  let endpoint;
+  try {
+    endpoint = localEndpoint(PASSED_FD);
+    // Programs must not inherit the listener (they would hold the port).
+    setCloexec(PASSED_FD);
+  } catch (e) {
+    throw new Fatal(`descriptor ${PASSED_FD} from the service manager: ${(e as Error).message}`, EXIT_USAGE);
+  }
+  if (endpoint.family === "unix") return { kind: "unix", path: endpoint.path };
+  return { kind: "inet", ip: endpoint.ip, family: endpoint.ip.includes(":") ? 6 : 4, port: endpoint.port, service: undefined };
+}

@@ -1,0 +1,50 @@
+// Readiness (sd_notify(3)'s protocol, without libsystemd): with
+// NOTIFY_SOCKET set, one datagram "READY=1" once socket serves (listener
+// bound and, for a pool, the first workers waiting in accept), and
+// "STOPPING=1" when it starts draining. Serving is also when -b releases
+// its caller and when the --pid-file is written: one moment, one function.
+import { Fatal } from "../fatal.ts";
+import { reportFatal, reportReady, writePidFile } from "./daemon.ts";
+import { sendDatagram } from "./libc.ts";
+import { exitNow } from "./signals.ts";
+
+let notifySocket: string | undefined;
+
+/** Takes NOTIFY_SOCKET out of the environment: workers and programs must not notify in socket's name. */
+export function takeNotifySocket(): void {
+  notifySocket = process.env.NOTIFY_SOCKET || undefined;
+  delete process.env.NOTIFY_SOCKET;
+}
+
+function notify(state: string): void {
+  if (!notifySocket) return;
+  try {
+    sendDatagram(notifySocket, state);
+  } catch (e) {
+    // The service manager will time us out; say why, but go on serving.
+    process.stderr.write(`socket: NOTIFY_SOCKET ${notifySocket}: ${(e as Error).message}\n`);
+  }
+}
+
+let served = false;
+
+/** socket serves: pid file, READY=1, and -b's caller released (in that order: the caller may read the pid file at once). */
+export function serving(): void {
+  if (served) return;
+  served = true;
+  try {
+    writePidFile();
+  } catch (e) {
+    const fatal = e instanceof Fatal ? e : new Fatal(`--pid-file: ${(e as Error).message}`, 1);
+    process.stderr.write(fatal.text);
+    reportFatal(fatal.text, fatal.status);
+    exitNow(fatal.status);
+  }
+  notify("READY=1");
+  reportReady();
+}
+
+/** socket starts draining (TERM or INT). */
+export function stopping(): void {
+  notify("STOPPING=1");
+}

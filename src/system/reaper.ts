@@ -1,0 +1,149 @@
+// PID 1 and subreaper (issue 10). Programs may leave orphans (`sleep 9 &`);
+// as a subreaper (or as PID 1) those become socket's children, and socket
+// must reap them, as tini does, or they stay zombies. It must never reap a
+// child Bun started itself (a worker, a program): Bun waits for those by
+// pid, and their exit statuses matter. So every pid Bun.spawn returns is
+// registered, whoever calls it, and only others are reaped, one pid at a
+// time with waitpid(pid, WNOHANG) — never waitpid(-1).
+// The same /proc walk finds everything socket started at shutdown: thanks to
+// the subreaper, even a program that daemonized is still a descendant.
+import { readdirSync, readFileSync } from "node:fs";
+import { becomeSubreaper, peekEndedChild, reap } from "./libc.ts";
+
+const ours = new Set<number>();
+let installed = false;
+
+/** Registers every child Bun starts, whichever module starts it. */
+function trackSpawns(): void {
+  const spawn = Bun.spawn;
+  Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) => {
+    const proc = spawn(...args);
+    ours.add(proc.pid);
+    void proc.exited.finally(() => ours.delete(proc.pid));
+    return proc;
+  }) as typeof Bun.spawn;
+}
+
+interface Entry {
+  pid: number;
+  ppid: number;
+  state: string;
+}
+
+/** Every process visible in /proc: pid, parent, state letter. */
+function processTable(): Entry[] {
+  const table: Entry[] = [];
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return table; // no /proc: nothing to find, nothing to reap by scan
+  }
+  for (const name of names) {
+    if (name.charCodeAt(0) > 57) continue; // not a pid
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "latin1");
+      // The command name may hold spaces and parentheses: fields start after the last ")".
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 2);
+      table.push({ pid: Number(name), ppid: Number(fields[1]), state: fields[0] });
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return table;
+}
+
+/** Reaps every ended child that is not one of Bun's own. */
+function reapOrphans(): void {
+  const first = peekEndedChild();
+  if (first === 0) return; // the common case: nothing ended, no scan
+  if (!ours.has(first) && reap(first) && peekEndedChild() === 0) return;
+  for (const { pid, ppid, state } of processTable()) {
+    if (ppid === process.pid && state === "Z" && !ours.has(pid)) reap(pid);
+  }
+}
+
+let scheduled = false;
+
+/**
+ * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
+ * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
+ * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
+ * master sleeps. Measured cost in the classic -f server, whose programs
+ * each raise SIGCHLD: about 35 us of master CPU per connection.
+ */
+export function installReaper(): void {
+  if (installed) return;
+  installed = true;
+  trackSpawns();
+  try {
+    becomeSubreaper();
+  } catch (e) {
+    process.stderr.write(`socket: cannot become a subreaper: ${(e as Error).message}\n`);
+  }
+  process.on("SIGCHLD", () => {
+    if (scheduled) return;
+    scheduled = true;
+    // Bun reaps its own children on its event loop: let it go first, so a
+    // burst of connections costs one scan, not one each.
+    setTimeout(() => {
+      scheduled = false;
+      reapOrphans();
+    }, 20);
+  });
+}
+
+/** Live (not zombie) descendants of this process, found through /proc. */
+export function descendants(): number[] {
+  const table = processTable().filter((e) => e.state !== "Z" && e.state !== "X");
+  const children = new Map<number, number[]>();
+  for (const e of table) {
+    const list = children.get(e.ppid);
+    if (list) list.push(e.pid);
+    else children.set(e.ppid, [e.pid]);
+  }
+  const found: number[] = [];
+  const walk = (pid: number) => {
+    for (const child of children.get(pid) ?? []) {
+      found.push(child);
+      walk(child);
+    }
+  };
+  walk(process.pid);
+  return found;
+}
+
+function signalAll(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** How long processes get between TERM and KILL at shutdown. */
+export const KILL_AFTER_MS = 1000;
+
+/**
+ * The end of a shutdown: TERM to everything socket started that still
+ * runs, KILL to what is left KILL_AFTER_MS later (re-walked, so what they
+ * forked meanwhile goes too). Resolves with how many processes got TERM,
+ * not counting `spare` (the pool's workers, which are not cut short).
+ */
+export async function endDescendants(spare: ReadonlySet<number> = new Set()): Promise<number> {
+  const running = descendants();
+  if (running.length === 0) return 0;
+  signalAll(running, "SIGTERM");
+  const end = Date.now() + KILL_AFTER_MS;
+  while (Date.now() < end && descendants().length > 0) await Bun.sleep(50);
+  signalAll(descendants(), "SIGKILL");
+  return running.filter((pid) => !spare.has(pid)).length;
+}
+
+/** Resolves when no descendant runs any more, or after `ms`. */
+export async function descendantsGone(ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end && descendants().length > 0) await Bun.sleep(50);
+}
