@@ -4,6 +4,7 @@
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, type Endpoint } from "../system/libc.ts";
+import { spawn } from "../system/reaper.ts";
 
 // dash keywords and builtins: a command starting with one needs the shell.
 const SHELL_WORDS = new Set(
@@ -97,7 +98,7 @@ export function connectionEnv(fd: number, address: Address): Record<string, stri
 
 /** The program gets the connection itself as stdin, stdout and stderr: no copying. */
 export function startOnConnection(program: Program, fd: number, env: Record<string, string>): Subprocess {
-  return Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, fd], env });
+  return spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, fd], env });
 }
 
 /**
@@ -117,7 +118,7 @@ export function startOnPipes(
   let programInput = stdin;
   try {
     if (stdin < 0) [programInput, input] = pipe();
-    const proc = Bun.spawn(program.argv, { argv0: program.argv0, stdio: [programInput, programOutput, programOutput], env });
+    const proc = spawn(program.argv, { argv0: program.argv0, stdio: [programInput, programOutput, programOutput], env });
     return { proc, input, output };
   } catch (e) {
     close(output);
@@ -157,7 +158,7 @@ export function startWithPipes(
   sides: { input: boolean; output: boolean },
 ): PipedProgram {
   const out = sides.output ? "pipe" : "ignore";
-  return Bun.spawn(program.argv, {
+  return spawn(program.argv, {
     argv0: program.argv0,
     stdio: [sides.input ? "pipe" : "ignore", out, out],
     env,

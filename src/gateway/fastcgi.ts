@@ -6,6 +6,7 @@ import type { ServeOptions } from "../connection/serve.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { gatewayLog, type Handler } from "./connection.ts";
 import { isReadable } from "../system/libc.ts";
+import { spawn } from "../system/reaper.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -147,7 +148,7 @@ function startProgram(command: string, variables: Variable[]) {
   const program = cgiProgram(command);
   const env = cgiEnvironment(variables);
   return spawnCgi(program, () =>
-    Bun.spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
+    spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
   );
 }
 

@@ -11,6 +11,7 @@ import type { ServeOptions } from "../connection/serve.ts";
 import { close, EAGAIN, MSG_PEEK, recv, recvExactly, setReceiveTimeout, SysError } from "../system/libc.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
+import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
   variables: Variable[];
@@ -155,7 +156,7 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
   const env = cgiEnvironment(request.variables);
   // stdin and stdout are the connection; stderr is socket's own, so a
   // program's complaints never corrupt the HTTP answer.
-  const proc = spawnCgi(program, () => Bun.spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
+  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
   if (!proc) {
     try {
       writeSync(fd, BAD_GATEWAY);
@@ -228,7 +229,7 @@ export class ScgiHandler implements Handler {
     const program = cgiProgram(this.command);
     const env = cgiEnvironment(request.variables);
     const proc = spawnCgi(program, () =>
-      Bun.spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
+      spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
     );
     if (!proc) {
       this.refused = true;

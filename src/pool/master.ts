@@ -12,7 +12,7 @@ import { log } from "../connection/serve.ts";
 import { close, sendByte, SHUT_RDWR, shutdown, socketPair } from "../system/libc.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
 import { serving, stopping } from "../system/notify.ts";
-import { endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
+import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { atExit } from "../system/signals.ts";
 import { Admissions, isAdmitRequest } from "./admission.ts";
@@ -108,7 +108,7 @@ export class Pool {
     let proc: Subprocess;
     try {
       // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
-      proc = Bun.spawn([...selfCommand(), WORKER_FLAG], {
+      proc = spawn([...selfCommand(), WORKER_FLAG], {
         argv0: this.title,
         // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4.
         stdio: ["ignore", "inherit", "inherit", this.listenFd, workerEnd],

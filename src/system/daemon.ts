@@ -10,6 +10,7 @@ import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
 import { close, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
 import { atExit } from "./signals.ts";
+import { spawn } from "./reaper.ts";
 
 const DAEMON_ENV = "SOCKET_DAEMON";
 /**
@@ -56,7 +57,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
     }
   }
   const [readEnd, writeEnd] = socketPair();
-  const child = Bun.spawn(selfArgv, {
+  const child = spawn(selfArgv, {
     stdio: ["ignore", out, out, writeEnd],
     env: { ...process.env, [DAEMON_ENV]: "1", [REPORT_ENV]: String(REPORT_FD) },
     detached: true,

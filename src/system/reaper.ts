@@ -3,8 +3,9 @@
 // must reap them, as tini does, or they stay zombies. It must never reap a
 // child Bun started itself (a worker, a program): Bun waits for those by
 // pid, and their exit statuses matter. So every pid Bun.spawn returns is
-// registered, whoever calls it, and only others are reaped, one pid at a
+// registered, and only others are reaped, one pid at a
 // time with waitpid(pid, WNOHANG) — never waitpid(-1).
+// So every module starts its children through `spawn` here, not Bun.spawn.
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
 import { readdirSync, readFileSync } from "node:fs";
@@ -13,16 +14,13 @@ import { becomeSubreaper, peekEndedChild, reap } from "./libc.ts";
 const ours = new Set<number>();
 let installed = false;
 
-/** Registers every child Bun starts, whichever module starts it. */
-function trackSpawns(): void {
-  const spawn = Bun.spawn;
-  Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) => {
-    const proc = spawn(...args);
-    ours.add(proc.pid);
-    void proc.exited.finally(() => ours.delete(proc.pid));
-    return proc;
-  }) as typeof Bun.spawn;
-}
+/** Bun.spawn, with the child registered as Bun's own: the reaper leaves it to Bun. */
+export const spawn: typeof Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) => {
+  const proc = Bun.spawn(...args);
+  ours.add(proc.pid);
+  void proc.exited.finally(() => ours.delete(proc.pid));
+  return proc;
+}) as typeof Bun.spawn;
 
 interface Entry {
   pid: number;
@@ -75,7 +73,6 @@ let scheduled = false;
 export function installReaper(): void {
   if (installed) return;
   installed = true;
-  trackSpawns();
   try {
     becomeSubreaper();
   } catch (e) {
