@@ -50,7 +50,7 @@ const command = defineCommand({
 });
 
 const USAGE =
-  `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}`;
+  `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max] [--prestart]] [--scgi|--fastcgi] [-u user] [-g group] {{-s|host} port | [-s] /path | -s}`;
 
 /** Where to connect or listen, before name and service lookup. */
 export type Destination =

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { run, SOCKET, tempDir } from "./harness.ts";
 
 const USAGE =
-  "Usage: socket [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max]] [-u user] [-g group] {{-s|host} port | [-s] /path}\n";
+  "Usage: socket [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max] [--prestart]] [--scgi|--fastcgi] [-u user] [-g group] {{-s|host} port | [-s] /path | -s}\n";
 
 describe("command line", () => {
   test("-version prints the version line and exits 0", async () => {
