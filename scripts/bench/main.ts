@@ -14,7 +14,7 @@ import { CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log
 import { answers, compilePrograms, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
 import { bulkPayload, exchange, httpGet, REQUEST, summarize, transfer } from "./loadgen.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
-import { machine, RESULTS_JSON, writeDocuments, type ConnRow, type LauncherRow, type Results, type TransferRow } from "./report.ts";
+import { machine, markdown, RESULTS_JSON, writeDocuments, type ConnRow, type LauncherRow, type Results, type TransferRow } from "./report.ts";
 import {
   connectionContenders,
   ECHO,
@@ -175,28 +175,37 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   return { rows };
 }
 
+/**
+ * BENCH_ONLY=launchers (a comma-separated list of connections, launchers,
+ * pools, launches, floors): only those phases, printed, no document written.
+ */
+const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
+const runs = (phase: string) => !ONLY || ONLY.includes(phase);
+
 async function main(): Promise<void> {
   const began = performance.now();
   const notes: string[] = [];
   log(`this build's options among those being added: ${[...bench.features].join(", ") || "none"}`);
   if (!Bun.which("hyperfine")) notes.push("hyperfine is not installed: the floor was timed with Bun.spawnSync instead.");
 
-  const c = await connections(notes);
-  const launchers = await launchersScenario(notes);
+  const c = runs("connections")
+    ? await connections(notes)
+    : { conns: [], transfers: [], networkFloor: summarize([{ outcomes: [], seconds: 0 }]), elsewherePercent: NaN };
+  const launchers = runs("launchers") ? await launchersScenario(notes) : { note: "not run (BENCH_ONLY)" };
   if (launchers.note) notes.push(`launchers' scenario skipped: ${launchers.note}`);
 
-  log("idle pools, each alone");
+  if (runs("pools")) log("idle pools, each alone");
   const pools: Results["pools"] = [];
-  for (const p of idlePools(bench)) {
+  for (const p of runs("pools") ? idlePools(bench) : []) {
     const why = unavailable(bench, p);
     if (why) pools.push({ name: p.name, skipped: why });
     else pools.push({ name: p.name, result: await idlePool(p, Number(p.name.match(/-W (\d+)/)![1])) });
   }
 
-  log(`launch to first answered connection, ${LAUNCHES} launches each`);
+  if (runs("launches")) log(`launch to first answered connection, ${LAUNCHES} launches each`);
   const launchContenders = connectionContenders(bench).filter((x) => ["socket -W 4", "socket -W 4 --prestart", "socket -f", "tcpserver", "socat"].includes(x.name) && !unavailable(bench, x));
   const launches = launchContenders.map((): number[] => []);
-  for (let i = 0; i < LAUNCHES; i++) {
+  for (let i = 0; i < (runs("launches") ? LAUNCHES : 0); i++) {
     for (const [k, x] of launchContenders.entries()) {
       const server = await start(x);
       launches[k].push(server.readyMs);
@@ -204,15 +213,15 @@ async function main(): Promise<void> {
     }
   }
 
-  log("the floor: starting programs with no network");
+  if (runs("floors")) log("the floor: starting programs with no network");
   const cgi = join(bench.scratch, "hello-cgi");
   const floorCommands = [
     { name: "sh -c cat", argv: ["sh", "-c", "cat"] },
     { name: "cat", argv: ["cat"] },
     ...(Bun.which(cgi) ? [{ name: "hello-cgi", argv: [cgi] }] : []),
   ];
-  const floor = floors(bench.scratch, floorCommands);
-  const spawnMs = await bunSpawnMs();
+  const floor = runs("floors") ? floors(bench.scratch, floorCommands) : [];
+  const spawnMs = runs("floors") ? await bunSpawnMs() : NaN;
 
   const results: Results = {
     settings: SETTINGS,
@@ -233,6 +242,12 @@ async function main(): Promise<void> {
     notes,
     seconds: (performance.now() - began) / 1000,
   };
+  if (ONLY) {
+    // A partial run: printed, the documents left as they are.
+    const doc = markdown(results);
+    console.log(doc.slice(doc.indexOf("## Results"), doc.indexOf("## What each change bought")));
+    return;
+  }
   writeFileSync(RESULTS_JSON, `${JSON.stringify(results, null, 1)}\n`);
   const doc = writeDocuments(results);
   console.log(doc.slice(doc.indexOf("## Results"), doc.indexOf("## What each change bought")));

@@ -433,7 +433,9 @@ export function machine(): string {
     `- CPU: ${processors} × ${field("model name")}, ${field("cpu MHz")} MHz, cache ${field("cache size")} (/proc/cpuinfo); nproc ${sh(["nproc"])}`,
     `- Memory: ${(memKb / 2 ** 20).toFixed(1)} GiB`,
     `- Kernel: ${sh(["uname", "-srvm"])}`,
-    `- Bun ${Bun.version} (${Bun.revision.slice(0, 9)}); socket built from ${commit}${dirty}`,
+    process.env.BENCH_SOCKET
+      ? `- Bun ${Bun.version} (${Bun.revision.slice(0, 9)}); socket: BENCH_SOCKET=${process.env.BENCH_SOCKET}`
+      : `- Bun ${Bun.version} (${Bun.revision.slice(0, 9)}); socket built from ${commit}${dirty}`,
     `- Others: ${packages || "not found by dpkg-query"}`,
   ].join("\n");
 }

@@ -31,6 +31,9 @@ export interface Contender {
 
 export const NOT_SUPPORTED = "not supported by this build";
 
+/** The build measured: dist/socket, or BENCH_SOCKET=/path/to/socket (another branch's build, say). */
+export const BUILD = process.env.BENCH_SOCKET ?? join(ROOT, "dist", "socket");
+
 /**
  * A private copy of the executable: the other work in this tree may rebuild
  * dist/socket mid-run, and processes of another copy would share (and so
@@ -39,7 +42,7 @@ export const NOT_SUPPORTED = "not supported by this build";
 export function prepare(): Bench {
   const scratch = mkdtempSync(join(tmpdir(), "socket-bench-"));
   const socket = join(scratch, "socket");
-  copyFileSync(join(ROOT, "dist", "socket"), socket);
+  copyFileSync(BUILD, socket);
   const help = Bun.spawnSync([socket, "--help"]).stdout.toString();
   const features = new Set(FEATURES.filter((f) => new RegExp(`(^|\\s)${f}\\b`, "m").test(help)));
   return { scratch, socket, features };
