@@ -100,10 +100,11 @@ async function connections(notes: string[]) {
 
   log(`${TRANSFER_MB} MB through one connection, ${TRANSFER_RUNS} times each`);
   const payload = bulkPayload(TRANSFER_MB);
-  const transferContenders = [contenders[0], contenders[1], contenders[2], ...extra, ...contenders.slice(4)];
+  // The pools with one worker per connection and the others; the growing pool adds nothing here.
+  const transferContenders = [...contenders.slice(0, 3), ...extra, ...contenders.slice(3).filter((x) => x.name !== "socket -W 2:16")];
   const transferLive = transferContenders.filter((c) => servers.has(c.name)).map((c) => servers.get(c.name)!);
   // The first transfers of a process run slow (its buffers and code are new): warm up first.
-  for (let i = 0; i < 2; i++) await transfer(transferLive[0].port, payload);
+  for (let i = 0; i < 2 && transferLive.length > 0; i++) await transfer(transferLive[0].port, payload);
   const measured = await transfers(transferLive, payload, TRANSFER_RUNS);
   const transferRows: TransferRow[] = transferContenders.map((c) => {
     const i = transferLive.findIndex((s) => s.name === c.name);

@@ -192,6 +192,7 @@ export function targets(r: Results): Target[] {
   out.push(
     ratioTarget(8, "`--prestart` connections/s at 8 ≥ 0.8 × the hand-off (-W 4)", ratio(pre?.loops?.[8].perSecond, w4?.loops?.[8].perSecond), 0.8, true, why(r, W4_PRESTART), () =>
       `socket's processes spend ${f(pre!.cpu8?.server, 3)} ms CPU per connection with --prestart, ${f(w4!.cpu8?.server, 3)} ms without`,
+      `${f(pre?.loops?.[8].perSecond, 0)} vs ${f(w4?.loops?.[8].perSecond, 0)} conn/s; socket's CPU per connection ${f(pre?.cpu8?.server, 3)} vs ${f(w4?.cpu8?.server, 3)} ms`,
     ),
   );
   out.push(
@@ -288,7 +289,8 @@ function tables(r: Results, t: Target[]): string {
   );
   let launcherTables = `Not run: ${r.launchers.note ?? ""}`;
   if (r.launchers.rows) {
-    const head = ["contender", "one at a time p50 / p99 ms", `${r.settings.launcherConcurrency} at a time req/s`, "socket's processes ms CPU / req", "per-request processes", "nginx", "failed"];
+    const fqP50 = launcher(r, F_Q)?.one?.p50;
+    const head = ["contender", "one at a time p50 / p99 ms", "p50 × `-f -q`'s", `${r.settings.launcherConcurrency} at a time req/s`, "socket's processes ms CPU / req", "per-request processes", "nginx", "failed"];
     launcherTables = table(
       head,
       r.launchers.rows.map((l) => {
@@ -297,6 +299,7 @@ function tables(r: Results, t: Target[]): string {
         return [
           l.name,
           `${f(l.one.p50, 2)} / ${f(l.one.p99, 2)}`,
+          f(ratio(l.one.p50, fqP50), 2),
           f(rps(l), 0),
           l.name === NGINX_ALONE ? "–" : f(l.cpu8?.server, 3),
           l.name === NGINX_ALONE ? "–" : f(l.cpu8?.programs, 3),
@@ -440,6 +443,32 @@ export function machine(): string {
   ].join("\n");
 }
 
+/** What --prestart and -q changed, from this run's rows; empty when the build lacks them. */
+function prestartBullet(r: Results): string {
+  const w4 = conn(r, W4);
+  const pre = conn(r, W4_PRESTART);
+  const out: string[] = [];
+  if (pre?.idle && w4?.idle) {
+    out.push(`- **--prestart.** With \`cat\` already running when its connection
+  arrives, the idle turnaround is ${f(pre.idle.p50, 2)} ms (p50; socket -W 4 ${f(w4.idle.p50, 2)} ms,
+  the network alone ${f(r.networkFloor.p50, 2)} ms): what remains above the network is the
+  worker's bridging of the connection and the program's pipes with splice(2),
+  and the next program's start, which now runs after the answer. socket's own
+  processes spend ${f(pre.cpu8?.server, 3)} ms CPU per connection at 8 (${f(w4.cpu8?.server, 3)} ms without),
+  ${f(mbps(r, W4_PRESTART), 0)} MB/s through ${r.settings.transferMb} MB (${f(mbps(r, W4), 0)} MB/s handed off).
+`);
+  }
+  const lq = launcher(r, L_W4_Q);
+  const lnoq = launcher(r, W4_NO_Q);
+  if (lq?.cpu8 && lnoq?.cpu8) {
+    out.push(`- **-q.** In the launchers' scenario socket's processes spend ${f(lq.cpu8.server, 3)} ms CPU per
+  request with -q and ${f(lnoq.cpu8.server, 3)} ms without (at 8: ${f(rps(lq), 0)} and ${f(rps(lnoq), 0)} req/s);
+  the difference is what -q's way of ending the connection costs in this build.
+`);
+  }
+  return out.join("");
+}
+
 function whereTheTimeGoes(r: Results): string {
   const w4 = conn(r, W4);
   const tcp = conn(r, TCPSERVER);
@@ -459,7 +488,7 @@ function whereTheTimeGoes(r: Results): string {
   server is made of those two and the server's own work: socket -W 4
   ${f(w4?.idle?.p50, 2)} ms${tcp ? `, tcpserver ${f(tcp.idle?.p50, 2)} ms` : ""} (p50). Only a program started before its
   connection arrives (--prestart) takes the program's start off the path.
-- **On ${r.cores} cores, CPU per connection is the throughput.** At 8 concurrent
+${prestartBullet(r)}- **On ${r.cores} cores, CPU per connection is the throughput.** At 8 concurrent
   connections the cores are busy, and the connections per second come out
   close to ${r.cores} × 1000 ms divided by all the CPU a connection costs (the CPU
   table's last columns). Per connection under socket -W 4, \`cat\` costs ${f(c?.programs, 3)} ms,
@@ -536,7 +565,12 @@ run time; their rows say "${NOT_SUPPORTED}".
 \`sudo scripts/install-bench-deps.sh\` installs tcpserver, socat, hyperfine,
 nginx, wrk and gcc (without them their rows are skipped, with a note).
 \`BENCH_QUICK=1 npm run bench\` runs short phases for trying the script out;
-${r.quick ? "this quick run" : "this run"} took ${f(r.seconds / 60, 1)} minutes.
+${r.quick ? "this quick run" : "this run"} took ${f(r.seconds / 60, 1)} minutes. \`BENCH_SOCKET=/path/to/socket\`
+measures another build; \`BENCH_ONLY=launchers\` (or connections, pools,
+launches, floors, comma-separated) runs only those phases and prints them
+without writing anything; \`bun scripts/bench/render.ts\` writes this file,
+docs/bench.svg and the README's section again from docs/bench.json, the
+raw figures of the last full run.
 
 ## Results
 
