@@ -122,10 +122,15 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   log(`launchers: starting ${contenders.map((c) => c.name).join(", ")} and nginx`);
   const { servers, skipped } = await startAll(bench, contenders, notes, null);
   const live = contenders.filter((c) => servers.has(c.name));
-  nginx = await startNginx(
-    bench,
-    live.map((c) => ({ protocol: c.protocol, port: servers.get(c.name)!.port })),
-  );
+  try {
+    nginx = await startNginx(
+      bench,
+      live.map((c) => ({ protocol: c.protocol, port: servers.get(c.name)!.port })),
+    );
+  } catch (e) {
+    await stopAll();
+    return { note: (e as Error).message };
+  }
   const nginxPid = nginx.proc.pid;
   // Each contender must give the CGI's answer through nginx before it is measured.
   const targets: { name: string; port: number; root: number }[] = [];
