@@ -141,7 +141,14 @@ export function targets(r: Results): Target[] {
   if (w4?.loops) {
     const c64 = w4.loops[64];
     out.push({ issue: 4, what: "at 64: no failed connection (-W 4)", value: `${c64.failures} of ${c64.count} failed`, status: c64.failures === 0 ? "met" : "not met", reason: c64.firstError || undefined });
-    out.push({ issue: 4, what: "at 64: p99 < 3 × p50 (-W 4)", value: `${f(c64.p99 / c64.p50, 2)} ×`, status: c64.p99 < 3 * c64.p50 ? "met" : "not met" });
+    const tcp64 = tcp?.loops?.[64];
+    out.push({
+      issue: 4,
+      what: "at 64: p99 < 3 × p50 (-W 4)",
+      value: `${f(c64.p99 / c64.p50, 2)} ×`,
+      status: c64.p99 < 3 * c64.p50 ? "met" : "not met",
+      reason: `tcpserver's at 64: ${f(tcp64 ? tcp64.p99 / tcp64.p50 : NaN, 2)} ×; other processes used ${f(r.elsewherePercent, 0)} % of the machine during the closed loops`,
+    });
   }
   const mbW4 = mbps(r, W4);
   const mbCopy = mbps(r, W4_COPY);
@@ -166,7 +173,13 @@ export function targets(r: Results): Target[] {
   }
   const launch = r.launches.find((l) => l.name === W4)?.ms ?? [];
   const worst = launch[launch.length - 1];
-  out.push({ issue: 4, what: "first connection answered ≤ 200 ms after launch (-W 4, worst launch)", value: `${f(worst)} ms`, status: worst <= 200 ? "met" : "not met" });
+  out.push({
+    issue: 4,
+    what: "first connection answered ≤ 200 ms after launch (-W 4, worst launch)",
+    value: `${f(worst)} ms`,
+    status: worst <= 200 ? "met" : "not met",
+    reason: `median ${f(median(launch))} ms of ${launch.length} launches: the master and 4 workers are Bun processes starting on ${r.cores} cores`,
+  });
 
   // Issue 8.
   out.push(
@@ -186,7 +199,7 @@ export function targets(r: Results): Target[] {
   );
   out.push(
     ratioTarget(8, "launchers, 8 at a time: `-W 4 -q` requests/s ≥ 0.95 × without -q", ratio(rps(lq), rps(lnoq)), 0.95, true, lq ? why(r, W4_NO_Q) : why(r, L_W4_Q), () =>
-      `with -q, socket's own processes spend ${f(lq!.cpu8?.server, 3)} ms CPU per request, without ${f(lnoq!.cpu8?.server, 3)} ms (the copy loop)`,
+      `with -q, socket's own processes spend ${f(lq!.cpu8?.server, 3)} ms CPU per request, without ${f(lnoq!.cpu8?.server, 3)} ms`,
       `${f(rps(lq), 0)} vs ${f(rps(lnoq), 0)} req/s`),
   );
   out.push(
@@ -332,7 +345,7 @@ function tables(r: Results, t: Target[]): string {
   );
   const targetTable = table(
     ["issue", "target (ratios within this run)", "this run", "status"],
-    t.map((x) => [String(x.issue), x.what, x.value, x.reason ? `${x.status}: ${x.reason}` : x.status]),
+    t.map((x) => [String(x.issue), x.what, x.value, x.reason && x.status === "not met" ? `${x.status}: ${x.reason}` : x.status]),
   );
   return [
     `### Connections: ${REQUEST.length} bytes echoed through \`cat\``,
