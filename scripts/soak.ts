@@ -5,7 +5,7 @@
 // Bounded: it gives up after 10 minutes. Exit status 1 on any failure.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange } from "./loadgen.ts";
+import { exchange } from "./bench/loadgen.ts";
 
 const SOCKET = join(import.meta.dir, "..", "dist", "socket");
 const COUNT = Number(process.env.SOAK_COUNT ?? 20_000);

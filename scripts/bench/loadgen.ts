@@ -1,7 +1,8 @@
 // The benchmark's load generator: many connections at once from one
 // process, event-driven (Bun.connect), not a process per request. Each
 // connection: connect, send the payload, half-close, read to EOF, and
-// compare the reply with the payload byte for byte.
+// compare the reply with the payload byte for byte. httpGet is the same
+// for one HTTP/1.0 request through nginx (the launchers' scenario).
 import type { Socket, SocketHandler } from "bun";
 
 export interface Outcome {
@@ -78,6 +79,8 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((sorted.length * p) / 100) - 1))];
 }
 
+export const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+
 export interface Summary {
   count: number;
   failures: number;
@@ -144,4 +147,50 @@ export function bulkPayload(megabytes: number): Uint8Array {
 export async function transfer(port: number, payload: Uint8Array): Promise<{ mbPerSecond: number; error: string }> {
   const outcome = await exchange({ port }, payload, 60_000);
   return { mbPerSecond: outcome.ok ? payload.length / 2 ** 20 / (outcome.ms / 1000) : NaN, error: outcome.error };
+}
+
+/** The body every launcher contender answers with (scripts/bench/hello-cgi.c, and nginx's own floor). */
+export const HELLO = "hello\n";
+
+/**
+ * One HTTP/1.0 GET on a new connection, read to EOF (nginx closes it after
+ * the answer). Not half-closed: nginx may take an early FIN for a client
+ * that gave up. OK only for status 200 and the body HELLO.
+ */
+export function httpGet(port: number, path = "/", timeoutMs = 10_000): Promise<Outcome> {
+  const started = performance.now();
+  const request = `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n`;
+  return new Promise<Outcome>((resolve) => {
+    const chunks: Buffer[] = [];
+    let done = false;
+    let socket: Socket<undefined> | undefined;
+    const finish = (why: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      let error = why;
+      const answer = Buffer.concat(chunks).toString("latin1");
+      if (!error && !/^HTTP\/1\.[01] 200 /.test(answer)) error = `answer: ${answer.split("\r\n")[0] || "none"}`;
+      if (!error && !answer.endsWith(`\r\n\r\n${HELLO}`)) error = "body is not hello";
+      resolve({ ok: !error, ms: performance.now() - started, error });
+    };
+    const timer = setTimeout(() => {
+      finish("timeout");
+      socket?.terminate();
+    }, timeoutMs);
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open(s) {
+          socket = s;
+          s.write(request);
+        },
+        data: (_s, chunk) => void chunks.push(Buffer.from(chunk)),
+        close: () => finish(""),
+        error: (_s, e) => finish(`error: ${e.message}`),
+        connectError: (_s, e) => finish(`connect: ${e.message}`),
+      },
+    }).catch((e: Error) => finish(`connect: ${e.message}`));
+  });
 }
