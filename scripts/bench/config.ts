@@ -15,6 +15,8 @@ export const TRANSFER_RUNS = QUICK ? 3 : 5;
 export const LAUNCHES = QUICK ? 3 : 5;
 /** How long an idle pool is watched for the CPU it spends doing nothing. */
 export const IDLE_CPU_S = QUICK ? 2 : 10;
+/** How long an idle pool settles before its CPU is measured: JSC's warm-up threads run for seconds after a start. */
+export const IDLE_SETTLE_MS = QUICK ? 3000 : 15_000;
 export const CONCURRENCY = [1, 8, 64] as const;
 /** The launchers' scenario: requests one at a time through nginx, per contender. */
 export const LAUNCHER_COUNT = QUICK ? 100 : 500;

@@ -3,7 +3,7 @@
 // floors (a program started with no network, the network with no program).
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { IDLE_CPU_S, IDLE_PAUSE_MS, QUICK, ROUND_S, ROUNDS } from "./config.ts";
+import { IDLE_CPU_S, IDLE_PAUSE_MS, IDLE_SETTLE_MS, QUICK, ROUND_S, ROUNDS } from "./config.ts";
 import { closedLoop, percentile, transfer, type Outcome, type Run } from "./loadgen.ts";
 import { start, stop, type Contender, type Server } from "./scenarios.ts";
 
@@ -187,7 +187,28 @@ export interface IdlePool {
   wakeupsPerSecond: number;
 }
 
-/** Every worker of a fresh, idle pool started and settled, then its PSS, idle CPU and wake-ups. */
+/**
+ * CPU time of every thread of these processes, in ns (/proc/PID/task/TID/schedstat):
+ * utime and stime count in 10 ms ticks, too coarse for an idle pool's few milliseconds.
+ */
+function runtimeNs(pids: number[]): number {
+  let ns = 0;
+  for (const pid of pids) {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tasks) {
+      const stat = read(`/proc/${pid}/task/${tid}/schedstat`);
+      if (stat) ns += Number(stat.split(" ")[0]);
+    }
+  }
+  return ns;
+}
+
+/** Every worker of a fresh, idle pool started and settled, then its PSS, idle CPU (all threads) and wake-ups. */
 export async function idlePool(c: Contender, workers: number): Promise<IdlePool> {
   const server = await start(c);
   try {
@@ -195,12 +216,15 @@ export async function idlePool(c: Contender, workers: number): Promise<IdlePool>
     // The master's children: the workers (not their prestarted programs).
     const workerPids = () => childrenOf(server.proc.pid);
     while (workerPids().length < workers && performance.now() < until) await Bun.sleep(50);
-    await Bun.sleep(1500); // the workers' start-up garbage collected, all waiting for a connection
+    // Settled: start-up garbage collected, and JSC's warm-up threads (busy
+    // for a few seconds after a start) done; then every worker waits.
+    await Bun.sleep(IDLE_SETTLE_MS);
     const pids = workerPids();
-    const before = cpuSample(server.proc.pid);
+    const everyone = tree(server.proc.pid);
+    const before = runtimeNs(everyone);
     const switchesBefore = pids.map(mainThreadSwitches);
     await Bun.sleep(IDLE_CPU_S * 1000);
-    const spent = cpuSpent(before, cpuSample(server.proc.pid));
+    const spentMs = (runtimeNs(everyone) - before) / 1e6;
     const switches = pids.map((pid, i) => mainThreadSwitches(pid) - switchesBefore[i]).filter(Number.isFinite);
     const ws = pids.map(memory);
     const pss = ws.map((m) => m.pss).sort((a, b) => a - b);
@@ -214,7 +238,7 @@ export async function idlePool(c: Contender, workers: number): Promise<IdlePool>
       workerMax: pss[pss.length - 1],
       anonMean: mean(ws.map((m) => m.anon)),
       fileMean: mean(ws.map((m) => m.file)),
-      idleCpuPercent: ((spent.server + spent.programs) / (IDLE_CPU_S * 1000)) * 100,
+      idleCpuPercent: (spentMs / (IDLE_CPU_S * 1000)) * 100,
       wakeupsPerSecond: mean(switches) / IDLE_CPU_S,
     };
   } finally {

@@ -60,6 +60,7 @@ const F_SETFD = 2;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
+const F_SETPIPE_SZ = 1031;
 const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1;
@@ -153,6 +154,15 @@ export function pipe(): [number, number] {
   const fds = new Int32Array(2);
   check("pipe2", lib.pipe2(fds, O_CLOEXEC));
   return [fds[0], fds[1]];
+}
+
+/**
+ * Grows a pipe to `bytes` (F_SETPIPE_SZ): each splice(2) then moves that
+ * much instead of 64 KiB. Best effort: a pipe keeps its size where the
+ * kernel refuses (an unprivileged user over pipe-user-pages-soft).
+ */
+export function setPipeSize(fd: number, bytes: number): void {
+  lib.fcntl(fd, F_SETPIPE_SZ, bytes);
 }
 
 /** A connected pair of UNIX stream sockets, close-on-exec. */
