@@ -9,6 +9,15 @@ import { join } from "node:path";
 import type { Socket } from "bun";
 import { childrenOf, descendantsOf, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 
+/** A process's command line; "" once it has ended (a /proc read may race its exit). */
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return "";
+  }
+}
+
 const works = (argv: string[]) => {
   try {
     return Bun.spawnSync(argv, { stdio: ["ignore", "ignore", "ignore"] }).exitCode === 0;
@@ -43,7 +52,7 @@ function zombiesOf(pid: number): number {
 async function wrapped(wrapper: number): Promise<number> {
   let pid = 0;
   await waitFor("socket under its wrapper", () => {
-    pid = childrenOf(wrapper).find((p) => readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith(SOCKET)) ?? 0;
+    pid = childrenOf(wrapper).find((p) => cmdline(p).startsWith(SOCKET)) ?? 0;
     return pid !== 0;
   });
   return pid;
@@ -87,7 +96,7 @@ describe("PID 1 in a PID namespace", () => {
       expect(readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(/^NSpid:\s+\d+\s+1$/m); // it is PID 1 there
       expect(await connections(server.target, 500)).toEqual([]);
       // Every orphan ends 0.2 s after its connection: then none may be left a zombie.
-      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("sleep")), 5000);
+      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !cmdline(p).startsWith("sleep")), 5000);
       expect(zombiesOf(pid)).toBe(0);
       // A connection still running, then TERM to PID 1: drained, then everything ends.
       const conn = await hold(server.target);
@@ -120,10 +129,10 @@ describe("subreaper (not PID 1)", () => {
       await using server = await startServer(["-p", ORPHAN, ...flags, "--grace", "0", "-s", "0"]);
       const pid = server.proc.pid;
       expect(await connections(server.target, 500)).toEqual([]);
-      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("sleep")), 5000);
+      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !cmdline(p).startsWith("sleep")), 5000);
       expect(zombiesOf(pid)).toBe(0);
       const conn = await hold(server.target);
-      await waitFor("the orphan of the held connection", () => descendantsOf(pid).some((p) => readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("sleep")));
+      await waitFor("the orphan of the held connection", () => descendantsOf(pid).some((p) => cmdline(p).startsWith("sleep")));
       const family = descendantsOf(pid);
       process.kill(pid, "SIGTERM");
       expect(await Promise.race([server.proc.exited, Bun.sleep(8000).then(() => "still running")])).toBe(241);
@@ -141,7 +150,7 @@ describe("shutdown ends everything socket started", () => {
       const conn = await hold(server.target);
       let sleeper = 0;
       await waitFor("the program", () => {
-        sleeper = descendantsOf(pid).find((p) => readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("sleep")) ?? 0;
+        sleeper = descendantsOf(pid).find((p) => cmdline(p).startsWith("sleep")) ?? 0;
         return sleeper !== 0;
       });
       const family = descendantsOf(pid);
