@@ -53,7 +53,9 @@ function hashedEcho(target: Target, megabytes: number): Promise<{ sent: string; 
 describe("integrity", () => {
   for (const [name, flags] of [
     ["no copy", []],
-    ["copy loop", ["--timeout", "30"]],
+    // -q with --timeout is what still sends a worker's bytes through the copy loop.
+    ["copy loop", ["-q", "--timeout", "30"]],
+    ["--timeout watched through TCP_INFO, no copy", ["--timeout", "30"]],
   ] as const) {
     test(`100 MB of random bytes through -W 4 -p cat (${name}) come back with the same SHA-256`, async () => {
       await using server = await startServer([...flags, "-p", "cat", "-W", "4", "-s", "0"]);

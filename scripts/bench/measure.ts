@@ -188,11 +188,12 @@ export interface IdlePool {
 }
 
 /**
- * CPU time of every thread of these processes, in ns (/proc/PID/task/TID/schedstat):
- * utime and stime count in 10 ms ticks, too coarse for an idle pool's few milliseconds.
+ * CPU time of every thread of these processes, in ns, by thread
+ * (/proc/PID/task/TID/schedstat): utime and stime count in 10 ms ticks,
+ * too coarse for an idle pool's few milliseconds.
  */
-function runtimeNs(pids: number[]): number {
-  let ns = 0;
+function threadRuntimes(pids: number[]): Map<string, number> {
+  const times = new Map<string, number>();
   for (const pid of pids) {
     let tasks: string[] = [];
     try {
@@ -202,10 +203,17 @@ function runtimeNs(pids: number[]): number {
     }
     for (const tid of tasks) {
       const stat = read(`/proc/${pid}/task/${tid}/schedstat`);
-      if (stat) ns += Number(stat.split(" ")[0]);
+      if (stat) times.set(`${pid}/${tid}`, Number(stat.split(" ")[0]));
     }
   }
-  return ns;
+  return times;
+}
+
+/** CPU ms spent between two samples; a thread that ended meanwhile (JSC's helpers come and go) counts what it had. */
+function runtimeSpentMs(before: Map<string, number>, after: Map<string, number>): number {
+  let ns = 0;
+  for (const [task, end] of after) ns += end - (before.get(task) ?? 0);
+  return ns / 1e6;
 }
 
 /** Every worker of a fresh, idle pool started and settled, then its PSS, idle CPU (all threads) and wake-ups. */
@@ -221,10 +229,10 @@ export async function idlePool(c: Contender, workers: number): Promise<IdlePool>
     await Bun.sleep(IDLE_SETTLE_MS);
     const pids = workerPids();
     const everyone = tree(server.proc.pid);
-    const before = runtimeNs(everyone);
+    const before = threadRuntimes(everyone);
     const switchesBefore = pids.map(mainThreadSwitches);
     await Bun.sleep(IDLE_CPU_S * 1000);
-    const spentMs = (runtimeNs(everyone) - before) / 1e6;
+    const spentMs = runtimeSpentMs(before, threadRuntimes(everyone));
     const switches = pids.map((pid, i) => mainThreadSwitches(pid) - switchesBefore[i]).filter(Number.isFinite);
     const ws = pids.map(memory);
     const pss = ws.map((m) => m.pss).sort((a, b) => a - b);
