@@ -3,7 +3,6 @@
 // adopting a worker's descriptor, and the -v lines.
 import type { Socket } from "bun";
 import { copyHandlers, type Copy } from "../connection/copy.ts";
-import type { ServeOptions } from "../connection/serve.ts";
 
 /** The calls copy.ts's handler table makes on socket.data. */
 export interface Handler {
