@@ -216,6 +216,8 @@ export function parseCommandLine(argv: string[]): Parsed {
     destination = { kind: "passed" };
   } else if (!server && positionals.length === 2) {
     destination = { kind: "inet", host: positionals[0], port: positionals[1] };
+  } else if (server && positionals.length === 0) {
+    return usageError(`${NAME}: -s needs a port or /path, or a listening socket passed by systemd (LISTEN_PID, LISTEN_FDS)`);
   } else {
     return usageError();
   }

@@ -29,7 +29,7 @@ describe("command line", () => {
     [[], USAGE],
     [["host"], USAGE],
     [["host", "1", "extra"], USAGE],
-    [["-s"], USAGE],
+    [["-s"], "socket: -s needs a port or /path, or a listening socket passed by systemd (LISTEN_PID, LISTEN_FDS)\n" + USAGE],
     [["-s", "1", "2"], USAGE],
     [["-r", "-w", "host", "1"], "It does not make sense to set -r and -w.\n"],
     [["-l", "host", "1"], "It does not make sense to set -l and not -s.\n"],

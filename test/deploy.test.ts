@@ -223,6 +223,7 @@ describe("systemd socket activation", () => {
   test("-s alone without a passed socket is the usage error", async () => {
     const result = await run(["-s", "-p", "cat"], { env: { LISTEN_PID: "1", LISTEN_FDS: "1" } });
     expect(result.status).toBe(15);
+    expect(result.stderr).toContain("-s needs a port or /path, or a listening socket passed by systemd");
     expect(result.stderr).toMatch(/^Usage: socket /m);
   });
 });
