@@ -337,6 +337,16 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       expect(good).toContain("REQUEST_METHOD=GET");
     });
 
+    if (protocol === "scgi" && args[0] === "-W") test("--timeout keeps a pool's SCGI zero-copy on TCP (the kernel's idle times are watched)", async () => {
+      using dir = tempDir();
+      const cgi = writeScripts(dir.path);
+      await using server = await start(dir.path, cgi["env.cgi"], ["--timeout", "30"]);
+      const text = (await exchange(server.target, scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]))).data.toString();
+      const [, stdin, stdout] = (text.split("\n").find((l) => l.startsWith("stdio ")) ?? "").split(" ");
+      expect(stdin).toMatch(/^socket:\[\d+\]$/);
+      expect(stdout).toBe(stdin);
+    });
+
     test("variables that steer the loader, libc or a shell never reach the program", async () => {
       using dir = tempDir();
       const cgi = writeScripts(dir.path);

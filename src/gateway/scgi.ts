@@ -8,7 +8,8 @@ import { writeSync } from "node:fs";
 import type { Socket } from "bun";
 import { Copy, type Bytes } from "../connection/copy.ts";
 import type { ServeOptions } from "../connection/serve.ts";
-import { close, EAGAIN, MSG_PEEK, recv, recvExactly, setReceiveTimeout, SysError } from "../system/libc.ts";
+import { close, EAGAIN, localEndpoint, MSG_PEEK, recv, recvExactly, setReceiveTimeout, SysError } from "../system/libc.ts";
+import { watchIdle } from "../connection/watchdog.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
 import { spawn } from "../system/reaper.ts";
@@ -145,8 +146,11 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
     close(fd);
     return;
   }
-  if (options.timeoutMs !== undefined) {
-    // Idle time is measured on the bytes moved, so they are copied.
+  // --timeout: on TCP the kernel's idle times are watched (no copy); on a
+  // UNIX socket idle time is measured on the bytes moved, so they are copied.
+  const { timeoutMs } = options;
+  const watched = timeoutMs !== undefined && isTcp(fd);
+  if (timeoutMs !== undefined && !watched) {
     const handler = new ScgiHandler(options, command, request);
     await adoptDescriptor(fd, handler);
     await handler.done;
@@ -168,8 +172,17 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
     close(fd);
     return;
   }
+  if (watched && timeoutMs !== undefined) watchIdle(fd, proc, timeoutMs, (line) => gatewayLog(options, "scgi", line));
   close(fd); // ours; the program holds the connection now
   await proc.exited;
+}
+
+function isTcp(fd: number): boolean {
+  try {
+    return localEndpoint(fd).family === "inet";
+  } catch {
+    return false;
+  }
 }
 
 /**
