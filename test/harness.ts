@@ -115,16 +115,19 @@ export async function startServer(
   opts: { stdin?: "pipe" | "ignore"; env?: Record<string, string>; wrap?: string[] } = {},
 ): Promise<Server> {
   // `wrap`: a command that runs socket (unshare, systemd-socket-activate); kill() still ends it all.
+  // Its own process group: kill() reaches what the tree walk cannot, such as
+  // a prestarted program left behind when its worker died.
   const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, "-v", ...args], {
     stdin: opts.stdin ?? "ignore",
     stdout: "pipe",
     stderr: "pipe",
     env: { ...process.env, ...opts.env },
+    detached: true,
   });
   const err = new Collector(proc.stderr);
   const out = new Collector(proc.stdout);
   const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
-    const family = [proc.pid, ...descendantsOf(proc.pid)];
+    const family = [-proc.pid, proc.pid, ...descendantsOf(proc.pid)];
     for (const pid of family) {
       try {
         process.kill(pid, signal);

@@ -8,7 +8,7 @@ import type { Options } from "../cli.ts";
 import { Copy, copyHandlers, type Bytes, type LocalSide, type Sink } from "./copy.ts";
 import { close, setBlocking } from "../system/libc.ts";
 import { bridge } from "./splice.ts";
-import { connectionEnv, programEnd, startOnConnection, startOnPipes, startWithPipes, type PipedProgram, type Program } from "./program.ts";
+import { connectionEnv, startOnConnection, startOnPipes, startWithPipes, type PipedProgram, type Program } from "./program.ts";
 import { watchIdle } from "./watchdog.ts";
 import { warn } from "../system/log.ts";
 import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.ts";
@@ -187,8 +187,7 @@ async function quitWithSplice(program: Program, fd: number, env: Record<string, 
   const say = (line: string) => log(options, line);
   const ended = outcome(started.proc, program, options);
   await bridge({ conn: fd, input: -1, output: started.output }, { quit: true, timeoutMs: undefined, log: say });
-  await programEnd(started.proc, undefined, say);
-  await ended;
+  await ended; // the program runs on to its end: without --timeout nothing bounds it
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   SPLICE_F_NONBLOCK,
   strerror,
 } from "../system/libc.ts";
+import { nextTick } from "../system/signals.ts";
 
 export interface BridgeEnds {
   /** The connection: non-blocking when the worker alone holds it. */
@@ -55,8 +56,6 @@ interface Flow {
 
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian).
 const pollfds = new Int32Array(4);
-const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 /** One splice on a flow that is not known to be blocked. */
 function step(flow: Flow): "moved" | "blocked" | "eof" | "error" | "interrupted" {
   const moved = splice(flow.from, flow.to, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);

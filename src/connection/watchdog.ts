@@ -5,9 +5,8 @@
 // UNIX sockets have no such record: they keep the copy loop for --timeout.
 import type { Subprocess } from "bun";
 import { close, dupCloexec, SHUT_RDWR, shutdown, tcpIdle } from "../system/libc.ts";
+import { KILL_AFTER_MS } from "../system/reaper.ts";
 
-/** A program still running this long after its connection was shut down is killed. */
-const KILL_AFTER_MS = 1000;
 /** Never look more often than this (a short --timeout must not become a busy timer). */
 const MIN_TICK_MS = 50;
 

@@ -3,10 +3,9 @@
 // and (with --prestart) the pidfd of the program waiting for its
 // connection. Nothing wakes it but one of those, or a signal.
 import { EINTR, EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, EPOLLEXCLUSIVE, EPOLLIN, epollAdd, epollCreate, epollWait, SysError } from "../system/libc.ts";
+import { nextTick } from "../system/signals.ts";
 
 const MAX_EVENTS = 4;
-
-const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class Waiter {
   private readonly epfd = epollCreate();

@@ -7,7 +7,7 @@ import type { Address } from "../net/address.ts";
 import { connectionMessage, log, serveDescriptor, type ServeOptions } from "../connection/serve.ts";
 import { accept, dieWithParent, EAGAIN, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { programFor } from "../connection/program.ts";
-import { signalNumber } from "../system/signals.ts";
+import { nextTick, signalNumber } from "../system/signals.ts";
 import { admitted, type AdmitRequest } from "./admission.ts";
 import { Prestart } from "./prestart.ts";
 import { Waiter } from "./wait.ts";
@@ -50,8 +50,6 @@ function peerIp(fd: number): string {
     return "a peer already gone";
   }
 }
-
-const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function tell(config: WorkerConfig, message: WorkerMessage, always = false): void {
   if (!config.report && !always) return;

@@ -86,8 +86,4 @@ export class DescriptorGuard {
       this.log(`descriptors freed (${open} open, limit ${this.limit}): the shortage is over`);
     }
   }
-
-  get isPaused(): boolean {
-    return this.paused;
-  }
 }

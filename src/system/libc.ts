@@ -21,7 +21,6 @@ const lib = dlopen("libc.so.6", {
   getrlimit: { args: [i32, ptr], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
-  isatty: { args: [i32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
@@ -193,8 +192,6 @@ export function splice(from: number, to: number, length: number, flags: number):
 
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
 
 /**
  * poll(2) over `fds` (struct pollfd: int fd; short events, revents) for up
@@ -274,10 +271,6 @@ export function setReceiveTimeout(fd: number, ms: number): void {
 
 export function getppid(): number {
   return lib.getppid();
-}
-
-export function isatty(fd: number): boolean {
-  return lib.isatty(fd) === 1;
 }
 
 /** The kernel sends `signal` to this process when its parent ends. */

@@ -120,7 +120,7 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
   }
 }
 
-/** How long processes get between TERM and KILL at shutdown. */
+/** How long a process gets between TERM and KILL: at shutdown, and when --timeout ends a connection. */
 export const KILL_AFTER_MS = 1000;
 
 /**

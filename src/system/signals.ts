@@ -38,6 +38,14 @@ export function exitNow(status: number): never {
   process.exit(status);
 }
 
+/**
+ * One turn of Bun's event loop. Code that blocks the JavaScript thread in a
+ * system call (a worker's epoll_wait, the splice bridge) awaits this after
+ * EINTR or between connections: Bun runs signal handlers, delivers messages
+ * and reaps children only from its loop.
+ */
+export const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export function signalNumber(name: string): number {
   return constants.signals[name as NodeJS.Signals];
 }
