@@ -242,7 +242,10 @@ test("--prestart needs -W", async () => {
 
 test.each([[], ["--prestart"]])("TERM to the whole process group (Ctrl-C style) lets a worker finish its connection %p", async (...extra) => {
   // setsid: the server leads its own process group, which the test can signal as a terminal would.
-  const proc = Bun.spawn(["setsid", SOCKET, "-v", "-p", 'trap "" TERM; read x; sleep 0.5; echo finished', "-W", "2", ...extra, "-s", "0"], {
+  // The program leaves a mark once its trap is set: TERM before that would end it, rightly.
+  using marks = tempDir();
+  const program = `trap "" TERM; touch ${marks.path}/$$; read x; sleep 0.5; echo finished`;
+  const proc = Bun.spawn(["setsid", SOCKET, "-v", "-p", program, "-W", "2", ...extra, "-s", "0"], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   let err = "";
@@ -254,6 +257,7 @@ test.each([[], ["--prestart"]])("TERM to the whole process group (Ctrl-C style) 
     const port = Number(err.match(/listening on port (\d+)/)![1]);
     const slow = exchange(port, "go\n");
     await waitFor("the request to be taken", () => err.includes("status: 1/2"));
+    await waitFor("the program's trap", () => readdirSync(marks.path).length > 0);
     process.kill(-proc.pid, "SIGTERM");
     expect((await slow).data.toString()).toBe("finished\n");
     expect(await proc.exited).toBe(241);
