@@ -1,0 +1,160 @@
+// Peers of the gateway tests: a real nginx in front of dist/socket, and
+// the SCGI and FastCGI protocols spoken directly, for what a web server
+// would never send.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Socket } from "bun";
+import { waitFor, type Target } from "./harness.ts";
+
+export const NGINX = Bun.which("nginx", { PATH: `${process.env.PATH}:/usr/sbin:/sbin` });
+export const noNginx = NGINX === null;
+
+// ---- nginx ----
+
+export async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+export interface Nginx extends AsyncDisposable {
+  url: string;
+  errorLog(): string;
+}
+
+/** nginx in the foreground, everything it writes inside `dir`, in front of `upstream`. */
+export async function startNginx(dir: string, protocol: "scgi" | "fastcgi", upstream: Target, opts: { keepConn?: boolean } = {}): Promise<Nginx> {
+  const root = join(dir, "nginx");
+  mkdirSync(root, { recursive: true });
+  const port = await freePort();
+  const server = typeof upstream === "number" ? `127.0.0.1:${upstream}` : `unix:${upstream}`;
+  const pass =
+    protocol === "scgi"
+      ? `include /etc/nginx/scgi_params; scgi_pass app;`
+      : `include /etc/nginx/fastcgi_params; fastcgi_pass app;${opts.keepConn ? " fastcgi_keep_conn on;" : ""}`;
+  const conf = `daemon off; master_process off; pid ${root}/nginx.pid; error_log ${root}/error.log info;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${root}/body; fastcgi_temp_path ${root}/fastcgi; scgi_temp_path ${root}/scgi;
+  uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
+  client_max_body_size 4m;
+  upstream app { server ${server}; keepalive 4; }
+  server { listen 127.0.0.1:${port}; location = /ready { return 204; } location / { ${pass} } }
+}
+`;
+  writeFileSync(join(root, "nginx.conf"), conf);
+  const proc = Bun.spawn([NGINX!, "-p", root, "-c", join(root, "nginx.conf"), "-e", join(root, "error.log")], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const stop = async () => {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  };
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor("nginx to listen", async () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
+      return fetch(`${url}/ready`).then(
+        () => true,
+        () => false,
+      );
+    });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    url,
+    errorLog: () => (existsSync(join(root, "error.log")) ? readFileSync(join(root, "error.log"), "utf8") : ""),
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+// ---- speaking the protocols directly ----
+
+export const enc = new TextEncoder();
+
+export function scgiRequest(vars: [string, string][], body: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const header = Buffer.concat(vars.map(([n, v]) => Buffer.from(`${n}\0${v}\0`)));
+  return Buffer.concat([Buffer.from(`${header.length}:`), header, Buffer.from(","), body]);
+}
+
+export function record(type: number, id: number, content: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const head = Buffer.alloc(8);
+  head[0] = 1;
+  head[1] = type;
+  head.writeUInt16BE(id, 2);
+  head.writeUInt16BE(content.length, 4);
+  return Buffer.concat([head, content]);
+}
+
+export function pairs(vars: [string, string][]): Uint8Array {
+  const len = (n: number) => (n < 128 ? Buffer.from([n]) : Buffer.from([(n >>> 24) | 0x80, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
+  return Buffer.concat(vars.flatMap(([n, v]) => [len(Buffer.byteLength(n)), len(Buffer.byteLength(v)), Buffer.from(n), Buffer.from(v)]));
+}
+
+export function begin(id: number, role = 1, keep = false): Uint8Array {
+  return record(1, id, new Uint8Array([role >> 8, role & 255, keep ? 1 : 0, 0, 0, 0, 0, 0]));
+}
+
+/** A whole FastCGI request: BEGIN_REQUEST, PARAMS, the empty PARAMS, STDIN, the empty STDIN. */
+export function fcgiRequest(id: number, vars: [string, string][], body: Uint8Array = new Uint8Array(0), keep = false): Uint8Array {
+  const parts = [begin(id, 1, keep), record(4, id, pairs(vars)), record(4, id)];
+  for (let at = 0; at < body.length; at += 65535) parts.push(record(5, id, body.subarray(at, at + 65535)));
+  parts.push(record(5, id));
+  return Buffer.concat(parts);
+}
+
+export interface Parsed {
+  records: { type: number; id: number; content: Buffer }[];
+  stdout: string;
+  stderr: string;
+}
+
+export function parseRecords(data: Buffer): Parsed {
+  const records: Parsed["records"] = [];
+  let at = 0;
+  while (at + 8 <= data.length) {
+    const length = data.readUInt16BE(at + 4);
+    records.push({ type: data[at + 1], id: data.readUInt16BE(at + 2), content: data.subarray(at + 8, at + 8 + length) });
+    at += 8 + length + data[at + 6];
+  }
+  const text = (type: number) => Buffer.concat(records.filter((r) => r.type === type).map((r) => r.content)).toString();
+  return { records, stdout: text(6), stderr: text(7) };
+}
+
+export function endRequests(parsed: Parsed): { id: number; app: number; protocol: number }[] {
+  return parsed.records.filter((r) => r.type === 3).map((r) => ({ id: r.id, app: r.content.readUInt32BE(0), protocol: r.content[4] }));
+}
+
+/** A client that keeps the connection open and lets the test speak in turns. */
+export async function converse(target: Target): Promise<{
+  send(bytes: Uint8Array): void;
+  until(what: string, check: (data: Buffer) => boolean): Promise<Buffer>;
+  closed(): Promise<void>;
+  close(): void;
+}> {
+  const chunks: Buffer[] = [];
+  let closed = false;
+  const handlers = {
+    data: (_s: Socket<undefined>, d: Buffer) => void chunks.push(Buffer.from(d)),
+    close: () => void (closed = true),
+    error: () => void (closed = true),
+  };
+  const socket =
+    typeof target === "number"
+      ? await Bun.connect({ hostname: "127.0.0.1", port: target, socket: handlers })
+      : await Bun.connect({ unix: target, socket: handlers });
+  return {
+    send: (bytes) => void socket.write(bytes),
+    until: async (what, check) => {
+      await waitFor(what, () => check(Buffer.concat(chunks)));
+      return Buffer.concat(chunks);
+    },
+    closed: () => waitFor("the server to close the connection", () => closed),
+    close: () => socket.end(),
+  };
+}
+
