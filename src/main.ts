@@ -14,6 +14,8 @@ import { programFor } from "./connection/program.ts";
 import { selfCommand } from "./system/self.ts";
 import { serve } from "./server/classic.ts";
 import { exitNow, handleSignals } from "./system/signals.ts";
+import { write } from "./system/log.ts";
+import { NO_LAZY_THREADS, withoutLazyThreads } from "./system/threads.ts";
 import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./pool/worker.ts";
 
 function describe(e: unknown): string {
@@ -27,7 +29,7 @@ function describe(e: unknown): string {
  */
 function survive(worker: boolean): void {
   const report = (e: unknown) => {
-    process.stderr.write(describe(e));
+    write(describe(e));
     if (process.env.SOCKET_DEBUG) console.error(e);
     if (worker) process.exit(1);
   };
@@ -37,12 +39,12 @@ function survive(worker: boolean): void {
 
 function fail(e: unknown): never {
   if (e instanceof Fatal) {
-    process.stderr.write(e.text);
+    write(e.text);
     reportFatal(e.text, e.status); // -b: the caller says it too, and exits with it
     return exitNow(e.status);
   }
   // A bug, not bad input: still one line, and the stack only on request.
-  process.stderr.write(describe(e));
+  write(describe(e));
   reportFatal(describe(e), 70);
   if (process.env.SOCKET_DEBUG) console.error(e);
   return exitNow(70 /* EX_SOFTWARE */);
@@ -52,6 +54,7 @@ async function main(argv: string[]): Promise<void> {
   const workerConfig = process.env[WORKER_ENV];
   if (argv[0] === WORKER_FLAG && workerConfig) {
     delete process.env[WORKER_ENV]; // programs must not see it
+    for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
     survive(true);
     return void (await runWorker(JSON.parse(workerConfig) as WorkerConfig));
   }
@@ -59,11 +62,13 @@ async function main(argv: string[]): Promise<void> {
   if ("exit" in parsed) {
     if (parsed.help) process.stdout.write(await helpText());
     if (parsed.stdout) process.stdout.write(parsed.stdout);
-    if (parsed.stderr) process.stderr.write(parsed.stderr);
+    if (parsed.stderr) write(parsed.stderr);
     return exitNow(parsed.exit);
   }
   const { run: options, warning } = parsed;
-  if (warning) process.stderr.write(warning);
+  if (warning) write(warning);
+  // A pool's master must not abort under a process limit (threads.ts); -b's caller leaves that to its daemon.
+  if (options.pool && (!options.background || isDaemon())) withoutLazyThreads(argv);
 
   // Names are resolved before detaching, so a typo is reported where it was typed.
   const address = await resolveDestination(options.destination, options.server);
@@ -84,7 +89,7 @@ async function main(argv: string[]): Promise<void> {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: Pool | undefined;
-    handleSignals(async () => pool?.stop());
+    handleSignals(async () => pool?.stop(), true);
     pool = runPool(options, options.pool, options.program, address, afterBind);
     return;
   }

@@ -10,7 +10,7 @@ import { close, setBlocking } from "../system/libc.ts";
 import { bridge } from "./splice.ts";
 import { connectionEnv, startOnConnection, startOnPipes, startWithPipes, type PipedProgram, type Program } from "./program.ts";
 import { watchIdle } from "./watchdog.ts";
-import { warn } from "../system/log.ts";
+import { verbose, warn } from "../system/log.ts";
 import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.ts";
 
 /**
@@ -21,9 +21,7 @@ import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.t
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> &
   Partial<Pick<Options, "gateway" | "program" | "pool">>;
 
-export function log(options: { verbose: boolean }, line: string): void {
-  if (options.verbose) process.stderr.write(`${line}\n`);
-}
+export const log = verbose;
 
 /** socket(1)'s -v line for an accepted connection. */
 export function connectionMessage(address: Address, peerIp: () => string): string {

@@ -26,6 +26,7 @@ import {
   strerror,
 } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
+import { say } from "../system/log.ts";
 
 export interface BridgeEnds {
   /** The connection: non-blocking when the worker alone holds it. */
@@ -120,7 +121,7 @@ export async function bridge(ends: BridgeEnds, options: BridgeOptions): Promise<
       break;
     }
     if (ready < 0) {
-      process.stderr.write(`socket: poll: ${strerror(-ready)}\n`);
+      say(`poll: ${strerror(-ready)}`);
       break; // this connection fails, the worker goes on
     }
     // revents (the high half) of each entry; error and hang-up count as ready: splice reports them.

@@ -4,7 +4,7 @@
 // the socket is a listener, and socket (or its pool) does the accepting.
 import type { Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
-import { localEndpoint, setCloexec } from "../system/libc.ts";
+import { localEndpoint, setCloexec, socketKind } from "../system/libc.ts";
 
 /** SD_LISTEN_FDS_START: the first passed descriptor. */
 export const PASSED_FD = 3;
@@ -29,12 +29,18 @@ export function passedSocket(): Address {
     throw new Fatal(`LISTEN_FDS is ${LISTEN_FDS ?? "unset"}; socket serves exactly one passed socket`, EXIT_USAGE);
   }
   let endpoint;
+  let kind;
   try {
+    kind = socketKind(PASSED_FD);
     endpoint = localEndpoint(PASSED_FD);
     // Programs must not inherit the listener (they would hold the port).
     setCloexec(PASSED_FD);
   } catch (e) {
     throw new Fatal(`descriptor ${PASSED_FD} from the service manager: ${(e as Error).message}`, EXIT_USAGE);
+  }
+  // A datagram socket (or one not listening) would make every accept fail.
+  if (!kind.stream || !kind.listening) {
+    throw new Fatal(`descriptor ${PASSED_FD} from the service manager is not a listening stream socket (ListenStream=, Accept=no)`, EXIT_USAGE);
   }
   if (endpoint.family === "unix") return { kind: "unix", path: endpoint.path };
   return { kind: "inet", ip: endpoint.ip, family: endpoint.ip.includes(":") ? 6 : 4, port: endpoint.port, service: undefined };

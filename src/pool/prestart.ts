@@ -13,6 +13,7 @@ import { bridge } from "../connection/splice.ts";
 import { close, isReadable, pidfdOpen } from "../system/libc.ts";
 import { Backoff } from "./backoff.ts";
 import type { Waiter } from "./wait.ts";
+import { say } from "../system/log.ts";
 
 /** A program waiting for its connection. */
 type Waiting =
@@ -76,7 +77,7 @@ export class Prestart {
       this.waiter.watch(this.waiting.pidfd);
       return true;
     } catch (e) {
-      process.stderr.write(`socket: worker ${process.pid}: cannot start the program: ${(e as Error).message}\n`);
+      say(`worker ${process.pid}: cannot start the program: ${(e as Error).message}`);
       this.discard();
       this.backoff.fail();
       return false;
@@ -91,10 +92,7 @@ export class Prestart {
     const code = await waiting.proc.exited;
     const how = waiting.proc.signalCode ? `killed by ${waiting.proc.signalCode}` : `exit ${code}`;
     this.backoff.fail();
-    process.stderr.write(
-      `socket: worker ${process.pid}: program ${waiting.proc.pid} ended before its connection (${how}); ` +
-        `starting another in ${this.backoff.delay()} ms\n`,
-    );
+    say(`worker ${process.pid}: program ${waiting.proc.pid} ended before its connection (${how}); starting another in ${this.backoff.delay()} ms`);
   }
 
   /** Serves a connection (accepted non-blocking) with the waiting program, then waits for its end. */

@@ -13,6 +13,8 @@ import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 import { serving, stopping } from "../system/notify.ts";
+import { say } from "../system/log.ts";
+import { isReadable } from "../system/libc.ts";
 import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 
 export function serve(
@@ -57,7 +59,7 @@ export function serve(
       return serveSocket(socket, fdOf(socket), listening.address, options, program);
     } catch (e) {
       // The program could not be started: this connection fails, the server goes on.
-      process.stderr.write(`socket: ${(e as Error).message}\n`);
+      say((e as Error).message);
       socket.close();
       return Promise.resolve();
     }
@@ -143,11 +145,19 @@ export function serve(
   afterBind();
   serving();
   return {
-    /** TERM/INT: no new connections; programs get --grace to finish, then TERM, then KILL. */
+    /**
+     * TERM/INT: within --grace, the connections the kernel has already
+     * accepted are taken from its queue and served, with those waiting
+     * their turn; then programs still running get TERM, then KILL.
+     */
     async stop() {
       stopping();
+      const end = Date.now() + options.graceMs;
+      // Bun's loop accepts while we wait; closing the listener earlier would reset the queue.
+      if (pausedFd === undefined) while (Date.now() < end && isReadable(fdOf(listening.listener))) await Bun.sleep(10);
       listening.listener.stop();
-      await descendantsGone(options.graceMs);
+      while (Date.now() < end && (busy || waiting.length > 0 || finishers.size > 0)) await Bun.sleep(20);
+      await descendantsGone(end - Date.now());
       const cut = await endDescendants();
       if (cut > 0) log(options, `${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
     },

@@ -3,7 +3,7 @@
 // descriptor flags, half-close, socket addresses, a client socket bound to a
 // local address, parent-death signal and privileges.
 // bun:ffi works inside the compiled executable (SPEC section 7).
-import { CString, dlopen, FFIType, read, type Pointer } from "bun:ffi";
+import { CString, dlopen, FFIType, ptr as pointerTo, read, type Pointer } from "bun:ffi";
 
 const { i32, u32, u64, i64_fast, ptr } = FFIType;
 
@@ -15,6 +15,7 @@ const lib = dlopen("libc.so.6", {
   epoll_create1: { args: [i32], returns: i32 },
   epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
   epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
+  execve: { args: [ptr, ptr, ptr], returns: i32 },
   fcntl: { args: [i32, i32, i32], returns: i32 },
   getpeername: { args: [i32, ptr, ptr], returns: i32 },
   getppid: { args: [], returns: i32 },
@@ -80,6 +81,8 @@ export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
 export const EPIPE = 32;
+export const EPROTO = 71;
+export const ECONNABORTED = 103;
 
 /** A failed libc call: `errno` and the C library's own text for it. */
 export class SysError extends Error {
@@ -492,4 +495,42 @@ export function sendDatagram(path: string, message: string): void {
   } finally {
     lib.close(fd);
   }
+}
+
+const SO_TYPE = 3;
+const SO_ACCEPTCONN = 30;
+
+/** What a descriptor is, for a socket a service manager passed: a stream socket, and listening. */
+export function socketKind(fd: number): { stream: boolean; listening: boolean } {
+  const value = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_TYPE, value, len));
+  const stream = value[0] === SOCK_STREAM;
+  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, len));
+  return { stream, listening: value[0] === 1 };
+}
+
+/** A NULL-terminated array of C strings; `keep` holds the strings alive for the call. */
+function cStrings(strings: string[], keep: Buffer[]): BigUint64Array {
+  const table = new BigUint64Array(strings.length + 1);
+  strings.forEach((s, i) => {
+    const bytes = Buffer.from(`${s}\0`);
+    keep.push(bytes);
+    table[i] = BigInt(pointerTo(bytes));
+  });
+  return table;
+}
+
+/**
+ * Replaces this process with `argv` (same pid, same descriptors but the
+ * close-on-exec ones): what a service manager tracks stays the same. Only
+ * returns by throwing.
+ */
+export function exec(path: string, argv: string[], env: Record<string, string>): never {
+  const keep: Buffer[] = [];
+  const file = Buffer.from(`${path}\0`);
+  const args = cStrings(argv, keep);
+  const envp = cStrings(Object.entries(env).map(([k, v]) => `${k}=${v}`), keep);
+  lib.execve(file, args, envp);
+  throw new SysError("execve", errno());
 }

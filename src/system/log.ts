@@ -1,14 +1,42 @@
-// Lines for the operator on socket's own stderr. One small helper per kind
-// of line (as s6 does): `warn` is always printed, but at most once a second
-// for the same cause, so a broken program behind a busy port cannot flood
-// the log; `verbose` lines only with -v.
+// Lines for the operator on socket's own stderr, all through here. One
+// small helper per kind of line (as s6 does): `say` always, `warn` always
+// but at most once a second for the same cause (a broken program behind a
+// busy port must not flood the log), `verbose` only with -v.
+//
+// Each line is one write(2) to descriptor 2, never a stream: a write that
+// fails (ENOSPC on a full --log disk, EAGAIN, EPIPE) is dropped and counted,
+// and said once a write works again. A stream would report the failure as
+// an error event, whose report would fail again: that loop spun a master at
+// 100 % of a core and left its pool unserved.
+import { writeSync } from "node:fs";
+import { NAME } from "../version.ts";
 
 const RATE_MS = 1000;
 const lastSaid = new Map<string, number>();
+let dropped = 0;
+
+/** Writes `text` as it is (a line, or socket(1)'s "\n<Signal> occured, exiting\n"). */
+export function write(text: string): void {
+  try {
+    writeSync(2, text);
+  } catch {
+    dropped++;
+    return;
+  }
+  if (dropped === 0) return;
+  const lost = dropped;
+  dropped = 0;
+  write(`${NAME}: ${lost} line${lost === 1 ? "" : "s"} could not be written to stderr and ${lost === 1 ? "was" : "were"} dropped\n`);
+}
+
+/** `socket: LINE`, always. */
+export function say(line: string): void {
+  write(`${NAME}: ${line}\n`);
+}
 
 /**
- * Prints `socket: LINE` unless the same `cause` was reported less than a
- * second ago (per process: each pool worker limits its own lines).
+ * `socket: LINE` unless the same `cause` was reported less than a second
+ * ago (per process: each pool worker limits its own lines).
  */
 export function warn(cause: string, line: string): void {
   const now = Date.now();
@@ -16,5 +44,10 @@ export function warn(cause: string, line: string): void {
   if (last !== undefined && now - last < RATE_MS) return;
   lastSaid.set(cause, now);
   if (lastSaid.size > 1000) lastSaid.clear(); // causes name programs: a handful; never grows unbounded
-  process.stderr.write(`socket: ${line}\n`);
+  say(line);
+}
+
+/** socket(1)'s -v lines ("inet: connection from ..."), only with -v. */
+export function verbose(options: { verbose: boolean }, line: string): void {
+  if (options.verbose) write(`${line}\n`);
 }

@@ -7,6 +7,7 @@ import { Fatal } from "../fatal.ts";
 import { reportFatal, reportReady, writePidFile } from "./daemon.ts";
 import { sendDatagram } from "./libc.ts";
 import { exitNow } from "./signals.ts";
+import { say, write } from "./log.ts";
 
 let notifySocket: string | undefined;
 
@@ -22,7 +23,7 @@ function notify(state: string): void {
     sendDatagram(notifySocket, state);
   } catch (e) {
     // The service manager will time us out; say why, but go on serving.
-    process.stderr.write(`socket: NOTIFY_SOCKET ${notifySocket}: ${(e as Error).message}\n`);
+    say(`NOTIFY_SOCKET ${notifySocket}: ${(e as Error).message}`);
   }
 }
 
@@ -36,7 +37,7 @@ export function serving(): void {
     writePidFile();
   } catch (e) {
     const fatal = e instanceof Fatal ? e : new Fatal(`--pid-file: ${(e as Error).message}`, 1);
-    process.stderr.write(fatal.text);
+    write(fatal.text);
     reportFatal(fatal.text, fatal.status);
     exitNow(fatal.status);
   }

@@ -10,6 +10,7 @@
 // the subreaper, even a program that daemonized is still a descendant.
 import { readdirSync, readFileSync } from "node:fs";
 import { becomeSubreaper, peekEndedChild, reap } from "./libc.ts";
+import { say } from "./log.ts";
 
 const ours = new Set<number>();
 let installed = false;
@@ -76,7 +77,7 @@ export function installReaper(): void {
   try {
     becomeSubreaper();
   } catch (e) {
-    process.stderr.write(`socket: cannot become a subreaper: ${(e as Error).message}\n`);
+    say(`cannot become a subreaper: ${(e as Error).message}`);
   }
   process.on("SIGCHLD", () => {
     if (scheduled) return;

@@ -3,6 +3,7 @@
 // 256 - signo; USR1 ends it silently; TSTP, CONT, CHLD, WINCH and QUIT are
 // left to their defaults. Cleanups (unlinking a UNIX socket) run first.
 import { constants } from "node:os";
+import { write } from "./log.ts";
 
 const NAMES: Record<string, string> = {
   SIGHUP: "Hangup signal",
@@ -52,9 +53,11 @@ export function signalNumber(name: string): number {
 
 /**
  * Installs the handlers. `graceful`, when given, is awaited before exiting
- * on TERM and INT (the pool lets running connections finish).
+ * on TERM and INT, or with `always` on every signal that ends socket: a
+ * pool master that exits at once leaves its programs running on with
+ * parent 1, holding their clients' connections.
  */
-export function handleSignals(graceful?: () => Promise<void>): void {
+export function handleSignals(graceful?: () => Promise<void>, always = false): void {
   let ending = false;
   for (const [name, text] of Object.entries(NAMES)) {
     const signo = signalNumber(name);
@@ -63,8 +66,8 @@ export function handleSignals(graceful?: () => Promise<void>): void {
       process.on(name as NodeJS.Signals, () => {
         if (ending) return;
         ending = true;
-        if (text) process.stderr.write(`\n${text} occured, exiting\n`);
-        const drain = graceful && (name === "SIGTERM" || name === "SIGINT") ? graceful() : Promise.resolve();
+        if (text) write(`\n${text} occured, exiting\n`);
+        const drain = graceful && (always || name === "SIGTERM" || name === "SIGINT") ? graceful() : Promise.resolve();
         void drain.finally(() => exitNow(256 - signo));
       });
     } catch {

@@ -1,0 +1,221 @@
+// Faults that used to take a pool (or its programs) down, each tried as it
+// happens in production: a full --log disk, a process limit, a datagram
+// socket passed by a service manager, signals other than TERM, and TERM
+// while clients wait in the accept queue.
+import { describe, expect, test } from "bun:test";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import type { Socket } from "bun";
+import { exchange, isAlive, SOCKET, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+
+const works = (argv: string[]) => Bun.spawnSync(argv, { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+const isRoot = process.getuid?.() === 0;
+
+/** CPU ticks (utime + stime, 1/100 s) a process has used. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** Opens `n` connections, each sending its number and a newline, and resolves once all are connected. */
+async function clients(target: number, n: number): Promise<Promise<string>[]> {
+  const replies: Promise<string>[] = [];
+  const connected: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    let onOpen!: () => void;
+    connected.push(new Promise<void>((resolve) => (onOpen = resolve)));
+    replies.push(
+      new Promise<string>((resolve) => {
+        let text = "";
+        void Bun.connect({
+          hostname: "127.0.0.1",
+          port: target,
+          socket: {
+            open(s: Socket<undefined>) {
+              s.write(`${i}\n`);
+              onOpen();
+            },
+            data: (_s, d) => void (text += d.toString()),
+            close: () => resolve(text),
+            error: () => resolve(`${text}<error>`),
+          },
+        }).catch(() => resolve("<refused>"));
+      }),
+    );
+  }
+  await Promise.all(connected);
+  return replies;
+}
+
+describe("TERM drains what the kernel has already accepted", () => {
+  const program = `read l; sleep 0.05; echo "got $l"`;
+
+  test("-W 2 --grace 10: 40 clients already connected are all served", async () => {
+    await using server = await startServer(["-W", "2", "--grace", "10", "-p", program, "-s", "0"]);
+    const replies = await clients(server.target as number, 40);
+    server.proc.kill("SIGTERM");
+    const texts = await Promise.all(replies);
+    expect(texts).toEqual(texts.map((_, i) => `got ${i}\n`));
+    expect(await server.proc.exited).toBe(241);
+  });
+
+  test("-l --grace 10 (one at a time): the connections waiting their turn are served", async () => {
+    await using server = await startServer(["-l", "--grace", "10", "-p", program, "-s", "0"]);
+    const replies = await clients(server.target as number, 10);
+    await waitFor("the first connection to be taken", () => server.stderr().includes("connection from"));
+    server.proc.kill("SIGTERM");
+    const texts = await Promise.all(replies);
+    expect(texts).toEqual(texts.map((_, i) => `got ${i}\n`));
+    expect(await server.proc.exited).toBe(241);
+  });
+});
+
+describe("every signal that ends a pool master ends what it started", () => {
+  for (const [signal, status] of [["SIGHUP", 255], ["SIGUSR1", 246], ["SIGUSR2", 244], ["SIGALRM", 242]] as const) {
+    test(`${signal}: the running program is ended, not left to parent 1`, async () => {
+      await using server = await startServer(["-W", "1", "--grace", "0.2", "-p", "echo $$; exec sleep 30", "-s", "0"]);
+      let pid = 0;
+      const connection = Bun.connect({
+        hostname: "127.0.0.1",
+        port: server.target as number,
+        socket: { data: (_s, d) => void (pid ||= Number.parseInt(d.toString(), 10)) },
+      });
+      await waitFor("the program's pid", () => pid > 0);
+      server.proc.kill(signal);
+      expect(await server.proc.exited).toBe(status);
+      await waitFor(`program ${pid} to be ended`, () => !isAlive(pid), 3000);
+      (await connection).end();
+    });
+  }
+});
+
+const activate = Bun.which("systemd-socket-activate");
+describe("a socket passed by the service manager", () => {
+  test.skipIf(!activate)("a datagram socket is refused at start with one line and status 15", async () => {
+    const port = 20000 + (process.pid % 20000);
+    const proc = Bun.spawn([activate!, "--datagram", "-l", `127.0.0.1:${port}`, SOCKET, "-W", "2", "-p", "cat", "-s"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    void (async () => {
+      for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
+    })();
+    try {
+      await waitFor("the activator to listen", () => stderr.includes("Listening on"));
+      // The activator starts socket at the first datagram, as systemd does.
+      const udp = await Bun.udpSocket({});
+      udp.send("x", port, "127.0.0.1");
+      const status = await Promise.race([proc.exited, Bun.sleep(5000).then(() => "timeout")]);
+      udp.close();
+      expect(status).toBe(15);
+      const ours = stderr.split("\n").filter((l) => l.startsWith("socket"));
+      expect(ours).toEqual(["socket: descriptor 3 from the service manager is not a listening stream socket (ListenStream=, Accept=no)"]);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+});
+
+const setpriv = Bun.which("setpriv");
+describe("a process limit (ulimit -u)", () => {
+  test.skipIf(!isRoot || !setpriv)("the master lives on, and says it cannot start workers at the backoff's pace", async () => {
+    using dir = tempDir();
+    const log = join(dir.path, "stderr"); // opened by this test (root), written by socket as nobody
+    const port = 20000 + ((process.pid + 7) % 20000);
+    // As nobody (root is not bound by RLIMIT_NPROC), with room for the
+    // master and a few workers but not -W 8: threads count too.
+    const shell = `ulimit -u 24 && exec ${SOCKET} -W 8 -p cat -s ${port}`;
+    const proc = Bun.spawn([setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "bash", "-c", shell], {
+      stdio: ["ignore", "ignore", Bun.file(log)],
+      detached: true,
+    });
+    const kill = () => {
+      for (const pid of [-proc.pid, proc.pid]) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    };
+    try {
+      await waitFor("a worker to serve", async () => {
+        const reply = await exchange(port, "ping\n", { ms: 1000 }).catch(() => undefined);
+        return reply?.data.toString() === "ping\n";
+      });
+      // Load for three seconds: every connection makes a busy worker say so.
+      const end = Date.now() + 3000;
+      let served = 0;
+      while (Date.now() < end) {
+        const reply = await exchange(port, "x\n", { ms: 2000 }).catch(() => undefined);
+        if (reply?.data.toString() === "x\n") served++;
+      }
+      expect(served).toBeGreaterThan(10);
+      expect(proc.exitCode).toBeNull(); // the master did not abort (134)
+      const text = readFileSync(log, "utf8");
+      const retries = text.match(/cannot start a worker: .*trying again in \d+ ms/g) ?? [];
+      expect(retries.length).toBeGreaterThan(0);
+      // The backoff doubles from 100 ms: in about 4 s that is at most a handful of lines, not ten a second.
+      expect(retries.length).toBeLessThan(12);
+      expect(text).not.toMatch(/Args: "\/.*-W" "8"/); // no crash report of the master's
+    } finally {
+      kill();
+      await proc.exited;
+    }
+  });
+});
+
+const canMount = isRoot && works(["mount", "--version"]);
+describe("a full disk under the log", () => {
+  test.skipIf(!canMount)("failed log writes are dropped: the master neither spins nor stops replacing workers, and says what it dropped", async () => {
+    using dir = tempDir();
+    const disk = join(dir.path, "disk");
+    mkdirSync(disk);
+    expect(works(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", disk])).toBe(true);
+    const log = join(disk, "log");
+    const fd = openSync(log, "a");
+    const filler = join(disk, "filler");
+    let master: ReturnType<typeof Bun.spawn> | undefined;
+    try {
+      master = Bun.spawn([SOCKET, "-v", "-W", "2", "-p", "cat", "-s", "0"], { stdio: ["ignore", "ignore", fd], detached: true });
+      let port = 0;
+      await waitFor("the pool to listen", () => {
+        port = Number(readFileSync(log, "utf8").match(/listening on port (\d+)/)?.[1] ?? 0);
+        return port > 0 && readFileSync(log, "utf8").includes("status: 0/2");
+      });
+      // Fill the disk to the last byte: the filler takes every free page, then the log's own last page is filled.
+      const fill = openSync(filler, "w");
+      for (const [target, size] of [[fill, 4096], [fd, 1]] as const) {
+        const block = Buffer.alloc(size, 10);
+        try {
+          for (;;) writeSync(target, block);
+        } catch {
+          // ENOSPC: full
+        }
+      }
+      closeSync(fill);
+      for (let i = 0; i < 20; i++) expect((await exchange(port, `${i}\n`)).data.toString()).toBe(`${i}\n`);
+      const before = cpuTicks(master.pid);
+      const started = Date.now();
+      const [worker] = workersOf(master.pid);
+      process.kill(worker, "SIGKILL");
+      await waitFor("a new worker in the dead one's place", () => {
+        const now = workersOf(master!.pid);
+        return now.length === 2 && !now.includes(worker);
+      });
+      expect((await exchange(port, "after\n")).data.toString()).toBe("after\n");
+      await Bun.sleep(Math.max(0, 1000 - (Date.now() - started))); // a second of the master's life, measured
+      expect(cpuTicks(master.pid) - before).toBeLessThan(20); // under 20 % of a core (it spun at 100 %)
+      rmSync(filler);
+      expect((await exchange(port, "freed\n")).data.toString()).toBe("freed\n");
+      await waitFor("the dropped lines to be counted", () => /socket: \d+ lines could not be written to stderr and were dropped/.test(readFileSync(log, "utf8")));
+    } finally {
+      master?.kill("SIGKILL");
+      await master?.exited;
+      closeSync(fd);
+      works(["umount", "-l", disk]);
+      if (existsSync(disk)) rmSync(disk, { recursive: true, force: true });
+    }
+  });
+});
