@@ -2,7 +2,7 @@
 // parsed with getopt semantics by node:util parseArgs, because citty's own
 // parser folds -b/-B and -w/-W together (SPEC section 7).
 import { parseArgs } from "node:util";
-import { defineCommand, renderUsage, type ArgsDef } from "citty";
+import { defineCommand, renderUsage, type ArgDef } from "citty";
 import { NAME, VERSION } from "./version.ts";
 import { shellNeed } from "./connection/program.ts";
 import { socketsPassed } from "./net/activation.ts";
@@ -37,9 +37,10 @@ const optionTable = {
   group: { type: "string", alias: "g", valueHint: "GROUP", description: "After binding, run as this group (name or gid)" },
   scgi: { type: "boolean", description: "Speak SCGI: run the -p program per request as a CGI (needs -s, -p; no shell)" },
   fastcgi: { type: "boolean", description: "Speak FastCGI (responder): run the -p program per request as a CGI (needs -s, -p; no shell)" },
+  "pass-env": { type: "string", valueHint: "NAME", multiple: true, description: "--scgi/--fastcgi: a request may also set the variable NAME (repeatable); see ENVIRONMENT in socket(1)" },
   help: { type: "boolean", description: "Show this help" },
   version: { type: "boolean", description: "Print the version" },
-} as const satisfies ArgsDef;
+} as const satisfies Record<string, ArgDef & { multiple?: true }>;
 
 const command = defineCommand({
   meta: { name: NAME, version: VERSION, description: "Shell access to TCP and UNIX-domain sockets, with a prefork pool" },
@@ -95,6 +96,8 @@ export interface Options {
   group: string | undefined;
   /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
   gateway: "scgi" | "fastcgi" | undefined;
+  /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
+  passEnv: string[];
   /** -b: where the daemon's stdout and stderr go. */
   log: string | undefined;
   pidFile: string | undefined;
@@ -177,14 +180,14 @@ export function parseCommandLine(argv: string[]): Parsed {
       options: Object.fromEntries(
         Object.entries(optionTable).map(([name, def]) => [
           name,
-          "alias" in def ? { type: def.type, short: def.alias } : { type: def.type },
+          { type: def.type, ...("alias" in def && { short: def.alias }), ...("multiple" in def && { multiple: def.multiple }) },
         ]),
-      ) as Record<keyof typeof optionTable, { type: "string" | "boolean"; short?: string }>,
+      ) as Record<keyof typeof optionTable, { type: "string" | "boolean"; short?: string; multiple?: boolean }>,
     });
   } catch (e) {
     return usageError(getoptMessage(e as Error));
   }
-  const v = parsed.values as Partial<Record<keyof typeof optionTable, string | boolean>>;
+  const v = parsed.values as Partial<Record<keyof typeof optionTable, string | boolean | string[]>>;
   const str = (k: keyof typeof optionTable) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
   const flag = (k: keyof typeof optionTable) => v[k] === true;
 
@@ -286,6 +289,12 @@ export function parseCommandLine(argv: string[]): Parsed {
   }
   const gateway = gatewayOption(flag, program, server);
   if (typeof gateway === "object") return gateway;
+  const passEnv = (v["pass-env"] ?? []) as string[];
+  if (passEnv.length > 0 && gateway === undefined) return usageError(`${NAME}: --pass-env needs --scgi or --fastcgi`);
+  const badName = passEnv.find((name) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name));
+  if (badName !== undefined) {
+    return usageError(`${NAME}: --pass-env wants a variable name (letters, digits and _, not starting with a digit), not '${badName}'`);
+  }
 
   return {
     warning,
@@ -310,6 +319,7 @@ export function parseCommandLine(argv: string[]): Parsed {
       user: str("user"),
       group: str("group"),
       gateway,
+      passEnv,
       log: str("log"),
       pidFile: str("pid-file"),
       graceMs: (graceAny ?? 0) * 1000,

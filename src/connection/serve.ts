@@ -16,10 +16,11 @@ import { serveGatewayDescriptor, serveGatewaySocket } from "../gateway/gateway.t
 /**
  * What serving a connection needs to know, a subset of Options a worker is
  * given too. A gateway (--scgi/--fastcgi) also needs the -p command itself
- * (it never goes through sh) and the pool's size (FastCGI's GET_VALUES).
+ * (it never goes through sh), the pool's size (FastCGI's GET_VALUES) and
+ * --pass-env.
  */
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> &
-  Partial<Pick<Options, "gateway" | "program" | "pool">>;
+  Partial<Pick<Options, "gateway" | "program" | "pool" | "passEnv">>;
 
 export const log = verbose;
 

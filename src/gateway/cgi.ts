@@ -3,6 +3,7 @@
 // when it cannot be run. Shared by SCGI and FastCGI.
 import type { Subprocess } from "bun";
 import { directProgram, type Program } from "../connection/program.ts";
+import { gatewayLog } from "./connection.ts";
 
 /** A request variable as the web server sent it: name and value, decoded. */
 export type Variable = [name: string, value: string];
@@ -29,47 +30,101 @@ export const HEADER_TIMEOUT_MS = 30_000;
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * Names that change how the dynamic loader, libc or a shell behave, or
- * where programs are found. A request must never set them: a client
- * talking SCGI or FastCGI directly could otherwise send LD_PRELOAD. Their
- * values come from socket's own environment.
+ * The variables a request may set, and the only ones: a client that talks
+ * SCGI or FastCGI to the port directly (bypassing the web server) must not
+ * choose the environment of the program (PERL5OPT, NODE_OPTIONS, LD_PRELOAD,
+ * http_proxy, ... steer the program itself). A name ending in "*" is a prefix.
+ * The same list is in the man page (docs/socket.1, ENVIRONMENT).
+ *
+ * - The CGI/1.1 meta-variables (RFC 3875 section 4.1).
+ * - What nginx's fastcgi_params and scgi_params and Apache's
+ *   ap_add_common_vars/ap_add_cgi_vars (mod_proxy_fcgi, mod_proxy_scgi)
+ *   send with every request: REQUEST_URI ... SERVER_SIGNATURE, and SCGI,
+ *   which the SCGI protocol requires in every request.
+ * - mod_ssl's variables by name and prefix, not "SSL_*": OpenSSL itself reads
+ *   SSL_CERT_FILE and SSL_CERT_DIR.
+ * Left out on purpose: the PATH Apache sends (the program's PATH is socket's),
+ * Apache's REDIRECT_URL and REDIRECT_QUERY_STRING (only after an internal
+ * redirect) and UNIQUE_ID (a module's): --pass-env lets them through.
  */
-const DENIED = new Set([
-  // glibc's "unsecure" list (dropped for setuid programs, for the same reason)
-  "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
-  "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
-  // shells
-  "ENV", "BASH_ENV", "IFS", "CDPATH", "PS4", "SHELLOPTS", "BASHOPTS", "PATH",
-  // httpoxy (CVE-2016-5385): a request's "Proxy:" header arrives as HTTP_PROXY,
-  // which many HTTP libraries take as their proxy.
-  "HTTP_PROXY",
-]);
-const DENIED_PREFIXES = ["LD_", "MALLOC_", "BASH_FUNC_"];
+const REQUEST_VARIABLES = [
+  // RFC 3875 section 4.1
+  "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO", "PATH_TRANSLATED",
+  "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD",
+  "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
+  // the request's header lines (RFC 3875 section 4.1.18); HTTP_PROXY is refused below
+  "HTTP_*",
+  // nginx's and Apache's extensions
+  "HTTPS", "REQUEST_URI", "REQUEST_SCHEME", "SCRIPT_FILENAME", "DOCUMENT_ROOT", "DOCUMENT_URI",
+  "REDIRECT_STATUS", "SERVER_ADDR", "REMOTE_PORT", "SERVER_ADMIN", "SERVER_SIGNATURE", "CONTEXT_*", "SCGI",
+  // mod_ssl (SSLOptions +StdEnvVars +ExportCertData), and the same names set by hand in nginx
+  "SSL_PROTOCOL", "SSL_SESSION_ID", "SSL_SESSION_RESUMED", "SSL_SECURE_RENEG", "SSL_COMPRESS_METHOD",
+  "SSL_CIPHER", "SSL_CIPHER_*", "SSL_VERSION_INTERFACE", "SSL_VERSION_LIBRARY", "SSL_TLS_SNI",
+  "SSL_SRP_USER", "SSL_SRP_USERINFO", "SSL_HANDSHAKE_RTT", "SSL_CLIENT_*", "SSL_SERVER_*",
+];
+const NAMES = new Set(REQUEST_VARIABLES.filter((n) => !n.endsWith("*")));
+const PREFIXES = REQUEST_VARIABLES.filter((n) => n.endsWith("*")).map((n) => n.slice(0, -1));
 
-/** Whether a request may set this variable in the program's environment. */
-export function allowedName(name: string): boolean {
-  if (!NAME.test(name) || DENIED.has(name)) return false;
-  return !DENIED_PREFIXES.some((p) => name.startsWith(p));
+/** A name of the table above: a request's to set, never socket's own environment's. */
+function requestVariable(name: string): boolean {
+  return NAMES.has(name) || PREFIXES.some((p) => name.length > p.length && name.startsWith(p));
 }
 
-let inherited: Record<string, string> | undefined;
+/** --pass-env's names, and socket's environment without any variable that is a request's. */
+interface Rule {
+  passed: Set<string>;
+  inherited: Record<string, string>;
+}
+let rule: Rule | undefined;
+
+/** What the options say about the environment: one process has one set of options, so worked out once. */
+function environmentRule(passEnv: readonly string[]): Rule {
+  if (rule) return rule;
+  const passed = new Set(passEnv);
+  // An inherited HTTPS=on or REMOTE_USER would tell every program a request
+  // had them when its web server did not say so (fcgiwrap drops them too).
+  // HTTP_PROXY goes with the other HTTP_*: in a CGI it reads as a header.
+  // A --pass-env name is a request's too: its value is the request's or none.
+  const inherited: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !requestVariable(name) && !passed.has(name)) inherited[name] = value;
+  }
+  return (rule = { passed, inherited });
+}
+
+/** The options cgiEnvironment reads: --pass-env, and -v for the line naming what was dropped. */
+export interface EnvironmentOptions {
+  verbose: boolean;
+  passEnv?: readonly string[];
+}
 
 /**
- * The program's environment: socket's own (PATH and the like, read once),
- * then the request's allowed variables over it, and GATEWAY_INTERFACE
- * where the web server did not send it. socket's UCSPI variables are not
- * set: they would describe the web server's connection, not the client,
- * whose address the web server sends as REMOTE_ADDR.
+ * The program's environment: socket's own (PATH and the like) without any
+ * request variable, then the request's variables that the table above or
+ * --pass-env allow, and GATEWAY_INTERFACE where the web server did not
+ * send it. The rest is dropped, named on a -v line. socket's UCSPI
+ * variables are not set: they would describe the web server's connection,
+ * not the client, whose address the web server sends as REMOTE_ADDR.
  */
-export function cgiEnvironment(variables: Variable[]): Record<string, string> {
-  inherited ??= Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
+export function cgiEnvironment(variables: Variable[], options: EnvironmentOptions, protocol: "scgi" | "fastcgi"): Record<string, string> {
+  const { passed, inherited } = environmentRule(options.passEnv ?? []);
   const env = { ...inherited };
+  let dropped: string[] | undefined;
   for (const [name, value] of variables) {
+    const allowed = passed.has(name) || (requestVariable(name) && name !== "HTTP_PROXY" && NAME.test(name));
     // A NUL cannot be in an environment string (FastCGI values may hold one).
-    if (allowedName(name) && !value.includes("\0")) env[name] = value;
+    if (allowed && !value.includes("\0")) env[name] = value;
+    else (dropped ??= []).push(allowed ? `${printable(name)} (a NUL in its value)` : printable(name));
   }
   env.GATEWAY_INTERFACE ??= "CGI/1.1";
+  if (dropped) gatewayLog(options, protocol, `dropped request variables not allowed: ${dropped.join(", ")}`);
   return env;
+}
+
+/** A name as the -v line shows it: a client's bytes must not make lines of their own. */
+function printable(name: string): string {
+  const shown = NAME.test(name) ? name : JSON.stringify(name);
+  return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }
 
 const programs = new Map<string, Program>();

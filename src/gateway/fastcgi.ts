@@ -144,9 +144,9 @@ interface Request {
   outputDone: Promise<void> | undefined;
 }
 
-function startProgram(command: string, variables: Variable[]) {
+function startProgram(command: string, variables: Variable[], options: ServeOptions) {
   const program = cgiProgram(command);
-  const env = cgiEnvironment(variables);
+  const env = cgiEnvironment(variables, options, "fastcgi");
   return spawnCgi(program, () =>
     spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
   );
@@ -363,7 +363,7 @@ export class FastCgiHandler implements Handler {
     const variables = decodePairs(Buffer.concat(request.params));
     if ("error" in variables) return variables.error;
     request.params = [];
-    const proc = startProgram(this.command, variables);
+    const proc = startProgram(this.command, variables, this.options);
     if (!proc) {
       request.outputDone = Promise.resolve();
       this.send(encodeRecord(TYPE.STDOUT, request.id, BAD_GATEWAY));

@@ -157,7 +157,7 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
     return;
   }
   const program = cgiProgram(command);
-  const env = cgiEnvironment(request.variables);
+  const env = cgiEnvironment(request.variables, options, "scgi");
   // stdin and stdout are the connection; stderr is socket's own, so a
   // program's complaints never corrupt the HTTP answer.
   const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
@@ -240,7 +240,7 @@ export class ScgiHandler implements Handler {
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
     const socket = this.socket!;
     const program = cgiProgram(this.command);
-    const env = cgiEnvironment(request.variables);
+    const env = cgiEnvironment(request.variables, this.options, "scgi");
     const proc = spawnCgi(program, () =>
       spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
     );

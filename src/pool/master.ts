@@ -275,6 +275,7 @@ export function runPool(
       verbose: options.verbose,
       timeoutMs: options.timeoutMs,
       gateway: options.gateway,
+      passEnv: options.passEnv,
       program: options.program,
       pool: options.pool,
     },
