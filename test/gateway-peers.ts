@@ -24,7 +24,13 @@ export interface Nginx extends AsyncDisposable {
 }
 
 /** nginx in the foreground, everything it writes inside `dir`, in front of `upstream`. */
-export async function startNginx(dir: string, protocol: "scgi" | "fastcgi", upstream: Target, opts: { keepConn?: boolean } = {}): Promise<Nginx> {
+export async function startNginx(
+  dir: string,
+  protocol: "scgi" | "fastcgi",
+  upstream: Target,
+  /** maxBody: nginx's client_max_body_size ("16m"); 4m when not given. */
+  opts: { keepConn?: boolean; maxBody?: string } = {},
+): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
   const port = await freePort();
@@ -39,7 +45,7 @@ http {
   access_log off;
   client_body_temp_path ${root}/body; fastcgi_temp_path ${root}/fastcgi; scgi_temp_path ${root}/scgi;
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
-  client_max_body_size 4m;
+  client_max_body_size ${opts.maxBody ?? "4m"};
   upstream app { server ${server}; keepalive 4; }
   server { listen 127.0.0.1:${port}; location = /ready { return 204; } location / { ${pass} } }
 }

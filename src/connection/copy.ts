@@ -33,6 +33,13 @@ export interface CopyOptions {
   /** Close the connection after this long with no byte either way. */
   timeoutMs: number | undefined;
   log: (line: string) => void;
+  /**
+   * A gateway: when the program is done, FIN, then the peer's remaining
+   * bytes are read and dropped until its EOF (for at most this long) before
+   * the close. Closing with unread bytes sends a reset, which can destroy
+   * the answer before the peer has read it.
+   */
+  lingerMs?: number;
 }
 
 const CR = 13;
@@ -64,6 +71,8 @@ export class Copy {
   private socket: Socket<Copy> | undefined;
   private drainWaiter: (() => void) | undefined;
   private idleTimer: Timer | undefined;
+  private lingerTimer: Timer | undefined;
+  private peerEnded = false;
   private closed = false;
   private finish!: (error: Error | undefined) => void;
   /** The socket error that ended the connection (a reset), if one did. */
@@ -137,10 +146,11 @@ export class Copy {
 
   onEnd(): void {
     this.options.log("connection closed by peer");
+    this.peerEnded = true;
     this.endSink();
     // The client's job is over when the peer is done; a program still
     // gets to finish its answer (socket 1.1 lost it here).
-    if (!this.local.program) this.close();
+    if (!this.local.program || this.lingerTimer) this.close();
   }
 
   onDrain(): void {
@@ -152,6 +162,7 @@ export class Copy {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.idleTimer);
+    clearTimeout(this.lingerTimer);
     this.drainWaiter?.();
     const { program } = this.local;
     if (!program) return this.finish(this.error);
@@ -210,7 +221,14 @@ export class Copy {
 
   close(): void {
     if (this.closed || !this.socket) return;
-    this.socket.end();
+    const { lingerMs } = this.options;
+    if (lingerMs === undefined || this.peerEnded) return void this.socket.end();
+    if (this.lingerTimer) return;
+    this.endSink(); // what still comes is dropped
+    this.socket.resume();
+    this.socket.shutdown();
+    // A peer that never closes: a reset, as it would not take a FIN anyway.
+    this.lingerTimer = setTimeout(() => this.socket?.terminate(), lingerMs);
   }
 }
 

@@ -8,7 +8,7 @@ import { writeSync } from "node:fs";
 import type { Socket } from "bun";
 import { Copy, type Bytes } from "../connection/copy.ts";
 import type { ServeOptions } from "../connection/serve.ts";
-import { close, EAGAIN, localEndpoint, MSG_PEEK, recv, recvExactly, setReceiveTimeout, SysError } from "../system/libc.ts";
+import { close, EAGAIN, localEndpoint, MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown, SysError } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
@@ -83,10 +83,19 @@ export function parseNetstring(bytes: Uint8Array): (ScgiRequest & { bodyStart: n
   return "error" in request ? request : { ...request, bodyStart: end + 1 };
 }
 
-/** The header read from a blocking socket, to the comma and not a byte further. */
-function readHeader(fd: number): ScgiRequest | { error: string } {
+/**
+ * How long a connection has for its header, counted from accept (and for
+ * the rest of a body nobody reads, from the program's end): 30 s, or
+ * --timeout when smaller.
+ */
+function limitMs(options: ServeOptions): number {
+  return Math.min(HEADER_TIMEOUT_MS, options.timeoutMs ?? HEADER_TIMEOUT_MS);
+}
+
+/** The header read from a blocking socket by `deadline`, to the comma and not a byte further. */
+function readHeader(fd: number, deadline: number): ScgiRequest | { error: string } {
   const peek = new Uint8Array(MAX_DIGITS + 1);
-  const n = recv(fd, peek, MSG_PEEK);
+  const n = recvBefore(fd, peek, MSG_PEEK, deadline);
   if (n === 0) return { error: "connection ended before the header" };
   let prefix = parsePrefix(peek.subarray(0, n));
   let consumed = 0;
@@ -96,7 +105,7 @@ function readHeader(fd: number): ScgiRequest | { error: string } {
     const one = new Uint8Array(1);
     const seen: number[] = [];
     while ("need" in prefix) {
-      if (!recvExactly(fd, one)) return { error: "connection ended in the header" };
+      if (!recvExactly(fd, one, deadline)) return { error: "connection ended in the header" };
       seen.push(one[0]);
       prefix = parsePrefix(new Uint8Array(seen));
     }
@@ -104,32 +113,42 @@ function readHeader(fd: number): ScgiRequest | { error: string } {
   }
   if ("error" in prefix) return prefix;
   const rest = new Uint8Array(prefix.size - consumed + prefix.length + 1);
-  if (!recvExactly(fd, rest)) return { error: "connection ended in the header" };
+  if (!recvExactly(fd, rest, deadline)) return { error: "connection ended in the header" };
   const header = rest.subarray(prefix.size - consumed);
   if (header[prefix.length] !== COMMA) return { error: "netstring does not end with ','" };
   return parseScgiHeader(header.subarray(0, prefix.length));
 }
 
-/** Reads and drops up to `length` bytes (a body nobody will read), so closing sends FIN, not a reset that could lose our answer. */
-function discardBody(fd: number, length: number): void {
+/**
+ * Ends the answer with a FIN, then reads and drops what is left of the
+ * body (at most `length` bytes, until the peer's EOF or `ms`) and closes.
+ * Closing a socket with unread bytes sends a reset instead of a FIN, and
+ * the reset can destroy the answer before the web server has read it:
+ * nginx then says 502. A CGI may answer without reading its body (RFC 3875).
+ */
+function finishAnswer(fd: number, length: number, ms: number): void {
+  shutdown(fd, SHUT_WR);
+  const deadline = Date.now() + ms;
   const buf = new Uint8Array(Math.min(length, 64 * 1024));
   try {
     for (let left = length; left > 0; ) {
-      const n = recv(fd, buf.subarray(0, Math.min(left, buf.length)), 0);
-      if (n === 0) return;
+      const n = recvBefore(fd, buf.subarray(0, Math.min(left, buf.length)), 0, deadline);
+      if (n === 0) break;
       left -= n;
     }
   } catch {
     // timed out or reset: the answer is sent, nothing more to do
   }
+  close(fd);
 }
 
 /** Serves one SCGI connection a pool worker accepted (a blocking descriptor it owns). */
 export async function serveScgiDescriptor(fd: number, options: ServeOptions, command: string): Promise<void> {
+  // The header's deadline is absolute: a byte every few seconds must not hold the worker.
+  const deadline = Date.now() + limitMs(options);
   let request: ScgiRequest | { error: string };
   try {
-    setReceiveTimeout(fd, options.timeoutMs ?? HEADER_TIMEOUT_MS);
-    request = readHeader(fd);
+    request = readHeader(fd, deadline);
   } catch (e) {
     const timedOut = e instanceof SysError && e.errno === EAGAIN;
     request = { error: timedOut ? "no complete header in time" : (e as Error).message };
@@ -164,17 +183,19 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
   if (!proc) {
     try {
       writeSync(fd, BAD_GATEWAY);
-      setReceiveTimeout(fd, HEADER_TIMEOUT_MS); // a body that never comes must not hold the worker
-      discardBody(fd, request.contentLength);
     } catch {
       // the web server is gone
     }
-    close(fd);
+    finishAnswer(fd, request.contentLength, limitMs(options));
     return;
   }
   if (watched && timeoutMs !== undefined) watchIdle(fd, proc, timeoutMs, (line) => gatewayLog(options, "scgi", line));
-  close(fd); // ours; the program holds the connection now
+  // Our descriptor stays open (close-on-exec: the program has its own
+  // copies) so that the answer can be finished cleanly once the program
+  // is gone. So the answer ends when the program exits: a background
+  // process it left holding the connection is cut off by our FIN.
   await proc.exited;
+  finishAnswer(fd, request.contentLength, limitMs(options));
 }
 
 function isTcp(fd: number): boolean {
@@ -211,7 +232,8 @@ export class ScgiHandler implements Handler {
   attach(socket: Socket<unknown>): void {
     this.socket = socket;
     if (this.request) return this.start(this.request, new Uint8Array(0));
-    this.timer = setTimeout(() => this.fail("no complete header in time"), this.options.timeoutMs ?? HEADER_TIMEOUT_MS);
+    // Once, from the connect: not restarted by data, so a drip cannot stretch it.
+    this.timer = setTimeout(() => this.fail("no complete header in time"), limitMs(this.options));
   }
 
   onData(chunk: Uint8Array): void {
@@ -245,14 +267,19 @@ export class ScgiHandler implements Handler {
       spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
     );
     if (!proc) {
+      // As finishAnswer does: FIN, drop the body until the peer's EOF, then close.
       this.refused = true;
       socket.write(BAD_GATEWAY);
-      socket.end();
+      socket.shutdown();
+      this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
       return;
     }
+    // The answer ends when the program exits (lingerMs: FIN, then the
+    // unread body is dropped); a background process it left is cut off.
+    const log = (line: string) => gatewayLog(this.options, "scgi", line);
     this.copy = new Copy(
       { sources: [proc.stdout], sink: proc.stdin, program: { pid: proc.pid, exited: proc.exited, kill: () => proc.kill("SIGKILL") } },
-      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log: (line) => gatewayLog(this.options, "scgi", line) },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
     );
     this.copy.attach(socket as Socket<Copy>);
     if (bodyStart.length > 0) this.copy.onData(bodyStart);
@@ -266,7 +293,7 @@ export class ScgiHandler implements Handler {
 
   onEnd(): void {
     if (this.copy) return this.copy.onEnd();
-    if (this.refused) return;
+    if (this.refused) return void this.socket?.end();
     this.fail("connection ended in the header");
   }
 

@@ -77,6 +77,7 @@ const WNOHANG = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
 const P_ALL = 0;
+export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
@@ -224,11 +225,23 @@ export function recv(fd: number, buf: Uint8Array, flags: number): number {
   }
 }
 
-/** Fills `buf` exactly; false when the peer ended first. MSG_WAITALL may still return short (timeout, signal). */
-export function recvExactly(fd: number, buf: Uint8Array): boolean {
+/**
+ * One recv that fails with EAGAIN at `deadline` (a Date.now() time) however
+ * the bytes trickle in: SO_RCVTIMEO is set to the time left before each
+ * call, as a fixed one would restart with every byte (a slowloris).
+ */
+export function recvBefore(fd: number, buf: Uint8Array, flags: number, deadline: number): number {
+  const left = deadline - Date.now();
+  if (left <= 0) throw new SysError("recv", EAGAIN);
+  setReceiveTimeout(fd, left);
+  return recv(fd, buf, flags);
+}
+
+/** Fills `buf` exactly by `deadline`; false when the peer ended first. MSG_WAITALL may still return short (timeout, signal). */
+export function recvExactly(fd: number, buf: Uint8Array, deadline: number): boolean {
   let got = 0;
   while (got < buf.length) {
-    const n = recv(fd, buf.subarray(got), MSG_WAITALL);
+    const n = recvBefore(fd, buf.subarray(got), MSG_WAITALL, deadline);
     if (n === 0) return false;
     got += n;
   }

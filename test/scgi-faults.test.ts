@@ -1,0 +1,113 @@
+// SCGI faults (issue 14): a header that drips in must not hold a worker
+// past an absolute deadline (item 6), and a CGI that answers without
+// reading its body must not lose its answer to a reset (item 12).
+import { describe, expect, test } from "bun:test";
+import { chmodSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Socket } from "bun";
+import { exchange, startServer, tempDir, waitFor, type Target } from "./harness.ts";
+import { noNginx, scgiRequest, startNginx } from "./gateway-peers.ts";
+
+const modes = [
+  { name: "-W 2", args: ["-W", "2"] },
+  { name: "-l -f", args: ["-l", "-f"] },
+];
+
+function script(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\n${body}`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+const ENV_CGI = `printf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n`;
+// RFC 3875 lets a CGI answer without reading its body.
+const UNREAD_CGI = `printf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nanswered without reading\\n'\n`;
+
+/** Connects and sends `bytes` one at a time, every `everyMs`; resolves when the server closes, with the ms since connecting. */
+async function drip(target: Target, bytes: Uint8Array, everyMs: number, giveUpMs: number): Promise<number> {
+  let closedAt: number | undefined;
+  const handlers = { data() {}, close: () => void (closedAt ??= Date.now()), error: () => void (closedAt ??= Date.now()) };
+  const socket: Socket<undefined> =
+    typeof target === "number"
+      ? await Bun.connect({ hostname: "127.0.0.1", port: target, socket: handlers })
+      : await Bun.connect({ unix: target, socket: handlers });
+  const connectedAt = Date.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    if (closedAt === undefined && sent < bytes.length) socket.write(bytes.subarray(sent, ++sent));
+  }, everyMs);
+  try {
+    await waitFor("the server to close the dripping connection", () => closedAt !== undefined, giveUpMs);
+    return closedAt! - connectedAt;
+  } finally {
+    clearInterval(timer);
+    socket.end();
+  }
+}
+
+describe.each(modes)("SCGI with $name", ({ args }) => {
+  test("a header sent a byte every 0.5 s is cut at --timeout from the connect, not from the last byte", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "env.cgi", ENV_CGI);
+    await using server = await startServer(["--scgi", ...args, "--timeout", "2", "-p", cgi, "-s", "0"]);
+    // 0.5 s a byte: the whole header would take about 14 s.
+    const request = scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]);
+    const heldMs = await drip(server.target, request, 500, 8000);
+    expect(heldMs).toBeLessThan(3000);
+    expect(heldMs).toBeGreaterThan(1500);
+    await waitFor("the -v line", () => server.stderr().includes("scgi: no complete header in time"));
+    // The worker is free again: a normal request is served.
+    const reply = await exchange(server.target, request);
+    expect(reply.data.toString()).toContain("GATEWAY_INTERFACE=CGI/1.1");
+  });
+
+  test("the answer ends with a FIN when the CGI exits; a peer that then sends nothing more is let go at --timeout", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "unread.cgi", UNREAD_CGI);
+    const one = args[0] === "-W" ? ["-W", "1"] : args; // one worker: a second request shows it is free again
+    await using server = await startServer(["--scgi", ...one, "--timeout", "1", "-p", cgi, "-s", "0"]);
+    const events: string[] = [];
+    let answer = "";
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port: server.target as number,
+      allowHalfOpen: true, // our side stays open after the server's FIN, and we never send the promised body
+      socket: {
+        data: (_s, d) => void (answer += d.toString()),
+        end: () => void events.push("fin"),
+        close: () => void events.push("closed"),
+        error: () => void events.push("closed"),
+      },
+    });
+    const started = Date.now();
+    socket.write(scgiRequest([["CONTENT_LENGTH", "1000"], ["SCGI", "1"]], new Uint8Array(3)));
+    try {
+      await waitFor("the FIN after the answer", () => events.includes("fin") || events.includes("closed"));
+      expect(events[0]).toBe("fin");
+      expect(answer).toContain("answered without reading");
+      // The drain of the unsent body gives up at --timeout: the worker serves the next request.
+      const reply = await exchange(server.target, scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]));
+      expect(reply.data.toString()).toContain("answered without reading");
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      socket.terminate();
+    }
+  });
+
+  test.skipIf(noNginx)("through nginx, 12 POSTs of 8 MB to a CGI that does not read its body all get its answer", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "unread.cgi", UNREAD_CGI);
+    const pool = args[0] === "-W" ? ["-W", "4"] : args;
+    await using server = await startServer(["--scgi", ...pool, "-p", cgi, "-s", "0"]);
+    await using nginx = await startNginx(dir.path, "scgi", server.target, { maxBody: "16m" });
+    const body = new Uint8Array(8 << 20).fill(0x61);
+    const answers: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      // nginx answers 502 when the reset reaches it first, or drops the client's connection.
+      const answer = fetch(`${nginx.url}/upload`, { method: "POST", body }).then(async (r) => `${r.status} ${await r.text()}`);
+      answers.push(await answer.catch((e: Error) => `failed: ${e.message.slice(0, 40)}`));
+    }
+    expect(answers).toEqual(Array.from({ length: 12 }, () => "200 answered without reading\n"));
+  }, 60000);
+});
