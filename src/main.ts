@@ -9,7 +9,7 @@ import { takeNotifySocket } from "./system/notify.ts";
 import { installReaper } from "./system/reaper.ts";
 import { Fatal } from "./fatal.ts";
 import { runPool, type Pool } from "./pool/master.ts";
-import { becomeIdentity, resolveIdentity } from "./system/privileges.ts";
+import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
 import { programFor } from "./connection/program.ts";
 import { selfCommand } from "./system/self.ts";
 import { serve } from "./server/classic.ts";
@@ -79,8 +79,10 @@ async function main(argv: string[]): Promise<void> {
   takeNotifySocket();
   // Orphans of programs come to us (as PID 1 they would anyway): reap them.
   if (options.server) installReaper();
-  // Right after the bind: the pid file is opened while still privileged, then -u/-g apply.
-  const afterBind = () => {
+  // Right after the bind: the socket file is given away and the pid file
+  // opened while still privileged, then -u/-g apply.
+  const afterBind = (socketFile: string | undefined) => {
+    if (socketFile !== undefined) giveSocketFile(socketFile, identity);
     openPidFile();
     becomeIdentity(identity);
   };

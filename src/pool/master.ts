@@ -239,7 +239,8 @@ export function runPool(
   policy: PoolPolicy,
   command: string,
   address: Address,
-  afterBind: () => void,
+  /** Gets the UNIX socket file socket created (not a passed one's). */
+  afterBind: (socketFile: string | undefined) => void,
 ): Pool {
   const passed = options.destination.kind === "passed";
   // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
@@ -252,18 +253,18 @@ export function runPool(
     listenFd = detachListener(listening);
     bound = listening.address;
   }
-  if (bound.kind === "unix" && !passed) {
-    const path = bound.path;
+  const socketFile = bound.kind === "unix" && !passed ? bound.path : undefined;
+  if (socketFile !== undefined) {
     atExit(() => {
       try {
-        unlinkSync(path);
+        unlinkSync(socketFile);
       } catch {
         // already gone
       }
     });
   }
   log(options, listeningMessage(bound));
-  afterBind();
+  afterBind(socketFile);
   const pool = new Pool(listenFd, policy, options, {
     command,
     address: bound,

@@ -21,7 +21,8 @@ export function serve(
   options: Options,
   address: Address,
   program: Program | undefined,
-  afterBind: () => void,
+  /** Gets the UNIX socket file socket created (not a passed one's). */
+  afterBind: (socketFile: string | undefined) => void,
 ): { stop(): Promise<void> } {
   // Without a program every connection shares socket's own stdin and stdout,
   // so they take turns whatever -f says.
@@ -142,7 +143,7 @@ export function serve(
     });
   }
   log(options, listeningMessage(listening.address));
-  afterBind();
+  afterBind(address.kind === "unix" && !passed && listening.address.kind === "unix" ? listening.address.path : undefined);
   serving();
   return {
     /**

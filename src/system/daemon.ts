@@ -5,10 +5,10 @@
 // caller waits, over a socket pair, until the daemon serves or fails, and then
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
-import { closeSync, ftruncateSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
+import { close, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
 import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 
@@ -51,7 +51,8 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
   let out: number | "ignore" = "ignore";
   if (logFile !== undefined) {
     try {
-      out = openSync(logFile, "a", 0o644);
+      // Never through a symlink: root would append to wherever it points.
+      out = openSync(logFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
     } catch (e) {
       throw new Fatal(`--log ${logFile}: ${reason(e)}`, 1);
     }
@@ -130,6 +131,39 @@ function reason(e: unknown): string {
   return code && typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
 }
 
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
+const ELOOP = 40;
+
+/**
+ * The pid file, as root, in a directory others may write: created new
+ * (O_EXCL), or else reused only if it is a plain file of socket's own user
+ * with no other name (a stale pid file); never a symlink (O_NOFOLLOW), a
+ * FIFO, a device, or somebody else's file, which would be truncated.
+ */
+function openOwnPidFile(path: string): number {
+  try {
+    return openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
+  } catch (e) {
+    if ((e as { code?: string }).code !== "EEXIST") throw e;
+  }
+  const seen = lstatSync(path);
+  if (seen.isSymbolicLink()) throw new Fatal(`--pid-file ${path}: ${strerror(ELOOP)}`, 1);
+  if (!seen.isFile()) throw new Fatal(`--pid-file ${path}: not a regular file`, 1);
+  // O_NONBLOCK: a FIFO swapped in since the lstat must not block the open.
+  const fd = openSync(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile() || stat.ino !== seen.ino || stat.dev !== seen.dev) throw new Fatal(`--pid-file ${path}: not a regular file`, 1);
+    if (stat.uid !== geteuid()) throw new Fatal(`--pid-file ${path}: exists and belongs to uid ${stat.uid}; not overwriting it`, 1);
+    if (stat.nlink !== 1) throw new Fatal(`--pid-file ${path}: exists with other hard links; not overwriting it`, 1);
+    ftruncateSync(fd, 0);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
 /**
  * Opens the pid file right after binding, before -u/-g drop privileges
  * (pid files live in root's /run): the file is created then, and filled
@@ -138,14 +172,17 @@ function reason(e: unknown): string {
 export function openPidFile(): void {
   if (pidFile === undefined) return;
   try {
-    pidFd = openSync(pidFile, "w", 0o644);
+    pidFd = openOwnPidFile(pidFile);
   } catch (e) {
+    if (e instanceof Fatal) throw e;
     throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
   }
   const [path, fd] = [pidFile, pidFd];
   atExit(() => {
     try {
-      if (readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
+      // Only our own file, still naming us: not one put there since.
+      const [ours, there] = [fstatSync(fd), lstatSync(path)];
+      if (ours.ino === there.ino && ours.dev === there.dev && readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
     } catch {
       // no longer allowed to unlink it (-u): at least it names nobody
       ftruncateSync(fd, 0);

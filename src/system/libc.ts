@@ -1,7 +1,8 @@
 // The few libc calls Bun does not expose: accept on an inherited listening
 // descriptor, epoll and poll waits, pipes, splice and pidfds for the pool,
 // descriptor flags, half-close, socket addresses, a client socket bound to a
-// local address, parent-death signal and privileges.
+// local address, parent-death signal, privileges and the user and group
+// databases (through NSS, as id(1) sees them).
 // bun:ffi works inside the compiled executable (SPEC section 7).
 import { CString, dlopen, FFIType, ptr as pointerTo, read, type Pointer } from "bun:ffi";
 
@@ -17,11 +18,16 @@ const lib = dlopen("libc.so.6", {
   epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
   execve: { args: [ptr, ptr, ptr], returns: i32 },
   fcntl: { args: [i32, i32, i32], returns: i32 },
+  geteuid: { args: [], returns: u32 },
   getpeername: { args: [i32, ptr, ptr], returns: i32 },
+  getgrnam_r: { args: [ptr, ptr, ptr, u64, ptr], returns: i32 },
   getppid: { args: [], returns: i32 },
+  getpwnam_r: { args: [ptr, ptr, ptr, u64, ptr], returns: i32 },
+  getpwuid_r: { args: [u32, ptr, ptr, u64, ptr], returns: i32 },
   getrlimit: { args: [i32, ptr], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+  initgroups: { args: [ptr, u32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
@@ -298,11 +304,75 @@ export function umask(mask: number): number {
   return lib.umask(mask);
 }
 
-export function dropPrivileges(uid: number | undefined, gid: number | undefined): void {
-  if (gid !== undefined) {
-    check("setgroups", lib.setgroups(1, new Uint32Array([gid])));
-    check("setgid", lib.setgid(gid));
+/** A user as the passwd database has it. */
+export interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+const ERANGE = 34;
+
+/**
+ * One getpwnam_r/getpwuid_r/getgrnam_r call: `call(buf, size, result)` fills
+ * `entry` (a struct passwd or group) with pointers into the buffer, which
+ * grows while it is too small. Returns the buffer, to be kept while the
+ * entry's strings are read; undefined when there is no such entry.
+ */
+function lookupEntry(what: string, call: (buf: Uint8Array, size: number, result: BigUint64Array) => number): Uint8Array | undefined {
+  for (let size = 16384; ; size *= 2) {
+    const buf = new Uint8Array(size);
+    const result = new BigUint64Array(1);
+    const code = call(buf, size, result);
+    if (code === ERANGE && size < 1 << 24) continue;
+    if (code !== 0) throw new SysError(what, code);
+    return result[0] === 0n ? undefined : buf;
   }
+}
+
+const cString = (text: string): Uint8Array => new TextEncoder().encode(`${text}\0`);
+
+/**
+ * struct passwd on 64-bit glibc: char *pw_name, *pw_passwd; uid_t pw_uid
+ * (offset 16); gid_t pw_gid (20); char *pw_gecos, *pw_dir, *pw_shell.
+ */
+function passwdEntry(entry: Uint8Array, buf: Uint8Array | undefined): PasswdEntry | undefined {
+  if (buf === undefined) return undefined;
+  const view = new DataView(entry.buffer);
+  const name = new CString(Number(view.getBigUint64(0, true)) as Pointer).toString(); // a copy, read while buf lives
+  return { name, uid: view.getUint32(16, true), gid: view.getUint32(20, true) };
+}
+
+export function getpwnam(name: string): PasswdEntry | undefined {
+  const entry = new Uint8Array(48);
+  return passwdEntry(entry, lookupEntry("getpwnam_r", (buf, size, result) => lib.getpwnam_r(cString(name), entry, buf, size, result)));
+}
+
+export function getpwuid(uid: number): PasswdEntry | undefined {
+  const entry = new Uint8Array(48);
+  return passwdEntry(entry, lookupEntry("getpwuid_r", (buf, size, result) => lib.getpwuid_r(uid, entry, buf, size, result)));
+}
+
+/** A group's gid; struct group: char *gr_name, *gr_passwd; gid_t gr_gid (offset 16); char **gr_mem. */
+export function getgrnam(name: string): number | undefined {
+  const entry = new Uint8Array(32);
+  const found = lookupEntry("getgrnam_r", (buf, size, result) => lib.getgrnam_r(cString(name), entry, buf, size, result));
+  return found ? new DataView(entry.buffer).getUint32(16, true) : undefined;
+}
+
+export function geteuid(): number {
+  return lib.geteuid();
+}
+
+/**
+ * Supplementary groups first (while still root), then the gid, then the
+ * uid: a named user gets its groups from the group database (initgroups),
+ * anyone else `gid` alone, never root's.
+ */
+export function dropPrivileges(uid: number | undefined, gid: number, user: string | undefined): void {
+  if (user !== undefined) check("initgroups", lib.initgroups(cString(user), gid));
+  else check("setgroups", lib.setgroups(1, new Uint32Array([gid])));
+  check("setgid", lib.setgid(gid));
   if (uid !== undefined) check("setuid", lib.setuid(uid));
 }
 
