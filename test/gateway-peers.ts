@@ -24,7 +24,7 @@ export interface Nginx extends AsyncDisposable {
 }
 
 /** nginx in the foreground, everything it writes inside `dir`, in front of `upstream`. */
-export async function startNginx(dir: string, protocol: "scgi" | "fastcgi", upstream: Target, opts: { keepConn?: boolean } = {}): Promise<Nginx> {
+export async function startNginx(dir: string, protocol: "scgi" | "fastcgi", upstream: Target, opts: { keepConn?: boolean; requestBuffering?: false } = {}): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
   const port = await freePort();
@@ -32,7 +32,7 @@ export async function startNginx(dir: string, protocol: "scgi" | "fastcgi", upst
   const pass =
     protocol === "scgi"
       ? `include /etc/nginx/scgi_params; scgi_pass app;`
-      : `include /etc/nginx/fastcgi_params; fastcgi_pass app;${opts.keepConn ? " fastcgi_keep_conn on;" : ""}`;
+      : `include /etc/nginx/fastcgi_params; fastcgi_pass app;${opts.keepConn ? " fastcgi_keep_conn on;" : ""}${opts.requestBuffering === false ? " fastcgi_request_buffering off;" : ""}`;
   const conf = `daemon off; master_process off; pid ${root}/nginx.pid; error_log ${root}/error.log info;
 events { worker_connections 256; }
 http {
