@@ -207,3 +207,27 @@ test.skipIf(noNginx)("through nginx, -W 4: four uploads aborted mid-body leave n
   );
   expect(statuses).toEqual([200, 200, 200, 200]);
 }, 30_000);
+
+test("records split at every kind of boundary (header, content, padding) are read exactly", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", script(dir.path, "echo.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\ncat`), "-s", "0"], { env: PATH });
+  const padded = (type: number, content: Uint8Array, padding: number) => {
+    const bytes = Buffer.concat([record(type, 1, content), Buffer.alloc(padding, 0xee)]);
+    bytes[6] = padding;
+    return bytes;
+  };
+  const body = Buffer.from(Array.from({ length: 3000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join(""));
+  const request = Buffer.concat([begin(1), padded(4, pairs([["A", "b"]]), 5), record(4, 1), padded(5, body.subarray(0, 2000), 7), padded(5, body.subarray(2000), 255), record(5, 1)]);
+  const client = await rawClient(server.target as number, { read: true });
+  // Pieces of 1 to 13 bytes, then the rest: cuts land in headers, contents and paddings.
+  let at = 0;
+  for (let size = 1; at < 400; size = (size % 13) + 1) {
+    await client.send(request.subarray(at, at + size));
+    at += size;
+    await Bun.sleep(2);
+  }
+  await client.send(request.subarray(at));
+  await waitFor("the answer", () => parseRecords(client.data()).records.some((r) => r.type === 3));
+  expect(parseRecords(client.data()).stdout.split("\r\n\r\n")[1]).toBe(body.toString());
+  client.socket.end();
+});
