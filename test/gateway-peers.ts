@@ -28,8 +28,8 @@ export async function startNginx(
   dir: string,
   protocol: "scgi" | "fastcgi",
   upstream: Target,
-  /** maxBody: nginx's client_max_body_size ("16m"); 4m when not given. */
-  opts: { keepConn?: boolean; maxBody?: string } = {},
+  /** maxBody: nginx's client_max_body_size ("16m"); 4m when not given. requestBuffering false: nginx passes the body as it comes. */
+  opts: { keepConn?: boolean; maxBody?: string; requestBuffering?: false } = {},
 ): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
@@ -38,7 +38,7 @@ export async function startNginx(
   const pass =
     protocol === "scgi"
       ? `include /etc/nginx/scgi_params; scgi_pass app;`
-      : `include /etc/nginx/fastcgi_params; fastcgi_pass app;${opts.keepConn ? " fastcgi_keep_conn on;" : ""}`;
+      : `include /etc/nginx/fastcgi_params; fastcgi_pass app;${opts.keepConn ? " fastcgi_keep_conn on;" : ""}${opts.requestBuffering === false ? " fastcgi_request_buffering off;" : ""}`;
   const conf = `daemon off; master_process off; pid ${root}/nginx.pid; error_log ${root}/error.log info;
 events { worker_connections 256; }
 http {

@@ -6,7 +6,7 @@ import type { ServeOptions } from "../connection/serve.ts";
 import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { gatewayLog, type Handler } from "./connection.ts";
 import { isReadable } from "../system/libc.ts";
-import { spawn } from "../system/reaper.ts";
+import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -49,35 +49,77 @@ export function encodeRecord(type: number, requestId: number, content: Uint8Arra
   return out;
 }
 
-/** Splits a stream of bytes into records; keeps what is incomplete for the next call. */
+/** A record's whole size on the wire (header, content, padding), from its header at `at`. */
+function recordSize(bytes: Uint8Array, at: number): number {
+  return HEADER_SIZE + ((bytes[at + 4] << 8) | bytes[at + 5]) + bytes[at + 6];
+}
+
+function decodeRecord(bytes: Uint8Array, at: number): FcgiRecord {
+  const length = (bytes[at + 4] << 8) | bytes[at + 5];
+  return { type: bytes[at + 1], requestId: (bytes[at + 2] << 8) | bytes[at + 3], content: bytes.slice(at + HEADER_SIZE, at + HEADER_SIZE + length) };
+}
+
+/**
+ * Splits a stream of bytes into records. What it holds between calls is
+ * one record begun (at most 8 + 65535 + 255 bytes), in a buffer of that
+ * record's size filled in place: a record that comes a byte per chunk
+ * costs its size once, not once per chunk.
+ */
 export class RecordReader {
-  private pending: Uint8Array = new Uint8Array(0);
+  private readonly head = new Uint8Array(HEADER_SIZE);
+  /** The record begun, once its header is complete. */
+  private body: Uint8Array | undefined;
+  private have = 0;
 
   /** The complete records so far, or the reason the stream is malformed. */
   push(chunk: Uint8Array): FcgiRecord[] | { error: string } {
-    const bytes = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     const records: FcgiRecord[] = [];
     let at = 0;
-    while (bytes.length - at >= HEADER_SIZE) {
-      if (bytes[at] !== VERSION) return { error: `record of version ${bytes[at]}, not 1` };
-      const view = new DataView(bytes.buffer, bytes.byteOffset + at, HEADER_SIZE);
-      const length = view.getUint16(4);
-      const end = at + HEADER_SIZE + length + bytes[at + 6];
-      if (bytes.length < end) break;
-      records.push({
-        type: bytes[at + 1],
-        requestId: view.getUint16(2),
-        content: bytes.slice(at + HEADER_SIZE, at + HEADER_SIZE + length),
-      });
+    if (this.have > 0) {
+      const used = this.fill(chunk);
+      if (typeof used !== "number") return used;
+      if (this.body === undefined || this.have < this.body.length) return records;
+      records.push(decodeRecord(this.body, 0));
+      this.body = undefined;
+      this.have = 0;
+      at = used;
+    }
+    while (chunk.length - at >= HEADER_SIZE) {
+      if (chunk[at] !== VERSION) return { error: `record of version ${chunk[at]}, not 1` };
+      const end = at + recordSize(chunk, at);
+      if (chunk.length < end) break;
+      records.push(decodeRecord(chunk, at));
       at = end;
     }
-    this.pending = bytes.slice(at);
+    if (at < chunk.length) {
+      const kept = this.fill(chunk.subarray(at));
+      if (typeof kept !== "number") return kept;
+    }
     return records;
+  }
+
+  /** Copies what `bytes` has of the record begun; returns how many bytes it took. */
+  private fill(bytes: Uint8Array): number | { error: string } {
+    let used = 0;
+    if (this.have < HEADER_SIZE) {
+      used = Math.min(HEADER_SIZE - this.have, bytes.length);
+      this.head.set(bytes.subarray(0, used), this.have);
+      this.have += used;
+      if (this.have < HEADER_SIZE) return used;
+      if (this.head[0] !== VERSION) return { error: `record of version ${this.head[0]}, not 1` };
+      this.body = new Uint8Array(recordSize(this.head, 0));
+      this.body.set(this.head);
+    }
+    const body = this.body!;
+    const n = Math.min(body.length - this.have, bytes.length - used);
+    body.set(bytes.subarray(used, used + n), this.have);
+    this.have += n;
+    return used + n;
   }
 
   /** Bytes of a record begun but not complete. */
   get partial(): number {
-    return this.pending.length;
+    return this.have;
   }
 }
 
@@ -140,6 +182,8 @@ interface Request {
   params: Uint8Array[];
   paramsSize: number;
   proc: ReturnType<typeof startProgram> | undefined;
+  /** The empty STDIN record came: the program has all its input. */
+  inputEnded: boolean;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
 }
@@ -157,8 +201,29 @@ const LISTENER_CHECK_MS = 50;
 /** An idle kept connection is closed for a waiting one only after this long unused. */
 const KEPT_IDLE_MS = 250;
 
-/** A program still running this long after its connection closed (or its request was aborted) is killed. */
-const KILL_GRACE_MS = 1000;
+/**
+ * Replies to what the client sends (UNKNOWN_TYPE, GET_VALUES_RESULT,
+ * END_REQUEST refusals) are queued without waiting: a client that sends
+ * such records and never reads would grow the queue without bound. Past
+ * this many bytes waiting the connection is dropped.
+ *
+ * Why not stop reading instead: the queue also holds the program's output
+ * (forward() awaits the socket, so at most a record per stream, about
+ * 128 KiB), and a web server such as Apache sends the whole body before it
+ * reads any answer. Pausing input because output waits would stop the body
+ * the program may be waiting for, while the web server waits for us: a
+ * deadlock. A bound far above the program's share never trips for a real
+ * web server, which does not send hundreds of KiB of management records
+ * without reading the replies.
+ */
+const QUEUE_LIMIT = 256 * 1024;
+
+/** The program is told to stop (TERM), then killed if it is still there KILL_AFTER_MS later. */
+function endProgram(proc: NonNullable<Request["proc"]>): void {
+  proc.kill("SIGTERM");
+  const kill = setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS);
+  void proc.exited.finally(() => clearTimeout(kill));
+}
 
 /**
  * Connections alive in this process. When it is told to stop (a pool
@@ -187,9 +252,12 @@ export class FastCgiHandler implements Handler {
   private request: Request | undefined;
   private closed = false;
   private ending = false;
+  /** The web server closed its side (EOF): no further request on this connection. */
+  private peerEnded = false;
   private timer: Timer | undefined;
-  /** Bytes waiting for the socket to drain, in order. */
+  /** Bytes waiting for the socket to drain, in order, and how many. */
   private queue: Uint8Array[] = [];
+  private queued = 0;
   private drained: (() => void) | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
@@ -242,7 +310,7 @@ export class FastCgiHandler implements Handler {
     this.socket = socket;
     watchStop();
     live.add(this);
-    this.touch();
+    this.awaitHeader();
   }
 
   /** This process is stopping: no further request on this connection. */
@@ -251,16 +319,26 @@ export class FastCgiHandler implements Handler {
   }
 
   /**
-   * Every byte moved restarts the clock. Waiting for a request's header
-   * (BEGIN_REQUEST and PARAMS, also between kept requests) is bounded by
-   * --timeout or HEADER_TIMEOUT_MS; a running request only by --timeout.
+   * A request's header (BEGIN_REQUEST, PARAMS to the empty PARAMS) must
+   * come within an absolute deadline from the accept, or from the end of
+   * the previous request on a kept connection: HEADER_TIMEOUT_MS, or
+   * --timeout when smaller. Bytes arriving do not extend it, or a client
+   * dripping a byte at a time would hold the worker for ever.
    */
-  private touch(): void {
+  private awaitHeader(): void {
     clearTimeout(this.timer);
-    const running = this.request?.proc !== undefined;
-    const ms = running ? this.options.timeoutMs : (this.options.timeoutMs ?? HEADER_TIMEOUT_MS);
+    if (this.closed) return;
+    const ms = Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
+    this.timer = setTimeout(() => this.drop(this.ending ? "connection timed out" : "no complete request in time"), ms);
+  }
+
+  /** While a program runs, only --timeout applies: every byte moved either way restarts it. */
+  private touch(): void {
+    if (!this.request?.proc) return; // waiting for a header: its deadline does not move
+    clearTimeout(this.timer);
+    const ms = this.options.timeoutMs;
     if (ms === undefined || this.closed) return;
-    this.timer = setTimeout(() => this.drop(running ? "connection timed out" : "no complete request in time"), ms);
+    this.timer = setTimeout(() => this.drop("connection timed out"), ms);
   }
 
   /** Ends the connection for a reason a -v line gives: its program (if any) goes too. */
@@ -278,6 +356,7 @@ export class FastCgiHandler implements Handler {
       for (const record of records) {
         const error = this.handle(record);
         if (error) return this.drop(error);
+        if (this.queued > QUEUE_LIMIT) return this.drop(`the web server does not read its replies: over ${QUEUE_LIMIT / 1024} KiB wait`);
         if (this.closed || this.ending) return;
       }
     } catch (e) {
@@ -347,7 +426,7 @@ export class FastCgiHandler implements Handler {
       if (!keep) this.end();
       return undefined;
     }
-    this.request = { id, keep, params: [], paramsSize: 0, proc: undefined, outputDone: undefined };
+    this.request = { id, keep, params: [], paramsSize: 0, proc: undefined, inputEnded: false, outputDone: undefined };
     return undefined;
   }
 
@@ -386,6 +465,7 @@ export class FastCgiHandler implements Handler {
     if (!sink) return undefined; // the program could not run, or stopped reading
     try {
       if (content.length === 0) {
+        request.inputEnded = true;
         const ended = sink.end();
         if (ended instanceof Promise) ended.catch(() => {});
         return undefined;
@@ -426,19 +506,19 @@ export class FastCgiHandler implements Handler {
   private abort(): void {
     const proc = this.request?.proc;
     if (!proc) {
-      // Not started yet: nothing to kill, the request just ends.
+      // Not started yet: nothing to kill, the request just ends (and the
+      // header deadline runs on: aborting is no way to restart it).
       const request = this.request!;
       request.outputDone = Promise.resolve();
-      void this.complete(request, 0);
+      void this.complete(request, 0, false);
       return;
     }
     gatewayLog(this.options, "fastcgi", `request ${this.request!.id} aborted by the web server`);
-    proc.kill("SIGTERM");
-    setTimeout(() => proc.kill("SIGKILL"), KILL_GRACE_MS).unref();
+    endProgram(proc);
   }
 
   /** The empty STDOUT, END_REQUEST, then the next request or the end of the connection. */
-  private complete(request: Request, status: number): void {
+  private complete(request: Request, status: number, served = true): void {
     if (this.request !== request) return;
     this.request = undefined;
     if (this.closed) return;
@@ -447,11 +527,13 @@ export class FastCgiHandler implements Handler {
     // Kept unless this worker is needed for a connection already waiting:
     // closing right after END_REQUEST, the web server sees the close before
     // it reuses the connection.
-    if (request.keep && !stopping) {
-      this.touch();
+    if (request.keep && !stopping && !this.peerEnded) {
+      if (served) this.awaitHeader();
       this.watchListener();
     } else {
       this.end();
+      // Bounds the wait for a client that does not take the end.
+      if (served) this.awaitHeader();
     }
   }
 
@@ -463,6 +545,7 @@ export class FastCgiHandler implements Handler {
       bytes = bytes.subarray(Math.max(written, 0));
     }
     this.queue.push(bytes);
+    this.queued += bytes.length;
   }
 
   /** Resolves when everything sent so far has been taken by the socket. */
@@ -477,9 +560,11 @@ export class FastCgiHandler implements Handler {
       const written = this.socket.write(head);
       if (written < head.length) {
         this.queue[0] = head.subarray(Math.max(written, 0));
+        this.queued -= Math.max(written, 0);
         return;
       }
       this.queue.shift();
+      this.queued -= head.length;
     }
     if (this.ending) this.socket?.end();
     const resolve = this.drained;
@@ -493,14 +578,28 @@ export class FastCgiHandler implements Handler {
     if (this.queue.length === 0) this.socket?.end();
   }
 
+  /**
+   * The web server closed its side. An idle connection, or one in a
+   * request's header, is simply over. With a program running, its stdin
+   * ends at once. In the middle of the body the request is aborted (the
+   * FastCGI spec, 5.4: a web server aborts a request by closing the
+   * connection): our side closes, and onClose ends the program. After the
+   * whole body a client that only half-closed may still read the answer,
+   * so the program goes on; if the peer has gone, the first write of its
+   * output fails, the connection closes, and onClose ends it then.
+   */
   onEnd(): void {
-    // The web server closed its side. A running request can still answer
-    // (it would have to ignore it); an idle connection is simply over.
+    this.peerEnded = true;
     const request = this.request;
     if (!request?.proc) {
       if (this.reader.partial > 0 || request) gatewayLog(this.options, "fastcgi", "connection ended in a request's header");
       this.socket?.end();
+      return;
     }
+    endInput(request.proc);
+    if (request.inputEnded) return;
+    gatewayLog(this.options, "fastcgi", `connection closed by the web server in request ${request.id}'s body: the request is aborted`);
+    this.socket?.end();
   }
 
   onClose(): void {
@@ -514,17 +613,19 @@ export class FastCgiHandler implements Handler {
     resolve?.();
     const proc = this.request?.proc;
     if (!proc) return this.finish();
-    // Nobody is left to read the answer: the program gets a moment, then is killed.
-    try {
-      const ended = proc.stdin.end();
-      if (ended instanceof Promise) ended.catch(() => {});
-    } catch {
-      // already gone
-    }
-    const kill = setTimeout(() => proc.kill("SIGKILL"), KILL_GRACE_MS);
-    void proc.exited.finally(() => {
-      clearTimeout(kill);
-      this.finish();
-    });
+    // Nobody is left to read the answer: EOF on its input, TERM, then KILL.
+    endInput(proc);
+    if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
+    void proc.exited.finally(() => this.finish());
+  }
+}
+
+/** EOF on the program's stdin (if it is not there already). */
+function endInput(proc: NonNullable<Request["proc"]>): void {
+  try {
+    const ended = proc.stdin.end();
+    if (ended instanceof Promise) ended.catch(() => {});
+  } catch {
+    // already ended, or the program has gone
   }
 }

@@ -1,0 +1,233 @@
+// FastCGI against clients that misbehave or go away (issue 14, items 5-7):
+// replies a client never reads, a header dripped a byte at a time, a web
+// server that closes in the middle of a request. dist/socket on real
+// sockets; nginx where the item is about a web server.
+import { describe, expect, test } from "bun:test";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Socket } from "bun";
+import { descendantsOf, exchange, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+import { begin, enc, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
+
+const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
+
+function script(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+  } catch {
+    return "";
+  }
+}
+
+/** Processes the server started whose command line holds `text`. */
+const running = (serverPid: number, text: string) => descendantsOf(serverPid).filter((pid) => commandLine(pid).includes(text));
+
+function rssKiB(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+)/m)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/** A raw client: sends what it is given (waiting for drain), reads only if told to, knows when it is closed. */
+async function rawClient(port: number, opts: { read: boolean }) {
+  let closed = false;
+  let closedAt = 0;
+  let drained: (() => void) | undefined;
+  const chunks: Buffer[] = [];
+  const socket: Socket<undefined> = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      open: (s) => void (opts.read || s.pause()),
+      data: (_s, d) => void chunks.push(Buffer.from(d)),
+      drain: () => drained?.(),
+      close: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
+      error: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
+    },
+  });
+  return {
+    socket,
+    data: () => Buffer.concat(chunks),
+    closed: () => closed,
+    closedAt: () => closedAt,
+    /** Writes all of `bytes` unless the connection closes first; resolves false then. */
+    async send(bytes: Uint8Array): Promise<boolean> {
+      let at = 0;
+      while (at < bytes.length) {
+        if (closed) return false;
+        const n = socket.write(bytes.subarray(at));
+        if (n < 0) return false;
+        at += n;
+        if (at < bytes.length) await Promise.race([new Promise<void>((r) => (drained = r)), Bun.sleep(100)]);
+      }
+      return true;
+    },
+  };
+}
+
+const modes = [
+  { name: "-W 1", args: ["-W", "1"] },
+  { name: "-l -f", args: ["-l", "-f"] },
+];
+
+describe.each(modes)("FastCGI with $name", ({ args }) => {
+  const start = (program: string, extra: string[] = []) =>
+    startServer(["--fastcgi", ...args, ...extra, "-p", program, "-s", "0"], { env: PATH });
+  /** The process that holds the connections: the worker, or the server itself under -f. */
+  const holder = (serverPid: number) => (args[0] === "-W" ? workersOf(serverPid) : [serverPid]);
+
+  test("a client that never reads its replies to unknown records does not grow the server without bound", async () => {
+    using dir = tempDir();
+    await using server = await start(script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`));
+    const port = server.target as number;
+    // A worker exists once a connection has been served; -f is the server itself.
+    expect(parseRecords((await exchange(port, fcgiRequest(1, [["A", "b"]]))).data).stdout).toContain("hi");
+    const pids = holder(server.proc.pid);
+    const before = Math.max(...pids.map(rssKiB));
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, ...pids.map(rssKiB))), 20);
+    try {
+      const client = await rawClient(port, { read: false });
+      // 8 MB of 8-byte records of an unknown type: each asks for a 16-byte UNKNOWN_TYPE reply.
+      const unknown = Buffer.concat(Array.from({ length: 8192 }, () => record(99, 0)));
+      const sending = (async () => {
+        for (let i = 0; i < 128 && (await client.send(unknown)); i++);
+      })();
+      await Promise.race([sending, Bun.sleep(15_000)]);
+      await waitFor("the connection to be dropped", () => client.closed(), 5000);
+      peak = Math.max(peak, ...pids.map(rssKiB));
+      client.socket.terminate();
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(peak - before).toBeLessThan(100 * 1024);
+    await waitFor("the -v line", () => server.stderr().includes("fastcgi: the web server does not read"));
+    expect(server.stderr()).not.toMatch(/\n\s+at |internal error/);
+    expect(parseRecords((await exchange(port, fcgiRequest(2, [["A", "b"]]))).data).stdout).toContain("hi");
+  }, 40_000);
+
+  test("a header dripped a byte every 0.5 s is cut at an absolute deadline (--timeout 2), not kept open", async () => {
+    using dir = tempDir();
+    await using server = await start(script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`), ["--timeout", "2"]);
+    const client = await rawClient(server.target as number, { read: true });
+    const accepted = Date.now();
+    const header = Buffer.concat([begin(1), record(4, 1, pairs([["REQUEST_METHOD", "GET"], ["X", "y".repeat(40)]])), record(4, 1)]);
+    for (let at = 0; at < header.length && !client.closed() && Date.now() - accepted < 6000; at++) {
+      await client.send(header.subarray(at, at + 1));
+      await Bun.sleep(500);
+    }
+    expect(client.closed()).toBe(true);
+    expect(client.closedAt() - accepted).toBeLessThan(3200);
+    await waitFor("the -v line", () => server.stderr().includes("fastcgi: no complete request in time"));
+    expect(parseRecords((await exchange(server.target, fcgiRequest(2, [["A", "b"]]))).data).stdout).toContain("hi");
+  }, 20_000);
+
+  test("a kept connection's deadline starts at the end of the previous request; a running program has only the idle --timeout", async () => {
+    using dir = tempDir();
+    // Runs 2.5 s (past the 2 s header deadline), saying something every 0.5 s (within the idle --timeout).
+    const slow = script(dir.path, "slow.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\nfor i in 1 2 3 4 5; do sleep 0.5; echo tick; done`);
+    await using server = await start(slow, ["--timeout", "2"]);
+    const client = await rawClient(server.target as number, { read: true });
+    await client.send(fcgiRequest(1, [["A", "b"]], new Uint8Array(0), true));
+    await waitFor("the first answer", () => parseRecords(client.data()).records.some((r) => r.type === 3), 8000);
+    expect(parseRecords(client.data()).stdout.match(/tick/g)?.length).toBe(5);
+    // 1.5 s after the first request's end (3 s after accept) the second request is still in time.
+    await Bun.sleep(1500);
+    expect(client.closed()).toBe(false);
+    await client.send(fcgiRequest(2, [["A", "b"]], new Uint8Array(0), true));
+    await waitFor("the second answer", () => parseRecords(client.data()).records.filter((r) => r.type === 3).length === 2, 8000);
+    client.socket.end();
+  }, 20_000);
+
+  test("a client that closes in the middle of the body: the CGI gets EOF and is ended, the server serves the next", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "drain.cgi", `cat > /dev/null\n[ "$A" = quick ] || sleep 30\nprintf 'Content-Type: text/plain\\r\\n\\r\\ndone\\n'`);
+    await using server = await start(cgi);
+    const client = await rawClient(server.target as number, { read: true });
+    await client.send(Buffer.concat([begin(1), record(4, 1, pairs([["CONTENT_LENGTH", "100000"]])), record(4, 1), record(5, 1, new Uint8Array(5000))]));
+    await waitFor("the CGI to run", () => running(server.proc.pid, "drain.cgi").length === 1);
+    client.socket.end();
+    await waitFor("the CGI to be gone", () => running(server.proc.pid, "drain.cgi").length === 0, 4000);
+    await waitFor("the connection to be closed", () => client.closed(), 4000);
+    // One -W worker only: it is free again.
+    const next = await exchange(server.target, fcgiRequest(2, [["A", "quick"]], enc.encode("x")), { ms: 4000 });
+    expect(parseRecords(next.data).stdout).toContain("done");
+  }, 20_000);
+
+  test("a client that closes while a CGI ignores its input and TERM: TERM, then KILL, the server serves the next", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "stubborn.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\n[ "$A" = quick ] && exec echo quick\ntrap '' TERM\nexec sleep 30.5`);
+    await using server = await start(cgi);
+    const client = await rawClient(server.target as number, { read: true });
+    await client.send(Buffer.concat([begin(1), record(4, 1, pairs([["CONTENT_LENGTH", "10"]])), record(4, 1), record(5, 1, enc.encode("abc"))]));
+    await waitFor("the CGI to run", () => running(server.proc.pid, "sleep 30.5").length === 1);
+    client.socket.end();
+    const closedAt = Date.now();
+    await waitFor("the CGI to be gone", () => running(server.proc.pid, "sleep 30.5").length === 0, 4000);
+    // It ignored TERM: KILL came after the grace.
+    expect(Date.now() - closedAt).toBeGreaterThan(800);
+    const next = await exchange(server.target, fcgiRequest(2, [["A", "quick"]]), { ms: 4000 });
+    expect(parseRecords(next.data).stdout).toContain("quick");
+  }, 20_000);
+
+  test("a client that half-closes after a complete request still gets its answer", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "late.cgi", `cat > /dev/null\nsleep 0.5\nprintf 'Content-Type: text/plain\\r\\n\\r\\nlate answer\\n'`);
+    await using server = await start(cgi);
+    const reply = await exchange(server.target, fcgiRequest(1, [["A", "b"]], enc.encode("body")), { ms: 5000 });
+    expect(parseRecords(reply.data).stdout).toContain("late answer");
+  });
+});
+
+test.skipIf(noNginx)("through nginx, -W 4: four uploads aborted mid-body leave no worker stuck; the next four get 200 at once", async () => {
+  using dir = tempDir();
+  const cgi = script(dir.path, "upload.cgi", `cat > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "4", "-p", cgi, "-s", "0"], { env: PATH });
+  await using nginx = await startNginx(dir.path, "fastcgi", server.target, { requestBuffering: false });
+  const port = Number(new URL(nginx.url).port);
+  const uploads = await Promise.all(Array.from({ length: 4 }, () => rawClient(port, { read: true })));
+  for (const upload of uploads) {
+    await upload.send(enc.encode("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"));
+    await upload.send(new Uint8Array(20000));
+  }
+  await waitFor("four CGIs reading the uploads", () => running(server.proc.pid, "upload.cgi").length === 4, 5000);
+  for (const upload of uploads) upload.socket.end();
+  await waitFor("the aborted uploads' CGIs to be gone", () => running(server.proc.pid, "upload.cgi").length === 0, 4000);
+  const statuses = await Promise.all(
+    Array.from({ length: 4 }, () => fetch(`${nginx.url}/after`, { method: "POST", body: "small", signal: AbortSignal.timeout(5000) }).then((r) => r.status)),
+  );
+  expect(statuses).toEqual([200, 200, 200, 200]);
+}, 30_000);
+
+test("records split at every kind of boundary (header, content, padding) are read exactly", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", script(dir.path, "echo.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\ncat`), "-s", "0"], { env: PATH });
+  const padded = (type: number, content: Uint8Array, padding: number) => {
+    const bytes = Buffer.concat([record(type, 1, content), Buffer.alloc(padding, 0xee)]);
+    bytes[6] = padding;
+    return bytes;
+  };
+  const body = Buffer.from(Array.from({ length: 3000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join(""));
+  const request = Buffer.concat([begin(1), padded(4, pairs([["A", "b"]]), 5), record(4, 1), padded(5, body.subarray(0, 2000), 7), padded(5, body.subarray(2000), 255), record(5, 1)]);
+  const client = await rawClient(server.target as number, { read: true });
+  // Pieces of 1 to 13 bytes, then the rest: cuts land in headers, contents and paddings.
+  let at = 0;
+  for (let size = 1; at < 400; size = (size % 13) + 1) {
+    await client.send(request.subarray(at, at + size));
+    at += size;
+    await Bun.sleep(2);
+  }
+  await client.send(request.subarray(at));
+  await waitFor("the answer", () => parseRecords(client.data()).records.some((r) => r.type === 3));
+  expect(parseRecords(client.data()).stdout.split("\r\n\r\n")[1]).toBe(body.toString());
+  client.socket.end();
+});
