@@ -150,7 +150,7 @@ describe.each(modes)("FastCGI with $name", ({ args }) => {
 
   test("a client that closes in the middle of the body: the CGI gets EOF and is ended, the server serves the next", async () => {
     using dir = tempDir();
-    const cgi = script(dir.path, "drain.cgi", `cat > /dev/null\n[ "$A" = quick ] || sleep 30\nprintf 'Content-Type: text/plain\\r\\n\\r\\ndone\\n'`);
+    const cgi = script(dir.path, "drain.cgi", `cat > /dev/null\n[ "$QUERY_STRING" = quick ] || sleep 30\nprintf 'Content-Type: text/plain\\r\\n\\r\\ndone\\n'`);
     await using server = await start(cgi);
     const client = await rawClient(server.target as number, { read: true });
     await client.send(Buffer.concat([begin(1), record(4, 1, pairs([["CONTENT_LENGTH", "100000"]])), record(4, 1), record(5, 1, new Uint8Array(5000))]));
@@ -159,13 +159,13 @@ describe.each(modes)("FastCGI with $name", ({ args }) => {
     await waitFor("the CGI to be gone", () => running(server.proc.pid, "drain.cgi").length === 0, 4000);
     await waitFor("the connection to be closed", () => client.closed(), 4000);
     // One -W worker only: it is free again.
-    const next = await exchange(server.target, fcgiRequest(2, [["A", "quick"]], enc.encode("x")), { ms: 4000 });
+    const next = await exchange(server.target, fcgiRequest(2, [["QUERY_STRING", "quick"]], enc.encode("x")), { ms: 4000 });
     expect(parseRecords(next.data).stdout).toContain("done");
   }, 20_000);
 
   test("a client that closes while a CGI ignores its input and TERM: TERM, then KILL, the server serves the next", async () => {
     using dir = tempDir();
-    const cgi = script(dir.path, "stubborn.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\n[ "$A" = quick ] && exec echo quick\ntrap '' TERM\nexec sleep 30.5`);
+    const cgi = script(dir.path, "stubborn.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\n[ "$QUERY_STRING" = quick ] && exec echo quick\ntrap '' TERM\nexec sleep 30.5`);
     await using server = await start(cgi);
     const client = await rawClient(server.target as number, { read: true });
     await client.send(Buffer.concat([begin(1), record(4, 1, pairs([["CONTENT_LENGTH", "10"]])), record(4, 1), record(5, 1, enc.encode("abc"))]));
@@ -175,7 +175,7 @@ describe.each(modes)("FastCGI with $name", ({ args }) => {
     await waitFor("the CGI to be gone", () => running(server.proc.pid, "sleep 30.5").length === 0, 4000);
     // It ignored TERM: KILL came after the grace.
     expect(Date.now() - closedAt).toBeGreaterThan(800);
-    const next = await exchange(server.target, fcgiRequest(2, [["A", "quick"]]), { ms: 4000 });
+    const next = await exchange(server.target, fcgiRequest(2, [["QUERY_STRING", "quick"]]), { ms: 4000 });
     expect(parseRecords(next.data).stdout).toContain("quick");
   }, 20_000);
 

@@ -1,6 +1,7 @@
 // The CGI side of both gateways: the program's environment built from a
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
+import { say } from "../system/log.ts";
 import type { Subprocess } from "bun";
 import { directProgram, type Program } from "../connection/program.ts";
 import { gatewayLog } from "./connection.ts";
@@ -152,7 +153,7 @@ export function spawnCgi<T extends Subprocess>(program: Program, start: () => T)
   } catch (e) {
     const error = e as Error & { code?: string };
     const reason = error.code ? `${error.code}` : error.message;
-    process.stderr.write(`socket: cannot run ${program.argv[0]}: ${describeSpawnError(reason)}\n`);
+    say(`cannot run ${program.argv[0]}: ${describeSpawnError(reason)}`);
     return undefined;
   }
 }

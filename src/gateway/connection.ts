@@ -1,6 +1,7 @@
 // What both gateways share about the connection: the handler a Bun socket
 // calls (through copy.ts's handler table, with the handler as socket.data),
 // adopting a worker's descriptor, and the -v lines.
+import { verbose } from "../system/log.ts";
 import type { Socket } from "bun";
 import { copyHandlers, type Copy } from "../connection/copy.ts";
 
@@ -17,7 +18,7 @@ export interface Handler {
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...). */
 export function gatewayLog(options: { verbose: boolean }, protocol: "scgi" | "fastcgi", line: string): void {
-  if (options.verbose) process.stderr.write(`${protocol}: ${line}\n`);
+  verbose(options, `${protocol}: ${line}`);
 }
 
 /**

@@ -184,8 +184,10 @@ export class Pool {
       // Always said (the backoff paces it): with no worker serving, clients
       // would hang in the backlog with nothing in the log.
       const serving = this.count("idle") + this.count("busy");
-      const what = serving === 0 ? "no worker is running" : `cannot start a worker; ${serving} running`;
-      say(`${what}: worker ${pid} ${why}${failedAtOnce ? " at start" : ""}; trying again in ${this.backoff.delay()} ms`);
+      const failure = `worker ${pid} ${why}${failedAtOnce ? " at start" : ""}`;
+      const delay = this.backoff.delay();
+      if (serving === 0) say(`no worker is running: ${failure}; trying again in ${delay} ms`);
+      else say(`cannot start a worker: ${failure}; ${serving} running; trying again in ${delay} ms`);
     }
     this.balance();
   }

@@ -5,6 +5,7 @@
 // caller waits, over a socket pair, until the daemon serves or fails, and then
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
+import { say, write } from "./log.ts";
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
@@ -70,10 +71,10 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
   if (report.startsWith("ready\n")) process.exit(0);
   const fatal = report.match(/^fatal (\d+)\n([\s\S]*)$/);
   if (fatal) {
-    process.stderr.write(fatal[2]);
+    write(fatal[2]);
     process.exit(Number(fatal[1]));
   }
-  process.stderr.write(`socket: the daemon ended before it served${logFile ? ` (see ${logFile})` : ""}\n`);
+  say(`the daemon ended before it served${logFile ? ` (see ${logFile})` : ""}`);
   process.exit(1);
 }
 
