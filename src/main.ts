@@ -1,22 +1,24 @@
 // Entry point: a pool worker, or the command line: parse, resolve, detach
 // (-b), then run as client, classic server or pool master. Every expected
 // failure is a Fatal: one line on stderr and socket(1)'s exit status.
-import { resolveDestination } from "./net/address.ts";
-import { helpText, parseCommandLine } from "./cli.ts";
-import { runClient } from "./net/client.ts";
-import { daemonize, isDaemon, openPidFile, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
-import { takeNotifySocket } from "./system/notify.ts";
-import { installReaper } from "./system/reaper.ts";
-import { Fatal } from "./fatal.ts";
-import { runPool, type Pool } from "./pool/master.ts";
-import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
+import { parseCommandLine } from "./cli/parse.ts";
+import { runClient } from "./client/client.ts";
 import { programFor } from "./connection/program.ts";
-import { selfCommand } from "./system/self.ts";
+import { Fatal } from "./fatal.ts";
+import { resolveDestination } from "./net/address.ts";
+import { socketsPassed } from "./net/activation.ts";
+import { runPool, type WorkerPool } from "./pool/master.ts";
+import { readWorkerConfig, WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
+import { runWorker } from "./pool/worker.ts";
 import { serve } from "./server/classic.ts";
-import { exitNow, handleSignals } from "./system/signals.ts";
+import { daemonize, isDaemon, openPidFile, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
 import { write } from "./system/log.ts";
+import { takeNotifySocket } from "./system/notify.ts";
+import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
+import { installReaper } from "./system/reaper.ts";
+import { selfCommand } from "./system/self.ts";
+import { exitNow, handleSignals } from "./system/signals.ts";
 import { NO_LAZY_THREADS, withoutLazyThreads } from "./system/threads.ts";
-import { runWorker, WORKER_ENV, WORKER_FLAG, type WorkerConfig } from "./pool/worker.ts";
 
 function describe(e: unknown): string {
   return `socket: internal error: ${(e as Error)?.message ?? String(e)}\n`;
@@ -56,11 +58,11 @@ async function main(argv: string[]): Promise<void> {
     delete process.env[WORKER_ENV]; // programs must not see it
     for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
     survive(true);
-    return void (await runWorker(JSON.parse(workerConfig) as WorkerConfig));
+    return void (await runWorker(readWorkerConfig(workerConfig)));
   }
-  const parsed = parseCommandLine(argv);
+  const parsed = parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
-    if (parsed.help) process.stdout.write(await helpText());
+    if (parsed.help) process.stdout.write(await (await import("./cli/help.ts")).helpText());
     if (parsed.stdout) process.stdout.write(parsed.stdout);
     if (parsed.stderr) write(parsed.stderr);
     return exitNow(parsed.exit);
@@ -90,9 +92,9 @@ async function main(argv: string[]): Promise<void> {
   if (options.server && options.pool && options.program !== undefined) {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
-    let pool: Pool | undefined;
+    let pool: WorkerPool | undefined;
     handleSignals(async () => pool?.stop(), true);
-    pool = runPool(options, options.pool, options.program, address, afterBind);
+    pool = runPool(argv, options, options.pool, address, afterBind);
     return;
   }
   // Resolved after -b changed directory, as sh would resolve it there.

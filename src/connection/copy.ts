@@ -2,7 +2,7 @@
 // stdin/stdout, or a program's pipes) when bytes must be looked at or the
 // two directions treated apart (-c, -r, -w, -q, --timeout, the client).
 // Otherwise the program is handed the connection itself and nothing is copied.
-import type { Socket, SocketHandler } from "bun";
+import type { EventSocket, SocketEvents } from "./events.ts";
 import { programEnd } from "./program.ts";
 
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -67,8 +67,8 @@ const dropCR = (chunk: Uint8Array) => replaceByte(chunk, CR, null);
 const lfToCrlf = (chunk: Uint8Array) => replaceByte(chunk, LF, CRLF);
 
 /** Per-connection state; Bun's socket handlers are shared, so it rides on socket.data. */
-export class Copy {
-  private socket: Socket<Copy> | undefined;
+export class Copy implements SocketEvents {
+  private socket: EventSocket | undefined;
   private drainWaiter: (() => void) | undefined;
   private idleTimer: Timer | undefined;
   private lingerTimer: Timer | undefined;
@@ -86,7 +86,7 @@ export class Copy {
   ) {}
 
   /** Called from the socket's open handler (or at once for Bun.connect). */
-  attach(socket: Socket<Copy>): void {
+  attach(socket: EventSocket): void {
     this.socket = socket;
     if (!this.local.sink) socket.pause(); // -w: never read the socket
     this.touch();
@@ -231,16 +231,3 @@ export class Copy {
     this.lingerTimer = setTimeout(() => this.socket?.terminate(), lingerMs);
   }
 }
-
-/**
- * One handler table for every copied connection; state lives in
- * socket.data, which is undefined for a connection handed to a program.
- */
-export const copyHandlers: SocketHandler<Copy | undefined> = {
-  open: (socket) => socket.data?.attach(socket as Socket<Copy>),
-  data: (socket, chunk) => socket.data?.onData(chunk),
-  end: (socket) => socket.data?.onEnd(),
-  drain: (socket) => socket.data?.onDrain(),
-  close: (socket, error) => socket.data?.onClose(error),
-  error: (socket, error) => socket.data?.onClose(error),
-};

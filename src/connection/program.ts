@@ -5,6 +5,7 @@ import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, setPipeSize, type Endpoint } from "../system/libc.ts";
 import { spawn } from "../system/reaper.ts";
+import { verbose, warn } from "../system/log.ts";
 
 // dash keywords and builtins: a command starting with one needs the shell.
 const SHELL_WORDS = new Set(
@@ -195,4 +196,28 @@ export function shellNeed(command: string): string | undefined {
 export function directProgram(command: string): Program {
   const words = command.trim().split(/[ \t]+/);
   return { argv: [Bun.which(words[0]) ?? words[0], ...words.slice(1)], argv0: words[0], command };
+}
+
+/** The operator's line when a program cannot be started at all (always printed, rate-limited). */
+export function cannotStart(program: Program, e: unknown): void {
+  warn(`start ${program.command}`, `-p '${program.command}': cannot start: ${(e as Error).message}`);
+}
+
+/**
+ * What became of a program: -v's end line (tcpserver's, with the
+ * duration: `end PID status N (D ms)` or `end PID signal NAME (D ms)`), and
+ * on socket's own stderr always, exits 126 and 127: the shell's "cannot
+ * execute" and "not found", which otherwise only the client would see.
+ */
+export function outcome(proc: Subprocess, program: Program, options: { verbose: boolean }): Promise<number> {
+  const started = performance.now();
+  return proc.exited.then((code) => {
+    const ms = Math.round(performance.now() - started);
+    verbose(options, `end ${proc.pid} ${proc.signalCode ? `signal ${proc.signalCode}` : `status ${code}`} (${ms} ms)`);
+    if (code === 126 || code === 127) {
+      const why = code === 127 ? "command not found" : "command not executable";
+      warn(`exit ${code} ${program.command}`, `-p '${program.command}': exit ${code} (${why})`);
+    }
+    return code;
+  });
 }

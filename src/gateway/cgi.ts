@@ -1,10 +1,15 @@
 // The CGI side of both gateways: the program's environment built from a
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
-import { say } from "../system/log.ts";
 import type { Subprocess } from "bun";
 import { directProgram, type Program } from "../connection/program.ts";
-import { gatewayLog } from "./connection.ts";
+import type { Gateway } from "../options.ts";
+import { say, verbose } from "../system/log.ts";
+
+/** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
+export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
+  verbose(options, `${protocol}: ${line}`);
+}
 
 /** A request variable as the web server sent it: name and value, decoded. */
 export type Variable = [name: string, value: string];
@@ -107,7 +112,7 @@ export interface EnvironmentOptions {
  * variables are not set: they would describe the web server's connection,
  * not the client, whose address the web server sends as REMOTE_ADDR.
  */
-export function cgiEnvironment(variables: Variable[], options: EnvironmentOptions, protocol: "scgi" | "fastcgi"): Record<string, string> {
+export function cgiEnvironment(variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Record<string, string> {
   const { passed, inherited } = environmentRule(options.passEnv ?? []);
   const env = { ...inherited };
   let dropped: string[] | undefined;

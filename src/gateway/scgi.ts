@@ -5,13 +5,13 @@
 // with --timeout (idle time is measured on copied bytes) the program runs
 // on pipes and the body is copied.
 import { writeSync } from "node:fs";
-import type { Socket } from "bun";
 import { Copy, type Bytes } from "../connection/copy.ts";
-import type { ServeOptions } from "../connection/serve.ts";
-import { close, EAGAIN, localEndpoint, MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown, SysError } from "../system/libc.ts";
+import { adoptDescriptor, type EventSocket, type SocketEvents } from "../connection/events.ts";
+import type { Address } from "../net/address.ts";
+import type { GatewayOptions } from "../options.ts";
+import { close, EAGAIN, MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown, SysError } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, cgiEnvironment, cgiProgram, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
-import { adoptDescriptor, gatewayLog, type Handler } from "./connection.ts";
+import { BAD_GATEWAY, cgiEnvironment, cgiProgram, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -88,7 +88,7 @@ export function parseNetstring(bytes: Uint8Array): (ScgiRequest & { bodyStart: n
  * the rest of a body nobody reads, from the program's end): 30 s, or
  * --timeout when smaller.
  */
-function limitMs(options: ServeOptions): number {
+function limitMs(options: GatewayOptions): number {
   return Math.min(HEADER_TIMEOUT_MS, options.timeoutMs ?? HEADER_TIMEOUT_MS);
 }
 
@@ -143,7 +143,7 @@ function finishAnswer(fd: number, length: number, ms: number): void {
 }
 
 /** Serves one SCGI connection a pool worker accepted (a blocking descriptor it owns). */
-export async function serveScgiDescriptor(fd: number, options: ServeOptions, command: string): Promise<void> {
+export async function serveScgiDescriptor(fd: number, address: Address, options: GatewayOptions, command: string): Promise<void> {
   // The header's deadline is absolute: a byte every few seconds must not hold the worker.
   const deadline = Date.now() + limitMs(options);
   let request: ScgiRequest | { error: string };
@@ -161,14 +161,14 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
   try {
     setReceiveTimeout(fd, 0); // the program's reads (or Bun's) must not time out
   } catch (e) {
-    gatewayLog(options, "scgi", `setsockopt: ${(e as Error).message}`);
+    gatewayLog(options, "scgi", (e as Error).message);
     close(fd);
     return;
   }
   // --timeout: on TCP the kernel's idle times are watched (no copy); on a
   // UNIX socket idle time is measured on the bytes moved, so they are copied.
   const { timeoutMs } = options;
-  const watched = timeoutMs !== undefined && isTcp(fd);
+  const watched = timeoutMs !== undefined && address.kind === "inet";
   if (timeoutMs !== undefined && !watched) {
     const handler = new ScgiHandler(options, command, request);
     await adoptDescriptor(fd, handler);
@@ -198,21 +198,13 @@ export async function serveScgiDescriptor(fd: number, options: ServeOptions, com
   finishAnswer(fd, request.contentLength, limitMs(options));
 }
 
-function isTcp(fd: number): boolean {
-  try {
-    return localEndpoint(fd).family === "inet";
-  } catch {
-    return false;
-  }
-}
-
 /**
  * An SCGI connection served with the copy loop: collects the header from
  * data events, then starts the program on pipes and copies the body that
  * came with the header and the rest, and the program's output back.
  */
-export class ScgiHandler implements Handler {
-  private socket: Socket<unknown> | undefined;
+export class ScgiHandler implements SocketEvents {
+  private socket: EventSocket | undefined;
   private chunks: Bytes[] = [];
   private size = 0;
   private copy: Copy | undefined;
@@ -223,13 +215,13 @@ export class ScgiHandler implements Handler {
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
 
   constructor(
-    private readonly options: ServeOptions,
+    private readonly options: GatewayOptions,
     private readonly command: string,
     /** Already read (a worker read the header itself): go straight to the program. */
     private readonly request?: ScgiRequest,
   ) {}
 
-  attach(socket: Socket<unknown>): void {
+  attach(socket: EventSocket): void {
     this.socket = socket;
     if (this.request) return this.start(this.request, new Uint8Array(0));
     // Once, from the connect: not restarted by data, so a drip cannot stretch it.
@@ -281,7 +273,7 @@ export class ScgiHandler implements Handler {
       { sources: [proc.stdout], sink: proc.stdin, program: { pid: proc.pid, exited: proc.exited, kill: () => proc.kill("SIGKILL") } },
       { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
     );
-    this.copy.attach(socket as Socket<Copy>);
+    this.copy.attach(socket);
     if (bodyStart.length > 0) this.copy.onData(bodyStart);
   }
 

@@ -2,9 +2,8 @@
 // serves the listening socket the service manager passed as descriptor 3,
 // when LISTEN_PID names this process and LISTEN_FDS is 1. With Accept=no
 // the socket is a listener, and socket (or its pool) does the accepting.
-import type { Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
-import { localEndpoint, setCloexec, socketKind } from "../system/libc.ts";
+import { localEndpoint, setCloexec, socketKind, type Endpoint } from "../system/libc.ts";
 
 /** SD_LISTEN_FDS_START: the first passed descriptor. */
 export const PASSED_FD = 3;
@@ -20,7 +19,7 @@ export function socketsPassed(): boolean {
  * variables are unset, so programs never see them (sd_listen_fds with
  * unset_environment).
  */
-export function passedSocket(): Address {
+export function passedSocket(): Endpoint {
   const { LISTEN_FDS } = process.env;
   delete process.env.LISTEN_PID;
   delete process.env.LISTEN_FDS;
@@ -42,6 +41,5 @@ export function passedSocket(): Address {
   if (!kind.stream || !kind.listening) {
     throw new Fatal(`descriptor ${PASSED_FD} from the service manager is not a listening stream socket (ListenStream=, Accept=no)`, EXIT_USAGE);
   }
-  if (endpoint.family === "unix") return { kind: "unix", path: endpoint.path };
-  return { kind: "inet", ip: endpoint.ip, family: endpoint.ip.includes(":") ? 6 : 4, port: endpoint.port, service: undefined };
+  return endpoint;
 }

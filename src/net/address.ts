@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
-import type { Destination } from "../cli.ts";
+import type { Destination } from "../options.ts";
 import { Fatal } from "../fatal.ts";
 import { passedSocket } from "./activation.ts";
 
@@ -78,7 +78,11 @@ export async function resolveHost(host: string): Promise<{ ip: string; family: 4
  * that changes directory (-b) still finds and unlinks its own socket.
  */
 export async function resolveDestination(destination: Destination, server: boolean): Promise<Address> {
-  if (destination.kind === "passed") return passedSocket();
+  if (destination.kind === "passed") {
+    const passed = passedSocket();
+    if (passed.family === "unix") return { kind: "unix", path: passed.path };
+    return { kind: "inet", ip: passed.ip, family: passed.ip.includes(":") ? 6 : 4, port: passed.port, service: undefined };
+  }
   if (destination.kind === "unix") {
     const path = resolve(destination.path);
     if (Buffer.byteLength(destination.path) > UNIX_PATH_MAX && Buffer.byteLength(path) > UNIX_PATH_MAX) {

@@ -5,29 +5,21 @@
 // without it a worker asks nothing and the fast path pays nothing. One
 // round trip over the IPC channel the worker already has: lost in the noise
 // of a sequential turnaround here (1.8-2.6 ms a connection either way, -W 4).
-import { log } from "../connection/serve.ts";
 import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import type { Address } from "../net/address.ts";
+import type { Options } from "../options.ts";
 import { close } from "../system/libc.ts";
-import type { WorkerConfig } from "./worker.ts";
-
-export type AdmitRequest = { admit: string };
-export type AdmitVerdict = { admitted: boolean };
-
-function isVerdict(message: unknown): message is AdmitVerdict {
-  return typeof message === "object" && message !== null && "admitted" in message;
-}
-
-export function isAdmitRequest(message: unknown): message is AdmitRequest {
-  return typeof message === "object" && message !== null && "admit" in message;
-}
+import { verbose } from "../system/log.ts";
+import { isVerdict, type AdmitRequest, type AdmitVerdict } from "./protocol.ts";
 
 /**
  * Worker side, right after accept(): true to serve the connection; false
  * when its source is over the limit, and then the connection is closed.
  */
-export async function admitted(config: WorkerConfig, fd: number): Promise<boolean> {
-  if (config.maxPerSource === undefined) return true;
-  const source = sourceOf(fd, config.address);
+export async function admitted(options: Options, address: Address, fd: number): Promise<boolean> {
+  const max = options.maxPerSource;
+  if (max === undefined) return true;
+  const source = sourceOf(fd, address);
   if (source === undefined) return true; // peer already gone: serving it costs nothing
   const verdict = new Promise<boolean>((resolve) => {
     const listener = (message: unknown) => {
@@ -43,7 +35,7 @@ export async function admitted(config: WorkerConfig, fd: number): Promise<boolea
     return true; // master gone: the parent-death signal ends us
   }
   if (await verdict) return true;
-  log(config.serve, rejectedLine(config.address, source, config.maxPerSource));
+  verbose(options, rejectedLine(address, source, max));
   close(fd);
   return false;
 }

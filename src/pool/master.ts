@@ -7,21 +7,31 @@
 import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
-import type { Options, Pool as PoolPolicy } from "../cli.ts";
-import { log } from "../connection/serve.ts";
+import type { Options, PoolPolicy } from "../options.ts";
 import { close, sendByte, socketPair } from "../system/libc.ts";
-import { say } from "../system/log.ts";
+import { say, verbose } from "../system/log.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
 import { serving, stopping } from "../system/notify.ts";
 import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { atExit } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
-import { Admissions, isAdmitRequest } from "./admission.ts";
+import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
-import { EXIT_LISTENER_FAILED, EXIT_RETIRED, EXIT_SERVED, RETIRE, WORKER_ENV, WORKER_FLAG, type WorkerConfig, type WorkerMessage } from "./worker.ts";
+import {
+  EXIT_LISTENER_FAILED,
+  EXIT_MAX_REQUESTS,
+  EXIT_RETIRED,
+  isAdmitRequest,
+  RETIRE,
+  WORKER_ENV,
+  WORKER_FLAG,
+  workerConfig,
+  type WorkerMessage,
+} from "./protocol.ts";
 
-interface Worker {
+/** A worker as the master keeps track of it. */
+interface Child {
   proc: Subprocess;
   /** The master's end of the worker's control socket. */
   control: number;
@@ -35,8 +45,8 @@ interface Worker {
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
 const QUICK_DEATH_MS = 1000;
 
-export class Pool {
-  private readonly workers = new Map<number, Worker>();
+export class WorkerPool {
+  private readonly workers = new Map<number, Child>();
   private stopping = false;
   private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
@@ -53,11 +63,13 @@ export class Pool {
     private readonly listenFd: number,
     private readonly policy: PoolPolicy,
     private readonly options: Options,
-    config: WorkerConfig,
+    argv: string[],
+    address: Address,
   ) {
-    this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: JSON.stringify(config) };
-    if (config.maxPerSource !== undefined) this.admissions = new Admissions(config.maxPerSource);
-    this.title = `socket: worker of ${config.address.kind === "unix" ? config.address.path : config.address.port}`;
+    const config = workerConfig(argv, options, address);
+    this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: config };
+    if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
+    this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
   }
 
   start(): void {
@@ -65,7 +77,7 @@ export class Pool {
     if (this.policy.max > this.policy.min) setInterval(() => this.shrink(), Math.min(1000, this.policy.idleTimeoutMs / 2)).unref();
   }
 
-  private count(state: Worker["state"]): number {
+  private count(state: Child["state"]): number {
     let n = 0;
     for (const w of this.workers.values()) if (w.state === state && !w.retiring) n++;
     return n;
@@ -125,7 +137,7 @@ export class Pool {
     }
     const now = Date.now();
     this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
-    log(this.options, `pool: worker ${proc.pid} started`);
+    verbose(this.options, `pool: worker ${proc.pid} started`);
   }
 
   private onMessage(pid: number, message: WorkerMessage): void {
@@ -166,17 +178,17 @@ export class Pool {
     close(worker.control);
     const why = signal
       ? `killed by ${signal}`
-      : code === EXIT_SERVED
+      : code === EXIT_MAX_REQUESTS
         ? "served its --max-requests"
         : code === EXIT_RETIRED
           ? "retired"
           : code === EXIT_LISTENER_FAILED
             ? "could not accept"
             : `failed (exit ${code})`;
-    log(this.options, `pool: worker ${pid} ended (${why})`);
+    verbose(this.options, `pool: worker ${pid} ended (${why})`);
     if (this.workers.size === 0) this.allGone?.();
     if (this.stopping) return;
-    const byPolicy = code === EXIT_SERVED || code === EXIT_RETIRED || worker.retiring;
+    const byPolicy = code === EXIT_MAX_REQUESTS || code === EXIT_RETIRED || worker.retiring;
     const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
     // A listener that fails every accept would fail the next worker too: never replace it at once.
     if (failedAtOnce || code === EXIT_LISTENER_FAILED) {
@@ -209,7 +221,7 @@ export class Pool {
     const status = `status: ${this.count("busy")}/${this.workers.size}`;
     if (status === this.lastStatus) return;
     this.lastStatus = status;
-    log(this.options, status);
+    verbose(this.options, status);
   }
 
   /**
@@ -232,18 +244,18 @@ export class Pool {
     // Grace is over: whatever socket started and still runs (programs, what
     // they forked, busy workers) gets TERM, then KILL.
     const cut = await endDescendants(new Set(this.workers.keys()));
-    if (cut > 0) log(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
+    if (cut > 0) verbose(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
   }
 }
 
 export function runPool(
+  argv: string[],
   options: Options,
   policy: PoolPolicy,
-  command: string,
   address: Address,
   /** Gets the UNIX socket file socket created (not a passed one's). */
   afterBind: (socketFile: string | undefined) => void,
-): Pool {
+): WorkerPool {
   const passed = options.destination.kind === "passed";
   // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
   let listenFd: number;
@@ -265,29 +277,9 @@ export function runPool(
       }
     });
   }
-  log(options, listeningMessage(bound));
+  verbose(options, listeningMessage(bound));
   afterBind(socketFile);
-  const pool = new Pool(listenFd, policy, options, {
-    command,
-    address: bound,
-    serve: {
-      crlf: options.crlf,
-      quit: options.quit,
-      readOnly: options.readOnly,
-      writeOnly: options.writeOnly,
-      verbose: options.verbose,
-      timeoutMs: options.timeoutMs,
-      gateway: options.gateway,
-      passEnv: options.passEnv,
-      program: options.program,
-      pool: options.pool,
-    },
-    prestart: policy.prestart,
-    maxRequests: policy.maxRequests,
-    masterPid: process.pid,
-    report: policy.max > policy.min || options.verbose || options.maxPerSource !== undefined,
-    maxPerSource: options.maxPerSource,
-  });
+  const pool = new WorkerPool(listenFd, policy, options, argv, bound);
   pool.start();
   return pool;
 }

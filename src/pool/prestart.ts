@@ -7,7 +7,9 @@
 // Bun's own pipes, which that loop reads).
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
-import { copyDescriptor, localSide, log, startForCopy, type ServeOptions } from "../connection/serve.ts";
+import { copyDescriptor, programSide, startForCopy } from "../connection/local.ts";
+import type { ServeOptions } from "../options.ts";
+import { verbose } from "../system/log.ts";
 import { prestartEnv, programEnd, startOnPipes, type PipedProgram, type Program } from "../connection/program.ts";
 import { bridge } from "../connection/splice.ts";
 import { close, isReadable, pidfdOpen } from "../system/libc.ts";
@@ -37,6 +39,8 @@ function closePipes(waiting: Waiting): void {
 }
 
 export class Prestart {
+  /** The bridge is the connection's only user: it may be non-blocking. */
+  readonly nonBlocking = true;
   private waiting: Waiting | undefined;
   private readonly backoff = new Backoff();
   private readonly env: Record<string, string>;
@@ -103,9 +107,9 @@ export class Prestart {
     const waiting = this.take();
     if (!waiting) return close(fd);
     this.backoff.reset();
-    const say = (line: string) => log(this.options, line);
+    const say = (line: string) => verbose(this.options, line);
     if (waiting.kind === "copied") {
-      await copyDescriptor(fd, this.options, localSide(this.options, { proc: waiting.proc, program: this.program }));
+      await copyDescriptor(fd, this.options, programSide(this.options, waiting.proc, this.program));
       return;
     }
     const { quit, timeoutMs } = this.options;

@@ -1,21 +1,34 @@
 // The classic server (-s without -W): Bun's listener accepts; each
-// connection is served by connection.ts, one at a time, or all at once
-// with -f. Without -l the first connection is the only one.
+// connection is served by a gateway's handler (--scgi, --fastcgi) or by
+// connection/serve.ts, one at a time, or all at once with -f. Without -l
+// the first connection is the only one.
 import { unlinkSync } from "node:fs";
-import type { Socket, SocketHandler } from "bun";
+import type { SocketHandler } from "bun";
+import { adoptSocket, eventHandlers, type EventSocket, type SocketEvents } from "../connection/events.ts";
+import { flushStdout } from "../connection/local.ts";
+import { connectionMessage, serveSocket } from "../connection/serve.ts";
+import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
+import { ScgiHandler } from "../gateway/scgi.ts";
 import type { Address } from "../net/address.ts";
-import type { Options } from "../cli.ts";
-import { connectionMessage, flushStdout, log, serveSocket } from "../connection/serve.ts";
-import { copyHandlers, type Copy } from "../connection/copy.ts";
+import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
 import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 import { serving, stopping } from "../system/notify.ts";
-import { say } from "../system/log.ts";
+import { say, verbose } from "../system/log.ts";
 import { isReadable } from "../system/libc.ts";
 import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
+
+/** --scgi, --fastcgi: a new handler per connection; undefined for a plain server. */
+function gatewayFor(options: Options): (() => SocketEvents & { done: Promise<void> }) | undefined {
+  const command = options.program;
+  if (command === undefined) return undefined;
+  if (options.gateway === "scgi") return () => new ScgiHandler(options, command);
+  if (options.gateway === "fastcgi") return () => new FastCgiHandler(options, command, CLASSIC_MAX_CONNS);
+  return undefined;
+}
 
 export function serve(
   options: Options,
@@ -27,15 +40,15 @@ export function serve(
   // Without a program every connection shares socket's own stdin and stdout,
   // so they take turns whatever -f says.
   const concurrent = options.loop && options.fork && program !== undefined;
-  const waiting: Socket<Copy | undefined>[] = [];
+  const waiting: EventSocket[] = [];
   /** What to do when a connection is over: release its source and its descriptors. */
-  const finishers = new Map<Socket<Copy | undefined>, () => void>();
+  const finishers = new Map<EventSocket, () => void>();
   let busy = false;
-  let listening: Listening<Copy | undefined>;
+  let listening: Listening<SocketEvents | undefined>;
   let pausedFd: number | undefined;
   const sources = options.maxPerSource === undefined ? undefined : new SourceLimit(options.maxPerSource);
 
-  const finished = (socket: Socket<Copy | undefined>): void => {
+  const finished = (socket: EventSocket): void => {
     const finish = finishers.get(socket);
     finishers.delete(socket);
     finish?.();
@@ -54,9 +67,15 @@ export function serve(
     });
   };
 
-  const run = (socket: Socket<Copy | undefined>): Promise<unknown> => {
-    log(options, connectionMessage(listening.address, () => socket.remoteAddress));
+  const gateway = gatewayFor(options);
+  const run = (socket: EventSocket): Promise<unknown> => {
+    verbose(options, connectionMessage(listening.address, () => socket.remoteAddress));
     try {
+      if (gateway) {
+        const handler = gateway();
+        adoptSocket(socket, handler);
+        return handler.done;
+      }
       return serveSocket(socket, fdOf(socket), listening.address, options, program);
     } catch (e) {
       // The program could not be started: this connection fails, the server goes on.
@@ -66,8 +85,8 @@ export function serve(
     }
   };
 
-  const handlers: SocketHandler<Copy | undefined> = {
-    ...copyHandlers,
+  const handlers: SocketHandler<SocketEvents | undefined> = {
+    ...eventHandlers,
     open(socket) {
       if (!options.loop) {
         if (waiting.length > 0 || busy) return void socket.close();
@@ -105,16 +124,16 @@ export function serve(
           listening = { ...listening, listener: resumeListener(pausedFd, handlers) };
           pausedFd = undefined;
         },
-        (line) => log(options, line),
+        (line) => verbose(options, line),
       )
     : undefined;
 
   /** Counts the connection (source, descriptors); false if its source is over --max-per-source. */
-  const admit = (socket: Socket<Copy | undefined>): boolean => {
+  const admit = (socket: EventSocket): boolean => {
     const source = sources && sourceOf(fdOf(socket), listening.address);
     if (sources && source !== undefined) {
       if (!sources.admit(source)) {
-        log(options, rejectedLine(listening.address, source, sources.max));
+        verbose(options, rejectedLine(listening.address, source, sources.max));
         socket.close();
         return false;
       }
@@ -128,7 +147,7 @@ export function serve(
   };
 
   const passed = options.destination.kind === "passed";
-  listening = listen<Copy | undefined>(address, handlers, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs, passed });
+  listening = listen<SocketEvents | undefined>(address, handlers, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs, passed });
   // A passed socket's path belongs to the service manager (and stop() of an adopted listener leaves it).
   if (address.kind === "unix") {
     const path = listening.address.kind === "unix" ? listening.address.path : address.path;
@@ -142,7 +161,7 @@ export function serve(
       }
     });
   }
-  log(options, listeningMessage(listening.address));
+  verbose(options, listeningMessage(listening.address));
   afterBind(address.kind === "unix" && !passed && listening.address.kind === "unix" ? listening.address.path : undefined);
   serving();
   return {
@@ -153,6 +172,7 @@ export function serve(
      */
     async stop() {
       stopping();
+      stopKeptConnections();
       const end = Date.now() + options.graceMs;
       // Bun's loop accepts while we wait; closing the listener earlier would reset the queue.
       if (pausedFd === undefined) while (Date.now() < end && isReadable(fdOf(listening.listener))) await Bun.sleep(10);
@@ -160,7 +180,7 @@ export function serve(
       while (Date.now() < end && (busy || waiting.length > 0 || finishers.size > 0)) await Bun.sleep(20);
       await descendantsGone(end - Date.now());
       const cut = await endDescendants();
-      if (cut > 0) log(options, `${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
+      if (cut > 0) verbose(options, `${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
     },
   };
 }

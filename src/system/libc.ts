@@ -5,6 +5,9 @@
 // databases (through NSS, as id(1) sees them).
 // bun:ffi works inside the compiled executable (SPEC section 7).
 import { CString, dlopen, FFIType, ptr as pointerTo, read, type Pointer } from "bun:ffi";
+import { AF_UNIX, decodeSockaddr, inetSockaddr, unixSockaddr, type Endpoint } from "./sockaddr.ts";
+
+export { AF_INET, AF_INET6, type Endpoint } from "./sockaddr.ts";
 
 const { i32, u32, u64, i64_fast, ptr } = FFIType;
 
@@ -52,9 +55,6 @@ const lib = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 
-const AF_UNIX = 1;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
@@ -87,17 +87,26 @@ export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EINVAL = 22;
 export const EPIPE = 32;
+export const ENAMETOOLONG = 36;
 export const EPROTO = 71;
 export const ECONNABORTED = 103;
 
-/** A failed libc call: `errno` and the C library's own text for it. */
+/**
+ * A failed libc call, named as tcpserver names it ("unable to accept:
+ * Too many open files"); `reason` is the C library's text alone, for the
+ * messages socket(1) words its own way ("client socket: Connection refused").
+ */
 export class SysError extends Error {
+  readonly reason: string;
   constructor(
     readonly call: string,
     readonly errno: number,
   ) {
-    super(strerror(errno));
+    const reason = strerror(errno);
+    super(`unable to ${call}: ${reason}`);
+    this.reason = reason;
   }
 }
 
@@ -376,53 +385,15 @@ export function dropPrivileges(uid: number | undefined, gid: number, user: strin
   if (uid !== undefined) check("setuid", lib.setuid(uid));
 }
 
-/** One end of a connection, as getsockname/getpeername report it. */
-export type Endpoint =
-  | { family: "inet"; ip: string; port: number }
-  | { family: "unix"; path: string };
-
-function decodeSockaddr(sa: Uint8Array, len: number): Endpoint {
-  const view = new DataView(sa.buffer, sa.byteOffset, sa.byteLength);
-  const family = view.getUint16(0, true);
-  if (family === AF_INET) {
-    return { family: "inet", ip: sa.subarray(4, 8).join("."), port: view.getUint16(2, false) };
-  }
-  if (family === AF_INET6) {
-    const groups: string[] = [];
-    for (let i = 8; i < 24; i += 2) groups.push(view.getUint16(i, false).toString(16));
-    const ip = compressIPv6(groups);
-    const mapped = ip.match(/^::ffff:([0-9a-f]+):([0-9a-f]+)$/);
-    const v4 = mapped ? sa.subarray(20, 24).join(".") : undefined;
-    return { family: "inet", ip: v4 ?? ip, port: view.getUint16(2, false) };
-  }
-  let end = 2;
-  while (end < len && sa[end] !== 0) end++;
-  return { family: "unix", path: new TextDecoder().decode(sa.subarray(2, end)) };
-}
-
-function compressIPv6(groups: string[]): string {
-  // Longest run of zero groups becomes "::", as inet_ntop writes it.
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === "0") j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  if (best < 0) return groups.join(":");
-  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
-}
-
-function sockaddrOf(call: typeof lib.getsockname, fd: number): Endpoint {
+function sockaddrOf(name: "getsockname" | "getpeername", fd: number): Endpoint {
   const sa = new Uint8Array(128);
   const len = new Uint32Array([128]);
-  check("getsockname", call(fd, sa, len));
+  check(name, lib[name](fd, sa, len));
   return decodeSockaddr(sa, len[0]);
 }
 
-export const localEndpoint = (fd: number): Endpoint => sockaddrOf(lib.getsockname, fd);
-export const remoteEndpoint = (fd: number): Endpoint => sockaddrOf(lib.getpeername, fd);
+export const localEndpoint = (fd: number): Endpoint => sockaddrOf("getsockname", fd);
+export const remoteEndpoint = (fd: number): Endpoint => sockaddrOf("getpeername", fd);
 
 /** pid, uid and gid of the process at the other end of a UNIX socket. */
 export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
@@ -430,31 +401,6 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   const len = new Uint32Array([12]);
   check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len));
   return { pid: cred[0], uid: cred[1], gid: cred[2] };
-}
-
-function encodeSockaddr(family: number, ip: string, port: number): Uint8Array {
-  if (family === AF_INET) {
-    const sa = new Uint8Array(16);
-    new DataView(sa.buffer).setUint16(0, AF_INET, true);
-    new DataView(sa.buffer).setUint16(2, port, false);
-    sa.set(ip.split(".").map(Number), 4);
-    return sa;
-  }
-  const sa = new Uint8Array(28);
-  const view = new DataView(sa.buffer);
-  view.setUint16(0, AF_INET6, true);
-  view.setUint16(2, port, false);
-  expandIPv6(ip).forEach((group, i) => view.setUint16(8 + 2 * i, group, false));
-  return sa;
-}
-
-function expandIPv6(ip: string): number[] {
-  const [head, tail] = ip.includes("::") ? ip.split("::") : [ip, undefined];
-  const parse = (part: string) => (part ? part.split(":").map((g) => parseInt(g, 16)) : []);
-  const left = parse(head);
-  if (tail === undefined) return left;
-  const right = parse(tail);
-  return [...left, ...new Array(8 - left.length - right.length).fill(0), ...right];
 }
 
 /**
@@ -465,10 +411,12 @@ export function connectInet(family: number, ip: string, port: number, localIp?: 
   const fd = check("socket", lib.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   try {
     if (localIp !== undefined) {
-      const local = encodeSockaddr(family, localIp, 0);
+      const local = inetSockaddr(family, localIp, 0);
+      if (!local) throw new SysError("bind", EINVAL);
       check("bind", lib.bind(fd, local, local.length));
     }
-    const remote = encodeSockaddr(family, ip, port);
+    const remote = inetSockaddr(family, ip, port);
+    if (!remote) throw new SysError("connect", EINVAL);
     check("connect", lib.connect(fd, remote, remote.length));
     return fd;
   } catch (e) {
@@ -478,17 +426,11 @@ export function connectInet(family: number, ip: string, port: number, localIp?: 
 }
 
 export function connectUnix(path: string): number {
+  const sa = unixSockaddr(path);
+  if (!sa) throw new SysError("connect", ENAMETOOLONG);
   const fd = check("socket", lib.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const sa = new Uint8Array(110);
-  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
-  const bytes = new TextEncoder().encode(path);
-  if (bytes.length >= 108) {
-    lib.close(fd);
-    throw new SysError("connect", 36 /* ENAMETOOLONG */);
-  }
-  sa.set(bytes, 2);
   try {
-    check("connect", lib.connect(fd, sa, 2 + bytes.length + 1));
+    check("connect", lib.connect(fd, sa, sa.length));
     return fd;
   } catch (e) {
     lib.close(fd);
@@ -563,18 +505,12 @@ export function sendAll(fd: number, text: string): void {
  * or with a leading "@" an abstract name.
  */
 export function sendDatagram(path: string, message: string): void {
-  const name = new TextEncoder().encode(path);
-  const abstract = path.startsWith("@");
-  if (name.length >= 108) throw new SysError("sendto", 36 /* ENAMETOOLONG */);
-  const sa = new Uint8Array(110);
-  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
-  sa.set(name, 2);
-  if (abstract) sa[2] = 0;
-  const length = 2 + name.length + (abstract ? 0 : 1);
+  const sa = unixSockaddr(path, path.startsWith("@"));
+  if (!sa) throw new SysError("sendto", ENAMETOOLONG);
   const fd = check("socket", lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   try {
     const bytes = new TextEncoder().encode(message);
-    check("sendto", lib.sendto(fd, bytes, bytes.length, 0, sa, length));
+    check("sendto", lib.sendto(fd, bytes, bytes.length, 0, sa, sa.length));
   } finally {
     lib.close(fd);
   }

@@ -1,109 +1,11 @@
-// The command line: one table of options (citty renders --help from it),
-// parsed with getopt semantics by node:util parseArgs, because citty's own
-// parser folds -b/-B and -w/-W together (SPEC section 7).
+// The command line's checks: getopt semantics through node:util parseArgs
+// (citty's own parser folds -b/-B and -w/-W together: SPEC section 7), then
+// every combination socket(1) refuses, into one checked Options.
 import { parseArgs } from "node:util";
-import { defineCommand, renderUsage, type ArgDef } from "citty";
-import { NAME, VERSION } from "./version.ts";
-import { shellNeed } from "./connection/program.ts";
-import { socketsPassed } from "./net/activation.ts";
-
-const EXIT_USAGE = 15;
-
-const optionTable = {
-  server: { type: "boolean", alias: "s", description: "Server: listen on PORT or /path instead of connecting" },
-  loop: { type: "boolean", alias: "l", description: "Loop: after a connection ends, accept the next (server only)" },
-  fork: { type: "boolean", alias: "f", description: "Serve connections concurrently and go on accepting (server only)" },
-  program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
-  bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
-  background: { type: "boolean", alias: "b", description: "Detach and run as a daemon once it serves (server only); stdio to /dev/null or --log" },
-  log: { type: "string", valueHint: "FILE", description: "With -b: the daemon's stdout and stderr, appended to FILE (default /dev/null)" },
-  "pid-file": { type: "string", valueHint: "FILE", description: "Server: write the pid to FILE once serving; removed at exit" },
-  quit: { type: "boolean", alias: "q", description: "Close the connection at end of input (stdin, or the program's output; the program itself runs on)" },
-  "read-only": { type: "boolean", alias: "r", description: "Only copy socket -> stdout; never read stdin" },
-  "write-only": { type: "boolean", alias: "w", description: "Only copy stdin -> socket; never read the socket" },
-  crlf: { type: "boolean", alias: "c", description: "LF -> CRLF towards the socket, CR dropped from the socket" },
-  verbose: { type: "boolean", alias: "v", description: "Messages about listening, connections, closing and the pool on stderr" },
-  workers: { type: "string", alias: "W", valueHint: "N|MIN:MAX", description: "Prefork pool: N workers, or MIN to MAX growing under load (needs -s, -p; at most 1024: each worker is a process of ~5-11 MB)" },
-  "max-requests": { type: "string", valueHint: "N", description: "Pool: a worker ends after N connections and is replaced (0 = no limit)" },
-  "idle-timeout": { type: "string", valueHint: "SECS", description: "Pool MIN:MAX: retire a worker idle this long, down to MIN (default 10)" },
-  ramp: { type: "string", valueHint: "spare|burst", description: "Pool MIN:MAX growth: one spare per busy moment, or straight to MAX" },
-  grace: { type: "string", valueHint: "SECS", description: "Server: on TERM/INT, time running programs get to finish, then TERM, KILL (pool 10, else 0)" },
-  prestart: { type: "boolean", description: "Pool: each worker starts its next program before its connection arrives (read the note below)" },
-  timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
-  "max-per-source": { type: "string", valueHint: "N", description: "Server: close at once a connection from a source (TCP: remote address; UNIX: peer uid) that has N already" },
-  "defer-accept": { type: "string", valueHint: "SECS", description: "TCP server: the kernel holds a connection until it sends a byte (TCP_DEFER_ACCEPT), up to SECS" },
-  mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file (e.g. 660)" },
-  user: { type: "string", alias: "u", valueHint: "USER", description: "After binding, run as this user (name or uid)" },
-  group: { type: "string", alias: "g", valueHint: "GROUP", description: "After binding, run as this group (name or gid)" },
-  scgi: { type: "boolean", description: "Speak SCGI: run the -p program per request as a CGI (needs -s, -p; no shell)" },
-  fastcgi: { type: "boolean", description: "Speak FastCGI (responder): run the -p program per request as a CGI (needs -s, -p; no shell)" },
-  "pass-env": { type: "string", valueHint: "NAME", multiple: true, description: "--scgi/--fastcgi: a request may also set the variable NAME (repeatable); see ENVIRONMENT in socket(1)" },
-  help: { type: "boolean", description: "Show this help" },
-  version: { type: "boolean", description: "Print the version" },
-} as const satisfies Record<string, ArgDef & { multiple?: true }>;
-
-const command = defineCommand({
-  meta: { name: NAME, version: VERSION, description: "Shell access to TCP and UNIX-domain sockets, with a prefork pool" },
-  args: {
-    ...optionTable,
-    destination: { type: "positional", valueHint: "host port | -s port | /path", description: "Where to connect, or with -s where to listen (none: the socket systemd passed)", required: false },
-  },
-});
-
-const USAGE =
-  `Usage: ${NAME} [-bcflqrvw] [-B local ip] [-p prog] [-W n[:max] [--prestart]] [--scgi|--fastcgi] [-u user] [-g group] {{-s|host} port | [-s] /path | -s}`;
-
-/** Where to connect or listen, before name and service lookup. */
-export type Destination =
-  | { kind: "inet"; host: string | undefined; port: string }
-  | { kind: "unix"; path: string }
-  /** `-s` alone: the listening socket systemd passed (fd 3). */
-  | { kind: "passed" };
-
-export interface Pool {
-  min: number;
-  max: number;
-  ramp: "spare" | "burst";
-  maxRequests: number;
-  idleTimeoutMs: number;
-  graceMs: number;
-  /** Each worker starts its next program before its connection arrives. */
-  prestart: boolean;
-}
-
-/** Everything the command line says, checked. */
-export interface Options {
-  destination: Destination;
-  server: boolean;
-  loop: boolean;
-  fork: boolean;
-  program: string | undefined;
-  bind: string | undefined;
-  background: boolean;
-  quit: boolean;
-  readOnly: boolean;
-  writeOnly: boolean;
-  crlf: boolean;
-  verbose: boolean;
-  pool: Pool | undefined;
-  timeoutMs: number | undefined;
-  /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
-  maxPerSource: number | undefined;
-  /** TCP_DEFER_ACCEPT on the listener, in seconds. */
-  deferAcceptSecs: number | undefined;
-  mode: number | undefined;
-  user: string | undefined;
-  group: string | undefined;
-  /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
-  gateway: "scgi" | "fastcgi" | undefined;
-  /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
-  passEnv: string[];
-  /** -b: where the daemon's stdout and stderr go. */
-  log: string | undefined;
-  pidFile: string | undefined;
-  /** Classic server: on TERM/INT, how long running programs get before TERM and KILL (the pool has its own). */
-  graceMs: number;
-}
+import { NAME, VERSION } from "../version.ts";
+import type { Destination, Gateway, Options, PoolPolicy } from "../options.ts";
+import { shellNeed } from "../connection/program.ts";
+import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
 export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
@@ -169,7 +71,11 @@ function number(text: string | undefined, name: string, min: number, max: number
 
 const MAX_WORKERS = 1024;
 
-export function parseCommandLine(argv: string[]): Parsed {
+/**
+ * Checks a command line. `passedSocket`: the service manager passed this
+ * process a socket (LISTEN_PID), which `-s` alone then means.
+ */
+export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed {
   if (argv[0] === "-version") return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
   let parsed;
   try {
@@ -182,14 +88,14 @@ export function parseCommandLine(argv: string[]): Parsed {
           name,
           { type: def.type, ...("alias" in def && { short: def.alias }), ...("multiple" in def && { multiple: def.multiple }) },
         ]),
-      ) as Record<keyof typeof optionTable, { type: "string" | "boolean"; short?: string; multiple?: boolean }>,
+      ) as Record<OptionName, { type: "string" | "boolean"; short?: string; multiple?: boolean }>,
     });
   } catch (e) {
     return usageError(getoptMessage(e as Error));
   }
-  const v = parsed.values as Partial<Record<keyof typeof optionTable, string | boolean | string[]>>;
-  const str = (k: keyof typeof optionTable) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
-  const flag = (k: keyof typeof optionTable) => v[k] === true;
+  const v = parsed.values as Partial<Record<OptionName, string | boolean | string[]>>;
+  const str = (k: OptionName) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const flag = (k: OptionName) => v[k] === true;
 
   if (flag("help")) return { exit: 0, help: true };
   if (flag("version")) return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
@@ -215,7 +121,7 @@ export function parseCommandLine(argv: string[]): Parsed {
     destination = { kind: "unix", path: positionals[0] };
   } else if (server && positionals.length === 1) {
     destination = { kind: "inet", host: str("bind"), port: positionals[0] };
-  } else if (server && positionals.length === 0 && socketsPassed()) {
+  } else if (server && positionals.length === 0 && passedSocket) {
     destination = { kind: "passed" };
   } else if (!server && positionals.length === 2) {
     destination = { kind: "inet", host: positionals[0], port: positionals[1] };
@@ -231,7 +137,7 @@ export function parseCommandLine(argv: string[]): Parsed {
   const graceAny = number(str("grace"), "--grace", 0, 86400);
   if (typeof graceAny === "string") return usageError(graceAny);
 
-  let pool: Pool | undefined;
+  let pool: PoolPolicy | undefined;
   if (workers !== undefined) {
     if (!server || program === undefined) return usageError(`${NAME}: -W needs -s and -p`);
     const m = workers.match(/^(\d+)(?::(\d+))?$/);
@@ -327,28 +233,16 @@ export function parseCommandLine(argv: string[]): Parsed {
   };
 }
 
-/** What a user of --prestart must know, too long for its line in the table. */
-const PRESTART_NOTE = `
---prestart: the program starts before its connection exists. What it prints
-before reading its input (a banner, a timestamp) is from that moment; a
-program that ends before its connection arrives (such as date) is replaced,
-never handed a connection. Its environment has PROTO and the local address
-socket listens on (TCPLOCALIP, TCPLOCALPORT, or UNIXLOCALPATH) but no remote
-address: TCPREMOTEIP and TCPREMOTEPORT (UNIXREMOTEPID, ...) are unknown when
-it starts. Its stdin and stdout+stderr are pipes, not the socket. It is for
-programs that read a request first, such as SCGI and FastCGI launchers.
-`;
-
 /**
  * --scgi / --fastcgi: the program is executed directly (never through sh,
  * as a request's bytes become its environment), and options that look at
  * or cut the byte stream make no sense under a protocol.
  */
 function gatewayOption(
-  flag: (k: keyof typeof optionTable) => boolean,
+  flag: (k: OptionName) => boolean,
   program: string | undefined,
   server: boolean,
-): "scgi" | "fastcgi" | undefined | Parsed {
+): Gateway | undefined | Parsed {
   const scgi = flag("scgi");
   const fastcgi = flag("fastcgi");
   if (!scgi && !fastcgi) return undefined;
@@ -372,10 +266,4 @@ function gatewayOption(
     );
   }
   return scgi ? "scgi" : "fastcgi";
-}
-
-export async function helpText(): Promise<string> {
-  const text = `${await renderUsage(command)}\n\n${USAGE}\n${PRESTART_NOTE}`;
-  // citty colours unconditionally; only a terminal should get the escapes.
-  return process.stdout.isTTY ? text : Bun.stripANSI(text);
 }

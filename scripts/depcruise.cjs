@@ -1,0 +1,42 @@
+// The layers of src/ (docs/ARCHITECTURE.md draws them), checked by
+// dependency-cruiser in `npm test`: each layer imports only the layers
+// below it, and nothing is in an import cycle (type imports count: two
+// modules in a cycle cannot be read or changed apart).
+const BASE = "src/(fatal|version|options)\\.ts$";
+/** `to` paths of src/ outside the given folders and the base modules. */
+const outside = (...folders) => ({ path: "^src/", pathNot: [`^${BASE}`, ...folders.map((f) => `^src/${f}/`)] });
+
+module.exports = {
+  forbidden: [
+    { name: "no-cycles", severity: "error", comment: "a cycle joins modules that should be read apart", from: {}, to: { circular: true } },
+    { name: "base-imports-nothing-of-src", severity: "error", from: { path: `^${BASE}` }, to: outside() },
+    { name: "system-stays-at-the-bottom", severity: "error", from: { path: "^src/system/" }, to: outside("system") },
+    { name: "net-uses-only-system", severity: "error", from: { path: "^src/net/" }, to: outside("net", "system") },
+    {
+      name: "connection-never-imports-upward",
+      severity: "error",
+      comment: "serving a connection knows nothing of protocols, pools, servers or the command line",
+      from: { path: "^src/connection/" },
+      to: outside("connection", "net", "system"),
+    },
+    { name: "gateway-uses-only-connection-and-below", severity: "error", from: { path: "^src/gateway/" }, to: outside("gateway", "connection", "net", "system") },
+    { name: "cli-uses-only-connection-and-below", severity: "error", from: { path: "^src/cli/" }, to: outside("cli", "connection", "net", "system") },
+    { name: "server-is-not-a-pool-or-client", severity: "error", from: { path: "^src/server/" }, to: { path: "^src/(pool|client)/" } },
+    { name: "pool-is-not-a-server-or-client", severity: "error", from: { path: "^src/pool/" }, to: { path: "^src/(server|client)/" } },
+    { name: "client-is-not-a-server", severity: "error", from: { path: "^src/client/" }, to: { path: "^src/(server|pool|gateway)/" } },
+    {
+      name: "master-never-reaches-a-gateway",
+      severity: "error",
+      comment: "the master keeps workers; only workers speak SCGI or FastCGI",
+      from: { path: "^src/pool/master\\.ts$" },
+      to: { path: "^src/gateway/", reachable: true },
+    },
+    { name: "only-main-is-the-entry", severity: "error", from: { path: "^src/" }, to: { path: "^src/main\\.ts$" } },
+    { name: "src-never-imports-tests-or-scripts", severity: "error", from: { path: "^src/" }, to: { path: "^(test|scripts)/" } },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+  },
+};

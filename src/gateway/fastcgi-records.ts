@@ -1,0 +1,169 @@
+// FastCGI's wire format (the FastCGI 1.0 specification): records of an
+// 8-byte header, content and padding; name-value pairs with 1- or 4-byte
+// lengths. No state of a connection here: fastcgi.ts holds that.
+import { LIMITS, type Variable } from "./cgi.ts";
+
+export const VERSION = 1;
+export const TYPE = {
+  BEGIN_REQUEST: 1,
+  ABORT_REQUEST: 2,
+  END_REQUEST: 3,
+  PARAMS: 4,
+  STDIN: 5,
+  STDOUT: 6,
+  STDERR: 7,
+  DATA: 8,
+  GET_VALUES: 9,
+  GET_VALUES_RESULT: 10,
+  UNKNOWN_TYPE: 11,
+} as const;
+export const ROLE_RESPONDER = 1;
+export const KEEP_CONN = 1;
+export const STATUS = { REQUEST_COMPLETE: 0, CANT_MPX_CONN: 1, OVERLOADED: 2, UNKNOWN_ROLE: 3 } as const;
+const HEADER_SIZE = 8;
+/** The largest content one record carries. */
+export const MAX_CONTENT = 0xffff;
+
+export interface FcgiRecord {
+  type: number;
+  requestId: number;
+  content: Uint8Array;
+}
+
+/** One record (content up to MAX_CONTENT bytes, no padding: padding is optional). */
+export function encodeRecord(type: number, requestId: number, content: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE + content.length);
+  const view = new DataView(out.buffer);
+  out[0] = VERSION;
+  out[1] = type;
+  view.setUint16(2, requestId);
+  view.setUint16(4, content.length);
+  out.set(content, HEADER_SIZE);
+  return out;
+}
+
+/** A record's whole size on the wire (header, content, padding), from its header at `at`. */
+function recordSize(bytes: Uint8Array, at: number): number {
+  return HEADER_SIZE + ((bytes[at + 4] << 8) | bytes[at + 5]) + bytes[at + 6];
+}
+
+function decodeRecord(bytes: Uint8Array, at: number): FcgiRecord {
+  const length = (bytes[at + 4] << 8) | bytes[at + 5];
+  return { type: bytes[at + 1], requestId: (bytes[at + 2] << 8) | bytes[at + 3], content: bytes.slice(at + HEADER_SIZE, at + HEADER_SIZE + length) };
+}
+
+/**
+ * Splits a stream of bytes into records. What it holds between calls is
+ * one record begun (at most 8 + 65535 + 255 bytes), in a buffer of that
+ * record's size filled in place: a record that comes a byte per chunk
+ * costs its size once, not once per chunk.
+ */
+export class RecordReader {
+  private readonly head = new Uint8Array(HEADER_SIZE);
+  /** The record begun, once its header is complete. */
+  private body: Uint8Array | undefined;
+  private have = 0;
+
+  /** The complete records so far, or the reason the stream is malformed. */
+  push(chunk: Uint8Array): FcgiRecord[] | { error: string } {
+    const records: FcgiRecord[] = [];
+    let at = 0;
+    if (this.have > 0) {
+      const used = this.fill(chunk);
+      if (typeof used !== "number") return used;
+      if (this.body === undefined || this.have < this.body.length) return records;
+      records.push(decodeRecord(this.body, 0));
+      this.body = undefined;
+      this.have = 0;
+      at = used;
+    }
+    while (chunk.length - at >= HEADER_SIZE) {
+      if (chunk[at] !== VERSION) return { error: `record of version ${chunk[at]}, not 1` };
+      const end = at + recordSize(chunk, at);
+      if (chunk.length < end) break;
+      records.push(decodeRecord(chunk, at));
+      at = end;
+    }
+    if (at < chunk.length) {
+      const kept = this.fill(chunk.subarray(at));
+      if (typeof kept !== "number") return kept;
+    }
+    return records;
+  }
+
+  /** Copies what `bytes` has of the record begun; returns how many bytes it took. */
+  private fill(bytes: Uint8Array): number | { error: string } {
+    let used = 0;
+    if (this.have < HEADER_SIZE) {
+      used = Math.min(HEADER_SIZE - this.have, bytes.length);
+      this.head.set(bytes.subarray(0, used), this.have);
+      this.have += used;
+      if (this.have < HEADER_SIZE) return used;
+      if (this.head[0] !== VERSION) return { error: `record of version ${this.head[0]}, not 1` };
+      this.body = new Uint8Array(recordSize(this.head, 0));
+      this.body.set(this.head);
+    }
+    const body = this.body!;
+    const n = Math.min(body.length - this.have, bytes.length - used);
+    body.set(bytes.subarray(used, used + n), this.have);
+    this.have += n;
+    return used + n;
+  }
+
+  /** Bytes of a record begun but not complete. */
+  get partial(): number {
+    return this.have;
+  }
+}
+
+function readLength(bytes: Uint8Array, at: number): [length: number, next: number] | undefined {
+  if (at >= bytes.length) return undefined;
+  if (bytes[at] < 0x80) return [bytes[at], at + 1];
+  if (at + 4 > bytes.length) return undefined;
+  return [new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0) & 0x7fffffff, at + 4];
+}
+
+const decoder = new TextDecoder();
+
+/** Name-value pairs (lengths of 1 byte, or 4 with the top bit set), at most LIMITS.variables. */
+export function decodePairs(bytes: Uint8Array): Variable[] | { error: string } {
+  const pairs: Variable[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const name = readLength(bytes, at);
+    const value = name && readLength(bytes, name[1]);
+    if (!name || !value) return { error: "truncated name-value pair length" };
+    const start = value[1];
+    const end = start + name[0] + value[0];
+    if (end > bytes.length) return { error: "name-value pair runs past its record" };
+    if (pairs.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
+    pairs.push([decoder.decode(bytes.subarray(start, start + name[0])), decoder.decode(bytes.subarray(start + name[0], end))]);
+    at = end;
+  }
+  return pairs;
+}
+
+function encodeLength(n: number): Uint8Array {
+  if (n < 0x80) return new Uint8Array([n]);
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, (n | 0x80000000) >>> 0);
+  return out;
+}
+
+export function encodePairs(pairs: Variable[]): Uint8Array {
+  const encoder = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  for (const [name, value] of pairs) {
+    const n = encoder.encode(name);
+    const v = encoder.encode(value);
+    parts.push(encodeLength(n.length), encodeLength(v.length), n, v);
+  }
+  return Buffer.concat(parts);
+}
+
+export function endRequest(requestId: number, appStatus: number, protocolStatus: number): Uint8Array {
+  const body = new Uint8Array(8);
+  new DataView(body.buffer).setUint32(0, appStatus >>> 0);
+  body[4] = protocolStatus;
+  return encodeRecord(TYPE.END_REQUEST, requestId, body);
+}

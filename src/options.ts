@@ -1,0 +1,68 @@
+// What the command line says, checked: the one description of socket's
+// options that every layer reads (the parser in cli/ builds it).
+
+/** Where to connect or listen, before name and service lookup. */
+export type Destination =
+  | { kind: "inet"; host: string | undefined; port: string }
+  | { kind: "unix"; path: string }
+  /** `-s` alone: the listening socket systemd passed (fd 3). */
+  | { kind: "passed" };
+
+/** A pool's policy (-W and the options that go with it). */
+export interface PoolPolicy {
+  min: number;
+  max: number;
+  ramp: "spare" | "burst";
+  maxRequests: number;
+  idleTimeoutMs: number;
+  graceMs: number;
+  /** Each worker starts its next program before its connection arrives. */
+  prestart: boolean;
+}
+
+/** Everything the command line says, checked. */
+export interface Options {
+  destination: Destination;
+  server: boolean;
+  loop: boolean;
+  fork: boolean;
+  program: string | undefined;
+  bind: string | undefined;
+  background: boolean;
+  quit: boolean;
+  readOnly: boolean;
+  writeOnly: boolean;
+  crlf: boolean;
+  verbose: boolean;
+  pool: PoolPolicy | undefined;
+  timeoutMs: number | undefined;
+  /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
+  maxPerSource: number | undefined;
+  /** TCP_DEFER_ACCEPT on the listener, in seconds. */
+  deferAcceptSecs: number | undefined;
+  mode: number | undefined;
+  user: string | undefined;
+  group: string | undefined;
+  /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
+  gateway: Gateway | undefined;
+  /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
+  passEnv: string[];
+  /** -b: where the daemon's stdout and stderr go. */
+  log: string | undefined;
+  pidFile: string | undefined;
+  /** Classic server: on TERM/INT, how long running programs get before TERM and KILL (the pool has its own). */
+  graceMs: number;
+}
+
+/** The protocols a server can speak instead of handing over bytes. */
+export type Gateway = "scgi" | "fastcgi";
+
+/** What serving one plain connection reads of the options. */
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
+
+/**
+ * What a gateway reads: -v, --timeout, --pass-env, and the pool's size
+ * (FastCGI's GET_VALUES). The -p command is its own argument: it is never
+ * undefined there.
+ */
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "pool">;

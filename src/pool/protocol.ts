@@ -1,0 +1,101 @@
+// What a pool's master and its workers say to each other, in one place, so
+// that each side can be read without the other: the worker's configuration
+// (built by the master, checked by the worker), the descriptors a worker is
+// started with, the messages both ways and the workers' exit statuses.
+import { parseCommandLine } from "../cli/parse.ts";
+import { Fatal } from "../fatal.ts";
+import type { Address } from "../net/address.ts";
+import type { Options } from "../options.ts";
+
+/** Everything a worker is told by its master (JSON in the SOCKET_WORKER environment variable). */
+export interface WorkerConfig {
+  /**
+   * The master's command line: the worker parses it with the same checks
+   * into the same Options, so no option is restated here.
+   */
+  argv: string[];
+  /** -s alone meant the socket the service manager passed (the worker's LISTEN_PID is not its own). */
+  passedSocket: boolean;
+  /** The address the master bound (port 0 resolved) or was passed. */
+  address: Address;
+  masterPid: number;
+}
+
+/** A worker's configuration read and checked: the options it serves with, and its master's facts. */
+export interface Worker {
+  options: Options;
+  address: Address;
+  masterPid: number;
+}
+
+export const WORKER_ENV = "SOCKET_WORKER";
+export const WORKER_FLAG = "--pool-worker";
+/** The worker's descriptors, as the master's spawn places them. */
+export const LISTEN_FD = 3;
+export const CONTROL_FD = 4;
+
+/**
+ * Master to worker, one byte on the control socket: finish the connection
+ * in hand (if any), serve what already waits in the listener's queue, and
+ * exit. End of file on it means the master is gone.
+ */
+export const RETIRE = 0x72;
+
+/** --max-per-source: a worker asks before serving, the master answers (admission.ts). */
+export type AdmitRequest = { admit: string };
+export type AdmitVerdict = { admitted: boolean };
+/** Worker to master, over Bun's IPC channel (sent at once, even when the worker then blocks). */
+export type WorkerMessage = "busy" | "idle" | AdmitRequest;
+
+export function isAdmitRequest(message: unknown): message is AdmitRequest {
+  return typeof message === "object" && message !== null && "admit" in message;
+}
+
+export function isVerdict(message: unknown): message is AdmitVerdict {
+  return typeof message === "object" && message !== null && "admitted" in message;
+}
+
+/** Exit status of a worker that reached its --max-requests. */
+export const EXIT_MAX_REQUESTS = 0;
+/** Exit status of a worker that was retired (and drained the queue). */
+export const EXIT_RETIRED = 3;
+/** Exit status of a worker whose listener failed (accept: neither a connection nor EAGAIN): the master backs off. */
+export const EXIT_LISTENER_FAILED = 4;
+
+/**
+ * Whether workers say busy and idle: only a dynamic pool, -v or
+ * --max-per-source needs to know, and each message costs the master a wakeup.
+ * A worker's first "idle" (ready) is said always.
+ */
+export function reportsState(options: Options): boolean {
+  return options.pool !== undefined && (options.pool.max > options.pool.min || options.verbose || options.maxPerSource !== undefined);
+}
+
+export function workerConfig(argv: string[], options: Options, address: Address): string {
+  const config: WorkerConfig = { argv, passedSocket: options.destination.kind === "passed", address, masterPid: process.pid };
+  return JSON.stringify(config);
+}
+
+function isAddress(a: unknown): a is Address {
+  if (typeof a !== "object" || a === null) return false;
+  const x = a as Record<string, unknown>;
+  if (x.kind === "unix") return typeof x.path === "string";
+  return x.kind === "inet" && typeof x.ip === "string" && (x.family === 4 || x.family === 6) && Number.isInteger(x.port);
+}
+
+/** The worker's side: a malformed configuration is one line and a failed worker, not a TypeError. */
+export function readWorkerConfig(text: string): Worker {
+  const malformed = (why: string) => new Fatal(`worker: malformed configuration from the master (${why})`, 1);
+  let config: Partial<WorkerConfig>;
+  try {
+    config = JSON.parse(text) as Partial<WorkerConfig>;
+  } catch {
+    throw malformed("not JSON");
+  }
+  if (!Array.isArray(config.argv) || !config.argv.every((a) => typeof a === "string")) throw malformed("argv");
+  if (!isAddress(config.address)) throw malformed("address");
+  if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
+  const parsed = parseCommandLine(config.argv, config.passedSocket === true);
+  if (!("run" in parsed) || parsed.run.pool === undefined) throw malformed("its command line is not a pool's");
+  return { options: parsed.run, address: config.address, masterPid: config.masterPid as number };
+}
