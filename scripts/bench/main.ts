@@ -13,8 +13,10 @@ import { join } from "node:path";
 import { CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log, QUICK, TRANSFER_MB, TRANSFER_RUNS } from "./config.ts";
 import { answers, compilePrograms, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
 import { bulkPayload, exchange, httpGet, REQUEST, summarize, transfer } from "./loadgen.ts";
+import { machine } from "./machine.ts";
+import { markdown } from "./markdown.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
-import { machine, markdown, RESULTS_JSON, writeDocuments, type ConnRow, type LauncherRow, type Results, type TransferRow } from "./report.ts";
+import { RESULTS_JSON, writeDocuments } from "./report.ts";
 import {
   connectionContenders,
   ECHO,
@@ -31,6 +33,7 @@ import {
   type Contender,
   type Server,
 } from "./scenarios.ts";
+import type { ConnRow, LauncherRow, Results, TransferRow } from "./types.ts";
 
 const bench = prepare();
 let nginx: Nginx | undefined;

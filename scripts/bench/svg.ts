@@ -6,8 +6,8 @@
 import { CONCURRENCY } from "./config.ts";
 import { NGINX_ALONE } from "./launchers.ts";
 import { median } from "./loadgen.ts";
-import type { Results } from "./report.ts";
 import { NOT_SUPPORTED } from "./scenarios.ts";
+import type { Results } from "./types.ts";
 
 const PALETTE = ["#1f77b4", "#d62728", "#9467bd", "#17becf", "#ff7f0e", "#2ca02c", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 /** The launchers' panels: another palette, so no colour there means a contender of the top row. */

@@ -1,0 +1,136 @@
+// The results tables of docs/BENCHMARKS.md: connections, CPU, bulk data,
+// the launchers' scenario, idle pools, launch, the floor and the targets.
+import { CONCURRENCY, IDLE_PAUSE_MS } from "./config.ts";
+import { f, ratio, table } from "./format.ts";
+import { F_Q, NGINX_ALONE } from "./launchers.ts";
+import { median, REQUEST } from "./loadgen.ts";
+import { launcher, mbps, rps } from "./lookups.ts";
+import { ECHO, W4 } from "./scenarios.ts";
+import type { ConnRow, Results, Target } from "./types.ts";
+
+/** The Results section, table by table; `t` is the targets, judged once by markdown.ts for the count and this table alike. */
+export function tables(r: Results, t: Target[]): string {
+  const skipRow = (name: string, why: string, cells: number) => [name, why, ...Array.from({ length: cells - 2 }, () => "")];
+  const failures = (c: ConnRow) => {
+    const all = [c.idle!, ...CONCURRENCY.map((k) => c.loops![k])];
+    const count = all.reduce((s, x) => s + x.failures, 0);
+    return count === 0 ? "0" : `${count} (${all.find((x) => x.firstError)?.firstError})`;
+  };
+  const connHead = ["server", "idle p50 / p99 ms", ...CONCURRENCY.flatMap((k) => [`c=${k} conn/s`, `c=${k} p50 / p99 ms`]), "failed"];
+  const connTable = table(
+    connHead,
+    r.conns.map((c) =>
+      c.skipped || !c.loops || !c.idle
+        ? skipRow(c.name, c.skipped ?? "not measured", connHead.length)
+        : [
+            c.name,
+            `${f(c.idle.p50, 2)} / ${f(c.idle.p99, 2)}`,
+            ...CONCURRENCY.flatMap((k) => [f(c.loops![k].perSecond, 0), `${f(c.loops![k].p50, 2)} / ${f(c.loops![k].p99, 2)}`]),
+            failures(c),
+          ],
+    ),
+  );
+  const cpuHead = ["server", "server processes", "per-connection processes", "load generator", "all", "cores × 1000 ÷ all", "measured conn/s"];
+  const cpuTable = table(
+    cpuHead,
+    r.conns.map((c) => {
+      if (!c.cpu8 || !c.loops) return skipRow(c.name, c.skipped ?? "not measured", cpuHead.length);
+      const all = c.cpu8.server + c.cpu8.programs + c.cpu8.loadgen;
+      return [c.name, f(c.cpu8.server, 3), f(c.cpu8.programs, 3), f(c.cpu8.loadgen, 3), f(all, 3), f((r.cores * 1000) / all, 0), f(c.loops[8].perSecond, 0)];
+    }),
+  );
+  const base = mbps(r, W4);
+  const transferTable = table(
+    ["server", "MB/s (median)", "× socket -W 4", `all runs, in order`, "reply intact"],
+    r.transfers.map((x) =>
+      x.skipped
+        ? skipRow(x.name, x.skipped, 5)
+        : [x.name, f(median(x.mbPerSecond), 0), f(median(x.mbPerSecond) / (base ?? NaN), 2), x.mbPerSecond.map((v) => f(v, 0)).join(", "), x.error || "yes"],
+    ),
+  );
+  let launcherTables = `Not run: ${r.launchers.note ?? ""}`;
+  if (r.launchers.rows) {
+    const fqP50 = launcher(r, F_Q)?.one?.p50;
+    const head = ["contender", "one at a time p50 / p99 ms", "p50 × `-f -q`'s", `${r.settings.launcherConcurrency} at a time req/s`, "socket's processes ms CPU / req", "per-request processes", "nginx", "failed"];
+    launcherTables = table(
+      head,
+      r.launchers.rows.map((l) => {
+        if (l.skipped || !l.one || !l.at8) return skipRow(l.name, l.skipped ?? "not measured", head.length);
+        const failed = l.one.failures + l.at8.failures;
+        return [
+          l.name,
+          `${f(l.one.p50, 2)} / ${f(l.one.p99, 2)}`,
+          f(ratio(l.one.p50, fqP50), 2),
+          f(rps(l), 0),
+          l.name === NGINX_ALONE ? "–" : f(l.cpu8?.server, 3),
+          l.name === NGINX_ALONE ? "–" : f(l.cpu8?.programs, 3),
+          f(l.cpu8?.nginx, 3),
+          failed === 0 ? "0" : `${failed} (${l.one.firstError || l.at8.firstError})`,
+        ];
+      }),
+    );
+    launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time):\n\n${r.launchers.rows
+      .map((l) => `- ${l.name}: \`${l.command}\``)
+      .join("\n")}`;
+  }
+  const poolHead = ["pool", "workers", "master PSS MB", "worker PSS MB mean (min–max)", "of which own heap (Pss_Anon)", "of which shared executable (Pss_File)", `idle CPU, % of a core (${r.settings.idleCpuS} s)`, "wake-ups / s of a worker's main thread"];
+  const poolTable = table(
+    poolHead,
+    r.pools.map((p) => {
+      const m = p.result;
+      if (!m) return skipRow(p.name, p.skipped ?? "not measured", poolHead.length);
+      return [p.name, String(m.count), f(m.master), `${f(m.workerMean)} (${f(m.workerMin)}–${f(m.workerMax)})`, f(m.anonMean), f(m.fileMean), f(m.idleCpuPercent, 2), f(m.wakeupsPerSecond, 1)];
+    }),
+  );
+  const launchTable = table(["server", "median ms", "worst ms"], r.launches.map((l) => [l.name, f(median(l.ms)), f(l.ms[l.ms.length - 1])]));
+  const floorTable = table(
+    ["the floor", "ms"],
+    [
+      ...r.floor.map((x) => [`no network: ${x.name}`, f(x.ms, 2)]),
+      ["no network: `cat </dev/null` through `await Bun.spawn(...).exited` (as a worker starts it), median", f(r.spawnMs, 2)],
+      [`no program: idle turnaround through ${ECHO.name}, p50 / p99`, `${f(r.networkFloor.p50, 2)} / ${f(r.networkFloor.p99, 2)}`],
+    ],
+  );
+  const targetTable = table(
+    ["issue", "target (ratios within this run)", "this run", "status"],
+    t.map((x) => [String(x.issue), x.what, x.value, x.reason && x.status === "not met" ? `${x.status}: ${x.reason}` : x.status]),
+  );
+  return [
+    `### Connections: ${REQUEST.length} bytes echoed through \`cat\``,
+    "",
+    `Idle: ${r.settings.idleCount} connections one at a time. c=N: N connections at a time, closed loop, ${r.settings.rounds * r.settings.roundS} s. Latencies are connect to EOF.`,
+    "",
+    connTable,
+    "",
+    "### CPU milliseconds per connection (closed loop at 8)",
+    "",
+    cpuTable,
+    "",
+    `### ${r.settings.transferMb} MB through one connection (echoed by \`cat\`, sent and received at once, ${r.settings.transferRuns} runs)`,
+    "",
+    transferTable,
+    "",
+    "### The launchers' scenario: nginx → socket → a C CGI",
+    "",
+    `One at a time: ${r.settings.launcherCount} HTTP/1.0 GETs each, a new connection to nginx each (our own Bun client, read to EOF, status 200 and body checked), contenders in turn with ${IDLE_PAUSE_MS} ms pauses. ${r.settings.launcherConcurrency} at a time: ${r.settings.wrk ? `\`wrk -c ${r.settings.launcherConcurrency} -t 2 -d ${r.settings.roundS}s\` (keep-alive to nginx; nginx opens a new connection to socket per request)` : "our own closed loop of HTTP/1.0 GETs (wrk is not installed)"}, ${r.settings.rounds} rounds each, rotating. CPU per request at ${r.settings.launcherConcurrency} from /proc, as in the connection table.`,
+    "",
+    launcherTables,
+    "",
+    "### Idle pools",
+    "",
+    poolTable,
+    "",
+    `### Launch to the first answered connection (${r.settings.launches} launches)`,
+    "",
+    launchTable,
+    "",
+    "### The floor: starting the program alone, and the network alone",
+    "",
+    floorTable,
+    "",
+    "### Targets",
+    "",
+    targetTable,
+    ...(r.notes.length ? ["", ...r.notes.map((x) => `Note: ${x}`)] : []),
+  ].join("\n");
+}
