@@ -9,7 +9,7 @@ export const optionTable = {
   server: { type: "boolean", alias: "s", description: "Server: listen on PORT or /path instead of connecting" },
   loop: { type: "boolean", alias: "l", description: "Loop: after a connection ends, accept the next (server only)" },
   fork: { type: "boolean", alias: "f", description: "Serve connections concurrently and go on accepting (server only)" },
-  program: { type: "string", alias: "p", valueHint: "command", description: "Run `/bin/sh -c command` per connection, on the connection" },
+  program: { type: "string", alias: "p", valueHint: "command", description: "Run command per connection, on the connection (through /bin/sh -c when it needs a shell)" },
   bind: { type: "string", alias: "B", valueHint: "address", description: "Local address to bind (server: listen address; client: source address)" },
   background: { type: "boolean", alias: "b", description: "Detach and run as a daemon once it serves (server only); stdio to /dev/null or --log" },
   log: { type: "string", valueHint: "FILE", description: "With -b: the daemon's stdout and stderr, appended to FILE (default /dev/null)" },

@@ -2,7 +2,7 @@
 // sockaddr_in, sockaddr_in6, sockaddr_un). IP text goes through the C
 // library's inet_pton and inet_ntop: a hand-written IPv6 codec read the
 // dotted tail of "::ffff:127.0.0.1" as hex and connected nowhere.
-import { CString, dlopen, FFIType, type Pointer } from "bun:ffi";
+import { dlopen, FFIType } from "bun:ffi";
 
 const { i32, u32, ptr } = FFIType;
 const lib = dlopen("libc.so.6", {
@@ -30,7 +30,8 @@ function ipBytes(family: number, ip: string): Uint8Array | undefined {
 function ipText(family: number, bytes: Uint8Array): string {
   const out = new Uint8Array(46); // INET6_ADDRSTRLEN
   lib.inet_ntop(family, bytes, out, out.length);
-  return new CString(out as unknown as Pointer).toString();
+  const end = out.indexOf(0);
+  return new TextDecoder().decode(out.subarray(0, end < 0 ? out.length : end));
 }
 
 /** sockaddr_in or sockaddr_in6 for `ip` (a literal of `family`) and `port`; undefined for a malformed ip. */
