@@ -67,6 +67,7 @@ async function rawClient(target: Target, opts: { read: boolean }) {
         const n = socket.write(bytes.subarray(at));
         if (n < 0) return false;
         at += n;
+        // The drain event, or another try after 100 ms should it never come (the send buffer is polled, not slept on).
         if (at < bytes.length) await Promise.race([new Promise<void>((r) => (drained = r)), Bun.sleep(100)]);
       }
       return true;

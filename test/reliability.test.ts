@@ -209,6 +209,7 @@ describe("slow and hostile clients", () => {
     const idle = await Bun.connect({ hostname: "127.0.0.1", port: server.target as number, socket: { data() {} } });
     try {
       const second = exchange(server.target, "waiting", { ms: 5000 });
+      // A second in which nothing may happen: the behaviour under test.
       const early = await Promise.race([second.then(() => "served"), Bun.sleep(1000).then(() => "still waiting")]);
       expect(early).toBe("still waiting");
       idle.end();

@@ -34,6 +34,7 @@ async function drip(target: Target, bytes: Uint8Array, everyMs: number, giveUpMs
       : await Bun.connect({ unix: target, socket: handlers });
   const connectedAt = Date.now();
   let sent = 0;
+  // The drip's pace is the behaviour under test.
   const timer = setInterval(() => {
     if (closedAt === undefined && sent < bytes.length) socket.write(bytes.subarray(sent, ++sent));
   }, everyMs);
