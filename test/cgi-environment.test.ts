@@ -111,7 +111,7 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       using dir = tempDir();
       await using server = await start(envCgi(dir.path), [], { HTTPS: "on" });
       await using nginx = await startNginx(dir.path, protocol, server.target);
-      const response = await fetch(`${nginx.url}/app?q=1`, { headers: { "X-Foo": "bar" } });
+      const response = await nginx.fetch(`/app?q=1`, { headers: { "X-Foo": "bar" } });
       expect(response.status).toBe(200);
       const lines = (await response.text()).split("\n");
       for (const line of ["REQUEST_METHOD=GET", "QUERY_STRING=q=1", "REQUEST_URI=/app?q=1", "HTTP_X_FOO=bar", "REQUEST_SCHEME=http"]) {

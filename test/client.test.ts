@@ -1,7 +1,7 @@
 // Client mode, TCP and UNIX, against servers made here with Bun.listen.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { peerServer, run, SOCKET, tempDir, waitFor, type Target } from "./harness.ts";
+import { launch, peerServer, run, tempDir, waitFor, type Target } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", args: (t: Target) => ["127.0.0.1", String(t)], where: (_dir: string) => ({}) },
@@ -36,10 +36,8 @@ describe.each(kinds)("client over $name", ({ args, where }) => {
 
   test("-c turns LF into CRLF on the way out and drops CR on the way in", async () => {
     using dir = tempDir();
-    using peer = peerServer((s) => {
-      s.write("a\r\nb\r\n");
-      setTimeout(() => s.end(), 200);
-    }, where(dir.path));
+    // The peer ends once the client's EOF says all of stdin was sent (peerServer's default onEnd).
+    using peer = peerServer((s) => void s.write("a\r\nb\r\n"), where(dir.path));
     const result = await run(["-c", ...args(peer.target)], { stdin: "x\ny\n" });
     expect(result.stdout).toBe("a\nb\n");
     await waitFor("the CRLF lines", () => Buffer.concat(peer.received[0] ?? []).toString() === "x\r\ny\r\n");
@@ -120,14 +118,10 @@ describe("client errors and addresses", () => {
 
   test("INT while connected: message and status 254", async () => {
     using peer = peerServer(() => {});
-    const proc = Bun.spawn([SOCKET, "127.0.0.1", String(peer.target)], { stdin: "pipe", stderr: "pipe" });
-    try {
-      await waitFor("the connection", () => peer.received.length === 1);
-      proc.kill("SIGINT");
-      expect(await proc.exited).toBe(254);
-      expect(await new Response(proc.stderr).text()).toBe("\nInterrupt occured, exiting\n");
-    } finally {
-      proc.kill("SIGKILL");
-    }
+    await using client = launch(["127.0.0.1", String(peer.target)], { stdin: "pipe" });
+    await waitFor("the connection", () => peer.received.length === 1);
+    client.proc.kill("SIGINT");
+    expect(await client.exited()).toBe(254);
+    expect(client.stderr()).toBe("\nInterrupt occured, exiting\n");
   });
 });

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { childrenOf, descendantsOf, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
+import { childrenOf, collect, descendantsOf, exchange, isAlive, launch, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Running, type Target } from "./harness.ts";
 
 /** A process's command line; "" once it has ended (a /proc read may race its exit). */
 function cmdline(pid: number): string {
@@ -166,12 +166,32 @@ describe("shutdown ends everything socket started", () => {
   }
 });
 
-/** A free TCP port on 127.0.0.1 (the kernel's choice, released at once). */
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
+/**
+ * socket -v ARGS under systemd-socket-activate (Accept=no), which binds `where`
+ * and execs socket at the first connection, as systemd does. The activator
+ * cannot bind port 0 and say which it got: for TCP it is given a port the
+ * kernel had free, and another if some process took that one meanwhile.
+ */
+async function activated(dir: string, family: "tcp" | "unix", args: string[]): Promise<{ server: Running; where: string; target: Target }> {
+  for (let attempt = 1; ; attempt++) {
+    let port = 0;
+    if (family === "tcp") {
+      const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      port = probe.port;
+      probe.stop(true);
+    }
+    const where = family === "tcp" ? `127.0.0.1:${port}` : join(dir, "s");
+    const server = launch(["-v", ...args], { wrap: ["systemd-socket-activate", "-l", where] });
+    try {
+      await waitFor("the activator to listen", () => server.proc.exitCode !== null || server.stderr().includes("Listening on"));
+    } catch (e) {
+      await server.kill();
+      throw e;
+    }
+    if (server.proc.exitCode === null) return { server, where, target: family === "tcp" ? port : where };
+    await server.exited();
+    if (attempt === 5 || !server.stderr().includes("Address already in use")) throw new Error(`systemd-socket-activate failed: ${server.stderr()}`);
+  }
 }
 
 describe("systemd socket activation", () => {
@@ -184,37 +204,17 @@ describe("systemd socket activation", () => {
   for (const [name, flags, family] of cases) {
     test.skipIf(!hasActivate)(`${name}: -s alone serves the passed socket; programs do not see LISTEN_*`, async () => {
       using dir = tempDir();
-      const where = family === "tcp" ? `127.0.0.1:${freePort()}` : join(dir.path, "s");
       const program = 'echo "fds=${LISTEN_FDS:-unset} pid=${LISTEN_PID:-unset} $PROTO"; cat';
-      // systemd-socket-activate (Accept=no) binds, then starts socket at the first connection, as systemd does.
-      const activator = Bun.spawn(["systemd-socket-activate", "-l", where, SOCKET, "-v", "-p", program, ...flags, "-s"], {
-        stdout: "ignore",
-        stderr: "pipe",
-      });
-      let stderr = "";
-      void (async () => {
-        for await (const chunk of activator.stderr) stderr += Buffer.from(chunk).toString();
-      })();
-      try {
-        await waitFor("the activator to listen", () => stderr.includes("Listening on"));
-        const target: Target = family === "tcp" ? Number(where.split(":")[1]) : where;
-        const replies = await Promise.all([1, 2, 3].map((i) => exchange(target, `n${i}\n`)));
-        const proto = family === "tcp" ? "TCP" : "UNIX";
-        replies.forEach((r, i) => expect(r.data.toString()).toBe(`fds=unset pid=unset ${proto}\nn${i + 1}\n`));
-        // -v names the passed socket's address; the pid is socket's (the activator execs it).
-        expect(stderr).toContain(family === "tcp" ? `inet: listening on port ${target}` : `unix: bound to ${where}`);
-        expect(readFileSync(`/proc/${activator.pid}/cmdline`, "utf8").startsWith(SOCKET)).toBe(true);
-        activator.kill("SIGTERM");
-        expect(await activator.exited).toBe(241);
-      } finally {
-        for (const pid of [activator.pid, ...descendantsOf(activator.pid)]) {
-          try {
-            process.kill(pid, "SIGKILL");
-          } catch {
-            // gone
-          }
-        }
-      }
+      const { server, where, target } = await activated(dir.path, family, ["-p", program, ...flags, "-s"]);
+      await using _server = server;
+      const replies = await Promise.all([1, 2, 3].map((i) => exchange(target, `n${i}\n`)));
+      const proto = family === "tcp" ? "TCP" : "UNIX";
+      replies.forEach((r, i) => expect(r.data.toString()).toBe(`fds=unset pid=unset ${proto}\nn${i + 1}\n`));
+      // -v names the passed socket's address; the pid is socket's (the activator execs it).
+      expect(server.stderr()).toContain(family === "tcp" ? `inet: listening on port ${target}` : `unix: bound to ${where}`);
+      expect(readFileSync(`/proc/${server.proc.pid}/cmdline`, "utf8").startsWith(SOCKET)).toBe(true);
+      server.proc.kill("SIGTERM");
+      expect(await server.proc.exited).toBe(241);
       // The path is the service manager's: socket leaves it there when it ends.
       if (family === "unix") expect(existsSync(where)).toBe(true);
     });
@@ -232,12 +232,9 @@ describe("systemd socket activation", () => {
 function notifyReceiver(address: string): { text(): string } & AsyncDisposable {
   const kind = address.startsWith("@") ? `ABSTRACT-RECV:${address.slice(1)}` : `UNIX-RECV:${address}`;
   const proc = Bun.spawn(["socat", "-u", kind, "STDOUT"], { stdout: "pipe", stderr: "ignore" });
-  let text = "";
-  void (async () => {
-    for await (const chunk of proc.stdout) text += Buffer.from(chunk).toString();
-  })();
+  const out = collect(proc.stdout);
   return {
-    text: () => text,
+    text: out.text,
     [Symbol.asyncDispose]: async () => {
       proc.kill("SIGKILL");
       await proc.exited;
@@ -251,7 +248,8 @@ describe("readiness (NOTIFY_SOCKET)", () => {
       using dir = tempDir();
       const address = abstract ? `@socket-test-${process.pid}-${Date.now()}` : join(dir.path, "notify");
       await using receiver = notifyReceiver(address);
-      if (abstract) await Bun.sleep(200);
+      // An abstract name has no file: the kernel's table of UNIX sockets lists it once socat has bound it.
+      if (abstract) await waitFor("the receiver", () => readFileSync("/proc/net/unix", "utf8").includes(` ${address}\n`));
       else await waitFor("the receiver", () => existsSync(address));
       await using server = await startServer(["-p", 'echo "${NOTIFY_SOCKET:-unset}"', "-W", "2", "-s", "0"], { env: { NOTIFY_SOCKET: address } });
       await waitFor("READY=1", () => receiver.text() === "READY=1");
@@ -298,12 +296,14 @@ describe("-b: a daemon that behaves", () => {
       const pidFile = join(dir.path, "socket.pid");
       const log = join(dir.path, "socket.log");
       // A pipe on stdout and stderr: the caller must not wait for the daemon to close them.
-      const command = `'${SOCKET}' -b -v --log '${log}' --pid-file '${pidFile}' -p cat ${flags.join(" ")} -s '${path}' 2>&1 | cat`;
-      const caller = Bun.spawn(["sh", "-c", command], { stdout: "pipe", stderr: "pipe", cwd: dir.path });
+      const caller = launch(["-b", "-v", "--log", log, "--pid-file", pidFile, "-p", "cat", ...flags, "-s", path], {
+        wrap: ["sh", "-c", '"$@" 2>&1 | cat', "sh"],
+        cwd: dir.path,
+      });
       try {
         // The bound: socket(1)'s -b hung here forever; the wait is the pool's start.
-        expect(await Promise.race([caller.exited, Bun.sleep(2000).then(() => "still waiting")])).toBe(0);
-        expect(await new Response(caller.stdout).text()).toBe("");
+        expect(await Promise.race([caller.exited(), Bun.sleep(2000).then(() => "still waiting")])).toBe(0);
+        expect(caller.stdout()).toBe("");
         // Released only once it serves: the pid file is there, and the socket answers.
         const pid = Number(readFileSync(pidFile, "utf8"));
         expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).toContain(path);
@@ -315,7 +315,7 @@ describe("-b: a daemon that behaves", () => {
         await waitFor("the daemon to end", () => !isAlive(pid));
         expect(readFileSync(log, "utf8")).toContain("Termination signal occured, exiting");
       } finally {
-        caller.kill("SIGKILL");
+        await caller.kill();
         await stopDaemon(pidFile);
       }
     });

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { descendantsOf, exchange, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+import { descendantsOf, exchange, serverHasRead, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 import { begin, enc, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
@@ -38,22 +38,22 @@ function rssKiB(pid: number): number {
 }
 
 /** A raw client: sends what it is given (waiting for drain), reads only if told to, knows when it is closed. */
-async function rawClient(port: number, opts: { read: boolean }) {
+async function rawClient(target: Target, opts: { read: boolean }) {
   let closed = false;
   let closedAt = 0;
   let drained: (() => void) | undefined;
   const chunks: Buffer[] = [];
-  const socket: Socket<undefined> = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      open: (s) => void (opts.read || s.pause()),
-      data: (_s, d) => void chunks.push(Buffer.from(d)),
-      drain: () => drained?.(),
-      close: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
-      error: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
-    },
-  });
+  const handlers = {
+    open: (s: Socket<undefined>) => void (opts.read || s.pause()),
+    data: (_s: Socket<undefined>, d: Buffer) => void chunks.push(Buffer.from(d)),
+    drain: () => drained?.(),
+    close: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
+    error: () => void ((closed = true), (closedAt = Date.now()), drained?.()),
+  };
+  const socket: Socket<undefined> =
+    typeof target === "number"
+      ? await Bun.connect({ hostname: "127.0.0.1", port: target, socket: handlers })
+      : await Bun.connect({ unix: target, socket: handlers });
   return {
     socket,
     data: () => Buffer.concat(chunks),
@@ -67,6 +67,7 @@ async function rawClient(port: number, opts: { read: boolean }) {
         const n = socket.write(bytes.subarray(at));
         if (n < 0) return false;
         at += n;
+        // The drain event, or another try after 100 ms should it never come (the send buffer is polled, not slept on).
         if (at < bytes.length) await Promise.race([new Promise<void>((r) => (drained = r)), Bun.sleep(100)]);
       }
       return true;
@@ -123,7 +124,7 @@ describe.each(modes)("FastCGI with $name", ({ args }) => {
     const header = Buffer.concat([begin(1), record(4, 1, pairs([["REQUEST_METHOD", "GET"], ["X", "y".repeat(40)]])), record(4, 1)]);
     for (let at = 0; at < header.length && !client.closed() && Date.now() - accepted < 6000; at++) {
       await client.send(header.subarray(at, at + 1));
-      await Bun.sleep(500);
+      await Bun.sleep(500); // the drip is the behaviour under test
     }
     expect(client.closed()).toBe(true);
     expect(client.closedAt() - accepted).toBeLessThan(3200);
@@ -141,7 +142,7 @@ describe.each(modes)("FastCGI with $name", ({ args }) => {
     await waitFor("the first answer", () => parseRecords(client.data()).records.some((r) => r.type === 3), 8000);
     expect(parseRecords(client.data()).stdout.match(/tick/g)?.length).toBe(5);
     // 1.5 s after the first request's end (3 s after accept) the second request is still in time.
-    await Bun.sleep(1500);
+    await Bun.sleep(1500); // a wait that proves the deadline does NOT fire: the behaviour under test
     expect(client.closed()).toBe(false);
     await client.send(fcgiRequest(2, [["A", "b"]], new Uint8Array(0), true));
     await waitFor("the second answer", () => parseRecords(client.data()).records.filter((r) => r.type === 3).length === 2, 8000);
@@ -193,8 +194,7 @@ test.skipIf(noNginx)("through nginx, -W 4: four uploads aborted mid-body leave n
   const cgi = script(dir.path, "upload.cgi", `cat > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'`);
   await using server = await startServer(["--fastcgi", "-W", "4", "-p", cgi, "-s", "0"], { env: PATH });
   await using nginx = await startNginx(dir.path, "fastcgi", server.target, { requestBuffering: false });
-  const port = Number(new URL(nginx.url).port);
-  const uploads = await Promise.all(Array.from({ length: 4 }, () => rawClient(port, { read: true })));
+  const uploads = await Promise.all(Array.from({ length: 4 }, () => rawClient(nginx.socket, { read: true })));
   for (const upload of uploads) {
     await upload.send(enc.encode("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"));
     await upload.send(new Uint8Array(20000));
@@ -203,7 +203,7 @@ test.skipIf(noNginx)("through nginx, -W 4: four uploads aborted mid-body leave n
   for (const upload of uploads) upload.socket.end();
   await waitFor("the aborted uploads' CGIs to be gone", () => running(server.proc.pid, "upload.cgi").length === 0, 4000);
   const statuses = await Promise.all(
-    Array.from({ length: 4 }, () => fetch(`${nginx.url}/after`, { method: "POST", body: "small", signal: AbortSignal.timeout(5000) }).then((r) => r.status)),
+    Array.from({ length: 4 }, () => nginx.fetch(`/after`, { method: "POST", body: "small", signal: AbortSignal.timeout(5000) }).then((r) => r.status)),
   );
   expect(statuses).toEqual([200, 200, 200, 200]);
 }, 30_000);
@@ -221,10 +221,11 @@ test("records split at every kind of boundary (header, content, padding) are rea
   const client = await rawClient(server.target as number, { read: true });
   // Pieces of 1 to 13 bytes, then the rest: cuts land in headers, contents and paddings.
   let at = 0;
+  // Each piece is read by the server before the next is sent: it meets every cut.
   for (let size = 1; at < 400; size = (size % 13) + 1) {
     await client.send(request.subarray(at, at + size));
     at += size;
-    await Bun.sleep(2);
+    await serverHasRead(client.socket, server.target as number);
   }
   await client.send(request.subarray(at));
   await waitFor("the answer", () => parseRecords(client.data()).records.some((r) => r.type === 3));

@@ -4,22 +4,18 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { waitFor, type Target } from "./harness.ts";
+import { collect, waitFor, type Target } from "./harness.ts";
 
 export const NGINX = Bun.which("nginx", { PATH: `${process.env.PATH}:/usr/sbin:/sbin` });
 export const noNginx = NGINX === null;
 
 // ---- nginx ----
 
-export async function freePort(): Promise<number> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
 export interface Nginx extends AsyncDisposable {
-  url: string;
+  /** Where nginx listens: a UNIX socket (nginx cannot bind port 0 and say which port it got). */
+  socket: string;
+  /** An HTTP request through nginx; `path` is the request's path and query. */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
   errorLog(): string;
 }
 
@@ -33,7 +29,6 @@ export async function startNginx(
 ): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
-  const port = await freePort();
   const server = typeof upstream === "number" ? `127.0.0.1:${upstream}` : `unix:${upstream}`;
   const pass =
     protocol === "scgi"
@@ -47,22 +42,24 @@ http {
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
   client_max_body_size ${opts.maxBody ?? "4m"};
   upstream app { server ${server}; keepalive 4; }
-  server { listen 127.0.0.1:${port}; location = /ready { return 204; } location / { ${pass} } }
+  server { listen unix:${root}/http.sock; location = /ready { return 204; } location / { ${pass} } }
 }
 `;
   writeFileSync(join(root, "nginx.conf"), conf);
   const proc = Bun.spawn([NGINX!, "-p", root, "-c", join(root, "nginx.conf"), "-e", join(root, "error.log")], {
     stdio: ["ignore", "ignore", "pipe"],
   });
+  const stderr = collect(proc.stderr);
   const stop = async () => {
     proc.kill("SIGKILL");
     await proc.exited;
   };
-  const url = `http://127.0.0.1:${port}`;
+  const socket = join(root, "http.sock");
+  const request = (path: string, init?: RequestInit) => fetch(`http://localhost${path}`, { ...init, unix: socket });
   try {
     await waitFor("nginx to listen", async () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
-      return fetch(`${url}/ready`).then(
+      if (proc.exitCode !== null) throw new Error(`nginx exited ${proc.exitCode}: ${await stderr.done}`);
+      return request("/ready").then(
         () => true,
         () => false,
       );
@@ -72,7 +69,8 @@ http {
     throw e;
   }
   return {
-    url,
+    socket,
+    fetch: request,
     errorLog: () => (existsSync(join(root, "error.log")) ? readFileSync(join(root, "error.log"), "utf8") : ""),
     [Symbol.asyncDispose]: stop,
   };
@@ -137,6 +135,8 @@ export function endRequests(parsed: Parsed): { id: number; app: number; protocol
 
 /** A client that keeps the connection open and lets the test speak in turns. */
 export async function converse(target: Target): Promise<{
+  /** The client's own port (TCP). */
+  localPort: number;
   send(bytes: Uint8Array): void;
   until(what: string, check: (data: Buffer) => boolean): Promise<Buffer>;
   closed(): Promise<void>;
@@ -154,6 +154,7 @@ export async function converse(target: Target): Promise<{
       ? await Bun.connect({ hostname: "127.0.0.1", port: target, socket: handlers })
       : await Bun.connect({ unix: target, socket: handlers });
   return {
+    localPort: socket.localPort,
     send: (bytes) => void socket.write(bytes),
     until: async (what, check) => {
       await waitFor(what, () => check(Buffer.concat(chunks)));

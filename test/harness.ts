@@ -1,10 +1,10 @@
 // Test support: run the compiled dist/socket for real, talk to it over real
 // sockets on 127.0.0.1 and in temporary directories, and leave nothing
 // behind (every handle is AsyncDisposable: use `await using`).
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
+import type { FileSink, Subprocess } from "bun";
 
 export const SOCKET = join(import.meta.dir, "..", "dist", "socket");
 
@@ -75,57 +75,75 @@ export function descendantsOf(pid: number): number[] {
   return [...direct, ...direct.flatMap(descendantsOf)];
 }
 
-/** Polls until `check` holds, or fails the test after `ms`. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+/** Polls until `check` holds (every `every` ms), or fails the test after `ms`. */
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 5000, every = 20): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(20);
+    await Bun.sleep(every);
   }
 }
 
-/** Collects a stream's text as it comes, so tests can wait for a line. */
-class Collector {
-  text = "";
-  constructor(stream: ReadableStream<Uint8Array> | undefined) {
-    if (stream) void this.drain(stream);
-  }
-  private async drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+/** A stream's text as it comes, so tests can wait for a line; `done` settles at the stream's end. */
+export interface Output {
+  text(): string;
+  done: Promise<string>;
+}
+
+/** Collects a stream (a process's stdout or stderr: socket's, or a peer's such as socat or nginx). */
+export function collect(stream: ReadableStream<Uint8Array> | undefined): Output {
+  let text = "";
+  const drain = async () => {
+    if (!stream) return text;
     const decoder = new TextDecoder();
-    for await (const chunk of stream) this.text += decoder.decode(chunk, { stream: true });
-  }
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+    return text;
+  };
+  return { text: () => text, done: drain().catch(() => text) };
 }
 
-export interface Server extends AsyncDisposable {
-  proc: Subprocess<"pipe" | "ignore", "pipe", "pipe">;
-  /** The port (TCP) or path (UNIX) to connect to. */
-  target: Target;
+/** How to start dist/socket: the one place that spawns it (run, launch and startServer all come here). */
+export interface Launch {
+  /** "pipe": the test writes `stdin`; text or bytes: given, then EOF; default: none. */
+  stdin?: "pipe" | string | Uint8Array;
+  env?: Record<string, string>;
+  /** A command that runs socket, given socket's command line after its own (setpriv, unshare, sh -c '... exec "$@"' sh). */
+  wrap?: string[];
+  cwd?: string;
+  /** Socket's stderr appended to this file rather than a pipe (a full disk under the log); stderr() reads it back. */
+  stderrFile?: string;
+}
+
+/** A started dist/socket; disposing it ends it and every process it started. */
+export interface Running extends AsyncDisposable {
+  proc: Subprocess<"pipe" | "ignore" | Blob, "pipe", "pipe" | number>;
+  /** Set when started with stdin "pipe". */
+  stdin: FileSink | undefined;
   stderr: () => string;
   stdout: () => string;
-  /** Ends the server and every process it started. */
+  /** The exit status, once socket has ended and its stdout and stderr are at their end. */
+  exited(): Promise<number>;
+  /** Ends the process and every process it started. */
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/**
- * Starts `dist/socket -v ARGS` and waits for its "listening"/"bound"
- * message. Use port 0 to get a free port from the kernel.
- */
-export async function startServer(
-  args: string[],
-  opts: { stdin?: "pipe" | "ignore"; env?: Record<string, string>; wrap?: string[] } = {},
-): Promise<Server> {
-  // `wrap`: a command that runs socket (unshare, systemd-socket-activate); kill() still ends it all.
+/** Starts `dist/socket ARGS` (no -v added) and returns at once: for tests that expect it to fail or to go away (-b). */
+export function launch(args: string[], opts: Launch = {}): Running {
   // Its own process group: kill() reaches what the tree walk cannot, such as
   // a prestarted program left behind when its worker died.
-  const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, "-v", ...args], {
-    stdin: opts.stdin ?? "ignore",
+  const errFd = opts.stderrFile === undefined ? undefined : openSync(opts.stderrFile, "a");
+  const stdin = opts.stdin;
+  const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, ...args], {
+    stdin: stdin === "pipe" ? "pipe" : stdin === undefined ? "ignore" : new Blob([stdin]),
     stdout: "pipe",
-    stderr: "pipe",
+    stderr: errFd ?? "pipe",
     env: { ...process.env, ...opts.env },
+    cwd: opts.cwd,
     detached: true,
   });
-  const err = new Collector(proc.stderr);
-  const out = new Collector(proc.stdout);
+  if (errFd !== undefined) closeSync(errFd); // socket has its own copy
+  const err = errFd === undefined ? collect(proc.stderr as ReadableStream<Uint8Array>) : undefined;
+  const out = collect(proc.stdout);
   const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
     const family = [-proc.pid, proc.pid, ...descendantsOf(proc.pid)];
     for (const pid of family) {
@@ -145,26 +163,46 @@ export async function startServer(
       }
     }
   };
-  let target: Target | undefined;
-  try {
-    await waitFor("the server to listen", () => {
-      const m = err.text.match(/inet: listening on port (\d+)|unix: bound to (\S+)/);
-      if (m) target = m[1] ? Number(m[1]) : m[2];
-      if (proc.exitCode !== null) throw new Error(`server exited ${proc.exitCode}: ${err.text}`);
-      return target !== undefined;
-    });
-  } catch (e) {
-    await kill();
-    throw e;
-  }
+  const stderr = err ? err.text : () => (existsSync(opts.stderrFile!) ? readFileSync(opts.stderrFile!, "utf8") : "");
   return {
     proc,
-    target: target!,
-    stderr: () => err.text,
-    stdout: () => out.text,
+    stdin: stdin === "pipe" ? (proc.stdin as FileSink) : undefined,
+    stderr,
+    stdout: out.text,
+    exited: async () => {
+      const status = await proc.exited;
+      await Promise.all([out.done, err?.done]);
+      return status;
+    },
     kill,
     [Symbol.asyncDispose]: () => kill(),
   };
+}
+
+export interface Server extends Running {
+  /** The port (TCP) or path (UNIX) to connect to. */
+  target: Target;
+}
+
+/**
+ * Starts `dist/socket -v ARGS` and waits for its "listening"/"bound"
+ * message. Use port 0 to get a free port from the kernel.
+ */
+export async function startServer(args: string[], opts: Launch = {}): Promise<Server> {
+  const server = launch(["-v", ...args], opts);
+  let target: Target | undefined;
+  try {
+    await waitFor("the server to listen", () => {
+      const m = server.stderr().match(/inet: listening on port (\d+)|unix: bound to (\S+)/);
+      if (m) target = m[1] ? Number(m[1]) : m[2];
+      if (server.proc.exitCode !== null) throw new Error(`server exited ${server.proc.exitCode}: ${server.stderr()}`);
+      return target !== undefined;
+    });
+  } catch (e) {
+    await server.kill();
+    throw e;
+  }
+  return Object.assign(server, { target: target! });
 }
 
 export interface Reply {
@@ -222,29 +260,46 @@ export function exchange(
   });
 }
 
-/** Runs dist/socket to completion (bounded) and returns what it said. */
+/** The send queue (unacknowledged bytes) and receive queue (unread bytes) of the local TCP socket `from` -> `to` (/proc/net/tcp, tcp6). */
+function tcpQueues(from: number, to: number): { unacked: number; unread: number } | undefined {
+  const port = (address: string) => parseInt(address.slice(address.lastIndexOf(":") + 1), 16);
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of readFileSync(file, "utf8").split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 5 || port(fields[1]) !== from || port(fields[2]) !== to) continue;
+      const [tx, rx] = fields[4].split(":").map((hex) => parseInt(hex, 16));
+      return { unacked: tx, unread: rx };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Waits until the server has read every byte this client sent it so far
+ * (acknowledged to the client, nothing left in the server's receive queue):
+ * what the client sends next reaches a server that has already read this.
+ */
+export function serverHasRead(client: { localPort: number }, serverPort: number): Promise<void> {
+  return waitFor(
+    "the server to read what was sent",
+    () => tcpQueues(client.localPort, serverPort)?.unacked === 0 && tcpQueues(serverPort, client.localPort)?.unread === 0,
+    5000,
+    1,
+  );
+}
+
+/** Runs dist/socket to completion (bounded by `ms`) and returns what it said. */
 export async function run(
   args: string[],
-  opts: { stdin?: string | Uint8Array; ms?: number; env?: Record<string, string>; cwd?: string } = {},
+  opts: Omit<Launch, "stdin" | "stderrFile"> & { stdin?: string | Uint8Array; ms?: number } = {},
 ): Promise<{ status: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([SOCKET, ...args], {
-    stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin]),
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, ...opts.env },
-    cwd: opts.cwd,
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), opts.ms ?? 5000);
+  await using proc = launch(args, opts);
+  const timer = setTimeout(() => proc.proc.kill("SIGKILL"), opts.ms ?? 5000);
   try {
-    const [stdout, stderr, status] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    return { status, stdout, stderr };
+    const status = await proc.exited();
+    return { status, stdout: proc.stdout(), stderr: proc.stderr() };
   } finally {
     clearTimeout(timer);
-    proc.kill("SIGKILL");
   }
 }
 

@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, type Server } from "./harness.ts";
+import { exchange, isAlive, run, startServer, tempDir, waitFor, type Server } from "./harness.ts";
 import { scgiRequest } from "./gateway-peers.ts";
 
 const root = process.getuid?.() === 0;
@@ -23,19 +23,8 @@ function sharedDir(): { path: string } & Disposable {
 }
 
 /** Runs `argv` as `user` with that user's primary group and its own supplementary groups (setpriv, util-linux). */
-async function runAs(user: string, argv: string[], stdin: Uint8Array): Promise<{ status: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["setpriv", "--reuid", user, "--regid", String(idOf("-g", user)), "--init-groups", ...argv], {
-    stdin: new Blob([stdin]),
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-  try {
-    const [stdout, stderr, status] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    return { status, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+function runAs(user: string, args: string[], stdin: Uint8Array): Promise<{ status: number; stdout: string; stderr: string }> {
+  return run(args, { stdin, wrap: ["setpriv", "--reuid", user, "--regid", String(idOf("-g", user)), "--init-groups"] });
 }
 
 /** Sends `signal` and waits (bounded) for socket to end. */
@@ -86,7 +75,7 @@ describe.skipIf(!root)("-u/-g: the UNIX socket file", () => {
         await using server = await startServer(["-u", "nobody", "-g", "nogroup", "--mode", "660", "-p", "id -un", ...mode, path]);
         const stat = lstatSync(path);
         expect([stat.uid, stat.gid, (stat.mode & 0o777).toString(8)]).toEqual([uid, gid, "660"]);
-        const asNobody = await runAs("nobody", [SOCKET, path], new Uint8Array(0));
+        const asNobody = await runAs("nobody", [path], new Uint8Array(0));
         expect(asNobody).toMatchObject({ status: 0, stdout: "nobody\n" });
         await endWith(server, signal);
         expect(existsSync(path)).toBe(false);
@@ -117,7 +106,7 @@ describe.skipIf(!root)("-u/-g: the UNIX socket file", () => {
     writeFileSync(cgi, "#!/bin/sh\nprintf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n'\nid -un\n", { mode: 0o755 });
     await using server = await startServer(["--scgi", "-W", "4", "--mode", "660", "-u", "www-data", "-s", path, "-p", cgi]);
     const request = scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"], ["REQUEST_METHOD", "GET"], ["REQUEST_URI", "/"], ["SERVER_PROTOCOL", "HTTP/1.1"]]);
-    const reply = await runAs("www-data", [SOCKET, path], request);
+    const reply = await runAs("www-data", [path], request);
     expect(reply.stderr).toBe("");
     expect(reply.status).toBe(0);
     expect(reply.stdout).toMatch(/^Status: 200 OK\r\n[\s\S]*\r\n\r\nwww-data\n$/);

@@ -3,10 +3,10 @@
 // socket passed by a service manager, signals other than TERM, and TERM
 // while clients wait in the accept queue.
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { exchange, isAlive, SOCKET, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+import { exchange, isAlive, launch, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
 
 const works = (argv: string[]) => Bun.spawnSync(argv, { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
 const isRoot = process.getuid?.() === 0;
@@ -91,78 +91,53 @@ describe("every signal that ends a pool master ends what it started", () => {
 });
 
 const activate = Bun.which("systemd-socket-activate");
+const socat = Bun.which("socat");
 describe("a socket passed by the service manager", () => {
-  test.skipIf(!activate)("a datagram socket is refused at start with one line and status 15", async () => {
-    const port = 20000 + (process.pid % 20000);
-    const proc = Bun.spawn([activate!, "--datagram", "-l", `127.0.0.1:${port}`, SOCKET, "-W", "2", "-p", "cat", "-s"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    void (async () => {
-      for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
-    })();
-    try {
-      await waitFor("the activator to listen", () => stderr.includes("Listening on"));
-      // The activator starts socket at the first datagram, as systemd does.
-      const udp = await Bun.udpSocket({});
-      udp.send("x", port, "127.0.0.1");
-      const status = await Promise.race([proc.exited, Bun.sleep(5000).then(() => "timeout")]);
-      udp.close();
-      expect(status).toBe(15);
-      const ours = stderr.split("\n").filter((l) => l.startsWith("socket"));
-      expect(ours).toEqual(["socket: descriptor 3 from the service manager is not a listening stream socket (ListenStream=, Accept=no)"]);
-    } finally {
-      proc.kill("SIGKILL");
-    }
+  test.skipIf(!activate || !socat)("a datagram socket is refused at start with one line and status 15", async () => {
+    // A UNIX datagram socket: no port to choose, and as much not a stream as UDP.
+    using dir = tempDir();
+    const path = join(dir.path, "dgram");
+    await using server = launch(["-W", "2", "-p", "cat", "-s"], { wrap: [activate!, "--datagram", "-l", path] });
+    await waitFor("the activator to listen", () => server.stderr().includes("Listening on"));
+    // The activator starts socket at the first datagram, as systemd does.
+    expect(Bun.spawnSync([socat!, "-u", "-", `UNIX-SENDTO:${path}`], { stdin: Buffer.from("x") }).exitCode).toBe(0);
+    const status = await Promise.race([server.exited(), Bun.sleep(5000).then(() => "timeout")]);
+    expect(status).toBe(15);
+    const ours = server.stderr().split("\n").filter((l) => l.startsWith("socket"));
+    expect(ours).toEqual(["socket: descriptor 3 from the service manager is not a listening stream socket (ListenStream=, Accept=no)"]);
   });
 });
 
 const setpriv = Bun.which("setpriv");
 describe("a process limit (ulimit -u)", () => {
   test.skipIf(!isRoot || !setpriv)("the master lives on, and says it cannot start workers at the backoff's pace", async () => {
+    // A UNIX socket (the limit is about processes, not TCP), in a directory where nobody may create it.
     using dir = tempDir();
-    const log = join(dir.path, "stderr"); // opened by this test (root), written by socket as nobody
-    const port = 20000 + ((process.pid + 7) % 20000);
+    chmodSync(dir.path, 0o1777);
+    const path = join(dir.path, "s.sock");
     // As nobody (root is not bound by RLIMIT_NPROC), with room for the
     // master and a few workers but not -W 8: threads count too.
-    const shell = `ulimit -u 24 && exec ${SOCKET} -W 8 -p cat -s ${port}`;
-    const proc = Bun.spawn([setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "bash", "-c", shell], {
-      stdio: ["ignore", "ignore", Bun.file(log)],
-      detached: true,
+    const asNobody = [setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
+    await using server = launch(["-W", "8", "-p", "cat", "-s", path], { wrap: [...asNobody, "bash", "-c", 'ulimit -u 24 && exec "$@"', "bash"] });
+    await waitFor("a worker to serve", async () => {
+      const reply = await exchange(path, "ping\n", { ms: 1000 }).catch(() => undefined);
+      return reply?.data.toString() === "ping\n";
     });
-    const kill = () => {
-      for (const pid of [-proc.pid, proc.pid]) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
-    };
-    try {
-      await waitFor("a worker to serve", async () => {
-        const reply = await exchange(port, "ping\n", { ms: 1000 }).catch(() => undefined);
-        return reply?.data.toString() === "ping\n";
-      });
-      // Load for three seconds: every connection makes a busy worker say so.
-      const end = Date.now() + 3000;
-      let served = 0;
-      while (Date.now() < end) {
-        const reply = await exchange(port, "x\n", { ms: 2000 }).catch(() => undefined);
-        if (reply?.data.toString() === "x\n") served++;
-      }
-      expect(served).toBeGreaterThan(10);
-      expect(proc.exitCode).toBeNull(); // the master did not abort (134)
-      const text = readFileSync(log, "utf8");
-      const retries = text.match(/cannot start a worker: .*trying again in \d+ ms/g) ?? [];
-      expect(retries.length).toBeGreaterThan(0);
-      // The backoff doubles from 100 ms: in about 4 s that is at most a handful of lines, not ten a second.
-      expect(retries.length).toBeLessThan(12);
-      expect(text).not.toMatch(/Args: "\/.*-W" "8"/); // no crash report of the master's
-    } finally {
-      kill();
-      await proc.exited;
+    // Load for three seconds: every connection makes a busy worker say so.
+    const end = Date.now() + 3000;
+    let served = 0;
+    while (Date.now() < end) {
+      const reply = await exchange(path, "x\n", { ms: 2000 }).catch(() => undefined);
+      if (reply?.data.toString() === "x\n") served++;
     }
+    expect(served).toBeGreaterThan(10);
+    expect(server.proc.exitCode).toBeNull(); // the master did not abort (134)
+    const text = server.stderr();
+    const retries = text.match(/cannot start a worker: .*trying again in \d+ ms/g) ?? [];
+    expect(retries.length).toBeGreaterThan(0);
+    // The backoff doubles from 100 ms: in about 4 s that is at most a handful of lines, not ten a second.
+    expect(retries.length).toBeLessThan(12);
+    expect(text).not.toMatch(/Args: "\/.*-W" "8"/); // no crash report of the master's
   });
 });
 
@@ -176,14 +151,11 @@ describe("a full disk under the log", () => {
     const log = join(disk, "log");
     const fd = openSync(log, "a");
     const filler = join(disk, "filler");
-    let master: ReturnType<typeof Bun.spawn> | undefined;
     try {
-      master = Bun.spawn([SOCKET, "-v", "-W", "2", "-p", "cat", "-s", "0"], { stdio: ["ignore", "ignore", fd], detached: true });
-      let port = 0;
-      await waitFor("the pool to listen", () => {
-        port = Number(readFileSync(log, "utf8").match(/listening on port (\d+)/)?.[1] ?? 0);
-        return port > 0 && readFileSync(log, "utf8").includes("status: 0/2");
-      });
+      // stderr is the log on the small disk, not a pipe: its writes are what fail.
+      await using master = await startServer(["-W", "2", "-p", "cat", "-s", "0"], { stderrFile: log });
+      const port = master.target;
+      await waitFor("the pool to start", () => master.stderr().includes("status: 0/2"));
       // Fill the disk to the last byte: the filler takes every free page, then the log's own last page is filled.
       const fill = openSync(filler, "w");
       for (const [target, size] of [[fill, 4096], [fd, 1]] as const) {
@@ -196,23 +168,21 @@ describe("a full disk under the log", () => {
       }
       closeSync(fill);
       for (let i = 0; i < 20; i++) expect((await exchange(port, `${i}\n`)).data.toString()).toBe(`${i}\n`);
-      const before = cpuTicks(master.pid);
+      const before = cpuTicks(master.proc.pid);
       const started = Date.now();
-      const [worker] = workersOf(master.pid);
+      const [worker] = workersOf(master.proc.pid);
       process.kill(worker, "SIGKILL");
       await waitFor("a new worker in the dead one's place", () => {
-        const now = workersOf(master!.pid);
+        const now = workersOf(master.proc.pid);
         return now.length === 2 && !now.includes(worker);
       });
       expect((await exchange(port, "after\n")).data.toString()).toBe("after\n");
       await Bun.sleep(Math.max(0, 1000 - (Date.now() - started))); // a second of the master's life, measured
-      expect(cpuTicks(master.pid) - before).toBeLessThan(20); // under 20 % of a core (it spun at 100 %)
+      expect(cpuTicks(master.proc.pid) - before).toBeLessThan(20); // under 20 % of a core (it spun at 100 %)
       rmSync(filler);
       expect((await exchange(port, "freed\n")).data.toString()).toBe("freed\n");
-      await waitFor("the dropped lines to be counted", () => /socket: \d+ lines could not be written to stderr and were dropped/.test(readFileSync(log, "utf8")));
+      await waitFor("the dropped lines to be counted", () => /socket: \d+ lines could not be written to stderr and were dropped/.test(master.stderr()));
     } finally {
-      master?.kill("SIGKILL");
-      await master?.exited;
       closeSync(fd);
       works(["umount", "-l", disk]);
       if (existsSync(disk)) rmSync(disk, { recursive: true, force: true });

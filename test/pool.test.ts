@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, pidsByCommandLine, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string) => "0" },
@@ -106,6 +106,7 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
     const late = await new Promise<string>((resolve, reject) => {
       let got = "";
       const handlers = {
+        // Silent for 0.8 s: the behaviour under test.
         open: (s: import("bun").Socket<undefined>) => void setTimeout(() => (s.write("late"), s.shutdown()), 800),
         data: (_s: unknown, d: Buffer) => void (got += d.toString()),
         end: (s: import("bun").Socket<undefined>) => void s.end(),
@@ -138,7 +139,7 @@ describe.each(kinds)("pool on $name", ({ listen }) => {
       Number(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8").match(/^voluntary_ctxt_switches:\s+(\d+)/m)?.[1]);
     const workers = workersOf(server.proc.pid);
     const before = workers.map(wakeups);
-    await Bun.sleep(2000);
+    await Bun.sleep(2000); // the window the wakeups are counted over: the behaviour under test
     // Waiting in epoll_wait with no timeout: 0 here (a 250 ms accept tick made it 8 to 10).
     for (const [i, pid] of workers.entries()) expect(wakeups(pid) - before[i]).toBeLessThan(2);
   });
@@ -189,7 +190,7 @@ describe("dynamic pool", () => {
         seen.add(pid);
         process.kill(pid, "SIGKILL");
       }
-      await Bun.sleep(5);
+      await Bun.sleep(5); // the pace of the killing, not a wait for anything
     }
     // 100, 200, 400, 800 ms: a handful of restarts in 2 s, not hundreds.
     expect(seen.size).toBeGreaterThan(2);
@@ -204,8 +205,8 @@ describe("pool and daemon", () => {
   test("-b with -W: the daemonized master still runs the pool", async () => {
     using dir = tempDir();
     const path = join(dir.path, "daemon-pool.sock");
-    const starter = Bun.spawn([SOCKET, "-b", "-p", "cat", "-W", "2", "-s", path], { stdio: ["ignore", "ignore", "ignore"] });
-    expect(await starter.exited).toBe(0);
+    await using starter = launch(["-b", "-p", "cat", "-W", "2", "-s", path]);
+    expect(await starter.exited()).toBe(0);
     try {
       await waitFor("the socket", () => existsSync(path));
       expect((await exchange(path, "daemon pool")).data.toString()).toBe("daemon pool");

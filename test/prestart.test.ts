@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { childrenOf, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
+import { childrenOf, exchange, isAlive, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string) => "0" },
@@ -181,7 +181,7 @@ describe.each(kinds)("--prestart on $name", ({ listen }) => {
     await programsWaiting(server, 2);
     const workers = workersOf(server.proc.pid);
     const before = workers.map(wakeups);
-    await Bun.sleep(2000);
+    await Bun.sleep(2000); // the window the wakeups are counted over: the behaviour under test
     const woke = workers.map((pid, i) => wakeups(pid) - before[i]);
     for (const n of woke) expect(n).toBeLessThan(2);
   });
@@ -241,31 +241,16 @@ test("--prestart needs -W", async () => {
 });
 
 test.each([[], ["--prestart"]])("TERM to the whole process group (Ctrl-C style) lets a worker finish its connection %p", async (...extra) => {
-  // setsid: the server leads its own process group, which the test can signal as a terminal would.
+  // The harness starts the server as the leader of its own process group, which the test can signal as a terminal would.
   // The program leaves a mark once its trap is set: TERM before that would end it, rightly.
   using marks = tempDir();
   const program = `trap "" TERM; touch ${marks.path}/$$; read x; sleep 0.5; echo finished`;
-  const proc = Bun.spawn(["setsid", SOCKET, "-v", "-p", program, "-W", "2", ...extra, "-s", "0"], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let err = "";
-  void (async () => {
-    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
-  })();
-  try {
-    await waitFor("listening", () => /listening on port \d+/.test(err));
-    const port = Number(err.match(/listening on port (\d+)/)![1]);
-    const slow = exchange(port, "go\n");
-    await waitFor("the request to be taken", () => err.includes("status: 1/2"));
-    await waitFor("the program's trap", () => readdirSync(marks.path).length > 0);
-    process.kill(-proc.pid, "SIGTERM");
-    expect((await slow).data.toString()).toBe("finished\n");
-    expect(await proc.exited).toBe(241);
-  } finally {
-    try {
-      process.kill(-proc.pid, "SIGKILL");
-    } catch {
-      // all gone
-    }
-  }
+  await using server = await startServer(["-p", program, "-W", "2", ...extra, "-s", "0"]);
+  expect(readFileSync(`/proc/${server.proc.pid}/stat`, "utf8").split(" ")[4]).toBe(String(server.proc.pid)); // its group
+  const slow = exchange(server.target, "go\n");
+  await waitFor("the request to be taken", () => server.stderr().includes("status: 1/2"));
+  await waitFor("the program's trap", () => readdirSync(marks.path).length > 0);
+  process.kill(-server.proc.pid, "SIGTERM");
+  expect((await slow).data.toString()).toBe("finished\n");
+  expect(await server.proc.exited).toBe(241);
 });

@@ -34,6 +34,7 @@ async function drip(target: Target, bytes: Uint8Array, everyMs: number, giveUpMs
       : await Bun.connect({ unix: target, socket: handlers });
   const connectedAt = Date.now();
   let sent = 0;
+  // The drip's pace is the behaviour under test.
   const timer = setInterval(() => {
     if (closedAt === undefined && sent < bytes.length) socket.write(bytes.subarray(sent, ++sent));
   }, everyMs);
@@ -105,7 +106,7 @@ describe.each(modes)("SCGI with $name", ({ args }) => {
     const answers: string[] = [];
     for (let i = 0; i < 12; i++) {
       // nginx answers 502 when the reset reaches it first, or drops the client's connection.
-      const answer = fetch(`${nginx.url}/upload`, { method: "POST", body }).then(async (r) => `${r.status} ${await r.text()}`);
+      const answer = nginx.fetch(`/upload`, { method: "POST", body }).then(async (r) => `${r.status} ${await r.text()}`);
       answers.push(await answer.catch((e: Error) => `failed: ${e.message.slice(0, 40)}`));
     }
     expect(answers).toEqual(Array.from({ length: 12 }, () => "200 answered without reading\n"));

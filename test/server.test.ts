@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, pidsByCommandLine, run, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, type Target } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, run, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, type Target } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string, _name = "s") => "0" },
@@ -151,21 +151,13 @@ describe.each(kinds)("server on $name", ({ listen }) => {
 
 describe("server without -p", () => {
   test("the connection is joined to socket's own stdin and stdout", async () => {
-    const proc = Bun.spawn([SOCKET, "-s", "-v", "0"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    try {
-      const reader = proc.stderr.getReader();
-      let err = "";
-      while (!/port (\d+)/.test(err)) err += new TextDecoder().decode((await reader.read()).value);
-      const port = Number(err.match(/port (\d+)/)![1]);
-      proc.stdin.write("from the server's stdin\n");
-      proc.stdin.end();
-      const reply = await exchange(port, "from the client\n");
-      expect(reply.data.toString()).toBe("from the server's stdin\n");
-      expect(await new Response(proc.stdout).text()).toBe("from the client\n");
-      expect(await proc.exited).toBe(0);
-    } finally {
-      proc.kill("SIGKILL");
-    }
+    await using server = await startServer(["-s", "0"], { stdin: "pipe" });
+    server.stdin!.write("from the server's stdin\n");
+    server.stdin!.end();
+    const reply = await exchange(server.target, "from the client\n");
+    expect(reply.data.toString()).toBe("from the server's stdin\n");
+    expect(await server.exited()).toBe(0);
+    expect(server.stdout()).toBe("from the client\n");
   });
 });
 
@@ -198,13 +190,10 @@ describe("UNIX socket files", () => {
 
   test("a relative path (./name) is bound in the current directory", async () => {
     using dir = tempDir();
-    const proc = Bun.spawn([SOCKET, "-s", "-l", "-p", "cat", "./rel.sock"], { cwd: dir.path, stderr: "pipe" });
-    try {
-      await waitFor("the socket file", () => existsSync(join(dir.path, "rel.sock")));
-      expect((await exchange(join(dir.path, "rel.sock"), "rel")).data.toString()).toBe("rel");
-    } finally {
-      proc.kill("SIGKILL");
-    }
+    await using server = await startServer(["-s", "-l", "-p", "cat", "./rel.sock"], { cwd: dir.path });
+    expect(server.target).toBe(join(dir.path, "rel.sock")); // -v names it absolute
+    expect(existsSync(join(dir.path, "rel.sock"))).toBe(true);
+    expect((await exchange(join(dir.path, "rel.sock"), "rel")).data.toString()).toBe("rel");
   });
 });
 
@@ -260,11 +249,9 @@ describe("-b background", () => {
   test("returns at once with 0 and the daemon serves, in a new session with cwd /", async () => {
     using dir = tempDir();
     const path = join(dir.path, "daemon.sock");
-    // (Pipes here would be fine now: the daemon keeps none of the caller's fds; see deploy.test.ts.)
-    const starter = Bun.spawn([SOCKET, "-b", "-s", "-l", "-f", "-p", "pwd; cut -d' ' -f6 /proc/$PPID/stat", path], {
-      stdio: ["ignore", "ignore", "ignore"],
-    });
-    expect(await Promise.race([starter.exited, Bun.sleep(2000).then(() => "still running")])).toBe(0);
+    await using starter = launch(["-b", "-s", "-l", "-f", "-p", "pwd; cut -d' ' -f6 /proc/$PPID/stat", path]);
+    // A bound, not a wait for something: -b must return at once.
+    expect(await Promise.race([starter.exited(), Bun.sleep(2000).then(() => "still running")])).toBe(0);
     let daemonPid = 0;
     try {
       await waitFor("the daemon's socket", () => existsSync(path));
