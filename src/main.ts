@@ -5,6 +5,7 @@ import { parseCommandLine } from "./cli/parse.ts";
 import { runClient } from "./client/client.ts";
 import { programFor } from "./connection/program.ts";
 import { Fatal } from "./fatal.ts";
+import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
 import { socketsPassed } from "./net/activation.ts";
 import { runPool, type WorkerPool } from "./pool/master.ts";
@@ -21,7 +22,7 @@ import { exitNow, handleSignals } from "./system/signals.ts";
 import { NO_LAZY_THREADS, withoutLazyThreads } from "./system/threads.ts";
 
 function describe(e: unknown): string {
-  return `socket: internal error: ${(e as Error)?.message ?? String(e)}\n`;
+  return `${NAME}: internal error: ${(e as Error)?.message ?? String(e)}\n`;
 }
 
 /**
