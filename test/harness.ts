@@ -282,7 +282,8 @@ function tcpQueues(from: number, to: number): { unacked: number; unread: number 
 export function serverHasRead(client: { localPort: number }, serverPort: number): Promise<void> {
   return waitFor(
     "the server to read what was sent",
-    () => tcpQueues(client.localPort, serverPort)?.unacked === 0 && tcpQueues(serverPort, client.localPort)?.unread === 0,
+    // A socket no longer listed is closed: nothing of it is left unread or unacknowledged.
+    () => (tcpQueues(client.localPort, serverPort)?.unacked ?? 0) === 0 && (tcpQueues(serverPort, client.localPort)?.unread ?? 0) === 0,
     5000,
     1,
   );
