@@ -96,7 +96,8 @@ describe("PID 1 in a PID namespace", () => {
       expect(readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(/^NSpid:\s+\d+\s+1$/m); // it is PID 1 there
       expect(await connections(server.target, 500)).toEqual([]);
       // Every orphan ends 0.2 s after its connection: then none may be left a zombie.
-      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !cmdline(p).startsWith("sleep")), 5000);
+      // Nothing left but the pool's workers: an orphan still between fork and exec is not yet "sleep".
+      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => workersOf(pid).includes(p)), 5000);
       expect(zombiesOf(pid)).toBe(0);
       // A connection still running, then TERM to PID 1: drained, then everything ends.
       const conn = await hold(server.target);
@@ -129,7 +130,8 @@ describe("subreaper (not PID 1)", () => {
       await using server = await startServer(["-p", ORPHAN, ...flags, "--grace", "0", "-s", "0"]);
       const pid = server.proc.pid;
       expect(await connections(server.target, 500)).toEqual([]);
-      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => !cmdline(p).startsWith("sleep")), 5000);
+      // Nothing left but the pool's workers: an orphan still between fork and exec is not yet "sleep".
+      await waitFor("every orphan reaped", () => zombiesOf(pid) === 0 && descendantsOf(pid).every((p) => workersOf(pid).includes(p)), 5000);
       expect(zombiesOf(pid)).toBe(0);
       const conn = await hold(server.target);
       await waitFor("the orphan of the held connection", () => descendantsOf(pid).some((p) => cmdline(p).startsWith("sleep")));
