@@ -75,7 +75,7 @@ export class WorkerPool {
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
     this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
     if (options.status !== undefined || options.slowMs !== undefined) {
-      this.watch = new PoolWatch(listenFd, address.kind === "unix", options.slowMs);
+      this.watch = new PoolWatch(listenFd, address.kind === "unix", options.slowMs, options.status !== undefined);
     }
     if (options.status !== undefined) {
       const watch = this.watch!;

@@ -69,6 +69,8 @@ export class PoolWatch {
     private readonly listenFd: number,
     private readonly unix: boolean,
     private readonly slowMs: number | undefined,
+    /** --status: the queue is sampled only for a page someone can read. */
+    private readonly paged: boolean,
   ) {}
 
   started(pid: number): void {
@@ -114,6 +116,7 @@ export class PoolWatch {
 
   /** After the master balanced its pool: whether every worker is busy and no more may start. */
   balanced(full: boolean): void {
+    if (!this.paged) return;
     if (full && !this.probe) {
       this.probe = setInterval(() => this.sample(), SATURATED_PROBE_MS);
       this.probe.unref();
