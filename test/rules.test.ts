@@ -4,7 +4,10 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { run, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+import { launch, run, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
+
+const ACTIVATE = Bun.which("systemd-socket-activate");
+if (!ACTIVATE) console.warn("rules.test: systemd-socket-activate missing (Debian package systemd): the passed UNIX socket case skipped");
 
 /** The program: leaves ran.<peer address> in `dir`, then answers. */
 const marker = (dir: string) => `touch ${dir}/ran.$TCPREMOTEIP; echo served`;
@@ -86,5 +89,19 @@ describe("bad rules", () => {
     using dir = tempDir();
     expect((await run(["-s", "--allow", "127.0.0.1", join(dir.path, "s.sock")])).status).toBe(15);
     expect((await run(["--allow", "127.0.0.1", "127.0.0.1", "1"])).status).toBe(15);
+  });
+});
+
+describe.each(runners)("--allow on a passed UNIX socket, $name", ({ args }) => {
+  // The command line cannot tell what systemd passed: the runner refuses it rather than let everyone in.
+  test.skipIf(!ACTIVATE)("is refused at start: one line, exit 15", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "passed.sock");
+    await using server = launch([...args, "--allow", "127.0.0.1", "-p", "cat", "-s"], { wrap: [ACTIVATE!, "-l", path] });
+    await waitFor("the activator to listen", () => server.stderr().includes("Listening on"));
+    const client = await Bun.connect({ unix: path, socket: { data() {} } }); // the activator starts socket on a connection
+    expect(await server.exited()).toBe(15);
+    client.terminate();
+    expect(server.stderr()).toEndWith("\nsocket: --allow and --deny are for a TCP server (a UNIX socket has --mode, -u and -g)\n");
   });
 });

@@ -4,7 +4,6 @@
 // arithmetic is node:net's BlockList (built in: IPv4 and IPv6 prefixes), not
 // code of our own; each rule is one BlockList so that the order is kept.
 import { BlockList, isIP } from "node:net";
-import { remoteEndpoint } from "../system/libc.ts";
 
 /** One rule as the command line gave it. */
 export interface AccessRule {
@@ -67,22 +66,6 @@ export class AccessRules {
     }
     return !this.anyAllow;
   }
-}
-
-/**
- * Checks an accepted TCP connection: undefined when it may be served; else
- * the peer's address (or why it has none), and the caller closes it unread.
- */
-export function refusedPeer(rules: AccessRules, fd: number): string | undefined {
-  let ip: string;
-  try {
-    const peer = remoteEndpoint(fd);
-    if (peer.family !== "inet") return undefined; // not TCP: --allow is refused on a UNIX socket
-    ip = peer.ip;
-  } catch {
-    return "a peer already gone";
-  }
-  return rules.permits(ip) ? undefined : ip;
 }
 
 /** The -v line for a connection the rules refused. */

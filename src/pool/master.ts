@@ -10,6 +10,7 @@ import type { Address } from "../net/address.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { close, sendByte, socketPair } from "../system/libc.ts";
 import { say, verbose } from "../system/log.ts";
+import { accessRules } from "../connection/sources.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
 import { serving, stopping } from "../system/notify.ts";
 import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
@@ -286,6 +287,7 @@ export function runPool(
   afterBind: (socketFile: string | undefined) => void,
 ): WorkerPool {
   const passed = options.destination.kind === "passed";
+  accessRules(options, address); // refused on a UNIX socket, before any worker starts
   // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
   let listenFd: number;
   let bound = address;

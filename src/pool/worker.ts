@@ -8,7 +8,8 @@
 // and waits again.
 import { onProgramFailure, programFor } from "../connection/program.ts";
 import { onRequest } from "../gateway/cgi.ts";
-import { AccessRules, refusedLine, refusedPeer } from "../net/rules.ts";
+import { accessRules, refusedPeer } from "../connection/sources.ts";
+import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
 import { adoptDescriptor } from "../connection/events.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
@@ -99,7 +100,7 @@ export async function runWorker(worker: Worker): Promise<never> {
   // What --status counts and --slow names, told to the master as it happens.
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
   if (options.slowMs !== undefined && options.gateway) onRequest((method, uri) => tell(options, { request: `${method} ${uri}` }));
-  const rules = options.access.length > 0 ? new AccessRules(options.access) : undefined;
+  const rules = accessRules(options, address);
 
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
   const mode = chooseMode(worker, waiter);

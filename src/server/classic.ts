@@ -13,8 +13,8 @@ import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
-import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
-import { AccessRules, refusedLine, refusedPeer } from "../net/rules.ts";
+import { accessRules, refusedPeer, rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import { refusedLine } from "../net/rules.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 import { serving, stopping } from "../system/notify.ts";
@@ -69,7 +69,7 @@ export function serve(
   };
 
   const gateway = gatewayFor(options);
-  const rules = options.access.length > 0 ? new AccessRules(options.access) : undefined;
+  const rules = accessRules(options, address);
   const run = (socket: EventSocket): Promise<unknown> => {
     verbose(options, connectionMessage(listening.address, () => socket.remoteAddress));
     const served = serveOne(socket);
