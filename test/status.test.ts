@@ -153,15 +153,18 @@ describe("--slow", () => {
     expect((await page(base))["slow requests"]).toBe(1);
   }, 20_000);
 
-  test("--scgi: the slow line names the request's method and URI", async () => {
+  test("--scgi: the slow line and ?full name the request's method and URI", async () => {
     using dir = tempDir();
     const script = join(dir.path, "slow.sh");
     await Bun.write(script, "#!/bin/sh\nsleep 1.5\nprintf 'Status: 200 OK\\r\\n\\r\\ndone'\n");
     Bun.spawnSync(["chmod", "755", script]);
-    await using server = await startServer(["-W", "1", "--scgi", "--slow", "0.5", "-p", script, "-s", "0"]);
+    await using server = await startServer(["-W", "1", "--scgi", "--slow", "0.5", "--status", "127.0.0.1:0", "-p", script, "-s", "0"]);
+    const base = await statusBase(server);
     const request = scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"], ["REQUEST_METHOD", "GET"], ["REQUEST_URI", "/slow?x=1"]]);
     expect((await exchange(server.target, request)).data.toString()).toContain("done");
     expect(server.stderr().match(/slow: .*/g)).toEqual([expect.stringMatching(/^slow: worker \d+: connection still running after 0\.\d s \(GET \/slow\?x=1\)$/)]);
+    const [worker] = (await page(base, "json&full")).processes ?? [];
+    expect(worker).toMatchObject({ "request method": "GET", "request uri": "/slow?x=1", requests: 1 });
   }, 20_000);
 
   test("the classic server says it too", async () => {

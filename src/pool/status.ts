@@ -22,6 +22,8 @@ export interface WorkerView {
   busySince: number | undefined;
   /** How long its last finished connection took, in ms. */
   lastMs: number | undefined;
+  /** --scgi/--fastcgi: the last request's method and URI ("GET /x"). */
+  request: string | undefined;
 }
 
 /** The counters the master keeps from its workers' messages. */
@@ -44,7 +46,7 @@ export type WorkerFacts = Pick<WorkerView, "pid" | "state" | "served" | "started
 interface Extra {
   busySince: number | undefined;
   lastMs: number | undefined;
-  /** --slow: the running request's method and URI, when a gateway said. */
+  /** The running (or last) request's method and URI, when a gateway said. */
   request: string | undefined;
   slowTimer: Timer | undefined;
 }
@@ -84,7 +86,7 @@ export class PoolWatch {
     this.counters.accepted++;
     this.counters.maxActive = Math.max(this.counters.maxActive, busyNow);
     e.busySince = Date.now();
-    e.request = undefined;
+    e.request = undefined; // a plain connection has none; a gateway's says its own
     clearTimeout(e.slowTimer);
     const slowMs = this.slowMs;
     if (slowMs === undefined) return;
@@ -140,7 +142,10 @@ export class PoolWatch {
 
   snapshot(pool: string, dynamic: boolean, workers: WorkerFacts[]): PoolSnapshot {
     const queue = this.sample();
-    const views = workers.map((w) => ({ ...w, busySince: this.extra.get(w.pid)?.busySince, lastMs: this.extra.get(w.pid)?.lastMs }));
+    const views = workers.map((w) => {
+      const e = this.extra.get(w.pid);
+      return { ...w, busySince: e?.busySince, lastMs: e?.lastMs, request: e?.request };
+    });
     return { pool, dynamic, counters: this.counters, queue, workers: views };
   }
 }
@@ -224,6 +229,9 @@ function workerFields(w: WorkerView, now: number): [string, string | number][] {
     ["start since", secs(now - w.startedAt)],
     ["requests", w.served],
     ["request duration", Math.round((w.busySince === undefined ? (w.lastMs ?? 0) : age) * 1000)],
+    // php-fpm's "-" when unknown: plain connections have no request.
+    ["request method", w.request?.split(" ")[0] || "-"],
+    ["request URI", w.request?.split(" ").slice(1).join(" ") || "-"],
     ["connection age", age / 1000],
     ["last duration", (w.lastMs ?? 0) / 1000],
   ];
@@ -238,7 +246,9 @@ function text(s: PoolSnapshot, full: boolean, now: number): string {
 
 function json(s: PoolSnapshot, full: boolean, now: number): string {
   const page: Record<string, unknown> = Object.fromEntries(fields(s, now));
-  if (full) page.processes = s.workers.map((w) => Object.fromEntries(workerFields(w, now)));
+  // php-fpm's JSON spells it "request uri", its text "request URI".
+  const key = (name: string) => (name === "request URI" ? "request uri" : name);
+  if (full) page.processes = s.workers.map((w) => Object.fromEntries(workerFields(w, now).map(([k, v]) => [key(k), v])));
   return JSON.stringify(page);
 }
 

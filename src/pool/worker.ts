@@ -99,7 +99,7 @@ export async function runWorker(worker: Worker): Promise<never> {
 
   // What --status counts and --slow names, told to the master as it happens.
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
-  if (options.slowMs !== undefined && options.gateway) onRequest((method, uri) => tell(options, { request: `${method} ${uri}` }));
+  if ((options.slowMs !== undefined || reportsEvents(options)) && options.gateway) onRequest((method, uri) => tell(options, { request: `${method} ${uri}` }));
   const rules = accessRules(options, address);
 
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
