@@ -170,7 +170,10 @@ export class WorkerPool {
         }
       });
     }
-    if (message === "failed" || message === "refused" || isRequestNote(message)) return this.watch && this.noted(pid, message);
+    if (message === "failed" || message === "refused" || isRequestNote(message)) {
+      if (this.watch) this.noted(pid, message);
+      return;
+    }
     if (message === "busy") {
       worker.state = "busy";
       worker.served++;
