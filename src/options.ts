@@ -52,6 +52,21 @@ export interface Options {
   pidFile: string | undefined;
   /** Classic server: on TERM/INT, how long running programs get before TERM and KILL (the pool has its own). */
   graceMs: number;
+  /** --status (pool only). */
+  status: StatusAddress | undefined;
+  /** --slow: a connection running longer than this is logged and counted. */
+  slowMs: number | undefined;
+  /** --allow/--deny, in order; empty: everyone may connect. */
+  access: AccessRuleText[];
+}
+
+/** --status: where the pool master answers HTTP (a UNIX path, or a TCP port on a host; undefined host: -B's, or all). */
+export type StatusAddress = { kind: "unix"; path: string } | { kind: "inet"; host: string | undefined; port: number };
+
+/** One --allow or --deny, in command-line order (net/rules.ts). */
+export interface AccessRuleText {
+  allow: boolean;
+  cidr: string;
 }
 
 /** The protocols a server can speak instead of handing over bytes. */

@@ -3,14 +3,17 @@
 // every combination socket(1) refuses, into one checked Options.
 import { parseArgs } from "node:util";
 import { NAME, VERSION } from "../version.ts";
-import type { Destination, Gateway, Options, PoolPolicy } from "../options.ts";
+import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
 import { shellNeed } from "../connection/program.ts";
+import { checkRules } from "../net/rules.ts";
 import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
 export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
 
-const usageError = (message?: string): Parsed => ({
+type Refusal = Extract<Parsed, { exit: number }>;
+
+const usageError = (message?: string): Refusal => ({
   exit: EXIT_USAGE,
   stderr: (message ? `${message}\n` : "") + `${USAGE}\n`,
 });
@@ -83,6 +86,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
       args: attachDashValues(argv),
       strict: true,
       allowPositionals: true,
+      tokens: true, // --allow and --deny are read in the order given
       options: Object.fromEntries(
         Object.entries(optionTable).map(([name, def]) => [
           name,
@@ -202,9 +206,13 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
     return usageError(`${NAME}: --pass-env wants a variable name (letters, digits and _, not starting with a digit), not '${badName}'`);
   }
 
+  const extras = operatorOptions(str, parsed.tokens, destination, server, pool !== undefined);
+  if ("exit" in extras) return extras;
+
   return {
     warning,
     run: {
+      ...extras,
       destination,
       server,
       loop,
@@ -266,4 +274,38 @@ function gatewayOption(
     );
   }
   return scgi ? "scgi" : "fastcgi";
+}
+
+/** The options an operator adds to a running server: --status, --slow, --allow/--deny. */
+function operatorOptions(
+  str: (k: OptionName) => string | undefined,
+  tokens: { kind: string; name?: string; value?: string }[],
+  destination: Destination,
+  server: boolean,
+  pool: boolean,
+): Pick<Options, "status" | "slowMs" | "access"> | Refusal {
+  const statusText = str("status");
+  let status: StatusAddress | undefined;
+  if (statusText !== undefined) {
+    if (!pool) return usageError(`${NAME}: --status needs -W (it is the pool master's page)`);
+    const m = statusText.match(/^(?:(.*):)?(\d+)$/);
+    if (statusText.includes("/")) status = { kind: "unix", path: statusText };
+    else if (m && Number(m[2]) <= 65535 && m[1] !== "") status = { kind: "inet", host: m[1]?.replace(/^\[(.*)\]$/, "$1") ?? str("bind"), port: Number(m[2]) };
+    else return usageError(`${NAME}: --status wants a /path, a PORT or HOST:PORT, not '${statusText}'`);
+  }
+  const slow = number(str("slow"), "--slow", 0.001, 86400);
+  if (typeof slow === "string") return usageError(slow);
+  if (slow !== undefined && !server) return usageError(`${NAME}: --slow is for servers`);
+  const access: AccessRuleText[] = tokens.flatMap((t) =>
+    t.kind === "option" && (t.name === "allow" || t.name === "deny") ? [{ allow: t.name === "allow", cidr: t.value ?? "" }] : [],
+  );
+  if (access.length > 0) {
+    if (!server || destination.kind === "unix") {
+      return usageError(`${NAME}: --allow and --deny are for a TCP server (a UNIX socket has --mode, -u and -g)`);
+    }
+    const bad = checkRules(access);
+    // One line, no usage line: the option was right, its value is not.
+    if (bad !== undefined) return { exit: EXIT_USAGE, stderr: `${NAME}: ${bad}\n` };
+  }
+  return { status, slowMs: slow === undefined ? undefined : slow * 1000, access };
 }

@@ -34,6 +34,10 @@ export const optionTable = {
   scgi: { type: "boolean", description: "Speak SCGI: run the -p program per request as a CGI (needs -s, -p; no shell)" },
   fastcgi: { type: "boolean", description: "Speak FastCGI (responder): run the -p program per request as a CGI (needs -s, -p; no shell)" },
   "pass-env": { type: "string", valueHint: "NAME", multiple: true, description: "--scgi/--fastcgi: a request may also set the variable NAME (repeatable); see ENVIRONMENT in socket(1)" },
+  status: { type: "string", valueHint: "ADDRESS", description: "Pool: answer HTTP at ADDRESS (/path, PORT on -B's address, or HOST:PORT): GET /status (?json, ?openmetrics, ?full) and /ping" },
+  slow: { type: "string", valueHint: "SECS", description: "Server: a line on stderr for each connection still running after SECS (counted as slow requests)" },
+  allow: { type: "string", valueHint: "CIDR", multiple: true, description: "TCP server: let peers in CIDR connect (repeatable; with --deny the first rule that matches decides; with any --allow, the rest is denied)" },
+  deny: { type: "string", valueHint: "CIDR", multiple: true, description: "TCP server: close at once a connection from CIDR (repeatable; see --allow)" },
   help: { type: "boolean", description: "Show this help" },
   version: { type: "boolean", description: "Print the version" },
 } as const satisfies Record<string, ArgDef & { multiple?: true }>;

@@ -198,8 +198,24 @@ export function directProgram(command: string): Program {
   return { argv: [Bun.which(words[0]) ?? words[0], ...words.slice(1)], argv0: words[0], command };
 }
 
+let failureHook: () => void = () => {};
+
+/**
+ * Told of each program that could not start or exited 126/127 (a pool
+ * worker counts them for --status); set once, by the runner.
+ */
+export function onProgramFailure(hook: () => void): void {
+  failureHook = hook;
+}
+
+/** Called by whoever starts programs (here and in gateway/) for each failure. */
+export function programFailed(): void {
+  failureHook();
+}
+
 /** The operator's line when a program cannot be started at all (always printed, rate-limited). */
 export function cannotStart(program: Program, e: unknown): void {
+  failureHook();
   warn(`start ${program.command}`, `-p '${program.command}': cannot start: ${(e as Error).message}`);
 }
 
@@ -215,6 +231,7 @@ export function outcome(proc: Subprocess, program: Program, options: { verbose: 
     const ms = Math.round(performance.now() - started);
     verbose(options, `end ${proc.pid} ${proc.signalCode ? `signal ${proc.signalCode}` : `status ${code}`} (${ms} ms)`);
     if (code === 126 || code === 127) {
+      failureHook();
       const why = code === 127 ? "command not found" : "command not executable";
       warn(`exit ${code} ${program.command}`, `-p '${program.command}': exit ${code} (${why})`);
     }

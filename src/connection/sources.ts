@@ -2,7 +2,10 @@
 // systemd's MaxConnectionsPerSource= and tcpsvd's -C). A source is the
 // remote address for TCP and the peer's uid for UNIX sockets (the only
 // identity a local peer has; its pid changes with every connection).
+import { Fatal } from "../fatal.ts";
 import type { Address } from "../net/address.ts";
+import { AccessRules } from "../net/rules.ts";
+import type { Options } from "../options.ts";
 import { peerCredentials, remoteEndpoint } from "../system/libc.ts";
 
 /** The source of an accepted connection; undefined when the peer is already gone. */
@@ -40,4 +43,31 @@ export class SourceLimit {
     if (n > 0) this.live.set(source, n);
     else this.live.delete(source); // a map of every address ever seen would grow without bound
   }
+}
+
+/**
+ * --allow/--deny for a server on `address`; undefined without rules. A
+ * UNIX socket (a passed one included: the command line could not tell)
+ * has no address to match, so rules there are refused, not ignored.
+ */
+export function accessRules(options: Pick<Options, "access">, address: Address): AccessRules | undefined {
+  if (options.access.length === 0) return undefined;
+  if (address.kind === "unix") throw new Fatal("--allow and --deny are for a TCP server (a UNIX socket has --mode, -u and -g)", 15);
+  return new AccessRules(options.access);
+}
+
+/**
+ * Checks an accepted TCP connection: undefined when it may be served; else
+ * the peer's address (or why it has none), and the caller closes it unread.
+ */
+export function refusedPeer(rules: AccessRules, fd: number): string | undefined {
+  let ip: string;
+  try {
+    const peer = remoteEndpoint(fd);
+    if (peer.family !== "inet") return "a peer with no IP address";
+    ip = peer.ip;
+  } catch {
+    return "a peer already gone";
+  }
+  return rules.permits(ip) ? undefined : ip;
 }

@@ -2,7 +2,7 @@
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
 import type { Subprocess } from "bun";
-import { directProgram, type Program } from "../connection/program.ts";
+import { directProgram, programFailed, type Program } from "../connection/program.ts";
 import type { Gateway } from "../options.ts";
 import { say, verbose } from "../system/log.ts";
 
@@ -112,6 +112,13 @@ export interface EnvironmentOptions {
  * variables are not set: they would describe the web server's connection,
  * not the client, whose address the web server sends as REMOTE_ADDR.
  */
+let requestHook: ((method: string, uri: string) => void) | undefined;
+
+/** Told of each request's method and URI as its program is about to start (a pool worker's --slow); set once. */
+export function onRequest(hook: (method: string, uri: string) => void): void {
+  requestHook = hook;
+}
+
 export function cgiEnvironment(variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Record<string, string> {
   const { passed, inherited } = environmentRule(options.passEnv ?? []);
   const env = { ...inherited };
@@ -124,6 +131,7 @@ export function cgiEnvironment(variables: Variable[], options: EnvironmentOption
   }
   env.GATEWAY_INTERFACE ??= "CGI/1.1";
   if (dropped) gatewayLog(options, protocol, `dropped request variables not allowed: ${dropped.join(", ")}`);
+  requestHook?.(env.REQUEST_METHOD ?? "", env.REQUEST_URI ?? env.SCRIPT_NAME ?? "");
   return env;
 }
 
@@ -158,6 +166,7 @@ export function spawnCgi<T extends Subprocess>(program: Program, start: () => T)
   } catch (e) {
     const error = e as Error & { code?: string };
     const reason = error.code ? `${error.code}` : error.message;
+    programFailed();
     say(`cannot run ${program.argv[0]}: ${describeSpawnError(reason)}`);
     return undefined;
   }

@@ -13,7 +13,7 @@ const EXIT_SERVER_SOCKET = 1;
  * A burst of connects larger than the backlog costs a SYN retransmit (a
  * second) each; the kernel caps this at net.core.somaxconn (4096 here).
  */
-const BACKLOG = 4096;
+export const BACKLOG = 4096;
 
 export interface Listening<T> {
   listener: SocketListener<T>;
@@ -33,7 +33,7 @@ function serverError(errno: number): Fatal {
 }
 
 /** Removes a socket file nobody listens on; refuses to touch anything else. */
-function clearStaleSocket(path: string): void {
+export function clearStaleSocket(path: string): void {
   let stat;
   try {
     stat = lstatSync(path);

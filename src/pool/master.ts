@@ -10,6 +10,7 @@ import type { Address } from "../net/address.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { close, sendByte, socketPair } from "../system/libc.ts";
 import { say, verbose } from "../system/log.ts";
+import { accessRules } from "../connection/sources.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
 import { serving, stopping } from "../system/notify.ts";
 import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
@@ -18,11 +19,13 @@ import { atExit } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
+import { PoolWatch, serveStatus } from "./status.ts";
 import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
   isAdmitRequest,
+  isRequestNote,
   RETIRE,
   WORKER_ENV,
   WORKER_FLAG,
@@ -58,6 +61,8 @@ export class WorkerPool {
   private ready = false;
   /** What `ps` shows for a worker: which pool it belongs to. */
   private readonly title: string;
+  /** --status, --slow: counters and timings (status.ts); undefined otherwise, and nothing is counted. */
+  private readonly watch: PoolWatch | undefined;
 
   constructor(
     private readonly listenFd: number,
@@ -70,6 +75,16 @@ export class WorkerPool {
     this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: config };
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
     this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
+    if (options.status !== undefined || options.slowMs !== undefined) {
+      this.watch = new PoolWatch(listenFd, address.kind === "unix", options.slowMs, options.status !== undefined);
+    }
+    if (options.status !== undefined) {
+      const watch = this.watch!;
+      const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
+      serveStatus(options.status, options, () =>
+        watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
+      );
+    }
   }
 
   start(): void {
@@ -111,6 +126,8 @@ export class WorkerPool {
       this.balance();
     }
     this.reportStatus();
+    // Full: every worker busy and no more may start; a connection now waits.
+    this.watch?.balanced(this.count("idle") + this.count("starting") === 0 && active() >= max);
   }
 
   private spawn(): void {
@@ -137,6 +154,7 @@ export class WorkerPool {
     }
     const now = Date.now();
     this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
+    this.watch?.started(proc.pid);
     verbose(this.options, `pool: worker ${proc.pid} started`);
   }
 
@@ -152,10 +170,16 @@ export class WorkerPool {
         }
       });
     }
+    if (message === "failed" || message === "refused" || isRequestNote(message)) {
+      if (this.watch) this.noted(pid, message);
+      return;
+    }
     if (message === "busy") {
       worker.state = "busy";
       worker.served++;
+      this.watch?.busy(pid, this.count("busy"));
     } else {
+      this.watch?.idle(pid);
       // A worker that has started is what ends a run of failures (not a busy
       // one: busy workers say so while others still cannot start).
       if (worker.state === "starting") this.backoff.reset();
@@ -174,6 +198,7 @@ export class WorkerPool {
     const worker = this.workers.get(pid);
     if (!worker) return;
     this.workers.delete(pid);
+    this.watch?.ended(pid);
     this.admissions?.release(pid);
     close(worker.control);
     const why = signal
@@ -202,6 +227,14 @@ export class WorkerPool {
       else say(`cannot start a worker: ${failure}; ${serving} running; trying again in ${delay} ms`);
     }
     this.balance();
+  }
+
+  /** --status's counts of what happened in a worker (not its state). */
+  private noted(pid: number, message: "failed" | "refused" | { request: string }): void {
+    const watch = this.watch!;
+    if (message === "failed") watch.counters.failedPrograms++;
+    else if (message === "refused") watch.counters.refused++;
+    else watch.request(pid, message.request);
   }
 
   /** Retires one worker idle longer than --idle-timeout, while above MIN. */
@@ -257,6 +290,7 @@ export function runPool(
   afterBind: (socketFile: string | undefined) => void,
 ): WorkerPool {
   const passed = options.destination.kind === "passed";
+  accessRules(options, address); // refused on a UNIX socket, before any worker starts
   // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
   let listenFd: number;
   let bound = address;
@@ -278,8 +312,9 @@ export function runPool(
     });
   }
   verbose(options, listeningMessage(bound));
-  afterBind(socketFile);
+  // Before afterBind: --status binds while still privileged, as the listener did.
   const pool = new WorkerPool(listenFd, policy, options, argv, bound);
+  afterBind(socketFile);
   pool.start();
   return pool;
 }

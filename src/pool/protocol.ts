@@ -44,8 +44,18 @@ export const RETIRE = 0x72;
 /** --max-per-source: a worker asks before serving, the master answers (admission.ts). */
 export type AdmitRequest = { admit: string };
 export type AdmitVerdict = { admitted: boolean };
-/** Worker to master, over Bun's IPC channel (sent at once, even when the worker then blocks). */
-export type WorkerMessage = "busy" | "idle" | AdmitRequest;
+/** --slow: the request a gateway worker serves (method and URI), for the master's slow line. */
+export type RequestNote = { request: string };
+/**
+ * Worker to master, over Bun's IPC channel (sent at once, even when the
+ * worker then blocks). "failed": a program could not start or exited
+ * 126/127; "refused": --allow/--deny closed a connection (both --status only).
+ */
+export type WorkerMessage = "busy" | "idle" | "failed" | "refused" | AdmitRequest | RequestNote;
+
+export function isRequestNote(message: unknown): message is RequestNote {
+  return typeof message === "object" && message !== null && "request" in message && typeof message.request === "string";
+}
 
 export function isAdmitRequest(message: unknown): message is AdmitRequest {
   return typeof message === "object" && message !== null && "admit" in message;
@@ -63,12 +73,18 @@ export const EXIT_RETIRED = 3;
 export const EXIT_LISTENER_FAILED = 4;
 
 /**
- * Whether workers say busy and idle: only a dynamic pool, -v or
- * --max-per-source needs to know, and each message costs the master a wakeup.
- * A worker's first "idle" (ready) is said always.
+ * Whether workers say busy and idle: only a dynamic pool, -v,
+ * --max-per-source, --status or --slow needs to know, and each message
+ * costs the master a wakeup. A worker's first "idle" (ready) is said always.
  */
 export function reportsState(options: Options): boolean {
-  return options.pool !== undefined && (options.pool.max > options.pool.min || options.verbose || options.maxPerSource !== undefined);
+  return options.pool !== undefined && (options.pool.max > options.pool.min || options.verbose || options.maxPerSource !== undefined ||
+    options.status !== undefined || options.slowMs !== undefined);
+}
+
+/** Whether workers tell the master of failed programs and refused connections: only --status counts them. */
+export function reportsEvents(options: Options): boolean {
+  return options.status !== undefined;
 }
 
 export function workerConfig(argv: string[], options: Options, address: Address): string {

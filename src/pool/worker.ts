@@ -6,14 +6,17 @@
 // timer), accepts one connection at a time (EPOLLEXCLUSIVE: the kernel
 // wakes one waiting worker per connection), serves it, tells the master,
 // and waits again.
-import { programFor } from "../connection/program.ts";
+import { onProgramFailure, programFor } from "../connection/program.ts";
+import { onRequest } from "../gateway/cgi.ts";
+import { accessRules, refusedPeer } from "../connection/sources.ts";
+import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
 import { adoptDescriptor } from "../connection/events.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
-import { accept, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
+import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { say, verbose } from "../system/log.ts";
 import { nextTick, signalNumber } from "../system/signals.ts";
 import { admitted } from "./admission.ts";
@@ -24,6 +27,7 @@ import {
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
   LISTEN_FD,
+  reportsEvents,
   reportsState,
   type Worker,
   type WorkerMessage,
@@ -93,6 +97,11 @@ export async function runWorker(worker: Worker): Promise<never> {
   setCloexec(LISTEN_FD);
   setCloexec(CONTROL_FD);
 
+  // What --status counts and --slow names, told to the master as it happens.
+  if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
+  if ((options.slowMs !== undefined || reportsEvents(options)) && options.gateway) onRequest((method, uri) => tell(options, { request: `${method} ${uri}` }));
+  const rules = accessRules(options, address);
+
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
   const mode = chooseMode(worker, waiter);
   const prestart = mode instanceof Prestart ? mode : undefined;
@@ -142,6 +151,14 @@ export async function runWorker(worker: Worker): Promise<never> {
       say(`worker ${process.pid}: ${(e as Error).message}`);
       prestart?.discard();
       process.exit(EXIT_LISTENER_FAILED);
+    }
+    // --allow/--deny: before admission, before any program or gateway reads a byte.
+    const refused = rules && refusedPeer(rules, fd);
+    if (refused) {
+      close(fd);
+      verbose(options, refusedLine(refused));
+      if (reportsEvents(options)) tell(options, "refused");
+      continue;
     }
     if (!(await admitted(options, address, fd))) continue;
     tell(options, "busy");

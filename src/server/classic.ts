@@ -13,7 +13,8 @@ import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
-import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import { accessRules, refusedPeer, rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import { refusedLine } from "../net/rules.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 import { serving, stopping } from "../system/notify.ts";
@@ -68,8 +69,19 @@ export function serve(
   };
 
   const gateway = gatewayFor(options);
+  const rules = accessRules(options, address);
   const run = (socket: EventSocket): Promise<unknown> => {
     verbose(options, connectionMessage(listening.address, () => socket.remoteAddress));
+    const served = serveOne(socket);
+    const { slowMs } = options;
+    if (slowMs === undefined) return served;
+    // --slow: one line for a connection still running after SECS (the
+    // method and URI are the pool's: here many requests share one process).
+    const peer = listening.address.kind === "unix" ? listening.address.path : socket.remoteAddress;
+    const timer = setTimeout(() => say(`slow: connection from ${peer} still running after ${slowMs / 1000} s`), slowMs);
+    return served.finally(() => clearTimeout(timer));
+  };
+  const serveOne = (socket: EventSocket): Promise<unknown> => {
     try {
       if (gateway) {
         const handler = gateway();
@@ -88,6 +100,12 @@ export function serve(
   const handlers: SocketHandler<SocketEvents | undefined> = {
     ...eventHandlers,
     open(socket) {
+      // --allow/--deny: closed before anything reads a byte of it, and before it counts as the one connection of a server without -l.
+      const refused = rules && refusedPeer(rules, fdOf(socket));
+      if (refused) {
+        verbose(options, refusedLine(refused));
+        return void socket.close();
+      }
       if (!options.loop) {
         if (waiting.length > 0 || busy) return void socket.close();
         // One connection only: later connects are refused, as by socket(1).

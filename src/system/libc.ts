@@ -467,6 +467,18 @@ export function tcpIdle(fd: number): { sentMs: number; receivedMs: number } {
 }
 
 /**
+ * A TCP listener's accept queue, from the same struct tcp_info: on a
+ * LISTEN socket the kernel reports the connections waiting to be accepted
+ * in tcpi_unacked (offset 24) and the backlog in tcpi_sacked (offset 28).
+ */
+export function acceptQueue(fd: number): { waiting: number; backlog: number } {
+  const info = new Uint32Array(26);
+  const len = new Uint32Array([info.byteLength]);
+  check("getsockopt", lib.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
+  return { waiting: info[24 / 4], backlog: info[28 / 4] };
+}
+
+/**
  * Orphans of our descendants become our children instead of init's, so we
  * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
  */
