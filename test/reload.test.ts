@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { converse, fcgiRequest, parseRecords } from "./gateway-peers.ts";
 import { collect, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 
 const hasSocat = (() => {
@@ -103,6 +104,25 @@ describe("HUP: graceful reload", () => {
     expect(isAlive(old)).toBe(true);
     expect((await reply).data.toString()).toBe("done\n");
     await waitFor("the old worker to leave", () => !workersOf(master).includes(old));
+  }, 15_000);
+
+  test("--fastcgi: a connection the web server keeps does not hold an old worker", async () => {
+    using dir = tempDir();
+    const cgi = join(dir.path, "hello.cgi");
+    writeFileSync(cgi, "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n", { mode: 0o755 });
+    await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("the worker", () => workersOf(master).length === 1);
+    const [old] = workersOf(master);
+    const client = await converse(server.target);
+    client.send(fcgiRequest(1, [["A", "b"]], new Uint8Array(0), true));
+    const answer = await client.until("the answer", (data) => parseRecords(data).records.some((r) => r.type === 3));
+    expect(parseRecords(answer).stdout).toContain("hi");
+    process.kill(master, "SIGHUP");
+    await client.closed(); // the kept, idle connection is closed: the web server opens a new one
+    await waitFor("the old worker to leave", () => !isAlive(old));
+    const again = parseRecords((await exchange(server.target, fcgiRequest(2, [["A", "b"]]))).data);
+    expect(again.stdout).toContain("hi");
   }, 15_000);
 });
 
@@ -227,7 +247,7 @@ describe("TTIN and TTOU", () => {
     await waitFor("2 workers", () => workersOf(master).length === 2);
     process.kill(master, "SIGTTIN");
     await waitFor("3 workers", () => workersOf(master).length === 3);
-    expect(server.stderr()).toContain("socket: TTIN: 3 workers");
+    await waitFor("the line", () => server.stderr().includes("socket: TTIN: 3 workers"));
     process.kill(master, "SIGTTOU");
     await waitFor("2 workers again", () => workersOf(master).length === 2);
     process.kill(master, "SIGTTOU");

@@ -52,8 +52,15 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
       serve: async (fd) => {
         // The listener: a kept connection gives way when another one waits there.
         const handler = new FastCgiHandler(options, command, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD);
-        await adoptDescriptor(fd, handler);
-        await handler.done;
+        // A web server may keep the connection for ever: the master's word (retire, leave, or its
+        // end, read after the connection) ends it too, or a HUP would never replace this worker.
+        const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);
+        try {
+          await adoptDescriptor(fd, handler);
+          await handler.done;
+        } finally {
+          clearInterval(heard);
+        }
       },
       drain: stopKeptConnections,
     };
@@ -62,6 +69,9 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
 }
+
+/** How often a worker holding a kept FastCGI connection looks for a word from its master. */
+const KEPT_CHECK_MS = 100;
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
 const CONNECTION_FAILURES = new Set([ECONNABORTED, EINTR, EPROTO]);
