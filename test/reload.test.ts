@@ -171,6 +171,19 @@ describe("USR2: upgrade the executable", () => {
     expect(existsSync(path)).toBe(false);
   }, 15_000);
 
+  test.skipIf(process.getuid?.() !== 0)("after -u, the new master writes the pid file root made (it is handed the open file)", async () => {
+    using dir = tempDir(); // root's, mode 700: nobody could not open a file in it
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-u", "nobody", "-W", "2", "-p", "cat", "-s", "0", "--pid-file", pidFile]);
+    await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === server.proc.pid);
+    process.kill(server.proc.pid, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0);
+    const successor = pidIn(pidFile);
+    expect(successor).not.toBe(server.proc.pid);
+    expect(readFileSync(`/proc/${successor}/status`, "utf8")).toMatch(/^Uid:\s+65534\s/m);
+    expect((await exchange(server.target, "as nobody")).data.toString()).toBe("as nobody");
+  }, 15_000);
+
   test("a new executable that cannot start leaves the old master serving, with a line that says why", async () => {
     using dir = tempDir();
     const copy = join(dir.path, "socket");

@@ -13,7 +13,7 @@ import type { Address } from "../net/address.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { MAX_WORKERS } from "../cli/parse.ts";
 import { SUCCESSOR_ENV } from "../net/activation.ts";
-import { logFileName, reopenLog } from "../system/daemon.ts";
+import { handOverPidFile, logFileName, PID_FD_ENV, pidFileDescriptor, reopenLog, SUCCESSOR_PID_FD } from "../system/daemon.ts";
 import { close, sendByte, socketPair, strerror } from "../system/libc.ts";
 import { say, verbose } from "../system/log.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
@@ -336,12 +336,20 @@ export class WorkerPool {
       return;
     }
     const command = selfCommand();
+    const pidFd = pidFileDescriptor();
     let proc: Subprocess;
     try {
       proc = spawn([...command, ...this.argv], {
         cwd: startDir,
-        stdio: ["ignore", "inherit", "inherit", this.listenFd],
-        env: { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, ...notifyEnv(), [SUCCESSOR_ENV]: String(process.pid) },
+        // Index = the successor's descriptor: the listener 3, the pid file SUCCESSOR_PID_FD (4).
+        stdio: ["ignore", "inherit", "inherit", this.listenFd, ...(pidFd === undefined ? [] : [pidFd])],
+        env: {
+          ...(process.env as Record<string, string>),
+          ...NO_LAZY_THREADS,
+          ...notifyEnv(),
+          [SUCCESSOR_ENV]: String(process.pid),
+          ...(pidFd === undefined ? {} : { [PID_FD_ENV]: String(SUCCESSOR_PID_FD) }),
+        },
         serialization: "json",
         ipc: (message: unknown) => {
           if (message === "ready" && this.successor === proc) void this.handOver(proc);
@@ -372,6 +380,7 @@ export class WorkerPool {
     mainPid(successor.pid);
     say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
     this.handedOver = true;
+    handOverPidFile(); // after -u, its check could fail and truncate the successor's file
     await this.stop(successor.pid);
     exitNow(0);
   }

@@ -9,7 +9,7 @@ import { say, write } from "./log.ts";
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, dup2, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
+import { close, dup2, dupCloexec, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
 import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 
@@ -158,6 +158,26 @@ export function setPidFile(path: string | undefined): void {
 
 let pidFd: number | undefined;
 
+/**
+ * USR2: the old master's open pid file, handed to its successor as this
+ * descriptor (named by PID_FD_ENV): after -u the successor could not open
+ * a pid file root made in /run.
+ */
+export const PID_FD_ENV = "SOCKET_PID_FD";
+export const SUCCESSOR_PID_FD = 4;
+
+/** Set once a USR2 successor serves: the pid file is its now, to leave as it is at exit. */
+let pidFileHandedOver = false;
+
+export function handOverPidFile(): void {
+  pidFileHandedOver = true;
+}
+
+/** The pid file's descriptor, for a USR2 successor. */
+export function pidFileDescriptor(): number | undefined {
+  return pidFd;
+}
+
 /** Node's "EACCES: permission denied, open '/x'" as libc says it. */
 function reason(e: unknown): string {
   const code = (e as { code?: string }).code;
@@ -205,15 +225,23 @@ function openOwnPidFile(path: string, keep: boolean): number {
  * the old master's pid there until it serves itself.
  */
 export function openPidFile(keep = false): void {
+  const handed = process.env[PID_FD_ENV];
+  delete process.env[PID_FD_ENV];
   if (pidFile === undefined) return;
   try {
-    pidFd = openOwnPidFile(pidFile, keep);
+    if (keep && handed === String(SUCCESSOR_PID_FD)) {
+      pidFd = dupCloexec(SUCCESSOR_PID_FD); // programs must not inherit it
+      close(SUCCESSOR_PID_FD);
+    } else {
+      pidFd = openOwnPidFile(pidFile, keep);
+    }
   } catch (e) {
     if (e instanceof Fatal) throw e;
     throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
   }
   const [path, fd] = [pidFile, pidFd];
   atExit(() => {
+    if (pidFileHandedOver) return;
     try {
       // Only our own file, still naming us: not one put there since.
       const [ours, there] = [fstatSync(fd), lstatSync(path)];
