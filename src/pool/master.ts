@@ -2,8 +2,9 @@
 // ever accepting on it, and keeps the pool of workers at the size its
 // policy asks for. Workers say "busy" when they accept and "idle" when done
 // (Bun's IPC); the master reaches a waiting worker through a control socket
-// the worker watches in its epoll wait (its fd 4): one byte means "retire",
-// end of file means the master is gone.
+// the worker watches in its epoll wait (its fd 4): one byte, RETIRE (drain
+// the queue, then exit) or LEAVE (exit after the connection in hand); end
+// of file means the master is gone.
 // Signals (main.ts): HUP replaces every worker (reload), USR2 starts the
 // executable again as a successor master on the same listener (upgrade),
 // USR1 reopens -b's --log, TTIN/TTOU add or remove a worker.
@@ -30,6 +31,7 @@ import {
   EXIT_RETIRED,
   isAdmitRequest,
   LEAVE,
+  reportsState,
   RETIRE,
   WORKER_ENV,
   WORKER_FLAG,
@@ -74,6 +76,8 @@ export class WorkerPool {
   private generation = 0;
   /** USR2's new master, until it serves (then this one hands over) or fails. */
   private successor: Subprocess | undefined;
+  /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
+  handedOver = false;
 
   constructor(
     private readonly listenFd: number,
@@ -290,13 +294,9 @@ export class WorkerPool {
     const current = this.current();
     if (current.length <= this.policy.max) return;
     // An idle one if the pool knows (a fixed pool's workers do not report): it leaves at once.
-    const one = current.find((w) => w.state === "idle" && this.reportsBusy()) ?? current.find((w) => w.state === "starting") ?? current[0];
+    const one = current.find((w) => w.state === "idle" && reportsState(this.options)) ?? current.find((w) => w.state === "starting") ?? current[0];
     one.retiring = true;
     sendByte(one.control, LEAVE);
-  }
-
-  private reportsBusy(): boolean {
-    return this.policy.max > this.policy.min || this.options.verbose || this.options.maxPerSource !== undefined;
   }
 
   /** USR1: -b's --log is opened again at its path, here and in every worker (logrotate moved the old file). */
@@ -384,9 +384,6 @@ export class WorkerPool {
     await this.stop(successor.pid);
     exitNow(0);
   }
-
-  /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
-  handedOver = false;
 
   private reportStatus(): void {
     if (!this.ready) return; // "status" counts workers that wait, not ones still starting
