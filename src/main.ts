@@ -7,14 +7,14 @@ import { programFor } from "./connection/program.ts";
 import { Fatal } from "./fatal.ts";
 import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
-import { socketsPassed } from "./net/activation.ts";
+import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import { runPool, type WorkerPool } from "./pool/master.ts";
 import { readWorkerConfig, WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
 import { runWorker } from "./pool/worker.ts";
 import { serve } from "./server/classic.ts";
-import { daemonize, isDaemon, openPidFile, reportFatal, setPidFile, settleDaemon } from "./system/daemon.ts";
+import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
 import { write } from "./system/log.ts";
-import { takeNotifySocket } from "./system/notify.ts";
+import { becomeSuccessor, takeNotifySocket } from "./system/notify.ts";
 import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
 import { installReaper } from "./system/reaper.ts";
 import { selfCommand } from "./system/self.ts";
@@ -61,6 +61,8 @@ async function main(argv: string[]): Promise<void> {
     survive(true);
     return void (await runWorker(readWorkerConfig(workerConfig)));
   }
+  // USR2: started by an old pool master, on its listener, with its command line.
+  const successor = takeSuccession();
   const parsed = parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
     if (parsed.help) process.stdout.write(await (await import("./cli/help.ts")).helpText());
@@ -71,20 +73,26 @@ async function main(argv: string[]): Promise<void> {
   const { run: options, warning } = parsed;
   if (warning) write(warning);
   // A pool's master must not abort under a process limit (threads.ts); -b's caller leaves that to its daemon.
-  if (options.pool && (!options.background || isDaemon())) withoutLazyThreads(argv);
+  if (options.pool && (!options.background || isDaemon() || successor)) withoutLazyThreads(argv);
 
   // Names are resolved before detaching, so a typo is reported where it was typed.
-  const address = await resolveDestination(options.destination, options.server);
+  // A successor serves the listener it was given, as it is (port 0 already chosen).
+  const address = await resolveDestination(successor ? { kind: "passed" } : options.destination, options.server);
   const identity = resolveIdentity(options.user, options.group);
   setPidFile(options.pidFile); // absolute, before the daemon changes directory
-  if (options.background && !isDaemon()) daemonize([...selfCommand(), ...argv], options.log);
-  if (isDaemon()) settleDaemon();
+  setLogFile(options.log);
+  // A successor of a -b daemon is one already (its stdout and stderr are the log).
+  if (options.background && !isDaemon() && !successor) daemonize([...selfCommand(), ...argv], options.log);
+  if (isDaemon() || (successor && options.background)) settleDaemon();
   takeNotifySocket();
+  if (successor) becomeSuccessor();
   // Orphans of programs come to us (as PID 1 they would anyway): reap them.
   if (options.server) installReaper();
   // Right after the bind: the socket file is given away and the pid file
   // opened while still privileged, then -u/-g apply.
   const afterBind = (socketFile: string | undefined) => {
+    // A successor already runs as -u/-g, on a socket file already given; the old master's pid stays until it serves.
+    if (successor) return openPidFile(true);
     if (socketFile !== undefined) giveSocketFile(socketFile, identity);
     openPidFile();
     becomeIdentity(identity);
@@ -94,8 +102,14 @@ async function main(argv: string[]): Promise<void> {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: WorkerPool | undefined;
-    handleSignals(async () => pool?.stop(), true);
-    pool = runPool(argv, options, options.pool, address, afterBind);
+    handleSignals(async () => pool?.stop(), true, {
+      SIGHUP: () => pool?.reload(),
+      SIGUSR1: () => pool?.reopenLog(),
+      SIGUSR2: () => pool?.upgrade(),
+      SIGTTIN: () => pool?.resize(1),
+      SIGTTOU: () => pool?.resize(-1),
+    });
+    pool = runPool(argv, options, options.pool, address, afterBind, successor);
     return;
   }
   // Resolved after -b changed directory, as sh would resolve it there.

@@ -110,6 +110,8 @@ export interface Launch {
   /** A command that runs socket, given socket's command line after its own (setpriv, unshare, sh -c '... exec "$@"' sh). */
   wrap?: string[];
   cwd?: string;
+  /** Another copy of dist/socket to run (a USR2 upgrade replaces the file at its path). */
+  executable?: string;
   /** Socket's stderr appended to this file rather than a pipe (a full disk under the log); stderr() reads it back. */
   stderrFile?: string;
 }
@@ -133,7 +135,7 @@ export function launch(args: string[], opts: Launch = {}): Running {
   // a prestarted program left behind when its worker died.
   const errFd = opts.stderrFile === undefined ? undefined : openSync(opts.stderrFile, "a");
   const stdin = opts.stdin;
-  const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, ...args], {
+  const proc = Bun.spawn([...(opts.wrap ?? []), opts.executable ?? SOCKET, ...args], {
     stdin: stdin === "pipe" ? "pipe" : stdin === undefined ? "ignore" : new Blob([stdin]),
     stdout: "pipe",
     stderr: errFd ?? "pipe",

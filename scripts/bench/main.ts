@@ -16,6 +16,7 @@ import { bulkPayload, exchange, httpGet, REQUEST, summarize, transfer } from "./
 import { machine } from "./machine.ts";
 import { markdown } from "./markdown.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
+import { reloadScenario } from "./reload.ts";
 import { RESULTS_JSON, writeDocuments } from "./report.ts";
 import {
   connectionContenders,
@@ -186,7 +187,7 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
 
 /**
  * BENCH_ONLY=launchers (a comma-separated list of connections, launchers,
- * pools, launches, floors): only those phases, printed, no document written.
+ * reload, pools, launches, floors): only those phases, printed, no document written.
  */
 const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
 const runs = (phase: string) => !ONLY || ONLY.includes(phase);
@@ -202,6 +203,9 @@ async function main(): Promise<void> {
     : { conns: [], transfers: [], networkFloor: summarize([{ outcomes: [], seconds: 0 }]), elsewherePercent: NaN };
   const launchers = runs("launchers") ? await launchersScenario(notes) : { note: "not run (BENCH_ONLY)" };
   if (launchers.note) notes.push(`launchers' scenario skipped: ${launchers.note}`);
+
+  const reload = runs("reload") ? await reloadScenario(bench) : { note: "not run (BENCH_ONLY)" };
+  if (reload.note) notes.push(`reload scenario skipped: ${reload.note}`);
 
   if (runs("pools")) log("idle pools, each alone");
   const pools: Results["pools"] = [];
@@ -248,6 +252,7 @@ async function main(): Promise<void> {
     spawnMs,
     networkFloor: c.networkFloor,
     launchers,
+    reload,
     notes,
     seconds: (performance.now() - began) / 1000,
   };

@@ -59,8 +59,8 @@ run time; their rows say "${NOT_SUPPORTED}".
 nginx, wrk and gcc (without them their rows are skipped, with a note).
 \`BENCH_QUICK=1 npm run bench\` runs short phases for trying the script out;
 ${r.quick ? "this quick run" : "this run"} took ${f(r.seconds / 60, 1)} minutes. \`BENCH_SOCKET=/path/to/socket\`
-measures another build; \`BENCH_ONLY=launchers\` (or connections, pools,
-launches, floors, comma-separated) runs only those phases and prints them
+measures another build; \`BENCH_ONLY=launchers\` (or connections, reload,
+pools, launches, floors, comma-separated) runs only those phases and prints them
 without writing anything; \`bun scripts/bench/render.ts\` writes this file,
 docs/bench.svg and the README's section again from docs/bench.json, the
 raw figures of the last full run.

@@ -116,6 +116,7 @@ export function tables(r: Results, t: Target[]): string {
     "",
     launcherTables,
     "",
+    ...reloadSection(r),
     "### Idle pools",
     "",
     poolTable,
@@ -133,4 +134,28 @@ export function tables(r: Results, t: Target[]): string {
     targetTable,
     ...(r.notes.length ? ["", ...r.notes.map((x) => `Note: ${x}`)] : []),
   ].join("\n");
+}
+
+/** Steady state against a HUP and a USR2, when the run measured them. */
+function reloadSection(r: Results): string[] {
+  const rows = r.reload?.rows;
+  if (!rows) return [];
+  const reloadTable = table(
+    ["socket -W 4, 8 at a time", "connections", "failed", "p50 / p99 ms", "signal to done ms"],
+    rows.map((x) => [
+      x.name,
+      String(x.summary.count),
+      x.summary.failures === 0 ? "0" : `${x.summary.failures} (${x.summary.firstError})`,
+      `${f(x.summary.p50, 2)} / ${f(x.summary.p99, 2)}`,
+      x.doneMs === undefined ? "" : f(x.doneMs, 0),
+    ]),
+  );
+  return [
+    "### Reload (HUP) and upgrade (USR2) under load",
+    "",
+    "A closed loop of 8 against `socket -W 4 -p cat`, replies checked byte for byte. The HUP and USR2 rows count the connections begun between the signal and its end (every worker replaced; the old master gone).",
+    "",
+    reloadTable,
+    "",
+  ];
 }

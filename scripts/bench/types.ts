@@ -5,6 +5,7 @@ import type { Settings } from "./config.ts";
 import type { Requests } from "./launchers.ts";
 import type { Summary } from "./loadgen.ts";
 import type { Cpu, Floor, IdlePool } from "./measure.ts";
+import type { ReloadRow } from "./reload.ts";
 import type { NOT_SUPPORTED } from "./scenarios.ts";
 
 export interface ConnRow {
@@ -55,6 +56,8 @@ export interface Results {
   networkFloor: Summary;
   /** The launchers' scenario, or why it did not run. */
   launchers: { rows?: LauncherRow[]; note?: string };
+  /** Steady state against a HUP and a USR2 under load (issue 16); absent from runs before it. */
+  reload?: { rows?: ReloadRow[]; note?: string };
   notes: string[];
   seconds: number;
 }

@@ -72,7 +72,7 @@ function number(text: string | undefined, name: string, min: number, max: number
   return value;
 }
 
-const MAX_WORKERS = 1024;
+export const MAX_WORKERS = 1024;
 
 /**
  * Checks a command line. `passedSocket`: the service manager passed this

@@ -59,3 +59,14 @@ it starts. Its stdin and stdout+stderr are pipes, not the socket. It is for
 programs that read a request first, such as SCGI and FastCGI launchers.
 `;
 
+
+/** A pool master's signals (SIGNALS in socket(1) says more). */
+export const SIGNALS_NOTE = `
+Signals of a pool master (-W); other modes keep socket(1)'s:
+  HUP        reload: new workers start, each old one finishes its connection and exits
+  USR2       upgrade: the executable at socket's path starts as the new master on the
+             same socket; once it serves, the old master drains and exits
+  USR1       reopen -b's --log (ignored without --log)
+  TTIN/TTOU  one worker more/fewer (MIN:MAX: both move)
+  TERM/INT   drain within --grace, then exit
+`;

@@ -9,6 +9,24 @@ import { localEndpoint, setCloexec, socketKind, type Endpoint } from "../system/
 export const PASSED_FD = 3;
 const EXIT_USAGE = 15;
 
+/**
+ * USR2: an old pool master started this process as its successor, with its
+ * listening socket as fd 3 and this variable set to its pid. The socket is
+ * served as a passed one (LISTEN_FDS=1; LISTEN_PID can only be set here, as
+ * Bun cannot run code between fork and exec), whatever the command line says.
+ */
+export const SUCCESSOR_ENV = "SOCKET_SUCCESSOR_OF";
+
+/** Whether this process is a USR2 successor; its markers leave the environment. */
+export function takeSuccession(): boolean {
+  const old = process.env[SUCCESSOR_ENV];
+  delete process.env[SUCCESSOR_ENV];
+  if (old === undefined) return false;
+  process.env.LISTEN_PID = String(process.pid); // so that `-s` alone parses as the passed socket
+  process.env.LISTEN_FDS = "1";
+  return true;
+}
+
 /** Whether the service manager passed this process sockets (the parser asks, for `-s` alone). */
 export function socketsPassed(): boolean {
   return process.env.LISTEN_PID === String(process.pid);

@@ -2,20 +2,27 @@
 // ever accepting on it, and keeps the pool of workers at the size its
 // policy asks for. Workers say "busy" when they accept and "idle" when done
 // (Bun's IPC); the master reaches a waiting worker through a control socket
-// the worker watches in its epoll wait (its fd 4): one byte means "retire",
-// end of file means the master is gone.
+// the worker watches in its epoll wait (its fd 4): one byte, RETIRE (drain
+// the queue, then exit) or LEAVE (exit after the connection in hand); end
+// of file means the master is gone.
+// Signals (main.ts): HUP replaces every worker (reload), USR2 starts the
+// executable again as a successor master on the same listener (upgrade),
+// USR1 reopens -b's --log, TTIN/TTOU add or remove a worker.
 import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import type { Options, PoolPolicy } from "../options.ts";
-import { close, sendByte, socketPair } from "../system/libc.ts";
+import { MAX_WORKERS } from "../cli/parse.ts";
+import { SUCCESSOR_ENV } from "../net/activation.ts";
+import { handOverPidFile, logFileName, PID_FD_ENV, pidFileDescriptor, reopenLog, SUCCESSOR_PID_FD } from "../system/daemon.ts";
+import { close, sendByte, socketPair, strerror } from "../system/libc.ts";
 import { say, verbose } from "../system/log.ts";
 import { accessRules } from "../connection/sources.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
-import { serving, stopping } from "../system/notify.ts";
+import { mainPid, notifyEnv, serving, stopping } from "../system/notify.ts";
 import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { selfCommand } from "../system/self.ts";
-import { atExit } from "../system/signals.ts";
+import { selfCommand, startDir } from "../system/self.ts";
+import { atExit, exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
@@ -26,6 +33,8 @@ import {
   EXIT_RETIRED,
   isAdmitRequest,
   isRequestNote,
+  LEAVE,
+  reportsState,
   RETIRE,
   WORKER_ENV,
   WORKER_FLAG,
@@ -43,10 +52,14 @@ interface Child {
   idleSince: number;
   retiring: boolean;
   served: number;
+  /** Bumped by each HUP: workers of an older generation retire once the new ones wait. */
+  generation: number;
 }
 
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
 const QUICK_DEATH_MS = 1000;
+/** How long a USR2 successor may take to serve before it is given up (TERM) and the old master serves on. */
+const SUCCESSOR_TIMEOUT_MS = 30_000;
 
 export class WorkerPool {
   private readonly workers = new Map<number, Child>();
@@ -63,15 +76,23 @@ export class WorkerPool {
   private readonly title: string;
   /** --status, --slow: counters and timings (status.ts); undefined otherwise, and nothing is counted. */
   private readonly watch: PoolWatch | undefined;
+  /** MIN and MAX, which TTIN and TTOU move. */
+  private readonly policy: PoolPolicy;
+  private generation = 0;
+  /** USR2's new master, until it serves (then this one hands over) or fails. */
+  private successor: Subprocess | undefined;
+  /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
+  handedOver = false;
 
   constructor(
     private readonly listenFd: number,
-    private readonly policy: PoolPolicy,
+    policy: PoolPolicy,
     private readonly options: Options,
-    argv: string[],
+    private readonly argv: string[],
     address: Address,
   ) {
-    const config = workerConfig(argv, options, address);
+    this.policy = { ...policy };
+    const config = workerConfig(argv, options, address, this.logFile());
     this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: config };
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
     this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
@@ -92,10 +113,18 @@ export class WorkerPool {
     if (this.policy.max > this.policy.min) setInterval(() => this.shrink(), Math.min(1000, this.policy.idleTimeoutMs / 2)).unref();
   }
 
+  /** -b --log FILE: the daemon's stdout and stderr (without -b there is no log of socket's own). */
+  private logFile(): string | undefined {
+    return this.options.background ? logFileName() : undefined;
+  }
+
+  /** Workers of the current generation, not retiring: the pool as its policy counts it. */
+  private current(): Child[] {
+    return [...this.workers.values()].filter((w) => !w.retiring && w.generation === this.generation);
+  }
+
   private count(state: Child["state"]): number {
-    let n = 0;
-    for (const w of this.workers.values()) if (w.state === state && !w.retiring) n++;
-    return n;
+    return this.current().filter((w) => w.state === state).length;
   }
 
   /** Starts the workers the policy wants now: at least MIN, and a spare while below MAX. */
@@ -110,7 +139,7 @@ export class WorkerPool {
       }, wait);
       return;
     }
-    const active = () => this.workers.size - [...this.workers.values()].filter((w) => w.retiring).length;
+    const active = () => this.current().length;
     try {
       while (active() < min) this.spawn();
       const ready = this.count("idle") + this.count("starting");
@@ -153,7 +182,7 @@ export class WorkerPool {
       close(workerEnd); // the worker has its copy; ours would hide the master's death from it
     }
     const now = Date.now();
-    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0 });
+    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0, generation: this.generation });
     this.watch?.started(proc.pid);
     verbose(this.options, `pool: worker ${proc.pid} started`);
   }
@@ -191,6 +220,7 @@ export class WorkerPool {
       this.ready = true;
       serving();
     }
+    this.retireReplaced();
     this.balance();
   }
 
@@ -240,13 +270,152 @@ export class WorkerPool {
   /** Retires one worker idle longer than --idle-timeout, while above MIN. */
   private shrink(): void {
     if (this.stopping) return;
-    const active = [...this.workers.values()].filter((w) => !w.retiring);
+    const active = this.current();
     if (active.length <= this.policy.min) return;
     const now = Date.now();
     const idle = active.find((w) => w.state === "idle" && now - w.idleSince >= this.policy.idleTimeoutMs);
     if (!idle) return;
     idle.retiring = true;
     sendByte(idle.control, RETIRE); // EPIPE: it is already gone, its exit is on the way
+  }
+
+  /**
+   * HUP: every worker is replaced, so a changed program (or CGI, or
+   * socket's own executable) is what serves next. The new ones start first
+   * (as many as now serve, at least MIN); the old ones go (LEAVE: each
+   * finishes its connection, the queue waits for the new ones) only once
+   * MIN new ones wait, so nothing is refused meanwhile.
+   */
+  reload(): void {
+    if (this.stopping) return;
+    const old = this.current().length;
+    this.generation++;
+    say(`HUP: replacing ${old} worker${old === 1 ? "" : "s"}`);
+    const want = Math.min(this.policy.max, Math.max(this.policy.min, old));
+    try {
+      for (let i = 0; i < want; i++) this.spawn();
+    } catch (e) {
+      say(`cannot start a worker: ${(e as Error).message}`); // balance() retries after its backoff
+      this.backoff.fail();
+    }
+    this.balance();
+  }
+
+  /** Once MIN workers of the new generation wait, the older ones leave. */
+  private retireReplaced(): void {
+    if (this.count("idle") + this.count("busy") < this.policy.min) return;
+    for (const w of this.workers.values()) {
+      if (w.generation === this.generation || w.retiring) continue;
+      w.retiring = true;
+      sendByte(w.control, LEAVE); // EPIPE: it is already gone, its exit is on the way
+    }
+  }
+
+  /** TTIN (+1) and TTOU (-1): one worker more or fewer; a MIN:MAX pool moves both. */
+  resize(by: 1 | -1): void {
+    if (this.stopping) return;
+    const name = by > 0 ? "TTIN" : "TTOU";
+    const { min, max } = this.policy;
+    if (max + by > MAX_WORKERS || min + by < 1) {
+      say(`${name}: the pool stays at ${min === max ? min : `${min}:${max}`} workers (${by > 0 ? `at most ${MAX_WORKERS}` : "at least 1"})`);
+      return;
+    }
+    this.policy.min += by;
+    this.policy.max += by;
+    say(`${name}: ${min + by}${min === max ? "" : `:${max + by}`} workers${min === max ? "" : " (MIN and MAX move together)"}`);
+    if (by > 0) return this.balance();
+    const current = this.current();
+    if (current.length <= this.policy.max) return;
+    // An idle one if the pool knows (a fixed pool's workers do not report): it leaves at once.
+    const one = current.find((w) => w.state === "idle" && reportsState(this.options)) ?? current.find((w) => w.state === "starting") ?? current[0];
+    one.retiring = true;
+    sendByte(one.control, LEAVE);
+  }
+
+  /** USR1: -b's --log is opened again at its path, here and in every worker (logrotate moved the old file). */
+  reopenLog(): void {
+    const logFile = this.logFile();
+    if (logFile === undefined) {
+      say("USR1: no -b --log file to reopen; ignored");
+      return;
+    }
+    try {
+      reopenLog(logFile);
+    } catch (e) {
+      say(`USR1: ${(e as Error).message}; still writing to the old file`);
+      return;
+    }
+    for (const pid of this.workers.keys()) {
+      try {
+        process.kill(pid, "SIGUSR1");
+      } catch {
+        // gone meanwhile
+      }
+    }
+    verbose(this.options, `USR1: reopened ${logFile}`);
+  }
+
+  /**
+   * USR2: the executable at socket's path (an operator may have put a new
+   * one there) starts with the same command line as a successor master,
+   * on this listener (its fd 3). Once its workers wait it says so (Bun's
+   * IPC), and this master hands over: drains and exits. A successor that
+   * cannot start, exits or never serves leaves this one serving.
+   */
+  upgrade(): void {
+    if (this.stopping) return;
+    if (this.successor) {
+      say(`USR2: the new master ${this.successor.pid} is still starting; ignored`);
+      return;
+    }
+    const command = selfCommand();
+    const pidFd = pidFileDescriptor();
+    let proc: Subprocess;
+    try {
+      proc = spawn([...command, ...this.argv], {
+        cwd: startDir,
+        // Index = the successor's descriptor: the listener 3, the pid file SUCCESSOR_PID_FD (4).
+        stdio: ["ignore", "inherit", "inherit", this.listenFd, ...(pidFd === undefined ? [] : [pidFd])],
+        env: {
+          ...(process.env as Record<string, string>),
+          ...NO_LAZY_THREADS,
+          ...notifyEnv(),
+          [SUCCESSOR_ENV]: String(process.pid),
+          ...(pidFd === undefined ? {} : { [PID_FD_ENV]: String(SUCCESSOR_PID_FD) }),
+        },
+        serialization: "json",
+        ipc: (message: unknown) => {
+          if (message === "ready" && this.successor === proc) void this.handOver(proc);
+        },
+        onExit: (_p, code, signal) => {
+          if (this.successor !== proc || this.stopping) return;
+          this.successor = undefined;
+          say(`USR2: the new master ${proc.pid} ${signal ? `was killed by ${signal}` : `exited with status ${code}`} before it served; this master (${process.pid}) serves on`);
+        },
+      });
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno;
+      const why = typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
+      say(`USR2: cannot start ${command[0]}: ${why}; this master (${process.pid}) serves on`);
+      return;
+    }
+    this.successor = proc;
+    say(`USR2: started ${command[0]} as the new master ${proc.pid}`);
+    setTimeout(() => {
+      if (this.successor !== proc || this.stopping) return;
+      say(`USR2: the new master ${proc.pid} did not serve within ${SUCCESSOR_TIMEOUT_MS / 1000} s; ending it, this master serves on`);
+      proc.kill("SIGTERM");
+    }, SUCCESSOR_TIMEOUT_MS).unref();
+  }
+
+  /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. */
+  private async handOver(successor: Subprocess): Promise<void> {
+    mainPid(successor.pid);
+    say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
+    this.handedOver = true;
+    handOverPidFile(); // after -u, its check could fail and truncate the successor's file
+    await this.stop(successor.pid);
+    exitNow(0);
   }
 
   private reportStatus(): void {
@@ -264,19 +433,22 @@ export class WorkerPool {
    * every queued connection (34 of 40 clients waiting in a -W 2 pool were).
    * Within the grace period; then what is left is ended.
    */
-  async stop(): Promise<void> {
+  async stop(successor?: number): Promise<void> {
     this.stopping = true;
-    stopping();
+    // A successor's workers serve the queue: this master's just finish their connections.
+    if (successor === undefined) stopping();
+    else this.successor = undefined;
+    this.successor?.kill("SIGTERM"); // an upgrade under way is abandoned
     clearTimeout(this.restartTimer);
     close(this.listenFd); // our copy: the workers' keep the queue until they have drained it
-    for (const worker of this.workers.values()) sendByte(worker.control, RETIRE);
+    for (const worker of this.workers.values()) sendByte(worker.control, successor === undefined ? RETIRE : LEAVE);
     if (this.workers.size > 0) {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
       await Promise.race([gone, Bun.sleep(this.policy.graceMs)]);
     }
     // Grace is over: whatever socket started and still runs (programs, what
     // they forked, busy workers) gets TERM, then KILL.
-    const cut = await endDescendants(new Set(this.workers.keys()));
+    const cut = await endDescendants(new Set(this.workers.keys()), successor);
     if (cut > 0) verbose(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
   }
 }
@@ -288,13 +460,16 @@ export function runPool(
   address: Address,
   /** Gets the UNIX socket file socket created (not a passed one's). */
   afterBind: (socketFile: string | undefined) => void,
+  /** A USR2 successor: the old master's listener is fd 3, as a passed socket is (`address` is its). */
+  inherited = false,
 ): WorkerPool {
   const passed = options.destination.kind === "passed";
   accessRules(options, address); // refused on a UNIX socket, before any worker starts
   // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
   let listenFd: number;
   let bound = address;
-  if (passed) {
+  let pool: WorkerPool | undefined;
+  if (passed || inherited) {
     listenFd = passedListener();
   } else {
     const listening = listen<undefined>(address, { data() {} }, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs });
@@ -304,6 +479,7 @@ export function runPool(
   const socketFile = bound.kind === "unix" && !passed ? bound.path : undefined;
   if (socketFile !== undefined) {
     atExit(() => {
+      if (pool?.handedOver) return; // the successor serves on that path, and removes it at its end
       try {
         unlinkSync(socketFile);
       } catch {
@@ -313,7 +489,7 @@ export function runPool(
   }
   verbose(options, listeningMessage(bound));
   // Before afterBind: --status binds while still privileged, as the listener did.
-  const pool = new WorkerPool(listenFd, policy, options, argv, bound);
+  pool = new WorkerPool(listenFd, policy, options, argv, bound);
   afterBind(socketFile);
   pool.start();
   return pool;

@@ -19,6 +19,8 @@ export interface WorkerConfig {
   /** The address the master bound (port 0 resolved) or was passed. */
   address: Address;
   masterPid: number;
+  /** -b --log FILE as an absolute path: what SIGUSR1 makes the worker reopen onto its stdout and stderr. */
+  logFile?: string;
 }
 
 /** A worker's configuration read and checked: the options it serves with, and its master's facts. */
@@ -26,6 +28,7 @@ export interface Worker {
   options: Options;
   address: Address;
   masterPid: number;
+  logFile: string | undefined;
 }
 
 export const WORKER_ENV = "SOCKET_WORKER";
@@ -40,6 +43,11 @@ export const CONTROL_FD = 4;
  * exit. End of file on it means the master is gone.
  */
 export const RETIRE = 0x72;
+/**
+ * Master to worker: finish the connection in hand (if any) and exit, leaving
+ * the queue to the other workers (HUP's and USR2's replaced workers, TTOU).
+ */
+export const LEAVE = 0x6c;
 
 /** --max-per-source: a worker asks before serving, the master answers (admission.ts). */
 export type AdmitRequest = { admit: string };
@@ -87,8 +95,8 @@ export function reportsEvents(options: Options): boolean {
   return options.status !== undefined;
 }
 
-export function workerConfig(argv: string[], options: Options, address: Address): string {
-  const config: WorkerConfig = { argv, passedSocket: options.destination.kind === "passed", address, masterPid: process.pid };
+export function workerConfig(argv: string[], options: Options, address: Address, logFile: string | undefined): string {
+  const config: WorkerConfig = { argv, passedSocket: options.destination.kind === "passed", address, masterPid: process.pid, logFile };
   return JSON.stringify(config);
 }
 
@@ -111,7 +119,8 @@ export function readWorkerConfig(text: string): Worker {
   if (!Array.isArray(config.argv) || !config.argv.every((a) => typeof a === "string")) throw malformed("argv");
   if (!isAddress(config.address)) throw malformed("address");
   if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
+  if (config.logFile !== undefined && typeof config.logFile !== "string") throw malformed("logFile");
   const parsed = parseCommandLine(config.argv, config.passedSocket === true);
   if (!("run" in parsed) || parsed.run.pool === undefined) throw malformed("its command line is not a pool's");
-  return { options: parsed.run, address: config.address, masterPid: config.masterPid as number };
+  return { options: parsed.run, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile };
 }

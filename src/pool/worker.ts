@@ -16,7 +16,8 @@ import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gatew
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
-import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
+import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
+import { reopenLog } from "../system/daemon.ts";
 import { say, verbose } from "../system/log.ts";
 import { nextTick, signalNumber } from "../system/signals.ts";
 import { admitted } from "./admission.ts";
@@ -26,6 +27,7 @@ import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
+  LEAVE,
   LISTEN_FD,
   reportsEvents,
   reportsState,
@@ -54,8 +56,15 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
       serve: async (fd) => {
         // The listener: a kept connection gives way when another one waits there.
         const handler = new FastCgiHandler(options, command, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD);
-        await adoptDescriptor(fd, handler);
-        await handler.done;
+        // A web server may keep the connection for ever: the master's word (retire, leave, or its
+        // end, read after the connection) ends it too, or a HUP would never replace this worker.
+        const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);
+        try {
+          await adoptDescriptor(fd, handler);
+          await handler.done;
+        } finally {
+          clearInterval(heard);
+        }
       },
       drain: stopKeptConnections,
     };
@@ -64,6 +73,9 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
 }
+
+/** How often a worker holding a kept FastCGI connection looks for a word from its master. */
+const KEPT_CHECK_MS = 100;
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
 const CONNECTION_FAILURES = new Set([ECONNABORTED, EINTR, EPROTO]);
@@ -85,6 +97,18 @@ function tell(options: Options, message: WorkerMessage, always = false): void {
   } catch {
     // master gone: the control socket's EOF (or the parent-death signal) ends us
   }
+}
+
+/** What the master said on the control socket: RETIRE, LEAVE, or end of file (it is gone: drain). */
+function hearMaster(): "drain" | "leave" | "nothing" {
+  const byte = new Uint8Array(1);
+  let n: number;
+  try {
+    n = recv(CONTROL_FD, byte, MSG_DONTWAIT);
+  } catch {
+    return "nothing"; // EAGAIN: woken for something else
+  }
+  return n === 1 && byte[0] === LEAVE ? "leave" : "drain";
 }
 
 export async function runWorker(worker: Worker): Promise<never> {
@@ -116,6 +140,24 @@ export async function runWorker(worker: Worker): Promise<never> {
     mode.drain?.();
   };
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, drain);
+  // The master's USR1 (-b --log): its log file was moved away; write to a new one at the path.
+  const { logFile } = worker;
+  if (logFile !== undefined) {
+    process.on("SIGUSR1", () => {
+      try {
+        reopenLog(logFile);
+      } catch (e) {
+        say(`worker ${process.pid}: ${(e as Error).message}`);
+      }
+    });
+  }
+  // LEAVE (a reload, an upgrade, TTOU): exit once the connection in hand is done; the queue is the others'.
+  let leaving = false;
+  const hear = () => {
+    const word = hearMaster();
+    if (word === "leave") leaving = true;
+    else if (word === "drain") drain();
+  };
 
   // Ready, said even in a quiet fixed pool: the master announces readiness
   // (READY=1, -b's caller released) once the first workers wait in accept.
@@ -124,12 +166,16 @@ export async function runWorker(worker: Worker): Promise<never> {
   let served = 0;
   for (;;) {
     // Told to retire during the connection: start no program only to kill it.
-    if (prestart && isReadable(CONTROL_FD)) drain();
+    if (prestart && isReadable(CONTROL_FD)) hear();
+    if (leaving && prestart) break;
     if (!draining) {
       if (prestart && !(await prestart.ready())) continue;
       const ready = await waiter.wait(); // blocks until a connection, the master, the program or a signal
       if (ready.has(CONTROL_FD)) {
-        drain(); // a retire byte, or end of file: the master is gone
+        hear(); // a retire or leave byte, or end of file: the master is gone
+        // A connection that woke this worker is served first: EPOLLEXCLUSIVE woke no other worker for it.
+        if (leaving && !ready.has(LISTEN_FD)) break;
+        if (!draining && !leaving) continue;
       } else if (prestart && ready.has(prestart.pidfd)) {
         await prestart.ended();
         continue;
@@ -144,7 +190,7 @@ export async function runWorker(worker: Worker): Promise<never> {
       const errno = e instanceof SysError ? e.errno : 0;
       // Draining ends when the queue is empty; otherwise another worker was quicker.
       if (errno === EAGAIN) {
-        if (draining) break;
+        if (draining || leaving) break;
         continue;
       }
       if (CONNECTION_FAILURES.has(errno)) continue; // that connection's trouble, not the listener's
@@ -173,6 +219,7 @@ export async function runWorker(worker: Worker): Promise<never> {
       prestart?.discard();
       process.exit(EXIT_MAX_REQUESTS);
     }
+    if (leaving) break;
     tell(options, "idle");
     await nextTick(); // let Bun reap children and deliver signals before the next blocking wait
   }

@@ -9,7 +9,7 @@ import { say, write } from "./log.ts";
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
+import { close, dup2, dupCloexec, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
 import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 
@@ -47,13 +47,46 @@ function readReport(fd: number): string {
   return Buffer.concat(chunks).toString();
 }
 
+/** How --log is opened: appended to, created if need be, never through a symlink (root would append to wherever it points). */
+const LOG_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+
+let logFile: string | undefined;
+
+/** -b --log FILE: remembered as an absolute path, before the daemon changes directory (USR1 reopens it). */
+export function setLogFile(path: string | undefined): void {
+  logFile = path === undefined ? undefined : resolve(path);
+}
+
+export function logFileName(): string | undefined {
+  return logFile;
+}
+
+/**
+ * USR1 (logrotate's convention): the log is opened again at its path, with
+ * the flags it was first opened with, onto stdout and stderr; what was
+ * there (the file logrotate moved away) is closed. Throws a Fatal saying why.
+ */
+export function reopenLog(path: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, LOG_FLAGS, 0o644);
+  } catch (e) {
+    throw new Fatal(`--log ${path}: ${reason(e)}`, 1);
+  }
+  try {
+    dup2(fd, 1);
+    dup2(fd, 2);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The caller's side of -b: start the daemon, wait for its word, exit with it. */
 export function daemonize(selfArgv: string[], logFile: string | undefined): never {
   let out: number | "ignore" = "ignore";
   if (logFile !== undefined) {
     try {
-      // Never through a symlink: root would append to wherever it points.
-      out = openSync(logFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+      out = openSync(logFile, LOG_FLAGS, 0o644);
     } catch (e) {
       throw new Fatal(`--log ${logFile}: ${reason(e)}`, 1);
     }
@@ -125,6 +158,26 @@ export function setPidFile(path: string | undefined): void {
 
 let pidFd: number | undefined;
 
+/**
+ * USR2: the old master's open pid file, handed to its successor as this
+ * descriptor (named by PID_FD_ENV): after -u the successor could not open
+ * a pid file root made in /run.
+ */
+export const PID_FD_ENV = "SOCKET_PID_FD";
+export const SUCCESSOR_PID_FD = 4;
+
+/** Set once a USR2 successor serves: the pid file is its now, to leave as it is at exit. */
+let pidFileHandedOver = false;
+
+export function handOverPidFile(): void {
+  pidFileHandedOver = true;
+}
+
+/** The pid file's descriptor, for a USR2 successor. */
+export function pidFileDescriptor(): number | undefined {
+  return pidFd;
+}
+
 /** Node's "EACCES: permission denied, open '/x'" as libc says it. */
 function reason(e: unknown): string {
   const code = (e as { code?: string }).code;
@@ -141,7 +194,7 @@ const ELOOP = 40;
  * with no other name (a stale pid file); never a symlink (O_NOFOLLOW), a
  * FIFO, a device, or somebody else's file, which would be truncated.
  */
-function openOwnPidFile(path: string): number {
+function openOwnPidFile(path: string, keep: boolean): number {
   try {
     return openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
   } catch (e) {
@@ -157,7 +210,7 @@ function openOwnPidFile(path: string): number {
     if (!stat.isFile() || stat.ino !== seen.ino || stat.dev !== seen.dev) throw new Fatal(`--pid-file ${path}: not a regular file`, 1);
     if (stat.uid !== geteuid()) throw new Fatal(`--pid-file ${path}: exists and belongs to uid ${stat.uid}; not overwriting it`, 1);
     if (stat.nlink !== 1) throw new Fatal(`--pid-file ${path}: exists with other hard links; not overwriting it`, 1);
-    ftruncateSync(fd, 0);
+    if (!keep) ftruncateSync(fd, 0);
     return fd;
   } catch (e) {
     closeSync(fd);
@@ -168,18 +221,27 @@ function openOwnPidFile(path: string): number {
 /**
  * Opens the pid file right after binding, before -u/-g drop privileges
  * (pid files live in root's /run): the file is created then, and filled
- * with the pid only once socket serves.
+ * with the pid only once socket serves. `keep`: USR2's new master leaves
+ * the old master's pid there until it serves itself.
  */
-export function openPidFile(): void {
+export function openPidFile(keep = false): void {
+  const handed = process.env[PID_FD_ENV];
+  delete process.env[PID_FD_ENV];
   if (pidFile === undefined) return;
   try {
-    pidFd = openOwnPidFile(pidFile);
+    if (keep && handed === String(SUCCESSOR_PID_FD)) {
+      pidFd = dupCloexec(SUCCESSOR_PID_FD); // programs must not inherit it
+      close(SUCCESSOR_PID_FD);
+    } else {
+      pidFd = openOwnPidFile(pidFile, keep);
+    }
   } catch (e) {
     if (e instanceof Fatal) throw e;
     throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
   }
   const [path, fd] = [pidFile, pidFd];
   atExit(() => {
+    if (pidFileHandedOver) return;
     try {
       // Only our own file, still naming us: not one put there since.
       const [ours, there] = [fstatSync(fd), lstatSync(path)];
@@ -195,7 +257,9 @@ export function openPidFile(): void {
 export function writePidFile(): void {
   if (pidFd === undefined) return;
   try {
-    writeSync(pidFd, `${process.pid}\n`);
+    // From the start: a USR2 master replaces the old master's pid, which it kept until now.
+    ftruncateSync(pidFd, 0);
+    writeSync(pidFd, `${process.pid}\n`, 0);
   } catch (e) {
     throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
   }

@@ -16,6 +16,7 @@ const lib = dlopen("libc.so.6", {
   bind: { args: [i32, ptr, u32], returns: i32 },
   close: { args: [i32], returns: i32 },
   connect: { args: [i32, ptr, u32], returns: i32 },
+  dup2: { args: [i32, i32], returns: i32 },
   epoll_create1: { args: [i32], returns: i32 },
   epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
   epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
@@ -135,6 +136,15 @@ export function close(fd: number): void {
   lib.close(fd);
 }
 
+/** Makes `to` a copy of `from` (USR1's reopened log onto stdout and stderr). */
+export function dup2(from: number, to: number): void {
+  for (;;) {
+    if (lib.dup2(from, to) >= 0) return;
+    const code = errno();
+    if (code !== EINTR) throw new SysError("dup2", code);
+  }
+}
+
 /** A close-on-exec copy, so programs started later never inherit it. */
 export function dupCloexec(fd: number): number {
   return check("fcntl", lib.fcntl(fd, F_DUPFD_CLOEXEC, 3));
@@ -224,6 +234,7 @@ export function poll(fds: Int32Array, count: number, timeoutMs: number): number 
 
 export const MSG_PEEK = 2;
 export const MSG_WAITALL = 0x100;
+export const MSG_DONTWAIT = 0x40;
 
 /**
  * One recv into `buf` (an SCGI header is read exactly: MSG_PEEK to see its

@@ -28,6 +28,22 @@ function notify(state: string): void {
 }
 
 let served = false;
+/** A USR2 successor: it names itself the main process, and tells its old master (its parent, over Bun's IPC) that it serves. */
+let successor = false;
+
+export function becomeSuccessor(): void {
+  successor = true;
+}
+
+/** What a USR2 successor needs to notify in socket's name (takeNotifySocket took it from this process's environment). */
+export function notifyEnv(): Record<string, string> {
+  return notifySocket ? { NOTIFY_SOCKET: notifySocket } : {};
+}
+
+/** The old master, still the main process (NotifyAccess=main), names its successor: systemd follows it. */
+export function mainPid(pid: number): void {
+  notify(`MAINPID=${pid}`);
+}
 
 /** socket serves: pid file, READY=1, and -b's caller released (in that order: the caller may read the pid file at once). */
 export function serving(): void {
@@ -41,8 +57,15 @@ export function serving(): void {
     reportFatal(fatal.text, fatal.status);
     exitNow(fatal.status);
   }
-  notify("READY=1");
+  notify(successor ? `MAINPID=${process.pid}\nREADY=1` : "READY=1");
   reportReady();
+  if (successor) {
+    try {
+      process.send?.("ready");
+    } catch {
+      // the old master is gone: nobody is left to hand over
+    }
+  }
 }
 
 /** socket starts draining (TERM or INT). */

@@ -91,8 +91,8 @@ export function installReaper(): void {
   });
 }
 
-/** Live (not zombie) descendants of this process, found through /proc. */
-export function descendants(): number[] {
+/** Live (not zombie) descendants of this process, found through /proc; not `except` nor what it started. */
+export function descendants(except?: number): number[] {
   const table = processTable().filter((e) => e.state !== "Z" && e.state !== "X");
   const children = new Map<number, number[]>();
   for (const e of table) {
@@ -103,6 +103,7 @@ export function descendants(): number[] {
   const found: number[] = [];
   const walk = (pid: number) => {
     for (const child of children.get(pid) ?? []) {
+      if (child === except) continue;
       found.push(child);
       walk(child);
     }
@@ -129,14 +130,15 @@ export const KILL_AFTER_MS = 1000;
  * runs, KILL to what is left KILL_AFTER_MS later (re-walked, so what they
  * forked meanwhile goes too). Resolves with how many processes got TERM,
  * not counting `spare` (the pool's workers, which are not cut short).
+ * `except`: a USR2 successor, which serves on with all it started.
  */
-export async function endDescendants(spare: ReadonlySet<number> = new Set()): Promise<number> {
-  const running = descendants();
+export async function endDescendants(spare: ReadonlySet<number> = new Set(), except?: number): Promise<number> {
+  const running = descendants(except);
   if (running.length === 0) return 0;
   signalAll(running, "SIGTERM");
   const end = Date.now() + KILL_AFTER_MS;
-  while (Date.now() < end && descendants().length > 0) await Bun.sleep(50);
-  signalAll(descendants(), "SIGKILL");
+  while (Date.now() < end && descendants(except).length > 0) await Bun.sleep(50);
+  signalAll(descendants(except), "SIGKILL");
   return running.filter((pid) => !spare.has(pid)).length;
 }
 

@@ -5,3 +5,6 @@
 export function selfCommand(): string[] {
   return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
 }
+
+/** The directory socket started in (-b's daemon moves to /): a USR2 successor starts there, so relative paths mean what they meant. */
+export const startDir = process.cwd();

@@ -55,13 +55,19 @@ export function signalNumber(name: string): number {
  * Installs the handlers. `graceful`, when given, is awaited before exiting
  * on TERM and INT, or with `always` on every signal that ends socket: a
  * pool master that exits at once leaves its programs running on with
- * parent 1, holding their clients' connections.
+ * parent 1, holding their clients' connections. `own`: signals that do
+ * something else than end socket (a pool's HUP, USR1, USR2, TTIN, TTOU).
  */
-export function handleSignals(graceful?: () => Promise<void>, always = false): void {
+export function handleSignals(graceful?: () => Promise<void>, always = false, own: Partial<Record<NodeJS.Signals, () => void>> = {}): void {
   let ending = false;
+  for (const [name, handler] of Object.entries(own)) {
+    process.on(name as NodeJS.Signals, () => {
+      if (!ending) handler();
+    });
+  }
   for (const [name, text] of Object.entries(NAMES)) {
     const signo = signalNumber(name);
-    if (signo === undefined) continue;
+    if (signo === undefined || name in own) continue;
     try {
       process.on(name as NodeJS.Signals, () => {
         if (ending) return;

@@ -1,0 +1,282 @@
+// A pool's signals (issue 16): HUP replaces every worker and USR2 the
+// master, under continuous load, with no connection failed or refused; a
+// new executable that cannot start leaves the old master serving; USR1
+// reopens -b's --log; TTIN and TTOU add and remove a worker.
+import { describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { converse, fcgiRequest, parseRecords } from "./gateway-peers.ts";
+import { collect, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
+
+const hasSocat = (() => {
+  try {
+    return Bun.spawnSync(["socat", "-V"], { stdio: ["ignore", "ignore", "ignore"] }).exitCode === 0;
+  } catch {
+    return false;
+  }
+})();
+if (!hasSocat) console.warn("reload.test: socat missing: the NOTIFY_SOCKET check of USR2 is skipped");
+
+/**
+ * Continuous load: `clients` loops, each sending a payload of its own
+ * (a different length every time) and checking the echo byte for byte.
+ * Every failure is kept: a refused connect, a reset, a short or wrong echo.
+ */
+function load(target: Target, clients = 8) {
+  let running = true;
+  let done = 0;
+  const failures: string[] = [];
+  const loops = Array.from({ length: clients }, async (_, client) => {
+    for (let n = 0; running; n++) {
+      const payload = `client ${client} exchange ${n} ${"x".repeat((n * 397) % 3000)}\n`;
+      try {
+        const reply = await exchange(target, payload, { ms: 10_000 });
+        if (reply.ended !== "closed") failures.push(`client ${client} #${n}: ended by ${reply.ended}`);
+        else if (!reply.data.equals(Buffer.from(payload))) failures.push(`client ${client} #${n}: ${reply.data.length} bytes back of ${payload.length}`);
+        else done++;
+      } catch (e) {
+        failures.push(`client ${client} #${n}: ${(e as Error).message}`);
+      }
+    }
+  });
+  const stop = async () => {
+    running = false;
+    await Promise.all(loops);
+  };
+  return { failures, done: () => done, stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Waits until `more` further exchanges have succeeded. */
+async function further(traffic: ReturnType<typeof load>, more: number): Promise<void> {
+  const from = traffic.done();
+  await waitFor(`${more} more exchanges`, () => traffic.done() >= from + more, 10_000);
+}
+
+/** A NOTIFY_SOCKET: socat receives the datagrams and prints them (as in deploy.test.ts). */
+function notifyReceiver(path: string): { text(): string } & AsyncDisposable {
+  const proc = Bun.spawn(["socat", "-u", `UNIX-RECV:${path}`, "STDOUT"], { stdout: "pipe", stderr: "ignore" });
+  const out = collect(proc.stdout);
+  return {
+    text: out.text,
+    [Symbol.asyncDispose]: async () => {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
+
+const pidIn = (file: string): number => Number(readFileSync(file, "utf8").trim());
+
+describe("HUP: graceful reload", () => {
+  test("every worker is replaced under load, and no connection fails", async () => {
+    await using server = await startServer(["-W", "4", "-p", "cat", "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("4 workers", () => workersOf(master).length === 4);
+    const before = workersOf(master);
+    await using traffic = load(server.target);
+    await further(traffic, 50);
+    process.kill(master, "SIGHUP");
+    await waitFor(
+      "4 workers, none of the old ones",
+      () => {
+        const now = workersOf(master);
+        return now.length === 4 && now.every((pid) => !before.includes(pid));
+      },
+      10_000,
+    );
+    await further(traffic, 50);
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+    expect(server.stderr()).toContain("socket: HUP: replacing 4 workers");
+    expect(isAlive(master)).toBe(true);
+  }, 30_000);
+
+  test("a busy worker finishes its connection before it leaves", async () => {
+    await using server = await startServer(["-W", "1", "-p", "sleep 1; echo done", "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("the worker", () => workersOf(master).length === 1);
+    const [old] = workersOf(master);
+    const reply = exchange(server.target, "", { ms: 5000 });
+    await waitFor("the connection to be served", () => server.stderr().includes("inet: connection from"));
+    process.kill(master, "SIGHUP");
+    // The new worker comes first; the old one goes only when its program is done.
+    await waitFor("the new worker", () => workersOf(master).some((pid) => pid !== old));
+    expect(isAlive(old)).toBe(true);
+    expect((await reply).data.toString()).toBe("done\n");
+    await waitFor("the old worker to leave", () => !workersOf(master).includes(old));
+  }, 15_000);
+
+  test("--fastcgi: a connection the web server keeps does not hold an old worker", async () => {
+    using dir = tempDir();
+    const cgi = join(dir.path, "hello.cgi");
+    writeFileSync(cgi, "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n", { mode: 0o755 });
+    await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("the worker", () => workersOf(master).length === 1);
+    const [old] = workersOf(master);
+    const client = await converse(server.target);
+    client.send(fcgiRequest(1, [["A", "b"]], new Uint8Array(0), true));
+    const answer = await client.until("the answer", (data) => parseRecords(data).records.some((r) => r.type === 3));
+    expect(parseRecords(answer).stdout).toContain("hi");
+    process.kill(master, "SIGHUP");
+    await client.closed(); // the kept, idle connection is closed: the web server opens a new one
+    await waitFor("the old worker to leave", () => !isAlive(old));
+    const again = parseRecords((await exchange(server.target, fcgiRequest(2, [["A", "b"]]))).data);
+    expect(again.stdout).toContain("hi");
+  }, 15_000);
+});
+
+describe("USR2: upgrade the executable", () => {
+  test.skipIf(!hasSocat)("a new master takes over under load: pid file, MAINPID, and no connection fails", async () => {
+    using dir = tempDir();
+    const pidFile = join(dir.path, "pid");
+    const notify = join(dir.path, "notify");
+    await using receiver = notifyReceiver(notify);
+    await waitFor("the receiver", () => existsSync(notify));
+    await using server = await startServer(["-W", "4", "-p", "cat", "-s", "0", "--pid-file", pidFile], { env: { NOTIFY_SOCKET: notify } });
+    const old = server.proc.pid;
+    await waitFor("READY=1 and the pid file", () => receiver.text() === "READY=1" && existsSync(pidFile) && pidIn(pidFile) === old);
+    await using traffic = load(server.target);
+    await further(traffic, 50);
+    process.kill(old, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0); // handed over: the old master drained and exited
+    const successor = pidIn(pidFile);
+    expect(successor).not.toBe(old);
+    expect(isAlive(successor)).toBe(true);
+    expect(workersOf(successor).length).toBe(4);
+    // The successor names itself, and the old master (systemd's main process until then) names it too.
+    expect(receiver.text()).toBe(`READY=1MAINPID=${successor}\nREADY=1MAINPID=${successor}`);
+    await further(traffic, 50);
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+    // The successor is the pool now: TERM drains it, and its pid file goes.
+    process.kill(successor, "SIGTERM");
+    await waitFor("the successor to end", () => !isAlive(successor));
+    expect(existsSync(pidFile)).toBe(false);
+  }, 30_000);
+
+  test("the new master on a UNIX socket keeps the path, and removes it at its end", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "sock");
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", path, "--pid-file", pidFile]);
+    await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === server.proc.pid);
+    process.kill(server.proc.pid, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0);
+    expect(existsSync(path)).toBe(true);
+    expect((await exchange(path, "through the successor")).data.toString()).toBe("through the successor");
+    const successor = pidIn(pidFile);
+    process.kill(successor, "SIGTERM");
+    await waitFor("the successor to end", () => !isAlive(successor));
+    expect(existsSync(path)).toBe(false);
+  }, 15_000);
+
+  test.skipIf(process.getuid?.() !== 0)("after -u, the new master writes the pid file root made (it is handed the open file)", async () => {
+    using dir = tempDir(); // root's, mode 700: nobody could not open a file in it
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-u", "nobody", "-W", "2", "-p", "cat", "-s", "0", "--pid-file", pidFile]);
+    await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === server.proc.pid);
+    process.kill(server.proc.pid, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0);
+    const successor = pidIn(pidFile);
+    expect(successor).not.toBe(server.proc.pid);
+    expect(readFileSync(`/proc/${successor}/status`, "utf8")).toMatch(/^Uid:\s+65534\s/m);
+    expect((await exchange(server.target, "as nobody")).data.toString()).toBe("as nobody");
+  }, 15_000);
+
+  test("a new executable that cannot start leaves the old master serving, with a line that says why", async () => {
+    using dir = tempDir();
+    const copy = join(dir.path, "socket");
+    copyFileSync(SOCKET, copy);
+    chmodSync(copy, 0o755);
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", "0"], { executable: copy });
+    const master = server.proc.pid;
+    await waitFor("2 workers", () => workersOf(master).length === 2);
+    await using traffic = load(server.target);
+    await further(traffic, 20);
+    // A running executable cannot be written (ETXTBSY): operators put a new file in its place.
+    const replace = (text: string, mode: number) => {
+      const next = join(dir.path, "next");
+      writeFileSync(next, text, { mode });
+      renameSync(next, copy);
+    };
+    replace("not a program\n", 0o644);
+    process.kill(master, "SIGUSR2");
+    await waitFor("the refusal", () => server.stderr().includes(`socket: USR2: cannot start ${copy}: Permission denied; this master (${master}) serves on`));
+    replace("#!/bin/sh\nexit 1\n", 0o755);
+    process.kill(master, "SIGUSR2");
+    await waitFor("the failure", () => /socket: USR2: the new master \d+ exited with status 1 before it served; this master \(\d+\) serves on/.test(server.stderr()));
+    await further(traffic, 20);
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+    expect(isAlive(master)).toBe(true);
+    expect(workersOf(master).length).toBe(2);
+  }, 30_000);
+});
+
+describe("USR1: reopen --log", () => {
+  test("after logrotate moved the log, new lines go to a new file at the path (master and workers)", async () => {
+    using dir = tempDir();
+    const log = join(dir.path, "log");
+    const pidFile = join(dir.path, "pid");
+    const started = await run(["-b", "--log", log, "--pid-file", pidFile, "-v", "-W", "2", "-p", "cat", "-s", "0"]);
+    expect(started.status).toBe(0);
+    const master = pidIn(pidFile);
+    await using _daemon = {
+      // -b's daemon leads its own session and process group: end all of it.
+      [Symbol.asyncDispose]: async () => {
+        try {
+          process.kill(-master, "SIGKILL");
+        } catch {
+          // gone
+        }
+      },
+    };
+    const port = Number(readFileSync(log, "utf8").match(/inet: listening on port (\d+)/)![1]);
+    await waitFor("2 workers", () => workersOf(master).length === 2);
+    expect((await exchange(port, "before")).data.toString()).toBe("before");
+    await waitFor("the connection logged", () => readFileSync(log, "utf8").includes("inet: connection from"));
+    renameSync(log, `${log}.1`);
+    process.kill(master, "SIGUSR1");
+    await waitFor("a new log", () => existsSync(log) && readFileSync(log, "utf8").includes(`USR1: reopened ${log}`));
+    // Workers log connections: both must write to the new file now.
+    for (let i = 0; i < 6; i++) expect((await exchange(port, `after ${i}`)).data.toString()).toBe(`after ${i}`);
+    await waitFor("the connections in the new log", () => readFileSync(log, "utf8").split("inet: connection from").length - 1 === 6);
+    expect(readFileSync(`${log}.1`, "utf8").split("inet: connection from").length - 1).toBe(1);
+  }, 20_000);
+
+  test("without --log, a pool says USR1 is ignored and serves on", async () => {
+    await using server = await startServer(["-W", "1", "-p", "cat", "-s", "0"]);
+    process.kill(server.proc.pid, "SIGUSR1");
+    await waitFor("the line", () => server.stderr().includes("socket: USR1: no -b --log file to reopen; ignored"));
+    expect((await exchange(server.target, "still here")).data.toString()).toBe("still here");
+  });
+});
+
+describe("TTIN and TTOU", () => {
+  test("one worker more, one fewer, never below 1", async () => {
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("2 workers", () => workersOf(master).length === 2);
+    process.kill(master, "SIGTTIN");
+    await waitFor("3 workers", () => workersOf(master).length === 3);
+    await waitFor("the line", () => server.stderr().includes("socket: TTIN: 3 workers"));
+    process.kill(master, "SIGTTOU");
+    await waitFor("2 workers again", () => workersOf(master).length === 2);
+    process.kill(master, "SIGTTOU");
+    await waitFor("1 worker", () => workersOf(master).length === 1);
+    process.kill(master, "SIGTTOU");
+    await waitFor("the refusal", () => server.stderr().includes("socket: TTOU: the pool stays at 1 workers (at least 1)"));
+    expect(workersOf(master).length).toBe(1);
+    expect((await exchange(server.target, "one left")).data.toString()).toBe("one left");
+  }, 15_000);
+
+  test("MIN:MAX moves both, and says so", async () => {
+    await using server = await startServer(["-W", "1:3", "-p", "cat", "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("MIN workers", () => workersOf(master).length >= 1);
+    process.kill(master, "SIGTTIN");
+    await waitFor("the line", () => server.stderr().includes("socket: TTIN: 2:4 workers (MIN and MAX move together)"));
+    await waitFor("MIN is 2", () => workersOf(master).length >= 2);
+  });
+});
