@@ -171,6 +171,22 @@ describe("USR2: upgrade the executable", () => {
     expect(existsSync(path)).toBe(false);
   }, 15_000);
 
+  test("--status goes with the master: the new one answers on the same UNIX path and keeps it", async () => {
+    using dir = tempDir();
+    const status = join(dir.path, "status.sock");
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-W", "2", "--status", status, "-p", "cat", "-s", "0", "--pid-file", pidFile]);
+    await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === server.proc.pid);
+    process.kill(server.proc.pid, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0);
+    const page = await (await fetch("http://localhost/status", { unix: status })).text();
+    expect(page).toMatch(/^pool:/m);
+    const successor = pidIn(pidFile);
+    process.kill(successor, "SIGTERM");
+    await waitFor("the successor to end", () => !isAlive(successor));
+    expect(existsSync(status)).toBe(false);
+  }, 15_000);
+
   test.skipIf(process.getuid?.() !== 0)("after -u, the new master writes the pid file root made (it is handed the open file)", async () => {
     using dir = tempDir(); // root's, mode 700: nobody could not open a file in it
     const pidFile = join(dir.path, "pid");

@@ -90,6 +90,8 @@ export class WorkerPool {
     private readonly options: Options,
     private readonly argv: string[],
     address: Address,
+    /** A USR2 successor: the old master still holds the status page's address. */
+    successor: boolean,
   ) {
     this.policy = { ...policy };
     const config = workerConfig(argv, options, address, this.logFile());
@@ -102,8 +104,12 @@ export class WorkerPool {
     if (options.status !== undefined) {
       const watch = this.watch!;
       const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
-      serveStatus(options.status, options, () =>
-        watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
+      serveStatus(
+        options.status,
+        options,
+        () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
+        successor,
+        () => this.handedOver,
       );
     }
   }
@@ -489,7 +495,7 @@ export function runPool(
   }
   verbose(options, listeningMessage(bound));
   // Before afterBind: --status binds while still privileged, as the listener did.
-  pool = new WorkerPool(listenFd, policy, options, argv, bound);
+  pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
   afterBind(socketFile);
   pool.start();
   return pool;

@@ -3,7 +3,7 @@
 // no keep-alive or header limits to get right): this module only renders
 // a snapshot the master gives it, in php-fpm's field names (plain text,
 // ?json) or in Prometheus' text format (?openmetrics), and answers /ping.
-import { readFileSync, unlinkSync } from "node:fs";
+import { readFileSync, rmSync, unlinkSync } from "node:fs";
 import { Fatal } from "../fatal.ts";
 import { BACKLOG, clearStaleSocket } from "../net/listener.ts";
 import type { Options, StatusAddress } from "../options.ts";
@@ -314,14 +314,28 @@ export function statusResponse(request: Request, snapshot: () => PoolSnapshot): 
  * Binds the status page (before -u/-g, as the main listener is). A UNIX
  * path is cleared if stale and removed at exit.
  */
-export function serveStatus(where: StatusAddress, options: Options, snapshot: () => PoolSnapshot): void {
+/**
+ * Binds the page. A USR2 successor (`successor`) binds while the old master
+ * still serves its page: on TCP both hold the port (SO_REUSEPORT) until the
+ * old one exits; a UNIX path is taken over, and the old master, once it has
+ * handed over (`handedOver`), leaves the path to its successor.
+ */
+export function serveStatus(
+  where: StatusAddress,
+  options: Options,
+  snapshot: () => PoolSnapshot,
+  successor: boolean,
+  handedOver: () => boolean,
+): void {
   const fetch = (request: Request) => statusResponse(request, snapshot);
   let shown: string;
   try {
     if (where.kind === "unix") {
-      clearStaleSocket(where.path);
+      if (successor) rmSync(where.path, { force: true });
+      else clearStaleSocket(where.path);
       Bun.serve({ unix: where.path, fetch });
       atExit(() => {
+        if (handedOver()) return;
         try {
           unlinkSync(where.path);
         } catch {
@@ -330,7 +344,7 @@ export function serveStatus(where: StatusAddress, options: Options, snapshot: ()
       });
       shown = `unix:${where.path}`;
     } else {
-      const server = Bun.serve({ hostname: where.host ?? "0.0.0.0", port: where.port, fetch });
+      const server = Bun.serve({ hostname: where.host ?? "0.0.0.0", port: where.port, fetch, reusePort: true });
       shown = `http://${where.host?.includes(":") ? `[${where.host}]` : (where.host ?? "0.0.0.0")}:${server.port}`;
     }
   } catch (e) {
