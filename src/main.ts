@@ -90,7 +90,7 @@ async function main(argv: string[]): Promise<void> {
     becomeIdentity(identity);
   };
 
-  if (options.server && options.pool && options.program !== undefined) {
+  if (options.server && options.pool && (options.program !== undefined || options.cgiRoot !== undefined)) {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: WorkerPool | undefined;

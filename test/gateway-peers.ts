@@ -25,7 +25,13 @@ export async function startNginx(
   protocol: "scgi" | "fastcgi",
   upstream: Target,
   /** maxBody: nginx's client_max_body_size ("16m"); 4m when not given. requestBuffering false: nginx passes the body as it comes. */
-  opts: { keepConn?: boolean; maxBody?: string; requestBuffering?: false } = {},
+  opts: {
+    keepConn?: boolean;
+    maxBody?: string;
+    requestBuffering?: false;
+    /** The server block's locations, given the directives that pass a request on; `location / { PASS }` when not given. */
+    locations?: (pass: string) => string;
+  } = {},
 ): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
@@ -42,7 +48,7 @@ http {
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
   client_max_body_size ${opts.maxBody ?? "4m"};
   upstream app { server ${server}; keepalive 4; }
-  server { listen unix:${root}/http.sock; location = /ready { return 204; } location / { ${pass} } }
+  server { listen unix:${root}/http.sock; location = /ready { return 204; } ${opts.locations ? opts.locations(pass) : `location / { ${pass} }`} }
 }
 `;
   writeFileSync(join(root, "nginx.conf"), conf);

@@ -2,9 +2,11 @@
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
 import type { Subprocess } from "bun";
+import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/program.ts";
-import type { Gateway } from "../options.ts";
+import type { Gateway, Options } from "../options.ts";
 import { say, verbose } from "../system/log.ts";
+import { chooseSiteProgram, siteRoot } from "./site.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
 export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
@@ -141,6 +143,45 @@ export function cgiProgram(command: string): Program {
   if (!program) programs.set(command, (program = directProgram(command)));
   return program;
 }
+
+/** What a gateway runs: -p's one command, or --cgi-root's program chosen per request (site.ts). */
+export type CgiSource = { command: string } | { root: string };
+
+/** The source the options name (cli/parse.ts requires -p or --cgi-root with a gateway). */
+export function cgiSource(options: Pick<Options, "program" | "cgiRoot">): CgiSource {
+  return options.cgiRoot !== undefined ? { root: options.cgiRoot } : { command: options.program! };
+}
+
+/** A request's program, the directory it runs in and its environment; or the answer when nothing runs. */
+export type Launch = { program: Program; cwd: string | undefined; env: Record<string, string> } | { answer: Uint8Array };
+
+/**
+ * The directory a CGI runs in (RFC 3875 section 7.2: "should" be its
+ * script's): -p's program's when the command names it by a path; a bare
+ * name found on PATH (php-cgi) runs where socket runs, as its directory
+ * (/usr/bin) says nothing about a site.
+ */
+function commandDirectory(program: Program): string | undefined {
+  return program.argv0.includes("/") ? dirname(resolve(program.argv[0])) : undefined;
+}
+
+export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Launch {
+  if ("command" in source) {
+    const program = cgiProgram(source.command);
+    return { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) };
+  }
+  const chosen = chooseSiteProgram(siteRoot(source.root), variables);
+  if ("status" in chosen) {
+    gatewayLog(options, protocol, `${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
+    return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
+  }
+  const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
+  return { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, options, protocol) };
+}
+
+const answer = (status: string) => new TextEncoder().encode(`Status: ${status}\r\nContent-Type: text/plain\r\n\r\n${status}\n`);
+const FORBIDDEN = answer("403 Forbidden");
+const NOT_FOUND = answer("404 Not Found");
 
 /** The CGI answer a web server turns into a 502 when the program cannot be run. */
 export const BAD_GATEWAY = new TextEncoder().encode(

@@ -5,7 +5,7 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { isReadable } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, cgiEnvironment, cgiProgram, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
 import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, MAX_CONTENT, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -17,20 +17,23 @@ interface Request {
   keep: boolean;
   params: Uint8Array[];
   paramsSize: number;
-  proc: ReturnType<typeof startProgram> | undefined;
+  proc: Cgi | undefined;
   /** The empty STDIN record came: the program has all its input. */
   inputEnded: boolean;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
 }
 
-function startProgram(command: string, variables: Variable[], options: GatewayOptions) {
-  const program = cgiProgram(command);
-  const env = cgiEnvironment(variables, options, "fastcgi");
-  return spawnCgi(program, () =>
-    spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
-  );
+/** The request's program on pipes; or the answer when it cannot or must not run. */
+function startProgram(source: CgiSource, variables: Variable[], options: GatewayOptions) {
+  const launch = prepareCgi(source, variables, options, "fastcgi");
+  if ("answer" in launch) return launch;
+  const { program, cwd, env } = launch;
+  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: ["pipe", "pipe", "pipe"], env }));
+  return proc ?? { answer: BAD_GATEWAY };
 }
+
+type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
 
 /** How often an idle kept connection in a pool worker looks at the listener. */
 const LISTENER_CHECK_MS = 50;
@@ -95,7 +98,7 @@ export class FastCgiHandler implements SocketEvents {
 
   constructor(
     private readonly options: GatewayOptions,
-    private readonly command: string,
+    private readonly source: CgiSource,
     /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
     private readonly maxConns: number,
     /**
@@ -272,11 +275,11 @@ export class FastCgiHandler implements SocketEvents {
     const variables = decodePairs(Buffer.concat(request.params));
     if ("error" in variables) return variables.error;
     request.params = [];
-    const proc = startProgram(this.command, variables, this.options);
-    if (!proc) {
+    const proc = startProgram(this.source, variables, this.options);
+    if ("answer" in proc) {
       request.outputDone = Promise.resolve();
-      this.send(encodeRecord(TYPE.STDOUT, request.id, BAD_GATEWAY));
-      void this.complete(request, 1);
+      this.send(encodeRecord(TYPE.STDOUT, request.id, proc.answer));
+      void this.complete(request, proc.answer === BAD_GATEWAY ? 1 : 0);
       return undefined;
     }
     request.proc = proc;

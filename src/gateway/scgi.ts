@@ -11,7 +11,7 @@ import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close, EAGAIN, MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown, SysError } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, cgiEnvironment, cgiProgram, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -143,7 +143,7 @@ function finishAnswer(fd: number, length: number, ms: number): void {
 }
 
 /** Serves one SCGI connection a pool worker accepted (a blocking descriptor it owns). */
-export async function serveScgiDescriptor(fd: number, address: Address, options: GatewayOptions, command: string): Promise<void> {
+export async function serveScgiDescriptor(fd: number, address: Address, options: GatewayOptions, source: CgiSource): Promise<void> {
   // The header's deadline is absolute: a byte every few seconds must not hold the worker.
   const deadline = Date.now() + limitMs(options);
   let request: ScgiRequest | { error: string };
@@ -170,19 +170,23 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
   const { timeoutMs } = options;
   const watched = timeoutMs !== undefined && address.kind === "inet";
   if (timeoutMs !== undefined && !watched) {
-    const handler = new ScgiHandler(options, command, request);
+    const handler = new ScgiHandler(options, source, request);
     await adoptDescriptor(fd, handler);
     await handler.done;
     return;
   }
-  const program = cgiProgram(command);
-  const env = cgiEnvironment(request.variables, options, "scgi");
+  const launch = prepareCgi(source, request.variables, options, "scgi");
   // stdin and stdout are the connection; stderr is socket's own, so a
   // program's complaints never corrupt the HTTP answer.
-  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
+  const proc =
+    "answer" in launch
+      ? undefined
+      : spawnCgi(launch.program, () =>
+          spawn(launch.program.argv, { argv0: launch.program.argv0, cwd: launch.cwd, stdio: [fd, fd, "inherit"], env: launch.env }),
+        );
   if (!proc) {
     try {
-      writeSync(fd, BAD_GATEWAY);
+      writeSync(fd, "answer" in launch ? launch.answer : BAD_GATEWAY);
     } catch {
       // the web server is gone
     }
@@ -216,7 +220,7 @@ export class ScgiHandler implements SocketEvents {
 
   constructor(
     private readonly options: GatewayOptions,
-    private readonly command: string,
+    private readonly source: CgiSource,
     /** Already read (a worker read the header itself): go straight to the program. */
     private readonly request?: ScgiRequest,
   ) {}
@@ -253,15 +257,17 @@ export class ScgiHandler implements SocketEvents {
 
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
     const socket = this.socket!;
-    const program = cgiProgram(this.command);
-    const env = cgiEnvironment(request.variables, this.options, "scgi");
-    const proc = spawnCgi(program, () =>
-      spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
-    );
+    const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
+    const proc =
+      "answer" in launch
+        ? undefined
+        : spawnCgi(launch.program, () =>
+            spawn(launch.program.argv, { argv0: launch.program.argv0, cwd: launch.cwd, stdio: ["pipe", "pipe", "inherit"], env: launch.env }),
+          );
     if (!proc) {
       // As finishAnswer does: FIN, drop the body until the peer's EOF, then close.
       this.refused = true;
-      socket.write(BAD_GATEWAY);
+      socket.write("answer" in launch ? launch.answer : BAD_GATEWAY);
       socket.shutdown();
       this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
       return;
