@@ -32,6 +32,8 @@ const lib = dlopen("libc.so.6", {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   initgroups: { args: [ptr, u32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
+  lseek: { args: [i32, i64_fast, i32], returns: i64_fast },
+  memfd_create: { args: [ptr, u32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
@@ -198,6 +200,23 @@ export function sendByte(fd: number, byte: number): boolean {
 /** A descriptor that becomes readable when process `pid` ends (close-on-exec). */
 export function pidfdOpen(pid: number): number {
   return check("pidfd_open", lib.pidfd_open(pid, 0));
+}
+
+const MFD_CLOEXEC = 1;
+const SEEK_SET = 0;
+
+/**
+ * An anonymous file in memory (memfd_create), close-on-exec: a request
+ * body is spooled there, then given to the CGI as its stdin (a regular
+ * file: it reads to EOF at the body's end). Its pages are swappable shmem.
+ */
+export function memfd(name: string): number {
+  return check("memfd_create", lib.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC));
+}
+
+/** Back to the start of a file (the spooled body, before the CGI reads it). */
+export function rewind(fd: number): void {
+  check("lseek", Number(lib.lseek(fd, 0, SEEK_SET)));
 }
 
 export const SPLICE_F_MOVE = 1;
