@@ -2,7 +2,8 @@
 # What the test suite's real peers need, from Debian: nginx (in front of
 # --scgi and --fastcgi), systemd-socket-activate (socket activation),
 # unshare (a PID namespace for PID 1), groff and man (the man page), socat
-# (a NOTIFY_SOCKET receiver for the readiness tests).
+# (a NOTIFY_SOCKET receiver for the readiness tests); apache2, cgit, git
+# and php-cgi (real applications and front ends for --scgi, --fastcgi).
 # Called by `npm test`. Idempotent: touches apt only when something is
 # missing. Without root or without apt it says what is missing and goes
 # on; the tests that need it then skip with a note naming it.
@@ -14,6 +15,10 @@ need unshare util-linux
 need groff groff-base
 need man man-db
 need socat socat
+[ -x /usr/sbin/apache2 ] || missing="$missing apache2"
+need git git
+need php-cgi php-cgi
+[ -x /usr/lib/cgit/cgit.cgi ] || missing="$missing cgit"
 if [ -z "$missing" ]; then
   exit 0
 fi
