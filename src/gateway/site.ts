@@ -54,6 +54,16 @@ function shown(path: string): string {
   return text.length > 200 ? `${text.slice(0, 200)}...` : text;
 }
 
+/**
+ * Apache's SetHandler "proxy:fcgi://host:port/" sends SCRIPT_FILENAME as
+ * "proxy:fcgi://host:port//srv/cgi-bin/app.cgi": the file is the part
+ * after the authority (php-fpm strips it the same way).
+ */
+function withoutProxyPrefix(filename: string | undefined): string | undefined {
+  const m = filename?.match(/^proxy:(?:fcgi|scgi):\/\/[^/]*(\/.*)$/);
+  return m ? m[1].replace(/^\/+/, "/") : filename;
+}
+
 /** stat(2) following symlinks; undefined when nothing is there (ENOENT, ENOTDIR: a file named as a directory). */
 function look(path: string): Stats | undefined | { error: string } {
   try {
@@ -67,7 +77,7 @@ function look(path: string): Stats | undefined | { error: string } {
 /** The program for a request's variables under `root`, or why none runs. */
 export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SiteProgram | SiteRefusal {
   const get = (name: string) => variables.find(([n]) => n === name)?.[1];
-  const filename = get("SCRIPT_FILENAME");
+  const filename = withoutProxyPrefix(get("SCRIPT_FILENAME"));
   const documentRoot = get("DOCUMENT_ROOT");
   const scriptName = get("SCRIPT_NAME");
   // SCRIPT_FILENAME names the program exactly; DOCUMENT_ROOT + SCRIPT_NAME may carry PATH_INFO after it.
