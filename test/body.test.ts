@@ -87,3 +87,22 @@ describe("FastCGI without CONTENT_LENGTH (Apache's chunked body)", () => {
     expect(parseRecords(empty.data).stdout).toBe(`Content-Type: text/plain\r\n\r\nlength \n${SHA(new Uint8Array(0))}  -\n`);
   });
 });
+
+describe.each(protocols)("$name answers stream", ({ flag, protocol }) => {
+  test.skipIf(noNginx)("with nginx's buffering off, a line written a second before the next arrives a second before it", async () => {
+    using dir = tempDir();
+    // The sleep is the behaviour under test: output written apart must arrive apart.
+    const slow = cgi(dir.path, "slow.cgi", `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\nsleep 1\necho second\n`);
+    await using server = await startServer([flag, "-W", "2", "-p", slow, "-s", "0"]);
+    await using nginx = await startNginx(dir.path, protocol, server.target, { locations: (pass) => `location / { ${pass} ${protocol}_buffering off; }` });
+    const response = await nginx.fetch("/slow");
+    const arrivals: [string, number][] = [];
+    const decoder = new TextDecoder();
+    for await (const chunk of response.body!) arrivals.push([decoder.decode(chunk), performance.now()]);
+    const text = arrivals.map(([t]) => t).join("");
+    expect(text).toBe("first\nsecond\n");
+    const firstAt = arrivals.find(([t]) => t.includes("first"))![1];
+    const secondAt = arrivals.find(([t]) => t.includes("second"))![1];
+    expect(secondAt - firstAt).toBeGreaterThan(800);
+  });
+});
