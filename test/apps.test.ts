@@ -43,7 +43,9 @@ function makeSite(base: string): { root: string; repos: string } {
   mkdirSync(work);
   git(work, "init", "-q", "-b", "main");
   writeFileSync(join(work, "README"), "hello from the test repository\n");
-  git(work, "add", "README");
+  // A file name that is not UTF-8: caf\xe9.txt (Latin-1), as fcgiwrap serves it.
+  writeFileSync(Buffer.concat([Buffer.from(`${work}/`), Buffer.from("caf\xe9.txt", "latin1")]), "latin-1 name\n");
+  git(work, "add", "-A");
   git(work, "commit", "-q", "-m", "the first commit");
   git(base, "clone", "-q", "--bare", work, join(repos, "test.git"));
   git(join(repos, "test.git"), "config", "http.receivepack", "true");
@@ -82,6 +84,9 @@ describe.each([
     expect(summary).toContain("the first commit");
     const readme = await (await nginx.fetch("/cgit/test/plain/README")).text();
     expect(readme).toBe("hello from the test repository\n");
+    // nginx decodes %E9 to the byte 0xE9 in PATH_INFO; cgit must get that byte, not U+FFFD.
+    const latin = await nginx.fetch("/cgit/test/plain/caf%E9.txt");
+    expect(`${latin.status} ${await latin.text()}`).toBe("200 latin-1 name\n");
     // git over smart HTTP: clone, then push a commit with 5 MB of random data (the pack follows git-http-backend's header).
     const url = `http://127.0.0.1:${port}/git/test.git`;
     git(base, "clone", "-q", url, "clone");

@@ -6,6 +6,7 @@ import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/program.ts";
 import type { Gateway, Options } from "../options.ts";
 import { say, verbose } from "../system/log.ts";
+import { RAW_EXEC_ENV, rawExecEnv } from "../system/rawexec.ts";
 import { chooseSiteProgram, siteRoot } from "./site.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
@@ -13,8 +14,24 @@ export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, lin
   verbose(options, `${protocol}: ${line}`);
 }
 
-/** A request variable as the web server sent it: name and value, decoded. */
-export type Variable = [name: string, value: string];
+/**
+ * A request variable as the web server sent it: name and value, decoded;
+ * `raw`: the value's bytes, when they are not UTF-8 (the value then has
+ * U+FFFD for them, for socket's own use; the program gets the bytes).
+ */
+export type Variable = [name: string, value: string, raw?: Uint8Array];
+
+const strict = new TextDecoder("utf-8", { fatal: true });
+const lossy = new TextDecoder();
+
+/** A pair's value from the wire: decoded, with its bytes kept when they are not UTF-8. */
+export function variable(name: string, bytes: Uint8Array): Variable {
+  try {
+    return [name, strict.decode(bytes)];
+  } catch {
+    return [name, lossy.decode(bytes), bytes.slice()];
+  }
+}
 
 /** Limits on a request's header (SCGI netstring, FastCGI PARAMS), and why. */
 export const LIMITS = {
@@ -168,7 +185,7 @@ function commandDirectory(program: Program): string | undefined {
 export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Launch {
   if ("command" in source) {
     const program = cgiProgram(source.command);
-    return { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) };
+    return withRawValues({ program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) }, variables);
   }
   const chosen = chooseSiteProgram(siteRoot(source.root), variables);
   if ("status" in chosen) {
@@ -176,7 +193,21 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: En
     return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
   }
   const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
-  return { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, options, protocol) };
+  return withRawValues({ program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, options, protocol) }, chosen.variables);
+}
+
+/**
+ * Values that are not UTF-8 and made it into the environment: the program
+ * is started through socket itself, which execs it with those bytes
+ * (system/rawexec.ts: Bun.spawn cannot pass them).
+ */
+function withRawValues(launch: Exclude<Launch, { answer: Uint8Array }>, variables: Variable[]): Launch {
+  const raw = new Map<string, Uint8Array>();
+  for (const [name, value, bytes] of variables) if (bytes && launch.env[name] === value) raw.set(name, bytes);
+  if (raw.size === 0) return launch;
+  const { program } = launch;
+  const env = { ...launch.env, [RAW_EXEC_ENV]: rawExecEnv(program.argv[0], [program.argv0, ...program.argv.slice(1)], raw) };
+  return { ...launch, env, program: { ...program, argv: [process.execPath], argv0: "socket" } };
 }
 
 const answer = (status: string) => new TextEncoder().encode(`Status: ${status}\r\nContent-Type: text/plain\r\n\r\n${status}\n`);

@@ -29,7 +29,7 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Launch, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, variable, type CgiSource, type Launch, type Variable } from "./cgi.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -77,7 +77,7 @@ export function parseScgiHeader(header: Uint8Array): ScgiRequest | { error: stri
     if (seen.has(name)) return { error: `variable ${name} sent twice` };
     if (variables.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
     seen.add(name);
-    variables.push([name, decoder.decode(header.subarray(nameEnd + 1, valueEnd))]);
+    variables.push(variable(name, header.subarray(nameEnd + 1, valueEnd)));
     at = valueEnd + 1;
   }
   if (variables[0]?.[0] !== "CONTENT_LENGTH") return { error: "CONTENT_LENGTH is not the first variable" };

@@ -10,7 +10,7 @@ import { accessSync, constants, realpathSync, statSync, type Stats } from "node:
 import { posix } from "node:path";
 
 /** A request variable (cgi.ts Variable; not imported from there, which imports this). */
-type Variable = [name: string, value: string];
+type Variable = [name: string, value: string, raw?: Uint8Array];
 
 /** The root as given and as the kernel resolves it (a symlinked root may be named either way). */
 export interface SiteRoot {

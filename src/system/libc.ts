@@ -549,10 +549,10 @@ export function socketKind(fd: number): { stream: boolean; listening: boolean } 
 }
 
 /** A NULL-terminated array of C strings; `keep` holds the strings alive for the call. */
-function cStrings(strings: string[], keep: Buffer[]): BigUint64Array {
+function cStrings(strings: (string | Uint8Array)[], keep: Buffer[]): BigUint64Array {
   const table = new BigUint64Array(strings.length + 1);
   strings.forEach((s, i) => {
-    const bytes = Buffer.from(`${s}\0`);
+    const bytes = typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.concat([s, Buffer.from([0])]);
     keep.push(bytes);
     table[i] = BigInt(pointerTo(bytes));
   });
@@ -564,11 +564,15 @@ function cStrings(strings: string[], keep: Buffer[]): BigUint64Array {
  * close-on-exec ones): what a service manager tracks stays the same. Only
  * returns by throwing.
  */
-export function exec(path: string, argv: string[], env: Record<string, string>): never {
+export function exec(path: string, argv: string[], env: Record<string, string | Uint8Array>): never {
   const keep: Buffer[] = [];
   const file = Buffer.from(`${path}\0`);
   const args = cStrings(argv, keep);
-  const envp = cStrings(Object.entries(env).map(([k, v]) => `${k}=${v}`), keep);
+  // A value given as bytes goes as they are (a request's bytes that are not UTF-8: gateway/cgi.ts).
+  const envp = cStrings(
+    Object.entries(env).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : Buffer.concat([Buffer.from(`${k}=`), v]))),
+    keep,
+  );
   lib.execve(file, args, envp);
   throw new SysError("execve", errno());
 }
