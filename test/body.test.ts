@@ -4,11 +4,11 @@
 // the answer's header; and a FastCGI body sent with no CONTENT_LENGTH
 // (Apache's mod_proxy_fcgi, chunked) reaches the CGI whole, with one.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { exchange, startServer, tempDir } from "./harness.ts";
-import { fcgiRequest, noNginx, parseRecords, startNginx } from "./gateway-peers.ts";
+import { exchange, startServer, tempDir, waitFor } from "./harness.ts";
+import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("body.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
 
@@ -104,5 +104,20 @@ describe.each(protocols)("$name answers stream", ({ flag, protocol }) => {
     const firstAt = arrivals.find(([t]) => t.includes("first"))![1];
     const secondAt = arrivals.find(([t]) => t.includes("second"))![1];
     expect(secondAt - firstAt).toBeGreaterThan(800);
+  });
+});
+
+describe("SCGI: a body over the 1 GiB spool limit", () => {
+  test.each([
+    ["-W 2", ["-W", "2"]],
+    ["-l -f", ["-l", "-f"]],
+  ])("%s: 413, one -v line, nothing runs", async (_name, args) => {
+    using dir = tempDir();
+    const marker = join(dir.path, "ran");
+    await using server = await startServer(["--scgi", ...args, "-p", cgi(dir.path, "touch.cgi", `#!/bin/sh\ntouch ${marker}\n`), "-s", "0"]);
+    const reply = await exchange(server.target, scgiRequest([["CONTENT_LENGTH", String(2 ** 31)], ["SCGI", "1"]]));
+    expect(reply.data.toString().startsWith("Status: 413 Payload Too Large\r\n")).toBe(true);
+    await waitFor("the -v line", () => server.stderr().includes("scgi: 413: a body of 2147483648 bytes is over the 1024 MiB limit"));
+    expect(existsSync(marker)).toBe(false);
   });
 });

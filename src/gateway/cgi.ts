@@ -43,7 +43,16 @@ export const LIMITS = {
   headerBytes: 64 * 1024,
   /** Far above the few dozen variables a web server sends; bounds the work per request. */
   variables: 1000,
+  /**
+   * A body taken in before the program runs (SCGI's; FastCGI's without
+   * CONTENT_LENGTH, or unread while its output is held) lives in memory (a
+   * memfd): at most 1 GiB, far above nginx's client_max_body_size default (1 MiB).
+   */
+  spooledBody: 1 << 30,
 };
+
+/** The answer to a body over LIMITS.spooledBody. */
+export const TOO_LARGE = new TextEncoder().encode("Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\n413 Payload Too Large\n");
 
 /**
  * How long a connection may take to deliver its request header when

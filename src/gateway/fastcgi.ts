@@ -80,8 +80,7 @@ type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
  */
 const HOLD_BYTES = 256 * 1024;
 
-/** A body without CONTENT_LENGTH is spooled in memory (a memfd) up to this size; more is refused. */
-const SPOOL_LIMIT = 1 << 30;
+const SPOOL_LIMIT = LIMITS.spooledBody;
 
 /** How often an idle kept connection in a pool worker looks at the listener. */
 const LISTENER_CHECK_MS = 50;

@@ -29,7 +29,7 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, variable, type CgiSource, type Launch, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, TOO_LARGE, variable, type CgiSource, type Launch, type Variable } from "./cgi.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -238,7 +238,9 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
     await handler.done;
     return;
   }
-  const launch = prepareCgi(source, request.variables, options, "scgi");
+  const tooLarge = request.contentLength > LIMITS.spooledBody;
+  if (tooLarge) gatewayLog(options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
+  const launch = tooLarge ? { answer: TOO_LARGE } : prepareCgi(source, request.variables, options, "scgi");
   let body: number | undefined;
   if (!("answer" in launch) && request.contentLength > 0) {
     const spooled = spoolBody(fd, request.contentLength, limitMs(options));
@@ -336,6 +338,10 @@ export class ScgiHandler implements SocketEvents {
   }
 
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
+    if (request.contentLength > LIMITS.spooledBody) {
+      gatewayLog(this.options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
+      return this.refuse(TOO_LARGE);
+    }
     const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
     if ("answer" in launch) return this.refuse(launch.answer);
     if (request.contentLength === 0) return this.run(launch, undefined);
