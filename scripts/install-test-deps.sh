@@ -3,7 +3,8 @@
 # --scgi and --fastcgi), systemd-socket-activate (socket activation),
 # unshare (a PID namespace for PID 1), groff and man (the man page), socat
 # (a NOTIFY_SOCKET receiver for the readiness tests), promtool (checks
-# --status's metrics page; Debian's prometheus package).
+# --status's metrics page; Debian's prometheus package); apache2, cgit, git
+# and php-cgi (real applications and front ends for --scgi, --fastcgi).
 # Called by `npm test`. Idempotent: touches apt only when something is
 # missing. Without root or without apt it says what is missing and goes
 # on; the tests that need it then skip with a note naming it.
@@ -16,6 +17,10 @@ need groff groff-base
 need man man-db
 need socat socat
 need promtool prometheus
+[ -x /usr/sbin/apache2 ] || missing="$missing apache2"
+need git git
+need php-cgi php-cgi
+[ -x /usr/lib/cgit/cgit.cgi ] || missing="$missing cgit"
 if [ -z "$missing" ]; then
   exit 0
 fi

@@ -10,6 +10,7 @@ import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import { runPool, type WorkerPool } from "./pool/master.ts";
 import { readWorkerConfig, WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
+import { RAW_EXEC_ENV, rawExec } from "./system/rawexec.ts";
 import { runWorker } from "./pool/worker.ts";
 import { serve } from "./server/classic.ts";
 import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
@@ -54,6 +55,8 @@ function fail(e: unknown): never {
 }
 
 async function main(argv: string[]): Promise<void> {
+  const rawExecPayload = process.env[RAW_EXEC_ENV];
+  if (rawExecPayload) rawExec(rawExecPayload); // a CGI with bytes that are not UTF-8 (system/rawexec.ts)
   const workerConfig = process.env[WORKER_ENV];
   if (argv[0] === WORKER_FLAG && workerConfig) {
     delete process.env[WORKER_ENV]; // programs must not see it
@@ -98,7 +101,7 @@ async function main(argv: string[]): Promise<void> {
     becomeIdentity(identity);
   };
 
-  if (options.server && options.pool && options.program !== undefined) {
+  if (options.server && options.pool && (options.program !== undefined || options.cgiRoot !== undefined)) {
     survive(false);
     // Handlers first: a signal right after the bind must still unlink the path.
     let pool: WorkerPool | undefined;

@@ -45,6 +45,8 @@ export interface Options {
   group: string | undefined;
   /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
   gateway: Gateway | undefined;
+  /** --cgi-root: instead of -p, the program is chosen per request inside this directory (gateway/site.ts). */
+  cgiRoot: string | undefined;
   /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
   passEnv: string[];
   /** -b: where the daemon's stdout and stderr go. */
@@ -77,7 +79,7 @@ export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOn
 
 /**
  * What a gateway reads: -v, --timeout, --pass-env, and the pool's size
- * (FastCGI's GET_VALUES). The -p command is its own argument: it is never
- * undefined there.
+ * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
+ * argument (gateway/cgi.ts CgiSource).
  */
 export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "pool">;

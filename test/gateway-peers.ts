@@ -25,7 +25,15 @@ export async function startNginx(
   protocol: "scgi" | "fastcgi",
   upstream: Target,
   /** maxBody: nginx's client_max_body_size ("16m"); 4m when not given. requestBuffering false: nginx passes the body as it comes. */
-  opts: { keepConn?: boolean; maxBody?: string; requestBuffering?: false } = {},
+  opts: {
+    keepConn?: boolean;
+    maxBody?: string;
+    requestBuffering?: false;
+    /** The server block's locations, given the directives that pass a request on; `location / { PASS }` when not given. */
+    locations?: (pass: string) => string;
+    /** Also listen on this TCP port of 127.0.0.1 (for clients that cannot use a UNIX socket, such as git). */
+    tcpPort?: number;
+  } = {},
 ): Promise<Nginx> {
   const root = join(dir, "nginx");
   mkdirSync(root, { recursive: true });
@@ -42,7 +50,7 @@ http {
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
   client_max_body_size ${opts.maxBody ?? "4m"};
   upstream app { server ${server}; keepalive 4; }
-  server { listen unix:${root}/http.sock; location = /ready { return 204; } location / { ${pass} } }
+  server { listen unix:${root}/http.sock;${opts.tcpPort ? ` listen 127.0.0.1:${opts.tcpPort};` : ""} location = /ready { return 204; } ${opts.locations ? opts.locations(pass) : `location / { ${pass} }`} }
 }
 `;
   writeFileSync(join(root, "nginx.conf"), conf);
@@ -74,6 +82,14 @@ http {
     errorLog: () => (existsSync(join(root, "error.log")) ? readFileSync(join(root, "error.log"), "utf8") : ""),
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** A TCP port free a moment ago (nginx cannot bind port 0 and say which it got). */
+export function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
 }
 
 // ---- speaking the protocols directly ----

@@ -1,6 +1,7 @@
 // The command line's checks: getopt semantics through node:util parseArgs
 // (citty's own parser folds -b/-B and -w/-W together: SPEC section 7), then
 // every combination socket(1) refuses, into one checked Options.
+import { statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { NAME, VERSION } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
@@ -141,9 +142,14 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   const graceAny = number(str("grace"), "--grace", 0, 86400);
   if (typeof graceAny === "string") return usageError(graceAny);
 
+  const cgiRoot = str("cgi-root");
+  if (cgiRoot !== undefined) {
+    const why = cgiRootProblem(cgiRoot, program, flag("scgi") || flag("fastcgi"));
+    if (why) return usageError(`${NAME}: ${why}`);
+  }
   let pool: PoolPolicy | undefined;
   if (workers !== undefined) {
-    if (!server || program === undefined) return usageError(`${NAME}: -W needs -s and -p`);
+    if (!server || (program === undefined && cgiRoot === undefined)) return usageError(`${NAME}: -W needs -s and -p`);
     const m = workers.match(/^(\d+)(?::(\d+))?$/);
     const min = m ? Number(m[1]) : NaN;
     const max = m ? Number(m[2] ?? m[1]) : NaN;
@@ -197,7 +203,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   if ((str("user") !== undefined || str("group") !== undefined) && !server) {
     return usageError(`${NAME}: -u and -g are for servers`);
   }
-  const gateway = gatewayOption(flag, program, server);
+  const gateway = gatewayOption(flag, program, server, cgiRoot !== undefined);
   if (typeof gateway === "object") return gateway;
   const passEnv = (v["pass-env"] ?? []) as string[];
   if (passEnv.length > 0 && gateway === undefined) return usageError(`${NAME}: --pass-env needs --scgi or --fastcgi`);
@@ -218,6 +224,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
       loop,
       fork,
       program,
+      cgiRoot,
       bind: str("bind"),
       background: flag("background"),
       quit: flag("quit"),
@@ -242,6 +249,23 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
 }
 
 /**
+ * --cgi-root: an absolute path (a pool's workers parse the command line
+ * again, after -b has changed directory) to a directory, with a gateway
+ * and instead of -p.
+ */
+function cgiRootProblem(dir: string, program: string | undefined, gateway: boolean): string | undefined {
+  if (!gateway) return "--cgi-root needs --scgi or --fastcgi";
+  if (program !== undefined) return "--cgi-root and -p are mutually exclusive: the request names the program";
+  if (!dir.startsWith("/")) return `--cgi-root wants an absolute path, not '${dir}'`;
+  try {
+    if (!statSync(dir).isDirectory()) return `--cgi-root: '${dir}' is not a directory`;
+  } catch (e) {
+    return `--cgi-root: cannot use '${dir}': ${(e as { code?: string }).code ?? (e as Error).message}`;
+  }
+  return undefined;
+}
+
+/**
  * --scgi / --fastcgi: the program is executed directly (never through sh,
  * as a request's bytes become its environment), and options that look at
  * or cut the byte stream make no sense under a protocol.
@@ -250,13 +274,15 @@ function gatewayOption(
   flag: (k: OptionName) => boolean,
   program: string | undefined,
   server: boolean,
+  /** --cgi-root names the programs instead of -p. */
+  site: boolean,
 ): Gateway | undefined | Parsed {
   const scgi = flag("scgi");
   const fastcgi = flag("fastcgi");
   if (!scgi && !fastcgi) return undefined;
   if (scgi && fastcgi) return usageError(`${NAME}: --scgi and --fastcgi are mutually exclusive`);
   const name = scgi ? "--scgi" : "--fastcgi";
-  if (!server || program === undefined) return usageError(`${NAME}: ${name} needs -s and -p`);
+  if (!server || (program === undefined && !site)) return usageError(`${NAME}: ${name} needs -s and -p`);
   const cutters = (["crlf", "read-only", "write-only", "quit"] as const).filter(flag);
   if (cutters.length > 0) {
     const letters = cutters.map((k) => optionTable[k].alias).map((a) => `-${a}`).join(", ");
@@ -267,7 +293,7 @@ function gatewayOption(
   if (flag("prestart")) {
     return usageError(`${NAME}: --prestart cannot apply to ${name}: a CGI program's environment comes from the request, read after the connection arrives`);
   }
-  const why = shellNeed(program);
+  const why = program === undefined ? undefined : shellNeed(program);
   if (why) {
     return usageError(
       `${NAME}: ${name} runs the -p program directly, never through a shell, and '${program}' needs one (${why}); put the command in a script and give its path`,

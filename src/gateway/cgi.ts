@@ -2,17 +2,36 @@
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
 import type { Subprocess } from "bun";
+import { dirname, resolve } from "node:path";
 import { directProgram, programFailed, type Program } from "../connection/program.ts";
-import type { Gateway } from "../options.ts";
+import type { Gateway, Options } from "../options.ts";
 import { say, verbose } from "../system/log.ts";
+import { RAW_EXEC_ENV, rawExecEnv } from "../system/rawexec.ts";
+import { chooseSiteProgram, siteRoot } from "./site.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
 export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
   verbose(options, `${protocol}: ${line}`);
 }
 
-/** A request variable as the web server sent it: name and value, decoded. */
-export type Variable = [name: string, value: string];
+/**
+ * A request variable as the web server sent it: name and value, decoded;
+ * `raw`: the value's bytes, when they are not UTF-8 (the value then has
+ * U+FFFD for them, for socket's own use; the program gets the bytes).
+ */
+export type Variable = [name: string, value: string, raw?: Uint8Array];
+
+const strict = new TextDecoder("utf-8", { fatal: true });
+const lossy = new TextDecoder();
+
+/** A pair's value from the wire: decoded, with its bytes kept when they are not UTF-8. */
+export function variable(name: string, bytes: Uint8Array): Variable {
+  try {
+    return [name, strict.decode(bytes)];
+  } catch {
+    return [name, lossy.decode(bytes), bytes.slice()];
+  }
+}
 
 /** Limits on a request's header (SCGI netstring, FastCGI PARAMS), and why. */
 export const LIMITS = {
@@ -24,7 +43,16 @@ export const LIMITS = {
   headerBytes: 64 * 1024,
   /** Far above the few dozen variables a web server sends; bounds the work per request. */
   variables: 1000,
+  /**
+   * A body taken in before the program runs (SCGI's; FastCGI's without
+   * CONTENT_LENGTH, or unread while its output is held) lives in memory (a
+   * memfd): at most 1 GiB, far above nginx's client_max_body_size default (1 MiB).
+   */
+  spooledBody: 1 << 30,
 };
+
+/** The answer to a body over LIMITS.spooledBody. */
+export const TOO_LARGE = new TextEncoder().encode("Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\n413 Payload Too Large\n");
 
 /**
  * How long a connection may take to deliver its request header when
@@ -149,6 +177,59 @@ export function cgiProgram(command: string): Program {
   if (!program) programs.set(command, (program = directProgram(command)));
   return program;
 }
+
+/** What a gateway runs: -p's one command, or --cgi-root's program chosen per request (site.ts). */
+export type CgiSource = { command: string } | { root: string };
+
+/** The source the options name (cli/parse.ts requires -p or --cgi-root with a gateway). */
+export function cgiSource(options: Pick<Options, "program" | "cgiRoot">): CgiSource {
+  return options.cgiRoot !== undefined ? { root: options.cgiRoot } : { command: options.program! };
+}
+
+/** A request's program, the directory it runs in and its environment; or the answer when nothing runs. */
+export type Launch = { program: Program; cwd: string | undefined; env: Record<string, string> } | { answer: Uint8Array };
+
+/**
+ * The directory a CGI runs in (RFC 3875 section 7.2: "should" be its
+ * script's): -p's program's when the command names it by a path; a bare
+ * name found on PATH (php-cgi) runs where socket runs, as its directory
+ * (/usr/bin) says nothing about a site.
+ */
+function commandDirectory(program: Program): string | undefined {
+  return program.argv0.includes("/") ? dirname(resolve(program.argv[0])) : undefined;
+}
+
+export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Launch {
+  if ("command" in source) {
+    const program = cgiProgram(source.command);
+    return withRawValues({ program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) }, variables);
+  }
+  const chosen = chooseSiteProgram(siteRoot(source.root), variables);
+  if ("status" in chosen) {
+    gatewayLog(options, protocol, `${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
+    return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
+  }
+  const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
+  return withRawValues({ program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, options, protocol) }, chosen.variables);
+}
+
+/**
+ * Values that are not UTF-8 and made it into the environment: the program
+ * is started through socket itself, which execs it with those bytes
+ * (system/rawexec.ts: Bun.spawn cannot pass them).
+ */
+function withRawValues(launch: Exclude<Launch, { answer: Uint8Array }>, variables: Variable[]): Launch {
+  const raw = new Map<string, Uint8Array>();
+  for (const [name, value, bytes] of variables) if (bytes && launch.env[name] === value) raw.set(name, bytes);
+  if (raw.size === 0) return launch;
+  const { program } = launch;
+  const env = { ...launch.env, [RAW_EXEC_ENV]: rawExecEnv(program.argv[0], [program.argv0, ...program.argv.slice(1)], raw) };
+  return { ...launch, env, program: { ...program, argv: [process.execPath], argv0: "socket" } };
+}
+
+const answer = (status: string) => new TextEncoder().encode(`Status: ${status}\r\nContent-Type: text/plain\r\n\r\n${status}\n`);
+const FORBIDDEN = answer("403 Forbidden");
+const NOT_FOUND = answer("404 Not Found");
 
 /** The CGI answer a web server turns into a 502 when the program cannot be run. */
 export const BAD_GATEWAY = new TextEncoder().encode(

@@ -1,7 +1,7 @@
 // FastCGI's wire format (the FastCGI 1.0 specification): records of an
 // 8-byte header, content and padding; name-value pairs with 1- or 4-byte
 // lengths. No state of a connection here: fastcgi.ts holds that.
-import { LIMITS, type Variable } from "./cgi.ts";
+import { LIMITS, variable, type Variable } from "./cgi.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -137,7 +137,7 @@ export function decodePairs(bytes: Uint8Array): Variable[] | { error: string } {
     const end = start + name[0] + value[0];
     if (end > bytes.length) return { error: "name-value pair runs past its record" };
     if (pairs.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
-    pairs.push([decoder.decode(bytes.subarray(start, start + name[0])), decoder.decode(bytes.subarray(start + name[0], end))]);
+    pairs.push(variable(decoder.decode(bytes.subarray(start, start + name[0])), bytes.subarray(start + name[0], end)));
     at = end;
   }
   return pairs;

@@ -3,9 +3,10 @@
 // runs at a time; with FCGI_KEEP_CONN the next may follow on the same connection.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
-import { isReadable } from "../system/libc.ts";
+import { writeSync } from "node:fs";
+import { close, isReadable, memfd, rewind } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, cgiEnvironment, cgiProgram, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
 import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, MAX_CONTENT, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -17,20 +18,69 @@ interface Request {
   keep: boolean;
   params: Uint8Array[];
   paramsSize: number;
-  proc: ReturnType<typeof startProgram> | undefined;
-  /** The empty STDIN record came: the program has all its input. */
+  proc: Cgi | undefined;
+  /** The empty STDIN record came (or the request is over): the program has all its input. */
   inputEnded: boolean;
+  /** Resolves when inputEnded becomes true: the program's output, held until then, may go. */
+  inputEnd: Promise<void>;
+  endInput: () => void;
+  /** No CONTENT_LENGTH (Apache's chunked body): the body is spooled whole before the program starts. */
+  spool: { variables: Variable[]; fd: number | undefined; size: number } | undefined;
+  /** Output held to HOLD_BYTES: the program waits to write, so its body is buffered rather than paused. */
+  outputStalled: boolean;
+  /** Body bytes given to the program's stdin and not yet taken by it. */
+  unflushed: number;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
 }
 
-function startProgram(command: string, variables: Variable[], options: GatewayOptions) {
-  const program = cgiProgram(command);
-  const env = cgiEnvironment(variables, options, "fastcgi");
-  return spawnCgi(program, () =>
-    spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "pipe"], env }),
-  );
+function newRequest(id: number, keep: boolean): Request {
+  let endInput!: () => void;
+  const inputEnd = new Promise<void>((resolve) => (endInput = resolve));
+  const request: Request = {
+    id,
+    keep,
+    params: [],
+    paramsSize: 0,
+    proc: undefined,
+    inputEnded: false,
+    inputEnd,
+    endInput: () => {
+      request.inputEnded = true;
+      endInput();
+    },
+    spool: undefined,
+    outputStalled: false,
+    unflushed: 0,
+    outputDone: undefined,
+  };
+  return request;
 }
+
+/**
+ * The request's program, its stdin a pipe (the body streams in) or the
+ * spooled body's memfd ("ignore": no body); or the answer when it cannot
+ * or must not run.
+ */
+function startProgram(source: CgiSource, variables: Variable[], options: GatewayOptions, stdin: "pipe" | "ignore" | number = "pipe") {
+  const launch = prepareCgi(source, variables, options, "fastcgi");
+  if ("answer" in launch) return launch;
+  const { program, cwd, env } = launch;
+  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [stdin, "pipe", "pipe"], env }));
+  return proc ?? { answer: BAD_GATEWAY };
+}
+
+type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
+
+/**
+ * The program's output held until the end of its body (as fcgiwrap does:
+ * nginx stops sending the body once it relays the answer's header, so a
+ * CGI that writes its header first would never get the rest). Past this
+ * much held, its stdout is no longer read: the CGI waits, not the body.
+ */
+const HOLD_BYTES = 256 * 1024;
+
+const SPOOL_LIMIT = LIMITS.spooledBody;
 
 /** How often an idle kept connection in a pool worker looks at the listener. */
 const LISTENER_CHECK_MS = 50;
@@ -95,7 +145,7 @@ export class FastCgiHandler implements SocketEvents {
 
   constructor(
     private readonly options: GatewayOptions,
-    private readonly command: string,
+    private readonly source: CgiSource,
     /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
     private readonly maxConns: number,
     /**
@@ -256,13 +306,13 @@ export class FastCgiHandler implements SocketEvents {
       if (!keep) this.end();
       return undefined;
     }
-    this.request = { id, keep, params: [], paramsSize: 0, proc: undefined, inputEnded: false, outputDone: undefined };
+    this.request = newRequest(id, keep);
     return undefined;
   }
 
   private params(content: Uint8Array): string | undefined {
     const request = this.request!;
-    if (request.proc || request.outputDone) return "PARAMS after the end of PARAMS";
+    if (request.proc || request.outputDone || request.spool) return "PARAMS after the end of PARAMS";
     if (content.length > 0) {
       request.paramsSize += content.length;
       if (request.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
@@ -272,12 +322,45 @@ export class FastCgiHandler implements SocketEvents {
     const variables = decodePairs(Buffer.concat(request.params));
     if ("error" in variables) return variables.error;
     request.params = [];
-    const proc = startProgram(this.command, variables, this.options);
-    if (!proc) {
-      request.outputDone = Promise.resolve();
-      this.send(encodeRecord(TYPE.STDOUT, request.id, BAD_GATEWAY));
-      void this.complete(request, 1);
+    if (!/^\d+$/.test(variables.find(([n]) => n === "CONTENT_LENGTH")?.[1] ?? "")) {
+      // No length to stream by: the body is read to its end first (RFC 3875 4.2: the CGI gets CONTENT_LENGTH bytes).
+      request.spool = { variables, fd: undefined, size: 0 };
+      this.awaitBody();
       return undefined;
+    }
+    this.run(request, variables, "pipe");
+    return undefined;
+  }
+
+  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records. */
+  private awaitBody(): void {
+    clearTimeout(this.timer);
+    const ms = Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
+    this.timer = setTimeout(() => this.drop("connection timed out in the body"), ms);
+  }
+
+  /** A spooled body is complete: the program starts with it as stdin and CONTENT_LENGTH its size. */
+  private runSpooled(request: Request): void {
+    const { variables, fd, size } = request.spool!;
+    request.spool = undefined;
+    request.endInput();
+    // The web server's own (empty, or absent) CONTENT_LENGTH stays when there is no body.
+    const withLength: Variable[] = size === 0 ? variables : [...variables.filter(([n]) => n !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(size)]];
+    try {
+      if (fd !== undefined) rewind(fd);
+      this.run(request, withLength, fd ?? "ignore");
+    } finally {
+      if (fd !== undefined) close(fd); // the program has its own
+    }
+  }
+
+  private run(request: Request, variables: Variable[], stdin: "pipe" | "ignore" | number): void {
+    const proc = startProgram(this.source, variables, this.options, stdin);
+    if ("answer" in proc) {
+      request.outputDone = Promise.resolve();
+      this.send(encodeRecord(TYPE.STDOUT, request.id, proc.answer));
+      void this.complete(request, proc.answer === BAD_GATEWAY ? 1 : 0);
+      return;
     }
     request.proc = proc;
     request.outputDone = Promise.all([this.forward(proc.stdout, TYPE.STDOUT, request), this.forward(proc.stderr, TYPE.STDERR, request)]).then(
@@ -285,17 +368,17 @@ export class FastCgiHandler implements SocketEvents {
     );
     void Promise.all([proc.exited, request.outputDone]).then(([status]) => this.complete(request, status));
     this.touch();
-    return undefined;
   }
 
   private stdin(content: Uint8Array): string | undefined {
     const request = this.request!;
+    if (request.spool) return this.spoolStdin(request, content);
     if (!request.outputDone) return "STDIN before the end of PARAMS";
-    const sink = request.proc?.stdin;
+    const sink = typeof request.proc?.stdin === "object" ? request.proc.stdin : undefined;
     if (!sink) return undefined; // the program could not run, or stopped reading
     try {
       if (content.length === 0) {
-        request.inputEnded = true;
+        request.endInput();
         const ended = sink.end();
         if (ended instanceof Promise) ended.catch(() => {});
         return undefined;
@@ -304,12 +387,18 @@ export class FastCgiHandler implements SocketEvents {
       if (written instanceof Promise) written.catch(() => {});
       const flushed = sink.flush();
       if (flushed instanceof Promise) {
-        // The program reads slower than the web server sends: stop reading until it catches up.
-        this.socket?.pause();
-        flushed.then(
-          () => this.socket?.resume(),
-          () => this.socket?.resume(),
-        );
+        request.unflushed += content.length;
+        const caughtUp = () => {
+          request.unflushed = 0;
+          this.socket?.resume();
+        };
+        flushed.then(caughtUp, caughtUp);
+        // The program reads slower than the web server sends: stop reading
+        // until it catches up. Unless its output is held and it waits to
+        // write (a CGI that answers before it reads): then the web server
+        // waits for us to take the body, so it is buffered (bounded).
+        if (!request.outputStalled) this.socket?.pause();
+        else if (request.unflushed > SPOOL_LIMIT) return `over ${SPOOL_LIMIT >> 20} MiB of body the program does not read`;
       }
     } catch {
       // the program exited without reading all its input: the rest is dropped
@@ -317,20 +406,68 @@ export class FastCgiHandler implements SocketEvents {
     return undefined;
   }
 
-  /** The program's stdout or stderr as STDOUT or STDERR records, at the pace the socket takes them. */
+  /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program. */
+  private spoolStdin(request: Request, content: Uint8Array): string | undefined {
+    const spool = request.spool!;
+    if (content.length === 0) {
+      this.runSpooled(request);
+      return undefined;
+    }
+    this.awaitBody();
+    if (spool.size + content.length > SPOOL_LIMIT) return `a body without CONTENT_LENGTH over the ${SPOOL_LIMIT >> 20} MiB limit`;
+    spool.fd ??= memfd("fastcgi-body");
+    for (let at = 0; at < content.length; ) at += writeSync(spool.fd, content.subarray(at));
+    spool.size += content.length;
+    return undefined;
+  }
+
+  /**
+   * The program's stdout or stderr as STDOUT or STDERR records, at the
+   * pace the socket takes them; held (up to HOLD_BYTES, then not read)
+   * until the request's body has ended.
+   */
   private async forward(stream: ReadableStream<Uint8Array>, type: number, request: Request): Promise<void> {
+    const held: Uint8Array[] = [];
+    let heldBytes = 0;
+    const out = async (chunk: Uint8Array) => {
+      for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
+        if (this.closed) return;
+        this.touch();
+        this.send(encodeRecord(type, request.id, chunk.subarray(at, at + MAX_CONTENT)));
+        await this.writable();
+      }
+    };
+    const release = async () => {
+      for (let chunk = held.shift(); chunk; chunk = held.shift()) await out(chunk);
+      heldBytes = 0;
+    };
     try {
-      for await (const chunk of stream) {
-        for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
-          if (this.closed) return;
-          this.touch();
-          this.send(encodeRecord(type, request.id, chunk.subarray(at, at + MAX_CONTENT)));
-          await this.writable();
+      const chunks = stream[Symbol.asyncIterator]();
+      for (let next = chunks.next(); ; next = chunks.next()) {
+        // Held output goes the moment the body ends, not at the program's next write.
+        if (held.length > 0 && !request.inputEnded) await Promise.race([next, request.inputEnd]);
+        if (request.inputEnded) await release();
+        const { value, done } = await next;
+        if (done) break;
+        if (request.inputEnded) {
+          await out(value);
+          continue;
+        }
+        held.push(value);
+        heldBytes += value.length;
+        if (heldBytes >= HOLD_BYTES) {
+          // The next read waits: back-pressure on the program, which then
+          // reads no more of its body either; the body is taken in (see stdin).
+          request.outputStalled = true;
+          this.socket?.resume();
+          await request.inputEnd;
         }
       }
     } catch {
       // a read error ends that stream like EOF
     }
+    await request.inputEnd;
+    await release();
   }
 
   private abort(): void {
@@ -340,10 +477,16 @@ export class FastCgiHandler implements SocketEvents {
       // header deadline runs on: aborting is no way to restart it).
       const request = this.request!;
       request.outputDone = Promise.resolve();
-      void this.complete(request, 0, false);
+      const spooled = request.spool;
+      if (spooled?.fd !== undefined) close(spooled.fd);
+      request.spool = undefined;
+      request.endInput();
+      // Aborted while its body was spooled: the header was complete, its deadline over.
+      void this.complete(request, 0, spooled !== undefined);
       return;
     }
     gatewayLog(this.options, "fastcgi", `request ${this.request!.id} aborted by the web server`);
+    this.request!.endInput();
     endProgram(proc);
   }
 
@@ -428,6 +571,7 @@ export class FastCgiHandler implements SocketEvents {
     }
     endInput(request.proc);
     if (request.inputEnded) return;
+    request.endInput();
     gatewayLog(this.options, "fastcgi", `connection closed by the web server in request ${request.id}'s body: the request is aborted`);
     this.socket?.end();
   }
@@ -441,6 +585,9 @@ export class FastCgiHandler implements SocketEvents {
     const resolve = this.drained;
     this.drained = undefined;
     resolve?.();
+    this.request?.endInput();
+    const spooled = this.request?.spool?.fd;
+    if (spooled !== undefined) close(spooled);
     const proc = this.request?.proc;
     if (!proc) return this.finish();
     // Nobody is left to read the answer: EOF on its input, TERM, then KILL.
@@ -452,6 +599,7 @@ export class FastCgiHandler implements SocketEvents {
 
 /** EOF on the program's stdin (if it is not there already). */
 function endInput(proc: NonNullable<Request["proc"]>): void {
+  if (typeof proc.stdin !== "object") return; // a spooled body: a file, not a pipe
   try {
     const ended = proc.stdin.end();
     if (ended instanceof Promise) ended.catch(() => {});

@@ -5,13 +5,31 @@
 // with --timeout (idle time is measured on copied bytes) the program runs
 // on pipes and the body is copied.
 import { writeSync } from "node:fs";
-import { Copy, type Bytes } from "../connection/copy.ts";
+import { Copy, type Bytes, type Sink } from "../connection/copy.ts";
 import { adoptDescriptor, type EventSocket, type SocketEvents } from "../connection/events.ts";
 import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
-import { close, EAGAIN, MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown, SysError } from "../system/libc.ts";
+import {
+  close,
+  EAGAIN,
+  EINTR,
+  memfd,
+  MSG_PEEK,
+  pipe,
+  recvBefore,
+  recvExactly,
+  rewind,
+  setPipeSize,
+  setReceiveTimeout,
+  SHUT_WR,
+  shutdown,
+  splice,
+  SPLICE_F_MOVE,
+  strerror,
+  SysError,
+} from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, cgiEnvironment, cgiProgram, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, spawnCgi, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, TOO_LARGE, variable, type CgiSource, type Launch, type Variable } from "./cgi.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -59,7 +77,7 @@ export function parseScgiHeader(header: Uint8Array): ScgiRequest | { error: stri
     if (seen.has(name)) return { error: `variable ${name} sent twice` };
     if (variables.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
     seen.add(name);
-    variables.push([name, decoder.decode(header.subarray(nameEnd + 1, valueEnd))]);
+    variables.push(variable(name, header.subarray(nameEnd + 1, valueEnd)));
     at = valueEnd + 1;
   }
   if (variables[0]?.[0] !== "CONTENT_LENGTH") return { error: "CONTENT_LENGTH is not the first variable" };
@@ -142,8 +160,53 @@ function finishAnswer(fd: number, length: number, ms: number): void {
   close(fd);
 }
 
+/** The pipe a spooled body passes through: 1 MiB a splice(2) where the kernel allows it (pipe-max-size). */
+const SPOOL_PIPE_BYTES = 1 << 20;
+
+/**
+ * The whole body, taken in before the CGI runs: nginx stops sending the
+ * body once it relays the answer's header, so a CGI that writes its header
+ * before reading (git-http-backend) would wait for ever for the rest.
+ * nginx has buffered the body whole by then, so this costs no waiting.
+ * Spliced from the socket through a pipe into a memfd inside the kernel,
+ * never through JavaScript; the memfd, rewound, is the CGI's stdin. Each
+ * splice waits at most `idleMs` (SO_RCVTIMEO applies to splice).
+ */
+function spoolBody(fd: number, length: number, idleMs: number): number | { error: string } {
+  const file = memfd("scgi-body");
+  const [from, to] = pipe();
+  const fail = (error: string) => {
+    close(file);
+    return { error };
+  };
+  try {
+    setPipeSize(to, SPOOL_PIPE_BYTES);
+    setReceiveTimeout(fd, idleMs);
+    for (let left = length; left > 0; ) {
+      const n = splice(fd, to, Math.min(left, SPOOL_PIPE_BYTES), SPLICE_F_MOVE);
+      if (n === -EINTR) continue;
+      if (n === 0) return fail(`connection ended in the body (${length - left} of ${length} bytes)`);
+      if (n < 0) return fail(n === -EAGAIN ? `connection timed out in the body (no byte for ${idleMs / 1000} s)` : `unable to read the body: ${strerror(-n)}`);
+      left -= n;
+      for (let inPipe = n; inPipe > 0; ) {
+        const m = splice(from, file, inPipe, SPLICE_F_MOVE);
+        if (m === -EINTR) continue;
+        if (m <= 0) return fail(`unable to spool the body: ${m === 0 ? "end of pipe" : strerror(-m)}`);
+        inPipe -= m;
+      }
+    }
+    rewind(file);
+    return file;
+  } catch (e) {
+    return fail((e as Error).message);
+  } finally {
+    close(from);
+    close(to);
+  }
+}
+
 /** Serves one SCGI connection a pool worker accepted (a blocking descriptor it owns). */
-export async function serveScgiDescriptor(fd: number, address: Address, options: GatewayOptions, command: string): Promise<void> {
+export async function serveScgiDescriptor(fd: number, address: Address, options: GatewayOptions, source: CgiSource): Promise<void> {
   // The header's deadline is absolute: a byte every few seconds must not hold the worker.
   const deadline = Date.now() + limitMs(options);
   let request: ScgiRequest | { error: string };
@@ -170,23 +233,43 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
   const { timeoutMs } = options;
   const watched = timeoutMs !== undefined && address.kind === "inet";
   if (timeoutMs !== undefined && !watched) {
-    const handler = new ScgiHandler(options, command, request);
+    const handler = new ScgiHandler(options, source, request);
     await adoptDescriptor(fd, handler);
     await handler.done;
     return;
   }
-  const program = cgiProgram(command);
-  const env = cgiEnvironment(request.variables, options, "scgi");
-  // stdin and stdout are the connection; stderr is socket's own, so a
-  // program's complaints never corrupt the HTTP answer.
-  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, stdio: [fd, fd, "inherit"], env }));
+  const tooLarge = request.contentLength > LIMITS.spooledBody;
+  if (tooLarge) gatewayLog(options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
+  const launch = tooLarge ? { answer: TOO_LARGE } : prepareCgi(source, request.variables, options, "scgi");
+  let body: number | undefined;
+  if (!("answer" in launch) && request.contentLength > 0) {
+    const spooled = spoolBody(fd, request.contentLength, limitMs(options));
+    if (typeof spooled !== "number") {
+      gatewayLog(options, "scgi", spooled.error);
+      close(fd);
+      return;
+    }
+    body = spooled;
+    setReceiveTimeout(fd, 0);
+  }
+  // stdin is the body (the connection itself when there is none) and stdout
+  // the connection; stderr is socket's own, so a program's complaints never
+  // corrupt the HTTP answer.
+  const proc =
+    "answer" in launch
+      ? undefined
+      : spawnCgi(launch.program, () =>
+          spawn(launch.program.argv, { argv0: launch.program.argv0, cwd: launch.cwd, stdio: [body ?? fd, fd, "inherit"], env: launch.env }),
+        );
+  if (body !== undefined) close(body); // the program has its own
+  const unread = body === undefined ? request.contentLength : 0;
   if (!proc) {
     try {
-      writeSync(fd, BAD_GATEWAY);
+      writeSync(fd, "answer" in launch ? launch.answer : BAD_GATEWAY);
     } catch {
       // the web server is gone
     }
-    finishAnswer(fd, request.contentLength, limitMs(options));
+    finishAnswer(fd, unread, limitMs(options));
     return;
   }
   if (watched && timeoutMs !== undefined) watchIdle(fd, proc, timeoutMs, (line) => gatewayLog(options, "scgi", line));
@@ -195,7 +278,7 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
   // is gone. So the answer ends when the program exits: a background
   // process it left holding the connection is cut off by our FIN.
   await proc.exited;
-  finishAnswer(fd, request.contentLength, limitMs(options));
+  finishAnswer(fd, unread, limitMs(options));
 }
 
 /**
@@ -211,12 +294,14 @@ export class ScgiHandler implements SocketEvents {
   private timer: Timer | undefined;
   /** The program could not run: the answer is sent, the rest of the request is dropped. */
   private refused = false;
+  /** The body being spooled before the program runs: the memfd, the bytes still to come, what to run. */
+  private spool: { fd: number; left: number; launch: Exclude<Launch, { answer: Uint8Array }> } | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
 
   constructor(
     private readonly options: GatewayOptions,
-    private readonly command: string,
+    private readonly source: CgiSource,
     /** Already read (a worker read the header itself): go straight to the program. */
     private readonly request?: ScgiRequest,
   ) {}
@@ -230,6 +315,7 @@ export class ScgiHandler implements SocketEvents {
 
   onData(chunk: Uint8Array): void {
     if (this.copy) return this.copy.onData(chunk);
+    if (this.spool) return this.take(chunk);
     if (this.refused) return;
     this.chunks.push(new Uint8Array(chunk) as Bytes);
     this.size += chunk.length;
@@ -252,29 +338,70 @@ export class ScgiHandler implements SocketEvents {
   }
 
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
-    const socket = this.socket!;
-    const program = cgiProgram(this.command);
-    const env = cgiEnvironment(request.variables, this.options, "scgi");
-    const proc = spawnCgi(program, () =>
-      spawn(program.argv, { argv0: program.argv0, stdio: ["pipe", "pipe", "inherit"], env }),
-    );
-    if (!proc) {
-      // As finishAnswer does: FIN, drop the body until the peer's EOF, then close.
-      this.refused = true;
-      socket.write(BAD_GATEWAY);
-      socket.shutdown();
-      this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
+    if (request.contentLength > LIMITS.spooledBody) {
+      gatewayLog(this.options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
+      return this.refuse(TOO_LARGE);
+    }
+    const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
+    if ("answer" in launch) return this.refuse(launch.answer);
+    if (request.contentLength === 0) return this.run(launch, undefined);
+    // As spoolBody does in a pool, for the same reason: the whole body before the program runs.
+    this.spool = { fd: memfd("scgi-body"), left: request.contentLength, launch };
+    this.take(bodyStart);
+  }
+
+  /** Body bytes into the spool; the program starts once all CONTENT_LENGTH bytes are in. */
+  private take(chunk: Uint8Array): void {
+    const spool = this.spool!;
+    clearTimeout(this.timer);
+    const part = chunk.subarray(0, spool.left);
+    try {
+      for (let at = 0; at < part.length; ) at += writeSync(spool.fd, part.subarray(at));
+    } catch (e) {
+      return this.fail(`unable to spool the body: ${(e as Error).message}`);
+    }
+    spool.left -= part.length;
+    if (spool.left > 0) {
+      this.timer = setTimeout(() => this.fail(`connection timed out in the body (no byte for ${limitMs(this.options) / 1000} s)`), limitMs(this.options));
       return;
     }
+    this.spool = undefined;
+    try {
+      rewind(spool.fd);
+      this.run(spool.launch, spool.fd);
+    } finally {
+      close(spool.fd); // the program has its own
+    }
+  }
+
+  /** The program could not or must not run: this answer, then as finishAnswer does: FIN, drop the body until the peer's EOF, then close. */
+  private refuse(answer: Uint8Array): void {
+    const socket = this.socket!;
+    this.refused = true;
+    socket.write(answer);
+    socket.shutdown();
+    this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
+  }
+
+  /** The program on pipes, or with the spooled body as its stdin; the copy loop joins them to the connection. */
+  private run(launch: Exclude<Launch, { answer: Uint8Array }>, body: number | undefined): void {
+    const socket = this.socket!;
+    const { program, cwd, env } = launch;
+    const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [body ?? "pipe", "pipe", "inherit"], env }));
+    if (!proc) return this.refuse(BAD_GATEWAY);
     // The answer ends when the program exits (lingerMs: FIN, then the
     // unread body is dropped); a background process it left is cut off.
     const log = (line: string) => gatewayLog(this.options, "scgi", line);
     this.copy = new Copy(
-      { sources: [proc.stdout], sink: proc.stdin, program: { pid: proc.pid, exited: proc.exited, kill: () => proc.kill("SIGKILL") } },
+      {
+        sources: [proc.stdout],
+        // Spooled: nothing more of the peer's goes to the program.
+        sink: body === undefined ? (proc.stdin as Sink) : null,
+        program: { pid: proc.pid, exited: proc.exited, kill: () => proc.kill("SIGKILL") },
+      },
       { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
     );
     this.copy.attach(socket);
-    if (bodyStart.length > 0) this.copy.onData(bodyStart);
   }
 
   private fail(why: string): void {
@@ -285,6 +412,7 @@ export class ScgiHandler implements SocketEvents {
 
   onEnd(): void {
     if (this.copy) return this.copy.onEnd();
+    if (this.spool) return this.fail("connection ended in the body");
     if (this.refused) return void this.socket?.end();
     this.fail("connection ended in the header");
   }
@@ -295,6 +423,8 @@ export class ScgiHandler implements SocketEvents {
 
   onClose(): void {
     clearTimeout(this.timer);
+    if (this.spool) close(this.spool.fd);
+    this.spool = undefined;
     if (!this.copy) return this.finish();
     this.copy.onClose();
     void this.copy.done.then(() => this.finish());

@@ -14,6 +14,7 @@ import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
 import { adoptDescriptor } from "../connection/events.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
+import { cgiSource } from "../gateway/cgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
@@ -46,16 +47,17 @@ interface Mode {
 }
 
 function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
-  const command = options.program!; // a pool always has -p (cli/parse.ts)
   if (options.gateway === "scgi") {
-    return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, command) };
+    const source = cgiSource(options);
+    return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, source) };
   }
   if (options.gateway === "fastcgi") {
+    const source = cgiSource(options);
     return {
       nonBlocking: false,
       serve: async (fd) => {
         // The listener: a kept connection gives way when another one waits there.
-        const handler = new FastCgiHandler(options, command, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD);
+        const handler = new FastCgiHandler(options, source, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD);
         // A web server may keep the connection for ever: the master's word (retire, leave, or its
         // end, read after the connection) ends it too, or a HUP would never replace this worker.
         const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);
@@ -69,7 +71,7 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
       drain: stopKeptConnections,
     };
   }
-  const program = programFor(command);
+  const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
 }

@@ -9,6 +9,7 @@ import { flushStdout } from "../connection/local.ts";
 import { connectionMessage, serveSocket } from "../connection/serve.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
 import { ScgiHandler } from "../gateway/scgi.ts";
+import { cgiSource } from "../gateway/cgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
@@ -24,11 +25,10 @@ import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper
 
 /** --scgi, --fastcgi: a new handler per connection; undefined for a plain server. */
 function gatewayFor(options: Options): (() => SocketEvents & { done: Promise<void> }) | undefined {
-  const command = options.program;
-  if (command === undefined) return undefined;
-  if (options.gateway === "scgi") return () => new ScgiHandler(options, command);
-  if (options.gateway === "fastcgi") return () => new FastCgiHandler(options, command, CLASSIC_MAX_CONNS);
-  return undefined;
+  if (options.gateway === undefined) return undefined;
+  const source = cgiSource(options);
+  if (options.gateway === "scgi") return () => new ScgiHandler(options, source);
+  return () => new FastCgiHandler(options, source, CLASSIC_MAX_CONNS);
 }
 
 export function serve(
@@ -39,8 +39,8 @@ export function serve(
   afterBind: (socketFile: string | undefined) => void,
 ): { stop(): Promise<void> } {
   // Without a program every connection shares socket's own stdin and stdout,
-  // so they take turns whatever -f says.
-  const concurrent = options.loop && options.fork && program !== undefined;
+  // so they take turns whatever -f says (a gateway always runs programs: -p or --cgi-root).
+  const concurrent = options.loop && options.fork && (program !== undefined || options.gateway !== undefined);
   const waiting: EventSocket[] = [];
   /** What to do when a connection is over: release its source and its descriptors. */
   const finishers = new Map<EventSocket, () => void>();

@@ -33,6 +33,8 @@ const lib = dlopen("libc.so.6", {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   initgroups: { args: [ptr, u32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
+  lseek: { args: [i32, i64_fast, i32], returns: i64_fast },
+  memfd_create: { args: [ptr, u32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
@@ -208,6 +210,23 @@ export function sendByte(fd: number, byte: number): boolean {
 /** A descriptor that becomes readable when process `pid` ends (close-on-exec). */
 export function pidfdOpen(pid: number): number {
   return check("pidfd_open", lib.pidfd_open(pid, 0));
+}
+
+const MFD_CLOEXEC = 1;
+const SEEK_SET = 0;
+
+/**
+ * An anonymous file in memory (memfd_create), close-on-exec: a request
+ * body is spooled there, then given to the CGI as its stdin (a regular
+ * file: it reads to EOF at the body's end). Its pages are swappable shmem.
+ */
+export function memfd(name: string): number {
+  return check("memfd_create", lib.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC));
+}
+
+/** Back to the start of a file (the spooled body, before the CGI reads it). */
+export function rewind(fd: number): void {
+  check("lseek", Number(lib.lseek(fd, 0, SEEK_SET)));
 }
 
 export const SPLICE_F_MOVE = 1;
@@ -553,10 +572,10 @@ export function socketKind(fd: number): { stream: boolean; listening: boolean } 
 }
 
 /** A NULL-terminated array of C strings; `keep` holds the strings alive for the call. */
-function cStrings(strings: string[], keep: Buffer[]): BigUint64Array {
+function cStrings(strings: (string | Uint8Array)[], keep: Buffer[]): BigUint64Array {
   const table = new BigUint64Array(strings.length + 1);
   strings.forEach((s, i) => {
-    const bytes = Buffer.from(`${s}\0`);
+    const bytes = typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.concat([s, Buffer.from([0])]);
     keep.push(bytes);
     table[i] = BigInt(pointerTo(bytes));
   });
@@ -568,11 +587,15 @@ function cStrings(strings: string[], keep: Buffer[]): BigUint64Array {
  * close-on-exec ones): what a service manager tracks stays the same. Only
  * returns by throwing.
  */
-export function exec(path: string, argv: string[], env: Record<string, string>): never {
+export function exec(path: string, argv: string[], env: Record<string, string | Uint8Array>): never {
   const keep: Buffer[] = [];
   const file = Buffer.from(`${path}\0`);
   const args = cStrings(argv, keep);
-  const envp = cStrings(Object.entries(env).map(([k, v]) => `${k}=${v}`), keep);
+  // A value given as bytes goes as they are (a request's bytes that are not UTF-8: gateway/cgi.ts).
+  const envp = cStrings(
+    Object.entries(env).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : Buffer.concat([Buffer.from(`${k}=`), v]))),
+    keep,
+  );
   lib.execve(file, args, envp);
   throw new SysError("execve", errno());
 }

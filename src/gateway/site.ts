@@ -1,0 +1,136 @@
+// --cgi-root: a whole site of CGI programs behind one socket, the program
+// chosen per request as fcgiwrap chooses it (fcgiwrap.c, get_cgi_filename),
+// so that nginx configurations written for fcgiwrap work unchanged:
+// SCRIPT_FILENAME when the web server sends it; else DOCUMENT_ROOT +
+// SCRIPT_NAME, trimming path components from the end until an executable
+// regular file is found, the rest becoming PATH_INFO. Unlike fcgiwrap, the
+// program must lie inside the root (its real path, symlinks followed), and
+// "no such program" is a 404 rather than a 403.
+import { accessSync, constants, realpathSync, statSync, type Stats } from "node:fs";
+import { posix } from "node:path";
+
+/** A request variable (cgi.ts Variable; not imported from there, which imports this). */
+type Variable = [name: string, value: string, raw?: Uint8Array];
+
+/** The root as given and as the kernel resolves it (a symlinked root may be named either way). */
+export interface SiteRoot {
+  dir: string;
+  real: string;
+}
+
+const roots = new Map<string, SiteRoot>();
+
+/** The root, resolved once per process (cli/parse.ts has checked it is a directory). */
+export function siteRoot(dir: string): SiteRoot {
+  let root = roots.get(dir);
+  if (!root) roots.set(dir, (root = { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) }));
+  return root;
+}
+
+/** The program a request names: its real path, and the request's variables as the CGI sees them. */
+export interface SiteProgram {
+  path: string;
+  variables: Variable[];
+}
+
+/** Why nothing runs: the status the web server gets, and the -v line's reason. */
+export interface SiteRefusal {
+  status: 403 | 404;
+  why: string;
+}
+
+function stripSlashes(path: string): string {
+  const stripped = path.replace(/\/+$/, "");
+  return stripped === "" ? "/" : stripped;
+}
+
+function inside(path: string, dir: string): boolean {
+  return dir === "/" || path === dir || path.startsWith(`${dir}/`);
+}
+
+/** A name as the -v line shows it: a client's bytes must not make lines of their own. */
+function shown(path: string): string {
+  const text = JSON.stringify(path);
+  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
+}
+
+/**
+ * Apache's SetHandler "proxy:fcgi://host:port/" sends SCRIPT_FILENAME as
+ * "proxy:fcgi://host:port//srv/cgi-bin/app.cgi": the file is the part
+ * after the authority (php-fpm strips it the same way).
+ */
+function withoutProxyPrefix(filename: string | undefined): string | undefined {
+  const m = filename?.match(/^proxy:(?:fcgi|scgi):\/\/[^/]*(\/.*)$/);
+  return m ? m[1].replace(/^\/+/, "/") : filename;
+}
+
+/** stat(2) following symlinks; undefined when nothing is there (ENOENT, ENOTDIR: a file named as a directory). */
+function look(path: string): Stats | undefined | { error: string } {
+  try {
+    return statSync(path, { throwIfNoEntry: false }) ?? undefined;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    return code === "ENOTDIR" ? undefined : { error: code ?? (e as Error).message };
+  }
+}
+
+/** The program for a request's variables under `root`, or why none runs. */
+export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SiteProgram | SiteRefusal {
+  const get = (name: string) => variables.find(([n]) => n === name)?.[1];
+  const filename = withoutProxyPrefix(get("SCRIPT_FILENAME"));
+  const documentRoot = get("DOCUMENT_ROOT");
+  const scriptName = get("SCRIPT_NAME");
+  // SCRIPT_FILENAME names the program exactly; DOCUMENT_ROOT + SCRIPT_NAME may carry PATH_INFO after it.
+  const trimming = !filename;
+  const full = filename || (documentRoot !== undefined && scriptName ? documentRoot + scriptName : undefined);
+  if (full === undefined) return { status: 403, why: "the request names no program (no SCRIPT_FILENAME, nor DOCUMENT_ROOT and SCRIPT_NAME)" };
+  if (!full.startsWith("/")) return { status: 403, why: `${shown(full)} is not an absolute path` };
+  // Lexically first: nothing outside the root is even looked at, so a 404 or 403 tells nothing about it.
+  const within = (path: string) => {
+    const normal = stripSlashes(posix.normalize(path));
+    return inside(normal, root.dir) || inside(normal, root.real);
+  };
+  if (!within(full)) return { status: 403, why: `${shown(full)} is outside the --cgi-root ${root.dir}` };
+  let candidate = stripSlashes(full);
+  for (;;) {
+    const stats = look(candidate);
+    if (stats && "error" in stats) return { status: 403, why: `${shown(candidate)}: ${stats.error}` };
+    if (!stats) {
+      const cut = candidate.lastIndexOf("/");
+      const shorter = candidate.slice(0, cut);
+      if (!trimming || cut <= 0 || !within(shorter)) return { status: 404, why: `no program ${shown(full)}` };
+      candidate = shorter;
+      continue;
+    }
+    if (stats.isDirectory()) {
+      // The request's whole path a directory is a listing nobody serves; a directory reached by trimming has no such program.
+      return candidate === stripSlashes(full) ? { status: 403, why: `${shown(candidate)} is a directory` } : { status: 404, why: `no program ${shown(full)}` };
+    }
+    if (!stats.isFile()) return { status: 403, why: `${shown(candidate)} is not a regular file` };
+    try {
+      accessSync(candidate, constants.X_OK);
+    } catch {
+      return { status: 403, why: `${shown(candidate)} is not executable` };
+    }
+    let real: string;
+    try {
+      real = realpathSync(candidate);
+    } catch (e) {
+      return { status: 403, why: `${shown(candidate)}: ${(e as { code?: string }).code ?? (e as Error).message}` };
+    }
+    if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
+    return { path: real, variables: trimming ? fixPathInfo(variables, full, candidate, documentRoot!) : variables };
+  }
+}
+
+/**
+ * As fcgiwrap does: the components trimmed off become PATH_INFO and
+ * SCRIPT_NAME the program's own part; a path that named the program
+ * exactly has no PATH_INFO.
+ */
+function fixPathInfo(variables: Variable[], full: string, program: string, documentRoot: string): Variable[] {
+  const rest = full.slice(program.length);
+  const kept = variables.filter(([n]) => n !== "PATH_INFO" && (rest === "" || n !== "SCRIPT_NAME"));
+  if (rest === "") return kept;
+  return [...kept, ["SCRIPT_NAME", program.slice(documentRoot.length)], ["PATH_INFO", rest]];
+}
