@@ -8,6 +8,7 @@
 // carrying the bytes as they came. It costs a start of socket, only for
 // requests that carry such bytes.
 import { exec } from "./libc.ts";
+import { say } from "./log.ts";
 
 export const RAW_EXEC_ENV = "SOCKET_RAW_EXEC";
 
@@ -33,7 +34,7 @@ export function rawExec(payload: string): never {
   try {
     exec(path, argv, env);
   } catch (e) {
-    process.stderr.write(`socket: cannot run ${path}: ${(e as Error).message}\n`);
+    say(`cannot run ${path}: ${(e as Error).message}`);
   }
   process.exit(127);
 }
