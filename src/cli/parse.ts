@@ -2,7 +2,7 @@
 // (citty's own parser folds -b/-B and -w/-W together: SPEC section 7), then
 // every combination socket(1) refuses, into one checked Options.
 import { parseArgs } from "node:util";
-import { NAME, VERSION } from "../version.ts";
+import { NAME, VERSION_LINE } from "../version.ts";
 import type { Destination, Gateway, Options, PoolPolicy } from "../options.ts";
 import { shellNeed } from "../connection/program.ts";
 import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
@@ -76,7 +76,7 @@ const MAX_WORKERS = 1024;
  * process a socket (LISTEN_PID), which `-s` alone then means.
  */
 export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed {
-  if (argv[0] === "-version") return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+  if (argv[0] === "-version") return { exit: 0, stdout: VERSION_LINE };
   let parsed;
   try {
     parsed = parseArgs({
@@ -98,7 +98,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   const flag = (k: OptionName) => v[k] === true;
 
   if (flag("help")) return { exit: 0, help: true };
-  if (flag("version")) return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+  if (flag("version")) return { exit: 0, stdout: VERSION_LINE };
 
   const server = flag("server");
   const readOnly = flag("read-only");
