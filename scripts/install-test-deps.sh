@@ -2,7 +2,8 @@
 # What the test suite's real peers need, from Debian: nginx (in front of
 # --scgi and --fastcgi), systemd-socket-activate (socket activation),
 # unshare (a PID namespace for PID 1), groff and man (the man page), socat
-# (a NOTIFY_SOCKET receiver for the readiness tests).
+# (a NOTIFY_SOCKET receiver for the readiness tests), and for the release's
+# tests: qemu-user with libc6-arm64-cross (the arm64 executable), lintian.
 # Called by `npm test`. Idempotent: touches apt only when something is
 # missing. Without root or without apt it says what is missing and goes
 # on; the tests that need it then skip with a note naming it.
@@ -14,6 +15,9 @@ need unshare util-linux
 need groff groff-base
 need man man-db
 need socat socat
+need qemu-aarch64 qemu-user
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"
+need lintian lintian
 if [ -z "$missing" ]; then
   exit 0
 fi

@@ -112,6 +112,10 @@ export interface Launch {
   cwd?: string;
   /** Socket's stderr appended to this file rather than a pipe (a full disk under the log); stderr() reads it back. */
   stderrFile?: string;
+  /** Another build than dist/socket (a release's arm64 executable, a .deb's usr/bin/socket). */
+  executable?: string;
+  /** How long startServer waits for the listening line (default 5 s; an emulated start takes longer). */
+  startMs?: number;
 }
 
 /** A started dist/socket; disposing it ends it and every process it started. */
@@ -133,7 +137,7 @@ export function launch(args: string[], opts: Launch = {}): Running {
   // a prestarted program left behind when its worker died.
   const errFd = opts.stderrFile === undefined ? undefined : openSync(opts.stderrFile, "a");
   const stdin = opts.stdin;
-  const proc = Bun.spawn([...(opts.wrap ?? []), SOCKET, ...args], {
+  const proc = Bun.spawn([...(opts.wrap ?? []), opts.executable ?? SOCKET, ...args], {
     stdin: stdin === "pipe" ? "pipe" : stdin === undefined ? "ignore" : new Blob([stdin]),
     stdout: "pipe",
     stderr: errFd ?? "pipe",
@@ -197,7 +201,7 @@ export async function startServer(args: string[], opts: Launch = {}): Promise<Se
       if (m) target = m[1] ? Number(m[1]) : m[2];
       if (server.proc.exitCode !== null) throw new Error(`server exited ${server.proc.exitCode}: ${server.stderr()}`);
       return target !== undefined;
-    });
+    }, opts.startMs);
   } catch (e) {
     await server.kill();
     throw e;
