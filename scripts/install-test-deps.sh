@@ -4,7 +4,9 @@
 # unshare (a PID namespace for PID 1), groff and man (the man page), socat
 # (a NOTIFY_SOCKET receiver for the readiness tests), promtool (checks
 # --status's metrics page; Debian's prometheus package); apache2, cgit, git
-# and php-cgi (real applications and front ends for --scgi, --fastcgi).
+# and php-cgi (real applications and front ends for --scgi, --fastcgi); and
+# for the release's tests: qemu-user with libc6-arm64-cross (the arm64
+# executable), lintian.
 # Called by `npm test`. Idempotent: touches apt only when something is
 # missing. Without root or without apt it says what is missing and goes
 # on; the tests that need it then skip with a note naming it.
@@ -21,6 +23,9 @@ need promtool prometheus
 need git git
 need php-cgi php-cgi
 [ -x /usr/lib/cgit/cgit.cgi ] || missing="$missing cgit"
+need qemu-aarch64 qemu-user
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"
+need lintian lintian
 if [ -z "$missing" ]; then
   exit 0
 fi

@@ -110,10 +110,15 @@ export interface Launch {
   /** A command that runs socket, given socket's command line after its own (setpriv, unshare, sh -c '... exec "$@"' sh). */
   wrap?: string[];
   cwd?: string;
-  /** Another copy of dist/socket to run (a USR2 upgrade replaces the file at its path). */
-  executable?: string;
   /** Socket's stderr appended to this file rather than a pipe (a full disk under the log); stderr() reads it back. */
   stderrFile?: string;
+  /**
+   * Another build or copy than dist/socket: a release's arm64 executable, a
+   * .deb's usr/bin/socket, a copy a USR2 upgrade replaces at its path.
+   */
+  executable?: string;
+  /** How long startServer waits for the listening line (default 5 s; an emulated start takes longer). */
+  startMs?: number;
 }
 
 /** A started dist/socket; disposing it ends it and every process it started. */
@@ -199,7 +204,7 @@ export async function startServer(args: string[], opts: Launch = {}): Promise<Se
       if (m) target = m[1] ? Number(m[1]) : m[2];
       if (server.proc.exitCode !== null) throw new Error(`server exited ${server.proc.exitCode}: ${server.stderr()}`);
       return target !== undefined;
-    });
+    }, opts.startMs);
   } catch (e) {
     await server.kill();
     throw e;

@@ -3,7 +3,7 @@
 // every combination socket(1) refuses, into one checked Options.
 import { statSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { NAME, VERSION } from "../version.ts";
+import { NAME, VERSION_LINE } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
 import { shellNeed } from "../connection/program.ts";
 import { checkRules } from "../net/rules.ts";
@@ -80,7 +80,7 @@ export const MAX_WORKERS = 1024;
  * process a socket (LISTEN_PID), which `-s` alone then means.
  */
 export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed {
-  if (argv[0] === "-version") return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+  if (argv[0] === "-version") return { exit: 0, stdout: VERSION_LINE };
   let parsed;
   try {
     parsed = parseArgs({
@@ -103,7 +103,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   const flag = (k: OptionName) => v[k] === true;
 
   if (flag("help")) return { exit: 0, help: true };
-  if (flag("version")) return { exit: 0, stdout: `${NAME} version ${VERSION}\n` };
+  if (flag("version")) return { exit: 0, stdout: VERSION_LINE };
 
   const server = flag("server");
   const readOnly = flag("read-only");

@@ -1,10 +1,10 @@
 // Destinations to socket addresses: host names, IPv4 and IPv6 literals,
 // port numbers and /etc/services names, UNIX paths.
 import { existsSync, readFileSync } from "node:fs";
-import { isIP } from "node:net";
 import { resolve } from "node:path";
 import type { Destination } from "../options.ts";
 import { Fatal } from "../fatal.ts";
+import { ipFamily } from "../system/sockaddr.ts";
 import { passedSocket } from "./activation.ts";
 
 const EXIT_UNKNOWN_SERVICE = 5;
@@ -61,8 +61,8 @@ function parsePort(text: string, server: boolean): number {
 }
 
 export async function resolveHost(host: string): Promise<{ ip: string; family: 4 | 6 }> {
-  const literal = isIP(host);
-  if (literal) return { ip: host, family: literal as 4 | 6 };
+  const literal = ipFamily(host);
+  if (literal) return { ip: host, family: literal };
   try {
     // getaddrinfo order, so /etc/hosts wins as it does for every other program.
     const [first] = await Bun.dns.lookup(host, { backend: "system" });

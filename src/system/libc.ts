@@ -11,7 +11,8 @@ export { AF_INET, AF_INET6, type Endpoint } from "./sockaddr.ts";
 
 const { i32, u32, u64, i64_fast, ptr } = FFIType;
 
-const lib = dlopen("libc.so.6", {
+function open() {
+  return dlopen("libc.so.6", {
   accept4: { args: [i32, ptr, ptr, i32], returns: i32 },
   bind: { args: [i32, ptr, u32], returns: i32 },
   close: { args: [i32], returns: i32 },
@@ -57,6 +58,12 @@ const lib = dlopen("libc.so.6", {
   waitpid: { args: [i32, ptr, i32], returns: i32 },
   __errno_location: { args: [], returns: ptr },
 }).symbols;
+}
+// Opened at the first call, not at start: bun:ffi compiles a trampoline per
+// symbol when it opens the library (1.5 ms for these), which -version,
+// --help and a usage error never need.
+let symbols: ReturnType<typeof open> | undefined;
+const lib = (): ReturnType<typeof open> => (symbols ??= open());
 
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
@@ -114,11 +121,11 @@ export class SysError extends Error {
 }
 
 export function errno(): number {
-  return read.i32(lib.__errno_location() as Pointer, 0);
+  return read.i32(lib().__errno_location() as Pointer, 0);
 }
 
 export function strerror(code: number): string {
-  return new CString(lib.strerror(code) as Pointer).toString();
+  return new CString(lib().strerror(code) as Pointer).toString();
 }
 
 function check(call: string, result: number): number {
@@ -131,17 +138,17 @@ function check(call: string, result: number): number {
  * it). `nonBlocking` only where the worker alone will use the connection.
  */
 export function accept(listenFd: number, nonBlocking = false): number {
-  return check("accept", lib.accept4(listenFd, null, null, SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0)));
+  return check("accept", lib().accept4(listenFd, null, null, SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0)));
 }
 
 export function close(fd: number): void {
-  lib.close(fd);
+  lib().close(fd);
 }
 
 /** Makes `to` a copy of `from` (USR1's reopened log onto stdout and stderr). */
 export function dup2(from: number, to: number): void {
   for (;;) {
-    if (lib.dup2(from, to) >= 0) return;
+    if (lib().dup2(from, to) >= 0) return;
     const code = errno();
     if (code !== EINTR) throw new SysError("dup2", code);
   }
@@ -149,40 +156,40 @@ export function dup2(from: number, to: number): void {
 
 /** A close-on-exec copy, so programs started later never inherit it. */
 export function dupCloexec(fd: number): number {
-  return check("fcntl", lib.fcntl(fd, F_DUPFD_CLOEXEC, 3));
+  return check("fcntl", lib().fcntl(fd, F_DUPFD_CLOEXEC, 3));
 }
 
 export function setCloexec(fd: number): void {
-  check("fcntl", lib.fcntl(fd, F_SETFD, lib.fcntl(fd, F_GETFD, 0) | FD_CLOEXEC));
+  check("fcntl", lib().fcntl(fd, F_SETFD, lib().fcntl(fd, F_GETFD, 0) | FD_CLOEXEC));
 }
 
 /** The flag lives on the open file, so it changes it for every process that holds it. */
 export function setBlocking(fd: number): void {
-  check("fcntl", lib.fcntl(fd, F_SETFL, lib.fcntl(fd, F_GETFL, 0) & ~O_NONBLOCK));
+  check("fcntl", lib().fcntl(fd, F_SETFL, lib().fcntl(fd, F_GETFL, 0) & ~O_NONBLOCK));
 }
 
 export function setNonBlocking(fd: number): void {
-  check("fcntl", lib.fcntl(fd, F_SETFL, lib.fcntl(fd, F_GETFL, 0) | O_NONBLOCK));
+  check("fcntl", lib().fcntl(fd, F_SETFL, lib().fcntl(fd, F_GETFL, 0) | O_NONBLOCK));
 }
 
 /** SO_LINGER 0: close() resets the connection (a peer that stopped reading would never take a FIN). */
 export function resetOnClose(fd: number): void {
-  lib.setsockopt(fd, SOL_SOCKET, SO_LINGER, new Int32Array([1, 0]), 8);
+  lib().setsockopt(fd, SOL_SOCKET, SO_LINGER, new Int32Array([1, 0]), 8);
 }
 
 export function shutdown(fd: number, how: number): void {
-  lib.shutdown(fd, how);
+  lib().shutdown(fd, how);
 }
 
 /** listen() again on a listening socket only changes its backlog (the kernel caps it at somaxconn). */
 export function setBacklog(fd: number, backlog: number): void {
-  check("listen", lib.listen(fd, backlog));
+  check("listen", lib().listen(fd, backlog));
 }
 
 /** A pipe, both ends close-on-exec: [read end, write end]. */
 export function pipe(): [number, number] {
   const fds = new Int32Array(2);
-  check("pipe2", lib.pipe2(fds, O_CLOEXEC));
+  check("pipe2", lib().pipe2(fds, O_CLOEXEC));
   return [fds[0], fds[1]];
 }
 
@@ -192,24 +199,24 @@ export function pipe(): [number, number] {
  * kernel refuses (an unprivileged user over pipe-user-pages-soft).
  */
 export function setPipeSize(fd: number, bytes: number): void {
-  lib.fcntl(fd, F_SETPIPE_SZ, bytes);
+  lib().fcntl(fd, F_SETPIPE_SZ, bytes);
 }
 
 /** A connected pair of UNIX stream sockets, close-on-exec. */
 export function socketPair(): [number, number] {
   const fds = new Int32Array(2);
-  check("socketpair", lib.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+  check("socketpair", lib().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
   return [fds[0], fds[1]];
 }
 
 /** One byte on a socket; MSG_NOSIGNAL: a peer that is gone gives EPIPE, not a SIGPIPE (which ends socket). */
 export function sendByte(fd: number, byte: number): boolean {
-  return lib.send(fd, new Uint8Array([byte]), 1, MSG_NOSIGNAL) === 1;
+  return lib().send(fd, new Uint8Array([byte]), 1, MSG_NOSIGNAL) === 1;
 }
 
 /** A descriptor that becomes readable when process `pid` ends (close-on-exec). */
 export function pidfdOpen(pid: number): number {
-  return check("pidfd_open", lib.pidfd_open(pid, 0));
+  return check("pidfd_open", lib().pidfd_open(pid, 0));
 }
 
 const MFD_CLOEXEC = 1;
@@ -221,12 +228,12 @@ const SEEK_SET = 0;
  * file: it reads to EOF at the body's end). Its pages are swappable shmem.
  */
 export function memfd(name: string): number {
-  return check("memfd_create", lib.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC));
+  return check("memfd_create", lib().memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC));
 }
 
 /** Back to the start of a file (the spooled body, before the CGI reads it). */
 export function rewind(fd: number): void {
-  check("lseek", Number(lib.lseek(fd, 0, SEEK_SET)));
+  check("lseek", Number(lib().lseek(fd, 0, SEEK_SET)));
 }
 
 export const SPLICE_F_MOVE = 1;
@@ -234,7 +241,7 @@ export const SPLICE_F_NONBLOCK = 2;
 
 /** Moves up to `length` bytes between a pipe and another descriptor inside the kernel: bytes moved, 0 at EOF, -errno. */
 export function splice(from: number, to: number, length: number, flags: number): number {
-  const moved = Number(lib.splice(from, null, to, null, length, flags));
+  const moved = Number(lib().splice(from, null, to, null, length, flags));
   return moved < 0 ? -errno() : moved;
 }
 
@@ -247,7 +254,7 @@ export const POLLOUT = 0x4;
  * many are ready, or -errno.
  */
 export function poll(fds: Int32Array, count: number, timeoutMs: number): number {
-  const ready = lib.poll(fds, count, timeoutMs);
+  const ready = lib().poll(fds, count, timeoutMs);
   return ready < 0 ? -errno() : ready;
 }
 
@@ -263,7 +270,7 @@ export const MSG_DONTWAIT = 0x40;
  */
 export function recv(fd: number, buf: Uint8Array, flags: number): number {
   for (;;) {
-    const n = Number(lib.recv(fd, buf, buf.length, flags));
+    const n = Number(lib().recv(fd, buf, buf.length, flags));
     if (n >= 0) return n;
     const code = errno();
     if (code !== EINTR) throw new SysError("recv", code);
@@ -307,7 +314,7 @@ export const EPOLL_EVENT_SIZE = process.arch === "x64" ? 12 : 16;
 export const EPOLL_DATA_OFFSET = process.arch === "x64" ? 4 : 8;
 
 export function epollCreate(): number {
-  return check("epoll_create1", lib.epoll_create1(EPOLL_CLOEXEC));
+  return check("epoll_create1", lib().epoll_create1(EPOLL_CLOEXEC));
 }
 
 /** Watches `fd` for `events`; the event's data is the descriptor number. */
@@ -315,32 +322,32 @@ export function epollAdd(epfd: number, fd: number, events: number): void {
   const event = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE));
   event.setUint32(0, events, true);
   event.setUint32(EPOLL_DATA_OFFSET, fd, true);
-  check("epoll_ctl", lib.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, new Uint8Array(event.buffer)));
+  check("epoll_ctl", lib().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, new Uint8Array(event.buffer)));
 }
 
 /** Blocks the JavaScript thread until an event (or a signal: -EINTR). Returns the count, or -errno. */
 export function epollWait(epfd: number, events: Uint8Array, max: number, timeoutMs: number): number {
-  const ready = lib.epoll_wait(epfd, events, max, timeoutMs);
+  const ready = lib().epoll_wait(epfd, events, max, timeoutMs);
   return ready < 0 ? -errno() : ready;
 }
 
 /** SO_RCVTIMEO on a connection: its reads fail with EAGAIN after `ms` without data. 0: never. */
 export function setReceiveTimeout(fd: number, ms: number): void {
   const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
-  check("setsockopt", lib.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
+  check("setsockopt", lib().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
 }
 
 export function getppid(): number {
-  return lib.getppid();
+  return lib().getppid();
 }
 
 /** The kernel sends `signal` to this process when its parent ends. */
 export function dieWithParent(signal: number): void {
-  check("prctl", lib.prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0));
+  check("prctl", lib().prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0));
 }
 
 export function umask(mask: number): number {
-  return lib.umask(mask);
+  return lib().umask(mask);
 }
 
 /** A user as the passwd database has it. */
@@ -384,23 +391,23 @@ function passwdEntry(entry: Uint8Array, buf: Uint8Array | undefined): PasswdEntr
 
 export function getpwnam(name: string): PasswdEntry | undefined {
   const entry = new Uint8Array(48);
-  return passwdEntry(entry, lookupEntry("getpwnam_r", (buf, size, result) => lib.getpwnam_r(cString(name), entry, buf, size, result)));
+  return passwdEntry(entry, lookupEntry("getpwnam_r", (buf, size, result) => lib().getpwnam_r(cString(name), entry, buf, size, result)));
 }
 
 export function getpwuid(uid: number): PasswdEntry | undefined {
   const entry = new Uint8Array(48);
-  return passwdEntry(entry, lookupEntry("getpwuid_r", (buf, size, result) => lib.getpwuid_r(uid, entry, buf, size, result)));
+  return passwdEntry(entry, lookupEntry("getpwuid_r", (buf, size, result) => lib().getpwuid_r(uid, entry, buf, size, result)));
 }
 
 /** A group's gid; struct group: char *gr_name, *gr_passwd; gid_t gr_gid (offset 16); char **gr_mem. */
 export function getgrnam(name: string): number | undefined {
   const entry = new Uint8Array(32);
-  const found = lookupEntry("getgrnam_r", (buf, size, result) => lib.getgrnam_r(cString(name), entry, buf, size, result));
+  const found = lookupEntry("getgrnam_r", (buf, size, result) => lib().getgrnam_r(cString(name), entry, buf, size, result));
   return found ? new DataView(entry.buffer).getUint32(16, true) : undefined;
 }
 
 export function geteuid(): number {
-  return lib.geteuid();
+  return lib().geteuid();
 }
 
 /**
@@ -409,16 +416,16 @@ export function geteuid(): number {
  * anyone else `gid` alone, never root's.
  */
 export function dropPrivileges(uid: number | undefined, gid: number, user: string | undefined): void {
-  if (user !== undefined) check("initgroups", lib.initgroups(cString(user), gid));
-  else check("setgroups", lib.setgroups(1, new Uint32Array([gid])));
-  check("setgid", lib.setgid(gid));
-  if (uid !== undefined) check("setuid", lib.setuid(uid));
+  if (user !== undefined) check("initgroups", lib().initgroups(cString(user), gid));
+  else check("setgroups", lib().setgroups(1, new Uint32Array([gid])));
+  check("setgid", lib().setgid(gid));
+  if (uid !== undefined) check("setuid", lib().setuid(uid));
 }
 
 function sockaddrOf(name: "getsockname" | "getpeername", fd: number): Endpoint {
   const sa = new Uint8Array(128);
   const len = new Uint32Array([128]);
-  check(name, lib[name](fd, sa, len));
+  check(name, lib()[name](fd, sa, len));
   return decodeSockaddr(sa, len[0]);
 }
 
@@ -429,7 +436,7 @@ export const remoteEndpoint = (fd: number): Endpoint => sockaddrOf("getpeername"
 export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
   const cred = new Int32Array(3);
   const len = new Uint32Array([12]);
-  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len));
+  check("getsockopt", lib().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len));
   return { pid: cred[0], uid: cred[1], gid: cred[2] };
 }
 
@@ -438,19 +445,19 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
  * first to `localIp` when given. Bun.connect has no local-address option.
  */
 export function connectInet(family: number, ip: string, port: number, localIp?: string): number {
-  const fd = check("socket", lib.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const fd = check("socket", lib().socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   try {
     if (localIp !== undefined) {
       const local = inetSockaddr(family, localIp, 0);
       if (!local) throw new SysError("bind", EINVAL);
-      check("bind", lib.bind(fd, local, local.length));
+      check("bind", lib().bind(fd, local, local.length));
     }
     const remote = inetSockaddr(family, ip, port);
     if (!remote) throw new SysError("connect", EINVAL);
-    check("connect", lib.connect(fd, remote, remote.length));
+    check("connect", lib().connect(fd, remote, remote.length));
     return fd;
   } catch (e) {
-    lib.close(fd);
+    lib().close(fd);
     throw e;
   }
 }
@@ -458,12 +465,12 @@ export function connectInet(family: number, ip: string, port: number, localIp?: 
 export function connectUnix(path: string): number {
   const sa = unixSockaddr(path);
   if (!sa) throw new SysError("connect", ENAMETOOLONG);
-  const fd = check("socket", lib.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const fd = check("socket", lib().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   try {
-    check("connect", lib.connect(fd, sa, sa.length));
+    check("connect", lib().connect(fd, sa, sa.length));
     return fd;
   } catch (e) {
-    lib.close(fd);
+    lib().close(fd);
     throw e;
   }
 }
@@ -471,7 +478,7 @@ export function connectUnix(path: string): number {
 /** The soft limit on open descriptors (RLIMIT_NOFILE). */
 export function descriptorLimit(): number {
   const limit = new BigUint64Array(2);
-  check("getrlimit", lib.getrlimit(RLIMIT_NOFILE, limit));
+  check("getrlimit", lib().getrlimit(RLIMIT_NOFILE, limit));
   return limit[0] > 1n << 31n ? 2 ** 31 : Number(limit[0]);
 }
 
@@ -480,7 +487,7 @@ export function descriptorLimit(): number {
  * connection from accept() until data arrives (or `secs` pass).
  */
 export function setDeferAccept(fd: number, secs: number): void {
-  check("setsockopt", lib.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, new Int32Array([Math.ceil(secs)]), 4));
+  check("setsockopt", lib().setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, new Int32Array([Math.ceil(secs)]), 4));
 }
 
 /**
@@ -492,7 +499,7 @@ export function setDeferAccept(fd: number, secs: number): void {
 export function tcpIdle(fd: number): { sentMs: number; receivedMs: number } {
   const info = new Uint32Array(26);
   const len = new Uint32Array([info.byteLength]);
-  check("getsockopt", lib.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
+  check("getsockopt", lib().getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
   return { sentMs: info[44 / 4], receivedMs: info[52 / 4] };
 }
 
@@ -504,7 +511,7 @@ export function tcpIdle(fd: number): { sentMs: number; receivedMs: number } {
 export function acceptQueue(fd: number): { waiting: number; backlog: number } {
   const info = new Uint32Array(26);
   const len = new Uint32Array([info.byteLength]);
-  check("getsockopt", lib.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
+  check("getsockopt", lib().getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len));
   return { waiting: info[24 / 4], backlog: info[28 / 4] };
 }
 
@@ -513,7 +520,7 @@ export function acceptQueue(fd: number): { waiting: number; backlog: number } {
  * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
  */
 export function becomeSubreaper(): void {
-  check("prctl", lib.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+  check("prctl", lib().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
 }
 
 /**
@@ -522,20 +529,20 @@ export function becomeSubreaper(): void {
  */
 export function peekEndedChild(): number {
   const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
-  if (lib.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
+  if (lib().waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
   return info[4];
 }
 
 /** Reaps this one child if it has ended; true if it was reaped. Never waits. */
 export function reap(pid: number): boolean {
-  return lib.waitpid(pid, new Int32Array(1), WNOHANG) === pid;
+  return lib().waitpid(pid, new Int32Array(1), WNOHANG) === pid;
 }
 
 /** Writes to a socket without SIGPIPE if the other end is gone (that is EPIPE here). */
 export function sendAll(fd: number, text: string): void {
   let bytes = new TextEncoder().encode(text);
   while (bytes.length > 0) {
-    const n = Number(lib.send(fd, bytes, bytes.length, MSG_NOSIGNAL));
+    const n = Number(lib().send(fd, bytes, bytes.length, MSG_NOSIGNAL));
     if (n < 0 && errno() === EINTR) continue;
     check("send", n);
     bytes = bytes.subarray(n);
@@ -549,12 +556,12 @@ export function sendAll(fd: number, text: string): void {
 export function sendDatagram(path: string, message: string): void {
   const sa = unixSockaddr(path, path.startsWith("@"));
   if (!sa) throw new SysError("sendto", ENAMETOOLONG);
-  const fd = check("socket", lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const fd = check("socket", lib().socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   try {
     const bytes = new TextEncoder().encode(message);
-    check("sendto", lib.sendto(fd, bytes, bytes.length, 0, sa, sa.length));
+    check("sendto", lib().sendto(fd, bytes, bytes.length, 0, sa, sa.length));
   } finally {
-    lib.close(fd);
+    lib().close(fd);
   }
 }
 
@@ -565,9 +572,9 @@ const SO_ACCEPTCONN = 30;
 export function socketKind(fd: number): { stream: boolean; listening: boolean } {
   const value = new Int32Array(1);
   const len = new Uint32Array([4]);
-  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_TYPE, value, len));
+  check("getsockopt", lib().getsockopt(fd, SOL_SOCKET, SO_TYPE, value, len));
   const stream = value[0] === SOCK_STREAM;
-  check("getsockopt", lib.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, len));
+  check("getsockopt", lib().getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, len));
   return { stream, listening: value[0] === 1 };
 }
 
@@ -596,6 +603,6 @@ export function exec(path: string, argv: string[], env: Record<string, string | 
     Object.entries(env).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : Buffer.concat([Buffer.from(`${k}=`), v]))),
     keep,
   );
-  lib.execve(file, args, envp);
+  lib().execve(file, args, envp);
   throw new SysError("execve", errno());
 }

@@ -5,10 +5,15 @@
 import { dlopen, FFIType } from "bun:ffi";
 
 const { i32, u32, ptr } = FFIType;
-const lib = dlopen("libc.so.6", {
+function open() {
+  return dlopen("libc.so.6", {
   inet_pton: { args: [i32, ptr, ptr], returns: i32 },
   inet_ntop: { args: [i32, ptr, ptr, u32], returns: ptr },
 }).symbols;
+}
+let symbols: ReturnType<typeof open> | undefined;
+/** Opened at the first call, as libc.ts's symbols are. */
+const lib = (): ReturnType<typeof open> => (symbols ??= open());
 
 export const AF_UNIX = 1;
 export const AF_INET = 2;
@@ -24,12 +29,22 @@ export type Endpoint =
 /** The IP text of `family` (AF_INET, AF_INET6) as its address bytes; undefined when it is not one. */
 function ipBytes(family: number, ip: string): Uint8Array | undefined {
   const out = new Uint8Array(family === AF_INET ? 4 : 16);
-  return lib.inet_pton(family, Buffer.from(`${ip}\0`), out) === 1 ? out : undefined;
+  return lib().inet_pton(family, Buffer.from(`${ip}\0`), out) === 1 ? out : undefined;
+}
+
+/**
+ * 4 or 6 when `text` is an IPv4 or IPv6 literal, else 0. The C library's
+ * answer, not node:net's isIP: loading node:net cost 5-6 ms of every start
+ * (hyperfine, a compiled executable that only imported it).
+ */
+export function ipFamily(text: string): 0 | 4 | 6 {
+  if (ipBytes(AF_INET, text)) return 4;
+  return ipBytes(AF_INET6, text) ? 6 : 0;
 }
 
 function ipText(family: number, bytes: Uint8Array): string {
   const out = new Uint8Array(46); // INET6_ADDRSTRLEN
-  lib.inet_ntop(family, bytes, out, out.length);
+  lib().inet_ntop(family, bytes, out, out.length);
   const end = out.indexOf(0);
   return new TextDecoder().decode(out.subarray(0, end < 0 ? out.length : end));
 }
