@@ -21,6 +21,10 @@ export const CONCURRENCY = [1, 8, 64] as const;
 /** The launchers' scenario: requests one at a time through nginx, per contender. */
 export const LAUNCHER_COUNT = QUICK ? 100 : 500;
 export const LAUNCHER_CONCURRENCY = 8;
+/** The launchers' small POST (kept in nginx's memory), and the big one sent to the header-first CGI, BODY_COUNT times. */
+export const POST_KB = 64;
+export const BODY_MB = 5;
+export const BODY_COUNT = 20;
 export const CORES = navigator.hardwareConcurrency;
 export const log = (line: string) => console.error(`bench: ${line}`);
 

@@ -3,8 +3,10 @@
 // `scgi_pass` to `socket ... -p "WRAPPER CGI"` (WRAPPER: scgi-wrapper.c,
 // reading the SCGI header and exec'ing the CGI), and, when the build has
 // them, socket's own --scgi and --fastcgi (nginx `fastcgi_pass`) with no
-// wrapper. nginx runs from a temporary directory and is stopped at the end.
-import { mkdirSync, writeFileSync } from "node:fs";
+// wrapper; beside those, the gateways socket's users compare it with:
+// fcgiwrap (FastCGI) and uWSGI's CGI plugin (SCGI), both Debian's, running
+// the same CGI. nginx runs from a temporary directory and is stopped at the end.
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { LAUNCHER_CONCURRENCY, ROUND_S } from "./config.ts";
@@ -16,18 +18,27 @@ export type Protocol = "scgi" | "fastcgi" | "none";
 
 export interface Launcher extends Contender {
   protocol: Protocol;
+  /** nginx's `fastcgi_param SCRIPT_FILENAME`: fcgiwrap runs the program it names (socket's -p ignores it). */
+  script?: string;
 }
 
 export interface Programs {
   wrapper: string;
   cgi: string;
+  /** A CGI that writes its header before it reads the body (as git-http-backend does), then the body's sha256. */
+  hashFirst: string;
 }
+
+/** The header-first CGI; a shell script, as test/body.test.ts's. */
+const HASH_FIRST_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c "$CONTENT_LENGTH" | sha256sum\n`;
 
 /** Compiles the wrapper and the CGI into the scratch directory; a reason when it cannot. */
 export function compilePrograms(b: Bench): Programs | string {
   const cc = ["cc", "gcc"].find((c) => Bun.which(c));
   if (!cc) return "no C compiler (cc or gcc; scripts/install-bench-deps.sh installs gcc)";
-  const out: Programs = { wrapper: join(b.scratch, "scgi-wrapper"), cgi: join(b.scratch, "hello-cgi") };
+  const out: Programs = { wrapper: join(b.scratch, "scgi-wrapper"), cgi: join(b.scratch, "hello-cgi"), hashFirst: join(b.scratch, "hash-first.cgi") };
+  writeFileSync(out.hashFirst, HASH_FIRST_CGI);
+  chmodSync(out.hashFirst, 0o755);
   for (const [source, binary] of [["scgi-wrapper.c", out.wrapper], ["hello-cgi.c", out.cgi]]) {
     const r = Bun.spawnSync([cc, "-O2", "-o", binary, join(import.meta.dir, source)], { stderr: "pipe" });
     if (r.exitCode !== 0) return `${cc} failed on ${source}: ${r.stderr.toString().trim().split("\n")[0]}`;
@@ -41,7 +52,31 @@ export const W4_NO_Q = "socket -W 4 (no -q), wrapper";
 export const W4_Q_PRESTART = "socket -W 4 -q --prestart, wrapper";
 export const SCGI = "socket --scgi -W 4";
 export const FASTCGI = "socket --fastcgi -W 4";
+export const FCGIWRAP = "fcgiwrap -c 4";
+export const UWSGI = "uWSGI CGI plugin, 4 processes";
 export const NGINX_ALONE = "nginx alone (return 200, no upstream)";
+/** The gateways that hold a request's body or the answer whole: the 5 MB POST to the header-first CGI. */
+export const BODY_SUFFIX = ", header-first CGI";
+
+/**
+ * The gateways running one CGI: socket's --scgi and --fastcgi, fcgiwrap
+ * (-c 4: four preforked processes, as -W 4) and uWSGI's CGI plugin on an
+ * SCGI socket (--scgi-modifier1 9 sends every request to the CGI plugin;
+ * --cgi names the one program; --processes 4 under a master).
+ */
+export function gateways(b: Bench, cgi: string, suffix = ""): Launcher[] {
+  return [
+    { name: SCGI + suffix, protocol: "scgi", feature: "--scgi", argv: (port) => [b.socket, "--scgi", "-W", "4", "-B", "127.0.0.1", "-s", String(port), "-p", cgi] },
+    { name: FASTCGI + suffix, protocol: "fastcgi", feature: "--fastcgi", argv: (port) => [b.socket, "--fastcgi", "-W", "4", "-B", "127.0.0.1", "-s", String(port), "-p", cgi] },
+    { name: FCGIWRAP + suffix, protocol: "fastcgi", needs: "fcgiwrap", script: cgi, argv: (port) => ["fcgiwrap", "-c", "4", "-s", `tcp:127.0.0.1:${port}`] },
+    {
+      name: UWSGI + suffix,
+      protocol: "scgi",
+      needs: "uwsgi",
+      argv: (port) => ["uwsgi", "--plugin", "cgi", "--scgi-socket", `127.0.0.1:${port}`, "--scgi-modifier1", "9", "--cgi", cgi, "--master", "--processes", "4", "--disable-logging", "--die-on-term"],
+    },
+  ];
+}
 
 /** The launchers' command lines: the issue's line, without -W, without -q, with --prestart, and the gateways. */
 export function launcherContenders(b: Bench, p: Programs): Launcher[] {
@@ -51,8 +86,7 @@ export function launcherContenders(b: Bench, p: Programs): Launcher[] {
     { name: W4_Q, protocol: "scgi", argv: line(["-f", "-q", "-W", "4"]) },
     { name: W4_NO_Q, protocol: "scgi", argv: line(["-f", "-W", "4"]) },
     { name: W4_Q_PRESTART, protocol: "scgi", argv: line(["-f", "-q", "-W", "4", "--prestart"]), feature: "--prestart" },
-    { name: SCGI, protocol: "scgi", feature: "--scgi", argv: (port) => [b.socket, "--scgi", "-W", "4", "-B", "127.0.0.1", "-s", String(port), "-p", p.cgi] },
-    { name: FASTCGI, protocol: "fastcgi", feature: "--fastcgi", argv: (port) => [b.socket, "--fastcgi", "-W", "4", "-B", "127.0.0.1", "-s", String(port), "-p", p.cgi] },
+    ...gateways(b, p.cgi),
   ];
 }
 
@@ -69,16 +103,16 @@ export interface Nginx {
  * by itself (the floor). New connection to the upstream per request (no
  * keepalive), as nginx does by default.
  */
-export async function startNginx(b: Bench, upstreams: { protocol: Protocol; port: number }[]): Promise<Nginx> {
+export async function startNginx(b: Bench, upstreams: { protocol: Protocol; port: number; script?: string }[]): Promise<Nginx> {
   const dir = join(b.scratch, "nginx");
   mkdirSync(dir, { recursive: true });
-  const all = [...upstreams, { protocol: "none" as Protocol, port: 0 }];
+  const all: { protocol: Protocol; port: number; script?: string }[] = [...upstreams, { protocol: "none", port: 0 }];
   const ports = all.map(() => freePort());
-  const location = (u: { protocol: Protocol; port: number }) =>
+  const location = (u: { protocol: Protocol; port: number; script?: string }) =>
     u.protocol === "scgi"
       ? `include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:${u.port};`
       : u.protocol === "fastcgi"
-        ? `include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:${u.port};`
+        ? `include /etc/nginx/fastcgi_params;${u.script ? ` fastcgi_param SCRIPT_FILENAME ${u.script};` : ""} fastcgi_pass 127.0.0.1:${u.port};`
         : `default_type text/plain; return 200 "hello\\n";`;
   const conf = `daemon off;
 master_process off;
@@ -88,6 +122,9 @@ error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # The 5 MB POST (the default limit is 1 MB); the small POSTs stay in memory.
+  client_max_body_size 16m;
+  client_body_buffer_size 128k;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;

@@ -157,13 +157,29 @@ export const HELLO = "hello\n";
  * the answer). Not half-closed: nginx may take an early FIN for a client
  * that gave up. OK only for status 200 and the body HELLO.
  */
-export function httpGet(port: number, path = "/", timeoutMs = 10_000): Promise<Outcome> {
+export const httpGet = (port: number, path = "/", timeoutMs = 10_000): Promise<Outcome> =>
+  httpExchange(port, new TextEncoder().encode(`GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n`), HELLO, timeoutMs);
+
+/** One HTTP/1.0 POST of `body`, as httpGet; OK only for status 200 and the body `expect`. */
+export function httpPost(port: number, body: Uint8Array, expect = HELLO, timeoutMs = 10_000): Promise<Outcome> {
+  const head = new TextEncoder().encode(`POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`);
+  const request = new Uint8Array(head.length + body.length);
+  request.set(head);
+  request.set(body, head.length);
+  return httpExchange(port, request, expect, timeoutMs);
+}
+
+/** Sends a whole request (the rest on each drain: Bun's write takes what the kernel does), reads to EOF, checks status 200 and the body. */
+function httpExchange(port: number, request: Uint8Array, expect: string, timeoutMs: number): Promise<Outcome> {
   const started = performance.now();
-  const request = `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n`;
   return new Promise<Outcome>((resolve) => {
     const chunks: Buffer[] = [];
     let done = false;
     let socket: Socket<undefined> | undefined;
+    let sent = 0;
+    const send = (s: Socket<undefined>) => {
+      if (sent < request.length) sent += Math.max(0, s.write(request.subarray(sent)));
+    };
     const finish = (why: string) => {
       if (done) return;
       done = true;
@@ -171,7 +187,7 @@ export function httpGet(port: number, path = "/", timeoutMs = 10_000): Promise<O
       let error = why;
       const answer = Buffer.concat(chunks).toString("latin1");
       if (!error && !/^HTTP\/1\.[01] 200 /.test(answer)) error = `answer: ${answer.split("\r\n")[0] || "none"}`;
-      if (!error && !answer.endsWith(`\r\n\r\n${HELLO}`)) error = "body is not hello";
+      if (!error && !answer.endsWith(`\r\n\r\n${expect}`)) error = expect === HELLO ? "body is not hello" : `body is not ${JSON.stringify(expect)}`;
       resolve({ ok: !error, ms: performance.now() - started, error });
     };
     const timer = setTimeout(() => {
@@ -184,8 +200,9 @@ export function httpGet(port: number, path = "/", timeoutMs = 10_000): Promise<O
       socket: {
         open(s) {
           socket = s;
-          s.write(request);
+          send(s);
         },
+        drain: send,
         data: (_s, chunk) => void chunks.push(Buffer.from(chunk)),
         close: () => finish(""),
         error: (_s, e) => finish(`error: ${e.message}`),

@@ -10,9 +10,10 @@
 // writes the documents again from docs/bench.json (after a change to the report).
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log, QUICK, TRANSFER_MB, TRANSFER_RUNS } from "./config.ts";
-import { answers, compilePrograms, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
-import { bulkPayload, exchange, httpGet, REQUEST, summarize, transfer } from "./loadgen.ts";
+import { createHash } from "node:crypto";
+import { BODY_COUNT, BODY_MB, CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log, POST_KB, QUICK, TRANSFER_MB, TRANSFER_RUNS } from "./config.ts";
+import { answers, BODY_SUFFIX, compilePrograms, gateways, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
+import { bulkPayload, exchange, httpGet, httpPost, REQUEST, summarize, transfer } from "./loadgen.ts";
 import { machine } from "./machine.ts";
 import { markdown } from "./markdown.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
@@ -34,7 +35,7 @@ import {
   type Contender,
   type Server,
 } from "./scenarios.ts";
-import type { ConnRow, LauncherRow, Results, TransferRow } from "./types.ts";
+import type { BodyRow, ConnRow, LauncherRow, Results, TransferRow } from "./types.ts";
 
 const bench = prepare();
 let nginx: Nginx | undefined;
@@ -123,13 +124,16 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   const programs = compilePrograms(bench);
   if (typeof programs === "string") return { note: programs };
   const contenders = launcherContenders(bench, programs);
-  log(`launchers: starting ${contenders.map((c) => c.name).join(", ")} and nginx`);
-  const { servers, skipped } = await startAll(bench, contenders, notes, null);
+  // The same gateways running the header-first CGI: only the 5 MB POSTs go to them.
+  const bodyContenders = gateways(bench, programs.hashFirst, BODY_SUFFIX);
+  log(`launchers: starting ${contenders.map((c) => c.name).join(", ")}, the gateways again with the header-first CGI, and nginx`);
+  const { servers, skipped } = await startAll(bench, [...contenders, ...bodyContenders], notes, null);
   const live = contenders.filter((c) => servers.has(c.name));
+  const liveBodies = bodyContenders.filter((c) => servers.has(c.name));
   try {
     nginx = await startNginx(
       bench,
-      live.map((c) => ({ protocol: c.protocol, port: servers.get(c.name)!.port })),
+      [...live, ...liveBodies].map((c) => ({ protocol: c.protocol, port: servers.get(c.name)!.port, script: c.script })),
     );
   } catch (e) {
     await stopAll();
@@ -148,8 +152,12 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   }
   targets.push({ name: NGINX_ALONE, port: nginx.ports[nginx.ports.length - 1], root: nginxPid });
 
-  log(`launchers: ${LAUNCHER_COUNT} requests one at a time to each`);
-  const one = (await oneAtATime(targets.map((t) => () => httpGet(t.port)), LAUNCHER_COUNT)).map((run) => summarize([run]));
+  log(`launchers: ${LAUNCHER_COUNT} GETs and ${LAUNCHER_COUNT} POSTs of ${POST_KB} KiB one at a time to each`);
+  const small = crypto.getRandomValues(new Uint8Array(POST_KB * 1024));
+  const probes = [...targets.map((t) => () => httpGet(t.port)), ...targets.map((t) => () => httpPost(t.port, small))];
+  const both = (await oneAtATime(probes, LAUNCHER_COUNT)).map((run) => summarize([run]));
+  const one = both.slice(0, targets.length);
+  const post = both.slice(targets.length);
   log(`launchers: 8 at a time, rounds rotating through ${targets.length}`);
   const nginxCpu = targets.map(() => 0);
   const rounds = await rotate(targets.map((t) => t.root), async (k) => {
@@ -175,14 +183,50 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
       name: c.name,
       command,
       one: one[i],
+      post: post[i],
       at8,
       cpu8: c.name === NGINX_ALONE ? { server: NaN, programs: NaN, nginx: nginxCpu[i] / per } : { server: cpu.server / per, programs: cpu.programs / per, nginx: nginxCpu[i] / per },
     };
   });
+  const bodies: BodyRow[] = [];
+  for (const c of bodyContenders) {
+    const k = liveBodies.indexOf(c);
+    if (k < 0) bodies.push({ name: c.name, skipped: skipped.get(c.name), intact: 0, of: 0, error: "" });
+    else {
+      log(`launchers: ${BODY_COUNT} POSTs of ${BODY_MB} MB to ${c.name}`);
+      bodies.push({ name: c.name, ...(await intactPosts(nginx.ports[live.length + k])) });
+    }
+  }
   await killGroup(nginx.proc);
   nginx = undefined;
   await stopAll();
-  return { rows };
+  return { rows, bodies };
+}
+
+/**
+ * BODY_COUNT POSTs of BODY_MB MB one after another, each answer checked
+ * against the body's sha256; stops at the first timeout (a lost body waits
+ * out nginx's 60 s read timeout, so 20 of them would take 20 minutes).
+ */
+async function intactPosts(port: number): Promise<Omit<BodyRow, "name">> {
+  const body = bulkPayload(BODY_MB);
+  const expect = `${createHash("sha256").update(body).digest("hex")}  -\n`;
+  // Ready (uWSGI's workers come up after its socket): a small POST answered with its hash.
+  const tiny = new TextEncoder().encode("ready?");
+  const tinyHash = `${createHash("sha256").update(tiny).digest("hex")}  -\n`;
+  const until = performance.now() + 15_000;
+  while (!(await httpPost(port, tiny, tinyHash, 2000)).ok && performance.now() < until) await Bun.sleep(50);
+  let intact = 0;
+  let of = 0;
+  let error = "";
+  while (of < BODY_COUNT) {
+    const o = await httpPost(port, body, expect, 15_000);
+    of++;
+    if (o.ok) intact++;
+    else error ||= o.error;
+    if (o.error === "timeout") break;
+  }
+  return { intact, of, error };
 }
 
 /**

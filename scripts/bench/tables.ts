@@ -1,6 +1,6 @@
 // The results tables of docs/BENCHMARKS.md: connections, CPU, bulk data,
 // the launchers' scenario, idle pools, launch, the floor and the targets.
-import { CONCURRENCY, IDLE_PAUSE_MS } from "./config.ts";
+import { BODY_COUNT, BODY_MB, CONCURRENCY, IDLE_PAUSE_MS, POST_KB } from "./config.ts";
 import { f, ratio, table } from "./format.ts";
 import { F_Q, NGINX_ALONE } from "./launchers.ts";
 import { median, REQUEST } from "./loadgen.ts";
@@ -51,25 +51,33 @@ export function tables(r: Results, t: Target[]): string {
   let launcherTables = `Not run: ${r.launchers.note ?? ""}`;
   if (r.launchers.rows) {
     const fqP50 = launcher(r, F_Q)?.one?.p50;
-    const head = ["contender", "one at a time p50 / p99 ms", "p50 × `-f -q`'s", `${r.settings.launcherConcurrency} at a time req/s`, "socket's processes ms CPU / req", "per-request processes", "nginx", "failed"];
+    const head = ["contender", "one at a time p50 / p99 ms", "p50 × `-f -q`'s", `POST ${POST_KB} KiB one at a time p50 / p99 ms`, `${r.settings.launcherConcurrency} at a time req/s`, "server's processes ms CPU / req", "per-request processes", "nginx", "failed"];
     launcherTables = table(
       head,
       r.launchers.rows.map((l) => {
         if (l.skipped || !l.one || !l.at8) return skipRow(l.name, l.skipped ?? "not measured", head.length);
-        const failed = l.one.failures + l.at8.failures;
+        const failed = l.one.failures + l.at8.failures + (l.post?.failures ?? 0);
         return [
           l.name,
           `${f(l.one.p50, 2)} / ${f(l.one.p99, 2)}`,
           f(ratio(l.one.p50, fqP50), 2),
+          l.post ? `${f(l.post.p50, 2)} / ${f(l.post.p99, 2)}` : "",
           f(rps(l), 0),
           l.name === NGINX_ALONE ? "–" : f(l.cpu8?.server, 3),
           l.name === NGINX_ALONE ? "–" : f(l.cpu8?.programs, 3),
           f(l.cpu8?.nginx, 3),
-          failed === 0 ? "0" : `${failed} (${l.one.firstError || l.at8.firstError})`,
+          failed === 0 ? "0" : `${failed} (${l.one.firstError || l.post?.firstError || l.at8.firstError})`,
         ];
       }),
     );
-    launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time):\n\n${r.launchers.rows
+    const bodies = r.launchers.bodies ?? [];
+    if (bodies.length) {
+      launcherTables += `\n\n${BODY_COUNT} POSTs of ${BODY_MB} MB one after another to a CGI that writes its header before it reads the body (\`printf 'Content-Type: ...'; head -c $CONTENT_LENGTH | sha256sum\`, as git-http-backend does), the answer checked against the body's sha256 (test/body.test.ts checks the same):\n\n${table(
+        ["gateway", "intact", "first failure"],
+        bodies.map((x) => (x.skipped ? [x.name, x.skipped, ""] : [x.name, `${x.intact} of ${x.of}${x.of < BODY_COUNT ? ` (stopped at a timeout)` : ""}`, x.error])),
+      )}`;
+    }
+    launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time; nginx sends fcgiwrap \`fastcgi_param SCRIPT_FILENAME CGI\`; fcgiwrap's workers ignore SIGCHLD, so the kernel reaps its CGIs and their CPU is counted nowhere: its "per-request processes" column is 0):\n\n${r.launchers.rows
       .map((l) => `- ${l.name}: \`${l.command}\``)
       .join("\n")}`;
   }

@@ -1,9 +1,10 @@
-// The targets of issues 4, 8, 9 and 11, each judged from ratios within the
+// The targets of issues 4, 8, 9, 11 and 17, each judged from ratios within the
 // one run (the machine is shared, so absolute figures mean little across
 // runs): met, not met with the measured reason, or not supported by the
 // build measured. Add a target here; the markdown and the README count them.
 import { f, ratio } from "./format.ts";
-import { F_Q, FASTCGI, NGINX_ALONE, SCGI, W4_NO_Q, W4_Q as L_W4_Q, W4_Q_PRESTART } from "./launchers.ts";
+import { BODY_COUNT, BODY_MB } from "./config.ts";
+import { BODY_SUFFIX, F_Q, FASTCGI, FCGIWRAP, NGINX_ALONE, SCGI, UWSGI, W4_NO_Q, W4_Q as L_W4_Q, W4_Q_PRESTART } from "./launchers.ts";
 import { median } from "./loadgen.ts";
 import { conn, launcher, mbps, pool, rps, why } from "./lookups.ts";
 import { NOT_SUPPORTED, TCPSERVER, W4, W4_COPY, W4_PRESTART, W4_TIMEOUT } from "./scenarios.ts";
@@ -168,5 +169,42 @@ export function targets(r: Results): Target[] {
       `${f(mbTimeout, 0)} vs ${f(mbW4, 0)} MB/s`,
     ),
   );
+  out.push(...issue17(r));
+  return out;
+}
+
+/** Issue 17: socket's gateways against fcgiwrap and uWSGI's CGI plugin, and no body lost. */
+function issue17(r: Results): Target[] {
+  const out: Target[] = [];
+  const pairs = [
+    { ours: FASTCGI, theirs: FCGIWRAP, label: "fcgiwrap", p50: 0.8, rps: 1.25 },
+    { ours: SCGI, theirs: UWSGI, label: "uWSGI", p50: 0.7, rps: 1.4 },
+  ];
+  for (const x of pairs) {
+    const [a, b] = [launcher(r, x.ours), launcher(r, x.theirs)];
+    const short = x.ours.replace("socket ", "");
+    const missing = a ? why(r, x.theirs) : why(r, x.ours);
+    out.push(
+      ratioTarget(17, `\`${short}\`: p50 one at a time ≤ ${x.p50} × ${x.label}'s`, ratio(a?.one?.p50, b?.one?.p50), x.p50, false, missing, () =>
+        `nginx answering by itself takes ${f(launcher(r, NGINX_ALONE)?.one?.p50, 2)} ms of both; the CGI's fork and exec are in both`,
+        `${f(a?.one?.p50, 2)} vs ${f(b?.one?.p50, 2)} ms`),
+    );
+    out.push(
+      ratioTarget(17, `\`${short}\`: requests/s at 8 ≥ ${x.rps} × ${x.label}'s`, ratio(rps(a), rps(b)), x.rps, true, missing, () =>
+        `CPU per request: socket's processes ${f(a!.cpu8?.server, 3)} ms, ${x.label}'s ${f(b!.cpu8?.server, 3)} ms; the CGIs ${f(a!.cpu8?.programs, 3)} vs ${f(b!.cpu8?.programs, 3)} ms; nginx ${f(a!.cpu8?.nginx, 3)} vs ${f(b!.cpu8?.nginx, 3)} ms`,
+        `${f(rps(a), 0)} vs ${f(rps(b), 0)} req/s`),
+    );
+  }
+  for (const name of [SCGI, FASTCGI]) {
+    const what = `${BODY_MB} MB POST to a header-first CGI through nginx: ${BODY_COUNT} of ${BODY_COUNT} intact (\`${name.replace("socket ", "")}\`)`;
+    const row = r.launchers.bodies?.find((b) => b.name === name + BODY_SUFFIX);
+    if (!row || row.skipped) {
+      const reason = row?.skipped ?? (r.launchers.rows ? "not measured (a run before issue 17)" : (r.launchers.note ?? "not measured"));
+      out.push({ issue: 17, what, value: reason, status: unsupported(reason) });
+      continue;
+    }
+    const met = row.intact === BODY_COUNT;
+    out.push({ issue: 17, what, value: `${row.intact} of ${row.of}`, status: met ? "met" : "not met", reason: met ? undefined : row.error });
+  }
   return out;
 }

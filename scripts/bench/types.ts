@@ -30,9 +30,21 @@ export interface LauncherRow {
   command: string;
   skipped?: string;
   one?: Summary;
+  /** One at a time, a POST of POST_KB KiB to the same CGI (which reads it); absent from runs before issue 17. */
+  post?: Summary;
   at8?: Requests;
   /** Milliseconds of CPU per request at 8: socket's processes, per-request processes, nginx. */
   cpu8?: Cpu & { nginx: number };
+}
+
+/** BODY_MB POSTs through nginx to a CGI that writes its header before reading the body (issue 17). */
+export interface BodyRow {
+  name: string;
+  skipped?: string;
+  intact: number;
+  of: number;
+  /** The first failure, when one failed. */
+  error: string;
 }
 
 export interface Results {
@@ -55,7 +67,7 @@ export interface Results {
   /** Idle turnaround through the echo server: the network and the load generator, no program. */
   networkFloor: Summary;
   /** The launchers' scenario, or why it did not run. */
-  launchers: { rows?: LauncherRow[]; note?: string };
+  launchers: { rows?: LauncherRow[]; bodies?: BodyRow[]; note?: string };
   /** Steady state against a HUP and a USR2 under load (issue 16); absent from runs before it. */
   reload?: { rows?: ReloadRow[]; note?: string };
   notes: string[];
