@@ -43,9 +43,13 @@ function sh(argv: string[], cwd = scratch): string {
   return r.stdout.toString();
 }
 
-/** The commit the executables must name: HEAD's, "-dirty" when tracked files differ (as scripts/build.ts stamps it). */
+/**
+ * The commit the executables must name: HEAD's, "-dirty" when tracked files
+ * differ (as scripts/build.ts stamps it). Read once, when the file loads, as
+ * the release is built: a commit made meanwhile must not change it.
+ */
+const head = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: ROOT, stdout: "pipe" }).stdout.toString().trim();
 function expectedCommit(): RegExp {
-  const head = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: ROOT, stdout: "pipe" }).stdout.toString().trim();
   return new RegExp(`^socket version ${VERSION.replaceAll(".", "\\.")} \\(commit ${head || "unknown"}(-dirty)?\\)\\n$`);
 }
 

@@ -19,6 +19,7 @@ import { markdown } from "./markdown.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
 import { reloadScenario } from "./reload.ts";
 import { RESULTS_JSON, writeDocuments } from "./report.ts";
+import { startupScenario } from "./startup.ts";
 import {
   connectionContenders,
   ECHO,
@@ -231,7 +232,7 @@ async function intactPosts(port: number): Promise<Omit<BodyRow, "name">> {
 
 /**
  * BENCH_ONLY=launchers (a comma-separated list of connections, launchers,
- * reload, pools, launches, floors): only those phases, printed, no document written.
+ * reload, pools, launches, floors, startup): only those phases, printed, no document written.
  */
 const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
 const runs = (phase: string) => !ONLY || ONLY.includes(phase);
@@ -270,6 +271,9 @@ async function main(): Promise<void> {
     }
   }
 
+  const startup = runs("startup") ? await startupScenario(bench) : { note: "not run (BENCH_ONLY)" };
+  if (startup.note) notes.push(`startup against the previous build skipped: ${startup.note}`);
+
   if (runs("floors")) log("the floor: starting programs with no network");
   const cgi = join(bench.scratch, "hello-cgi");
   const floorCommands = [
@@ -297,6 +301,7 @@ async function main(): Promise<void> {
     networkFloor: c.networkFloor,
     launchers,
     reload,
+    startup,
     notes,
     seconds: (performance.now() - began) / 1000,
   };

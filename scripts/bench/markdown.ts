@@ -60,7 +60,7 @@ nginx, wrk and gcc (without them their rows are skipped, with a note).
 \`BENCH_QUICK=1 npm run bench\` runs short phases for trying the script out;
 ${r.quick ? "this quick run" : "this run"} took ${f(r.seconds / 60, 1)} minutes. \`BENCH_SOCKET=/path/to/socket\`
 measures another build; \`BENCH_ONLY=launchers\` (or connections, reload,
-pools, launches, floors, comma-separated) runs only those phases and prints them
+pools, launches, startup, floors, comma-separated) runs only those phases and prints them
 without writing anything; \`bun scripts/bench/render.ts\` writes this file,
 docs/bench.svg and the README's section again from docs/bench.json, the
 raw figures of the last full run.

@@ -6,6 +6,7 @@ import { F_Q, NGINX_ALONE } from "./launchers.ts";
 import { median, REQUEST } from "./loadgen.ts";
 import { launcher, mbps, rps } from "./lookups.ts";
 import { ECHO, W4 } from "./scenarios.ts";
+import { IDLE_WORKERS, launchMedian, PREVIOUS_COMMIT, startupPair } from "./startup.ts";
 import type { ConnRow, Results, Target } from "./types.ts";
 
 /** The Results section, table by table; `t` is the targets, judged once by markdown.ts for the count and this table alike. */
@@ -133,6 +134,7 @@ export function tables(r: Results, t: Target[]): string {
     "",
     launchTable,
     "",
+    ...startupSection(r),
     "### The floor: starting the program alone, and the network alone",
     "",
     floorTable,
@@ -164,6 +166,47 @@ function reloadSection(r: Results): string[] {
     "A closed loop of 8 against `socket -W 4 -p cat`, replies checked byte for byte. The HUP and USR2 rows count the connections begun between the signal and its end (every worker replaced; the old master gone).",
     "",
     reloadTable,
+    "",
+  ];
+}
+
+/** This build against the previous release's (issue 18), when the run measured them. */
+function startupSection(r: Results): string[] {
+  if (!r.startup) return [];
+  const head = `### Start-up and memory against the previous release's build (${PREVIOUS_COMMIT}, before --bytecode)`;
+  const pair = startupPair(r);
+  if (!pair) return [head, "", `Not run: ${r.startup.note ?? "not measured"}`, ""];
+  const { now, then } = pair;
+  const row = (what: string, a: number | undefined, b: number | undefined, digits = 1, shown?: [string, string]) => [
+    what,
+    shown?.[0] ?? f(a, digits),
+    shown?.[1] ?? f(b, digits),
+    f(ratio(a, b), 2),
+  ];
+  const worst = (x: typeof now) => x.launchMs[x.launchMs.length - 1];
+  const rows = [
+    row(`\`socket -version\` ms (${now.versionHow})`, now.versionMs, then.versionMs, 2),
+    row(`launch to first answer of \`-W 4\`, median (worst) ms of ${now.launchMs.length}`, launchMedian(now), launchMedian(then), 1, [
+      `${f(launchMedian(now))} (${f(worst(now))})`,
+      `${f(launchMedian(then))} (${f(worst(then))})`,
+    ]),
+    row("respawn storm (`-W 4 --max-requests 1`, 8 at a time): conn/s", now.storm.perSecond, then.storm.perSecond, 0),
+    row("respawn storm: p50 / p99 ms", now.storm.p99, then.storm.p99, 2, [
+      `${f(now.storm.p50, 2)} / ${f(now.storm.p99, 2)}`,
+      `${f(then.storm.p50, 2)} / ${f(then.storm.p99, 2)}`,
+    ]),
+    row("respawn storm: failed", now.storm.failures, then.storm.failures, 0),
+    ...IDLE_WORKERS.flatMap((n) => [
+      row(`idle worker PSS MB, \`-W ${n}\` (mean)`, now.idle[n]?.workerMean, then.idle[n]?.workerMean),
+      row(`of which own heap (Pss_Anon) MB, \`-W ${n}\``, now.idle[n]?.anonMean, then.idle[n]?.anonMean, 2),
+    ]),
+  ];
+  return [
+    head,
+    "",
+    `Both builds in this run, each a private copy: the previous one built from git (\`git archive ${PREVIOUS_COMMIT}\`, \`npm ci\`, \`npm run build\`) into a temporary directory. Pools serve \`cat\` as above; launches alternate between the builds, the storm's rounds rotate, idle pools are measured alone after settling. The p99 column's ratio is of the p99.`,
+    "",
+    table(["figure", "this build", `previous (${PREVIOUS_COMMIT})`, "this ÷ previous"], rows),
     "",
   ];
 }

@@ -8,6 +8,7 @@ import { BODY_SUFFIX, F_Q, FASTCGI, FCGIWRAP, NGINX_ALONE, SCGI, UWSGI, W4_NO_Q,
 import { median } from "./loadgen.ts";
 import { conn, launcher, mbps, pool, rps, why } from "./lookups.ts";
 import { NOT_SUPPORTED, TCPSERVER, W4, W4_COPY, W4_PRESTART, W4_TIMEOUT } from "./scenarios.ts";
+import { launchMedian, startupPair } from "./startup.ts";
 import type { Results, Target } from "./types.ts";
 
 /** A missing row's status: the build lacks the option, or the row was not measured (a tool not installed, a failure). */
@@ -170,6 +171,7 @@ export function targets(r: Results): Target[] {
     ),
   );
   out.push(...issue17(r));
+  out.push(...startupTargets(r));
   return out;
 }
 
@@ -207,4 +209,33 @@ function issue17(r: Results): Target[] {
     out.push({ issue: 17, what, value: `${row.intact} of ${row.of}`, status: met ? "met" : "not met", reason: met ? undefined : row.error });
   }
   return out;
+}
+
+/** Issue 18: this build against the previous release's, both measured in this run (startup.ts). */
+function startupTargets(r: Results): Target[] {
+  const pair = startupPair(r);
+  const missing = r.startup?.note ?? "not measured";
+  const { now, then } = pair ?? {};
+  const w64 = now?.idle[64];
+  const anonGoal = 3.5;
+  return [
+    ratioTarget(18, "`socket -version` ≤ 0.5 × the previous build's", ratio(now?.versionMs, then?.versionMs), 0.5, false, pair ? undefined : missing, () =>
+      `this build ${f(now!.versionMs, 2)} ms, the previous ${f(then!.versionMs, 2)} ms (${now!.versionHow})`,
+      `${f(now?.versionMs, 2)} vs ${f(then?.versionMs, 2)} ms`),
+    ratioTarget(18, "launch to first answer of `-W 4` ≤ 0.5 × the previous build's (median)", ratio(now && launchMedian(now), then && launchMedian(then)), 0.5, false, pair ? undefined : missing, () =>
+      `a launch starts the master and then 4 workers, each an executable start (\`-version\`: ${f(now!.versionMs, 2)} vs ${f(then!.versionMs, 2)} ms), on ${r.cores} cores, plus the pool's own set-up`,
+      `${f(now && launchMedian(now))} vs ${f(then && launchMedian(then))} ms`),
+    w64
+      ? {
+          issue: 18,
+          what: `own heap (Pss_Anon) per idle worker ≤ ${anonGoal} MB (-W 64)`,
+          value: `${f(w64.anonMean, 2)} MB (previous build ${f(then!.idle[64]?.anonMean, 2)} MB)`,
+          status: w64.anonMean <= anonGoal ? "met" : "not met",
+          reason: w64.anonMean <= anonGoal ? undefined : `PSS ${f(w64.workerMean)} MB per worker, of which ${f(w64.fileMean)} MB its share of the executable's pages`,
+        }
+      : { issue: 18, what: `own heap (Pss_Anon) per idle worker ≤ ${anonGoal} MB (-W 64)`, value: missing, status: "not measured" },
+    ratioTarget(18, "respawn storm (`-W 4 --max-requests 1`, 8 at a time) ≥ 1.5 × the previous build's conn/s", ratio(now?.storm.perSecond, then?.storm.perSecond), 1.5, true, pair ? undefined : missing, () =>
+      `every connection starts a worker: \`-version\` takes ${f(now!.versionMs, 2)} vs ${f(then!.versionMs, 2)} ms; the storm's p99 ${f(now!.storm.p99, 1)} vs ${f(then!.storm.p99, 1)} ms`,
+      `${f(now?.storm.perSecond, 0)} vs ${f(then?.storm.perSecond, 0)} conn/s, p99 ${f(now?.storm.p99, 1)} vs ${f(then?.storm.p99, 1)} ms`),
+  ];
 }

@@ -7,6 +7,7 @@ import type { Summary } from "./loadgen.ts";
 import type { Cpu, Floor, IdlePool } from "./measure.ts";
 import type { ReloadRow } from "./reload.ts";
 import type { NOT_SUPPORTED } from "./scenarios.ts";
+import type { StartupResult } from "./startup.ts";
 
 export interface ConnRow {
   name: string;
@@ -70,6 +71,8 @@ export interface Results {
   launchers: { rows?: LauncherRow[]; bodies?: BodyRow[]; note?: string };
   /** Steady state against a HUP and a USR2 under load (issue 16); absent from runs before it. */
   reload?: { rows?: ReloadRow[]; note?: string };
+  /** Start-up and memory against the previous release's build (issue 18); absent from runs before it. */
+  startup?: StartupResult;
   notes: string[];
   seconds: number;
 }
