@@ -231,4 +231,4 @@ test("records split at every kind of boundary (header, content, padding) are rea
   await waitFor("the answer", () => parseRecords(client.data()).records.some((r) => r.type === 3));
   expect(parseRecords(client.data()).stdout.split("\r\n\r\n")[1]).toBe(body.toString());
   client.socket.end();
-});
+}, 60_000); // ~60 pieces, each waiting for the server's (delayed) ACK: about 10 s

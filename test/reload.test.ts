@@ -3,7 +3,7 @@
 // new executable that cannot start leaves the old master serving; USR1
 // reopens -b's --log; TTIN and TTOU add and remove a worker.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, readFileSync, readlinkSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { converse, fcgiRequest, parseRecords } from "./gateway-peers.ts";
 import { collect, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
@@ -255,6 +255,8 @@ describe("USR1: reopen --log", () => {
     renameSync(log, `${log}.1`);
     process.kill(master, "SIGUSR1");
     await waitFor("a new log", () => existsSync(log) && readFileSync(log, "utf8").includes(`USR1: reopened ${log}`));
+    // The master passes USR1 on: each worker's stderr is the new file once it has taken it.
+    await waitFor("the workers to reopen too", () => workersOf(master).every((pid) => readlinkSync(`/proc/${pid}/fd/2`) === log));
     // Workers log connections: both must write to the new file now.
     for (let i = 0; i < 6; i++) expect((await exchange(port, `after ${i}`)).data.toString()).toBe(`after ${i}`);
     await waitFor("the connections in the new log", () => readFileSync(log, "utf8").split("inet: connection from").length - 1 === 6);
