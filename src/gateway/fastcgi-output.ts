@@ -54,6 +54,8 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
   const out: Uint8Array[] = [];
   /** Content of the last STDOUT header in `out` still to splice after it. */
   let left = 0;
+  /** The pipe held more than that record when it was framed: SPLICE_F_MORE (else the bytes go out now: the answer streams). */
+  let more = false;
   let stdoutOpen = true;
   let stderrOpen = true;
   let stdoutHup = false;
@@ -67,7 +69,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     // What must go first, in order.
     while (out.length > 0) {
       const head = out[0];
-      const sent = sendSome(conn, head, left > 0 || out.length > 1);
+      const sent = sendSome(conn, head, left > 0 || out.length > 1); // a header: its content follows
       if (sent === -EAGAIN) {
         connBlocked = true;
         break;
@@ -79,7 +81,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
       else out.shift();
     }
     if (!connBlocked && out.length === 0 && left > 0) {
-      const moved = splice(stdout, conn, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE);
+      const moved = splice(stdout, conn, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
       if (moved > 0) {
         left -= moved;
         progress = true;
@@ -102,6 +104,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
         const waiting = pipeBytes(stdout);
         if (waiting > 0) {
           left = Math.min(waiting, MAX_CONTENT);
+          more = waiting > left;
           out.push(stdoutHeader(requestId, left));
           progress = true;
         } else if (stdoutHup) stdoutOpen = false; // every writer has gone and nothing is left
