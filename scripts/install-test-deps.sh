@@ -18,6 +18,7 @@ need unshare util-linux
 need groff groff-base
 need man man-db
 need socat socat
+need strace strace
 need promtool prometheus
 [ -x /usr/sbin/apache2 ] || missing="$missing apache2"
 need git git

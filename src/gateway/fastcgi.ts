@@ -4,9 +4,10 @@
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { writeSync } from "node:fs";
-import { close, isReadable, memfd, rewind } from "../system/libc.ts";
+import { close, isReadable, memfd, pipe, pipeBytes, pipeSize, rewind, setNonBlocking, setPipeSize } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
+import { spliceOutput } from "./fastcgi-output.ts";
 import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, MAX_CONTENT, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -30,8 +31,12 @@ interface Request {
   outputStalled: boolean;
   /** Body bytes given to the program's stdin and not yet taken by it. */
   unflushed: number;
+  /** Writes to the program's stdin Bun has yet to finish: its loop must run for them. */
+  flushing: number;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
+  /** Read ends of the program's stdout and stderr pipes when its output is spliced (a pool worker). */
+  pipes: { stdout: number; stderr: number } | undefined;
 }
 
 function newRequest(id: number, keep: boolean): Request {
@@ -52,7 +57,9 @@ function newRequest(id: number, keep: boolean): Request {
     spool: undefined,
     outputStalled: false,
     unflushed: 0,
+    flushing: 0,
     outputDone: undefined,
+    pipes: undefined,
   };
   return request;
 }
@@ -62,11 +69,19 @@ function newRequest(id: number, keep: boolean): Request {
  * spooled body's memfd ("ignore": no body); or the answer when it cannot
  * or must not run.
  */
-function startProgram(source: CgiSource, variables: Variable[], options: GatewayOptions, stdin: "pipe" | "ignore" | number = "pipe") {
+function startProgram(
+  source: CgiSource,
+  variables: Variable[],
+  options: GatewayOptions,
+  stdin: "pipe" | "ignore" | number,
+  output: { stdout: number; stderr: number } | undefined,
+) {
   const launch = prepareCgi(source, variables, options, "fastcgi");
   if ("answer" in launch) return launch;
   const { program, cwd, env } = launch;
-  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [stdin, "pipe", "pipe"], env }));
+  const stdout = output?.stdout ?? "pipe";
+  const stderr = output?.stderr ?? "pipe";
+  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [stdin, stdout, stderr], env }));
   return proc ?? { answer: BAD_GATEWAY };
 }
 
@@ -81,6 +96,9 @@ type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
 const HOLD_BYTES = 256 * 1024;
 
 const SPOOL_LIMIT = LIMITS.spooledBody;
+
+/** While the socket is paused for a slow reader, how often its output pipes are looked at (full: it waits to write). */
+const STALL_CHECK_MS = 10;
 
 /** How often an idle kept connection in a pool worker looks at the listener. */
 const LISTENER_CHECK_MS = 50;
@@ -155,7 +173,28 @@ export class FastCgiHandler implements SocketEvents {
      * more connections than the pool has workers stalls them all).
      */
     private readonly listenerFd?: number,
+    /**
+     * The connection's descriptor, in a pool worker: the program's stdout
+     * is spliced into it (fastcgi-output.ts). Not under -f, whose one event
+     * loop serves every connection and cannot block in poll(2).
+     */
+    private readonly connFd?: number,
   ) {}
+
+  /** Output is being spliced: everything sent goes through the splice loop, between its records. */
+  private splicing = false;
+  private paused = false;
+  private stallCheck: Timer | undefined;
+
+  private pause(): void {
+    this.paused = true;
+    this.socket?.pause();
+  }
+
+  private resume(): void {
+    this.paused = false;
+    this.socket?.resume();
+  }
 
   private watcher: Timer | undefined;
 
@@ -355,7 +394,14 @@ export class FastCgiHandler implements SocketEvents {
   }
 
   private run(request: Request, variables: Variable[], stdin: "pipe" | "ignore" | number): void {
-    const proc = startProgram(this.source, variables, this.options, stdin);
+    const ends = this.connFd === undefined ? undefined : outputPipes();
+    let proc: ReturnType<typeof startProgram>;
+    try {
+      proc = startProgram(this.source, variables, this.options, stdin, ends?.child);
+    } finally {
+      if (ends) for (const fd of Object.values(ends.child)) close(fd); // the program has its own
+    }
+    if (ends && "answer" in proc) for (const fd of Object.values(ends.ours)) close(fd);
     if ("answer" in proc) {
       request.outputDone = Promise.resolve();
       this.send(encodeRecord(TYPE.STDOUT, request.id, proc.answer));
@@ -363,9 +409,14 @@ export class FastCgiHandler implements SocketEvents {
       return;
     }
     request.proc = proc;
-    request.outputDone = Promise.all([this.forward(proc.stdout, TYPE.STDOUT, request), this.forward(proc.stderr, TYPE.STDERR, request)]).then(
-      () => {},
-    );
+    if (ends) {
+      request.pipes = ends.ours;
+      // Held until the body has ended: the pipes hold the output meanwhile.
+      request.outputDone = request.inputEnd.then(() => this.spliceOutput(request, ends.ours));
+    } else {
+      const { stdout, stderr } = proc as unknown as { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> };
+      request.outputDone = Promise.all([this.forward(stdout, TYPE.STDOUT, request), this.forward(stderr, TYPE.STDERR, request)]).then(() => {});
+    }
     void Promise.all([proc.exited, request.outputDone]).then(([status]) => this.complete(request, status));
     this.touch();
   }
@@ -388,16 +439,21 @@ export class FastCgiHandler implements SocketEvents {
       const flushed = sink.flush();
       if (flushed instanceof Promise) {
         request.unflushed += content.length;
+        request.flushing++;
         const caughtUp = () => {
+          request.flushing--;
           request.unflushed = 0;
-          this.socket?.resume();
+          this.resume();
         };
         flushed.then(caughtUp, caughtUp);
         // The program reads slower than the web server sends: stop reading
         // until it catches up. Unless its output is held and it waits to
         // write (a CGI that answers before it reads): then the web server
         // waits for us to take the body, so it is buffered (bounded).
-        if (!request.outputStalled) this.socket?.pause();
+        if (!request.outputStalled) {
+          this.pause();
+          this.watchStall(request);
+        }
         else if (request.unflushed > SPOOL_LIMIT) return `over ${SPOOL_LIMIT >> 20} MiB of body the program does not read`;
       }
     } catch {
@@ -419,6 +475,68 @@ export class FastCgiHandler implements SocketEvents {
     for (let at = 0; at < content.length; ) at += writeSync(spool.fd, content.subarray(at));
     spool.size += content.length;
     return undefined;
+  }
+
+  /**
+   * While the socket is paused because the program reads its body slowly:
+   * once an output pipe is full, the program waits to write (a CGI that
+   * answers first), so the body must be taken in, not paused (see stdin).
+   */
+  private watchStall(request: Request): void {
+    const pipes = request.pipes;
+    if (!pipes || this.stallCheck) return;
+    this.stallCheck = setInterval(() => {
+      if (!this.paused || request.inputEnded || this.request !== request) return this.unwatchStall();
+      // Over half full counts: pages written in part leave a full pipe short of its size.
+      const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
+      if (!full(pipes.stdout) && !full(pipes.stderr)) return;
+      request.outputStalled = true;
+      this.unwatchStall();
+      this.resume();
+    }, STALL_CHECK_MS);
+  }
+
+  private unwatchStall(): void {
+    clearInterval(this.stallCheck);
+    this.stallCheck = undefined;
+  }
+
+  /** After the body: the program's output spliced into the connection until both pipes end. */
+  private async spliceOutput(request: Request, pipes: { stdout: number; stderr: number }): Promise<void> {
+    if (this.closed || this.connFd === undefined) {
+      closePipes(pipes);
+      return;
+    }
+    this.splicing = true;
+    setNonBlocking(this.connFd); // as Bun keeps it: a full socket must not block the splice
+    let end: Awaited<ReturnType<typeof spliceOutput>>;
+    try {
+      end = await spliceOutput(
+        { conn: this.connFd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id },
+        {
+          timeoutMs: this.options.timeoutMs,
+          moved: () => this.touch(),
+          takeQueued: () => {
+            const queued = this.queue;
+            this.queue = [];
+            this.queued = 0;
+            return queued;
+          },
+          watchInput: () => !this.paused && !this.peerEnded,
+          loopBusy: () => request.flushing > 0,
+          over: () => this.closed,
+        },
+      );
+    } catch (e) {
+      end = { error: `internal error: ${(e as Error).message}` };
+    } finally {
+      this.splicing = false;
+      closePipes(pipes); // a program still writing gets EPIPE
+    }
+    if (end === "timeout") this.drop("connection timed out");
+    else if (typeof end === "object") this.drop(end.error);
+    else if (end === "gone") this.socket?.terminate(); // the web server has gone: onClose ends the program
+    else this.onDrain(); // what the handler queued after the last record
   }
 
   /**
@@ -459,7 +577,7 @@ export class FastCgiHandler implements SocketEvents {
           // The next read waits: back-pressure on the program, which then
           // reads no more of its body either; the body is taken in (see stdin).
           request.outputStalled = true;
-          this.socket?.resume();
+          this.resume();
           await request.inputEnd;
         }
       }
@@ -487,6 +605,7 @@ export class FastCgiHandler implements SocketEvents {
     }
     gatewayLog(this.options, "fastcgi", `request ${this.request!.id} aborted by the web server`);
     this.request!.endInput();
+    endInput(proc); // EOF too: a child of the program reading its stdin must not keep the output open
     endProgram(proc);
   }
 
@@ -512,7 +631,7 @@ export class FastCgiHandler implements SocketEvents {
 
   private send(bytes: Uint8Array): void {
     if (this.closed || !this.socket) return;
-    if (this.queue.length === 0) {
+    if (this.queue.length === 0 && !this.splicing) {
       const written = this.socket.write(bytes);
       if (written >= bytes.length) return;
       bytes = bytes.subarray(Math.max(written, 0));
@@ -528,6 +647,7 @@ export class FastCgiHandler implements SocketEvents {
   }
 
   onDrain(): void {
+    if (this.splicing) return; // the splice loop writes, and takes what is queued
     while (this.queue.length > 0 && this.socket && !this.closed) {
       const head = this.queue[0];
       const written = this.socket.write(head);
@@ -581,6 +701,7 @@ export class FastCgiHandler implements SocketEvents {
     this.closed = true;
     live.delete(this);
     this.unwatch();
+    this.unwatchStall();
     clearTimeout(this.timer);
     const resolve = this.drained;
     this.drained = undefined;
@@ -595,6 +716,26 @@ export class FastCgiHandler implements SocketEvents {
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
     void proc.exited.finally(() => this.finish());
   }
+}
+
+/**
+ * The program's stdout and stderr as our own pipes, to splice from: `child`
+ * its write ends (closed here once it has them), `ours` the read ends,
+ * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
+ * body has ended, as forward()'s buffer does on the JavaScript path.
+ */
+function outputPipes(): { child: { stdout: number; stderr: number }; ours: { stdout: number; stderr: number } } {
+  const [stdout, stdoutChild] = pipe();
+  const [stderr, stderrChild] = pipe();
+  setPipeSize(stdout, HOLD_BYTES);
+  setNonBlocking(stdout);
+  setNonBlocking(stderr);
+  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
+}
+
+function closePipes(pipes: { stdout: number; stderr: number }): void {
+  close(pipes.stdout);
+  close(pipes.stderr);
 }
 
 /** EOF on the program's stdin (if it is not there already). */

@@ -56,8 +56,9 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
     return {
       nonBlocking: false,
       serve: async (fd) => {
-        // The listener: a kept connection gives way when another one waits there.
-        const handler = new FastCgiHandler(options, source, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD);
+        // The listener: a kept connection gives way when another one waits there. The descriptor:
+        // the program's output is spliced into it.
+        const handler = new FastCgiHandler(options, source, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD, fd);
         // A web server may keep the connection for ever: the master's word (retire, leave, or its
         // end, read after the connection) ends it too, or a HUP would never replace this worker.
         const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);

@@ -33,12 +33,14 @@ function open() {
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   initgroups: { args: [ptr, u32], returns: i32 },
+  ioctl: { args: [i32, u64, ptr], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
   lseek: { args: [i32, i64_fast, i32], returns: i64_fast },
   memfd_create: { args: [ptr, u32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
+  read: { args: [i32, ptr, u64], returns: i64_fast },
   prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
   recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
   send: { args: [i32, ptr, u64, i32], returns: i64_fast },
@@ -77,6 +79,9 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETPIPE_SZ = 1031;
+const F_GETPIPE_SZ = 1032;
+const FIONREAD = 0x541b;
+const MSG_MORE = 0x8000;
 const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1;
@@ -238,6 +243,34 @@ export function rewind(fd: number): void {
 
 export const SPLICE_F_MOVE = 1;
 export const SPLICE_F_NONBLOCK = 2;
+export const SPLICE_F_MORE = 4;
+
+/** How many bytes wait to be read in a pipe (ioctl FIONREAD). */
+export function pipeBytes(fd: number): number {
+  const count = new Int32Array(1);
+  check("ioctl", lib.ioctl(fd, FIONREAD, count));
+  return count[0];
+}
+
+/** A pipe's capacity (F_GETPIPE_SZ). */
+export function pipeSize(fd: number): number {
+  return check("fcntl", lib.fcntl(fd, F_GETPIPE_SZ, 0));
+}
+
+/** One read(2) from a non-blocking descriptor: bytes read, 0 at EOF, -errno (-EAGAIN: nothing there now). */
+export function readSome(fd: number, buf: Uint8Array): number {
+  const n = Number(lib.read(fd, buf, buf.length));
+  return n < 0 ? -errno() : n;
+}
+
+/**
+ * One non-blocking send (MSG_DONTWAIT; MSG_MORE: more follows, as a record
+ * header before the content spliced after it; MSG_NOSIGNAL): bytes sent or -errno.
+ */
+export function sendSome(fd: number, buf: Uint8Array, more: boolean): number {
+  const n = Number(lib.send(fd, buf, buf.length, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0)));
+  return n < 0 ? -errno() : n;
+}
 
 /** Moves up to `length` bytes between a pipe and another descriptor inside the kernel: bytes moved, 0 at EOF, -errno. */
 export function splice(from: number, to: number, length: number, flags: number): number {
@@ -247,6 +280,8 @@ export function splice(from: number, to: number, length: number, flags: number):
 
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
+/** In revents only: the other end is closed (a pipe's last writer has gone). */
+export const POLLHUP = 0x10;
 
 /**
  * poll(2) over `fds` (struct pollfd: int fd; short events, revents) for up

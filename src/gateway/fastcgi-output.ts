@@ -1,0 +1,164 @@
+// A FastCGI program's output without copying (pool workers only): its
+// stdout pipe is spliced into the connection, each FCGI_STDOUT record's
+// 8-byte header sent first (FIONREAD says how many bytes the pipe holds: at
+// most MAX_CONTENT a record, spliced exactly). Its stderr, small, is read
+// here and sent as STDERR records. Bun has no readiness API for arbitrary
+// descriptors, so this blocks the worker's thread in poll(2) while the
+// output lasts, as the splice bridge does: a worker has nothing else to do
+// meanwhile. What the web server sends then (ABORT_REQUEST, its close) makes
+// the connection readable: the loop yields to Bun's, which reads it.
+//
+// The program's output is held until the end of its body (fastcgi.ts) by
+// not starting this until then: the pipes hold it (stdout's grown to
+// HOLD_BYTES), and then the program waits to write.
+import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
+import { nextTick } from "../system/signals.ts";
+import { encodeRecord, MAX_CONTENT, TYPE } from "./fastcgi-records.ts";
+
+export interface OutputEnds {
+  conn: number;
+  /** Read ends of the program's stdout and stderr pipes, non-blocking. */
+  stdout: number;
+  stderr: number;
+  requestId: number;
+}
+
+export interface OutputHooks {
+  /** --timeout: since the last byte moved. */
+  timeoutMs: number | undefined;
+  /** A byte moved (the connection's own timer restarts). */
+  moved(): void;
+  /** Records the handler queued meanwhile (replies to what the web server sent): sent between ours. */
+  takeQueued(): Uint8Array[];
+  /** Whether the connection's input is worth watching (not paused, not at EOF). */
+  watchInput(): boolean;
+  /** Bun's loop has work of the request's own (the body still going to the program): poll must not block it. */
+  loopBusy(): boolean;
+  /** The connection has closed or the request is over (ABORT, a drop): stop. */
+  over(): boolean;
+}
+
+export type OutputEnd = "done" | "timeout" | "gone" | { error: string };
+
+/** While Bun's loop has the request's work to do, poll sleeps at most this long before letting it run. */
+const BUSY_POLL_MS = 1;
+
+const stderrBuffer = new Uint8Array(MAX_CONTENT);
+// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 3.
+const pollfds = new Int32Array(6);
+
+/** Both pipes read to their end and every record sent, or why not. The pipes stay open: the caller closes them. */
+export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
+  const { conn, stdout, stderr, requestId } = ends;
+  /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
+  const out: Uint8Array[] = [];
+  /** Content of the last STDOUT header in `out` still to splice after it. */
+  let left = 0;
+  /** The pipe held more than that record when it was framed: SPLICE_F_MORE (else the bytes go out now: the answer streams). */
+  let more = false;
+  let stdoutOpen = true;
+  let stderrOpen = true;
+  let stdoutHup = false;
+  let lastMove = Date.now();
+
+  while (stdoutOpen || stderrOpen || out.length > 0 || left > 0) {
+    if (hooks.over()) return "gone";
+    let connBlocked = false;
+    let progress = false;
+
+    // What must go first, in order.
+    while (out.length > 0) {
+      const head = out[0];
+      const sent = sendSome(conn, head, left > 0 || out.length > 1); // a header: its content follows
+      if (sent === -EAGAIN) {
+        connBlocked = true;
+        break;
+      }
+      if (sent === -EINTR) continue;
+      if (sent < 0) return "gone";
+      progress = true;
+      if (sent < head.length) out[0] = head.subarray(sent);
+      else out.shift();
+    }
+    if (!connBlocked && out.length === 0 && left > 0) {
+      const moved = splice(stdout, conn, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
+      if (moved > 0) {
+        left -= moved;
+        progress = true;
+      } else if (moved === -EAGAIN) connBlocked = true;
+      else if (moved === 0) return { error: "the program's stdout ended inside a record" }; // FIONREAD counted these bytes: not expected
+      else if (moved !== -EINTR) return "gone";
+    }
+    // At a record boundary: the next record, from either pipe or the handler.
+    if (left === 0) {
+      out.push(...hooks.takeQueued());
+      if (stderrOpen) {
+        const n = readSome(stderr, stderrBuffer);
+        if (n > 0) {
+          out.push(encodeRecord(TYPE.STDERR, requestId, stderrBuffer.subarray(0, n)));
+          progress = true;
+        } else if (n === 0) stderrOpen = false;
+        else if (n !== -EAGAIN && n !== -EINTR) stderrOpen = false; // a read error ends that stream like EOF
+      }
+      if (stdoutOpen) {
+        const waiting = pipeBytes(stdout);
+        if (waiting > 0) {
+          left = Math.min(waiting, MAX_CONTENT);
+          more = waiting > left;
+          out.push(stdoutHeader(requestId, left));
+          progress = true;
+        } else if (stdoutHup) stdoutOpen = false; // every writer has gone and nothing is left
+      }
+    }
+    if (progress) {
+      lastMove = Date.now();
+      hooks.moved();
+      continue;
+    }
+    if (!stdoutOpen && !stderrOpen && out.length === 0 && left === 0) break;
+
+    // Nothing can go on: sleep until something can.
+    let count = 0;
+    const watch = (fd: number, events: number) => {
+      pollfds[2 * count] = fd;
+      pollfds[2 * count + 1] = events;
+      count++;
+    };
+    const input = hooks.watchInput();
+    let connAt = -1;
+    let stdoutAt = -1;
+    if (connBlocked || input) (connAt = count), watch(conn, (connBlocked ? POLLOUT : 0) | (input ? POLLIN : 0));
+    if (!connBlocked && left === 0 && stdoutOpen) (stdoutAt = count), watch(stdout, POLLIN);
+    if (!connBlocked && left === 0 && stderrOpen) watch(stderr, POLLIN);
+    const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, lastMove + hooks.timeoutMs - Date.now());
+    const busy = hooks.loopBusy();
+    const ready = poll(pollfds, count, busy && (wait < 0 || wait > BUSY_POLL_MS) ? BUSY_POLL_MS : Math.ceil(wait));
+    if (busy) {
+      // The program may be waiting for the rest of its body, which Bun's loop writes.
+      await yieldToLoop();
+      if (ready === 0 && hooks.timeoutMs !== undefined && Date.now() >= lastMove + hooks.timeoutMs) return "timeout";
+      if (ready <= 0) continue;
+    }
+    if (ready === -EINTR) {
+      await nextTick(); // let signal handlers run
+      continue;
+    }
+    if (ready === 0) return "timeout";
+    if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
+    const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
+    if (revents(stdoutAt) & POLLHUP) stdoutHup = true;
+    // The web server sent something (or closed): Bun's loop reads it, then this goes on.
+    if (input && revents(connAt) & ~POLLOUT) await yieldToLoop();
+  }
+  return "done";
+}
+
+/** An FCGI_STDOUT header for `length` bytes of content, no padding. */
+function stdoutHeader(requestId: number, length: number): Uint8Array {
+  return new Uint8Array([1, TYPE.STDOUT, requestId >> 8, requestId & 0xff, length >> 8, length & 0xff, 0, 0]);
+}
+
+/** One turn of Bun's event loop (its I/O included), so the connection's data handler runs. */
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
