@@ -248,18 +248,18 @@ export const SPLICE_F_MORE = 4;
 /** How many bytes wait to be read in a pipe (ioctl FIONREAD). */
 export function pipeBytes(fd: number): number {
   const count = new Int32Array(1);
-  check("ioctl", lib.ioctl(fd, FIONREAD, count));
+  check("ioctl", lib().ioctl(fd, FIONREAD, count));
   return count[0];
 }
 
 /** A pipe's capacity (F_GETPIPE_SZ). */
 export function pipeSize(fd: number): number {
-  return check("fcntl", lib.fcntl(fd, F_GETPIPE_SZ, 0));
+  return check("fcntl", lib().fcntl(fd, F_GETPIPE_SZ, 0));
 }
 
 /** One read(2) from a non-blocking descriptor: bytes read, 0 at EOF, -errno (-EAGAIN: nothing there now). */
 export function readSome(fd: number, buf: Uint8Array): number {
-  const n = Number(lib.read(fd, buf, buf.length));
+  const n = Number(lib().read(fd, buf, buf.length));
   return n < 0 ? -errno() : n;
 }
 
@@ -268,7 +268,7 @@ export function readSome(fd: number, buf: Uint8Array): number {
  * header before the content spliced after it; MSG_NOSIGNAL): bytes sent or -errno.
  */
 export function sendSome(fd: number, buf: Uint8Array, more: boolean): number {
-  const n = Number(lib.send(fd, buf, buf.length, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0)));
+  const n = Number(lib().send(fd, buf, buf.length, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0)));
   return n < 0 ? -errno() : n;
 }
 
