@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { childrenOf, collect, descendantsOf, exchange, isAlive, launch, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Running, type Target } from "./harness.ts";
+import { childrenOf, descendantsOf, notifyReceiver, exchange, isAlive, launch, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Running, type Target } from "./harness.ts";
 
 /** A process's command line; "" once it has ended (a /proc read may race its exit). */
 function cmdline(pid: number): string {
@@ -229,20 +229,6 @@ describe("systemd socket activation", () => {
     expect(result.stderr).toMatch(/^Usage: socket /m);
   });
 });
-
-/** A NOTIFY_SOCKET: socat receives the datagrams and prints them. */
-function notifyReceiver(address: string): { text(): string } & AsyncDisposable {
-  const kind = address.startsWith("@") ? `ABSTRACT-RECV:${address.slice(1)}` : `UNIX-RECV:${address}`;
-  const proc = Bun.spawn(["socat", "-u", kind, "STDOUT"], { stdout: "pipe", stderr: "ignore" });
-  const out = collect(proc.stdout);
-  return {
-    text: out.text,
-    [Symbol.asyncDispose]: async () => {
-      proc.kill("SIGKILL");
-      await proc.exited;
-    },
-  };
-}
 
 describe("readiness (NOTIFY_SOCKET)", () => {
   for (const abstract of [false, true]) {

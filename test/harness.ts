@@ -353,3 +353,17 @@ export function timeline(reply: Reply): { start: number; end: number } {
   const field = (name: string) => Number(text.match(new RegExp(`${name} (\\d+)`))?.[1] ?? NaN) / 1e6;
   return { start: field("start"), end: field("end") };
 }
+
+/** A NOTIFY_SOCKET (a path, or "@name" for an abstract one): socat receives the datagrams and prints them. */
+export function notifyReceiver(address: string): { text(): string } & AsyncDisposable {
+  const kind = address.startsWith("@") ? `ABSTRACT-RECV:${address.slice(1)}` : `UNIX-RECV:${address}`;
+  const proc = Bun.spawn(["socat", "-u", kind, "STDOUT"], { stdout: "pipe", stderr: "ignore" });
+  const out = collect(proc.stdout);
+  return {
+    text: out.text,
+    [Symbol.asyncDispose]: async () => {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}

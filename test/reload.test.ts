@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, readFileSync, readlinkSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { converse, fcgiRequest, parseRecords } from "./gateway-peers.ts";
-import { collect, exchange, isAlive, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
+import { exchange, isAlive, notifyReceiver, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 
 const hasSocat = (() => {
   try {
@@ -50,19 +50,6 @@ function load(target: Target, clients = 8) {
 async function further(traffic: ReturnType<typeof load>, more: number): Promise<void> {
   const from = traffic.done();
   await waitFor(`${more} more exchanges`, () => traffic.done() >= from + more, 10_000);
-}
-
-/** A NOTIFY_SOCKET: socat receives the datagrams and prints them (as in deploy.test.ts). */
-function notifyReceiver(path: string): { text(): string } & AsyncDisposable {
-  const proc = Bun.spawn(["socat", "-u", `UNIX-RECV:${path}`, "STDOUT"], { stdout: "pipe", stderr: "ignore" });
-  const out = collect(proc.stdout);
-  return {
-    text: out.text,
-    [Symbol.asyncDispose]: async () => {
-      proc.kill("SIGKILL");
-      await proc.exited;
-    },
-  };
 }
 
 const pidIn = (file: string): number => Number(readFileSync(file, "utf8").trim());
