@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { collect, startServer, tempDir, waitFor, type Server } from "./harness.ts";
+import { collect, startServer, tempDir, waitFor, type Server, writeExecutable } from "./harness.ts";
 import { freePort } from "./gateway-peers.ts";
 
 const APACHE = "/usr/sbin/apache2";
@@ -18,11 +18,7 @@ const SHA = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const HASH_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "length $CONTENT_LENGTH"\nhead -c "$CONTENT_LENGTH" | sha256sum\n`;
 const ENV_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "cwd $(pwd)"\necho "SCRIPT_NAME=$SCRIPT_NAME"\necho "PATH_INFO=$PATH_INFO"\n`;
 
-function script(path: string, text: string): string {
-  writeFileSync(path, text);
-  chmodSync(path, 0o755);
-  return path;
-}
+const script = (path: string, text: string): string => writeExecutable(path, text);
 
 interface Apache extends AsyncDisposable {
   fetch(path: string, init?: RequestInit): Promise<Response>;

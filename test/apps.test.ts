@@ -4,9 +4,9 @@
 // whose pack comes after git-http-backend has written its header), a shell
 // CGI; and php-cgi. Debian's packages, from scripts/install-test-deps.sh.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServer, tempDir } from "./harness.ts";
+import { startServer, tempDir, writeExecutable } from "./harness.ts";
 import { freePort, noNginx, startNginx } from "./gateway-peers.ts";
 
 const CGIT = "/usr/lib/cgit/cgit.cgi";
@@ -18,10 +18,7 @@ const noCgit = noGit || !existsSync(CGIT);
 if (noCgit) console.warn("apps.test.ts: nginx, git or cgit is not installed (scripts/install-test-deps.sh installs them); their tests are skipped");
 if (PHP_CGI === null) console.warn("apps.test.ts: php-cgi is not installed (scripts/install-test-deps.sh installs it); its test is skipped");
 
-function script(path: string, text: string): void {
-  writeFileSync(path, text);
-  chmodSync(path, 0o755);
-}
+const script = (path: string, text: string): string => writeExecutable(path, text);
 
 function git(cwd: string, ...args: string[]): string {
   const result = Bun.spawnSync([GIT!, ...args], {

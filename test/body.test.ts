@@ -8,7 +8,7 @@ import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { exchange, startServer, tempDir, waitFor } from "./harness.ts";
-import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("body.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
 
@@ -32,10 +32,7 @@ function randomBody(size: number): Uint8Array {
   return body;
 }
 
-const protocols = [
-  { name: "FastCGI", flag: "--fastcgi", protocol: "fastcgi" as const },
-  { name: "SCGI", flag: "--scgi", protocol: "scgi" as const },
-];
+const protocols = PROTOCOLS;
 const modes = [
   { name: "-W 4", args: ["-W", "4"] },
   { name: "-l -f", args: ["-l", "-f"] },

@@ -3,19 +3,13 @@
 // it, and socket's own environment must never supply what only a request
 // may say (HTTPS, REMOTE_USER, ...). Requests are sent straight to the port.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, run, startServer, tempDir, waitFor, type Server } from "./harness.ts";
-import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { exchange, run, startServer, tempDir, waitFor, type Server, writeExecutable } from "./harness.ts";
+import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
 
 const PATH = "/usr/local/bin:/usr/bin:/bin";
 
-function script(dir: string, name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  chmodSync(path, 0o755);
-  return path;
-}
+const script = (dir: string, name: string, text: string): string => writeExecutable(join(dir, name), text);
 
 const envCgi = (dir: string) => script(dir, "env.cgi", `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n`);
 
@@ -54,10 +48,7 @@ const FROM_WEB_SERVER: [string, string][] = [
   ["SSL_CLIENT_S_DN", "CN=client"],
 ];
 
-const protocols = [
-  { name: "SCGI", flag: "--scgi", protocol: "scgi" as const },
-  { name: "FastCGI", flag: "--fastcgi", protocol: "fastcgi" as const },
-];
+const protocols = PROTOCOLS;
 const modes = [
   { name: "-W 2", args: ["-W", "2"] },
   { name: "-l -f", args: ["-l", "-f"] },

@@ -3,20 +3,15 @@
 // server that closes in the middle of a request. dist/socket on real
 // sockets; nginx where the item is about a web server.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { descendantsOf, exchange, serverHasRead, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
+import { descendantsOf, exchange, serverHasRead, startServer, tempDir, waitFor, workersOf, type Target, writeExecutable } from "./harness.ts";
 import { begin, enc, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 
-function script(dir: string, name: string, body: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, `#!/bin/sh\n${body}\n`);
-  chmodSync(path, 0o755);
-  return path;
-}
+const script = (dir: string, name: string, body: string): string => writeExecutable(join(dir, name), `#!/bin/sh\n${body}\n`);
 
 function commandLine(pid: number): string {
   try {

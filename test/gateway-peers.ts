@@ -181,3 +181,8 @@ export async function converse(target: Target): Promise<{
   };
 }
 
+/** The two gateway protocols, for tests that run each: the test's name, socket's flag, nginx's kind. */
+export const PROTOCOLS = [
+  { name: "SCGI", flag: "--scgi", protocol: "scgi" as const },
+  { name: "FastCGI", flag: "--fastcgi", protocol: "fastcgi" as const },
+];

@@ -6,7 +6,7 @@ import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { descendantsOf, exchange, run, serverHasRead, startServer, tempDir, waitFor, type Server } from "./harness.ts";
-import { begin, converse, enc, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { begin, converse, enc, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("gateway.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
 
@@ -51,7 +51,7 @@ const connections = (server: Server) => server.stderr().match(/connection from/g
 
 // ---- the matrix: each protocol, in a pool and with -f ----
 
-const protocols = [{ name: "SCGI", flag: "--scgi", protocol: "scgi" as const }, { name: "FastCGI", flag: "--fastcgi", protocol: "fastcgi" as const }];
+const protocols = PROTOCOLS;
 const modes = [
   { name: "-W 4", args: ["-W", "4"], max: 4 },
   { name: "-l -f", args: ["-l", "-f"], max: 100 },

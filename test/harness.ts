@@ -1,7 +1,7 @@
 // Test support: run the compiled dist/socket for real, talk to it over real
 // sockets on 127.0.0.1 and in temporary directories, and leave nothing
 // behind (every handle is AsyncDisposable: use `await using`).
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FileSink, Subprocess } from "bun";
@@ -366,4 +366,11 @@ export function notifyReceiver(address: string): { text(): string } & AsyncDispo
       await proc.exited;
     },
   };
+}
+
+/** Writes an executable file (a CGI program, a script) at `path`, and returns the path. */
+export function writeExecutable(path: string, text: string, mode = 0o755): string {
+  writeFileSync(path, text);
+  chmodSync(path, mode);
+  return path;
 }

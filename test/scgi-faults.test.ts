@@ -2,10 +2,9 @@
 // past an absolute deadline (item 6), and a CGI that answers without
 // reading its body must not lose its answer to a reset (item 12).
 import { describe, expect, test } from "bun:test";
-import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { exchange, startServer, tempDir, waitFor, type Target } from "./harness.ts";
+import { exchange, startServer, tempDir, waitFor, type Target, writeExecutable } from "./harness.ts";
 import { noNginx, scgiRequest, startNginx } from "./gateway-peers.ts";
 
 const modes = [
@@ -13,12 +12,7 @@ const modes = [
   { name: "-l -f", args: ["-l", "-f"] },
 ];
 
-function script(dir: string, name: string, body: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, `#!/bin/sh\n${body}`);
-  chmodSync(path, 0o755);
-  return path;
-}
+const script = (dir: string, name: string, body: string): string => writeExecutable(join(dir, name), `#!/bin/sh\n${body}`);
 
 const ENV_CGI = `printf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n`;
 // RFC 3875 lets a CGI answer without reading its body.

@@ -3,9 +3,9 @@
 // trimmed to an executable file, the rest PATH_INFO), confined to the root;
 // and the CGI's working directory is its script's (RFC 3875 section 7.2).
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, run, startServer, tempDir, waitFor, type Server } from "./harness.ts";
+import { exchange, run, startServer, tempDir, waitFor, type Server, writeExecutable } from "./harness.ts";
 import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("site.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
@@ -13,10 +13,7 @@ if (noNginx) console.warn("site.test.ts: nginx is not installed (scripts/install
 // Each program says who it is, where it runs, and how the request named it.
 const REPORT = `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "name $NAME"\necho "cwd $(pwd)"\necho "SCRIPT_NAME=$SCRIPT_NAME"\necho "PATH_INFO=\${PATH_INFO-unset}"\n`;
 
-function script(path: string, body: string, mode = 0o755): void {
-  writeFileSync(path, `#!/bin/sh\n${body}`);
-  chmodSync(path, mode);
-}
+const script = (path: string, body: string, mode = 0o755): string => writeExecutable(path, `#!/bin/sh\n${body}`, mode);
 
 interface Site {
   root: string;
