@@ -27,7 +27,7 @@ export type Endpoint =
   | { family: "unix"; path: string };
 
 /** The IP text of `family` (AF_INET, AF_INET6) as its address bytes; undefined when it is not one. */
-function ipBytes(family: number, ip: string): Uint8Array | undefined {
+export function ipBytes(family: number, ip: string): Uint8Array | undefined {
   const out = new Uint8Array(family === AF_INET ? 4 : 16);
   return lib().inet_pton(family, Buffer.from(`${ip}\0`), out) === 1 ? out : undefined;
 }
