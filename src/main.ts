@@ -1,18 +1,15 @@
 // Entry point: a pool worker, or the command line: parse, resolve, detach
 // (-b), then run as client, classic server or pool master. Every expected
 // failure is a Fatal: one line on stderr and socket(1)'s exit status.
-import { parseCommandLine } from "./cli/parse.ts";
-import { runClient } from "./client/client.ts";
 import { programFor } from "./connection/program.ts";
 import { Fatal } from "./fatal.ts";
 import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
-import { runPool, type WorkerPool } from "./pool/master.ts";
+import type { WorkerPool } from "./pool/master.ts";
 import { readWorkerConfig, WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
 import { RAW_EXEC_ENV, rawExec } from "./system/rawexec.ts";
-import { runWorker } from "./pool/worker.ts";
-import { serve } from "./server/classic.ts";
+import type { serve } from "./server/classic.ts";
 import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
 import { write } from "./system/log.ts";
 import { becomeSuccessor, takeNotifySocket } from "./system/notify.ts";
@@ -62,10 +59,12 @@ async function main(argv: string[]): Promise<void> {
     delete process.env[WORKER_ENV]; // programs must not see it
     for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
     survive(true);
+    const { runWorker } = await import("./pool/worker.ts");
     return void (await runWorker(readWorkerConfig(workerConfig)));
   }
   // USR2: started by an old pool master, on its listener, with its command line.
   const successor = takeSuccession();
+  const { parseCommandLine } = await import("./cli/parse.ts");
   const parsed = parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
     if (parsed.help) process.stdout.write(await (await import("./cli/help.ts")).helpText());
@@ -112,6 +111,7 @@ async function main(argv: string[]): Promise<void> {
       SIGTTIN: () => pool?.resize(1),
       SIGTTOU: () => pool?.resize(-1),
     });
+    const { runPool } = await import("./pool/master.ts");
     pool = runPool(argv, options, options.pool, address, afterBind, successor);
     return;
   }
@@ -119,12 +119,13 @@ async function main(argv: string[]): Promise<void> {
   const program = options.program === undefined ? undefined : programFor(options.program);
   if (!options.server) {
     handleSignals();
+    const { runClient } = await import("./client/client.ts");
     return void (await runClient(options, address, program));
   }
   survive(false);
   let server: ReturnType<typeof serve> | undefined;
   handleSignals(async () => server?.stop());
-  server = serve(options, address, program, afterBind);
+  server = (await import("./server/classic.ts")).serve(options, address, program, afterBind);
 }
 
 main(Bun.argv.slice(2)).catch(fail);

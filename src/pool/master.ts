@@ -94,7 +94,7 @@ export class WorkerPool {
     successor: boolean,
   ) {
     this.policy = { ...policy };
-    const config = workerConfig(argv, options, address, this.logFile());
+    const config = workerConfig(options, address, this.logFile());
     this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: config };
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
     this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;

@@ -2,7 +2,6 @@
 // that each side can be read without the other: the worker's configuration
 // (built by the master, checked by the worker), the descriptors a worker is
 // started with, the messages both ways and the workers' exit statuses.
-import { parseCommandLine } from "../cli/parse.ts";
 import { Fatal } from "../fatal.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
@@ -10,12 +9,11 @@ import type { Options } from "../options.ts";
 /** Everything a worker is told by its master (JSON in the SOCKET_WORKER environment variable). */
 export interface WorkerConfig {
   /**
-   * The master's command line: the worker parses it with the same checks
-   * into the same Options, so no option is restated here.
+   * The master's options, as its command line was parsed and checked
+   * (Options is plain data): a worker does not load the parser. Its
+   * node:util (parseArgs) made every idle worker's own heap 0.3 MB larger.
    */
-  argv: string[];
-  /** -s alone meant the socket the service manager passed (the worker's LISTEN_PID is not its own). */
-  passedSocket: boolean;
+  options: Options;
   /** The address the master bound (port 0 resolved) or was passed. */
   address: Address;
   masterPid: number;
@@ -95,8 +93,8 @@ export function reportsEvents(options: Options): boolean {
   return options.status !== undefined;
 }
 
-export function workerConfig(argv: string[], options: Options, address: Address, logFile: string | undefined): string {
-  const config: WorkerConfig = { argv, passedSocket: options.destination.kind === "passed", address, masterPid: process.pid, logFile };
+export function workerConfig(options: Options, address: Address, logFile: string | undefined): string {
+  const config: WorkerConfig = { options, address, masterPid: process.pid, logFile };
   return JSON.stringify(config);
 }
 
@@ -116,11 +114,11 @@ export function readWorkerConfig(text: string): Worker {
   } catch {
     throw malformed("not JSON");
   }
-  if (!Array.isArray(config.argv) || !config.argv.every((a) => typeof a === "string")) throw malformed("argv");
+  // The master checked the options; a worker only makes sure they are a pool's.
+  const options = config.options;
+  if (typeof options !== "object" || options === null || typeof options.pool !== "object" || options.pool === null) throw malformed("options");
   if (!isAddress(config.address)) throw malformed("address");
   if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
   if (config.logFile !== undefined && typeof config.logFile !== "string") throw malformed("logFile");
-  const parsed = parseCommandLine(config.argv, config.passedSocket === true);
-  if (!("run" in parsed) || parsed.run.pool === undefined) throw malformed("its command line is not a pool's");
-  return { options: parsed.run, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile };
+  return { options, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile };
 }

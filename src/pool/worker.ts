@@ -7,14 +7,9 @@
 // wakes one waiting worker per connection), serves it, tells the master,
 // and waits again.
 import { onProgramFailure, programFor } from "../connection/program.ts";
-import { onRequest } from "../gateway/cgi.ts";
 import { accessRules, refusedPeer } from "../connection/sources.ts";
 import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
-import { adoptDescriptor } from "../connection/events.ts";
-import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
-import { serveScgiDescriptor } from "../gateway/scgi.ts";
-import { cgiSource } from "../gateway/cgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
@@ -36,49 +31,17 @@ import {
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
+import type { Mode } from "./gateway-mode.ts";
 
-/** How this worker serves a connection it accepted; chosen once, at start. */
-interface Mode {
-  /** Accept connections non-blocking: only where the worker alone uses them (the splice bridge). */
-  readonly nonBlocking: boolean;
-  serve(fd: number): Promise<unknown>;
-  /** The worker drains: no connection is kept for a further request. */
-  drain?(): void;
-}
-
-function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
-  if (options.gateway === "scgi") {
-    const source = cgiSource(options);
-    return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, source) };
-  }
-  if (options.gateway === "fastcgi") {
-    const source = cgiSource(options);
-    return {
-      nonBlocking: false,
-      serve: async (fd) => {
-        // The listener: a kept connection gives way when another one waits there. The descriptor:
-        // the program's output is spliced into it.
-        const handler = new FastCgiHandler(options, source, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD, fd);
-        // A web server may keep the connection for ever: the master's word (retire, leave, or its
-        // end, read after the connection) ends it too, or a HUP would never replace this worker.
-        const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);
-        try {
-          await adoptDescriptor(fd, handler);
-          await handler.done;
-        } finally {
-          clearInterval(heard);
-        }
-      },
-      drain: stopKeptConnections,
-    };
-  }
+/** `noteRequest`: --slow and --status want each gateway request's method and URI. */
+async function chooseMode(worker: Worker, waiter: Waiter, noteRequest?: (request: string) => void): Promise<Mode> {
+  const { options, address } = worker;
+  // Loaded only by a gateway's workers: the others' heaps stay without them.
+  if (options.gateway) return (await import("./gateway-mode.ts")).gatewayMode(worker, noteRequest);
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
 }
-
-/** How often a worker holding a kept FastCGI connection looks for a word from its master. */
-const KEPT_CHECK_MS = 100;
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
 const CONNECTION_FAILURES = new Set([ECONNABORTED, EINTR, EPROTO]);
@@ -126,11 +89,11 @@ export async function runWorker(worker: Worker): Promise<never> {
 
   // What --status counts and --slow names, told to the master as it happens.
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
-  if ((options.slowMs !== undefined || reportsEvents(options)) && options.gateway) onRequest((method, uri) => tell(options, { request: `${method} ${uri}` }));
+  const noteRequests = options.slowMs !== undefined || reportsEvents(options);
   const rules = accessRules(options, address);
 
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
-  const mode = chooseMode(worker, waiter);
+  const mode = await chooseMode(worker, waiter, noteRequests ? (request) => tell(options, { request }) : undefined);
   const prestart = mode instanceof Prestart ? mode : undefined;
 
   // Ctrl-C reaches the whole process group, and a service manager may TERM
