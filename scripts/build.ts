@@ -25,6 +25,10 @@ export function compile(outfile: string, target?: string, commit = buildCommit()
   const command = [
     process.execPath, "build", "--compile", "--bytecode", "--minify", "--sourcemap=none",
     "--define", `BUILD_COMMIT=${JSON.stringify(commit)}`,
+    // A compiled executable would otherwise read bunfig.toml and .env from
+    // the directory it is started in: a bunfig.toml's `preload` ran its code
+    // inside socket, and a .env set variables every -p program inherits.
+    "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
     "src/main.ts", "--outfile", outfile,
   ];

@@ -75,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
   const { run: options, warning } = parsed;
   if (warning) write(warning);
   // A pool's master must not abort under a process limit (threads.ts); -b's caller leaves that to its daemon.
-  if (options.pool && (!options.background || isDaemon() || successor)) withoutLazyThreads(argv);
+  if (options.pool && (!options.background || isDaemon() || successor)) withoutLazyThreads(argv, options.user !== undefined || options.group !== undefined);
 
   // Names are resolved before detaching, so a typo is reported where it was typed.
   // A successor serves the listener it was given, as it is (port 0 already chosen).

@@ -3,7 +3,7 @@
 // copy loop), failures the operator sees, the client's reset status, and
 // messages that used to mislead. Everything against dist/socket.
 import { describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { exchange, launch, peerServer, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
@@ -223,5 +223,22 @@ describe("messages", () => {
     expect(stdout).toContain("at most 1024");
     expect(stdout).toContain("--max-per-source");
     expect(stdout).toContain("--defer-accept");
+  });
+});
+
+describe("the directory socket is started in", () => {
+  // Bun's compiled executables read bunfig.toml and .env from the current
+  // directory unless built not to (scripts/build.ts).
+  test("a bunfig.toml there runs no code in socket, and a .env there reaches no program", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "preload.ts"), 'console.log("PRELOADED");\n');
+    writeFileSync(join(dir.path, "bunfig.toml"), 'preload = ["./preload.ts"]\n');
+    writeFileSync(join(dir.path, ".env"), "SOCKET_TEST_DOTENV=planted\n");
+    const version = await run(["-version"], { cwd: dir.path });
+    expect(version.stdout).toMatch(/^socket version \S+ \(commit \S+\)\n$/);
+    await using server = await startServer(["-s", "-p", 'printf "[%s]" "$SOCKET_TEST_DOTENV"', "-B", "127.0.0.1", "0"], { cwd: dir.path });
+    expect(server.stdout()).not.toContain("PRELOADED");
+    const reply = await exchange(server.target, "");
+    expect(reply.data.toString()).toBe("[]");
   });
 });

@@ -140,6 +140,26 @@ describe("a process limit (ulimit -u)", () => {
     expect(retries.length).toBeLessThan(12);
     expect(text).not.toMatch(/Args: "\/.*-W" "8"/); // no crash report of the master's
   });
+  // The master executes itself with the options only where a limit can be
+  // reached: it costs a whole start of the executable at every launch.
+  // /proc/PID/environ is the environment the process was executed with.
+  const executedWith = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").includes("BUN_JSC_useConcurrentJIT=0");
+  test.skipIf(!isRoot || !setpriv)("the master executes itself again under a process limit, and not as root with none", async () => {
+    using dir = tempDir();
+    chmodSync(dir.path, 0o1777);
+    const asNobody = [setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
+    const limited = join(dir.path, "limited.sock");
+    await using bound = launch(["-W", "1", "-p", "cat", "-s", limited], { wrap: [...asNobody, "bash", "-c", 'ulimit -u 200 && exec "$@"', "bash"] });
+    const free = join(dir.path, "free.sock");
+    await using root = launch(["-W", "1", "-p", "cat", "-s", free]);
+    for (const path of [limited, free]) {
+      await waitFor(`${path} to serve`, async () => (await exchange(path, "ping\n", { ms: 1000 }).catch(() => undefined))?.data.toString() === "ping\n");
+    }
+    expect(executedWith(bound.proc.pid)).toBe(true);
+    expect(executedWith(root.proc.pid)).toBe(false);
+    // Its workers are started with the options either way (the limit may be the machine's).
+    for (const pid of workersOf(root.proc.pid)) expect(executedWith(pid)).toBe(true);
+  });
 });
 
 const canMount = isRoot && works(["mount", "--version"]);

@@ -92,6 +92,7 @@ const PR_SET_PDEATHSIG = 1;
 const IPPROTO_TCP = 6;
 const TCP_DEFER_ACCEPT = 9;
 const TCP_INFO = 11;
+const RLIMIT_NPROC = 6;
 const RLIMIT_NOFILE = 7;
 const PR_SET_CHILD_SUBREAPER = 36;
 const WNOHANG = 1;
@@ -515,6 +516,13 @@ export function descriptorLimit(): number {
   const limit = new BigUint64Array(2);
   check("getrlimit", lib().getrlimit(RLIMIT_NOFILE, limit));
   return limit[0] > 1n << 31n ? 2 ** 31 : Number(limit[0]);
+}
+
+/** Whether the soft limit on this user's processes and threads (RLIMIT_NPROC) is set. */
+export function processLimitSet(): boolean {
+  const limit = new BigUint64Array(2);
+  check("getrlimit", lib().getrlimit(RLIMIT_NPROC, limit));
+  return limit[0] !== 0xffffffffffffffffn; // RLIM_INFINITY
 }
 
 /**

@@ -10,10 +10,15 @@
 // reports and retries after its backoff. A pool's processes hold tiny heaps,
 // so collecting on the main thread costs nothing measurable.
 //
-// JavaScriptCore reads them at start only, so the master sets them by
-// executing itself again, once (the same pid: a service manager sees no
-// change), and hands them to its workers. Programs never see them.
-import { exec } from "./libc.ts";
+// JavaScriptCore reads them at start only. Workers get them in the
+// environment they are started with. The master would have to execute
+// itself again (the same pid: a service manager sees no change), which
+// costs a whole start of the executable (16-21 ms, a fifth of launching
+// `-W 4`): it does so only where a limit can be reached, that is when
+// RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
+// cgroup above it has a pids.max. Programs never see the options.
+import { readFileSync } from "node:fs";
+import { exec, geteuid, processLimitSet } from "./libc.ts";
 import { selfCommand } from "./self.ts";
 
 export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {
@@ -26,12 +31,57 @@ function running(): boolean {
   return Object.entries(NO_LAZY_THREADS).every(([name, value]) => process.env[name] === value);
 }
 
+/** A number in a pids.max of this process's cgroup or one above it (v1's pids hierarchy, or v2's). */
+function pidsLimited(): boolean {
+  let lines: string[];
+  try {
+    lines = readFileSync("/proc/self/cgroup", "utf8").split("\n");
+  } catch {
+    return true; // cannot tell: assume a limit
+  }
+  for (const line of lines) {
+    const [, controllers, path] = line.split(":");
+    if (path === undefined) continue;
+    const root = controllers === "" ? "/sys/fs/cgroup" : controllers!.split(",").includes("pids") ? "/sys/fs/cgroup/pids" : undefined;
+    if (root === undefined) continue;
+    for (let dir = path; ; dir = dir.slice(0, dir.lastIndexOf("/")) || "/") {
+      let max: string;
+      try {
+        max = readFileSync(`${root}${dir === "/" ? "" : dir}/pids.max`, "utf8").trim();
+      } catch (e) {
+        // The top cgroup has no pids.max; a hierarchy not mounted here cannot be read: assume a limit.
+        if (dir === "/" && (e as NodeJS.ErrnoException).code === "ENOENT") break;
+        return true;
+      }
+      if (max !== "max") return true;
+      if (dir === "/") break;
+    }
+  }
+  return false;
+}
+
+/** Root of the first user namespace: root of a container's own namespace is held to RLIMIT_NPROC as its outside user is. */
+function initialRoot(): boolean {
+  if (geteuid() !== 0) return false;
+  try {
+    return readFileSync("/proc/self/uid_map", "utf8").trim().split(/\s+/).join(" ") === "0 0 4294967295";
+  } catch {
+    return false;
+  }
+}
+
+/** Whether creating a thread can fail for a limit (`dropsPrivileges`: -u/-g, whose user RLIMIT_NPROC binds). */
+function limitReachable(dropsPrivileges: boolean): boolean {
+  return ((dropsPrivileges || !initialRoot()) && processLimitSet()) || pidsLimited();
+}
+
 /**
- * Makes sure this process runs with NO_LAZY_THREADS (executing itself again
- * with `argv` if not), then takes them out of the environment programs get.
+ * Makes sure this process runs with NO_LAZY_THREADS where a limit can be
+ * reached (executing itself again with `argv` if not), then takes them out
+ * of the environment programs get.
  */
-export function withoutLazyThreads(argv: string[]): void {
-  if (!running()) {
+export function withoutLazyThreads(argv: string[], dropsPrivileges: boolean): void {
+  if (!running() && limitReachable(dropsPrivileges)) {
     const [path, ...self] = selfCommand();
     try {
       exec(path, [path, ...self, ...argv], { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS });
