@@ -58,6 +58,8 @@ interface Child {
 
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
 const QUICK_DEATH_MS = 1000;
+/** Workers started at once while the pool fills (balance()): the cores this process may use. */
+const STARTS_AT_ONCE = Math.max(1, navigator.hardwareConcurrency);
 /** How long a USR2 successor may take to serve before it is given up (TERM) and the old master serves on. */
 const SUCCESSOR_TIMEOUT_MS = 30_000;
 
@@ -147,7 +149,11 @@ export class WorkerPool {
     }
     const active = () => this.current().length;
     try {
-      while (active() < min) this.spawn();
+      // At most as many start at once as there are cores: each start is a
+      // whole executable's (15-20 ms of CPU), and -W 64 started at once on 2
+      // cores made the first wait for nearly all of them. The rest follow as
+      // each says it waits (onMessage balances again).
+      while (active() < min && this.count("starting") < STARTS_AT_ONCE) this.spawn();
       const ready = this.count("idle") + this.count("starting");
       if (ready === 0 && active() < max) {
         const grow = ramp === "burst" ? max - active() : 1;
