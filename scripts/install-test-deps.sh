@@ -4,7 +4,8 @@
 # unshare (a PID namespace for PID 1), groff and man (the man page), socat
 # (a NOTIFY_SOCKET receiver for the readiness tests), promtool (checks
 # --status's metrics page; Debian's prometheus package); apache2, cgit, git
-# and php-cgi (real applications and front ends for --scgi, --fastcgi); and
+# (git-http-backend, gitweb), CGI.pm and php-cgi (real applications and
+# front ends for --scgi, --fastcgi), fcgiwrap (compared with them); and
 # for the release's tests: qemu-user with libc6-arm64-cross (the arm64
 # executable), lintian.
 # Called by `npm test`. Idempotent: touches apt only when something is
@@ -24,6 +25,8 @@ need promtool prometheus
 need git git
 need php-cgi php-cgi
 [ -x /usr/lib/cgit/cgit.cgi ] || missing="$missing cgit"
+perl -MCGI -e 1 >/dev/null 2>&1 || missing="$missing libcgi-pm-perl"
+[ -x /usr/sbin/fcgiwrap ] || missing="$missing fcgiwrap"
 need qemu-aarch64 qemu-user
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"
 need lintian lintian
