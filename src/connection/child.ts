@@ -6,7 +6,10 @@
 // converted again) was a third of a worker's CPU per connection: measured
 // in a loop of /bin/true with socket's environment, 0.15-0.20 ms of the
 // parent's CPU per start with Bun.spawn, 0.085 ms this way.
-// Only where the thread may block: no timer runs while it waits (--timeout
+// The program gets what Bun.spawn gave it: descriptors 0-2 only, every
+// signal at its default (but 32 and 33, glibc's own, which its posix_spawn
+// cannot reset when socket itself was started with them ignored) and none
+// blocked. Only where the thread may block: no timer runs while it waits (--timeout
 // keeps Bun.spawn), and signal handlers run at the wait's EINTR.
 import { canSpawn, close, EINTR, isReadable, pidfdOpen, poll, POLLIN, reapPidfd, spawnProgram, StringTable, SysError } from "../system/libc.ts";
 import { constants } from "node:os";
