@@ -695,7 +695,8 @@ export function canSpawn(): boolean {
  */
 export class StringTable {
   private readonly keep: Buffer[] = [];
-  private readonly extra: Buffer[] = [];
+  /** This call's own strings, held until the next. */
+  private extra: Buffer | undefined;
   private readonly table: BigUint64Array;
   private readonly fixed: number;
 
@@ -709,16 +710,20 @@ export class StringTable {
     });
   }
 
-  /** The table with `extra` after the fixed strings (valid until the next call). */
+  /** The table with `extra` after the fixed strings (valid until the next call): one buffer for them all. */
   with(extra: readonly string[] = []): BigUint64Array {
     if (extra.length > this.spare) throw new RangeError("StringTable: more strings than its spare room");
-    this.extra.length = 0;
+    let bytes = 0;
+    for (const s of extra) bytes += Buffer.byteLength(s) + 1;
+    const buffer = Buffer.alloc(bytes); // zeroed: each string's NUL is already there
+    const base = bytes > 0 ? pointerTo(buffer) : 0;
+    let offset = 0;
     extra.forEach((s, i) => {
-      const bytes = Buffer.from(`${s}\0`);
-      this.extra.push(bytes);
-      this.table[this.fixed + i] = BigInt(pointerTo(bytes));
+      this.table[this.fixed + i] = BigInt(base + offset);
+      offset += buffer.write(s, offset) + 1;
     });
     this.table[this.fixed + extra.length] = 0n;
+    this.extra = buffer;
     return this.table;
   }
 }
