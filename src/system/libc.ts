@@ -336,8 +336,12 @@ export function recvExactly(fd: number, buf: Uint8Array, deadline: number): bool
 }
 
 /** Readable now (data, end of file, or an error to report), without waiting. */
+const readableCheck = new Int32Array(2);
 export function isReadable(fd: number): boolean {
-  return poll(new Int32Array([fd, POLLIN]), 1, 0) > 0;
+  // One array for every check (a worker makes several per connection); JavaScript runs one at a time.
+  readableCheck[0] = fd;
+  readableCheck[1] = POLLIN;
+  return poll(readableCheck, 1, 0) > 0;
 }
 
 export const EPOLLIN = 0x1;
