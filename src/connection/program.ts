@@ -3,7 +3,8 @@
 // (the connection itself as stdio, or pipes for the copy loop).
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
-import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, setPipeSize, type Endpoint } from "../system/libc.ts";
+import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, setPipeSize, StringTable } from "../system/libc.ts";
+import { Child, childrenSpawnable, spawnArgs, type SpawnArgs } from "./child.ts";
 import { spawn } from "../system/reaper.ts";
 import { verbose, warn } from "../system/log.ts";
 
@@ -58,31 +59,38 @@ function inheritedEnv(): Record<string, string> {
  * PROTO and the local address (the one listened on) but no remote address.
  */
 export function prestartEnv(address: Address): Record<string, string> {
-  const env = inheritedEnv();
-  if (address.kind === "inet") {
-    Object.assign(env, { PROTO: "TCP", TCPLOCALIP: address.ip, TCPLOCALPORT: String(address.port) });
-  } else {
-    Object.assign(env, { PROTO: "UNIX", UNIXLOCALPATH: address.path });
-  }
-  return env;
+  return Object.assign(inheritedEnv(), prestartVars(address));
+}
+
+/** prestartEnv's own variables, without the inherited environment (for startChild). */
+export function prestartVars(address: Address): Record<string, string> {
+  return address.kind === "inet"
+    ? { PROTO: "TCP", TCPLOCALIP: address.ip, TCPLOCALPORT: String(address.port) }
+    : { PROTO: "UNIX", UNIXLOCALPATH: address.path };
 }
 
 export function connectionEnv(fd: number, address: Address): Record<string, string> {
-  const env = inheritedEnv();
-  const endpoints = (): [Endpoint, Endpoint] | undefined => {
-    try {
-      return [localEndpoint(fd), remoteEndpoint(fd)];
-    } catch {
-      return undefined; // the peer is already gone; the program will see EOF
-    }
-  };
+  return Object.assign(inheritedEnv(), connectionVars(fd, address));
+}
+
+/** The UCSPI variables of one connection (not the inherited environment). */
+function connectionVars(fd: number, address: Address): Record<string, string> {
+  const env: Record<string, string> = {};
   if (address.kind === "inet") {
     env.PROTO = "TCP";
-    const ends = endpoints();
-    if (ends) {
-      const [local, remote] = ends;
-      if (local.family === "inet") [env.TCPLOCALIP, env.TCPLOCALPORT] = [local.ip, String(local.port)];
+    // Listening on one IPv4 address (a literal in its one spelling) and a known port, the local
+    // end is that: no getsockname per connection. IPv6 literals have many spellings: asked.
+    const wildcard = address.family !== 4 || address.ip === "0.0.0.0" || address.port === 0;
+    try {
+      if (wildcard) {
+        const local = localEndpoint(fd);
+        if (local.family === "inet") [env.TCPLOCALIP, env.TCPLOCALPORT] = [local.ip, String(local.port)];
+      }
+      const remote = remoteEndpoint(fd);
+      if (!wildcard) [env.TCPLOCALIP, env.TCPLOCALPORT] = [address.ip, String(address.port)];
       if (remote.family === "inet") [env.TCPREMOTEIP, env.TCPREMOTEPORT] = [remote.ip, String(remote.port)];
+    } catch {
+      // the peer is already gone; the program will see EOF
     }
   } else {
     env.PROTO = "UNIX";
@@ -96,6 +104,36 @@ export function connectionEnv(fd: number, address: Address): Record<string, stri
   }
   return env;
 }
+
+/** Every variable connectionVars and prestartEnv may set: a program never gets an inherited one. */
+const UCSPI_NAMES = new Set(["PROTO", "TCPLOCALIP", "TCPLOCALPORT", "TCPREMOTEIP", "TCPREMOTEPORT", "UNIXLOCALPATH", "UNIXREMOTEPID", "UNIXREMOTEUID", "UNIXREMOTEGID"]);
+let inheritedStrings: StringTable | undefined;
+
+/** socket's environment as C strings, made once, with room for a connection's UCSPI variables. */
+function inheritedTable(): StringTable {
+  inheritedStrings ??= new StringTable(
+    Object.entries(inheritedEnv()).filter(([name]) => !UCSPI_NAMES.has(name)).map(([name, value]) => `${name}=${value}`),
+    UCSPI_NAMES.size,
+  );
+  return inheritedStrings;
+}
+
+const spawnArgsOf = new WeakMap<Program, SpawnArgs>();
+
+/**
+ * A pool worker's program on these descriptors, through posix_spawn and
+ * waited for by the worker's own poll (child.ts); undefined where this libc
+ * cannot (the caller uses Bun.spawn). `vars`: the UCSPI variables.
+ */
+export function startChild(program: Program, vars: Record<string, string>, stdio: readonly [number, number, number]): Child | undefined {
+  if (!childrenSpawnable()) return undefined;
+  let args = spawnArgsOf.get(program);
+  if (!args) spawnArgsOf.set(program, (args = spawnArgs(program.argv, program.argv0)));
+  return Child.start(args, inheritedTable(), Object.entries(vars).map(([name, value]) => `${name}=${value}`), stdio);
+}
+
+/** The UCSPI variables for a worker's connection, for startChild. */
+export const connectionVariables = connectionVars;
 
 /** The program gets the connection itself as stdin, stdout and stderr: no copying. */
 export function startOnConnection(program: Program, fd: number, env: Record<string, string>): Subprocess {
@@ -115,13 +153,15 @@ const PIPE_BYTES = 256 << 10;
  * "pipe" stdio is a socket pair): `stdin` is a descriptor for the
  * program's stdin, or the write end of a new pipe when -1; its stdout and
  * stderr are one new pipe, whose read end is returned. Our ends are
- * close-on-exec, so no later program inherits them.
+ * close-on-exec, so no later program inherits them. Only in a pool worker
+ * (the splice bridge's callers): the program is a Child where it can be.
+ * `vars`: the UCSPI variables (the environment is the inherited one and these).
  */
 export function startOnPipes(
   program: Program,
-  env: Record<string, string>,
+  vars: Record<string, string>,
   stdin: number,
-): { proc: Subprocess; input: number; output: number } {
+): { proc: Child | Subprocess; input: number; output: number } {
   const [output, programOutput] = pipe();
   setPipeSize(output, PIPE_BYTES);
   let input = -1;
@@ -131,7 +171,9 @@ export function startOnPipes(
       [programInput, input] = pipe();
       setPipeSize(input, PIPE_BYTES);
     }
-    const proc = spawn(program.argv, { argv0: program.argv0, stdio: [programInput, programOutput, programOutput], env });
+    const stdio = [programInput, programOutput, programOutput] as const;
+    const proc = startChild(program, vars, stdio) ??
+      spawn(program.argv, { argv0: program.argv0, stdio: [...stdio], env: Object.assign(inheritedEnv(), vars) });
     return { proc, input, output };
   } catch (e) {
     close(output);
@@ -154,8 +196,16 @@ export async function programEnd(
   log: (line: string) => void,
 ): Promise<void> {
   if (timeoutMs === undefined) return void (await proc.exited);
+  const killed = () => log(`program ${proc.pid} killed: still running --timeout after its connection closed`);
+  if (proc instanceof Child) {
+    // Its wait blocks the thread, so no timer would fire meanwhile: the wait itself is bounded.
+    if (await proc.wait(timeoutMs)) return;
+    killed();
+    proc.kill("SIGKILL");
+    return void (await proc.wait());
+  }
   const timer = setTimeout(() => {
-    log(`program ${proc.pid} killed: still running --timeout after its connection closed`);
+    killed();
     proc.kill("SIGKILL");
   }, timeoutMs);
   await proc.exited;
@@ -225,8 +275,12 @@ export function cannotStart(program: Program, e: unknown): void {
  * on socket's own stderr always, exits 126 and 127: the shell's "cannot
  * execute" and "not found", which otherwise only the client would see.
  */
-export function outcome(proc: Subprocess, program: Program, options: { verbose: boolean }): Promise<number> {
-  const started = performance.now();
+export function outcome(
+  proc: { pid: number; exited: Promise<number>; readonly signalCode: string | number | null },
+  program: Program,
+  options: { verbose: boolean },
+  started = performance.now(),
+): Promise<number> {
   return proc.exited.then((code) => {
     const ms = Math.round(performance.now() - started);
     verbose(options, `end ${proc.pid} ${proc.signalCode ? `signal ${proc.signalCode}` : `status ${code}`} (${ms} ms)`);

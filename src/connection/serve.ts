@@ -10,7 +10,7 @@ import { verbose } from "../system/log.ts";
 import type { EventSocket } from "./events.ts";
 import { copyDescriptor, copySocket, ownStdio, programSide, startForCopy } from "./local.ts";
 import type { LocalSide } from "./copy.ts";
-import { cannotStart, connectionEnv, outcome, startOnConnection, startOnPipes, type Program } from "./program.ts";
+import { cannotStart, connectionEnv, connectionVariables, outcome, startChild, startOnConnection, startOnPipes, type Program } from "./program.ts";
 import { bridge } from "./splice.ts";
 import { watchIdle } from "./watchdog.ts";
 
@@ -72,17 +72,39 @@ function handOff(
  * at that pipe's end the connection is shut down (even while the program
  * still holds it as stdin). The program runs on to its end.
  */
-async function quitWithSplice(program: Program, fd: number, env: Record<string, string>, options: ServeOptions): Promise<void> {
+async function quitWithSplice(program: Program, fd: number, address: Address, options: ServeOptions): Promise<void> {
   let started;
+  const startedAt = performance.now();
   try {
-    started = startOnPipes(program, env, fd);
+    started = startOnPipes(program, connectionVariables(fd, address), fd);
   } catch (e) {
     close(fd);
     return cannotStart(program, e);
   }
-  const ended = outcome(started.proc, program, options);
+  // A Child is waited for by blocking: only after the bridge (a Subprocess's end is Bun's to see meanwhile).
   await bridge({ conn: fd, input: -1, output: started.output }, { quit: true, timeoutMs: undefined, log: (line) => verbose(options, line) });
-  await ended; // the program runs on to its end: without --timeout nothing bounds it
+  await outcome(started.proc, program, options, startedAt); // the program runs on to its end: without --timeout nothing bounds it
+}
+
+/**
+ * A pool worker's hand-off without --timeout (nothing needs a timer while
+ * the program runs): posix_spawn, and the worker's own wait (child.ts).
+ * False where this libc cannot: the caller uses Bun.spawn.
+ */
+async function handOffChild(program: Program, fd: number, address: Address, options: ServeOptions): Promise<boolean> {
+  let child;
+  try {
+    child = startChild(program, connectionVariables(fd, address), [fd, fd, fd]);
+  } catch (e) {
+    close(fd);
+    cannotStart(program, e);
+    return true;
+  }
+  if (!child) return false;
+  const started = performance.now();
+  close(fd); // the peer sees EOF the moment the program is done
+  await outcome(child, program, options, started);
+  return true;
 }
 
 /**
@@ -99,13 +121,14 @@ export async function serveDescriptor(
   program: Program | undefined,
   mayBlock = false,
 ): Promise<Error | undefined> {
-  const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program, address)) {
-    await handOff(program, fd, env, () => close(fd), options, address);
+    if (mayBlock && options.timeoutMs === undefined && (await handOffChild(program, fd, address, options))) return undefined;
+    await handOff(program, fd, connectionEnv(fd, address), () => close(fd), options, address);
     return undefined;
   }
   const onlyQuit = options.quit && !options.crlf && !options.readOnly && !options.writeOnly && options.timeoutMs === undefined;
-  if (program && mayBlock && onlyQuit) return void (await quitWithSplice(program, fd, env, options));
+  if (program && mayBlock && onlyQuit) return void (await quitWithSplice(program, fd, address, options));
+  const env = program ? connectionEnv(fd, address) : {};
   const local = copiedSide(options, program, env);
   if (!local) return void close(fd);
   return copyDescriptor(fd, options, local);

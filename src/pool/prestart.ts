@@ -10,7 +10,8 @@ import type { Address } from "../net/address.ts";
 import { copyDescriptor, programSide, startForCopy } from "../connection/local.ts";
 import type { ServeOptions } from "../options.ts";
 import { verbose } from "../system/log.ts";
-import { prestartEnv, programEnd, startOnPipes, type PipedProgram, type Program } from "../connection/program.ts";
+import { prestartEnv, prestartVars, programEnd, startOnPipes, type PipedProgram, type Program } from "../connection/program.ts";
+import { Child } from "../connection/child.ts";
 import { bridge } from "../connection/splice.ts";
 import { close, isReadable, pidfdOpen } from "../system/libc.ts";
 import { Backoff } from "./backoff.ts";
@@ -19,7 +20,7 @@ import { say } from "../system/log.ts";
 
 /** A program waiting for its connection. */
 type Waiting =
-  | { kind: "spliced"; proc: Subprocess; pidfd: number; input: number; output: number }
+  | { kind: "spliced"; proc: Child | Subprocess; pidfd: number; input: number; output: number }
   | { kind: "copied"; proc: PipedProgram; pidfd: number };
 
 /** Our ends of a program's pipes, when it will never have a connection. */
@@ -43,17 +44,20 @@ export class Prestart {
   readonly nonBlocking = true;
   private waiting: Waiting | undefined;
   private readonly backoff = new Backoff();
-  private readonly env: Record<string, string>;
+  /** The UCSPI variables a prestarted program gets (no remote address yet). */
+  private readonly vars: Record<string, string>;
+  /** The whole environment, for the copy loop's Bun.spawn. */
+  private copiedEnv: Record<string, string> | undefined;
   /** -c, -r and -w look at bytes or switch a direction off: the copy loop does that. */
   private readonly copied: boolean;
 
   constructor(
     private readonly program: Program,
-    address: Address,
+    private readonly address: Address,
     private readonly options: ServeOptions,
     private readonly waiter: Waiter,
   ) {
-    this.env = prestartEnv(address);
+    this.vars = prestartVars(address);
     this.copied = options.crlf || options.readOnly || options.writeOnly;
   }
 
@@ -72,12 +76,15 @@ export class Prestart {
     if (delay > 0) await Bun.sleep(delay); // not in the epoll wait meanwhile: connections go to other workers
     try {
       if (this.copied) {
-        this.waiting = { kind: "copied", proc: startForCopy(this.options, this.program, this.env), pidfd: -1 };
+        const proc = startForCopy(this.options, this.program, (this.copiedEnv ??= prestartEnv(this.address)));
+        this.waiting = { kind: "copied", proc, pidfd: -1 };
+        this.waiting.pidfd = pidfdOpen(proc.pid);
       } else {
-        const { proc, input, output } = startOnPipes(this.program, this.env, -1);
+        const { proc, input, output } = startOnPipes(this.program, this.vars, -1);
         this.waiting = { kind: "spliced", proc, pidfd: -1, input, output };
+        // A Child has its pidfd (to wait on later); Bun's own is not ours to watch.
+        this.waiting.pidfd = proc instanceof Child ? proc.pidfd : pidfdOpen(proc.pid);
       }
-      this.waiting.pidfd = pidfdOpen(this.waiting.proc.pid);
       this.waiter.watch(this.waiting.pidfd);
       return true;
     } catch (e) {
@@ -130,7 +137,8 @@ export class Prestart {
     const waiting = this.waiting;
     this.waiting = undefined;
     if (!waiting) return undefined;
-    if (waiting.pidfd >= 0) close(waiting.pidfd); // also removes it from the epoll set
+    if (waiting.proc instanceof Child) this.waiter.unwatch(waiting.pidfd); // the Child waits on it later
+    else if (waiting.pidfd >= 0) close(waiting.pidfd); // also removes it from the epoll set
     return waiting;
   }
 }

@@ -2,7 +2,7 @@
 // epoll instance, over the listener, the control socket from the master,
 // and (with --prestart) the pidfd of the program waiting for its
 // connection. Nothing wakes it but one of those, or a signal.
-import { EINTR, EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, EPOLLEXCLUSIVE, EPOLLIN, epollAdd, epollCreate, epollWait, SysError } from "../system/libc.ts";
+import { EINTR, EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, EPOLLEXCLUSIVE, EPOLLIN, epollAdd, epollCreate, epollDelete, epollWait, SysError } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
 
 const MAX_EVENTS = 4;
@@ -23,6 +23,11 @@ export class Waiter {
   /** Watches one more descriptor (a pidfd); closing it removes it. */
   watch(fd: number): void {
     epollAdd(this.epfd, fd, EPOLLIN);
+  }
+
+  /** Stops watching a descriptor that stays open (a Child's pidfd, waited on after its connection). */
+  unwatch(fd: number): void {
+    epollDelete(this.epfd, fd);
   }
 
   /**

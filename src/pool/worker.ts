@@ -172,7 +172,8 @@ export async function runWorker(worker: Worker): Promise<never> {
       if (reportsEvents(options)) tell(options, "refused");
       continue;
     }
-    if (!(await admitted(options, address, fd))) continue;
+    // Only --max-per-source asks the master (not even an await otherwise).
+    if (options.maxPerSource !== undefined && !(await admitted(options, address, fd))) continue;
     tell(options, "busy");
     if (options.verbose) verbose(options, connectionMessage(address, () => peerIp(fd)));
     try {

@@ -337,8 +337,12 @@ export function recvExactly(fd: number, buf: Uint8Array, deadline: number): bool
 }
 
 /** Readable now (data, end of file, or an error to report), without waiting. */
+const readableCheck = new Int32Array(2);
 export function isReadable(fd: number): boolean {
-  return poll(new Int32Array([fd, POLLIN]), 1, 0) > 0;
+  // One array for every check (a worker makes several per connection); JavaScript runs one at a time.
+  readableCheck[0] = fd;
+  readableCheck[1] = POLLIN;
+  return poll(readableCheck, 1, 0) > 0;
 }
 
 export const EPOLLIN = 0x1;
@@ -359,6 +363,13 @@ export function epollAdd(epfd: number, fd: number, events: number): void {
   event.setUint32(0, events, true);
   event.setUint32(EPOLL_DATA_OFFSET, fd, true);
   check("epoll_ctl", lib().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, new Uint8Array(event.buffer)));
+}
+
+const EPOLL_CTL_DEL = 2;
+
+/** Stops watching `fd` (a descriptor kept open after its watch, such as a pidfd still to be waited on). */
+export function epollDelete(epfd: number, fd: number): void {
+  check("epoll_ctl", lib().epoll_ctl(epfd, EPOLL_CTL_DEL, fd, null));
 }
 
 /** Blocks the JavaScript thread until an event (or a signal: -EINTR). Returns the count, or -errno. */
@@ -648,4 +659,132 @@ export function exec(path: string, argv: string[], env: Record<string, string | 
   );
   lib().execve(file, args, envp);
   throw new SysError("execve", errno());
+}
+
+// posix_spawn(3) for a pool worker's programs, in a table of its own: its
+// closefrom action is glibc 2.34's, and where it is missing (dlopen fails)
+// the caller starts programs with Bun.spawn as before.
+function openSpawn() {
+  return dlopen("libc.so.6", {
+    posix_spawn: { args: [ptr, ptr, ptr, ptr, ptr, ptr], returns: i32 },
+    posix_spawn_file_actions_init: { args: [ptr], returns: i32 },
+    posix_spawn_file_actions_destroy: { args: [ptr], returns: i32 },
+    posix_spawn_file_actions_adddup2: { args: [ptr, i32, i32], returns: i32 },
+    posix_spawn_file_actions_addclosefrom_np: { args: [ptr, i32], returns: i32 },
+    posix_spawnattr_init: { args: [ptr], returns: i32 },
+    posix_spawnattr_setflags: { args: [ptr, FFIType.i16], returns: i32 },
+    posix_spawnattr_setsigdefault: { args: [ptr, ptr], returns: i32 },
+    posix_spawnattr_setsigmask: { args: [ptr, ptr], returns: i32 },
+    sigfillset: { args: [ptr], returns: i32 },
+    sigemptyset: { args: [ptr], returns: i32 },
+  }).symbols;
+}
+let spawnSymbols: ReturnType<typeof openSpawn> | null | undefined;
+const POSIX_SPAWN_SETSIGDEF = 0x04;
+const POSIX_SPAWN_SETSIGMASK = 0x08;
+/** posix_spawnattr_t is 336 bytes and posix_spawn_file_actions_t 80 on 64-bit glibc; room to spare. */
+const ATTR_BYTES = 512;
+const ACTIONS_BYTES = 128;
+let spawnAttr: Uint8Array | undefined;
+/** The file actions of the last stdio triple: a worker's connections mostly get the same descriptor number. */
+let lastActions: { key: string; actions: Uint8Array } | undefined;
+
+/** Whether spawnProgram works here (glibc 2.34 or later). */
+export function canSpawn(): boolean {
+  if (spawnSymbols === undefined) {
+    try {
+      spawnSymbols = openSpawn();
+    } catch {
+      spawnSymbols = null;
+    }
+  }
+  return spawnSymbols !== null;
+}
+
+/**
+ * argv or envp for spawnProgram: C strings made once, and a NULL-ended
+ * table of pointers to them, with room for `spare` strings of a call's own.
+ */
+export class StringTable {
+  private readonly keep: Buffer[] = [];
+  /** This call's own strings, held until the next. */
+  private extra: Buffer | undefined;
+  private readonly table: BigUint64Array;
+  private readonly fixed: number;
+
+  constructor(strings: readonly string[], private readonly spare = 0) {
+    this.fixed = strings.length;
+    this.table = new BigUint64Array(strings.length + spare + 1);
+    strings.forEach((s, i) => {
+      const bytes = Buffer.from(`${s}\0`);
+      this.keep.push(bytes);
+      this.table[i] = BigInt(pointerTo(bytes));
+    });
+  }
+
+  /** The table with `extra` after the fixed strings (valid until the next call): one buffer for them all. */
+  with(extra: readonly string[] = []): BigUint64Array {
+    if (extra.length > this.spare) throw new RangeError("StringTable: more strings than its spare room");
+    let bytes = 0;
+    for (const s of extra) bytes += Buffer.byteLength(s) + 1;
+    const buffer = Buffer.alloc(bytes); // zeroed: each string's NUL is already there
+    const base = bytes > 0 ? pointerTo(buffer) : 0;
+    let offset = 0;
+    extra.forEach((s, i) => {
+      this.table[this.fixed + i] = BigInt(base + offset);
+      offset += buffer.write(s, offset) + 1;
+    });
+    this.table[this.fixed + extra.length] = 0n;
+    this.extra = buffer;
+    return this.table;
+  }
+}
+
+/**
+ * Starts `path` with `stdio` as its descriptors 0-2 and no other (closefrom
+ * 3), every signal at its default and none blocked, as Bun.spawn does; the
+ * pid. Throws SysError("posix_spawn") when it cannot start (ENOENT, EACCES:
+ * glibc reports the exec's failure). Only after canSpawn().
+ */
+export function spawnProgram(path: Buffer, argv: BigUint64Array, envp: BigUint64Array, stdio: readonly [number, number, number]): number {
+  const s = spawnSymbols!;
+  if (!spawnAttr) {
+    const attr = new Uint8Array(ATTR_BYTES);
+    const set = new Uint8Array(128);
+    s.posix_spawnattr_init(attr);
+    s.sigfillset(set);
+    s.posix_spawnattr_setsigdefault(attr, set);
+    s.sigemptyset(set);
+    s.posix_spawnattr_setsigmask(attr, set);
+    s.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    spawnAttr = attr;
+  }
+  const key = stdio.join(",");
+  if (lastActions?.key !== key) {
+    if (lastActions) s.posix_spawn_file_actions_destroy(lastActions.actions);
+    const actions = new Uint8Array(ACTIONS_BYTES);
+    s.posix_spawn_file_actions_init(actions);
+    stdio.forEach((fd, target) => s.posix_spawn_file_actions_adddup2(actions, fd, target));
+    s.posix_spawn_file_actions_addclosefrom_np(actions, 3);
+    lastActions = { key, actions };
+  }
+  const pid = new Int32Array(1);
+  const code = s.posix_spawn(pid, path, lastActions.actions, spawnAttr, argv, envp);
+  if (code !== 0) throw new SysError("posix_spawn", code);
+  return pid[0];
+}
+
+const P_PIDFD = 3;
+const CLD_EXITED = 1;
+
+/**
+ * Reaps the ended child of `pidfd` (waitid P_PIDFD: no other child is
+ * touched): its exit status, or the number of the signal that ended it.
+ * Undefined when it has not ended yet.
+ */
+export function reapPidfd(pidfd: number): { code: number | null; signal: number | null } | undefined {
+  const info = new Int32Array(32); // siginfo_t: si_pid at byte 16, si_code at 8, si_status at 24
+  check("waitid", lib().waitid(P_PIDFD, pidfd, info, WEXITED | WNOHANG));
+  if (info[4] === 0) return undefined;
+  return info[2] === CLD_EXITED ? { code: info[6], signal: null } : { code: null, signal: info[6] };
 }
