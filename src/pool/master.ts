@@ -34,6 +34,7 @@ import {
   isAdmitRequest,
   isRequestNote,
   LEAVE,
+  REOPEN,
   reportsState,
   RETIRE,
   WORKER_ENV,
@@ -357,13 +358,7 @@ export class WorkerPool {
       say(`USR1: ${(e as Error).message}; still writing to the old file`);
       return;
     }
-    for (const pid of this.workers.keys()) {
-      try {
-        process.kill(pid, "SIGUSR1");
-      } catch {
-        // gone meanwhile
-      }
-    }
+    for (const w of this.workers.values()) sendByte(w.control, REOPEN); // EPIPE: it is gone, its exit is on the way
     verbose(this.options, `USR1: reopened ${logFile}`);
   }
 

@@ -46,6 +46,13 @@ export const RETIRE = 0x72;
  * the queue to the other workers (HUP's and USR2's replaced workers, TTOU).
  */
 export const LEAVE = 0x6c;
+/**
+ * Master to worker: -b's --log was reopened (USR1); open it again too. A
+ * byte rather than the signal passed on: a signal that lands while the
+ * worker is between its event loop and its blocking wait is handled only
+ * at the next wake-up, and an idle worker may not wake for hours.
+ */
+export const REOPEN = 0x6f;
 
 /** --max-per-source: a worker asks before serving, the master answers (admission.ts). */
 export type AdmitRequest = { admit: string };

@@ -24,6 +24,7 @@ import {
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
   LEAVE,
+  REOPEN,
   LISTEN_FD,
   reportsEvents,
   reportsState,
@@ -65,8 +66,8 @@ function tell(options: Options, message: WorkerMessage, always = false): void {
   }
 }
 
-/** What the master said on the control socket: RETIRE, LEAVE, or end of file (it is gone: drain). */
-function hearMaster(): "drain" | "leave" | "nothing" {
+/** What the master said on the control socket: RETIRE, LEAVE, REOPEN, or end of file (it is gone: drain). */
+function hearMaster(): "drain" | "leave" | "reopen" | "nothing" {
   const byte = new Uint8Array(1);
   let n: number;
   try {
@@ -74,7 +75,7 @@ function hearMaster(): "drain" | "leave" | "nothing" {
   } catch {
     return "nothing"; // EAGAIN: woken for something else
   }
-  return n === 1 && byte[0] === LEAVE ? "leave" : "drain";
+  return n === 1 && byte[0] === LEAVE ? "leave" : n === 1 && byte[0] === REOPEN ? "reopen" : "drain";
 }
 
 export async function runWorker(worker: Worker): Promise<never> {
@@ -106,22 +107,25 @@ export async function runWorker(worker: Worker): Promise<never> {
     mode.drain?.();
   };
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, drain);
-  // The master's USR1 (-b --log): its log file was moved away; write to a new one at the path.
+  // The master's REOPEN (its USR1 under -b --log): the log file was moved
+  // away; write to a new one at the path. A USR1 sent to the worker itself
+  // does the same.
   const { logFile } = worker;
-  if (logFile !== undefined) {
-    process.on("SIGUSR1", () => {
-      try {
-        reopenLog(logFile);
-      } catch (e) {
-        say(`worker ${process.pid}: ${(e as Error).message}`);
-      }
-    });
-  }
+  const reopen = () => {
+    if (logFile === undefined) return;
+    try {
+      reopenLog(logFile);
+    } catch (e) {
+      say(`worker ${process.pid}: ${(e as Error).message}`);
+    }
+  };
+  if (logFile !== undefined) process.on("SIGUSR1", reopen);
   // LEAVE (a reload, an upgrade, TTOU): exit once the connection in hand is done; the queue is the others'.
   let leaving = false;
   const hear = () => {
     const word = hearMaster();
     if (word === "leave") leaving = true;
+    else if (word === "reopen") reopen();
     else if (word === "drain") drain();
   };
 
