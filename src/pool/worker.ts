@@ -11,8 +11,8 @@ import { onRequest } from "../gateway/cgi.ts";
 import { accessRules, refusedPeer } from "../connection/sources.ts";
 import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
-import { adoptDescriptor } from "../connection/events.ts";
-import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
+import { CLASSIC_MAX_CONNS } from "../gateway/fastcgi.ts";
+import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-worker.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
 import { cgiSource } from "../gateway/cgi.ts";
 import type { Address } from "../net/address.ts";
@@ -53,32 +53,17 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
   }
   if (options.gateway === "fastcgi") {
     const source = cgiSource(options);
-    return {
-      nonBlocking: false,
-      serve: async (fd) => {
-        // The listener: a kept connection gives way when another one waits there. The descriptor:
-        // the program's output is spliced into it.
-        const handler = new FastCgiHandler(options, source, options.pool?.max ?? CLASSIC_MAX_CONNS, LISTEN_FD, fd);
-        // A web server may keep the connection for ever: the master's word (retire, leave, or its
-        // end, read after the connection) ends it too, or a HUP would never replace this worker.
-        const heard = setInterval(() => isReadable(CONTROL_FD) && stopKeptConnections(), KEPT_CHECK_MS);
-        try {
-          await adoptDescriptor(fd, handler);
-          await handler.done;
-        } finally {
-          clearInterval(heard);
-        }
-      },
-      drain: stopKeptConnections,
-    };
+    // Between requests on a kept connection the listener (a waiting connection takes this worker) and
+    // the master's word (retire, leave, or its end: read after the connection) end it, or a web server
+    // keeping it for ever would hold this worker, and a HUP would never replace it.
+    const pool = { listener: LISTEN_FD, control: CONTROL_FD };
+    const maxConns = options.pool?.max ?? CLASSIC_MAX_CONNS;
+    return { nonBlocking: false, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
   }
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
 }
-
-/** How often a worker holding a kept FastCGI connection looks for a word from its master. */
-const KEPT_CHECK_MS = 100;
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
 const CONNECTION_FAILURES = new Set([ECONNABORTED, EINTR, EPROTO]);

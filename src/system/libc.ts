@@ -58,6 +58,7 @@ function open() {
   umask: { args: [u32], returns: u32 },
   waitid: { args: [i32, i32, ptr, i32], returns: i32 },
   waitpid: { args: [i32, ptr, i32], returns: i32 },
+  write: { args: [i32, ptr, u64], returns: i64_fast },
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 }
@@ -260,6 +261,12 @@ export function pipeSize(fd: number): number {
 /** One read(2) from a non-blocking descriptor: bytes read, 0 at EOF, -errno (-EAGAIN: nothing there now). */
 export function readSome(fd: number, buf: Uint8Array): number {
   const n = Number(lib().read(fd, buf, buf.length));
+  return n < 0 ? -errno() : n;
+}
+
+/** One write(2) to a non-blocking descriptor (a pipe): bytes written or -errno (-EAGAIN: full now, -EPIPE: no reader). */
+export function writeSome(fd: number, buf: Uint8Array): number {
+  const n = Number(lib().write(fd, buf, buf.length));
   return n < 0 ? -errno() : n;
 }
 
