@@ -48,7 +48,12 @@ const stderrBuffer = new Uint8Array(MAX_CONTENT);
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
 
-/** Both pipes read to their end and every record sent, or why not. The pipes stay open: the caller closes them. */
+/**
+ * Both pipes read to their end and every record sent, or why not. The pipes
+ * stay open: the caller closes them. "done": the last record may be held
+ * back (SPLICE_F_MORE) for what the caller sends next without MSG_MORE
+ * (END_REQUEST), or for pushPending.
+ */
 export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
   const { conn, stdout, stderr, requestId } = ends;
   /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
@@ -102,10 +107,13 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
         else if (n !== -EAGAIN && n !== -EINTR) stderrOpen = false; // a read error ends that stream like EOF
       }
       if (stdoutOpen) {
+        // Every writer gone (the program has ended): what the pipe holds is the last of it.
+        if (!stdoutHup) stdoutHup = hungUp(stdout);
         const waiting = pipeBytes(stdout);
         if (waiting > 0) {
           left = Math.min(waiting, MAX_CONTENT);
-          more = waiting > left;
+          // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
+          more = waiting > left || stdoutHup;
           out.push(stdoutHeader(requestId, left));
           progress = true;
         } else if (stdoutHup) stdoutOpen = false; // every writer has gone and nothing is left
@@ -149,6 +157,13 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (revents(connAt) & ~POLLOUT) hooks.input();
   }
   return "done";
+}
+
+/** Whether every writer of a pipe has gone, without waiting. */
+function hungUp(fd: number): boolean {
+  pollfds[0] = fd;
+  pollfds[1] = POLLIN;
+  return poll(pollfds, 1, 0) > 0 && ((pollfds[1] >>> 16) & POLLHUP) !== 0;
 }
 
 /** An FCGI_STDOUT header for `length` bytes of content, no padding. */

@@ -14,6 +14,7 @@ import {
   close,
   EAGAIN,
   EINTR,
+  exitedStatus,
   isReadable,
   memfd,
   pipe,
@@ -22,6 +23,7 @@ import {
   poll,
   POLLIN,
   POLLOUT,
+  pushPending,
   readSome,
   rewind,
   sendSome,
@@ -499,7 +501,13 @@ class FastCgiConnection {
     if (end === "timeout") return this.drop("connection timed out");
     if (typeof end === "object") return this.drop(end.error);
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
-    const status = await proc.exited;
+    // Ended already (as a CGI has once its output has): END_REQUEST now, with the last bytes. Else
+    // what is held back goes first, and the end waits for its exit.
+    let status = exitedStatus(proc.pid);
+    if (status === undefined) {
+      pushPending(this.fd);
+      status = await proc.exited;
+    }
     this.complete(request, status);
   }
 

@@ -93,12 +93,15 @@ const PR_SET_PDEATHSIG = 1;
 const IPPROTO_TCP = 6;
 const TCP_DEFER_ACCEPT = 9;
 const TCP_INFO = 11;
+const TCP_NODELAY = 1;
 const RLIMIT_NOFILE = 7;
 const PR_SET_CHILD_SUBREAPER = 36;
 const WNOHANG = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
 const P_ALL = 0;
+const P_PID = 1;
+const CLD_EXITED = 1;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
@@ -573,6 +576,21 @@ export function peekEndedChild(): number {
   const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
   if (lib().waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
   return info[4];
+}
+
+/**
+ * This child's exit status if it has exited (not killed by a signal), without
+ * reaping it (waitid with WNOWAIT: Bun reaps its own); undefined otherwise. Never waits.
+ */
+export function exitedStatus(pid: number): number | undefined {
+  const info = new Int32Array(32); // siginfo_t: si_code at byte 8, si_pid 16, si_status 24
+  if (lib().waitid(P_PID, pid, info, WEXITED | WNOHANG | WNOWAIT) < 0 || info[4] !== pid) return undefined;
+  return info[2] === CLD_EXITED ? info[6] : undefined;
+}
+
+/** TCP_NODELAY on: what MSG_MORE or SPLICE_F_MORE held back goes now (the kernel pushes pending frames). */
+export function pushPending(fd: number): void {
+  lib().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, new Int32Array([1]), 4); // not TCP (a UNIX socket): nothing is held
 }
 
 /** Reaps this one child if it has ended; true if it was reaped. Never waits. */
