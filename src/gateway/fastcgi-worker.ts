@@ -27,7 +27,6 @@ import {
   readSome,
   rewind,
   sendSome,
-  setNonBlocking,
   setPipeSize,
   strerror,
   writeSome,
@@ -91,7 +90,11 @@ export function stopWorkerConnection(): void {
   current?.stop();
 }
 
-/** Serves one FastCGI connection a pool worker accepted (a descriptor it owns), to its end. */
+/**
+ * Serves one FastCGI connection a pool worker accepted, to its end: a
+ * descriptor it owns, non-blocking (accept4's SOCK_NONBLOCK): a full socket
+ * must not block a send, nor an empty one a read.
+ */
 export async function serveFastCgiDescriptor(fd: number, options: GatewayOptions, source: CgiSource, maxConns: number, pool: WorkerFds): Promise<void> {
   const connection = new FastCgiConnection(fd, options, source, maxConns, pool);
   current = connection;
@@ -134,7 +137,6 @@ class FastCgiConnection {
 
   async serve(): Promise<void> {
     try {
-      setNonBlocking(this.fd); // a full socket must not block a send, nor an empty one a read
       this.awaitHeader();
       while (!this.closed) {
         const request = this.request;
@@ -350,7 +352,7 @@ class FastCgiConnection {
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's memfd, or nothing ("ignore"). */
   private run(request: Job, variables: Variable[], stdin: "pipe" | "ignore" | number): void {
     const ends = outputPipes();
-    const input = stdin === "pipe" ? pipe() : undefined;
+    const input = stdin === "pipe" ? pipe("write") : undefined;
     let proc: ReturnType<typeof startProgram>;
     try {
       proc = startProgram(this.source, variables, this.options, input ? input[0] : stdin, ends.child);
@@ -368,10 +370,7 @@ class FastCgiConnection {
     }
     request.proc = proc;
     request.pipes = ends.ours; // held until the body has ended: the pipes hold the output meanwhile
-    if (input) {
-      setNonBlocking(input[1]);
-      request.stdin = input[1];
-    }
+    request.stdin = input?.[1];
     this.touch();
   }
 
@@ -613,11 +612,9 @@ function closeStdin(request: Job): void {
  * body has ended.
  */
 function outputPipes(): { child: { stdout: number; stderr: number }; ours: { stdout: number; stderr: number } } {
-  const [stdout, stdoutChild] = pipe();
-  const [stderr, stderrChild] = pipe();
+  const [stdout, stdoutChild] = pipe("read");
+  const [stderr, stderrChild] = pipe("read");
   setPipeSize(stdout, HOLD_BYTES);
-  setNonBlocking(stdout);
-  setNonBlocking(stderr);
   return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
 }
 

@@ -159,15 +159,11 @@ export class FastCgiHandler implements SocketEvents {
     private readonly maxConns: number,
   ) {}
 
-  private paused = false;
-
   private pause(): void {
-    this.paused = true;
     this.socket?.pause();
   }
 
   private resume(): void {
-    this.paused = false;
     this.socket?.resume();
   }
 

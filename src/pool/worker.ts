@@ -39,7 +39,7 @@ import { Waiter } from "./wait.ts";
 
 /** How this worker serves a connection it accepted; chosen once, at start. */
 interface Mode {
-  /** Accept connections non-blocking: only where the worker alone uses them (the splice bridge). */
+  /** Accept connections non-blocking: only where the worker alone uses them (the splice bridge, FastCGI). */
   readonly nonBlocking: boolean;
   serve(fd: number): Promise<unknown>;
   /** The worker drains: no connection is kept for a further request. */
@@ -58,7 +58,7 @@ function chooseMode({ options, address }: Worker, waiter: Waiter): Mode {
     // keeping it for ever would hold this worker, and a HUP would never replace it.
     const pool = { listener: LISTEN_FD, control: CONTROL_FD };
     const maxConns = options.pool?.max ?? CLASSIC_MAX_CONNS;
-    return { nonBlocking: false, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
+    return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
   }
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);

@@ -85,6 +85,8 @@ const FIONREAD = 0x541b;
 const MSG_MORE = 0x8000;
 const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
+const O_RDONLY = 0;
+const O_WRONLY = 1;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
 const SO_RCVTIMEO = 20;
@@ -195,10 +197,18 @@ export function setBacklog(fd: number, backlog: number): void {
   check("listen", lib().listen(fd, backlog));
 }
 
-/** A pipe, both ends close-on-exec: [read end, write end]. */
-export function pipe(): [number, number] {
+/**
+ * A pipe, both ends close-on-exec: [read end, write end]. `nonBlocking`:
+ * that end (ours; the other goes to a program, which expects blocking I/O)
+ * is made non-blocking in one fcntl, its flags being known.
+ */
+export function pipe(nonBlocking?: "read" | "write"): [number, number] {
   const fds = new Int32Array(2);
   check("pipe2", lib().pipe2(fds, O_CLOEXEC));
+  if (nonBlocking) {
+    const [fd, mode] = nonBlocking === "read" ? [fds[0], O_RDONLY] : [fds[1], O_WRONLY];
+    check("fcntl", lib().fcntl(fd, F_SETFL, mode | O_NONBLOCK));
+  }
   return [fds[0], fds[1]];
 }
 
