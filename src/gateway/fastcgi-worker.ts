@@ -505,7 +505,11 @@ class FastCgiConnection {
     let status = exitedStatus(proc.pid);
     if (status === undefined) {
       pushPending(this.fd);
-      status = await proc.exited;
+      // --timeout still bounds a program that closed its output and runs on.
+      const ms = this.options.timeoutMs;
+      const exited = await (ms === undefined ? proc.exited : Promise.race([proc.exited, Bun.sleep(Math.max(0, this.deadline - Date.now())).then(() => undefined)]));
+      if (exited === undefined) return this.drop("connection timed out");
+      status = exited;
     }
     this.complete(request, status);
   }
