@@ -2,13 +2,14 @@
 // stdout pipe is spliced into the connection, each FCGI_STDOUT record's
 // 8-byte header sent first (FIONREAD says how many bytes the pipe holds: at
 // most MAX_CONTENT a record, spliced exactly). Its stderr, small, is read
-// here and sent as STDERR records. Bun has no readiness API for arbitrary
-// descriptors, so this blocks the worker's thread in poll(2) while the
-// output lasts, as the splice bridge does: a worker has nothing else to do
-// meanwhile. What the web server sends then (ABORT_REQUEST, its close) makes
-// the connection readable: the loop yields to Bun's, which reads it.
+// here and sent as STDERR records. This blocks the worker's thread in
+// poll(2) while the output lasts, as the rest of its FastCGI connection
+// does (fastcgi-worker.ts): a worker has nothing else to do meanwhile.
+// What the web server sends then (ABORT_REQUEST, its close) makes the
+// connection readable: the caller's input hook reads it, and body bytes the
+// program has yet to take go into its stdin as it takes them (feed).
 //
-// The program's output is held until the end of its body (fastcgi.ts) by
+// The program's output is held until the end of its body (fastcgi-worker.ts) by
 // not starting this until then: the pipes hold it (stdout's grown to
 // HOLD_BYTES), and then the program waits to write.
 import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
@@ -32,22 +33,27 @@ export interface OutputHooks {
   takeQueued(): Uint8Array[];
   /** Whether the connection's input is worth watching (not paused, not at EOF). */
   watchInput(): boolean;
-  /** Bun's loop has work of the request's own (the body still going to the program): poll must not block it. */
-  loopBusy(): boolean;
+  /** The connection is readable (records, its end): read it now. */
+  input(): void;
+  /** The program's stdin while body bytes wait to go into it (-1: none), and what writes them when it takes more. */
+  stdin(): number;
+  feed(): void;
   /** The connection has closed or the request is over (ABORT, a drop): stop. */
   over(): boolean;
 }
 
 export type OutputEnd = "done" | "timeout" | "gone" | { error: string };
 
-/** While Bun's loop has the request's work to do, poll sleeps at most this long before letting it run. */
-const BUSY_POLL_MS = 1;
-
 const stderrBuffer = new Uint8Array(MAX_CONTENT);
-// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 3.
-const pollfds = new Int32Array(6);
+// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
+const pollfds = new Int32Array(8);
 
-/** Both pipes read to their end and every record sent, or why not. The pipes stay open: the caller closes them. */
+/**
+ * Both pipes read to their end and every record sent, or why not. The pipes
+ * stay open: the caller closes them. "done": the last record may be held
+ * back (SPLICE_F_MORE) for what the caller sends next without MSG_MORE
+ * (END_REQUEST), or for pushPending.
+ */
 export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
   const { conn, stdout, stderr, requestId } = ends;
   /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
@@ -101,10 +107,13 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
         else if (n !== -EAGAIN && n !== -EINTR) stderrOpen = false; // a read error ends that stream like EOF
       }
       if (stdoutOpen) {
+        // Every writer gone (the program has ended): what the pipe holds is the last of it.
+        if (!stdoutHup) stdoutHup = hungUp(stdout);
         const waiting = pipeBytes(stdout);
         if (waiting > 0) {
           left = Math.min(waiting, MAX_CONTENT);
-          more = waiting > left;
+          // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
+          more = waiting > left || stdoutHup;
           out.push(stdoutHeader(requestId, left));
           progress = true;
         } else if (stdoutHup) stdoutOpen = false; // every writer has gone and nothing is left
@@ -130,15 +139,11 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (connBlocked || input) (connAt = count), watch(conn, (connBlocked ? POLLOUT : 0) | (input ? POLLIN : 0));
     if (!connBlocked && left === 0 && stdoutOpen) (stdoutAt = count), watch(stdout, POLLIN);
     if (!connBlocked && left === 0 && stderrOpen) watch(stderr, POLLIN);
+    // The program may be waiting for the rest of its body before it writes more.
+    const stdin = hooks.stdin();
+    const stdinAt = stdin >= 0 ? (watch(stdin, POLLOUT), count - 1) : -1;
     const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, lastMove + hooks.timeoutMs - Date.now());
-    const busy = hooks.loopBusy();
-    const ready = poll(pollfds, count, busy && (wait < 0 || wait > BUSY_POLL_MS) ? BUSY_POLL_MS : Math.ceil(wait));
-    if (busy) {
-      // The program may be waiting for the rest of its body, which Bun's loop writes.
-      await yieldToLoop();
-      if (ready === 0 && hooks.timeoutMs !== undefined && Date.now() >= lastMove + hooks.timeoutMs) return "timeout";
-      if (ready <= 0) continue;
-    }
+    const ready = poll(pollfds, count, Math.ceil(wait));
     if (ready === -EINTR) {
       await nextTick(); // let signal handlers run
       continue;
@@ -147,10 +152,18 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
     if (revents(stdoutAt) & POLLHUP) stdoutHup = true;
-    // The web server sent something (or closed): Bun's loop reads it, then this goes on.
-    if (input && revents(connAt) & ~POLLOUT) await yieldToLoop();
+    if (revents(stdinAt)) hooks.feed();
+    // The web server sent something (or closed): read it, then this goes on.
+    if (revents(connAt) & ~POLLOUT) hooks.input();
   }
   return "done";
+}
+
+/** Whether every writer of a pipe has gone, without waiting. */
+function hungUp(fd: number): boolean {
+  pollfds[0] = fd;
+  pollfds[1] = POLLIN;
+  return poll(pollfds, 1, 0) > 0 && ((pollfds[1] >>> 16) & POLLHUP) !== 0;
 }
 
 /** An FCGI_STDOUT header for `length` bytes of content, no padding. */
@@ -158,7 +171,3 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
   return new Uint8Array([1, TYPE.STDOUT, requestId >> 8, requestId & 0xff, length >> 8, length & 0xff, 0, 0]);
 }
 
-/** One turn of Bun's event loop (its I/O included), so the connection's data handler runs. */
-function yieldToLoop(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}

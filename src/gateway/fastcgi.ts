@@ -1,13 +1,15 @@
-// FastCGI, responder role: one connection's state machine (fastcgi-records.ts
-// is the wire format). Requests are not multiplexed (FCGI_MPXS_CONNS=0): one
-// runs at a time; with FCGI_KEEP_CONN the next may follow on the same connection.
+// FastCGI, responder role: one connection's state machine on Bun's loop, as
+// the classic server (-f) serves many at once (fastcgi-records.ts is the
+// wire format; a pool worker serves its one connection with blocking calls
+// instead, fastcgi-worker.ts). Requests are not multiplexed
+// (FCGI_MPXS_CONNS=0): one runs at a time; with FCGI_KEEP_CONN the next may
+// follow on the same connection.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { writeSync } from "node:fs";
-import { close, isReadable, memfd, pipe, pipeBytes, pipeSize, rewind, setNonBlocking, setPipeSize } from "../system/libc.ts";
+import { close, memfd, rewind } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
-import { spliceOutput } from "./fastcgi-output.ts";
 import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, MAX_CONTENT, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -35,8 +37,6 @@ interface Request {
   flushing: number;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
-  /** Read ends of the program's stdout and stderr pipes when its output is spliced (a pool worker). */
-  pipes: { stdout: number; stderr: number } | undefined;
 }
 
 function newRequest(id: number, keep: boolean): Request {
@@ -59,7 +59,6 @@ function newRequest(id: number, keep: boolean): Request {
     unflushed: 0,
     flushing: 0,
     outputDone: undefined,
-    pipes: undefined,
   };
   return request;
 }
@@ -69,7 +68,7 @@ function newRequest(id: number, keep: boolean): Request {
  * spooled body's memfd ("ignore": no body); or the answer when it cannot
  * or must not run.
  */
-function startProgram(
+export function startProgram(
   source: CgiSource,
   variables: Variable[],
   options: GatewayOptions,
@@ -85,7 +84,7 @@ function startProgram(
   return proc ?? { answer: BAD_GATEWAY };
 }
 
-type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
+export type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
 
 /**
  * The program's output held until the end of its body (as fcgiwrap does:
@@ -93,17 +92,9 @@ type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
  * CGI that writes its header first would never get the rest). Past this
  * much held, its stdout is no longer read: the CGI waits, not the body.
  */
-const HOLD_BYTES = 256 * 1024;
+export const HOLD_BYTES = 256 * 1024;
 
 const SPOOL_LIMIT = LIMITS.spooledBody;
-
-/** While the socket is paused for a slow reader, how often its output pipes are looked at (full: it waits to write). */
-const STALL_CHECK_MS = 10;
-
-/** How often an idle kept connection in a pool worker looks at the listener. */
-const LISTENER_CHECK_MS = 50;
-/** An idle kept connection is closed for a waiting one only after this long unused. */
-const KEPT_IDLE_MS = 250;
 
 /**
  * Replies to what the client sends (UNKNOWN_TYPE, GET_VALUES_RESULT,
@@ -120,10 +111,10 @@ const KEPT_IDLE_MS = 250;
  * web server, which does not send hundreds of KiB of management records
  * without reading the replies.
  */
-const QUEUE_LIMIT = 256 * 1024;
+export const QUEUE_LIMIT = 256 * 1024;
 
 /** The program is told to stop (TERM), then killed if it is still there KILL_AFTER_MS later. */
-function endProgram(proc: NonNullable<Request["proc"]>): void {
+export function endProgram(proc: NonNullable<Request["proc"]>): void {
   proc.kill("SIGTERM");
   const kill = setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS);
   void proc.exited.finally(() => clearTimeout(kill));
@@ -144,7 +135,7 @@ export function stopKeptConnections(): void {
   for (const handler of live) handler.stop();
 }
 
-/** One FastCGI connection, from a worker's descriptor or Bun's listener. */
+/** One FastCGI connection from Bun's listener (-f). */
 export class FastCgiHandler implements SocketEvents {
   private socket: EventSocket | undefined;
   private readonly reader = new RecordReader();
@@ -166,64 +157,14 @@ export class FastCgiHandler implements SocketEvents {
     private readonly source: CgiSource,
     /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
     private readonly maxConns: number,
-    /**
-     * A pool worker's listener. A kept connection holds its worker between
-     * requests; when a connection waits on the listener meanwhile, the kept
-     * one is closed so the worker can take it (else a web server keeping
-     * more connections than the pool has workers stalls them all).
-     */
-    private readonly listenerFd?: number,
-    /**
-     * The connection's descriptor, in a pool worker: the program's stdout
-     * is spliced into it (fastcgi-output.ts). Not under -f, whose one event
-     * loop serves every connection and cannot block in poll(2).
-     */
-    private readonly connFd?: number,
   ) {}
 
-  /** Output is being spliced: everything sent goes through the splice loop, between its records. */
-  private splicing = false;
-  private paused = false;
-  private stallCheck: Timer | undefined;
-
   private pause(): void {
-    this.paused = true;
     this.socket?.pause();
   }
 
   private resume(): void {
-    this.paused = false;
     this.socket?.resume();
-  }
-
-  private watcher: Timer | undefined;
-
-  /** A connection waits on the pool's listener (never under -f, which has no listener of ours). */
-  private othersWaiting(): boolean {
-    return this.listenerFd !== undefined && isReadable(this.listenerFd);
-  }
-
-  /**
-   * While kept and idle, looks at the listener. Closing an idle kept
-   * connection races with a request the web server may be sending on it at
-   * that moment, so only one idle for KEPT_IDLE_MS is closed: web servers
-   * reuse their most recently used connection first (nginx's cache is LIFO).
-   */
-  private watchListener(): void {
-    if (this.listenerFd === undefined) return;
-    const idleSince = Date.now();
-    this.watcher = setInterval(() => {
-      if (this.request || this.closed) return this.unwatch();
-      if (Date.now() - idleSince < KEPT_IDLE_MS || !this.othersWaiting()) return;
-      this.unwatch();
-      gatewayLog(this.options, "fastcgi", "closing an idle kept connection: another connection is waiting");
-      this.end();
-    }, LISTENER_CHECK_MS);
-  }
-
-  private unwatch(): void {
-    clearInterval(this.watcher);
-    this.watcher = undefined;
   }
 
   attach(socket: EventSocket): void {
@@ -394,14 +335,7 @@ export class FastCgiHandler implements SocketEvents {
   }
 
   private run(request: Request, variables: Variable[], stdin: "pipe" | "ignore" | number): void {
-    const ends = this.connFd === undefined ? undefined : outputPipes();
-    let proc: ReturnType<typeof startProgram>;
-    try {
-      proc = startProgram(this.source, variables, this.options, stdin, ends?.child);
-    } finally {
-      if (ends) for (const fd of Object.values(ends.child)) close(fd); // the program has its own
-    }
-    if (ends && "answer" in proc) for (const fd of Object.values(ends.ours)) close(fd);
+    const proc = startProgram(this.source, variables, this.options, stdin, undefined);
     if ("answer" in proc) {
       request.outputDone = Promise.resolve();
       this.send(encodeRecord(TYPE.STDOUT, request.id, proc.answer));
@@ -409,14 +343,8 @@ export class FastCgiHandler implements SocketEvents {
       return;
     }
     request.proc = proc;
-    if (ends) {
-      request.pipes = ends.ours;
-      // Held until the body has ended: the pipes hold the output meanwhile.
-      request.outputDone = request.inputEnd.then(() => this.spliceOutput(request, ends.ours));
-    } else {
-      const { stdout, stderr } = proc as unknown as { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> };
-      request.outputDone = Promise.all([this.forward(stdout, TYPE.STDOUT, request), this.forward(stderr, TYPE.STDERR, request)]).then(() => {});
-    }
+    const { stdout, stderr } = proc as unknown as { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> };
+    request.outputDone = Promise.all([this.forward(stdout, TYPE.STDOUT, request), this.forward(stderr, TYPE.STDERR, request)]).then(() => {});
     void Promise.all([proc.exited, request.outputDone]).then(([status]) => this.complete(request, status));
     this.touch();
   }
@@ -450,10 +378,7 @@ export class FastCgiHandler implements SocketEvents {
         // until it catches up. Unless its output is held and it waits to
         // write (a CGI that answers before it reads): then the web server
         // waits for us to take the body, so it is buffered (bounded).
-        if (!request.outputStalled) {
-          this.pause();
-          this.watchStall(request);
-        }
+        if (!request.outputStalled) this.pause();
         else if (request.unflushed > SPOOL_LIMIT) return `over ${SPOOL_LIMIT >> 20} MiB of body the program does not read`;
       }
     } catch {
@@ -475,68 +400,6 @@ export class FastCgiHandler implements SocketEvents {
     for (let at = 0; at < content.length; ) at += writeSync(spool.fd, content.subarray(at));
     spool.size += content.length;
     return undefined;
-  }
-
-  /**
-   * While the socket is paused because the program reads its body slowly:
-   * once an output pipe is full, the program waits to write (a CGI that
-   * answers first), so the body must be taken in, not paused (see stdin).
-   */
-  private watchStall(request: Request): void {
-    const pipes = request.pipes;
-    if (!pipes || this.stallCheck) return;
-    this.stallCheck = setInterval(() => {
-      if (!this.paused || request.inputEnded || this.request !== request) return this.unwatchStall();
-      // Over half full counts: pages written in part leave a full pipe short of its size.
-      const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
-      if (!full(pipes.stdout) && !full(pipes.stderr)) return;
-      request.outputStalled = true;
-      this.unwatchStall();
-      this.resume();
-    }, STALL_CHECK_MS);
-  }
-
-  private unwatchStall(): void {
-    clearInterval(this.stallCheck);
-    this.stallCheck = undefined;
-  }
-
-  /** After the body: the program's output spliced into the connection until both pipes end. */
-  private async spliceOutput(request: Request, pipes: { stdout: number; stderr: number }): Promise<void> {
-    if (this.closed || this.connFd === undefined) {
-      closePipes(pipes);
-      return;
-    }
-    this.splicing = true;
-    setNonBlocking(this.connFd); // as Bun keeps it: a full socket must not block the splice
-    let end: Awaited<ReturnType<typeof spliceOutput>>;
-    try {
-      end = await spliceOutput(
-        { conn: this.connFd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id },
-        {
-          timeoutMs: this.options.timeoutMs,
-          moved: () => this.touch(),
-          takeQueued: () => {
-            const queued = this.queue;
-            this.queue = [];
-            this.queued = 0;
-            return queued;
-          },
-          watchInput: () => !this.paused && !this.peerEnded,
-          loopBusy: () => request.flushing > 0,
-          over: () => this.closed,
-        },
-      );
-    } catch (e) {
-      end = { error: `internal error: ${(e as Error).message}` };
-    } finally {
-      this.splicing = false;
-      closePipes(pipes); // a program still writing gets EPIPE
-    }
-    if (end === "timeout") this.drop("connection timed out");
-    else if (typeof end === "object") this.drop(end.error);
-    else if (end === "gone") this.socket?.terminate(); // the web server has gone: onClose ends the program
-    else this.onDrain(); // what the handler queued after the last record
   }
 
   /**
@@ -621,7 +484,6 @@ export class FastCgiHandler implements SocketEvents {
     // it reuses the connection.
     if (request.keep && !stopping && !this.peerEnded) {
       if (served) this.awaitHeader();
-      this.watchListener();
     } else {
       this.end();
       // Bounds the wait for a client that does not take the end.
@@ -631,7 +493,7 @@ export class FastCgiHandler implements SocketEvents {
 
   private send(bytes: Uint8Array): void {
     if (this.closed || !this.socket) return;
-    if (this.queue.length === 0 && !this.splicing) {
+    if (this.queue.length === 0) {
       const written = this.socket.write(bytes);
       if (written >= bytes.length) return;
       bytes = bytes.subarray(Math.max(written, 0));
@@ -647,7 +509,6 @@ export class FastCgiHandler implements SocketEvents {
   }
 
   onDrain(): void {
-    if (this.splicing) return; // the splice loop writes, and takes what is queued
     while (this.queue.length > 0 && this.socket && !this.closed) {
       const head = this.queue[0];
       const written = this.socket.write(head);
@@ -700,8 +561,6 @@ export class FastCgiHandler implements SocketEvents {
     if (this.closed) return;
     this.closed = true;
     live.delete(this);
-    this.unwatch();
-    this.unwatchStall();
     clearTimeout(this.timer);
     const resolve = this.drained;
     this.drained = undefined;
@@ -716,26 +575,6 @@ export class FastCgiHandler implements SocketEvents {
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
     void proc.exited.finally(() => this.finish());
   }
-}
-
-/**
- * The program's stdout and stderr as our own pipes, to splice from: `child`
- * its write ends (closed here once it has them), `ours` the read ends,
- * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
- * body has ended, as forward()'s buffer does on the JavaScript path.
- */
-function outputPipes(): { child: { stdout: number; stderr: number }; ours: { stdout: number; stderr: number } } {
-  const [stdout, stdoutChild] = pipe();
-  const [stderr, stderrChild] = pipe();
-  setPipeSize(stdout, HOLD_BYTES);
-  setNonBlocking(stdout);
-  setNonBlocking(stderr);
-  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
-}
-
-function closePipes(pipes: { stdout: number; stderr: number }): void {
-  close(pipes.stdout);
-  close(pipes.stderr);
 }
 
 /** EOF on the program's stdin (if it is not there already). */

@@ -58,6 +58,7 @@ function open() {
   umask: { args: [u32], returns: u32 },
   waitid: { args: [i32, i32, ptr, i32], returns: i32 },
   waitpid: { args: [i32, ptr, i32], returns: i32 },
+  write: { args: [i32, ptr, u64], returns: i64_fast },
   __errno_location: { args: [], returns: ptr },
 }).symbols;
 }
@@ -84,6 +85,8 @@ const FIONREAD = 0x541b;
 const MSG_MORE = 0x8000;
 const FD_CLOEXEC = 1;
 const O_NONBLOCK = 0o4000;
+const O_RDONLY = 0;
+const O_WRONLY = 1;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
 const SO_RCVTIMEO = 20;
@@ -93,12 +96,15 @@ const IPPROTO_TCP = 6;
 const TCP_DEFER_ACCEPT = 9;
 const TCP_INFO = 11;
 const RLIMIT_NPROC = 6;
+const TCP_NODELAY = 1;
 const RLIMIT_NOFILE = 7;
 const PR_SET_CHILD_SUBREAPER = 36;
 const WNOHANG = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
 const P_ALL = 0;
+const P_PID = 1;
+const CLD_EXITED = 1;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 export const EINTR = 4;
@@ -192,10 +198,18 @@ export function setBacklog(fd: number, backlog: number): void {
   check("listen", lib().listen(fd, backlog));
 }
 
-/** A pipe, both ends close-on-exec: [read end, write end]. */
-export function pipe(): [number, number] {
+/**
+ * A pipe, both ends close-on-exec: [read end, write end]. `nonBlocking`:
+ * that end (ours; the other goes to a program, which expects blocking I/O)
+ * is made non-blocking in one fcntl, its flags being known.
+ */
+export function pipe(nonBlocking?: "read" | "write"): [number, number] {
   const fds = new Int32Array(2);
   check("pipe2", lib().pipe2(fds, O_CLOEXEC));
+  if (nonBlocking) {
+    const [fd, mode] = nonBlocking === "read" ? [fds[0], O_RDONLY] : [fds[1], O_WRONLY];
+    check("fcntl", lib().fcntl(fd, F_SETFL, mode | O_NONBLOCK));
+  }
   return [fds[0], fds[1]];
 }
 
@@ -261,6 +275,12 @@ export function pipeSize(fd: number): number {
 /** One read(2) from a non-blocking descriptor: bytes read, 0 at EOF, -errno (-EAGAIN: nothing there now). */
 export function readSome(fd: number, buf: Uint8Array): number {
   const n = Number(lib().read(fd, buf, buf.length));
+  return n < 0 ? -errno() : n;
+}
+
+/** One write(2) to a non-blocking descriptor (a pipe): bytes written or -errno (-EAGAIN: full now, -EPIPE: no reader). */
+export function writeSome(fd: number, buf: Uint8Array): number {
+  const n = Number(lib().write(fd, buf, buf.length));
   return n < 0 ? -errno() : n;
 }
 
@@ -587,6 +607,21 @@ export function peekEndedChild(): number {
   return info[4];
 }
 
+/**
+ * This child's exit status if it has exited (not killed by a signal), without
+ * reaping it (waitid with WNOWAIT: Bun reaps its own); undefined otherwise. Never waits.
+ */
+export function exitedStatus(pid: number): number | undefined {
+  const info = new Int32Array(32); // siginfo_t: si_code at byte 8, si_pid 16, si_status 24
+  if (lib().waitid(P_PID, pid, info, WEXITED | WNOHANG | WNOWAIT) < 0 || info[4] !== pid) return undefined;
+  return info[2] === CLD_EXITED ? info[6] : undefined;
+}
+
+/** TCP_NODELAY on: what MSG_MORE or SPLICE_F_MORE held back goes now (the kernel pushes pending frames). */
+export function pushPending(fd: number): void {
+  lib().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, new Int32Array([1]), 4); // not TCP (a UNIX socket): nothing is held
+}
+
 /** Reaps this one child if it has ended; true if it was reaped. Never waits. */
 export function reap(pid: number): boolean {
   return lib().waitpid(pid, new Int32Array(1), WNOHANG) === pid;
@@ -775,7 +810,6 @@ export function spawnProgram(path: Buffer, argv: BigUint64Array, envp: BigUint64
 }
 
 const P_PIDFD = 3;
-const CLD_EXITED = 1;
 
 /**
  * Reaps the ended child of `pidfd` (waitid P_PIDFD: no other child is
