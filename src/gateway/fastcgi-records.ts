@@ -167,3 +167,117 @@ export function endRequest(requestId: number, appStatus: number, protocolStatus:
   body[4] = protocolStatus;
   return encodeRecord(TYPE.END_REQUEST, requestId, body);
 }
+
+/**
+ * What a responder connection does with the records addressed to it: its
+ * own steps (fastcgi.ts under -f, fastcgi-worker.ts in a pool worker), the
+ * protocol's rules here once.
+ */
+export interface ResponderSteps {
+  /** The id of the request in hand (one at a time: FCGI_MPXS_CONNS=0). */
+  current(): number | undefined;
+  /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
+  maxConns(): number;
+  send(bytes: Uint8Array): void;
+  /** A -v line of the gateway's. */
+  log(line: string): void;
+  /** No further request on this connection. */
+  end(): void;
+  begin(id: number, keep: boolean): void;
+  abort(): void;
+  params(content: Uint8Array): string | undefined;
+  stdin(content: Uint8Array): string | undefined;
+}
+
+const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
+
+/** One record; a returned string is why the connection is dropped. */
+export function handleRecord({ type, requestId: id, content }: FcgiRecord, steps: ResponderSteps): string | undefined {
+  if (id === 0) {
+    if (type === TYPE.GET_VALUES) return getValues(content, steps);
+    if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
+    steps.send(unknownType(type));
+    return undefined;
+  }
+  const mine = steps.current() === id;
+  switch (type) {
+    case TYPE.BEGIN_REQUEST:
+      return begin(id, content, steps);
+    case TYPE.ABORT_REQUEST:
+      if (mine) steps.abort();
+      return undefined;
+    case TYPE.PARAMS:
+      return mine ? steps.params(content) : undefined;
+    case TYPE.STDIN:
+      return mine ? steps.stdin(content) : undefined;
+    case TYPE.DATA:
+      return undefined; // the filter role's; a responder has none
+    case TYPE.END_REQUEST:
+    case TYPE.STDOUT:
+    case TYPE.STDERR:
+    case TYPE.GET_VALUES_RESULT:
+    case TYPE.UNKNOWN_TYPE:
+      return `record type ${type} is the application's to send`;
+    default:
+      steps.send(unknownType(type));
+      return undefined;
+  }
+}
+
+function getValues(content: Uint8Array, steps: ResponderSteps): string | undefined {
+  const asked = decodePairs(content);
+  if ("error" in asked) return asked.error;
+  const known: Record<string, string> = {
+    FCGI_MAX_CONNS: String(steps.maxConns()),
+    FCGI_MAX_REQS: String(steps.maxConns()),
+    FCGI_MPXS_CONNS: "0",
+  };
+  const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
+  steps.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
+  return undefined;
+}
+
+function begin(id: number, content: Uint8Array, steps: ResponderSteps): string | undefined {
+  if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
+  const current = steps.current();
+  if (current !== undefined) {
+    if (current === id) return `BEGIN_REQUEST for request ${id}, which is running`;
+    steps.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
+    return undefined;
+  }
+  const role = (content[0] << 8) | content[1];
+  const keep = (content[2] & KEEP_CONN) !== 0;
+  if (role !== ROLE_RESPONDER) {
+    steps.log(`role ${role} refused: only the responder role (1) is served`);
+    steps.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
+    if (!keep) steps.end();
+    return undefined;
+  }
+  steps.begin(id, keep);
+  return undefined;
+}
+
+/** A request's PARAMS records as they come, to the empty one that ends them. */
+export interface HeldParams {
+  params: Uint8Array[];
+  paramsSize: number;
+}
+
+/**
+ * One PARAMS record: undefined while more are to come; at the empty one the
+ * variables, with `streams` false when there is no CONTENT_LENGTH to stream
+ * the body by (it is then read to its end first: RFC 3875 4.2, the CGI gets
+ * CONTENT_LENGTH bytes); or why the connection is dropped.
+ */
+export function gatherParams(held: HeldParams, content: Uint8Array): { variables: Variable[]; streams: boolean } | string | undefined {
+  if (content.length > 0) {
+    held.paramsSize += content.length;
+    if (held.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
+    held.params.push(content);
+    return undefined;
+  }
+  const variables = decodePairs(held.params.length === 1 ? held.params[0] : Buffer.concat(held.params));
+  if ("error" in variables) return variables.error;
+  held.params = [];
+  return { variables, streams: /^\d+$/.test(variables.find(([n]) => n === "CONTENT_LENGTH")?.[1] ?? "") };
+}

@@ -36,7 +36,7 @@ import { nextTick } from "../system/signals.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource, type Variable } from "./cgi.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
-import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
 /** The pool's descriptors a kept connection watches between requests. */
 export interface WorkerFds {
@@ -252,93 +252,36 @@ class FastCgiConnection {
     const records = this.reader.push(readBuffer.subarray(0, n));
     if ("error" in records) return this.drop(records.error);
     for (const record of records) {
-      const error = this.handle(record);
+      const error = handleRecord(record, this.steps);
       if (error) return this.drop(error);
       if (this.queued > QUEUE_LIMIT) return this.drop(`the web server does not read its replies: over ${QUEUE_LIMIT / 1024} KiB wait`);
       if (this.closed || this.ending) return;
     }
   }
 
-  /** One record; a returned string is why the connection is dropped. */
-  private handle(record: FcgiRecord): string | undefined {
-    const { type, requestId: id, content } = record;
-    if (id === 0) {
-      if (type === TYPE.GET_VALUES) return this.getValues(content);
-      if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
-      this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
-      return undefined;
-    }
-    switch (type) {
-      case TYPE.BEGIN_REQUEST:
-        return this.begin(id, content);
-      case TYPE.ABORT_REQUEST:
-        if (this.request?.id === id) this.abort(this.request);
-        return undefined;
-      case TYPE.PARAMS:
-        return this.request?.id === id ? this.params(this.request, content) : undefined;
-      case TYPE.STDIN:
-        return this.request?.id === id ? this.stdin(this.request, content) : undefined;
-      case TYPE.DATA:
-        return undefined; // the filter role's; a responder has none
-      case TYPE.END_REQUEST:
-      case TYPE.STDOUT:
-      case TYPE.STDERR:
-      case TYPE.GET_VALUES_RESULT:
-      case TYPE.UNKNOWN_TYPE:
-        return `record type ${type} is the application's to send`;
-      default:
-        this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
-        return undefined;
-    }
-  }
-
-  private getValues(content: Uint8Array): string | undefined {
-    const asked = decodePairs(content);
-    if ("error" in asked) return asked.error;
-    const known: Record<string, string> = {
-      FCGI_MAX_CONNS: String(this.maxConns),
-      FCGI_MAX_REQS: String(this.maxConns),
-      FCGI_MPXS_CONNS: "0",
-    };
-    const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
-    this.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
-    return undefined;
-  }
-
-  private begin(id: number, content: Uint8Array): string | undefined {
-    if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
-    if (this.request) {
-      if (this.request.id === id) return `BEGIN_REQUEST for request ${id}, which is running`;
-      this.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
-      return undefined;
-    }
-    const role = (content[0] << 8) | content[1];
-    const keep = (content[2] & KEEP_CONN) !== 0;
-    if (role !== ROLE_RESPONDER) {
-      gatewayLog(this.options, "fastcgi", `role ${role} refused: only the responder role (1) is served`);
-      this.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
-      if (!keep) this.end();
-      return undefined;
-    }
-    this.keptSince = undefined;
-    this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
-    return undefined;
-  }
+  /** The protocol's rules are fastcgi-records.ts's; these are this connection's steps. */
+  private readonly steps: ResponderSteps = {
+    current: () => this.request?.id,
+    maxConns: () => this.maxConns,
+    send: (bytes) => this.send(bytes),
+    log: (line) => gatewayLog(this.options, "fastcgi", line),
+    end: () => this.end(),
+    begin: (id, keep) => {
+      this.keptSince = undefined;
+      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
+    },
+    abort: () => this.abort(this.request!),
+    params: (content) => this.params(this.request!, content),
+    stdin: (content) => this.stdin(this.request!, content),
+  };
 
   private params(request: Job, content: Uint8Array): string | undefined {
     if (request.started) return "PARAMS after the end of PARAMS";
-    if (content.length > 0) {
-      request.paramsSize += content.length;
-      if (request.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
-      request.params.push(content);
-      return undefined;
-    }
-    const variables = decodePairs(request.params.length === 1 ? request.params[0] : Buffer.concat(request.params));
-    if ("error" in variables) return variables.error;
-    request.params = [];
+    const gathered = gatherParams(request, content);
+    if (typeof gathered !== "object") return gathered;
+    const { variables, streams } = gathered;
     request.started = true;
-    if (!/^\d+$/.test(variables.find(([n]) => n === "CONTENT_LENGTH")?.[1] ?? "")) {
-      // No length to stream by: the body is read to its end first (RFC 3875 4.2: the CGI gets CONTENT_LENGTH bytes).
+    if (!streams) {
       request.spool = { variables, fd: undefined, size: 0 };
       this.awaitBody();
       return undefined;
@@ -518,12 +461,24 @@ class FastCgiConnection {
 
   /**
    * A program that closed its output and runs on: its exit, with the
-   * connection still watched as while it wrote (an ABORT_REQUEST ends it,
-   * the web server's end or --timeout drops the connection, and finish()
-   * ends the program). Undefined when the request ended otherwise.
+   * connection still read as while it wrote (an ABORT_REQUEST ends the
+   * program; --timeout drops the connection, and finish() ends the
+   * program). Undefined when the request ended otherwise.
    */
   private async awaitExit(request: Job, proc: Cgi): Promise<number | undefined> {
-    const pidfd = pidfdOpen(proc.pid);
+    // Bun may have reaped it already (its loop ran since): then its status is known, and its pid
+    // may be another process's. Until Bun reaps it the pid is this program's, exited or not.
+    const reaped = () => proc.exitCode !== null || proc.signalCode !== null;
+    let pidfd: number;
+    try {
+      pidfd = pidfdOpen(proc.pid);
+    } catch {
+      return await proc.exited; // ESRCH: reaped by Bun
+    }
+    if (reaped()) {
+      close(pidfd);
+      return await proc.exited;
+    }
     try {
       const fds = new Int32Array(4);
       for (;;) {
@@ -532,8 +487,9 @@ class FastCgiConnection {
           this.drop("connection timed out");
           return undefined;
         }
+        // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
         fds.set([pidfd, POLLIN, this.fd, POLLIN]);
-        const ready = poll(fds, 2, left === Infinity ? -1 : Math.ceil(left));
+        const ready = poll(fds, this.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
         if (ready === -EINTR) {
           await nextTick(); // a signal: its handler runs
           continue;
@@ -542,7 +498,6 @@ class FastCgiConnection {
         if (fds[1]! >>> 16) break; // it has exited
         if (fds[3]! >>> 16) {
           this.input();
-          if (this.peerEnded) this.closeConnection(); // the web server has gone
           if (this.closed || this.request !== request) return undefined;
         }
       }

@@ -10,7 +10,7 @@ import { writeSync } from "node:fs";
 import { close, memfd, rewind } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
-import { decodePairs, encodePairs, encodeRecord, endRequest, KEEP_CONN, MAX_CONTENT, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
 export const CLASSIC_MAX_CONNS = 100;
@@ -214,7 +214,7 @@ export class FastCgiHandler implements SocketEvents {
       const records = this.reader.push(chunk);
       if ("error" in records) return this.drop(records.error);
       for (const record of records) {
-        const error = this.handle(record);
+        const error = handleRecord(record, this.steps);
         if (error) return this.drop(error);
         if (this.queued > QUEUE_LIMIT) return this.drop(`the web server does not read its replies: over ${QUEUE_LIMIT / 1024} KiB wait`);
         if (this.closed || this.ending) return;
@@ -225,85 +225,26 @@ export class FastCgiHandler implements SocketEvents {
     }
   }
 
-  /** One record; a returned string is why the connection is dropped. */
-  private handle(record: FcgiRecord): string | undefined {
-    const { type, requestId: id, content } = record;
-    if (id === 0) {
-      if (type === TYPE.GET_VALUES) return this.getValues(content);
-      if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
-      this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
-      return undefined;
-    }
-    switch (type) {
-      case TYPE.BEGIN_REQUEST:
-        return this.begin(id, content);
-      case TYPE.ABORT_REQUEST:
-        if (this.request?.id === id) this.abort();
-        return undefined;
-      case TYPE.PARAMS:
-        return this.request?.id === id ? this.params(content) : undefined;
-      case TYPE.STDIN:
-        return this.request?.id === id ? this.stdin(content) : undefined;
-      case TYPE.DATA:
-        return undefined; // the filter role's; a responder has none
-      case TYPE.END_REQUEST:
-      case TYPE.STDOUT:
-      case TYPE.STDERR:
-      case TYPE.GET_VALUES_RESULT:
-      case TYPE.UNKNOWN_TYPE:
-        return `record type ${type} is the application's to send`;
-      default:
-        this.send(encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0])));
-        return undefined;
-    }
-  }
-
-  private getValues(content: Uint8Array): string | undefined {
-    const asked = decodePairs(content);
-    if ("error" in asked) return asked.error;
-    const known: Record<string, string> = {
-      FCGI_MAX_CONNS: String(this.maxConns),
-      FCGI_MAX_REQS: String(this.maxConns),
-      FCGI_MPXS_CONNS: "0",
-    };
-    const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
-    this.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
-    return undefined;
-  }
-
-  private begin(id: number, content: Uint8Array): string | undefined {
-    if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
-    if (this.request) {
-      if (this.request.id === id) return `BEGIN_REQUEST for request ${id}, which is running`;
-      this.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
-      return undefined;
-    }
-    const role = (content[0] << 8) | content[1];
-    const keep = (content[2] & KEEP_CONN) !== 0;
-    if (role !== ROLE_RESPONDER) {
-      gatewayLog(this.options, "fastcgi", `role ${role} refused: only the responder role (1) is served`);
-      this.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
-      if (!keep) this.end();
-      return undefined;
-    }
-    this.request = newRequest(id, keep);
-    return undefined;
-  }
+  /** The protocol's rules are fastcgi-records.ts's; these are this connection's steps. */
+  private readonly steps: ResponderSteps = {
+    current: () => this.request?.id,
+    maxConns: () => this.maxConns,
+    send: (bytes) => this.send(bytes),
+    log: (line) => gatewayLog(this.options, "fastcgi", line),
+    end: () => this.end(),
+    begin: (id, keep) => void (this.request = newRequest(id, keep)),
+    abort: () => this.abort(),
+    params: (content) => this.params(content),
+    stdin: (content) => this.stdin(content),
+  };
 
   private params(content: Uint8Array): string | undefined {
     const request = this.request!;
     if (request.proc || request.outputDone || request.spool) return "PARAMS after the end of PARAMS";
-    if (content.length > 0) {
-      request.paramsSize += content.length;
-      if (request.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
-      request.params.push(content);
-      return undefined;
-    }
-    const variables = decodePairs(Buffer.concat(request.params));
-    if ("error" in variables) return variables.error;
-    request.params = [];
-    if (!/^\d+$/.test(variables.find(([n]) => n === "CONTENT_LENGTH")?.[1] ?? "")) {
-      // No length to stream by: the body is read to its end first (RFC 3875 4.2: the CGI gets CONTENT_LENGTH bytes).
+    const gathered = gatherParams(request, content);
+    if (typeof gathered !== "object") return gathered;
+    const { variables, streams } = gathered;
+    if (!streams) {
       request.spool = { variables, fd: undefined, size: 0 };
       this.awaitBody();
       return undefined;
