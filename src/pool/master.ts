@@ -494,10 +494,11 @@ export function runPool(
       }
     });
   }
-  verbose(options, listeningMessage(bound));
   // Before afterBind: --status binds while still privileged, as the listener did.
   pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
   afterBind(socketFile);
+  // After afterBind: once this line is out, the socket file has its -u/-g owner.
+  verbose(options, listeningMessage(bound));
   pool.start();
   return pool;
 }

@@ -179,8 +179,9 @@ export function serve(
       }
     });
   }
-  verbose(options, listeningMessage(listening.address));
   afterBind(address.kind === "unix" && !passed && listening.address.kind === "unix" ? listening.address.path : undefined);
+  // After afterBind: once this line is out, the socket file has its -u/-g owner.
+  verbose(options, listeningMessage(listening.address));
   serving();
   return {
     /**
