@@ -70,11 +70,11 @@ export function prestartVars(address: Address): Record<string, string> {
 }
 
 export function connectionEnv(fd: number, address: Address): Record<string, string> {
-  return Object.assign(inheritedEnv(), connectionVars(fd, address));
+  return Object.assign(inheritedEnv(), connectionVariables(fd, address));
 }
 
-/** The UCSPI variables of one connection (not the inherited environment). */
-function connectionVars(fd: number, address: Address): Record<string, string> {
+/** The UCSPI variables of one connection (not the inherited environment; startChild takes these). */
+export function connectionVariables(fd: number, address: Address): Record<string, string> {
   const env: Record<string, string> = {};
   if (address.kind === "inet") {
     env.PROTO = "TCP";
@@ -105,7 +105,7 @@ function connectionVars(fd: number, address: Address): Record<string, string> {
   return env;
 }
 
-/** Every variable connectionVars and prestartEnv may set: a program never gets an inherited one. */
+/** Every variable connectionVariables and prestartEnv may set: a program never gets an inherited one. */
 const UCSPI_NAMES = new Set(["PROTO", "TCPLOCALIP", "TCPLOCALPORT", "TCPREMOTEIP", "TCPREMOTEPORT", "UNIXLOCALPATH", "UNIXREMOTEPID", "UNIXREMOTEUID", "UNIXREMOTEGID"]);
 let inheritedStrings: StringTable | undefined;
 
@@ -131,9 +131,6 @@ export function startChild(program: Program, vars: Record<string, string>, stdio
   if (!args) spawnArgsOf.set(program, (args = spawnArgs(program.argv, program.argv0)));
   return Child.start(args, inheritedTable(), Object.entries(vars).map(([name, value]) => `${name}=${value}`), stdio);
 }
-
-/** The UCSPI variables for a worker's connection, for startChild. */
-export const connectionVariables = connectionVars;
 
 /** The program gets the connection itself as stdin, stdout and stderr: no copying. */
 export function startOnConnection(program: Program, fd: number, env: Record<string, string>): Subprocess {

@@ -8,7 +8,6 @@
 // pool worker's request does not need (docs/BENCHMARKS.md). The classic
 // server (-f), many connections on one loop, keeps FastCgiHandler
 // (fastcgi.ts); the two answer every record the same way.
-import { writeSync } from "node:fs";
 import type { GatewayOptions } from "../options.ts";
 import {
   close,
@@ -16,7 +15,6 @@ import {
   EINTR,
   exitedStatus,
   isReadable,
-  memfd,
   pipe,
   pipeBytes,
   pipeSize,
@@ -26,7 +24,6 @@ import {
   POLLOUT,
   pushPending,
   readSome,
-  rewind,
   sendSome,
   setPipeSize,
   strerror,
@@ -35,6 +32,7 @@ import {
 import { nextTick } from "../system/signals.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource, type Variable } from "./cgi.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
+import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
@@ -48,7 +46,6 @@ export interface WorkerFds {
   ends(): boolean;
 }
 
-const SPOOL_LIMIT = LIMITS.spooledBody;
 /** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
 const STALL_CHECK_MS = 10;
 /** How often an idle kept connection looks at the listener. */
@@ -67,7 +64,7 @@ interface Job {
   params: Uint8Array[];
   paramsSize: number;
   /** No CONTENT_LENGTH (Apache's chunked body): the body is spooled whole before the program starts. */
-  spool: { variables: Variable[]; fd: number | undefined; size: number } | undefined;
+  spool: BodySpool | undefined;
   /** The end of PARAMS came: the program runs, or its answer has been sent, or its body is being spooled. */
   started: boolean;
   proc: Cgi | undefined;
@@ -282,7 +279,7 @@ class FastCgiConnection {
     const { variables, streams } = gathered;
     request.started = true;
     if (!streams) {
-      request.spool = { variables, fd: undefined, size: 0 };
+      request.spool = newSpool(variables);
       this.awaitBody();
       return undefined;
     }
@@ -340,7 +337,7 @@ class FastCgiConnection {
     // that answers before it reads): then the web server waits for us to take
     // the body, so it is buffered (bounded).
     if (!request.stalled) this.paused = true;
-    else if (request.pendingBytes > SPOOL_LIMIT) return `over ${SPOOL_LIMIT >> 20} MiB of body the program does not read`;
+    else if (request.pendingBytes > LIMITS.spooledBody) return `over ${LIMITS.spooledBody >> 20} MiB of body the program does not read`;
     return undefined;
   }
 
@@ -377,23 +374,16 @@ class FastCgiConnection {
     if (content.length === 0) {
       request.spool = undefined;
       request.inputEnded = true;
-      // The web server's own (empty, or absent) CONTENT_LENGTH stays when there is no body.
-      const { variables, fd, size } = spool;
-      const withLength: Variable[] = size === 0 ? variables : [...variables.filter(([n]) => n !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(size)]];
       try {
-        if (fd !== undefined) rewind(fd);
-        this.run(request, withLength, fd ?? "ignore");
+        const { variables, stdin } = spooledInput(spool);
+        this.run(request, variables, stdin);
       } finally {
-        if (fd !== undefined) close(fd); // the program has its own
+        if (spool.fd !== undefined) close(spool.fd); // the program has its own
       }
       return undefined;
     }
     this.awaitBody();
-    if (spool.size + content.length > SPOOL_LIMIT) return `a body without CONTENT_LENGTH over the ${SPOOL_LIMIT >> 20} MiB limit`;
-    spool.fd ??= memfd("fastcgi-body");
-    for (let at = 0; at < content.length; ) at += writeSync(spool.fd, content.subarray(at));
-    spool.size += content.length;
-    return undefined;
+    return spoolBytes(spool, content);
   }
 
   private abort(request: Job): void {

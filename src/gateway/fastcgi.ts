@@ -6,10 +6,10 @@
 // follow on the same connection.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
-import { writeSync } from "node:fs";
-import { close, memfd, rewind } from "../system/libc.ts";
+import { close } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
+import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -28,7 +28,7 @@ interface Request {
   inputEnd: Promise<void>;
   endInput: () => void;
   /** No CONTENT_LENGTH (Apache's chunked body): the body is spooled whole before the program starts. */
-  spool: { variables: Variable[]; fd: number | undefined; size: number } | undefined;
+  spool: BodySpool | undefined;
   /** Output held to HOLD_BYTES: the program waits to write, so its body is buffered rather than paused. */
   outputStalled: boolean;
   /** Body bytes given to the program's stdin and not yet taken by it. */
@@ -94,7 +94,6 @@ export type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array 
  */
 export const HOLD_BYTES = 256 * 1024;
 
-const SPOOL_LIMIT = LIMITS.spooledBody;
 
 /**
  * Replies to what the client sends (UNKNOWN_TYPE, GET_VALUES_RESULT,
@@ -245,7 +244,7 @@ export class FastCgiHandler implements SocketEvents {
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
     if (!streams) {
-      request.spool = { variables, fd: undefined, size: 0 };
+      request.spool = newSpool(variables);
       this.awaitBody();
       return undefined;
     }
@@ -262,16 +261,14 @@ export class FastCgiHandler implements SocketEvents {
 
   /** A spooled body is complete: the program starts with it as stdin and CONTENT_LENGTH its size. */
   private runSpooled(request: Request): void {
-    const { variables, fd, size } = request.spool!;
+    const spool = request.spool!;
     request.spool = undefined;
     request.endInput();
-    // The web server's own (empty, or absent) CONTENT_LENGTH stays when there is no body.
-    const withLength: Variable[] = size === 0 ? variables : [...variables.filter(([n]) => n !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(size)]];
     try {
-      if (fd !== undefined) rewind(fd);
-      this.run(request, withLength, fd ?? "ignore");
+      const { variables, stdin } = spooledInput(spool);
+      this.run(request, variables, stdin);
     } finally {
-      if (fd !== undefined) close(fd); // the program has its own
+      if (spool.fd !== undefined) close(spool.fd); // the program has its own
     }
   }
 
@@ -320,7 +317,7 @@ export class FastCgiHandler implements SocketEvents {
         // write (a CGI that answers before it reads): then the web server
         // waits for us to take the body, so it is buffered (bounded).
         if (!request.outputStalled) this.pause();
-        else if (request.unflushed > SPOOL_LIMIT) return `over ${SPOOL_LIMIT >> 20} MiB of body the program does not read`;
+        else if (request.unflushed > LIMITS.spooledBody) return `over ${LIMITS.spooledBody >> 20} MiB of body the program does not read`;
       }
     } catch {
       // the program exited without reading all its input: the rest is dropped
@@ -336,11 +333,7 @@ export class FastCgiHandler implements SocketEvents {
       return undefined;
     }
     this.awaitBody();
-    if (spool.size + content.length > SPOOL_LIMIT) return `a body without CONTENT_LENGTH over the ${SPOOL_LIMIT >> 20} MiB limit`;
-    spool.fd ??= memfd("fastcgi-body");
-    for (let at = 0; at < content.length; ) at += writeSync(spool.fd, content.subarray(at));
-    spool.size += content.length;
-    return undefined;
+    return spoolBytes(spool, content);
   }
 
   /**
