@@ -4,7 +4,8 @@
 // LIMITS.spooledBody. One helper for both kinds of FastCGI connection.
 import { writeSync } from "node:fs";
 import { memfd, rewind } from "../system/libc.ts";
-import { LIMITS, type Variable } from "./cgi.ts";
+import { LIMITS } from "./cgi.ts";
+import type { Variable } from "./variables.ts";
 
 export interface BodySpool {
   /** The request's variables, to run the CGI with once the body has ended. */

@@ -8,29 +8,11 @@ import type { Gateway, Options } from "../options.ts";
 import { say, verbose } from "../system/log.ts";
 import { RAW_EXEC_ENV, rawExecEnv } from "../system/rawexec.ts";
 import { chooseSiteProgram, siteRoot } from "./site.ts";
+import type { Variable } from "./variables.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
 export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
   verbose(options, `${protocol}: ${line}`);
-}
-
-/**
- * A request variable as the web server sent it: name and value, decoded;
- * `raw`: the value's bytes, when they are not UTF-8 (the value then has
- * U+FFFD for them, for socket's own use; the program gets the bytes).
- */
-export type Variable = [name: string, value: string, raw?: Uint8Array];
-
-const strict = new TextDecoder("utf-8", { fatal: true });
-const lossy = new TextDecoder();
-
-/** A pair's value from the wire: decoded, with its bytes kept when they are not UTF-8. */
-export function variable(name: string, bytes: Uint8Array): Variable {
-  try {
-    return [name, strict.decode(bytes)];
-  } catch {
-    return [name, lossy.decode(bytes), bytes.slice()];
-  }
 }
 
 /** Limits on a request's header (SCGI netstring, FastCGI PARAMS), and why. */
@@ -62,6 +44,8 @@ export const TOO_LARGE = new TextEncoder().encode("Status: 413 Payload Too Large
 export const HEADER_TIMEOUT_MS = 30_000;
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A header line's name as every web server makes it: upper case, "-" as "_" (RFC 3875 section 4.1.18). */
+const HEADER_NAME = /^HTTP_[A-Z0-9_]+$/;
 
 /**
  * The variables a request may set, and the only ones: a client that talks
@@ -86,7 +70,7 @@ const REQUEST_VARIABLES = [
   "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO", "PATH_TRANSLATED",
   "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD",
   "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
-  // the request's header lines (RFC 3875 section 4.1.18); HTTP_PROXY is refused below
+  // the request's header lines (RFC 3875 section 4.1.18); requestMaySet refuses HTTP_PROXY
   "HTTP_*",
   // nginx's and Apache's extensions
   "HTTPS", "REQUEST_URI", "REQUEST_SCHEME", "SCRIPT_FILENAME", "DOCUMENT_ROOT", "DOCUMENT_URI",
@@ -102,6 +86,19 @@ const PREFIXES = REQUEST_VARIABLES.filter((n) => n.endsWith("*")).map((n) => n.s
 /** A name of the table above: a request's to set, never socket's own environment's. */
 function requestVariable(name: string): boolean {
   return NAMES.has(name) || PREFIXES.some((p) => name.length > p.length && name.startsWith(p));
+}
+
+/**
+ * Whether a request may set `name`: the table above or --pass-env, never
+ * HTTP_PROXY in any case (httpoxy: a "Proxy:" header line would become the
+ * program's outbound proxy; Python's urllib takes *_proxy in any case), and
+ * a header line (HTTP_*) only as a web server names it, upper case, so that
+ * no other spelling of a header reaches the program.
+ */
+export function requestMaySet(name: string, passed: ReadonlySet<string>): boolean {
+  if (name.toUpperCase() === "HTTP_PROXY") return false;
+  if (name.startsWith("HTTP_") && !HEADER_NAME.test(name)) return false;
+  return passed.has(name) || (requestVariable(name) && NAME.test(name));
 }
 
 /** --pass-env's names, and socket's environment without any variable that is a request's. */
@@ -152,7 +149,7 @@ export function cgiEnvironment(variables: Variable[], options: EnvironmentOption
   const env = { ...inherited };
   let dropped: string[] | undefined;
   for (const [name, value] of variables) {
-    const allowed = passed.has(name) || (requestVariable(name) && name !== "HTTP_PROXY" && NAME.test(name));
+    const allowed = requestMaySet(name, passed);
     // A NUL cannot be in an environment string (FastCGI values may hold one).
     if (allowed && !value.includes("\0")) env[name] = value;
     else (dropped ??= []).push(allowed ? `${printable(name)} (a NUL in its value)` : printable(name));

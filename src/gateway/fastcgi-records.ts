@@ -1,7 +1,8 @@
 // FastCGI's wire format (the FastCGI 1.0 specification): records of an
 // 8-byte header, content and padding; name-value pairs with 1- or 4-byte
 // lengths. No state of a connection here: fastcgi.ts holds that.
-import { LIMITS, variable, type Variable } from "./cgi.ts";
+import { LIMITS } from "./cgi.ts";
+import { lastValueEach, valueOf, variable, type Variable } from "./variables.ts";
 
 export const VERSION = 1;
 export const TYPE = {
@@ -265,7 +266,7 @@ export interface HeldParams {
 
 /**
  * One PARAMS record: undefined while more are to come; at the empty one the
- * variables, with `streams` false when there is no CONTENT_LENGTH to stream
+ * variables, one value per name (the last sent), with `streams` false when there is no CONTENT_LENGTH to stream
  * the body by (it is then read to its end first: RFC 3875 4.2, the CGI gets
  * CONTENT_LENGTH bytes); or why the connection is dropped.
  */
@@ -276,8 +277,10 @@ export function gatherParams(held: HeldParams, content: Uint8Array): { variables
     held.params.push(content);
     return undefined;
   }
-  const variables = decodePairs(held.params.length === 1 ? held.params[0] : Buffer.concat(held.params));
-  if ("error" in variables) return variables.error;
+  const pairs = decodePairs(held.params.length === 1 ? held.params[0] : Buffer.concat(held.params));
+  if ("error" in pairs) return pairs.error;
   held.params = [];
-  return { variables, streams: /^\d+$/.test(variables.find(([n]) => n === "CONTENT_LENGTH")?.[1] ?? "") };
+  // Here, before anything reads them: the program chosen and its environment see the same one value per name.
+  const variables = lastValueEach(pairs);
+  return { variables, streams: /^\d+$/.test(valueOf(variables, "CONTENT_LENGTH") ?? "") };
 }

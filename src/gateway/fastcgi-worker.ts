@@ -30,7 +30,8 @@ import {
   writeSome,
 } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource } from "./cgi.ts";
+import type { Variable } from "./variables.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
 import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";

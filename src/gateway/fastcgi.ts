@@ -8,7 +8,8 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
+import type { Variable } from "./variables.ts";
 import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 

@@ -29,7 +29,8 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, TOO_LARGE, variable, type CgiSource, type Launch, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, TOO_LARGE, type CgiSource, type Launch } from "./cgi.ts";
+import { variable, type Variable } from "./variables.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {

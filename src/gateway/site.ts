@@ -5,12 +5,12 @@
 // SCRIPT_NAME, trimming path components from the end until an executable
 // regular file is found, the rest becoming PATH_INFO. Unlike fcgiwrap, the
 // program must lie inside the root (its real path, symlinks followed), and
-// "no such program" is a 404 rather than a 403.
+// "no such program" is a 404 rather than a 403. What names the program to
+// the CGI is socket's, not the request's: SCRIPT_FILENAME the program's real
+// path, PATH_TRANSLATED derived inside the root or not set.
 import { accessSync, constants, realpathSync, statSync, type Stats } from "node:fs";
 import { posix } from "node:path";
-
-/** A request variable (cgi.ts Variable; not imported from there, which imports this). */
-type Variable = [name: string, value: string, raw?: Uint8Array];
+import { bytesOf, valueOf, variable, type Variable } from "./variables.ts";
 
 /** The root as given and as the kernel resolves it (a symlinked root may be named either way). */
 export interface SiteRoot {
@@ -48,6 +48,12 @@ function inside(path: string, dir: string): boolean {
   return dir === "/" || path === dir || path.startsWith(`${dir}/`);
 }
 
+/** Lexically inside the root, as given or as resolved: nothing outside it is even looked at. */
+function within(root: SiteRoot, path: string): boolean {
+  const normal = stripSlashes(posix.normalize(path));
+  return inside(normal, root.dir) || inside(normal, root.real);
+}
+
 /** A name as the -v line shows it: a client's bytes must not make lines of their own. */
 function shown(path: string): string {
   const text = JSON.stringify(path);
@@ -74,9 +80,12 @@ function look(path: string): Stats | undefined | { error: string } {
   }
 }
 
-/** The program for a request's variables under `root`, or why none runs. */
+/**
+ * The program for a request's variables (one value per name: variables.ts
+ * lastValueEach, or SCGI's refusal of a repeated name) under `root`, or why none runs.
+ */
 export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SiteProgram | SiteRefusal {
-  const get = (name: string) => variables.find(([n]) => n === name)?.[1];
+  const get = (name: string) => valueOf(variables, name);
   const filename = withoutProxyPrefix(get("SCRIPT_FILENAME"));
   const documentRoot = get("DOCUMENT_ROOT");
   const scriptName = get("SCRIPT_NAME");
@@ -86,11 +95,7 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
   if (full === undefined) return { status: 403, why: "the request names no program (no SCRIPT_FILENAME, nor DOCUMENT_ROOT and SCRIPT_NAME)" };
   if (!full.startsWith("/")) return { status: 403, why: `${shown(full)} is not an absolute path` };
   // Lexically first: nothing outside the root is even looked at, so a 404 or 403 tells nothing about it.
-  const within = (path: string) => {
-    const normal = stripSlashes(posix.normalize(path));
-    return inside(normal, root.dir) || inside(normal, root.real);
-  };
-  if (!within(full)) return { status: 403, why: `${shown(full)} is outside the --cgi-root ${root.dir}` };
+  if (!within(root, full)) return { status: 403, why: `${shown(full)} is outside the --cgi-root ${root.dir}` };
   let candidate = stripSlashes(full);
   for (;;) {
     const stats = look(candidate);
@@ -98,7 +103,7 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
     if (!stats) {
       const cut = candidate.lastIndexOf("/");
       const shorter = candidate.slice(0, cut);
-      if (!trimming || cut <= 0 || !within(shorter)) return { status: 404, why: `no program ${shown(full)}` };
+      if (!trimming || cut <= 0 || !within(root, shorter)) return { status: 404, why: `no program ${shown(full)}` };
       candidate = shorter;
       continue;
     }
@@ -119,18 +124,59 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
       return { status: 403, why: `${shown(candidate)}: ${(e as { code?: string }).code ?? (e as Error).message}` };
     }
     if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
-    return { path: real, variables: trimming ? fixPathInfo(variables, full, candidate, documentRoot!) : variables };
+    return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
   }
 }
 
 /**
  * As fcgiwrap does: the components trimmed off become PATH_INFO and
  * SCRIPT_NAME the program's own part; a path that named the program
- * exactly has no PATH_INFO.
+ * exactly has no PATH_INFO. The request's bytes are split, not its decoded
+ * text, so a PATH_INFO that is not UTF-8 reaches the CGI as it came: the
+ * split is at a "/", which is the same byte in both and which a byte that
+ * is not UTF-8 never hides, so the text's last n slashes are the bytes'.
  */
-function fixPathInfo(variables: Variable[], full: string, program: string, documentRoot: string): Variable[] {
+function splitPathInfo(variables: Variable[], full: string, program: string): Variable[] {
   const rest = full.slice(program.length);
   const kept = variables.filter(([n]) => n !== "PATH_INFO" && (rest === "" || n !== "SCRIPT_NAME"));
   if (rest === "") return kept;
-  return [...kept, ["SCRIPT_NAME", program.slice(documentRoot.length)], ["PATH_INFO", rest]];
+  const named = (name: string) => bytesOf(variables.find(([n]) => n === name)!);
+  const documentRoot = named("DOCUMENT_ROOT");
+  const bytes = Buffer.concat([documentRoot, named("SCRIPT_NAME")]);
+  let at = bytes.length;
+  for (let slashes = rest.split("/").length - 1; slashes > 0; ) if (bytes[--at] === 0x2f) slashes--;
+  return [...kept, variable("SCRIPT_NAME", bytes.subarray(documentRoot.length, Math.max(at, documentRoot.length))), variable("PATH_INFO", bytes.subarray(at))];
+}
+
+/**
+ * What names the program to the CGI, from socket, never the request: a
+ * request's own SCRIPT_FILENAME or PATH_TRANSLATED could name a file
+ * outside the root, and php-cgi runs PATH_TRANSLATED when there is no
+ * SCRIPT_FILENAME, or instead of it under cgi.fix_pathinfo=0. So
+ * SCRIPT_FILENAME is the program's real path, and PATH_TRANSLATED
+ * DOCUMENT_ROOT + PATH_INFO (RFC 3875 section 4.1.6) when there is a
+ * PATH_INFO and that path lies inside the root (its real path too, when it
+ * is there); else there is none.
+ */
+function confined(root: SiteRoot, variables: Variable[], program: string): Variable[] {
+  const kept: Variable[] = variables.filter(([n]) => n !== "SCRIPT_FILENAME" && n !== "PATH_TRANSLATED");
+  kept.push(["SCRIPT_FILENAME", program]);
+  const documentRoot = variables.find(([n]) => n === "DOCUMENT_ROOT");
+  const pathInfo = variables.find(([n]) => n === "PATH_INFO");
+  if (!documentRoot || !pathInfo || pathInfo[1] === "") return kept;
+  const bytes = Buffer.concat([bytesOf(documentRoot), bytesOf(pathInfo)]);
+  const translated = variable("PATH_TRANSLATED", bytes);
+  if (insideByRealPath(root, translated[1], bytes)) kept.push(translated);
+  return kept;
+}
+
+/** An absolute path (`bytes`, decoded as `path`) inside the root, and when it is there, its real path too. */
+function insideByRealPath(root: SiteRoot, path: string, bytes: Buffer): boolean {
+  if (!path.startsWith("/") || !within(root, path)) return false;
+  try {
+    return inside(realpathSync(bytes, { encoding: "buffer" }).toString(), root.real);
+  } catch (e) {
+    const code = e instanceof Error && "code" in e ? e.code : undefined;
+    return code === "ENOENT" || code === "ENOTDIR";
+  }
 }

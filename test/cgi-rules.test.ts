@@ -1,0 +1,152 @@
+// The rules on a request's variables, as pure functions: one value per name
+// (FastCGI keeps the last, SCGI refuses a repeat), which header names reach
+// a program, and what --cgi-root tells the program about itself
+// (SCRIPT_FILENAME, PATH_TRANSLATED, PATH_INFO's bytes).
+import { describe, expect, test } from "bun:test";
+import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { requestMaySet } from "../src/gateway/cgi.ts";
+import { encodePairs, gatherParams } from "../src/gateway/fastcgi-records.ts";
+import { parseScgiHeader } from "../src/gateway/scgi.ts";
+import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/gateway/site.ts";
+import { lastValueEach, variable, type Variable } from "../src/gateway/variables.ts";
+import { tempDir, writeExecutable } from "./harness.ts";
+
+const hex = (bytes: Uint8Array | undefined) => Buffer.from(bytes ?? []).toString("hex");
+/** A variable's bytes, whether or not they were UTF-8. */
+const bytesNamed = (vars: Variable[], name: string) => {
+  const found = vars.find(([n]) => n === name);
+  return found && (found[2] ?? Buffer.from(found[1]));
+};
+const names = (vars: Variable[], name: string) => vars.filter(([n]) => n === name).map(([, v]) => v);
+
+describe("one value per name", () => {
+  test("lastValueEach keeps the last value of a repeated name, where its first stood", () => {
+    const vars: Variable[] = [["A", "1"], ["B", "2"], ["A", "3"], ["C", "4"], ["A", "5"]];
+    expect(lastValueEach(vars)).toEqual([["A", "5"], ["B", "2"], ["C", "4"]]);
+    expect(lastValueEach([["A", "1"], ["B", "2"]])).toEqual([["A", "1"], ["B", "2"]]);
+  });
+
+  test("FastCGI's PARAMS: the variables gathered have one value per name, the last, CONTENT_LENGTH too", () => {
+    const content = encodePairs([["CONTENT_LENGTH", "5"], ["SCRIPT_FILENAME", "/srv/cgi/app.php"], ["SCRIPT_FILENAME", "/etc/shadow"], ["CONTENT_LENGTH", ""]]);
+    const gathered = gatherParams({ params: [], paramsSize: 0 }, content);
+    expect(gathered).toBeUndefined();
+    const held = { params: [content], paramsSize: content.length };
+    const done = gatherParams(held, new Uint8Array(0));
+    if (typeof done !== "object") throw new Error(`gatherParams: ${done}`);
+    expect(done.variables).toEqual([["CONTENT_LENGTH", ""], ["SCRIPT_FILENAME", "/etc/shadow"]]);
+    // The CONTENT_LENGTH that counts is the one the CGI gets: none, so the body is spooled first.
+    expect(done.streams).toBe(false);
+  });
+
+  test("SCGI refuses a name sent twice", () => {
+    const header = Buffer.from("CONTENT_LENGTH\x000\x00SCGI\x001\x00SCRIPT_FILENAME\x00/srv/a\x00SCRIPT_FILENAME\x00/etc/shadow\x00");
+    expect(parseScgiHeader(header)).toEqual({ error: "variable SCRIPT_FILENAME sent twice" });
+  });
+});
+
+describe("header names", () => {
+  const none = new Set<string>();
+  test("HTTP_PROXY is refused in any case, also when --pass-env names it", () => {
+    for (const name of ["HTTP_PROXY", "HTTP_proxy", "HTTP_Proxy", "HTTP_pROXY"]) {
+      expect({ name, allowed: requestMaySet(name, none) }).toEqual({ name, allowed: false });
+      expect({ name, allowed: requestMaySet(name, new Set([name])) }).toEqual({ name, allowed: false });
+    }
+  });
+
+  test("a header line only as web servers name it: upper case, digits and _", () => {
+    for (const name of ["HTTP_ACCEPT", "HTTP_X_FORWARDED_FOR", "HTTP_X_API_V2", "HTTP_HOST"]) expect({ name, allowed: requestMaySet(name, none) }).toEqual({ name, allowed: true });
+    for (const name of ["HTTP_accept", "HTTP_Accept", "HTTP_X-Forwarded-For", "HTTP_"]) expect({ name, allowed: requestMaySet(name, none) }).toEqual({ name, allowed: false });
+  });
+
+  test("the rest of the table and --pass-env as before", () => {
+    expect(requestMaySet("SCRIPT_NAME", none)).toBe(true);
+    expect(requestMaySet("SSL_CLIENT_S_DN_Email", none)).toBe(true);
+    expect(requestMaySet("PERL5OPT", none)).toBe(false);
+    expect(requestMaySet("FOO", new Set(["FOO"]))).toBe(true);
+  });
+});
+
+interface Tree {
+  root: string;
+  app: string;
+  outside: string;
+}
+
+/** root/app.cgi, root/cgi-bin/, root/out -> outside/, outside/secret. */
+function tree(dir: string): Tree {
+  const base = realpathSync(dir);
+  const root = join(base, "root");
+  const outside = join(base, "outside");
+  mkdirSync(join(root, "cgi-bin"), { recursive: true });
+  mkdirSync(outside);
+  writeFileSync(join(outside, "secret"), "secret\n");
+  symlinkSync(outside, join(root, "out"));
+  return { root, outside, app: writeExecutable(join(root, "app.cgi"), "#!/bin/sh\n") };
+}
+
+function chosen(result: SiteProgram | SiteRefusal): SiteProgram {
+  if ("status" in result) throw new Error(`refused: ${result.status} ${result.why}`);
+  return result;
+}
+
+describe("--cgi-root: what names the program is socket's", () => {
+  test("a repeated SCRIPT_FILENAME: the value that chooses the program is the one the CGI gets", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    const out = chooseSiteProgram(root, lastValueEach([["SCRIPT_FILENAME", t.app], ["SCRIPT_FILENAME", join(t.outside, "secret")]]));
+    expect(out).toMatchObject({ status: 403 });
+    const program = chosen(chooseSiteProgram(root, lastValueEach([["SCRIPT_FILENAME", join(t.outside, "secret")], ["SCRIPT_FILENAME", t.app]])));
+    expect(program.path).toBe(t.app);
+    expect(names(program.variables, "SCRIPT_FILENAME")).toEqual([t.app]);
+  });
+
+  test("SCRIPT_FILENAME is the program's real path in both modes; the request's PATH_TRANSLATED never passes", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    const byName = chosen(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/app.cgi"], ["PATH_TRANSLATED", "/etc/passwd"]]));
+    expect(names(byName.variables, "SCRIPT_FILENAME")).toEqual([t.app]);
+    expect(names(byName.variables, "PATH_TRANSLATED")).toEqual([]);
+    const byFile = chosen(chooseSiteProgram(root, [["SCRIPT_FILENAME", `proxy:fcgi://127.0.0.1:9000/${t.root}//app.cgi`], ["PATH_TRANSLATED", "/etc/passwd"]]));
+    expect(names(byFile.variables, "SCRIPT_FILENAME")).toEqual([t.app]);
+    expect(names(byFile.variables, "PATH_TRANSLATED")).toEqual([]);
+  });
+
+  test("PATH_TRANSLATED is DOCUMENT_ROOT + PATH_INFO inside the root, else not set", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    const translated = (vars: Variable[]) => names(chosen(chooseSiteProgram(root, vars)).variables, "PATH_TRANSLATED");
+    expect(translated([["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/app.cgi/doc/x.md"], ["PATH_TRANSLATED", "/etc/passwd"]])).toEqual([`${t.root}/doc/x.md`]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/cgi-bin"]])).toEqual([`${t.root}/cgi-bin`]);
+    // Outside: another document root, "..", a symlink out of the root.
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.outside], ["PATH_INFO", "/secret"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/../outside/secret"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/secret"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", "relative"], ["PATH_INFO", "/x"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root]])).toEqual([]);
+  });
+
+  test("a PATH_INFO split off SCRIPT_NAME keeps the request's bytes", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    const split = (tail: number[]) => {
+      const scriptName = variable("SCRIPT_NAME", Buffer.concat([Buffer.from("/app.cgi"), Buffer.from(tail)]));
+      return chosen(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], scriptName])).variables;
+    };
+    const cafe = [0x2f, 0x63, 0x61, 0x66, 0xe9]; // "/caf\xe9"
+    const vars = split(cafe);
+    expect(hex(bytesNamed(vars, "PATH_INFO"))).toBe(hex(Buffer.from(cafe)));
+    expect(names(vars, "SCRIPT_NAME")).toEqual(["/app.cgi"]);
+    expect(hex(bytesNamed(vars, "PATH_TRANSLATED"))).toBe(hex(Buffer.concat([Buffer.from(t.root), Buffer.from(cafe)])));
+    // A byte that is not UTF-8 before a "/", a truncated sequence at the end, and trailing slashes.
+    for (const tail of [[0x2f, 0xc3, 0x2f, 0x78, 0xe2, 0x82], [0x2f, 0xff, 0xfe, 0x2f, 0x2f], [0x2f]]) {
+      expect(hex(bytesNamed(split(tail), "PATH_INFO"))).toBe(hex(Buffer.from(tail)));
+    }
+    // Named exactly: no PATH_INFO.
+    expect(names(split([]), "PATH_INFO")).toEqual([]);
+  });
+});
