@@ -5,7 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/gateway/fastcgi-records.ts";
 import { parseNetstring, parsePrefix } from "../src/gateway/scgi.ts";
-import { LIMITS, type Variable } from "../src/gateway/cgi.ts";
+import { LIMITS } from "../src/gateway/cgi.ts";
+import type { Variable } from "../src/gateway/variables.ts";
 
 /** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
 function random(seed: number): () => number {
