@@ -26,7 +26,8 @@ import { atExit, exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
-import { PoolWatch, serveStatus } from "./status.ts";
+import { PoolWatch } from "./status.ts";
+import { serveStatus } from "./status-http.ts";
 import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
@@ -86,6 +87,8 @@ export class WorkerPool {
   private successor: Subprocess | undefined;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
+  /** --status /path: the page's socket file, given to -u/-g as the listener's is. */
+  readonly statusFile: string | undefined;
 
   constructor(
     private readonly listenFd: number,
@@ -107,12 +110,13 @@ export class WorkerPool {
     if (options.status !== undefined) {
       const watch = this.watch!;
       const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
-      serveStatus(
+      this.statusFile = serveStatus(
         options.status,
         options,
         () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
         successor,
         () => this.handedOver,
+        () => this.policy.max,
       );
     }
   }
@@ -466,7 +470,7 @@ export function runPool(
   policy: PoolPolicy,
   address: Address,
   /** Gets the UNIX socket file socket created (not a passed one's). */
-  afterBind: (socketFile: string | undefined) => void,
+  afterBind: (socketFile: string | undefined, statusFile: string | undefined) => void,
   /** A USR2 successor: the old master's listener is fd 3, as a passed socket is (`address` is its). */
   inherited = false,
 ): WorkerPool {
@@ -496,7 +500,7 @@ export function runPool(
   }
   // Before afterBind: --status binds while still privileged, as the listener did.
   pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
-  afterBind(socketFile);
+  afterBind(socketFile, pool.statusFile);
   // After afterBind: once this line is out, the socket file has its -u/-g owner.
   verbose(options, listeningMessage(bound));
   pool.start();
