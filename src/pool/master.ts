@@ -87,8 +87,6 @@ export class WorkerPool {
   private successor: Subprocess | undefined;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
-  /** --status /path: the page's socket file, given to -u/-g as the listener's is. */
-  readonly statusFile: string | undefined;
 
   constructor(
     private readonly listenFd: number,
@@ -110,7 +108,7 @@ export class WorkerPool {
     if (options.status !== undefined) {
       const watch = this.watch!;
       const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
-      this.statusFile = serveStatus(
+      serveStatus(
         options.status,
         options,
         () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
@@ -500,7 +498,7 @@ export function runPool(
   }
   // Before afterBind: --status binds while still privileged, as the listener did.
   pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
-  afterBind(socketFile, pool.statusFile);
+  afterBind(socketFile, options.status?.kind === "unix" ? options.status.path : undefined); // --status's file gets -u/-g too
   // After afterBind: once this line is out, the socket file has its -u/-g owner.
   verbose(options, listeningMessage(bound));
   pool.start();

@@ -139,8 +139,10 @@ function handlers(snapshot: () => PoolSnapshot, cap: () => number, rules: Access
     data(s, chunk) {
       const x = s.data;
       if (!x || x.answered) return;
+      // Only the new bytes and the three before them are searched: a byte at a time must not cost the whole header each time.
+      const from = Math.max(0, x.head.length - 3);
       x.head += chunk.toString("latin1");
-      if (x.head.length > MAX_HEAD || /\r?\n\r?\n/.test(x.head)) answer(s, x, snapshot);
+      if (x.head.length > MAX_HEAD || /\r?\n\r?\n/.test(x.head.slice(from))) answer(s, x, snapshot);
     },
     drain: flush,
     // The client ended before its request did: nothing to answer.
@@ -160,8 +162,8 @@ function handlers(snapshot: () => PoolSnapshot, cap: () => number, rules: Access
 }
 
 /**
- * Binds the page, before -u/-g apply as for the main listener; returns the
- * UNIX socket file, which -u/-g are given as the main one is. A USR2
+ * Binds the page, before -u/-g apply, as the main listener (a UNIX socket
+ * file is given to -u/-g as the main one is: runPool's afterBind). A USR2
  * successor (`successor`) binds while the old master still serves its
  * page: on TCP both hold the port (SO_REUSEPORT) until the old one exits;
  * a UNIX path is taken over, and the old master, once it has handed over
@@ -175,7 +177,7 @@ export function serveStatus(
   handedOver: () => boolean,
   /** The most workers the pool may have now (TTIN raises it). */
   poolMax: () => number,
-): string | undefined {
+): void {
   const limit = descriptorLimit();
   // A UNIX socket's access is its file's (--mode, -u, -g), as the main socket's.
   const rules = where.kind === "inet" && options.access.length > 0 ? new AccessRules(options.access) : undefined;
@@ -191,12 +193,10 @@ export function serveStatus(
         // already gone
       }
     });
-    verbose(options, `pool: status page on unix:${where.path}/status`);
-    return where.path;
+    return verbose(options, `pool: status page on unix:${where.path}/status`);
   }
   const address: InetAddress = { kind: "inet", ip: where.host, family: where.host.includes(":") ? 6 : 4, port: where.port, service: undefined };
   const bound = listen(address, socket, { reusePort: true, name: "status socket" }).address;
   const port = bound.kind === "inet" ? bound.port : where.port;
   verbose(options, `pool: status page on http://${address.family === 6 ? `[${where.host}]` : where.host}:${port}/status`);
-  return undefined;
 }
