@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { connectionCap, DEADLINE_MS, MOST_CONNECTIONS, parseRequest } from "../src/pool/status-http.ts";
+import { connectionCap, DEADLINE_MS, MOST_CONNECTIONS, parseRequest, responseBytes } from "../src/pool/status-http.ts";
 import { exchange, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 /** The page's port, from the master's -v line. */
@@ -61,6 +61,7 @@ function crowd(port: number, count: number, pauseMs = 50): { opened: () => numbe
       port,
       socket: {
         open: (s) => {
+          if (stopped) return void s.terminate(); // connected after the end
           live.add(s);
           opened++;
           s.write("G");
@@ -98,6 +99,15 @@ describe("the page's HTTP parser and its connection cap", () => {
     expect(parseRequest("GET  /ping HTTP/1.0")).toBe("not an HTTP/1.0 or 1.1 request line");
     expect(parseRequest("GET ping HTTP/1.0")).toBe("a malformed request target");
     expect(parseRequest("\x16\x03\x01 TLS")).toBe("not an HTTP/1.0 or 1.1 request line");
+  });
+
+  test("HEAD gets the header with GET's Content-Length and no body; 405 says Allow", () => {
+    const pong = { status: 200, body: "pong\n", type: "text/plain" };
+    expect(responseBytes(pong, true).toString()).toBe(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+    );
+    expect(responseBytes(pong, false).toString()).toEndWith("\r\n\r\npong\n");
+    expect(responseBytes({ status: 405, body: "only GET\n", type: "text/plain", allow: "GET, HEAD" }, false).toString()).toContain("\r\nAllow: GET, HEAD\r\n");
   });
 
   test("the cap leaves the pool its descriptors: the limit less 32 and 6 per worker, at most 64, at least 1", () => {
