@@ -190,6 +190,7 @@ describe("--status against misbehaving clients", () => {
     for (let i = 0; i < 4; i++) expect((await exchange(server.target, "")).data.toString()).toBe("served\n");
     await waitFor("the 4 served workers replaced", () => (server.stderr().match(/worker \d+ started/g) ?? []).length >= 8, 10_000);
     expect(server.stderr()).not.toMatch(/Too many open files|cannot start a worker/);
+    expect(server.stderr()).toContain("socket: status page: 20 connections open, the most it holds: closing more\n");
   }, 30_000);
 });
 

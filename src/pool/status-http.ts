@@ -132,7 +132,11 @@ function handlers(snapshot: () => PoolSnapshot, cap: () => number, rules: Access
   return {
     open(s) {
       // Closed at once: a descriptor held for a refused client is what the cap is there to prevent.
-      if (open >= cap() || (rules && !rules.permits(s.remoteAddress))) return void s.terminate();
+      if (rules && !rules.permits(s.remoteAddress)) return void s.terminate();
+      if (open >= cap()) {
+        warn("status full", `status page: ${open} connections open, the most it holds: closing more`);
+        return void s.terminate();
+      }
       open++;
       s.data = { head: "", answered: false, out: undefined, deadline: setTimeout(() => s.terminate(), DEADLINE_MS) };
     },
