@@ -92,10 +92,11 @@ async function main(argv: string[]): Promise<void> {
   if (options.server) installReaper();
   // Right after the bind: the socket file is given away and the pid file
   // opened while still privileged, then -u/-g apply.
-  const afterBind = (socketFile: string | undefined) => {
+  const afterBind = (socketFile: string | undefined, statusFile?: string) => {
     // A successor already runs as -u/-g, on a socket file already given; the old master's pid stays until it serves.
     if (successor) return openPidFile(true);
     if (socketFile !== undefined) giveSocketFile(socketFile, identity);
+    if (statusFile !== undefined) giveSocketFile(statusFile, identity);
     openPidFile();
     becomeIdentity(identity);
   };

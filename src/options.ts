@@ -62,8 +62,8 @@ export interface Options {
   access: AccessRuleText[];
 }
 
-/** --status: where the pool master answers HTTP (a UNIX path, or a TCP port on a host; undefined host: -B's, or all). */
-export type StatusAddress = { kind: "unix"; path: string } | { kind: "inet"; host: string | undefined; port: number };
+/** --status: where the pool master answers HTTP (a UNIX path, or a TCP port on a host: 127.0.0.1 unless given). */
+export type StatusAddress = { kind: "unix"; path: string } | { kind: "inet"; host: string; port: number };
 
 /** One --allow or --deny, in command-line order (net/rules.ts). */
 export interface AccessRuleText {

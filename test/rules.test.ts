@@ -59,12 +59,13 @@ describe.each(runners)("--allow/--deny, $name", ({ args }) => {
 
 test("the pool counts refused connections on its status page", async () => {
   using dir = tempDir();
-  await using server = await startServer(["-W", "1", "--status", "127.0.0.1:0", "--deny", "127.0.0.1", "-p", marker(dir.path), "-s", "0"]);
+  // 127.0.0.2 is denied, not 127.0.0.1: the rules apply to the status page too, which the test reads from 127.0.0.1.
+  await using server = await startServer(["-W", "1", "--status", "127.0.0.1:0", "--deny", "127.0.0.2", "-p", marker(dir.path), "-s", "0"]);
   let base = "";
   await waitFor("the status line", () => (base = server.stderr().match(/status page on http:\/\/127\.0\.0\.1(:\d+)/)?.[1] ?? "") !== "");
   await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
-  expect(await connectFrom("127.0.0.1", "127.0.0.1", server.target as number)).toBe("");
-  expect(await connectFrom("127.0.0.1", "127.0.0.1", server.target as number)).toBe("");
+  expect(await connectFrom("127.0.0.2", "127.0.0.1", server.target as number)).toBe("");
+  expect(await connectFrom("127.0.0.2", "127.0.0.1", server.target as number)).toBe("");
   await waitFor("refused conn 2", async () => {
     const page = await (await fetch(`http://127.0.0.1${base}/status?json`)).json();
     return (page as Record<string, number>)["refused conn"] === 2 && (page as Record<string, number>)["accepted conn"] === 0;

@@ -202,7 +202,9 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   let mode: number | undefined;
   if (modeText !== undefined) {
     if (!/^[0-7]{3,4}$/.test(modeText)) return usageError(`${NAME}: --mode wants octal permissions like 660, not '${modeText}'`);
-    if (!server || destination.kind !== "unix") return usageError(`${NAME}: --mode is for a UNIX socket server`);
+    // A pool's UNIX status socket gets it too, as it gets -u and -g.
+    const unixStatus = str("status")?.includes("/") === true;
+    if (!server || (destination.kind !== "unix" && !unixStatus)) return usageError(`${NAME}: --mode is for a UNIX socket server`);
     mode = parseInt(modeText, 8);
   }
   if ((str("user") !== undefined || str("group") !== undefined) && !server) {
@@ -307,6 +309,9 @@ function gatewayOption(
   return scgi ? "scgi" : "fastcgi";
 }
 
+/** A bare --status PORT: loopback, whatever the pool's own address (the page is for the host's own monitoring). */
+const STATUS_HOST = "127.0.0.1";
+
 /** The options an operator adds to a running server: --status, --slow, --allow/--deny. */
 function operatorOptions(
   str: (k: OptionName) => string | undefined,
@@ -321,7 +326,7 @@ function operatorOptions(
     if (!pool) return usageError(`${NAME}: --status needs -W (it is the pool master's page)`);
     const m = statusText.match(/^(?:(.*):)?(\d+)$/);
     if (statusText.includes("/")) status = { kind: "unix", path: statusText };
-    else if (m && Number(m[2]) <= 65535 && m[1] !== "") status = { kind: "inet", host: m[1]?.replace(/^\[(.*)\]$/, "$1") ?? str("bind"), port: Number(m[2]) };
+    else if (m && Number(m[2]) <= 65535 && m[1] !== "") status = { kind: "inet", host: m[1]?.replace(/^\[(.*)\]$/, "$1") ?? STATUS_HOST, port: Number(m[2]) };
     else return usageError(`${NAME}: --status wants a /path, a PORT or HOST:PORT, not '${statusText}'`);
   }
   const slow = number(str("slow"), "--slow", 0.001, 86400);

@@ -28,19 +28,19 @@ export function fdOf(handle: object): number {
   return fd;
 }
 
-function serverError(errno: number): Fatal {
-  return new Fatal(`server socket: ${strerror(errno)}`, EXIT_SERVER_SOCKET);
+function serverError(errno: number, name: string): Fatal {
+  return new Fatal(`${name}: ${strerror(errno)}`, EXIT_SERVER_SOCKET);
 }
 
-/** Removes a socket file nobody listens on; refuses to touch anything else. */
-export function clearStaleSocket(path: string): void {
+/** Removes a socket file nobody listens on; refuses to touch anything else. `name` starts its errors. */
+export function clearStaleSocket(path: string, name = "server socket"): void {
   let stat;
   try {
     stat = lstatSync(path);
   } catch {
     return; // nothing there
   }
-  if (!stat.isSocket()) throw new Fatal(`server socket: ${path} exists and is not a socket; not removing it`, EXIT_SERVER_SOCKET);
+  if (!stat.isSocket()) throw new Fatal(`${name}: ${path} exists and is not a socket; not removing it`, EXIT_SERVER_SOCKET);
   try {
     close(connectUnix(path));
   } catch (e) {
@@ -48,9 +48,9 @@ export function clearStaleSocket(path: string): void {
       unlinkSync(path);
       return;
     }
-    throw e instanceof SysError ? serverError(e.errno) : e;
+    throw e instanceof SysError ? serverError(e.errno, name) : e;
   }
-  throw serverError(98 /* EADDRINUSE: a live server has it */);
+  throw serverError(98 /* EADDRINUSE: a live server has it */, name);
 }
 
 /** How to listen: the UNIX socket's mode, TCP_DEFER_ACCEPT, or the socket systemd passed. */
@@ -58,13 +58,18 @@ export interface ListenOptions {
   mode?: number;
   deferAcceptSecs?: number;
   passed?: boolean;
+  /** TCP: SO_REUSEPORT (a USR2 successor's status page shares the old master's port until it exits). */
+  reusePort?: boolean;
+  /** What errors call it: "server socket" unless said. */
+  name?: string;
 }
 
-export function listen<T>(address: Address, handlers: SocketHandler<T>, { mode, deferAcceptSecs, passed }: ListenOptions): Listening<T> {
+export function listen<T>(address: Address, handlers: SocketHandler<T>, options: ListenOptions): Listening<T> {
+  const { mode, deferAcceptSecs, passed, reusePort = false, name = "server socket" } = options;
   if (passed) return adopt(address, handlers);
   try {
     if (address.kind === "unix") {
-      clearStaleSocket(address.path);
+      clearStaleSocket(address.path, name);
       // Created with the permissions asked for, so no client slips in before a chmod.
       const old = mode === undefined ? undefined : umask(0o777 & ~mode);
       try {
@@ -76,7 +81,9 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, { mode, 
         if (old !== undefined) umask(old);
       }
     }
-    const listener = Bun.listen<T>({ hostname: address.ip, port: address.port, socket: handlers, allowHalfOpen: true });
+    // Bun's types leave reusePort out of a listener's options; Bun.listen reads it.
+    const tcp = { hostname: address.ip, port: address.port, socket: handlers, allowHalfOpen: true, reusePort };
+    const listener = Bun.listen<T>(tcp);
     setBacklog(fdOf(listener), BACKLOG);
     // Silent connects stay in the kernel: they never reach accept(), a worker or a program.
     if (deferAcceptSecs !== undefined) setDeferAccept(fdOf(listener), deferAcceptSecs);
@@ -84,8 +91,8 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, { mode, 
   } catch (e) {
     if (e instanceof Fatal) throw e;
     const errno = (e as { errno?: unknown }).errno;
-    if (typeof errno === "number") throw serverError(Math.abs(errno));
-    throw new Fatal(`server socket: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
+    if (typeof errno === "number") throw serverError(Math.abs(errno), name);
+    throw new Fatal(`${name}: ${e instanceof Error ? e.message : String(e)}`, EXIT_SERVER_SOCKET);
   }
 }
 

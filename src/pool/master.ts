@@ -26,7 +26,8 @@ import { atExit, exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
-import { PoolWatch, serveStatus } from "./status.ts";
+import { PoolWatch } from "./status.ts";
+import { serveStatus } from "./status-http.ts";
 import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
@@ -113,6 +114,7 @@ export class WorkerPool {
         () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
         successor,
         () => this.handedOver,
+        () => this.policy.max,
       );
     }
   }
@@ -466,7 +468,7 @@ export function runPool(
   policy: PoolPolicy,
   address: Address,
   /** Gets the UNIX socket file socket created (not a passed one's). */
-  afterBind: (socketFile: string | undefined) => void,
+  afterBind: (socketFile: string | undefined, statusFile: string | undefined) => void,
   /** A USR2 successor: the old master's listener is fd 3, as a passed socket is (`address` is its). */
   inherited = false,
 ): WorkerPool {
@@ -496,7 +498,7 @@ export function runPool(
   }
   // Before afterBind: --status binds while still privileged, as the listener did.
   pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
-  afterBind(socketFile);
+  afterBind(socketFile, options.status?.kind === "unix" ? options.status.path : undefined); // --status's file gets -u/-g too
   // After afterBind: once this line is out, the socket file has its -u/-g owner.
   verbose(options, listeningMessage(bound));
   pool.start();

@@ -1,15 +1,11 @@
-// --status: the pool master's status page and health check, over HTTP.
-// Bun.serve is built in, so socket has no HTTP code of its own (no parser,
-// no keep-alive or header limits to get right): this module only renders
-// a snapshot the master gives it, in php-fpm's field names (plain text,
-// ?json) or in Prometheus' text format (?openmetrics), and answers /ping.
-import { readFileSync, rmSync, unlinkSync } from "node:fs";
-import { Fatal } from "../fatal.ts";
-import { BACKLOG, clearStaleSocket } from "../net/listener.ts";
-import type { Options, StatusAddress } from "../options.ts";
+// --status: the pool master's status page and health check. This module
+// keeps the counts and renders a snapshot the master gives it, in php-fpm's
+// field names (plain text, ?json) or in Prometheus' text format
+// (?openmetrics), and answers /ping; status-http.ts serves it over HTTP.
+import { readFileSync } from "node:fs";
+import { BACKLOG } from "../net/listener.ts";
 import { acceptQueue } from "../system/libc.ts";
-import { say, verbose } from "../system/log.ts";
-import { atExit } from "../system/signals.ts";
+import { say } from "../system/log.ts";
 
 /** One worker as the page shows it (?full). */
 export interface WorkerView {
@@ -290,66 +286,28 @@ function metrics(s: PoolSnapshot, full: boolean, now: number): string {
   return `${out}# EOF\n`;
 }
 
-/** The HTTP answer for one request. */
-export function statusResponse(request: Request, snapshot: () => PoolSnapshot): Response {
-  const url = new URL(request.url);
-  if (request.method !== "GET" && request.method !== "HEAD") return new Response("only GET\n", { status: 405, headers: { Allow: "GET, HEAD" } });
-  const plain = { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" };
+/** One answer of the page, before HTTP framing (status-http.ts). */
+export interface Answer {
+  status: number;
+  body: string;
+  type: string;
+  /** 405: the methods the page answers. */
+  allow?: string;
+}
+
+/** The page's answer to `method` on `url` (GET and HEAD only). */
+export function statusAnswer(method: string, url: URL, snapshot: () => PoolSnapshot): Answer {
+  const plain = "text/plain; charset=utf-8";
+  if (method !== "GET" && method !== "HEAD") return { status: 405, body: "only GET\n", type: plain, allow: "GET, HEAD" };
   if (url.pathname === "/ping") {
     const waiting = snapshot().workers.some((w) => w.state === "idle");
-    return waiting ? new Response("pong\n", { headers: plain }) : new Response("no worker waits\n", { status: 503, headers: plain });
+    return waiting ? { status: 200, body: "pong\n", type: plain } : { status: 503, body: "no worker waits\n", type: plain };
   }
-  if (url.pathname !== "/status") return new Response("not found: try /status or /ping\n", { status: 404, headers: plain });
+  if (url.pathname !== "/status") return { status: 404, body: "not found: try /status or /ping\n", type: plain };
   const s = snapshot();
   const now = Date.now();
   const full = url.searchParams.has("full");
-  if (url.searchParams.has("json")) return new Response(json(s, full, now), { headers: { "Content-Type": "application/json", "Cache-Control": "no-store" } });
-  if (url.searchParams.has("openmetrics")) {
-    return new Response(metrics(s, full, now), { headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" } });
-  }
-  return new Response(text(s, full, now), { headers: plain });
-}
-
-/**
- * Binds the status page (before -u/-g, as the main listener is). A UNIX
- * path is cleared if stale and removed at exit.
- */
-/**
- * Binds the page. A USR2 successor (`successor`) binds while the old master
- * still serves its page: on TCP both hold the port (SO_REUSEPORT) until the
- * old one exits; a UNIX path is taken over, and the old master, once it has
- * handed over (`handedOver`), leaves the path to its successor.
- */
-export function serveStatus(
-  where: StatusAddress,
-  options: Options,
-  snapshot: () => PoolSnapshot,
-  successor: boolean,
-  handedOver: () => boolean,
-): void {
-  const fetch = (request: Request) => statusResponse(request, snapshot);
-  let shown: string;
-  try {
-    if (where.kind === "unix") {
-      if (successor) rmSync(where.path, { force: true });
-      else clearStaleSocket(where.path);
-      Bun.serve({ unix: where.path, fetch });
-      atExit(() => {
-        if (handedOver()) return;
-        try {
-          unlinkSync(where.path);
-        } catch {
-          // already gone
-        }
-      });
-      shown = `unix:${where.path}`;
-    } else {
-      const server = Bun.serve({ hostname: where.host ?? "0.0.0.0", port: where.port, fetch, reusePort: true });
-      shown = `http://${where.host?.includes(":") ? `[${where.host}]` : (where.host ?? "0.0.0.0")}:${server.port}`;
-    }
-  } catch (e) {
-    if (e instanceof Fatal) throw e;
-    throw new Fatal(`status socket: ${(e as Error).message}`, 1);
-  }
-  verbose(options, `pool: status page on ${shown}/status`);
+  if (url.searchParams.has("json")) return { status: 200, body: json(s, full, now), type: "application/json" };
+  if (url.searchParams.has("openmetrics")) return { status: 200, body: metrics(s, full, now), type: "text/plain; version=0.0.4; charset=utf-8" };
+  return { status: 200, body: text(s, full, now), type: plain };
 }
