@@ -28,6 +28,8 @@ export function forkExec(b: Bench): ForkExec {
   return { ms, runs: FORK_EXEC_RUNS };
 }
 
+/** The figure, or why there is none. */
+export const forkExecMs = (x: ForkExec | undefined) => (x?.ms !== undefined ? `${x.ms.toFixed(3)} ms` : `not measured${x?.note ? ` (${x.note})` : ""}`);
+
 /** The figure as the report quotes it beside a ratio. */
-export const forkExecText = (x: ForkExec | undefined) =>
-  x?.ms !== undefined ? `this machine's fork+exec of /bin/true: ${x.ms.toFixed(3)} ms` : `this machine's fork+exec: not measured${x?.note ? ` (${x.note})` : ""}`;
+export const forkExecText = (x: ForkExec | undefined) => `this machine's fork+exec of /bin/true: ${forkExecMs(x)}`;

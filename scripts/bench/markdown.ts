@@ -3,7 +3,7 @@
 import { bought } from "./bought.ts";
 import { BUN_FLOOR_SOURCE } from "./builds.ts";
 import { f } from "./format.ts";
-import { forkExecText } from "./forkexec.ts";
+import { forkExecMs } from "./forkexec.ts";
 import { BASELINE_COMMIT } from "./launchers.ts";
 import { whereTheTimeGoes } from "./prose.ts";
 import { NOT_SUPPORTED } from "./scenarios.ts";
@@ -50,7 +50,7 @@ This build's options among those being added: ${r.features.length ? r.features.j
 ## The machine
 
 ${r.machine}
-- Fork+exec: ${forkExecText(r.forkExec)} (scripts/bench/fork-exec.c: fork, execv, waitpid, one after another, mean of ${r.forkExec?.runs ?? "–"}). The ratios to the fork-based peers (tcpserver, socat, fcgiwrap, uWSGI, socket -f) move with it.
+- Fork+exec of /bin/true: ${forkExecMs(r.forkExec)} (scripts/bench/fork-exec.c: fork, execv, waitpid, one after another, mean of ${r.forkExec?.runs ?? "–"}). The ratios to the fork-based peers (tcpserver, socat, fcgiwrap, uWSGI, socket -f) move with it.
 
 The machine is shared: during the closed loops, processes other than the
 benchmark and its servers used ${f(r.elsewherePercent, 0)} % of its CPU time. Compare the

@@ -223,7 +223,7 @@ function floorSection(r: Results): string[] {
   if (floor === undefined || !now) return r.startup?.floorNote ? [`The one-line Bun program: not measured (${r.startup.floorNote}).`, ""] : [];
   const row = (what: string, ms: number | undefined) => [what, f(ms, 2), f(ratio(ms, floor), 2)];
   return [
-    `Against the floor of any Bun executable: \`${BUN_FLOOR_SOURCE}\` compiled as socket is (\`bun build --compile --bytecode --minify\`), timed in the same ${now.versionHow} as \`-version\`. A worker's start is \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the worker's module, finds the configuration malformed and exits 1, before any socket or thread of the pool's.`,
+    `Against the floor of any Bun executable: \`${BUN_FLOOR_SOURCE}\` compiled as socket is (\`bun build --compile --bytecode --minify\`), timed as \`-version\` is (${now.versionHow}). A worker's start is \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the worker's module, finds the configuration malformed and exits 1, before any socket or thread of the pool's.`,
     "",
     table(
       ["start", "ms", "× the one-line Bun program"],
