@@ -9,6 +9,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import type { Built } from "./builds.ts";
 import { LAUNCHER_CONCURRENCY, ROUND_S } from "./config.ts";
 import { httpGet, type Outcome, type Run } from "./loadgen.ts";
 import { freePort, killGroup, type Bench, type Contender } from "./scenarios.ts";
@@ -32,16 +33,22 @@ export interface Programs {
 /** The header-first CGI; a shell script, as test/body.test.ts's. */
 const HASH_FIRST_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c "$CONTENT_LENGTH" | sha256sum\n`;
 
-/** Compiles the wrapper and the CGI into the scratch directory; a reason when it cannot. */
-export function compilePrograms(b: Bench): Programs | string {
+/** Compiles scripts/bench/`source` to `binary` with `cc -O2`; a reason when it cannot. */
+export function compileC(source: string, binary: string): string | undefined {
   const cc = ["cc", "gcc"].find((c) => Bun.which(c));
   if (!cc) return "no C compiler (cc or gcc; scripts/install-bench-deps.sh installs gcc)";
+  const r = Bun.spawnSync([cc, "-O2", "-o", binary, join(import.meta.dir, source)], { stderr: "pipe" });
+  return r.exitCode === 0 ? undefined : `${cc} failed on ${source}: ${r.stderr.toString().trim().split("\n")[0]}`;
+}
+
+/** Compiles the wrapper and the CGI into the scratch directory; a reason when it cannot. */
+export function compilePrograms(b: Bench): Programs | string {
   const out: Programs = { wrapper: join(b.scratch, "scgi-wrapper"), cgi: join(b.scratch, "hello-cgi"), hashFirst: join(b.scratch, "hash-first.cgi") };
   writeFileSync(out.hashFirst, HASH_FIRST_CGI);
   chmodSync(out.hashFirst, 0o755);
   for (const [source, binary] of [["scgi-wrapper.c", out.wrapper], ["hello-cgi.c", out.cgi]]) {
-    const r = Bun.spawnSync([cc, "-O2", "-o", binary, join(import.meta.dir, source)], { stderr: "pipe" });
-    if (r.exitCode !== 0) return `${cc} failed on ${source}: ${r.stderr.toString().trim().split("\n")[0]}`;
+    const why = compileC(source, binary);
+    if (why) return why;
   }
   return out;
 }
@@ -54,6 +61,11 @@ export const SCGI = "socket --scgi -W 4";
 export const FASTCGI = "socket --fastcgi -W 4";
 export const FCGIWRAP = "fcgiwrap -c 4";
 export const UWSGI = "uWSGI CGI plugin, 4 processes";
+/** The build the gateways are compared with, "today's main" when the FastCGI core was merged into one. */
+export const BASELINE_COMMIT = "d25ed5d";
+export const BASELINE_SUFFIX = ` (${BASELINE_COMMIT})`;
+export const SCGI_BASELINE = SCGI + BASELINE_SUFFIX;
+export const FASTCGI_BASELINE = FASTCGI + BASELINE_SUFFIX;
 export const NGINX_ALONE = "nginx alone (return 200, no upstream)";
 /** The gateways that hold a request's body or the answer whole: the 5 MB POST to the header-first CGI. */
 export const BODY_SUFFIX = ", header-first CGI";
@@ -78,8 +90,19 @@ export function gateways(b: Bench, cgi: string, suffix = ""): Launcher[] {
   ];
 }
 
-/** The launchers' command lines: the issue's line, without -W, without -q, with --prestart, and the gateways. */
-export function launcherContenders(b: Bench, p: Programs): Launcher[] {
+/**
+ * socket's gateways again, run by the baseline build (BASELINE_COMMIT):
+ * the same command lines side by side in the same rounds, so a change to
+ * the gateways is read as a ratio against the code it replaced.
+ */
+export function baselineGateways(b: Bench, cgi: string, baseline: Built): Launcher[] {
+  const socket = "path" in baseline ? baseline.path : b.socket;
+  const ours = gateways({ ...b, socket }, cgi, BASELINE_SUFFIX).filter((c) => c.name.startsWith("socket "));
+  return ours.map((c) => ({ ...c, feature: undefined, skip: "why" in baseline ? baseline.why : undefined }));
+}
+
+/** The launchers' command lines: the issue's line, without -W, without -q, with --prestart, the gateways and the baseline's. */
+export function launcherContenders(b: Bench, p: Programs, baseline: Built): Launcher[] {
   const line = (extra: string[]) => (port: number) => [b.socket, "-B", "127.0.0.1", "-s", String(port), ...extra, "-l", "-p", `${p.wrapper} ${p.cgi}`];
   return [
     { name: F_Q, protocol: "scgi", argv: line(["-f", "-q"]) },
@@ -87,6 +110,7 @@ export function launcherContenders(b: Bench, p: Programs): Launcher[] {
     { name: W4_NO_Q, protocol: "scgi", argv: line(["-f", "-W", "4"]) },
     { name: W4_Q_PRESTART, protocol: "scgi", argv: line(["-f", "-q", "-W", "4", "--prestart"]), feature: "--prestart" },
     ...gateways(b, p.cgi),
+    ...baselineGateways(b, p.cgi, baseline),
   ];
 }
 

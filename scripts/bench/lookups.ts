@@ -11,6 +11,8 @@ export const mbps = (r: Results, name: string) => {
 };
 export const launcher = (r: Results, name: string) => r.launchers.rows?.find((l) => l.name === name && !l.skipped);
 export const rps = (l: LauncherRow | undefined) => (l?.at8 ? l.at8.requests / l.at8.seconds : undefined);
+/** CPU per request at 8 of a gateway's own processes and its CGIs (nginx's apart). */
+export const gatewayCpu = (l: LauncherRow | undefined) => (l?.cpu8 ? l.cpu8.server + l.cpu8.programs : undefined);
 export const pool = (r: Results, name: string) => r.pools.find((p) => p.name === name)?.result;
 /** Why a row is missing: "not supported by this build", not installed, failed to start. */
 export const why = (r: Results, name: string): string => {

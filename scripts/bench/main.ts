@@ -12,8 +12,10 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { BODY_COUNT, BODY_MB, CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log, POST_KB, QUICK, TRANSFER_MB, TRANSFER_RUNS } from "./config.ts";
-import { answers, BODY_SUFFIX, compilePrograms, gateways, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
+import { buildOf } from "./builds.ts";
+import { answers, BASELINE_COMMIT, BODY_SUFFIX, compilePrograms, gateways, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
 import { bulkPayload, exchange, httpGet, httpPost, REQUEST, summarize, transfer } from "./loadgen.ts";
+import { forkExec } from "./forkexec.ts";
 import { machine } from "./machine.ts";
 import { markdown } from "./markdown.ts";
 import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
@@ -44,9 +46,9 @@ let nginx: Nginx | undefined;
 /** A contender's command line as the report shows it (the private copy is "socket", the port PORT). */
 function commandLine(c: Contender, programs?: Programs): string {
   let line = c.argv(54321).map((a) => (/[\s"]/.test(a) ? `"${a}"` : a)).join(" ");
-  line = line.replaceAll(bench.socket, "socket").replaceAll("54321", "PORT");
   if (programs) line = line.replaceAll(programs.wrapper, "WRAPPER").replaceAll(programs.cgi, "CGI");
-  return line;
+  // The private copies: "socket", and another build's "socket-COMMIT".
+  return line.replaceAll(`${bench.scratch}/`, "").replaceAll("54321", "PORT");
 }
 
 /** Starts what can run; the rest get the reason they were skipped. */
@@ -124,7 +126,7 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   if (!Bun.which("nginx")) return { note: "nginx is not installed (run scripts/install-bench-deps.sh as root)" };
   const programs = compilePrograms(bench);
   if (typeof programs === "string") return { note: programs };
-  const contenders = launcherContenders(bench, programs);
+  const contenders = launcherContenders(bench, programs, buildOf(bench, BASELINE_COMMIT, process.env.BENCH_BASELINE));
   // The same gateways running the header-first CGI: only the 5 MB POSTs go to them.
   const bodyContenders = gateways(bench, programs.hashFirst, BODY_SUFFIX);
   log(`launchers: starting ${contenders.map((c) => c.name).join(", ")}, the gateways again with the header-first CGI, and nginx`);
@@ -298,6 +300,7 @@ async function main(): Promise<void> {
     launches: launchContenders.map((x, k) => ({ name: x.name, ms: launches[k].sort((a, b) => a - b) })),
     floor,
     spawnMs,
+    forkExec: forkExec(bench),
     networkFloor: c.networkFloor,
     launchers,
     reload,

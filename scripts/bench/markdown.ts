@@ -1,12 +1,40 @@
 // docs/BENCHMARKS.md: the fixed text (the machine, how it is measured)
 // around the sections that tables.ts, bought.ts and prose.ts write.
 import { bought } from "./bought.ts";
+import { BUN_FLOOR_SOURCE } from "./builds.ts";
 import { f } from "./format.ts";
+import { forkExecMs } from "./forkexec.ts";
+import { BASELINE_COMMIT } from "./launchers.ts";
 import { whereTheTimeGoes } from "./prose.ts";
 import { NOT_SUPPORTED } from "./scenarios.ts";
 import { tables } from "./tables.ts";
-import { targets } from "./targets.ts";
+import { NOISE, targets } from "./targets.ts";
 import type { Results, Status } from "./types.ts";
+
+/** How the other builds (the gateways' baseline, the one-line Bun program) are measured. */
+function otherBuilds(): string {
+  return `The gateways (--scgi, --fastcgi) run twice in that scenario, in the same
+rotating rounds: from this build and from a build of ${BASELINE_COMMIT} (the
+baseline), built from git in this run (\`git archive\`, \`npm ci\`, \`npm run
+build\` into the run's temporary directory, as the previous release of the
+start-up section; \`BENCH_BASELINE=/path/to/socket\` takes an executable
+instead). A gateway is "within noise" of the baseline when its requests/s at
+8 is at least ${1 - NOISE} × the baseline's and its p50 one at a time at most
+${1 + NOISE} × (better counts as within): a threshold chosen, not a spread
+measured, so a quick run's rows can miss it by noise alone. The CPU per
+request compared is that of socket's processes and the CGIs they start
+(nginx's apart).
+
+The start-up section also times a one-line Bun program
+(\`${BUN_FLOOR_SOURCE}\`, compiled as socket is: \`bun build --compile
+--bytecode --minify\`), the floor of any Bun executable's start, beside
+\`socket -version\` and a worker's start. The worker's start is
+\`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the
+worker's module, finds the configuration malformed and exits 1; it has no
+listener, no master and none of the pool's threads, so it is the code a
+worker loads, not the pool's set-up.
+`;
+}
 
 /** The whole of docs/BENCHMARKS.md. */
 export function markdown(r: Results): string {
@@ -22,6 +50,7 @@ This build's options among those being added: ${r.features.length ? r.features.j
 ## The machine
 
 ${r.machine}
+- Fork+exec of /bin/true: ${forkExecMs(r.forkExec)} (scripts/bench/fork-exec.c: fork, execv, waitpid, one after another, mean of ${r.forkExec?.runs ?? "–"}). The ratios to the fork-based peers (tcpserver, socat, fcgiwrap, uWSGI, socket -f) move with it.
 
 The machine is shared: during the closed loops, processes other than the
 benchmark and its servers used ${f(r.elsewherePercent, 0)} % of its CPU time. Compare the
@@ -55,11 +84,13 @@ without -W 4, -q and --prestart) and through socket's own --scgi and
 --fastcgi. Options that this build lacks are found in \`socket --help\` at
 run time; their rows say "${NOT_SUPPORTED}".
 
+${otherBuilds()}
 \`sudo scripts/install-bench-deps.sh\` installs tcpserver, socat, hyperfine,
 nginx, wrk and gcc (without them their rows are skipped, with a note).
 \`BENCH_QUICK=1 npm run bench\` runs short phases for trying the script out;
 ${r.quick ? "this quick run" : "this run"} took ${f(r.seconds / 60, 1)} minutes. \`BENCH_SOCKET=/path/to/socket\`
-measures another build; \`BENCH_ONLY=launchers\` (or connections, reload,
+measures another build (\`BENCH_PREVIOUS\` and \`BENCH_BASELINE\` replace the
+builds from git); \`BENCH_ONLY=launchers\` (or connections, reload,
 pools, launches, startup, floors, comma-separated) runs only those phases and prints them
 without writing anything; \`bun scripts/bench/render.ts\` writes this file,
 docs/bench.svg and the README's section again from docs/bench.json, the

@@ -3,6 +3,7 @@
 // looked for verbatim; keep them as they are in README.md.
 import { CONCURRENCY } from "./config.ts";
 import { f, table } from "./format.ts";
+import { BASELINE_SUFFIX } from "./launchers.ts";
 import { mbps, rps } from "./lookups.ts";
 import { NOT_SUPPORTED } from "./scenarios.ts";
 import { targets } from "./targets.ts";
@@ -21,7 +22,7 @@ export function readmeSection(r: Results): string {
   const connRows = r.conns
     .filter((c) => !c.skipped && c.idle && c.loops && HEADLINE_CONNS.has(c.name))
     .map((c) => [c.name, f(c.idle!.p50, 2), ...CONCURRENCY.map((k) => f(c.loops![k].perSecond, 0)), f(mbps(r, c.name), 0)]);
-  const launcherRows = (r.launchers.rows ?? []).filter((l) => !l.skipped && l.one && l.at8 && HEADLINE_LAUNCHERS.test(l.name)).map((l) => [l.name, f(l.one!.p50, 2), f(rps(l), 0)]);
+  const launcherRows = (r.launchers.rows ?? []).filter((l) => !l.skipped && l.one && l.at8 && HEADLINE_LAUNCHERS.test(l.name) && !l.name.endsWith(BASELINE_SUFFIX)).map((l) => [l.name, f(l.one!.p50, 2), f(rps(l), 0)]);
   const missing = [...r.conns, ...(r.launchers.rows ?? [])].filter((x) => x.skipped).map((x) => x.name);
   return [
     README_START,

@@ -27,6 +27,8 @@ export interface Contender {
   needs?: string;
   /** The option of socket it needs; skipped when this build lacks it. */
   feature?: Feature;
+  /** Why it cannot run in this run (another build that could not be made). */
+  skip?: string;
 }
 
 export const NOT_SUPPORTED = "not supported by this build";
@@ -50,6 +52,7 @@ export function prepare(): Bench {
 
 /** Why a contender cannot run here, or undefined when it can. */
 export function unavailable(b: Bench, c: Contender): string | undefined {
+  if (c.skip) return c.skip;
   if (c.feature && !b.features.has(c.feature)) return `${NOT_SUPPORTED} (no ${c.feature} in socket --help)`;
   if (c.needs && !Bun.which(c.needs)) return `\`${c.needs}\` is not installed (run scripts/install-bench-deps.sh as root)`;
   return undefined;

@@ -2,12 +2,17 @@
 // measured in this run: `socket -version`, launch to the first answer of
 // `-W 4`, a respawn storm (`--max-requests 1`, 8 clients at a time) and idle
 // PSS per worker at -W 4 and -W 64. The previous build is commit
-// PREVIOUS_COMMIT (before --bytecode), built here from git into a temporary
-// directory under the run's scratch (removed with it), or taken from
-// BENCH_PREVIOUS=/path/to/socket.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+// PREVIOUS_COMMIT (before --bytecode), built from git by builds.ts, or taken
+// from BENCH_PREVIOUS=/path/to/socket. Beside them, the floor of any Bun
+// executable's start: a one-line Bun program compiled as socket is, timed
+// with `socket -version` and with a worker's start (`--pool-worker` with a
+// malformed configuration: the executable's start, then the worker's module
+// loaded, then one line and exit 1 at the configuration's check).
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { LAUNCHES, QUICK, ROOT, ROUND_S, ROUNDS, log } from "./config.ts";
+import { WORKER_ENV, WORKER_FLAG } from "../../src/pool/protocol.ts";
+import { buildOf, bunFloor, BUN_FLOOR_SOURCE } from "./builds.ts";
+import { LAUNCHES, QUICK, ROUND_S, ROUNDS, log } from "./config.ts";
 import { closedLoop, median, summarize, type Summary } from "./loadgen.ts";
 import { idlePool, rotate, type IdlePool } from "./measure.ts";
 import { start, stop, type Bench, type Contender, type Server } from "./scenarios.ts";
@@ -37,58 +42,43 @@ export interface StartupBuild {
 
 export interface StartupResult {
   builds?: StartupBuild[];
+  /** The one-line Bun program (BUN_FLOOR_SOURCE) compiled as socket is: mean ms per run, timed as versionMs. */
+  bunFloorMs?: number;
+  /** This build's worker start (`--pool-worker`, SOCKET_WORKER="{}"), mean ms, timed as versionMs. */
+  workerStartMs?: number;
+  /** Why the floor was not measured. */
+  floorNote?: string;
   /** Why the comparison did not run (the previous build could not be built). */
   note?: string;
 }
 
-/** Runs a command; on failure, its last line of output as the reason. */
-function run(argv: string[], cwd: string): string | undefined {
-  const r = Bun.spawnSync(argv, { cwd, stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode === 0) return undefined;
-  const last = `${r.stdout.toString()}\n${r.stderr.toString()}`.trim().split("\n").pop() ?? "";
-  return `\`${argv.join(" ")}\` failed (exit ${r.exitCode}): ${last}`;
+/** A command timed by startTimes. */
+interface Start {
+  argv: string[];
 }
 
-/** The previous build's executable at `into`, or why it could not be made. */
-function previousBuild(b: Bench, into: string): string | undefined {
-  if (process.env.BENCH_PREVIOUS) {
-    copyFileSync(process.env.BENCH_PREVIOUS, into);
-    return undefined;
-  }
-  log(`startup: building ${PREVIOUS_COMMIT} from git (npm ci, npm run build)`);
-  const dir = mkdtempSync(join(b.scratch, "previous-"));
-  try {
-    // git archive: a plain tree, nothing left in the repository's worktree list.
-    const why =
-      run(["sh", "-c", 'git archive "$1" | tar -x -C "$2"', "sh", PREVIOUS_COMMIT, dir], ROOT) ??
-      run(["npm", "ci", "--no-audit", "--no-fund"], dir) ??
-      run(["npm", "run", "build"], dir);
-    if (why) return why;
-    copyFileSync(join(dir, "dist", "socket"), into);
-    return undefined;
-  } catch (e) {
-    return (e as Error).message;
-  } finally {
-    rmSync(dir, { recursive: true, force: true }); // its node_modules is large
-  }
-}
-
-/** Mean ms of `socket -version` for each executable, hyperfine when installed. */
-function versionTimes(b: Bench, executables: string[]): { ms: number[]; how: string } {
+/**
+ * Mean ms of each command's run, hyperfine -N when installed (-i: the
+ * worker's start fails on purpose). SOCKET_WORKER is set for all of them:
+ * only `--pool-worker` reads it.
+ */
+function startTimes(b: Bench, commands: Start[]): { ms: number[]; how: string } {
+  const env = { ...process.env, [WORKER_ENV]: "{}" };
   if (Bun.which("hyperfine")) {
     const json = join(b.scratch, "version.json");
-    const r = Bun.spawnSync(["hyperfine", "-N", "--style", "none", "--warmup", "5", "-r", String(VERSION_RUNS), "--export-json", json, ...executables.map((x) => `${x} -version`)]);
+    const argv = ["hyperfine", "-N", "-i", "--style", "none", "--warmup", "5", "-r", String(VERSION_RUNS), "--export-json", json, ...commands.map((x) => x.argv.join(" "))];
+    const r = Bun.spawnSync(argv, { env, stdout: "ignore", stderr: "pipe" });
     if (r.exitCode === 0) {
       const results = (JSON.parse(readFileSync(json, "utf8")) as { results: { mean: number }[] }).results;
       return { ms: results.map((x) => x.mean * 1000), how: `hyperfine -N, mean of ${VERSION_RUNS}` };
     }
   }
-  const ms = executables.map((x) => {
-    for (let i = 0; i < 5; i++) Bun.spawnSync([x, "-version"]);
+  const ms = commands.map((x) => {
+    for (let i = 0; i < 5; i++) Bun.spawnSync(x.argv, { env, stdio: ["ignore", "ignore", "ignore"] });
     let sum = 0;
     for (let i = 0; i < VERSION_RUNS; i++) {
       const t = performance.now();
-      Bun.spawnSync([x, "-version"], { stdio: ["ignore", "ignore", "ignore"] });
+      Bun.spawnSync(x.argv, { env, stdio: ["ignore", "ignore", "ignore"] });
       sum += performance.now() - t;
     }
     return sum / VERSION_RUNS;
@@ -103,16 +93,20 @@ const poolOf = (name: string, socket: string, workers: number, extra: string[] =
 });
 
 export async function startupScenario(b: Bench): Promise<StartupResult> {
-  const previous = join(b.scratch, "socket-previous");
-  const why = previousBuild(b, previous);
-  if (why) return { note: `the previous build (${PREVIOUS_COMMIT}) could not be built: ${why}` };
+  const previous = buildOf(b, PREVIOUS_COMMIT, process.env.BENCH_PREVIOUS);
+  if ("why" in previous) return { note: `the previous build: ${previous.why}` };
   const builds = [
     { name: THIS_BUILD, socket: b.socket },
-    { name: PREVIOUS_BUILD, socket: previous },
+    { name: PREVIOUS_BUILD, socket: previous.path },
   ];
 
-  log(`startup: -version, ${VERSION_RUNS} runs each`);
-  const version = versionTimes(b, builds.map((x) => x.socket));
+  const floor = bunFloor(b);
+  const starts = builds.map((x) => ({ argv: [x.socket, "-version"] }));
+  if ("path" in floor) starts.push({ argv: [floor.path] }, { argv: [b.socket, WORKER_FLAG] });
+  log(`startup: -version${"path" in floor ? `, the one-line Bun program, a worker's start` : ""}: ${VERSION_RUNS} runs each`);
+  const version = startTimes(b, starts);
+  const floorFigures: Partial<StartupResult> =
+    "path" in floor ? { bunFloorMs: version.ms[2], workerStartMs: version.ms[3] } : { floorNote: `\`${BUN_FLOOR_SOURCE}\` could not be compiled: ${floor.why}` };
 
   log(`startup: launch to first answer of -W 4, ${STARTUP_LAUNCHES} launches each, alternating`);
   const launches = builds.map((): number[] => []);
@@ -144,6 +138,7 @@ export async function startupScenario(b: Bench): Promise<StartupResult> {
   }
 
   return {
+    ...floorFigures,
     builds: builds.map((x, k) => ({
       name: x.name,
       versionMs: version.ms[k],

@@ -2,10 +2,13 @@
 // the launchers' scenario, idle pools, launch, the floor and the targets.
 import { BODY_COUNT, BODY_MB, CONCURRENCY, IDLE_PAUSE_MS, POST_KB } from "./config.ts";
 import { f, ratio, table } from "./format.ts";
-import { F_Q, NGINX_ALONE } from "./launchers.ts";
+import { BUN_FLOOR_SOURCE } from "./builds.ts";
+import { forkExecText } from "./forkexec.ts";
+import { BASELINE_COMMIT, BASELINE_SUFFIX, F_Q, FASTCGI, NGINX_ALONE, SCGI } from "./launchers.ts";
 import { median, REQUEST } from "./loadgen.ts";
-import { launcher, mbps, rps } from "./lookups.ts";
+import { gatewayCpu, launcher, mbps, rps, why } from "./lookups.ts";
 import { ECHO, W4 } from "./scenarios.ts";
+import { NOISE } from "./targets.ts";
 import { IDLE_WORKERS, launchMedian, PREVIOUS_COMMIT, startupPair } from "./startup.ts";
 import type { ConnRow, Results, Target } from "./types.ts";
 
@@ -80,7 +83,7 @@ export function tables(r: Results, t: Target[]): string {
     }
     launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time; nginx sends fcgiwrap \`fastcgi_param SCRIPT_FILENAME CGI\`; fcgiwrap's workers ignore SIGCHLD, so the kernel reaps its CGIs and their CPU is counted nowhere: its "per-request processes" column is 0):\n\n${r.launchers.rows
       .map((l) => `- ${l.name}: \`${l.command}\``)
-      .join("\n")}`;
+      .join("\n")}`;    launcherTables += `\n\n${baselineTable(r)}`;
   }
   const poolHead = ["pool", "workers", "master PSS MB", "worker PSS MB mean (min–max)", "of which own heap (Pss_Anon)", "of which shared executable (Pss_File)", `idle CPU, % of a core (${r.settings.idleCpuS} s)`, "wake-ups / s of a worker's main thread"];
   const poolTable = table(
@@ -97,6 +100,7 @@ export function tables(r: Results, t: Target[]): string {
     [
       ...r.floor.map((x) => [`no network: ${x.name}`, f(x.ms, 2)]),
       ["no network: `cat </dev/null` through `await Bun.spawn(...).exited` (as a worker starts it), median", f(r.spawnMs, 2)],
+      [`no network: fork, execv \`/bin/true\`, waitpid (scripts/bench/fork-exec.c), mean of ${r.forkExec?.runs ?? "–"}`, f(r.forkExec?.ms, 3)],
       [`no program: idle turnaround through ${ECHO.name}, p50 / p99`, `${f(r.networkFloor.p50, 2)} / ${f(r.networkFloor.p99, 2)}`],
     ],
   );
@@ -208,5 +212,41 @@ function startupSection(r: Results): string[] {
     "",
     table(["figure", "this build", `previous (${PREVIOUS_COMMIT})`, "this ÷ previous"], rows),
     "",
+    ...floorSection(r),
   ];
+}
+
+/** This build's starts against the one-line Bun program's, when the run measured it. */
+function floorSection(r: Results): string[] {
+  const floor = r.startup?.bunFloorMs;
+  const now = startupPair(r)?.now;
+  if (floor === undefined || !now) return r.startup?.floorNote ? [`The one-line Bun program: not measured (${r.startup.floorNote}).`, ""] : [];
+  const row = (what: string, ms: number | undefined) => [what, f(ms, 2), f(ratio(ms, floor), 2)];
+  return [
+    `Against the floor of any Bun executable: \`${BUN_FLOOR_SOURCE}\` compiled as socket is (\`bun build --compile --bytecode --minify\`), timed as \`-version\` is (${now.versionHow}). A worker's start is \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the worker's module, finds the configuration malformed and exits 1, before any socket or thread of the pool's.`,
+    "",
+    table(
+      ["start", "ms", "× the one-line Bun program"],
+      [row(`\`${BUN_FLOOR_SOURCE}\` compiled (the floor)`, floor), row("`socket -version`", now.versionMs), row("a worker's start (`--pool-worker`, to its configuration's check)", r.startup?.workerStartMs)],
+    ),
+    "",
+  ];
+}
+
+/** socket's gateways against the same gateways run by the baseline build, in the same rounds. */
+function baselineTable(r: Results): string {
+  const rows = [SCGI, FASTCGI].map((name) => {
+    const [now, base] = [launcher(r, name), launcher(r, name + BASELINE_SUFFIX)];
+    if (!now || !base) return [name, why(r, now ? name + BASELINE_SUFFIX : name), "", "", ""];
+    return [
+      name,
+      `${f(ratio(now.one?.p50, base.one?.p50), 2)} (${f(now.one?.p50, 2)} vs ${f(base.one?.p50, 2)} ms)`,
+      `${f(ratio(rps(now), rps(base)), 2)} (${f(rps(now), 0)} vs ${f(rps(base), 0)})`,
+      `${f(ratio(gatewayCpu(now), gatewayCpu(base)), 2)} (${f(gatewayCpu(now), 3)} vs ${f(gatewayCpu(base), 3)} ms)`,
+      `${f(ratio(now.cpu8?.server, base.cpu8?.server), 2)} (${f(now.cpu8?.server, 3)} vs ${f(base.cpu8?.server, 3)} ms)`,
+    ];
+  });
+  return `This build's gateways against ${BASELINE_COMMIT}'s (the rows "${BASELINE_SUFFIX.trim()}" above, built from git in this run), this ÷ baseline; within noise means a ratio at most ${NOISE * 100} % worse. Beside the ratios, ${forkExecText(r.forkExec)}: every CGI request pays one, through socket's gateways, fcgiwrap and uWSGI alike, so the ratios against those peers move with it.
+
+${table(["gateway", "p50 one at a time", `req/s at ${r.settings.launcherConcurrency}`, "CPU / req, socket's processes + CGIs", "CPU / req, socket's processes"], rows)}`;
 }

@@ -4,9 +4,10 @@
 // build measured. Add a target here; the markdown and the README count them.
 import { f, ratio } from "./format.ts";
 import { BODY_COUNT, BODY_MB } from "./config.ts";
-import { BODY_SUFFIX, F_Q, FASTCGI, FCGIWRAP, NGINX_ALONE, SCGI, UWSGI, W4_NO_Q, W4_Q as L_W4_Q, W4_Q_PRESTART } from "./launchers.ts";
+import { forkExecText } from "./forkexec.ts";
+import { BASELINE_COMMIT, BASELINE_SUFFIX, BODY_SUFFIX, F_Q, FASTCGI, FCGIWRAP, NGINX_ALONE, SCGI, UWSGI, W4_NO_Q, W4_Q as L_W4_Q, W4_Q_PRESTART } from "./launchers.ts";
 import { median } from "./loadgen.ts";
-import { conn, launcher, mbps, pool, rps, why } from "./lookups.ts";
+import { conn, gatewayCpu, launcher, mbps, pool, rps, why } from "./lookups.ts";
 import { NOT_SUPPORTED, TCPSERVER, W4, W4_COPY, W4_PRESTART, W4_TIMEOUT } from "./scenarios.ts";
 import { launchMedian, startupPair } from "./startup.ts";
 import type { Results, Target } from "./types.ts";
@@ -172,6 +173,7 @@ export function targets(r: Results): Target[] {
   );
   out.push(...issue17(r));
   out.push(...startupTargets(r));
+  out.push(...baselineTargets(r));
   return out;
 }
 
@@ -194,7 +196,7 @@ function issue17(r: Results): Target[] {
     out.push(
       ratioTarget(17, `\`${short}\`: requests/s at 8 ≥ ${x.rps} × ${x.label}'s`, ratio(rps(a), rps(b)), x.rps, true, missing, () =>
         `CPU per request: socket's processes ${f(a!.cpu8?.server, 3)} ms, ${x.label}'s ${f(b!.cpu8?.server, 3)} ms; the CGIs ${f(a!.cpu8?.programs, 3)} vs ${f(b!.cpu8?.programs, 3)} ms; nginx ${f(a!.cpu8?.nginx, 3)} vs ${f(b!.cpu8?.nginx, 3)} ms`,
-        `${f(rps(a), 0)} vs ${f(rps(b), 0)} req/s`),
+        `${f(rps(a), 0)} vs ${f(rps(b), 0)} req/s; ${forkExecText(r.forkExec)}`),
     );
   }
   for (const name of [SCGI, FASTCGI]) {
@@ -238,4 +240,54 @@ function startupTargets(r: Results): Target[] {
       `every connection starts a worker: \`-version\` takes ${f(now!.versionMs, 2)} vs ${f(then!.versionMs, 2)} ms; the storm's p99 ${f(now!.storm.p99, 1)} vs ${f(then!.storm.p99, 1)} ms`,
       `${f(now?.storm.perSecond, 0)} vs ${f(then?.storm.perSecond, 0)} conn/s, p99 ${f(now?.storm.p99, 1)} vs ${f(then?.storm.p99, 1)} ms`),
   ];
+}
+
+/** The issue that put the baseline build, the fork+exec cost and the Bun floor in the run. */
+const BUILDS_ISSUE = 23;
+/** Within noise of the baseline: a ratio no more than this fraction worse (better is within too). */
+export const NOISE = 0.1;
+/** The FastCGI pool's CPU per request against the baseline's, and a Bun executable's start against the floor's. */
+const CPU_GOAL = 0.85;
+const FLOOR_GOAL = 1.25;
+
+/** This build's gateways against the baseline's (launchers.ts), and start-up against the one-line Bun program (startup.ts). */
+function baselineTargets(r: Results): Target[] {
+  const out: Target[] = [];
+  const [fc, fcBase] = [launcher(r, FASTCGI), launcher(r, FASTCGI + BASELINE_SUFFIX)];
+  out.push(
+    ratioTarget(BUILDS_ISSUE, `\`--fastcgi -W 4\`: CPU per request at 8 (socket's processes + CGIs) ≤ ${CPU_GOAL} × ${BASELINE_COMMIT}'s`, ratio(gatewayCpu(fc), gatewayCpu(fcBase)), CPU_GOAL, false, fc ? why(r, FASTCGI + BASELINE_SUFFIX) : why(r, FASTCGI), () =>
+      `socket's processes ${f(fc!.cpu8?.server, 3)} vs ${f(fcBase!.cpu8?.server, 3)} ms, the CGIs ${f(fc!.cpu8?.programs, 3)} vs ${f(fcBase!.cpu8?.programs, 3)} ms; ${forkExecText(r.forkExec)}`,
+      `${f(gatewayCpu(fc), 3)} vs ${f(gatewayCpu(fcBase), 3)} ms`),
+  );
+  for (const name of [SCGI, FASTCGI]) {
+    const [now, base] = [launcher(r, name), launcher(r, name + BASELINE_SUFFIX)];
+    const what = `\`${name.replace("socket ", "")}\` within noise of ${BASELINE_COMMIT} (req/s at 8 ≥ ${1 - NOISE} ×, p50 one at a time ≤ ${1 + NOISE} ×)`;
+    const [rate, p50] = [ratio(rps(now), rps(base)), ratio(now?.one?.p50, base?.one?.p50)];
+    if (!Number.isFinite(rate) || !Number.isFinite(p50)) {
+      const missing = now ? why(r, name + BASELINE_SUFFIX) : why(r, name);
+      out.push({ issue: BUILDS_ISSUE, what, value: missing, status: unsupported(missing) });
+      continue;
+    }
+    const met = rate >= 1 - NOISE && p50 <= 1 + NOISE;
+    out.push({
+      issue: BUILDS_ISSUE,
+      what,
+      value: `req/s ${f(rate, 2)} × (${f(rps(now), 0)} vs ${f(rps(base), 0)}), p50 ${f(p50, 2)} × (${f(now?.one?.p50, 2)} vs ${f(base?.one?.p50, 2)} ms)`,
+      status: met ? "met" : "not met",
+      reason: met ? undefined : `CPU per request (socket's processes + CGIs) ${f(gatewayCpu(now), 3)} vs ${f(gatewayCpu(base), 3)} ms`,
+    });
+  }
+  const now = startupPair(r)?.now;
+  const floor = r.startup?.bunFloorMs;
+  const missing = r.startup?.floorNote ?? r.startup?.note ?? "not measured";
+  const floorText = `the one-line Bun program ${f(floor, 2)} ms`;
+  out.push(
+    ratioTarget(BUILDS_ISSUE, `\`socket -version\` ≤ ${FLOOR_GOAL} × the one-line Bun program's`, ratio(now?.versionMs, floor), FLOOR_GOAL, false, missing, () =>
+      `what socket's start adds to any Bun executable's: its bundle's bytecode loaded and run up to -version`,
+      `${f(now?.versionMs, 2)} vs ${f(floor, 2)} ms`),
+    ratioTarget(BUILDS_ISSUE, `a worker's start (\`--pool-worker\`, to its configuration's check) ≤ ${FLOOR_GOAL} × the one-line Bun program's`, ratio(r.startup?.workerStartMs, floor), FLOOR_GOAL, false, missing, () =>
+      `\`-version\` takes ${f(now?.versionMs, 2)} ms, ${floorText}: the rest is the worker's modules loaded`,
+      `${f(r.startup?.workerStartMs, 2)} vs ${f(floor, 2)} ms`),
+  );
+  return out;
 }

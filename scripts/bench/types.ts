@@ -2,6 +2,7 @@
 // docs/bench.json) and a target's verdict. Types only, and nothing of the
 // report's other modules, so every one of them can import it without a cycle.
 import type { Settings } from "./config.ts";
+import type { ForkExec } from "./forkexec.ts";
 import type { Requests } from "./launchers.ts";
 import type { Summary } from "./loadgen.ts";
 import type { Cpu, Floor, IdlePool } from "./measure.ts";
@@ -65,6 +66,8 @@ export interface Results {
   launches: { name: string; ms: number[] }[];
   floor: Floor[];
   spawnMs: number;
+  /** This machine's fork+exec of /bin/true (fork-exec.c); absent from runs before it. */
+  forkExec?: ForkExec;
   /** Idle turnaround through the echo server: the network and the load generator, no program. */
   networkFloor: Summary;
   /** The launchers' scenario, or why it did not run. */
