@@ -54,8 +54,9 @@ function fail(e: unknown): never {
 async function main(argv: string[]): Promise<void> {
   const rawExecPayload = process.env[RAW_EXEC_ENV];
   if (rawExecPayload) rawExec(rawExecPayload); // a CGI with bytes that are not UTF-8 (system/rawexec.ts)
-  const workerConfig = argv[0] === WORKER_FLAG ? takeWorkerConfig(process.env) : undefined; // programs must not see it
-  if (workerConfig) {
+  // Taken out of every socket's environment: programs must not see it, and a master's workers must not inherit stale parts.
+  const workerConfig = takeWorkerConfig(process.env);
+  if (argv[0] === WORKER_FLAG && workerConfig) {
     for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
     survive(true);
     const { startWorker } = await import("./pool/worker.ts");

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { parseCommandLine } from "../src/cli/parse.ts";
 import { programNameProblem } from "../src/connection/program.ts";
 import { takeWorkerConfig, workerConfig } from "../src/pool/protocol.ts";
-import { withoutCrashReport } from "../src/pool/start-failures.ts";
+import { spawnFailure, StartOutput, withoutCrashReport } from "../src/pool/start-failures.ts";
+import { SysError } from "../src/system/libc.ts";
 import { exchange, isAlive, launch, pidsByCommandLine, run, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
 
 const isRoot = process.getuid?.() === 0;
@@ -119,6 +120,24 @@ describe("the rules, as functions", () => {
       "oh no: Bun has crashed. This indicates a bug in Bun, not your code.", "", " https://bun.report/1.4.5/l_1a773343Egg", ""].join("\n");
     expect(withoutCrashReport(`socket: one\n${report}\nsocket: two\n`)).toBe("socket: one\nsocket: two\n");
     expect(withoutCrashReport(`${"=".repeat(60)}\nBun v1.4.5\npanic`)).toBe(""); // cut short: all of it dropped
+    // A second thread crashing: no rule, its own "oh no" line.
+    expect(withoutCrashReport("oh no: multiple threads are crashing\npanic: x\n https://bun.report/1.4.5/x\nsocket: after\n")).toBe("socket: after\n");
+  });
+
+  test("a starting worker's stderr: its last line of its own is the reason, Bun's report left out", async () => {
+    const said = `socket: worker: malformed configuration from the master (options)\n${"=".repeat(60)}\npanic(main thread): abort() called\n https://bun.report/1.4.5/x\n`;
+    const output = new StartOutput(new Blob([said]).stream());
+    await output.ended();
+    expect(output.settled).toBe(true);
+    expect(output.words()).toBe("malformed configuration from the master (options)");
+  });
+
+  test("spawnFailure: a shortage is transient, anything else lasting, and the line names the executable", () => {
+    const bunError = (code: string, errno: number) => Object.assign(new Error(`${code}: ..., posix_spawn 'socket: worker of 7'`), { code, errno: -errno });
+    expect(spawnFailure(bunError("EACCES", 13), "/opt/socket")).toEqual({ why: "/opt/socket: Permission denied", permanent: true });
+    expect(spawnFailure(bunError("E2BIG", 7), "/opt/socket")).toEqual({ why: "/opt/socket: Argument list too long", permanent: true });
+    expect(spawnFailure(bunError("EAGAIN", 11), "/opt/socket")).toEqual({ why: "/opt/socket: Resource temporarily unavailable", permanent: false });
+    expect(spawnFailure(new SysError("socketpair", 24), "/opt/socket")).toEqual({ why: "unable to socketpair: Too many open files", permanent: false });
   });
 
   test("workerConfig splits a large configuration into environment strings the kernel takes, and takeWorkerConfig joins them", () => {
@@ -132,5 +151,8 @@ describe("the rules, as functions", () => {
     const text = takeWorkerConfig(env);
     expect(JSON.parse(text!).options.program).toBe(program);
     expect(env).toEqual({}); // taken out: programs must not see them
+    const stale: Record<string, string | undefined> = { SOCKET_WORKER_1: "}", PATH: "/bin" };
+    expect(takeWorkerConfig(stale)).toBeUndefined();
+    expect(stale).toEqual({ PATH: "/bin" }); // a master's own environment: its workers do not inherit the part
   });
 });

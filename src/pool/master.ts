@@ -8,7 +8,7 @@
 // Signals (main.ts): HUP replaces every worker (reload), USR2 starts the
 // executable again as a successor master on the same listener (upgrade),
 // USR1 reopens -b's --log, TTIN/TTOU add or remove a worker.
-import { fstatSync, unlinkSync } from "node:fs";
+import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import { Fatal } from "../fatal.ts";
@@ -27,7 +27,7 @@ import { atExit, exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
-import { PERMANENT_TRIES, spawnFailure, StartOutput, type StartFailure } from "./start-failures.ts";
+import { PERMANENT_TRIES, spawnFailure, stderrOpen, StartOutput, type StartFailure } from "./start-failures.ts";
 import { PoolWatch, serveStatus } from "./status.ts";
 import {
   EXIT_LISTENER_FAILED,
@@ -503,16 +503,6 @@ export class WorkerPool {
     // they forked, busy workers) gets TERM, then KILL.
     const cut = await endDescendants(new Set(this.workers.keys()), successor);
     if (cut > 0) verbose(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
-  }
-}
-
-/** Whether fd 2 is open (a worker is given it as its STDERR_FD: a closed one would fail every spawn). */
-function stderrOpen(): boolean {
-  try {
-    fstatSync(2);
-    return true;
-  } catch {
-    return false;
   }
 }
 

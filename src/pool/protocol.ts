@@ -157,14 +157,16 @@ export function workerConfig(options: Options, address: Address, logFile: string
   return env;
 }
 
-/** The worker's side: the configuration's parts joined, and taken out of the environment (programs must not see them). */
+/**
+ * The worker's side: the configuration's parts joined, and taken out of the
+ * environment (programs must not see them; a master's workers must not
+ * inherit stale parts). Undefined without a first part.
+ */
 export function takeWorkerConfig(env: Record<string, string | undefined>): string | undefined {
-  const first = env[WORKER_ENV];
-  if (first === undefined) return undefined;
+  let text = env[WORKER_ENV];
   delete env[WORKER_ENV];
-  let text = first;
   for (let i = 1; env[`${WORKER_ENV}_${i}`] !== undefined; i++) {
-    text += env[`${WORKER_ENV}_${i}`];
+    if (text !== undefined) text += env[`${WORKER_ENV}_${i}`];
     delete env[`${WORKER_ENV}_${i}`];
   }
   return text;

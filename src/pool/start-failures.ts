@@ -1,11 +1,12 @@
 // Why a pool worker did not start, in socket's one line. Until a worker
 // waits for connections its stderr is a pipe the master reads (protocol.ts
 // STDERR_FD): a worker that dies at start under a process limit leaves
-// Bun's crash report there (17 lines inviting a bug report, once per try),
-// which the master drops; a worker that could not set itself up leaves its
+// Bun's crash report there (a screenful inviting a bug report, once per
+// try), which the master drops; a worker that could not set itself up leaves its
 // reason, which the master puts into its own line. Once the worker waits,
 // what it said meanwhile goes to socket's stderr as it was, without a crash
 // report, and the worker writes there itself from then on.
+import { fstatSync } from "node:fs";
 import { SysError, strerror } from "../system/libc.ts";
 import { write } from "../system/log.ts";
 import { transientErrno } from "./protocol.ts";
@@ -34,17 +35,28 @@ export function spawnFailure(e: unknown, executable: string): StartFailure {
   return { why: `${executable}: ${strerror(Math.abs(errno))}`, permanent: !transientErrno(errno) };
 }
 
+/** Whether fd 2 is open (a worker is given it as its STDERR_FD: a closed one would fail every spawn). */
+export function stderrOpen(): boolean {
+  try {
+    fstatSync(2);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const REPORT_RULE = "=".repeat(60);
 
 /**
- * `text` without Bun's crash reports (from the rule of 60 "=" to the
- * bun.report link) and without empty lines: socket's own lines are never empty.
+ * `text` without Bun's crash reports (from the rule of 60 "=", or a second
+ * thread's "oh no: ...", to the bun.report link) and without empty lines:
+ * socket's own lines are never empty.
  */
 export function withoutCrashReport(text: string): string {
   const kept: string[] = [];
   let inReport = false;
   for (const line of text.split("\n")) {
-    if (line === REPORT_RULE) inReport = true;
+    if (line === REPORT_RULE || line.startsWith("oh no: ")) inReport = true;
     else if (inReport) inReport = !line.includes("bun.report/");
     else if (line !== "") kept.push(line);
   }

@@ -16,7 +16,7 @@ import { Fatal } from "../fatal.ts";
 import { accept, close, dieWithParent, dup2, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
-import { nextTick, signalNumber } from "../system/signals.ts";
+import { exitNow, nextTick, signalNumber } from "../system/signals.ts";
 import { admitted } from "./admission.ts";
 import { Prestart } from "./prestart.ts";
 import {
@@ -98,7 +98,7 @@ export async function startWorker(configText: string): Promise<never> {
     if (started) throw e;
     if (e instanceof Fatal) write(e.text);
     else say(`worker: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(e instanceof SysError && transientErrno(e.errno) ? 1 : EXIT_START_FAILED);
+    return exitNow(e instanceof SysError && transientErrno(e.errno) ? 1 : EXIT_START_FAILED);
   }
 }
 
