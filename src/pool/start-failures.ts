@@ -2,10 +2,10 @@
 // waits for connections its stderr is a pipe the master reads (protocol.ts
 // STDERR_FD): a worker that dies at start under a process limit leaves
 // Bun's crash report there (a screenful inviting a bug report, once per
-// try), which the master drops; a worker that could not set itself up leaves its
-// reason, which the master puts into its own line. Once the worker waits,
-// what it said meanwhile goes to socket's stderr as it was, without a crash
-// report, and the worker writes there itself from then on.
+// try), which the master drops; a worker that could not set itself up
+// leaves its reason, which the master puts into its own line. Once the
+// worker waits, what it said meanwhile goes to socket's stderr as it was,
+// without a crash report, and the worker writes there itself from then on.
 import { fstatSync } from "node:fs";
 import { SysError, strerror } from "../system/libc.ts";
 import { write } from "../system/log.ts";
