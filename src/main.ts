@@ -7,7 +7,7 @@ import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import type { WorkerPool } from "./pool/master.ts";
-import { readWorkerConfig, WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
+import { takeWorkerConfig, WORKER_FLAG } from "./pool/protocol.ts";
 import { RAW_EXEC_ENV, rawExec } from "./system/rawexec.ts";
 import type { serve } from "./server/classic.ts";
 import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
@@ -54,13 +54,13 @@ function fail(e: unknown): never {
 async function main(argv: string[]): Promise<void> {
   const rawExecPayload = process.env[RAW_EXEC_ENV];
   if (rawExecPayload) rawExec(rawExecPayload); // a CGI with bytes that are not UTF-8 (system/rawexec.ts)
-  const workerConfig = process.env[WORKER_ENV];
+  // Taken out of every socket's environment: programs must not see it, and a master's workers must not inherit stale parts.
+  const workerConfig = takeWorkerConfig(process.env);
   if (argv[0] === WORKER_FLAG && workerConfig) {
-    delete process.env[WORKER_ENV]; // programs must not see it
     for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
     survive(true);
-    const { runWorker } = await import("./pool/worker.ts");
-    return void (await runWorker(readWorkerConfig(workerConfig)));
+    const { startWorker } = await import("./pool/worker.ts");
+    return void (await startWorker(workerConfig));
   }
   // USR2: started by an old pool master, on its listener, with its command line.
   const successor = takeSuccession();

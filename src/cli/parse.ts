@@ -4,7 +4,7 @@
 import { statSync } from "node:fs";
 import { NAME, VERSION_LINE } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
-import { shellNeed } from "../connection/program.ts";
+import { programNameProblem, shellNeed } from "../connection/program.ts";
 import { checkRules } from "../net/rules.ts";
 import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
 
@@ -124,6 +124,9 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
 
   const program = str("program");
   if (program !== undefined && program.trim() === "") return usageError(`${NAME}: -p needs a command`);
+  const unstartable = program === undefined ? undefined : programNameProblem(program);
+  // One line, no usage line: the option was right, its value is not.
+  if (unstartable !== undefined) return { exit: EXIT_USAGE, stderr: `${NAME}: ${unstartable}\n` };
 
   const positionals = parsed.positionals;
   let destination: Destination;

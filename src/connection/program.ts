@@ -225,6 +225,27 @@ export function startWithPipes(
   });
 }
 
+/**
+ * Linux's PATH_MAX, its NUL included: execve refuses a longer file name
+ * (ENAMETOOLONG), and Bun.which throws on one ("bin path is too long"),
+ * which ended every pool worker at start.
+ */
+const PATH_MAX = 4096;
+
+/**
+ * Why the -p command can never start, or undefined: its program's name
+ * (a first word the shell would not change, as programFor runs it) is
+ * longer than a file name can be. Socket's own arguments bound the rest:
+ * the kernel passed the whole command as one (MAX_ARG_STRLEN), so sh -c or
+ * the program's own argv can take it too.
+ */
+export function programNameProblem(command: string): string | undefined {
+  const name = command.trim().split(/[ \t]+/)[0];
+  if (!PLAIN_WORD.test(name) || name.includes("=") || SHELL_WORDS.has(name)) return undefined; // the shell makes the name
+  if (name.length < PATH_MAX) return undefined; // PLAIN_WORD is ASCII: characters are bytes
+  return `-p: the program's name is ${name.length} bytes long; a file name is at most ${PATH_MAX - 1} (PATH_MAX)`;
+}
+
 /** Why `command` needs a shell (--scgi/--fastcgi refuse it), or undefined when its words can be run as they are. */
 export function shellNeed(command: string): string | undefined {
   const words = command.trim().split(/[ \t]+/);

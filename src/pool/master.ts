@@ -11,12 +11,13 @@
 import { unlinkSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
+import { Fatal } from "../fatal.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { MAX_WORKERS } from "../cli/parse.ts";
 import { SUCCESSOR_ENV } from "../net/activation.ts";
-import { handOverPidFile, logFileName, PID_FD_ENV, pidFileDescriptor, reopenLog, SUCCESSOR_PID_FD } from "../system/daemon.ts";
+import { handOverPidFile, logFileName, PID_FD_ENV, pidFileDescriptor, reopenLog, reportFatal, SUCCESSOR_PID_FD } from "../system/daemon.ts";
 import { close, sendByte, socketPair, strerror } from "../system/libc.ts";
-import { say, verbose } from "../system/log.ts";
+import { say, verbose, write } from "../system/log.ts";
 import { accessRules } from "../connection/sources.ts";
 import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
 import { mainPid, notifyEnv, serving, stopping } from "../system/notify.ts";
@@ -26,19 +27,20 @@ import { atExit, exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
+import { PERMANENT_TRIES, spawnFailure, stderrOpen, StartOutput, type StartFailure } from "./start-failures.ts";
 import { PoolWatch } from "./status.ts";
 import { serveStatus } from "./status-http.ts";
 import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
+  EXIT_START_FAILED,
   isAdmitRequest,
   isRequestNote,
   LEAVE,
   REOPEN,
   reportsState,
   RETIRE,
-  WORKER_ENV,
   WORKER_FLAG,
   workerConfig,
   type WorkerMessage,
@@ -56,6 +58,8 @@ interface Child {
   served: number;
   /** Bumped by each HUP: workers of an older generation retire once the new ones wait. */
   generation: number;
+  /** Its stderr until it waits (start-failures.ts). */
+  output: StartOutput;
 }
 
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
@@ -83,6 +87,10 @@ export class WorkerPool {
   /** MIN and MAX, which TTIN and TTOU move. */
   private readonly policy: PoolPolicy;
   private generation = 0;
+  /** Failures in a row, before the pool first served, that trying again cannot mend (start-failures.ts). */
+  private permanentInARow = 0;
+  /** Socket's stderr is open: a starting worker's goes to a pipe, and this is passed as its STDERR_FD. */
+  private readonly holdsStderr = stderrOpen();
   /** USR2's new master, until it serves (then this one hands over) or fails. */
   private successor: Subprocess | undefined;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
@@ -98,8 +106,8 @@ export class WorkerPool {
     successor: boolean,
   ) {
     this.policy = { ...policy };
-    const config = workerConfig(options, address, this.logFile());
-    this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, [WORKER_ENV]: config };
+    const config = workerConfig(options, address, this.logFile(), this.holdsStderr);
+    this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, ...config };
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
     this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
     if (options.status !== undefined || options.slowMs !== undefined) {
@@ -165,8 +173,9 @@ export class WorkerPool {
     } catch (e) {
       // fork failed (EAGAIN, EMFILE, ENOMEM): try again later rather than stay short.
       this.backoff.fail();
+      const failure = spawnFailure(e, selfCommand()[0]);
       const serving = this.count("idle") + this.count("busy");
-      say(`cannot start a worker: ${(e as Error).message}; ${serving} running; trying again in ${this.backoff.delay()} ms`);
+      if (!this.lasting(failure)) say(`cannot start a worker: ${failure.why}; ${serving} running; trying again in ${this.backoff.delay()} ms`);
       this.balance();
     }
     this.reportStatus();
@@ -183,8 +192,8 @@ export class WorkerPool {
       // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
       proc = spawn([...selfCommand(), WORKER_FLAG], {
         argv0: this.title,
-        // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4.
-        stdio: ["ignore", "inherit", "inherit", this.listenFd, workerEnd],
+        // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).
+        stdio: this.holdsStderr ? ["ignore", "inherit", "pipe", this.listenFd, workerEnd, 2] : ["ignore", "inherit", "inherit", this.listenFd, workerEnd],
         env: this.workerEnv,
         serialization: "json",
         ipc: (message: WorkerMessage) => this.onMessage(proc.pid, message),
@@ -197,7 +206,8 @@ export class WorkerPool {
       close(workerEnd); // the worker has its copy; ours would hide the master's death from it
     }
     const now = Date.now();
-    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0, generation: this.generation });
+    const output = new StartOutput(proc.stderr instanceof ReadableStream ? proc.stderr : undefined);
+    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0, generation: this.generation, output });
     this.watch?.started(proc.pid);
     verbose(this.options, `pool: worker ${proc.pid} started`);
   }
@@ -226,7 +236,11 @@ export class WorkerPool {
       this.watch?.idle(pid);
       // A worker that has started is what ends a run of failures (not a busy
       // one: busy workers say so while others still cannot start).
-      if (worker.state === "starting") this.backoff.reset();
+      if (worker.state === "starting") {
+        this.backoff.reset();
+        this.permanentInARow = 0;
+        worker.output.pass();
+      }
       this.admissions?.release(pid);
       worker.state = "idle";
       worker.idleSince = Date.now();
@@ -242,6 +256,8 @@ export class WorkerPool {
   private onExit(pid: number, code: number | null, signal: NodeJS.Signals | number | null): void {
     const worker = this.workers.get(pid);
     if (!worker) return;
+    // One that never waited: what it said is read to its end first, for the line below.
+    if (worker.state === "starting" && !worker.output.settled) return void worker.output.ended().then(() => this.onExit(pid, code, signal));
     this.workers.delete(pid);
     this.watch?.ended(pid);
     this.admissions?.release(pid);
@@ -254,24 +270,54 @@ export class WorkerPool {
           ? "retired"
           : code === EXIT_LISTENER_FAILED
             ? "could not accept"
-            : `failed (exit ${code})`;
+            : code === EXIT_START_FAILED
+              ? "could not set itself up"
+              : `failed (exit ${code})`;
     verbose(this.options, `pool: worker ${pid} ended (${why})`);
     if (this.workers.size === 0) this.allGone?.();
     if (this.stopping) return;
     const byPolicy = code === EXIT_MAX_REQUESTS || code === EXIT_RETIRED || worker.retiring;
-    const failedAtOnce = !byPolicy && worker.served === 0 && Date.now() - worker.startedAt < QUICK_DEATH_MS;
+    const setUpFailed = code === EXIT_START_FAILED && worker.state === "starting";
+    const failedAtOnce = !byPolicy && worker.served === 0 && (setUpFailed || Date.now() - worker.startedAt < QUICK_DEATH_MS);
     // A listener that fails every accept would fail the next worker too: never replace it at once.
     if (failedAtOnce || code === EXIT_LISTENER_FAILED) {
       this.backoff.fail(); // never a tight loop of dying workers
       // Always said (the backoff paces it): with no worker serving, clients
       // would hang in the backlog with nothing in the log.
       const serving = this.count("idle") + this.count("busy");
-      const failure = `worker ${pid} ${why}${failedAtOnce ? " at start" : ""}`;
+      const words = worker.state === "starting" ? worker.output.words() : undefined;
+      const failure = `worker ${pid} ${why}${failedAtOnce && !setUpFailed ? " at start" : ""}${words ? `: ${words}` : ""}`;
       const delay = this.backoff.delay();
+      if (this.lasting({ why: failure, permanent: setUpFailed })) return this.balance();
       if (serving === 0) say(`no worker is running: ${failure}; trying again in ${delay} ms`);
       else say(`cannot start a worker: ${failure}; ${serving} running; trying again in ${delay} ms`);
     }
     this.balance();
+  }
+
+  /**
+   * A failed start that trying again cannot mend, before the pool first
+   * served: tried PERMANENT_TRIES times in a row (quietly, -v says so), then
+   * socket gives up. Whether it was dealt with here (no retry line to say).
+   */
+  private lasting(failure: StartFailure): boolean {
+    if (this.ready || !failure.permanent) {
+      this.permanentInARow = 0;
+      return false;
+    }
+    if (++this.permanentInARow < PERMANENT_TRIES) verbose(this.options, `pool: cannot start a worker: ${failure.why}; trying again`);
+    else void this.giveUp(failure.why);
+    return true;
+  }
+
+  /** No worker can start: one line (-b's caller says it and exits with its status), what was started is ended, and socket exits. */
+  private async giveUp(why: string): Promise<void> {
+    if (this.stopping) return;
+    const fatal = new Fatal(`no worker can start: ${why}`, 1);
+    write(fatal.text);
+    reportFatal(fatal.text, fatal.status);
+    await this.stop(undefined, 0);
+    exitNow(fatal.status);
   }
 
   /** --status's counts of what happened in a worker (not its state). */
@@ -310,7 +356,7 @@ export class WorkerPool {
     try {
       for (let i = 0; i < want; i++) this.spawn();
     } catch (e) {
-      say(`cannot start a worker: ${(e as Error).message}`); // balance() retries after its backoff
+      say(`cannot start a worker: ${spawnFailure(e, selfCommand()[0]).why}`); // balance() retries after its backoff
       this.backoff.fail();
     }
     this.balance();
@@ -442,7 +488,7 @@ export class WorkerPool {
    * every queued connection (34 of 40 clients waiting in a -W 2 pool were).
    * Within the grace period; then what is left is ended.
    */
-  async stop(successor?: number): Promise<void> {
+  async stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
     this.stopping = true;
     // A successor's workers serve the queue: this master's just finish their connections.
     if (successor === undefined) stopping();
@@ -453,7 +499,7 @@ export class WorkerPool {
     for (const worker of this.workers.values()) sendByte(worker.control, successor === undefined ? RETIRE : LEAVE);
     if (this.workers.size > 0) {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
-      await Promise.race([gone, Bun.sleep(this.policy.graceMs)]);
+      await Promise.race([gone, Bun.sleep(graceMs)]);
     }
     // Grace is over: whatever socket started and still runs (programs, what
     // they forked, busy workers) gets TERM, then KILL.

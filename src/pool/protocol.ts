@@ -19,6 +19,11 @@ export interface WorkerConfig {
   masterPid: number;
   /** -b --log FILE as an absolute path: what SIGUSR1 makes the worker reopen onto its stdout and stderr. */
   logFile?: string;
+  /**
+   * Socket's own stderr, as this descriptor: until the worker waits for
+   * connections its fd 2 is a pipe the master reads (STDERR_FD).
+   */
+  stderrFd?: number;
 }
 
 /** A worker's configuration read and checked: the options it serves with, and its master's facts. */
@@ -27,6 +32,7 @@ export interface Worker {
   address: Address;
   masterPid: number;
   logFile: string | undefined;
+  stderrFd: number | undefined;
 }
 
 export const WORKER_ENV = "SOCKET_WORKER";
@@ -34,6 +40,13 @@ export const WORKER_FLAG = "--pool-worker";
 /** The worker's descriptors, as the master's spawn places them. */
 export const LISTEN_FD = 3;
 export const CONTROL_FD = 4;
+/**
+ * Socket's own stderr in a starting worker, whose fd 2 is a pipe to the
+ * master: what a worker says before it waits (Bun's crash report when it
+ * cannot create a thread under a process limit) is the master's to
+ * condense into its one line. Once it waits, the worker puts this on fd 2.
+ */
+export const STDERR_FD = 5;
 
 /**
  * Master to worker, one byte on the control socket: finish the connection
@@ -84,6 +97,33 @@ export const EXIT_MAX_REQUESTS = 0;
 export const EXIT_RETIRED = 3;
 /** Exit status of a worker whose listener failed (accept: neither a connection nor EAGAIN): the master backs off. */
 export const EXIT_LISTENER_FAILED = 4;
+/**
+ * Exit status of a worker that could not set itself up, for a reason that
+ * would stop the next one too (not a shortage: see transientErrno). Before
+ * the pool first serves, the master gives up on it (start-failures.ts).
+ */
+export const EXIT_START_FAILED = 5;
+
+/**
+ * Errors of a start (posix_spawn, or a worker's own setup) that pass by
+ * themselves: a process or memory limit, descriptors, a busy executable.
+ * Any other (EACCES, ENOENT, ENOEXEC, E2BIG...) recurs at every try.
+ */
+const TRANSIENT_ERRNOS = new Set([
+  4, // EINTR
+  11, // EAGAIN: a process limit (RLIMIT_NPROC, pids.max)
+  12, // ENOMEM
+  16, // EBUSY
+  23, // ENFILE
+  24, // EMFILE
+  26, // ETXTBSY: the executable is being written (an upgrade)
+  105, // ENOBUFS
+]);
+
+/** Whether an errno (Bun's are negative) names a shortage that passes, not a lasting fault. */
+export function transientErrno(errno: number): boolean {
+  return TRANSIENT_ERRNOS.has(Math.abs(errno));
+}
 
 /**
  * Whether workers say busy and idle: only a dynamic pool, -v,
@@ -100,9 +140,36 @@ export function reportsEvents(options: Options): boolean {
   return options.status !== undefined;
 }
 
-export function workerConfig(options: Options, address: Address, logFile: string | undefined): string {
-  const config: WorkerConfig = { options, address, masterPid: process.pid, logFile };
-  return JSON.stringify(config);
+/**
+ * The kernel takes at most 128 KiB per environment string (MAX_ARG_STRLEN):
+ * a -p command near socket's own argument limit, escaped in JSON, is more.
+ * The configuration is split into variables of this many bytes.
+ */
+const PART_BYTES = 64 << 10;
+
+/** The worker's configuration as environment variables: SOCKET_WORKER, then SOCKET_WORKER_1, _2... while it lasts. */
+export function workerConfig(options: Options, address: Address, logFile: string | undefined, holdsStderr: boolean): Record<string, string> {
+  const config: WorkerConfig = { options, address, masterPid: process.pid, logFile, stderrFd: holdsStderr ? STDERR_FD : undefined };
+  // ASCII only (\u escapes), so that a part's characters are its bytes and no character is cut in two.
+  const text = JSON.stringify(config).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  const env: Record<string, string> = {};
+  for (let i = 0; i * PART_BYTES < text.length; i++) env[i === 0 ? WORKER_ENV : `${WORKER_ENV}_${i}`] = text.slice(i * PART_BYTES, (i + 1) * PART_BYTES);
+  return env;
+}
+
+/**
+ * The worker's side: the configuration's parts joined, and taken out of the
+ * environment (programs must not see them; a master's workers must not
+ * inherit stale parts). Undefined without a first part.
+ */
+export function takeWorkerConfig(env: Record<string, string | undefined>): string | undefined {
+  let text = env[WORKER_ENV];
+  delete env[WORKER_ENV];
+  for (let i = 1; env[`${WORKER_ENV}_${i}`] !== undefined; i++) {
+    if (text !== undefined) text += env[`${WORKER_ENV}_${i}`];
+    delete env[`${WORKER_ENV}_${i}`];
+  }
+  return text;
 }
 
 function isAddress(a: unknown): a is Address {
@@ -127,5 +194,6 @@ export function readWorkerConfig(text: string): Worker {
   if (!isAddress(config.address)) throw malformed("address");
   if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
   if (config.logFile !== undefined && typeof config.logFile !== "string") throw malformed("logFile");
-  return { options, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile };
+  if (config.stderrFd !== undefined && !Number.isInteger(config.stderrFd)) throw malformed("stderrFd");
+  return { options, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile, stderrFd: config.stderrFd };
 }

@@ -12,10 +12,11 @@ import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
-import { accept, close, dieWithParent, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
+import { Fatal } from "../fatal.ts";
+import { accept, close, dieWithParent, dup2, EAGAIN, ECONNABORTED, EINTR, EPROTO, getppid, isReadable, MSG_DONTWAIT, recv, remoteEndpoint, setCloexec, SysError } from "../system/libc.ts";
 import { reopenLog } from "../system/daemon.ts";
-import { say, verbose } from "../system/log.ts";
-import { nextTick, signalNumber } from "../system/signals.ts";
+import { say, verbose, write } from "../system/log.ts";
+import { exitNow, nextTick, signalNumber } from "../system/signals.ts";
 import { admitted } from "./admission.ts";
 import { Prestart } from "./prestart.ts";
 import {
@@ -23,11 +24,14 @@ import {
   EXIT_LISTENER_FAILED,
   EXIT_MAX_REQUESTS,
   EXIT_RETIRED,
+  EXIT_START_FAILED,
   LEAVE,
   REOPEN,
   LISTEN_FD,
   reportsEvents,
   reportsState,
+  readWorkerConfig,
+  transientErrno,
   type Worker,
   type WorkerMessage,
 } from "./protocol.ts";
@@ -78,7 +82,38 @@ function hearMaster(): "drain" | "leave" | "reopen" | "nothing" {
   return n === 1 && byte[0] === LEAVE ? "leave" : n === 1 && byte[0] === REOPEN ? "reopen" : "drain";
 }
 
-export async function runWorker(worker: Worker): Promise<never> {
+/** Set once the worker has said it waits: a failure after that is no failure to start. */
+let started = false;
+
+/**
+ * A worker from its configuration (the SOCKET_WORKER text). One that cannot
+ * set itself up says why in one line (to the master, which reads its
+ * stderr until it waits) and exits EXIT_START_FAILED, or 1 for a shortage
+ * (EAGAIN, EMFILE...) that the next try may not meet.
+ */
+export async function startWorker(configText: string): Promise<never> {
+  try {
+    return await runWorker(readWorkerConfig(configText));
+  } catch (e) {
+    if (started) throw e;
+    if (e instanceof Fatal) write(e.text);
+    else say(`worker: ${e instanceof Error ? e.message : String(e)}`);
+    return exitNow(e instanceof SysError && transientErrno(e.errno) ? 1 : EXIT_START_FAILED);
+  }
+}
+
+/** Ready: socket's own stderr back on fd 2, in place of the master's pipe (protocol.ts STDERR_FD). */
+function takeStderr(worker: Worker): void {
+  if (worker.stderrFd === undefined) return;
+  try {
+    dup2(worker.stderrFd, 2);
+    close(worker.stderrFd);
+  } catch {
+    // the pipe stays: the master passes on what comes through it
+  }
+}
+
+async function runWorker(worker: Worker): Promise<never> {
   const { options, address } = worker;
   // Die with the master, however it dies (SIGKILL included): nothing may be
   // left holding the port. Then check it did not die before we asked.
@@ -87,6 +122,7 @@ export async function runWorker(worker: Worker): Promise<never> {
   // Programs must not inherit the listener (they would hold the port) or the control socket.
   setCloexec(LISTEN_FD);
   setCloexec(CONTROL_FD);
+  if (worker.stderrFd !== undefined) setCloexec(worker.stderrFd);
 
   // What --status counts and --slow names, told to the master as it happens.
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
@@ -131,6 +167,8 @@ export async function runWorker(worker: Worker): Promise<never> {
 
   // Ready, said even in a quiet fixed pool: the master announces readiness
   // (READY=1, -b's caller released) once the first workers wait in accept.
+  takeStderr(worker);
+  started = true;
   tell(options, "idle", true);
   const maxRequests = options.pool?.maxRequests ?? 0;
   let served = 0;

@@ -243,9 +243,11 @@ export function openPidFile(keep = false): void {
   atExit(() => {
     if (pidFileHandedOver) return;
     try {
-      // Only our own file, still naming us: not one put there since.
+      // Only our own file, still naming us (or nobody: socket ends before it
+      // served, as when no pool worker can start): not one put there since.
       const [ours, there] = [fstatSync(fd), lstatSync(path)];
-      if (ours.ino === there.ino && ours.dev === there.dev && readFileSync(path, "utf8").trim() === String(process.pid)) unlinkSync(path);
+      const names = readFileSync(path, "utf8").trim();
+      if (ours.ino === there.ino && ours.dev === there.dev && (names === String(process.pid) || names === "")) unlinkSync(path);
     } catch {
       // no longer allowed to unlink it (-u): at least it names nobody
       ftruncateSync(fd, 0);
