@@ -327,20 +327,24 @@ export class FastCgiHandler implements SocketEvents {
       request.flushing = true;
       const caughtUp = () => {
         request.flushing = false;
-        const head = request.queue.head();
-        if (head) {
-          const next = head.slice(); // Bun may keep what it is given
-          request.queue.take(head.length);
-          return this.give(request, proc, next);
-        }
-        if (request.inputEnded) endInput(proc);
-        this.resume();
+        this.pump(request, proc);
       };
       flushed.then(caughtUp, caughtUp);
     } catch {
       // the program exited without reading all its input: the rest is dropped
       request.queue.clear();
     }
+  }
+
+  /** What waits in request.queue into the program's stdin until Bun must wait for the pipe again; all gone: EOF after the body's end, and reading on. */
+  private pump(request: Request, proc: Cgi): void {
+    for (let head = request.queue.head(); head && !request.flushing; head = request.queue.head()) {
+      request.queue.take(head.length); // its bytes are not reused: Bun may keep them
+      this.give(request, proc, head);
+    }
+    if (request.flushing) return;
+    if (request.inputEnded) endInput(proc);
+    this.resume();
   }
 
   /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program (past --max-body: as fastcgi-worker.ts's). */
