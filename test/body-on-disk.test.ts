@@ -36,11 +36,11 @@ function peakRss(pid: number): number {
   return Number(kib) * 1024;
 }
 
-describe("a 64 MiB body to a -W 1 worker", () => {
+describe("a 64 MiB body", () => {
   test.each([
     ["FastCGI without CONTENT_LENGTH", "--fastcgi"],
     ["SCGI", "--scgi"],
-  ])("%s: held in an unlinked file in $TMPDIR, the CGI's stdin, with its CONTENT_LENGTH; bounded RSS", async (_name, flag) => {
+  ])("%s to a -W 1 worker: held in an unlinked file in $TMPDIR, the CGI's stdin, with its CONTENT_LENGTH; bounded RSS", async (_name, flag) => {
     using dir = tempDir();
     using spool = tempDir();
     const cgi = writeExecutable(join(dir.path, "stdin.cgi"), STDIN_CGI);
@@ -59,19 +59,23 @@ describe("a 64 MiB body to a -W 1 worker", () => {
     expect(readdirSync(spool.path)).toEqual([]);
   }, 30000);
 
-  test("FastCGI: a CGI that writes 3 MB before it reads its body: the body waits on disk, not in the worker; all arrives", async () => {
+  test.each([
+    ["-W 1", ["-W", "1"], false],
+    ["-W 1, the request half-closed after its body", ["-W", "1"], true],
+    ["-l -f", ["-l", "-f"], false],
+  ])("FastCGI with %s: a CGI that writes 3 MB before it reads its body: the body waits on disk, not in socket's memory; all arrives", async (_name, mode, halfClose) => {
     using dir = tempDir();
     using spool = tempDir();
     const cgi = writeExecutable(join(dir.path, "first.cgi"), ANSWER_FIRST_CGI);
-    await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
-    const [worker] = workersOf(server.proc.pid);
+    await using server = await startServer(["--fastcgi", ...mode, "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
+    const [serving] = mode[0] === "-W" ? workersOf(server.proc.pid) : [server.proc.pid];
     const body = randomBody(BODY_BYTES);
-    const reply = await exchange(server.target, fcgiRequest(1, [["CONTENT_LENGTH", String(body.length)]], body), { ms: 15000 });
+    const reply = await exchange(server.target, fcgiRequest(1, [["CONTENT_LENGTH", String(body.length)]], body), { ms: 15000, halfClose });
     const answer = Buffer.concat(parseRecords(reply.data).records.filter((r) => r.type === 6).map((r) => r.content));
     const header = "Content-Type: application/octet-stream\r\n\r\n";
     expect(answer.length).toBe(header.length + 3000000 + 68);
     expect(answer.subarray(header.length + 3000000).toString()).toBe(`${SHA(body)}  -\n`);
-    expect(peakRss(worker)).toBeLessThan(RSS_BOUND);
+    expect(peakRss(serving)).toBeLessThan(RSS_BOUND);
   }, 30000);
 });
 
