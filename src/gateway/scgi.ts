@@ -352,8 +352,7 @@ export class ScgiHandler implements SocketEvents {
     try {
       fd = bodyFile();
     } catch (e) {
-      gatewayLog(this.options, "scgi", e instanceof Error ? e.message : String(e));
-      return this.refuse(BAD_GATEWAY);
+      return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
     }
     this.spool = { fd, left: request.contentLength, launch };
     this.take(bodyStart);
