@@ -8,7 +8,8 @@
 import { ftruncateSync, readSync, writeSync } from "node:fs";
 import { close, rewind, unlinkedFile } from "../system/libc.ts";
 import { warn } from "../system/log.ts";
-import { bodyOverLimit, type Variable } from "./cgi.ts";
+import { bodyOverLimit, gatewayLog, TOO_LARGE, type Variable } from "./cgi.ts";
+import { encodeRecord, TYPE } from "./fastcgi-records.ts";
 
 /**
  * A new file for a body: unlinked, in $TMPDIR (else /tmp). When none can be
@@ -46,23 +47,33 @@ export const newSpool = (variables: Variable[]): BodySpool => ({ variables, fd: 
 export type SpoolStep =
   /** Taken: more is to come. */
   | { more: true }
-  /** This record passed --max-body: answer 413 now (the line says why); the rest is dropped. */
-  | { refuse: string }
-  /** A record of a refused body, dropped. */
+  /** Past --max-body (413 sent as this record passed it): dropped. */
   | { dropped: true }
   /** The body has ended: run the CGI so (the caller closes spool.fd once it has it), or, refused, end the request. */
   | { run: { variables: Variable[]; stdin: number | "ignore" } }
   | { refused: true };
 
-/** One STDIN record into the spool, within --max-body (cgi.ts bodyOverLimit). */
-export function spoolRecord(spool: BodySpool, content: Uint8Array, options: { maxBody: number }): SpoolStep {
+/**
+ * One STDIN record of request `id` into the spool, within --max-body
+ * (cgi.ts bodyOverLimit): the record that passes it has 413 sent at once
+ * (`send`: the connection's), and the rest is dropped until the body's end.
+ */
+export function spoolRecord(
+  spool: BodySpool,
+  content: Uint8Array,
+  id: number,
+  options: { maxBody: number; verbose: boolean },
+  send: (bytes: Uint8Array) => void,
+): SpoolStep {
   if (content.length === 0) return spool.refused ? { refused: true } : { run: spooledInput(spool) };
   if (spool.refused) return { dropped: true };
   const over = bodyOverLimit(options, spool.size + content.length, "received");
   if (over) {
+    gatewayLog(options, "fastcgi", over);
+    send(encodeRecord(TYPE.STDOUT, id, TOO_LARGE));
     spool.refused = true;
     closeSpool(spool);
-    return { refuse: over };
+    return { dropped: true };
   }
   spool.fd ??= bodyFile();
   writeAt(spool.fd, content, spool.size);

@@ -30,7 +30,7 @@ import {
   writeSome,
 } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, type CgiSource, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource, type Variable } from "./cgi.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
 import { BodyQueue, closeSpool, newSpool, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
@@ -374,12 +374,8 @@ class FastCgiConnection {
    */
   private spoolStdin(request: Job, content: Uint8Array): string | undefined {
     const spool = request.spool!;
-    const step = spoolRecord(spool, content, this.options);
+    const step = spoolRecord(spool, content, request.id, this.options, (bytes) => this.send(bytes));
     if ("more" in step) this.awaitBody();
-    if ("refuse" in step) {
-      gatewayLog(this.options, "fastcgi", step.refuse);
-      this.send(encodeRecord(TYPE.STDOUT, request.id, TOO_LARGE));
-    }
     if (!("run" in step || "refused" in step)) return undefined;
     request.spool = undefined;
     request.inputEnded = true;

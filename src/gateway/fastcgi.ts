@@ -7,7 +7,7 @@
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, TOO_LARGE, type CgiSource, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
 import { BodyQueue, closeSpool, newSpool, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
@@ -349,12 +349,8 @@ export class FastCgiHandler implements SocketEvents {
 
   /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program (past --max-body: as fastcgi-worker.ts's). */
   private spoolStdin(request: Request, content: Uint8Array): string | undefined {
-    const step = spoolRecord(request.spool!, content, this.options);
+    const step = spoolRecord(request.spool!, content, request.id, this.options, (bytes) => this.send(bytes));
     if ("more" in step) this.awaitBody();
-    if ("refuse" in step) {
-      gatewayLog(this.options, "fastcgi", step.refuse);
-      this.send(encodeRecord(TYPE.STDOUT, request.id, TOO_LARGE));
-    }
     if ("run" in step) this.runSpooled(request, step.run.variables, step.run.stdin);
     if ("refused" in step) {
       request.spool = undefined;
