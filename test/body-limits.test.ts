@@ -9,7 +9,9 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseSize } from "../src/cli/parse.ts";
 import { exchange, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
-import { endRequests, fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
+import { endRequests, fcgiRequest, noNginx, parseRecords, PROTOCOLS, scgiRequest, startNginx } from "./gateway-peers.ts";
+
+if (noNginx) console.warn("body-limits.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
 
 const modes = [
   { name: "-W 2", args: ["-W", "2"] },
@@ -70,6 +72,22 @@ describe.each(modes)("--max-body 1k with $name", ({ args }) => {
     expect(second).toBe("Content-Type: text/plain\r\n\r\nread 1024\n");
     await waitFor("the -v line", () => server.stderr().includes("fastcgi: 413: a body past --max-body (1024 bytes)"));
   });
+});
+
+describe.each(PROTOCOLS)("$name through nginx (client_max_body_size 16m)", ({ flag, protocol }) => {
+  test.skipIf(noNginx).each(modes)("--max-body 1m with $name: POSTs of 4 and 8 MB get socket's 413 (not a 502), 1 MB is served", async ({ args }) => {
+    using dir = tempDir();
+    const cgi = markingCgi(dir.path);
+    await using server = await startServer([flag, ...args, "--max-body", "1m", "-p", cgi.path, "-s", "0"]);
+    await using nginx = await startNginx(dir.path, protocol, server.target, { maxBody: "16m" });
+    const post = async (size: number) => {
+      const response = await nginx.fetch("/upload", { method: "POST", body: new Uint8Array(size) });
+      return `${response.status} ${await response.text()}`;
+    };
+    expect([await post(4 << 20), await post(8 << 20)]).toEqual(["413 413 Payload Too Large\n", "413 413 Payload Too Large\n"]);
+    expect(existsSync(cgi.marker)).toBe(false);
+    expect(await post(1 << 20)).toBe(`200 read ${1 << 20}\n`);
+  }, 20000);
 });
 
 describe("--max-body on the command line", () => {

@@ -37,26 +37,47 @@ export interface BodySpool {
   /** The file, made at the first byte (none for an empty body). */
   fd: number | undefined;
   size: number;
-  /** Past --max-body: 413 has been answered, the rest of the body is dropped until its end. */
+  /** Past --max-body: the body is read and dropped to its end, then answered 413. */
   refused: boolean;
 }
 
-export const newSpool = (variables: Variable[]): BodySpool => ({ variables, fd: undefined, size: 0, refused: false });
+/**
+ * At the end of a FastCGI request's PARAMS: undefined when its body streams
+ * into the CGI's stdin (a CONTENT_LENGTH within --max-body); else a spool,
+ * to read it whole into a file before the CGI runs (no CONTENT_LENGTH), or
+ * refused (a CONTENT_LENGTH over --max-body: the CGI never runs).
+ *
+ * A refused body is read and dropped to its end, and only then answered
+ * 413: nginx stops sending a body once it has the answer's header, so an
+ * answer before the body's end would leave the request hanging, and a
+ * close with the body unread sends a reset that can destroy the answer
+ * (nginx then says 502). The caller's body deadline bounds the wait.
+ */
+export function spoolFor(variables: Variable[], streams: boolean, options: { maxBody: number; verbose: boolean }): BodySpool | undefined {
+  const spool: BodySpool = { variables, fd: undefined, size: 0, refused: false };
+  if (!streams) return spool;
+  const length = Number(variables.find(([name]) => name === "CONTENT_LENGTH")?.[1]);
+  const over = bodyOverLimit(options, length, "declared");
+  if (!over) return undefined;
+  gatewayLog(options, "fastcgi", over);
+  spool.refused = true;
+  return spool;
+}
 
 /** What a STDIN record of a spooled body leads to. */
 export type SpoolStep =
   /** Taken: more is to come. */
   | { more: true }
-  /** Past --max-body (413 sent as this record passed it): dropped. */
+  /** Past --max-body: dropped. */
   | { dropped: true }
-  /** The body has ended: run the CGI so (the caller closes spool.fd once it has it), or, refused, end the request. */
+  /** The body has ended: run the CGI so (the caller closes spool.fd once it has it), or, refused (413 sent), end the request. */
   | { run: { variables: Variable[]; stdin: number | "ignore" } }
   | { refused: true };
 
 /**
  * One STDIN record of request `id` into the spool, within --max-body
- * (cgi.ts bodyOverLimit): the record that passes it has 413 sent at once
- * (`send`: the connection's), and the rest is dropped until the body's end.
+ * (cgi.ts bodyOverLimit): from the record that passes it the body is
+ * dropped, and at its end 413 is sent (`send`: the connection's; see spoolFor).
  */
 export function spoolRecord(
   spool: BodySpool,
@@ -65,12 +86,15 @@ export function spoolRecord(
   options: { maxBody: number; verbose: boolean },
   send: (bytes: Uint8Array) => void,
 ): SpoolStep {
-  if (content.length === 0) return spool.refused ? { refused: true } : { run: spooledInput(spool) };
+  if (content.length === 0 && spool.refused) {
+    send(encodeRecord(TYPE.STDOUT, id, TOO_LARGE));
+    return { refused: true };
+  }
+  if (content.length === 0) return { run: spooledInput(spool) };
   if (spool.refused) return { dropped: true };
   const over = bodyOverLimit(options, spool.size + content.length, "received");
   if (over) {
     gatewayLog(options, "fastcgi", over);
-    send(encodeRecord(TYPE.STDOUT, id, TOO_LARGE));
     spool.refused = true;
     closeSpool(spool);
     return { dropped: true };

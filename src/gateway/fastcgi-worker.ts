@@ -32,7 +32,7 @@ import {
 import { nextTick } from "../system/signals.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource, type Variable } from "./cgi.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
-import { BodyQueue, closeSpool, newSpool, spoolRecord, type BodySpool } from "./body-spool.ts";
+import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
@@ -279,8 +279,9 @@ class FastCgiConnection {
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
     request.started = true;
-    if (!streams) {
-      request.spool = newSpool(variables);
+    const spool = spoolFor(variables, streams, this.options);
+    if (spool) {
+      request.spool = spool;
       this.awaitBody();
       return undefined;
     }
@@ -288,7 +289,7 @@ class FastCgiConnection {
     return undefined;
   }
 
-  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records. */
+  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records (a refused body's, dropped, do not count). */
   private awaitBody(): void {
     this.deadline = Date.now() + Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
     this.why = "connection timed out in the body";
@@ -369,8 +370,8 @@ class FastCgiConnection {
 
   /**
    * A record of a body without CONTENT_LENGTH, into the spool; the empty one
-   * starts the program. Past --max-body, 413 at once, and the rest is
-   * dropped within what is left of the body's deadline, then END_REQUEST.
+   * starts the program. Past --max-body the rest is dropped (within what is
+   * left of the body's deadline), then 413 and END_REQUEST (body-spool.ts).
    */
   private spoolStdin(request: Job, content: Uint8Array): string | undefined {
     const spool = request.spool!;

@@ -8,7 +8,7 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
-import { BodyQueue, closeSpool, newSpool, spoolRecord, type BodySpool } from "./body-spool.ts";
+import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -245,8 +245,9 @@ export class FastCgiHandler implements SocketEvents {
     const gathered = gatherParams(request, content);
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
-    if (!streams) {
-      request.spool = newSpool(variables);
+    const spool = spoolFor(variables, streams, this.options);
+    if (spool) {
+      request.spool = spool;
       this.awaitBody();
       return undefined;
     }
@@ -254,7 +255,7 @@ export class FastCgiHandler implements SocketEvents {
     return undefined;
   }
 
-  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records. */
+  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records (a refused body's, dropped, do not count). */
   private awaitBody(): void {
     clearTimeout(this.timer);
     const ms = Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
@@ -347,7 +348,7 @@ export class FastCgiHandler implements SocketEvents {
     this.resume();
   }
 
-  /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program (past --max-body: as fastcgi-worker.ts's). */
+  /** A record of a spooled body, as fastcgi-worker.ts's spoolStdin says. */
   private spoolStdin(request: Request, content: Uint8Array): string | undefined {
     const step = spoolRecord(request.spool!, content, request.id, this.options, (bytes) => this.send(bytes));
     if ("more" in step) this.awaitBody();
