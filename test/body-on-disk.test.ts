@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { BodyQueue } from "../src/gateway/body-spool.ts";
-import { exchange, startServer, tempDir, workersOf, writeExecutable } from "./harness.ts";
+import { exchange, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
 import { fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
 
 const MIB = 1024 * 1024;
@@ -77,6 +77,27 @@ describe("a 64 MiB body", () => {
     expect(answer.subarray(header.length + 3000000).toString()).toBe(`${SHA(body)}  -\n`);
     expect(peakRss(serving)).toBeLessThan(RSS_BOUND);
   }, 30000);
+});
+
+test.each([
+  ["SCGI", "--scgi"],
+  ["FastCGI", "--fastcgi"],
+])("%s: a $TMPDIR where no file can be made: the request with a body fails with a line saying why; one without a body is served", async (_name, flag) => {
+  using dir = tempDir();
+  const cgi = writeExecutable(join(dir.path, "stdin.cgi"), STDIN_CGI);
+  const missing = join(dir.path, "no-such-dir");
+  await using server = await startServer([flag, "-W", "1", "-p", cgi, "-s", "0"], { env: { TMPDIR: missing } });
+  const body = new Uint8Array(1000);
+  const request = (withBody: boolean) =>
+    flag === "--scgi"
+      ? scgiRequest([["CONTENT_LENGTH", String(withBody ? body.length : 0)], ["SCGI", "1"]], withBody ? body : undefined)
+      : fcgiRequest(1, [["REQUEST_METHOD", "POST"]], withBody ? body : undefined);
+  const failed = await exchange(server.target, request(true));
+  expect(failed.data.toString()).not.toContain("length");
+  await waitFor("the line", () => server.stderr().includes(`socket: cannot hold a request body in ${missing} (TMPDIR): unable to create a file in ${missing}: No such file or directory`));
+  const served = await exchange(server.target, request(false));
+  const text = flag === "--scgi" ? served.data.toString() : parseRecords(served.data).stdout;
+  expect(text).toContain("Content-Type: text/plain\r\n\r\n");
 });
 
 describe("BodyQueue", () => {
