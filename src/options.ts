@@ -49,6 +49,8 @@ export interface Options {
   cgiRoot: string | undefined;
   /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
   passEnv: string[];
+  /** --max-body: the most bytes of body one request may send (gateway/cgi.ts bodyOverLimit). */
+  maxBody: number;
   /** -b: where the daemon's stdout and stderr go. */
   log: string | undefined;
   pidFile: string | undefined;
@@ -78,8 +80,8 @@ export type Gateway = "scgi" | "fastcgi";
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
 
 /**
- * What a gateway reads: -v, --timeout, --pass-env, and the pool's size
+ * What a gateway reads: -v, --timeout, --pass-env, --max-body, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
  * argument (gateway/cgi.ts CgiSource).
  */
-export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "pool">;
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "pool">;

@@ -104,7 +104,7 @@ describe.each(protocols)("$name answers stream", ({ flag, protocol }) => {
   });
 });
 
-describe("SCGI: a body over the 1 GiB spool limit", () => {
+describe("SCGI: a body over --max-body (default 100m)", () => {
   test.each([
     ["-W 2", ["-W", "2"]],
     ["-l -f", ["-l", "-f"]],
@@ -114,7 +114,7 @@ describe("SCGI: a body over the 1 GiB spool limit", () => {
     await using server = await startServer(["--scgi", ...args, "-p", cgi(dir.path, "touch.cgi", `#!/bin/sh\ntouch ${marker}\n`), "-s", "0"]);
     const reply = await exchange(server.target, scgiRequest([["CONTENT_LENGTH", String(2 ** 31)], ["SCGI", "1"]]));
     expect(reply.data.toString().startsWith("Status: 413 Payload Too Large\r\n")).toBe(true);
-    await waitFor("the -v line", () => server.stderr().includes("scgi: 413: a body of 2147483648 bytes is over the 1024 MiB limit"));
+    await waitFor("the -v line", () => server.stderr().includes("scgi: 413: a body of 2147483648 bytes is over --max-body (104857600 bytes)"));
     expect(existsSync(marker)).toBe(false);
   });
 });

@@ -80,6 +80,19 @@ function number(text: string | undefined, name: string, min: number, max: number
 
 export const MAX_WORKERS = 1024;
 
+/** --max-body when not given: see its paragraph in socket(1). */
+export const DEFAULT_MAX_BODY = 100 * 1024 * 1024;
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+/** The largest --max-body: a bound a file in $TMPDIR can still be. */
+const MAX_BODY_LIMIT = 1024 ** 4;
+
+/** A size as nginx's client_max_body_size reads it: bytes, or a number with k, m or g (either case, powers of 1024); at least 1 byte. */
+export function parseSize(text: string): number | undefined {
+  const m = text.match(/^(\d{1,13})([kmg]?)$/i);
+  const size = m ? Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()] : NaN;
+  return size >= 1 && size <= MAX_BODY_LIMIT ? size : undefined;
+}
+
 /**
  * Checks a command line. `passedSocket`: the service manager passed this
  * process a socket (LISTEN_PID), which `-s` alone then means.
@@ -222,6 +235,13 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
     return usageError(`${NAME}: --pass-env wants a variable name (letters, digits and _, not starting with a digit), not '${badName}'`);
   }
 
+  const maxBodyText = str("max-body");
+  const maxBody = maxBodyText === undefined ? DEFAULT_MAX_BODY : parseSize(maxBodyText);
+  if (maxBodyText !== undefined && gateway === undefined) return usageError(`${NAME}: --max-body needs --scgi or --fastcgi`);
+  if (maxBody === undefined) {
+    return { exit: EXIT_USAGE, stderr: `${NAME}: --max-body wants a size from 1 to 1024g (bytes, or a number with k, m or g), not '${maxBodyText}'\n` };
+  }
+
   const extras = operatorOptions(str, parsed.tokens, destination, server, pool !== undefined);
   if ("exit" in extras) return extras;
 
@@ -251,6 +271,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
       group: str("group"),
       gateway,
       passEnv,
+      maxBody,
       log: str("log"),
       pidFile: str("pid-file"),
       graceMs: (graceAny ?? 0) * 1000,

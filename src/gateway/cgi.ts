@@ -25,16 +25,23 @@ export const LIMITS = {
   headerBytes: 64 * 1024,
   /** Far above the few dozen variables a web server sends; bounds the work per request. */
   variables: 1000,
-  /**
-   * A body taken in before the program runs (SCGI's; FastCGI's without
-   * CONTENT_LENGTH, or unread while its output is held) lives in memory (a
-   * memfd): at most 1 GiB, far above nginx's client_max_body_size default (1 MiB).
-   */
-  spooledBody: 1 << 30,
 };
 
-/** The answer to a body over LIMITS.spooledBody. */
+/** The answer to a body over --max-body. */
 export const TOO_LARGE = new TextEncoder().encode("Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\n413 Payload Too Large\n");
+
+/**
+ * --max-body, the one rule for SCGI and both FastCGI engines: the -v line
+ * refusing a body of `size` bytes, or undefined within the limit.
+ * "declared": CONTENT_LENGTH, known before the body (413, the CGI does not
+ * run); "received": what has come so far of a body.
+ */
+export function bodyOverLimit(options: { maxBody: number }, size: number, how: "declared" | "received"): string | undefined {
+  if (size <= options.maxBody) return undefined;
+  return how === "declared"
+    ? `413: a body of ${size} bytes is over --max-body (${options.maxBody} bytes)`
+    : `413: a body past --max-body (${options.maxBody} bytes)`;
+}
 
 /**
  * How long a connection may take to deliver its request header when
@@ -196,7 +203,13 @@ function commandDirectory(program: Program): string | undefined {
   return program.argv0.includes("/") ? dirname(resolve(program.argv[0])) : undefined;
 }
 
-export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Launch {
+export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions & { maxBody: number }, protocol: Gateway): Launch {
+  const length = variables.find(([name]) => name === "CONTENT_LENGTH")?.[1] ?? "";
+  const over = /^\d+$/.test(length) ? bodyOverLimit(options, Number(length), "declared") : undefined;
+  if (over) {
+    gatewayLog(options, protocol, over);
+    return { answer: TOO_LARGE };
+  }
   if ("command" in source) {
     const program = cgiProgram(source.command);
     return withRawValues({ program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) }, variables);

@@ -30,10 +30,10 @@ import {
   writeSome,
 } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource } from "./cgi.ts";
 import type { Variable } from "./variables.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
-import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
+import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
@@ -71,12 +71,13 @@ interface Job {
   proc: Cgi | undefined;
   /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
   stdin: number | undefined;
-  /** Body bytes the program has not taken yet, in order, and how many. */
-  pending: Uint8Array[];
-  pendingBytes: number;
+  /** Body bytes the program has not taken yet, in order (past 256 KiB, on disk). */
+  pending: BodyQueue;
+  /** Body bytes received (streamed), bounded by --max-body. */
+  received: number;
   /** The empty STDIN record came (or the request is over): the program's output, held until then, may go. */
   inputEnded: boolean;
-  /** The program waits to write (its output is held): the body is taken in rather than paused. */
+  /** The program waits to write (its output is held): the body is taken in (to disk) rather than paused. */
   stalled: boolean;
   /** Read ends of the program's stdout and stderr, until the output is spliced. */
   pipes: { stdout: number; stderr: number } | undefined;
@@ -168,7 +169,7 @@ class FastCgiConnection {
     };
     const reading = !this.paused && !this.peerEnded && !this.ending;
     const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
-    const stdinAt = request?.stdin !== undefined && request.pendingBytes > 0 ? watch(request.stdin, POLLOUT) : -1;
+    const stdinAt = request?.stdin !== undefined && request.pending.size > 0 ? watch(request.stdin, POLLOUT) : -1;
     const idle = request === undefined && this.keptSince !== undefined && !this.ending;
     const controlAt = idle ? watch(this.pool.control, POLLIN) : -1;
     const now = Date.now();
@@ -266,7 +267,7 @@ class FastCgiConnection {
     end: () => this.end(),
     begin: (id, keep) => {
       this.keptSince = undefined;
-      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
+      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: new BodyQueue(), received: 0, inputEnded: false, stalled: false, pipes: undefined };
     },
     abort: () => this.abort(this.request!),
     params: (content) => this.params(this.request!, content),
@@ -279,8 +280,9 @@ class FastCgiConnection {
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
     request.started = true;
-    if (!streams) {
-      request.spool = newSpool(variables);
+    const spool = spoolFor(variables, streams, this.options);
+    if (spool) {
+      request.spool = spool;
       this.awaitBody();
       return undefined;
     }
@@ -288,13 +290,13 @@ class FastCgiConnection {
     return undefined;
   }
 
-  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records. */
+  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records (a refused body's, dropped, do not count). */
   private awaitBody(): void {
     this.deadline = Date.now() + Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
     this.why = "connection timed out in the body";
   }
 
-  /** The program, its stdin a pipe of ours (the body streams in), the spooled body's memfd, or nothing ("ignore"). */
+  /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing ("ignore"). */
   private run(request: Job, variables: Variable[], stdin: "pipe" | "ignore" | number): void {
     const ends = outputPipes();
     const input = stdin === "pipe" ? pipe("write") : undefined;
@@ -325,28 +327,29 @@ class FastCgiConnection {
     if (request.inputEnded) return undefined; // after its end (or an abort): nothing more goes to the program
     if (content.length === 0) {
       request.inputEnded = true;
-      if (request.pendingBytes === 0) closeStdin(request);
+      if (request.pending.size === 0) closeStdin(request);
       return undefined;
     }
+    request.received += content.length;
+    // More than its CONTENT_LENGTH, which was within the limit: not a web server's doing.
+    const over = bodyOverLimit(this.options, request.received, "received");
+    if (over) return over;
     if (request.stdin === undefined) return undefined; // the program could not run, or stopped reading
     request.pending.push(content);
-    request.pendingBytes += content.length;
     this.feed(request);
-    if (request.pendingBytes === 0) return undefined;
+    if (request.pending.size === 0) return undefined;
     // The program reads slower than the web server sends: stop reading until
     // it catches up. Unless its output is held and it waits to write (a CGI
     // that answers before it reads): then the web server waits for us to take
-    // the body, so it is buffered (bounded).
+    // the body, so it is taken in, past 256 KiB into a file (BodyQueue).
     if (!request.stalled) this.paused = true;
-    else if (request.pendingBytes > LIMITS.spooledBody) return `over ${LIMITS.spooledBody >> 20} MiB of body the program does not read`;
     return undefined;
   }
 
   /** Body bytes into the program's stdin, as many as it takes now; its EOF once the body has ended and all went. */
   private feed(request: Job): void {
     let moved = false;
-    while (request.stdin !== undefined && request.pending.length > 0) {
-      const head = request.pending[0];
+    for (let head = request.pending.head(); request.stdin !== undefined && head; head = request.pending.head()) {
       const n = writeSome(request.stdin, head);
       if (n === -EAGAIN) break;
       if (n === -EINTR) continue;
@@ -356,35 +359,35 @@ class FastCgiConnection {
         break;
       }
       moved = true;
-      request.pendingBytes -= n;
-      if (n < head.length) request.pending[0] = head.subarray(n);
-      else request.pending.shift();
+      request.pending.take(n);
     }
     if (moved) this.touch();
-    if (request.pending.length === 0 || request.stdin === undefined) {
-      request.pending = [];
-      request.pendingBytes = 0;
+    if (request.pending.size === 0 || request.stdin === undefined) {
+      if (request.stdin === undefined) request.pending.clear();
       this.paused = false;
       if (request.inputEnded) closeStdin(request);
     }
   }
 
-  /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program. */
+  /**
+   * A record of a body without CONTENT_LENGTH, into the spool; the empty one
+   * starts the program. Past --max-body the rest is dropped (within what is
+   * left of the body's deadline), then 413 and END_REQUEST (body-spool.ts).
+   */
   private spoolStdin(request: Job, content: Uint8Array): string | undefined {
     const spool = request.spool!;
-    if (content.length === 0) {
-      request.spool = undefined;
-      request.inputEnded = true;
-      try {
-        const { variables, stdin } = spooledInput(spool);
-        this.run(request, variables, stdin);
-      } finally {
-        if (spool.fd !== undefined) close(spool.fd); // the program has its own
-      }
-      return undefined;
+    const step = spoolRecord(spool, content, request.id, this.options, (bytes) => this.send(bytes));
+    if ("more" in step) this.awaitBody();
+    if (!("run" in step || "refused" in step)) return undefined;
+    request.spool = undefined;
+    request.inputEnded = true;
+    if ("refused" in step) return void this.complete(request, 0);
+    try {
+      this.run(request, step.run.variables, step.run.stdin);
+    } finally {
+      closeSpool(spool); // the program has its own
     }
-    this.awaitBody();
-    return spoolBytes(spool, content);
+    return undefined;
   }
 
   private abort(request: Job): void {
@@ -392,7 +395,7 @@ class FastCgiConnection {
       // Not started yet: nothing to kill, the request just ends (and the
       // header deadline runs on: aborting is no way to restart it).
       const spooled = request.spool;
-      if (spooled?.fd !== undefined) close(spooled.fd);
+      if (spooled) closeSpool(spooled);
       request.spool = undefined;
       request.inputEnded = true;
       // Aborted while its body was spooled: the header was complete, its deadline over.
@@ -424,7 +427,7 @@ class FastCgiConnection {
           },
           watchInput: () => !this.peerEnded && !this.paused,
           input: () => this.input(),
-          stdin: () => (request.stdin !== undefined && request.pendingBytes > 0 ? request.stdin : -1),
+          stdin: () => (request.stdin !== undefined && request.pending.size > 0 ? request.stdin : -1),
           feed: () => this.feed(request),
           over: () => this.closed,
         },
@@ -562,8 +565,12 @@ class FastCgiConnection {
       if (this.reader.partial > 0 || request) gatewayLog(this.options, "fastcgi", "connection ended in a request's header");
       return this.end();
     }
+    if (request.inputEnded) {
+      // The whole body came: what waits in its queue still goes to the program (feed closes its stdin after).
+      if (request.pending.size === 0) closeStdin(request);
+      return;
+    }
     closeStdin(request);
-    if (request.inputEnded) return;
     request.inputEnded = true;
     gatewayLog(this.options, "fastcgi", `connection closed by the web server in request ${request.id}'s body: the request is aborted`);
     this.end();
@@ -575,7 +582,7 @@ class FastCgiConnection {
     const request = this.request;
     this.request = undefined;
     if (!request) return;
-    if (request.spool?.fd !== undefined) close(request.spool.fd);
+    if (request.spool) closeSpool(request.spool);
     if (request.pipes) closePipes(request.pipes);
     closeStdin(request);
     const proc = request.proc;
@@ -589,8 +596,7 @@ class FastCgiConnection {
 function closeStdin(request: Job): void {
   if (request.stdin !== undefined) close(request.stdin);
   request.stdin = undefined;
-  request.pending = [];
-  request.pendingBytes = 0;
+  request.pending.clear();
 }
 
 /**

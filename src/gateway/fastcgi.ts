@@ -6,11 +6,10 @@
 // follow on the same connection.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
-import { close } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
 import type { Variable } from "./variables.ts";
-import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
+import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
 /** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
@@ -30,12 +29,14 @@ interface Request {
   endInput: () => void;
   /** No CONTENT_LENGTH (Apache's chunked body): the body is spooled whole before the program starts. */
   spool: BodySpool | undefined;
-  /** Output held to HOLD_BYTES: the program waits to write, so its body is buffered rather than paused. */
+  /** Output held to HOLD_BYTES: the program waits to write, so its body is taken in (to disk) rather than paused. */
   outputStalled: boolean;
-  /** Body bytes given to the program's stdin and not yet taken by it. */
-  unflushed: number;
-  /** Writes to the program's stdin Bun has yet to finish: its loop must run for them. */
-  flushing: number;
+  /** A write to the program's stdin Bun has yet to finish: its loop must run for it. */
+  flushing: boolean;
+  /** Body bytes waiting for that write to finish, in order (past 256 KiB, on disk). */
+  queue: BodyQueue;
+  /** Body bytes received (streamed), bounded by --max-body. */
+  received: number;
   /** The program's stdout and stderr both read to their end. */
   outputDone: Promise<void> | undefined;
 }
@@ -57,8 +58,9 @@ function newRequest(id: number, keep: boolean): Request {
     },
     spool: undefined,
     outputStalled: false,
-    unflushed: 0,
-    flushing: 0,
+    flushing: false,
+    queue: new BodyQueue(),
+    received: 0,
     outputDone: undefined,
   };
   return request;
@@ -66,7 +68,7 @@ function newRequest(id: number, keep: boolean): Request {
 
 /**
  * The request's program, its stdin a pipe (the body streams in) or the
- * spooled body's memfd ("ignore": no body); or the answer when it cannot
+ * spooled body's file ("ignore": no body); or the answer when it cannot
  * or must not run.
  */
 export function startProgram(
@@ -244,8 +246,9 @@ export class FastCgiHandler implements SocketEvents {
     const gathered = gatherParams(request, content);
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
-    if (!streams) {
-      request.spool = newSpool(variables);
+    const spool = spoolFor(variables, streams, this.options);
+    if (spool) {
+      request.spool = spool;
       this.awaitBody();
       return undefined;
     }
@@ -253,7 +256,7 @@ export class FastCgiHandler implements SocketEvents {
     return undefined;
   }
 
-  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records. */
+  /** While a body is spooled: at most HEADER_TIMEOUT_MS (or --timeout) between its records (a refused body's, dropped, do not count). */
   private awaitBody(): void {
     clearTimeout(this.timer);
     const ms = Math.min(HEADER_TIMEOUT_MS, this.options.timeoutMs ?? Infinity);
@@ -261,15 +264,14 @@ export class FastCgiHandler implements SocketEvents {
   }
 
   /** A spooled body is complete: the program starts with it as stdin and CONTENT_LENGTH its size. */
-  private runSpooled(request: Request): void {
+  private runSpooled(request: Request, variables: Variable[], stdin: number | "ignore"): void {
     const spool = request.spool!;
     request.spool = undefined;
     request.endInput();
     try {
-      const { variables, stdin } = spooledInput(spool);
       this.run(request, variables, stdin);
     } finally {
-      if (spool.fd !== undefined) close(spool.fd); // the program has its own
+      closeSpool(spool); // the program has its own
     }
   }
 
@@ -292,49 +294,73 @@ export class FastCgiHandler implements SocketEvents {
     const request = this.request!;
     if (request.spool) return this.spoolStdin(request, content);
     if (!request.outputDone) return "STDIN before the end of PARAMS";
-    const sink = typeof request.proc?.stdin === "object" ? request.proc.stdin : undefined;
-    if (!sink) return undefined; // the program could not run, or stopped reading
-    try {
-      if (content.length === 0) {
-        request.endInput();
-        const ended = sink.end();
-        if (ended instanceof Promise) ended.catch(() => {});
-        return undefined;
-      }
-      const written = sink.write(content);
-      if (written instanceof Promise) written.catch(() => {});
-      const flushed = sink.flush();
-      if (flushed instanceof Promise) {
-        request.unflushed += content.length;
-        request.flushing++;
-        const caughtUp = () => {
-          request.flushing--;
-          request.unflushed = 0;
-          this.resume();
-        };
-        flushed.then(caughtUp, caughtUp);
-        // The program reads slower than the web server sends: stop reading
-        // until it catches up. Unless its output is held and it waits to
-        // write (a CGI that answers before it reads): then the web server
-        // waits for us to take the body, so it is buffered (bounded).
-        if (!request.outputStalled) this.pause();
-        else if (request.unflushed > LIMITS.spooledBody) return `over ${LIMITS.spooledBody >> 20} MiB of body the program does not read`;
-      }
-    } catch {
-      // the program exited without reading all its input: the rest is dropped
+    request.received += content.length;
+    // More than its CONTENT_LENGTH, which was within the limit: not a web server's doing.
+    const over = bodyOverLimit(this.options, request.received, "received");
+    if (over) return over;
+    if (typeof request.proc?.stdin !== "object") return undefined; // the program could not run
+    if (content.length === 0) {
+      request.endInput();
+      if (!request.flushing) endInput(request.proc);
+      return undefined;
     }
+    if (request.flushing) {
+      request.queue.push(content);
+      // The program reads slower than the web server sends: stop reading
+      // until it catches up. Unless its output is held and it waits to write
+      // (a CGI that answers before it reads): then the web server waits for
+      // us to take the body, so it is taken in, past 256 KiB into a file.
+      if (!request.outputStalled) this.pause();
+      return undefined;
+    }
+    this.give(request, request.proc, content);
     return undefined;
   }
 
-  /** A record of a body without CONTENT_LENGTH, into the spool; the empty one starts the program. */
-  private spoolStdin(request: Request, content: Uint8Array): string | undefined {
-    const spool = request.spool!;
-    if (content.length === 0) {
-      this.runSpooled(request);
-      return undefined;
+  /** Body bytes into the program's stdin; when Bun cannot write them at once, the next wait in request.queue until it has. */
+  private give(request: Request, proc: Cgi, bytes: Uint8Array): void {
+    const sink = proc.stdin;
+    if (typeof sink !== "object") return;
+    try {
+      const written = sink.write(bytes);
+      if (written instanceof Promise) written.catch(() => {});
+      const flushed = sink.flush();
+      if (!(flushed instanceof Promise)) return;
+      request.flushing = true;
+      const caughtUp = () => {
+        request.flushing = false;
+        this.pump(request, proc);
+      };
+      flushed.then(caughtUp, caughtUp);
+    } catch {
+      // the program exited without reading all its input: the rest is dropped
+      request.queue.clear();
     }
-    this.awaitBody();
-    return spoolBytes(spool, content);
+  }
+
+  /** What waits in request.queue into the program's stdin until Bun must wait for the pipe again; all gone: EOF after the body's end, and reading on. */
+  private pump(request: Request, proc: Cgi): void {
+    for (let head = request.queue.head(); head && !request.flushing; head = request.queue.head()) {
+      request.queue.take(head.length); // its bytes are not reused: Bun may keep them
+      this.give(request, proc, head);
+    }
+    if (request.flushing) return;
+    if (request.inputEnded) endInput(proc);
+    this.resume();
+  }
+
+  /** A record of a spooled body, as fastcgi-worker.ts's spoolStdin says. */
+  private spoolStdin(request: Request, content: Uint8Array): string | undefined {
+    const step = spoolRecord(request.spool!, content, request.id, this.options, (bytes) => this.send(bytes));
+    if ("more" in step) this.awaitBody();
+    if ("run" in step) this.runSpooled(request, step.run.variables, step.run.stdin);
+    if ("refused" in step) {
+      request.spool = undefined;
+      request.outputDone = Promise.resolve();
+      request.endInput();
+      this.complete(request, 0);
+    }
+    return undefined;
   }
 
   /**
@@ -394,7 +420,7 @@ export class FastCgiHandler implements SocketEvents {
       const request = this.request!;
       request.outputDone = Promise.resolve();
       const spooled = request.spool;
-      if (spooled?.fd !== undefined) close(spooled.fd);
+      if (spooled) closeSpool(spooled);
       request.spool = undefined;
       request.endInput();
       // Aborted while its body was spooled: the header was complete, its deadline over.
@@ -403,6 +429,7 @@ export class FastCgiHandler implements SocketEvents {
     }
     gatewayLog(this.options, "fastcgi", `request ${this.request!.id} aborted by the web server`);
     this.request!.endInput();
+    this.request!.queue.clear();
     endInput(proc); // EOF too: a child of the program reading its stdin must not keep the output open
     endProgram(proc);
   }
@@ -411,6 +438,7 @@ export class FastCgiHandler implements SocketEvents {
   private complete(request: Request, status: number, served = true): void {
     if (this.request !== request) return;
     this.request = undefined;
+    request.queue.clear();
     if (this.closed) return;
     // One write for both: the web server gets the end in one segment.
     this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
@@ -485,8 +513,13 @@ export class FastCgiHandler implements SocketEvents {
       this.socket?.end();
       return;
     }
+    if (request.inputEnded) {
+      // The whole body came: what waits in its queue still goes to the program, which then reads EOF.
+      if (!request.flushing) endInput(request.proc);
+      return;
+    }
+    request.queue.clear();
     endInput(request.proc);
-    if (request.inputEnded) return;
     request.endInput();
     gatewayLog(this.options, "fastcgi", `connection closed by the web server in request ${request.id}'s body: the request is aborted`);
     this.socket?.end();
@@ -501,8 +534,8 @@ export class FastCgiHandler implements SocketEvents {
     this.drained = undefined;
     resolve?.();
     this.request?.endInput();
-    const spooled = this.request?.spool?.fd;
-    if (spooled !== undefined) close(spooled);
+    if (this.request?.spool) closeSpool(this.request.spool);
+    this.request?.queue.clear();
     const proc = this.request?.proc;
     if (!proc) return this.finish();
     // Nobody is left to read the answer: EOF on its input, TERM, then KILL.

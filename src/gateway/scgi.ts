@@ -13,7 +13,6 @@ import {
   close,
   EAGAIN,
   EINTR,
-  memfd,
   MSG_PEEK,
   pipe,
   recvBefore,
@@ -29,8 +28,9 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, TOO_LARGE, type CgiSource, type Launch } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Launch } from "./cgi.ts";
 import { variable, type Variable } from "./variables.ts";
+import { bodyFile } from "./body-spool.ts";
 import { spawn } from "../system/reaper.ts";
 
 export interface ScgiRequest {
@@ -169,12 +169,19 @@ const SPOOL_PIPE_BYTES = 1 << 20;
  * body once it relays the answer's header, so a CGI that writes its header
  * before reading (git-http-backend) would wait for ever for the rest.
  * nginx has buffered the body whole by then, so this costs no waiting.
- * Spliced from the socket through a pipe into a memfd inside the kernel,
- * never through JavaScript; the memfd, rewound, is the CGI's stdin. Each
- * splice waits at most `idleMs` (SO_RCVTIMEO applies to splice).
+ * Spliced from the socket through a pipe into an unlinked file in $TMPDIR
+ * inside the kernel, never through JavaScript nor the worker's memory (a
+ * body is within --max-body: prepareCgi answered 413 past it); the file,
+ * rewound, is the CGI's stdin. Each splice waits at most `idleMs`
+ * (SO_RCVTIMEO applies to splice).
  */
 function spoolBody(fd: number, length: number, idleMs: number): number | { error: string } {
-  const file = memfd("scgi-body");
+  let file: number;
+  try {
+    file = bodyFile();
+  } catch (e) {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
   const [from, to] = pipe();
   const fail = (error: string) => {
     close(file);
@@ -239,9 +246,8 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
     await handler.done;
     return;
   }
-  const tooLarge = request.contentLength > LIMITS.spooledBody;
-  if (tooLarge) gatewayLog(options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
-  const launch = tooLarge ? { answer: TOO_LARGE } : prepareCgi(source, request.variables, options, "scgi");
+  // A CONTENT_LENGTH over --max-body: 413, nothing runs, nothing is spooled.
+  const launch = prepareCgi(source, request.variables, options, "scgi");
   let body: number | undefined;
   if (!("answer" in launch) && request.contentLength > 0) {
     const spooled = spoolBody(fd, request.contentLength, limitMs(options));
@@ -295,7 +301,7 @@ export class ScgiHandler implements SocketEvents {
   private timer: Timer | undefined;
   /** The program could not run: the answer is sent, the rest of the request is dropped. */
   private refused = false;
-  /** The body being spooled before the program runs: the memfd, the bytes still to come, what to run. */
+  /** The body being spooled before the program runs: the file, the bytes still to come, what to run. */
   private spool: { fd: number; left: number; launch: Exclude<Launch, { answer: Uint8Array }> } | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
@@ -339,15 +345,17 @@ export class ScgiHandler implements SocketEvents {
   }
 
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
-    if (request.contentLength > LIMITS.spooledBody) {
-      gatewayLog(this.options, "scgi", `413: a body of ${request.contentLength} bytes is over the ${LIMITS.spooledBody >> 20} MiB limit`);
-      return this.refuse(TOO_LARGE);
-    }
     const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
     if ("answer" in launch) return this.refuse(launch.answer);
     if (request.contentLength === 0) return this.run(launch, undefined);
     // As spoolBody does in a pool, for the same reason: the whole body before the program runs.
-    this.spool = { fd: memfd("scgi-body"), left: request.contentLength, launch };
+    let fd: number;
+    try {
+      fd = bodyFile();
+    } catch (e) {
+      return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
+    }
+    this.spool = { fd, left: request.contentLength, launch };
     this.take(bodyStart);
   }
 

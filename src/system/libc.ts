@@ -5,6 +5,7 @@
 // databases (through NSS, as id(1) sees them).
 // bun:ffi works inside the compiled executable (SPEC section 7).
 import { CString, dlopen, FFIType, ptr as pointerTo, read, type Pointer } from "bun:ffi";
+import { unlinkSync } from "node:fs";
 import { AF_UNIX, decodeSockaddr, inetSockaddr, unixSockaddr, type Endpoint } from "./sockaddr.ts";
 
 export { AF_INET, AF_INET6, type Endpoint } from "./sockaddr.ts";
@@ -36,7 +37,7 @@ function open() {
   ioctl: { args: [i32, u64, ptr], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
   lseek: { args: [i32, i64_fast, i32], returns: i64_fast },
-  memfd_create: { args: [ptr, u32], returns: i32 },
+  open: { args: [ptr, i32, u32], returns: i32 },
   pidfd_open: { args: [i32, u32], returns: i32 },
   pipe2: { args: [ptr, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
@@ -239,16 +240,33 @@ export function pidfdOpen(pid: number): number {
   return check("pidfd_open", lib().pidfd_open(pid, 0));
 }
 
-const MFD_CLOEXEC = 1;
 const SEEK_SET = 0;
+const O_RDWR = 2;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+/** __O_TMPFILE with O_DIRECTORY, whose value differs by architecture. */
+const O_TMPFILE = 0o20000000 | (process.arch === "arm64" ? 0o40000 : 0o200000);
+const EISDIR = 21;
+const EOPNOTSUPP = 95;
 
 /**
- * An anonymous file in memory (memfd_create), close-on-exec: a request
- * body is spooled there, then given to the CGI as its stdin (a regular
- * file: it reads to EOF at the body's end). Its pages are swappable shmem.
+ * A file with no name in `dir`, read-write, close-on-exec, mode 0600
+ * (open(2) O_TMPFILE): a request body is held there, on disk rather than
+ * in a worker's memory, then given to the CGI as its stdin (a regular
+ * file: it reads EOF at the body's end). Its blocks go at its last close,
+ * whatever way the process ends. A filesystem without O_TMPFILE (EOPNOTSUPP;
+ * EISDIR from a kernel before 3.11): a file made under a random name and
+ * unlinked at once, as nginx's client_body_temp_path is.
  */
-export function memfd(name: string): number {
-  return check("memfd_create", lib().memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC));
+export function unlinkedFile(dir: string): number {
+  const fd = lib().open(Buffer.from(`${dir}\0`), O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600);
+  if (fd >= 0) return fd;
+  const code = errno();
+  if (code !== EOPNOTSUPP && code !== EISDIR) throw new SysError(`create a file in ${dir}`, code);
+  const path = `${dir}/socket-body-${process.pid}-${crypto.randomUUID()}`;
+  const named = check(`create ${path}`, lib().open(Buffer.from(`${path}\0`), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600));
+  unlinkSync(path);
+  return named;
 }
 
 /** Back to the start of a file (the spooled body, before the CGI reads it). */
