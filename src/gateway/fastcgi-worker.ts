@@ -68,6 +68,8 @@ interface Job {
   /** The end of PARAMS came: the program runs, or its answer has been sent, or its body is being spooled. */
   started: boolean;
   proc: Cgi | undefined;
+  /** The program's pidfd, opened as it starts (before Bun can reap it): its exit ends the output. */
+  pidfd: number | undefined;
   /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
   stdin: number | undefined;
   /** Body bytes the program has not taken yet, in order, and how many. */
@@ -265,7 +267,7 @@ class FastCgiConnection {
     end: () => this.end(),
     begin: (id, keep) => {
       this.keptSince = undefined;
-      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
+      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, pidfd: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
     },
     abort: () => this.abort(this.request!),
     params: (content) => this.params(this.request!, content),
@@ -313,6 +315,11 @@ class FastCgiConnection {
       return;
     }
     request.proc = proc;
+    try {
+      request.pidfd = pidfdOpen(proc.pid);
+    } catch {
+      // no descriptor left: the output ends with its pipes, and the exit is awaited through Bun
+    }
     request.pipes = ends.ours; // held until the body has ended: the pipes hold the output meanwhile
     request.stdin = input?.[1];
     this.touch();
@@ -411,7 +418,7 @@ class FastCgiConnection {
     let end: Awaited<ReturnType<typeof spliceOutput>>;
     try {
       end = await spliceOutput(
-        { conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id },
+        { conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id, pidfd: request.pidfd ?? -1 },
         {
           timeoutMs: this.options.timeoutMs,
           moved: () => this.touch(),
@@ -456,43 +463,29 @@ class FastCgiConnection {
    * program). Undefined when the request ended otherwise.
    */
   private async awaitExit(request: Job, proc: Cgi): Promise<number | undefined> {
-    // Bun may have reaped it already (its loop ran since): then its status is known, and its pid
-    // may be another process's. Until Bun reaps it the pid is this program's, exited or not.
-    const reaped = () => proc.exitCode !== null || proc.signalCode !== null;
-    let pidfd: number;
-    try {
-      pidfd = pidfdOpen(proc.pid);
-    } catch {
-      return await proc.exited; // ESRCH: reaped by Bun
-    }
-    if (reaped()) {
-      close(pidfd);
-      return await proc.exited;
-    }
-    try {
-      const fds = new Int32Array(4);
-      for (;;) {
-        const left = this.options.timeoutMs === undefined ? Infinity : this.deadline - Date.now();
-        if (left <= 0) {
-          this.drop("connection timed out");
-          return undefined;
-        }
-        // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-        fds.set([pidfd, POLLIN, this.fd, POLLIN]);
-        const ready = poll(fds, this.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
-        if (ready === -EINTR) {
-          await nextTick(); // a signal: its handler runs
-          continue;
-        }
-        if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
-        if (fds[1]! >>> 16) break; // it has exited
-        if (fds[3]! >>> 16) {
-          this.input();
-          if (this.closed || this.request !== request) return undefined;
-        }
+    // Bun may have reaped it already (its loop ran since): then its status is known.
+    const pidfd = request.pidfd;
+    if (pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null) return await proc.exited;
+    const fds = new Int32Array(4);
+    for (;;) {
+      const left = this.options.timeoutMs === undefined ? Infinity : this.deadline - Date.now();
+      if (left <= 0) {
+        this.drop("connection timed out");
+        return undefined;
       }
-    } finally {
-      close(pidfd);
+      // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
+      fds.set([pidfd, POLLIN, this.fd, POLLIN]);
+      const ready = poll(fds, this.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
+      if (ready === -EINTR) {
+        await nextTick(); // a signal: its handler runs
+        continue;
+      }
+      if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+      if (fds[1]! >>> 16) break; // it has exited
+      if (fds[3]! >>> 16) {
+        this.input();
+        if (this.closed || this.request !== request) return undefined;
+      }
     }
     return await proc.exited;
   }
@@ -502,6 +495,7 @@ class FastCgiConnection {
     if (this.request !== request) return;
     this.request = undefined;
     if (request.stdin !== undefined) closeStdin(request);
+    closePidfd(request);
     if (this.closed) return;
     // One write for both: the web server gets the end in one segment.
     this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
@@ -577,6 +571,7 @@ class FastCgiConnection {
     if (request.spool?.fd !== undefined) close(request.spool.fd);
     if (request.pipes) closePipes(request.pipes);
     closeStdin(request);
+    closePidfd(request);
     const proc = request.proc;
     if (!proc) return;
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
@@ -590,6 +585,11 @@ function closeStdin(request: Job): void {
   request.stdin = undefined;
   request.pending = [];
   request.pendingBytes = 0;
+}
+
+function closePidfd(request: Job): void {
+  if (request.pidfd !== undefined) close(request.pidfd);
+  request.pidfd = undefined;
 }
 
 /**
