@@ -1,0 +1,97 @@
+// How long a gateway request and its connection last: a request ends when
+// its CGI exits (not when a background process it left lets go of its
+// output), what it started ends with it when the request is cut short, a
+// kept FastCGI connection cannot hold a worker from clients waiting, and
+// a retiring worker closes its kept connection without losing a request
+// nginx already sent on it. dist/socket on real sockets; nginx where the
+// item is about a web server.
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
+import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
+
+const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
+
+const script = (dir: string, name: string, body: string): string => writeExecutable(join(dir, name), `#!/bin/sh\n${body}\n`);
+
+/** The pid a CGI wrote to `file` (its background process's), once it is there. */
+async function pidIn(file: string): Promise<number> {
+  await waitFor(`${file} to be written`, () => existsSync(file) && /^\d+\n/.test(readFileSync(file, "utf8")));
+  return Number(readFileSync(file, "utf8").trim());
+}
+
+/** Ends a background process a test's CGI left running on purpose. */
+function killLeftover(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
+
+const modes = [
+  { name: "-W 1", args: ["-W", "1"] },
+  { name: "-l -f", args: ["-l", "-f"] },
+];
+
+describe.each(modes)("a CGI that leaves a process in the background, with $name", ({ args }) => {
+  test("FastCGI: END_REQUEST comes at the CGI's exit with what it wrote; the background process is left to run", async () => {
+    using dir = tempDir();
+    const bg = join(dir.path, "bg");
+    const cgi = script(dir.path, "bg.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\nsleep 30 &\necho $! > ${bg}`);
+    await using server = await startServer(["--fastcgi", ...args, "-p", cgi, "-s", "0"], { env: PATH });
+    const started = Date.now();
+    const reply = await exchange(server.target, fcgiRequest(1, [["REQUEST_METHOD", "GET"]]), { ms: 5000 });
+    const tookMs = Date.now() - started;
+    const sleeper = await pidIn(bg);
+    try {
+      const parsed = parseRecords(reply.data);
+      expect(parsed.stdout).toContain("hi");
+      expect(endRequests(parsed)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+      expect(tookMs).toBeLessThan(3000); // far below the background sleep's 30 s
+      expect(isAlive(sleeper)).toBe(true); // a CGI that ended normally keeps what it started
+    } finally {
+      killLeftover(sleeper);
+    }
+  }, 20_000);
+
+  test("FastCGI: ABORT_REQUEST ends the CGI's process group, its background process too", async () => {
+    using dir = tempDir();
+    const bg = join(dir.path, "bg");
+    const cgi = script(dir.path, "waits.cgi", `sleep 30 &\necho $! > ${bg}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\nsleep 30`);
+    await using server = await startServer(["--fastcgi", ...args, "-p", cgi, "-s", "0"], { env: PATH });
+    const client = await converse(server.target);
+    client.send(fcgiRequest(1, [["REQUEST_METHOD", "GET"]], new Uint8Array(0), true));
+    await client.until("the answer", (data) => parseRecords(data).stdout.includes("hi"));
+    const sleeper = await pidIn(bg);
+    try {
+      client.send(record(2, 1)); // FCGI_ABORT_REQUEST
+      await client.until("END_REQUEST after the abort", (data) => endRequests(parseRecords(data)).length === 1);
+      await waitFor("the background process to be ended", () => !isAlive(sleeper), 4000);
+    } finally {
+      killLeftover(sleeper);
+      client.close();
+    }
+  }, 20_000);
+
+  for (const { name, flag, request } of [
+    { name: "FastCGI", flag: "--fastcgi", request: fcgiRequest(1, [["REQUEST_METHOD", "GET"]]) },
+    { name: "SCGI", flag: "--scgi", request: scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]) },
+  ]) {
+    test(`${name}: --timeout ends the CGI's process group, its background process too`, async () => {
+      using dir = tempDir();
+      const bg = join(dir.path, "bg");
+      const cgi = script(dir.path, "silent.cgi", `sleep 30 &\necho $! > ${bg}\nsleep 30`);
+      await using server = await startServer([flag, ...args, "--timeout", "1", "-p", cgi, "-s", "0"], { env: PATH });
+      const replying = exchange(server.target, request, { ms: 6000, halfClose: false });
+      const sleeper = await pidIn(bg);
+      try {
+        await replying; // the connection is closed at the timeout
+        await waitFor("the background process to be ended", () => !isAlive(sleeper), 4000);
+      } finally {
+        killLeftover(sleeper);
+      }
+    }, 20_000);
+  }
+});
