@@ -95,3 +95,30 @@ describe.each(modes)("a CGI that leaves a process in the background, with $name"
     }, 20_000);
   }
 });
+
+test.skipIf(noNginx)("nginx keeping FastCGI connections: POSTs under HUPs and --max-requests all get 200, none 502", async () => {
+  using dir = tempDir();
+  const cgi = script(dir.path, "post.cgi", `cat > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "2", "--max-requests", "5", "-p", cgi, "-s", "0"], { env: PATH });
+  await using nginx = await startNginx(dir.path, "fastcgi", server.target, { keepConn: true, keepalive: 8 });
+  const statuses: number[] = [];
+  const body = "x".repeat(2000);
+  const end = Date.now() + 6000;
+  const post = async () => {
+    while (Date.now() < end) {
+      const response = await nginx.fetch("/store", { method: "POST", body, signal: AbortSignal.timeout(8000) });
+      await response.text();
+      statuses.push(response.status);
+    }
+  };
+  const hups = (async () => {
+    for (let i = 0; i < 12 && Date.now() < end; i++) {
+      await Bun.sleep(450); // the pace of reloads under load is the behaviour under test
+      process.kill(server.proc.pid, "SIGHUP");
+    }
+  })();
+  await Promise.all([...Array.from({ length: 8 }, post), hups]);
+  const bad = statuses.filter((s) => s !== 200);
+  expect(statuses.length).toBeGreaterThan(100);
+  expect({ bad, log: bad.length > 0 ? nginx.errorLog().split("\n").filter((l) => l.includes("[error]")).slice(0, 5) : [] }).toEqual({ bad: [], log: [] });
+}, 30_000);

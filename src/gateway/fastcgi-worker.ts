@@ -34,24 +34,25 @@ import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, type CgiSource, typ
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
 import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
+import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
-/** The pool's descriptors a kept connection watches between requests. */
+/** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
 export interface WorkerFds {
-  /** The listener: a kept idle connection gives way when another connection waits there. */
+  /** The listener: a kept connection gives way when another connection waits there (kept.ts). */
   listener: number;
   /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
   control: number;
   /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
   ends(): boolean;
+  /** --grace: how long a leaving worker's kept connection may go on carrying requests. */
+  graceMs: number;
 }
 
 /** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
 const STALL_CHECK_MS = 10;
-/** How often an idle kept connection looks at the listener. */
+/** How often a kept connection between requests looks at the listener, and whether it has been quiet long enough. */
 const LISTENER_CHECK_MS = 50;
-/** An idle kept connection is closed for a waiting one only after this long unused (see watch in wait()). */
-const KEPT_IDLE_MS = 250;
 
 /** One read of the connection; records are copied out of it (fastcgi-records.ts). */
 const readBuffer = new Uint8Array(64 * 1024);
@@ -86,7 +87,7 @@ interface Job {
 let stopping = false;
 let current: FastCgiConnection | undefined;
 
-/** The worker drains: the connection in hand takes no further request; an idle kept one closes. */
+/** The worker drains or leaves: the connection in hand closes once quiet (kept.ts). */
 export function stopWorkerConnection(): void {
   stopping = true;
   current?.stop();
@@ -125,8 +126,14 @@ class FastCgiConnection {
   /** When the connection is dropped unless something happens first, and the -v line saying why. */
   private deadline = Infinity;
   private why = "";
-  /** Since when a kept connection has been idle (undefined: not kept, or a request runs). */
-  private keptSince: number | undefined;
+  /** When the last request ended (undefined: none yet, the connection is not kept). */
+  private lastEnd: number | undefined;
+  /** When a byte last came or a request last ended (the accept, at first). */
+  private quietSince = Date.now();
+  /** Since when this connection has been leaving (its worker retires): it closes once quiet. */
+  private leavingSince: number | undefined;
+  /** Since when the next header has been hurried (another connection waits, or leaving). */
+  private hurrySince: number | undefined;
 
   constructor(
     private readonly fd: number,
@@ -153,9 +160,9 @@ class FastCgiConnection {
     await this.finish();
   }
 
-  /** This process is stopping: no further request on this connection. */
+  /** This process is stopping: the connection closes once quiet, after what has come on it (kept.ts). */
   stop(): void {
-    if (!this.request) this.end();
+    this.leavingSince ??= Date.now();
   }
 
   /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */
@@ -170,29 +177,25 @@ class FastCgiConnection {
     const reading = !this.paused && !this.peerEnded && !this.ending;
     const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
     const stdinAt = request?.stdin !== undefined && request.pendingBytes > 0 ? watch(request.stdin, POLLOUT) : -1;
-    const idle = request === undefined && this.keptSince !== undefined && !this.ending;
-    const controlAt = idle ? watch(this.pool.control, POLLIN) : -1;
+    // Kept, between two requests (or in the next one's header).
+    const between = this.lastEnd !== undefined && !request?.started && !this.ending;
+    const controlAt = between && this.leavingSince === undefined ? watch(this.pool.control, POLLIN) : -1;
     const now = Date.now();
     let timeout = this.deadline - now;
     const stallCheck = this.paused && request?.pipes !== undefined && !request.stalled;
     if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
-    if (idle) timeout = Math.min(timeout, LISTENER_CHECK_MS);
+    if (between) timeout = Math.min(timeout, LISTENER_CHECK_MS);
     const ready = poll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
     if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
     if (revents(controlAt)) {
-      // The master's word, read by the worker once this connection is over:
-      // retire, leave or its end stop keeping connections; a reopen only ends this one.
+      // The master's word, read by the worker once this connection is over: retire, leave or its
+      // end stop keeping connections; a reopen only ends this one. Either way it closes once quiet.
       if (this.pool.ends()) stopping = true;
-      return this.end();
+      this.stop();
     }
-    if (idle && Date.now() - this.keptSince! >= KEPT_IDLE_MS && isReadable(this.pool.listener)) {
-      // Closing an idle kept connection races with a request the web server may be sending on it, so
-      // only one idle for KEPT_IDLE_MS is closed: web servers reuse their most recent connection first.
-      gatewayLog(this.options, "fastcgi", "closing an idle kept connection: another connection is waiting");
-      return this.end();
-    }
+    if (between && this.yieldKept()) return;
     if (stallCheck && request.pipes) {
       // Over half full counts: pages written in part leave a full pipe short of its size.
       const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
@@ -205,6 +208,31 @@ class FastCgiConnection {
     if (revents(stdinAt) && request) this.feed(request);
     if (reading && revents(connAt) & ~POLLOUT) this.input();
     if (ready === 0 && Date.now() >= this.deadline) this.drop(this.why);
+  }
+
+  /** Between requests: closed once quiet, or its header hurried, when others wait or it leaves (kept.ts). True: it closes. */
+  private yieldKept(): boolean {
+    const now = Date.now();
+    const verdict = keptVerdict({
+      now,
+      quietSince: this.quietSince,
+      idle: this.request === undefined && this.reader.partial === 0 && this.out.length === 0,
+      leavingSince: this.leavingSince,
+      othersWait: () => isReadable(this.pool.listener),
+      hurrySince: this.hurrySince,
+    });
+    if (verdict === undefined) return false;
+    if ("close" in verdict) {
+      gatewayLog(this.options, "fastcgi", verdict.close);
+      this.end();
+      return true;
+    }
+    if (this.hurrySince === undefined) {
+      this.hurrySince = verdict.hurrySince;
+      const by = verdict.hurrySince + KEPT_HEADER_MS;
+      if (by < this.deadline) (this.deadline = by), (this.why = verdict.why);
+    }
+    return false;
   }
 
   /**
@@ -247,6 +275,7 @@ class FastCgiConnection {
     if (n === -EAGAIN || n === -EINTR) return;
     if (n < 0) return this.closeConnection(); // reset: nobody is left to answer; finish() ends the program
     if (n === 0) return this.onEnd();
+    this.quietSince = Date.now();
     this.touch();
     const records = this.reader.push(readBuffer.subarray(0, n));
     if ("error" in records) return this.drop(records.error);
@@ -266,7 +295,6 @@ class FastCgiConnection {
     log: (line) => gatewayLog(this.options, "fastcgi", line),
     end: () => this.end(),
     begin: (id, keep) => {
-      this.keptSince = undefined;
       this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, pidfd: undefined, stdin: undefined, pending: [], pendingBytes: 0, inputEnded: false, stalled: false, pipes: undefined };
     },
     abort: () => this.abort(this.request!),
@@ -499,12 +527,14 @@ class FastCgiConnection {
     if (this.closed) return;
     // One write for both: the web server gets the end in one segment.
     this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
-    // Kept unless this worker is needed for a connection already waiting:
-    // closing right after END_REQUEST, the web server sees the close before
-    // it reuses the connection.
-    if (request.keep && !stopping && !this.peerEnded) {
+    // Kept even when this worker leaves: what the web server may already be sending on it is
+    // served, and it closes once quiet (kept.ts); past the grace, right after this END_REQUEST.
+    const now = Date.now();
+    if (stopping) this.stop();
+    if (request.keep && !this.peerEnded && !graceOver(this.leavingSince, this.pool.graceMs, now)) {
       if (served) this.awaitHeader();
-      this.keptSince = Date.now();
+      this.lastEnd = this.quietSince = now;
+      this.hurrySince = undefined;
     } else {
       this.end();
       // Bounds the wait for a client that does not take the end.
