@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { KEPT_HEADER_MS, KEPT_IDLE_MS, graceOver, keptVerdict } from "../src/gateway/kept.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 
@@ -122,3 +123,59 @@ test.skipIf(noNginx)("nginx keeping FastCGI connections: POSTs under HUPs and --
   expect(statuses.length).toBeGreaterThan(100);
   expect({ bad, log: bad.length > 0 ? nginx.errorLog().split("\n").filter((l) => l.includes("[error]")).slice(0, 5) : [] }).toEqual({ bad: [], log: [] });
 }, 30_000);
+
+test("-W 2: two kept connections dripping their next header do not hold the pool from a third client", async () => {
+  using dir = tempDir();
+  const cgi = script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "2", "-p", cgi, "-s", "0"], { env: PATH });
+  const next = Buffer.concat([begin(2, 1, true), record(4, 2, pairs([["REQUEST_METHOD", "GET"], ["X", "y".repeat(200)]]))]);
+  const drippers = await Promise.all([converse(server.target), converse(server.target)]);
+  let dripping = true;
+  const drips: Promise<void>[] = [];
+  try {
+    for (const client of drippers) {
+      // One whole request each (each holds a worker, kept), then the next one's header a byte at a time.
+      client.send(fcgiRequest(1, [["REQUEST_METHOD", "GET"]], new Uint8Array(0), true));
+      await client.until("the first answer", (data) => endRequests(parseRecords(data)).length === 1);
+      drips.push(
+        (async () => {
+          for (let at = 0; dripping && at < next.length; at++) {
+            client.send(next.subarray(at, at + 1));
+            await Bun.sleep(100); // the drip is the behaviour under test
+          }
+        })(),
+      );
+    }
+    const started = Date.now();
+    const reply = await exchange(server.target, fcgiRequest(1, [["REQUEST_METHOD", "GET"]]), { ms: 6000 });
+    expect(parseRecords(reply.data).stdout).toContain("hi");
+    expect(Date.now() - started).toBeLessThan(KEPT_HEADER_MS + 2000);
+    await waitFor("the -v line", () => server.stderr().includes("fastcgi: no complete request in time while another connection waits"));
+  } finally {
+    dripping = false;
+    await Promise.all(drips);
+    for (const client of drippers) client.close();
+  }
+}, 20_000);
+
+describe("the kept connection rule (kept.ts)", () => {
+  const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, othersWait: () => true, hurrySince: undefined };
+  test("an idle kept connection closes for a waiting one only once quiet for KEPT_IDLE_MS", () => {
+    expect(keptVerdict(state)).toEqual({ close: "closing an idle kept connection: another connection is waiting" });
+    expect(keptVerdict({ ...state, quietSince: state.now - KEPT_IDLE_MS + 1 })).toMatchObject({ hurrySince: state.now });
+    expect(keptVerdict({ ...state, othersWait: () => false })).toBeUndefined();
+  });
+  test("a part of a header is never closed for, only hurried (from the first time it was)", () => {
+    expect(keptVerdict({ ...state, idle: false, hurrySince: 9000 })).toMatchObject({ hurrySince: 9000 });
+    expect(keptVerdict({ ...state, idle: false, othersWait: () => false, leavingSince: 1 })).toMatchObject({ hurrySince: state.now });
+  });
+  test("a leaving worker's connection closes once quiet, whether anyone waits or not; past the grace after its END_REQUEST", () => {
+    let asked = false;
+    const leaving = { ...state, leavingSince: 5000, othersWait: () => (asked = true) };
+    expect(keptVerdict(leaving)).toEqual({ close: "closing an idle kept connection: this worker is leaving" });
+    expect(asked).toBe(false);
+    expect(graceOver(5000, 10_000, 14_999)).toBe(false);
+    expect(graceOver(5000, 10_000, 15_000)).toBe(true);
+    expect(graceOver(undefined, 0, 15_000)).toBe(false);
+  });
+});

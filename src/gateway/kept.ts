@@ -47,11 +47,11 @@ export function keptVerdict(state: KeptState): KeptVerdict {
   const { now, quietSince, idle, leavingSince, hurrySince } = state;
   const quiet = idle && now - quietSince >= KEPT_IDLE_MS;
   if (leavingSince !== undefined) {
-    if (quiet) return { close: "closing a quiet kept connection: this worker is leaving" };
+    if (quiet) return { close: "closing an idle kept connection: this worker is leaving" };
     return { hurrySince: hurrySince ?? now, why: "no complete request in time while this worker leaves" };
   }
   if (!state.othersWait()) return undefined;
-  if (quiet) return { close: "closing a quiet kept connection: another connection is waiting" };
+  if (quiet) return { close: "closing an idle kept connection: another connection is waiting" };
   return { hurrySince: hurrySince ?? now, why: "no complete request in time while another connection waits" };
 }
 
