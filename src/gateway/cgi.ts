@@ -274,6 +274,16 @@ export function spawnCgi<T extends Subprocess>(program: Program, start: (group: 
   return proc;
 }
 
+/** Whether a process of a CGI's group (see spawnCgi) still runs: what it left in the background. */
+export function groupLives(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function describeSpawnError(code: string): string {
   switch (code) {
     case "ENOENT":

@@ -8,7 +8,7 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/libc.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, groupLives, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, spawnCgi, type CgiSource, type Variable } from "./cgi.ts";
 import { untilExit } from "./until-exit.ts";
 import { newSpool, spooledInput, spoolBytes, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
@@ -361,7 +361,8 @@ export class FastCgiHandler implements SocketEvents {
       heldBytes = 0;
     };
     try {
-      const chunks = untilExit(stream, request.proc!.exited);
+      const proc = request.proc!;
+      const chunks = untilExit(stream, proc.exited, () => groupLives(proc.pid));
       for (let next = chunks.next(); ; next = chunks.next()) {
         // Held output goes the moment the body ends, not at the program's next write.
         if (held.length > 0 && !request.inputEnded) await Promise.race([next, request.inputEnd]);
