@@ -230,7 +230,10 @@ class FastCgiConnection {
     if (this.hurrySince === undefined) {
       this.hurrySince = verdict.hurrySince;
       const by = verdict.hurrySince + KEPT_HEADER_MS;
-      if (by < this.deadline) (this.deadline = by), (this.why = verdict.why);
+      if (by < this.deadline) {
+        this.deadline = by;
+        this.why = verdict.why;
+      }
     }
     return false;
   }
@@ -532,9 +535,12 @@ class FastCgiConnection {
     const now = Date.now();
     if (stopping) this.stop();
     if (request.keep && !this.peerEnded && !graceOver(this.leavingSince, this.pool.graceMs, now)) {
-      if (served) this.awaitHeader();
       this.lastEnd = this.quietSince = now;
-      this.hurrySince = undefined;
+      // An abort before the program ran restarts neither deadline.
+      if (served) {
+        this.awaitHeader();
+        this.hurrySince = undefined;
+      }
     } else {
       this.end();
       // Bounds the wait for a client that does not take the end.
