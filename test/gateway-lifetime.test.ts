@@ -97,6 +97,24 @@ describe.each(modes)("a CGI that leaves a process in the background, with $name"
   }
 });
 
+test("FastCGI -W 1: a TERM's drain finishes a request whose CGI left a process in the background, then ends that process", async () => {
+  using dir = tempDir();
+  const bg = join(dir.path, "bg");
+  const cgi = script(dir.path, "bg.cgi", `sleep 30 &\necho $! > ${bg}\nsleep 0.3\nprintf 'Content-Type: text/plain\\r\\n\\r\\ndrained\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "1", "--grace", "10", "-p", cgi, "-s", "0"], { env: PATH });
+  const replying = exchange(server.target, fcgiRequest(1, [["REQUEST_METHOD", "GET"]]), { ms: 6000 });
+  const sleeper = await pidIn(bg);
+  try {
+    process.kill(server.proc.pid, "SIGTERM");
+    expect(parseRecords((await replying).data).stdout).toContain("drained");
+    // Far below the grace: the worker was not held by the background process.
+    expect(await Promise.race([server.exited(), Bun.sleep(5000).then(() => "still running")])).not.toBe("still running");
+    await waitFor("the background process to be ended", () => !isAlive(sleeper), 3000);
+  } finally {
+    killLeftover(sleeper);
+  }
+}, 20_000);
+
 test.skipIf(noNginx)("nginx keeping FastCGI connections: POSTs under HUPs and --max-requests all get 200, none 502", async () => {
   using dir = tempDir();
   const cgi = script(dir.path, "post.cgi", `cat > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'`);
