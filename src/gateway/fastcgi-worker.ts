@@ -177,8 +177,8 @@ class FastCgiConnection {
     const reading = !this.paused && !this.peerEnded && !this.ending;
     const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
     const stdinAt = request?.stdin !== undefined && request.pendingBytes > 0 ? watch(request.stdin, POLLOUT) : -1;
-    // Kept, between two requests (or in the next one's header).
-    const between = this.lastEnd !== undefined && !request?.started && !this.ending;
+    // Kept, between two requests (or in the next one's header); or not yet in one while leaving.
+    const between = (this.lastEnd !== undefined || this.leavingSince !== undefined) && !request?.started && !this.ending;
     const controlAt = between && this.leavingSince === undefined ? watch(this.pool.control, POLLIN) : -1;
     const now = Date.now();
     let timeout = this.deadline - now;

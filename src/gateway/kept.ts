@@ -10,7 +10,9 @@
 //   --max-requests, -W MIN:MAX's --idle-timeout). Web servers reuse their
 //   most recently used connection first, so one quiet that long is not
 //   about to carry a request, and nginx drops a cached connection it sees
-//   closed. Until then every request that arrives on it is served.
+//   closed. Until then every request that arrives on it is served. A
+//   leaving worker treats a connection that has not had a request yet so
+//   too: a web server sends one right after it connects.
 // - While another connection waits, or this worker leaves, a kept
 //   connection's next header must be complete within KEPT_HEADER_MS: a web
 //   server sends a header at once, and a client dripping one must not
