@@ -12,6 +12,11 @@
 // The program's output is held until the end of its body (fastcgi-worker.ts) by
 // not starting this until then: the pipes hold it (stdout's grown to
 // HOLD_BYTES), and then the program waits to write.
+//
+// The output ends when both pipes do, or when the program exits: then
+// what the pipes hold at that moment is sent and no more. A process it
+// left in the background (`cmd &`) keeps the pipes open, but the request
+// is the program's, and it is over.
 import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "./fastcgi-records.ts";
@@ -22,6 +27,8 @@ export interface OutputEnds {
   stdout: number;
   stderr: number;
   requestId: number;
+  /** The program's pidfd: readable once it has exited. */
+  pidfd: number;
 }
 
 export interface OutputHooks {
@@ -55,7 +62,7 @@ const pollfds = new Int32Array(8);
  * (END_REQUEST), or for pushPending.
  */
 export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
-  const { conn, stdout, stderr, requestId } = ends;
+  const { conn, stdout, stderr, requestId, pidfd } = ends;
   /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
   const out: Uint8Array[] = [];
   /** Content of the last STDOUT header in `out` still to splice after it. */
@@ -66,6 +73,12 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
   let stderrOpen = true;
   let stdoutHup = false;
   let lastMove = Date.now();
+  /** Once the program has exited: what each pipe held then, the last of its output. */
+  let last: { stdout: number; stderr: number } | undefined;
+  const exited = () => {
+    // The record being spliced (`left`) is still in the pipe: it is not counted again.
+    last ??= { stdout: pipeBytes(stdout) - left, stderr: pipeBytes(stderr) };
+  };
 
   while (stdoutOpen || stderrOpen || out.length > 0 || left > 0) {
     if (hooks.over()) return "gone";
@@ -99,24 +112,26 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (left === 0) {
       out.push(...hooks.takeQueued());
       if (stderrOpen) {
-        const n = readSome(stderr, stderrBuffer);
+        const n = readSome(stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
         if (n > 0) {
           out.push(encodeRecord(TYPE.STDERR, requestId, stderrBuffer.subarray(0, n)));
+          if (last) last.stderr -= n;
           progress = true;
-        } else if (n === 0) stderrOpen = false;
+        } else if (n === 0 || last?.stderr === 0) stderrOpen = false;
         else if (n !== -EAGAIN && n !== -EINTR) stderrOpen = false; // a read error ends that stream like EOF
       }
       if (stdoutOpen) {
         // Every writer gone (the program has ended): what the pipe holds is the last of it.
         if (!stdoutHup) stdoutHup = hungUp(stdout);
-        const waiting = pipeBytes(stdout);
+        const waiting = last ? Math.min(last.stdout, pipeBytes(stdout)) : pipeBytes(stdout);
         if (waiting > 0) {
           left = Math.min(waiting, MAX_CONTENT);
+          if (last) last.stdout -= left;
           // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
-          more = waiting > left || stdoutHup;
+          more = waiting > left || stdoutHup || last !== undefined;
           out.push(stdoutHeader(requestId, left));
           progress = true;
-        } else if (stdoutHup) stdoutOpen = false; // every writer has gone and nothing is left
+        } else if (stdoutHup || last) stdoutOpen = false; // every writer has gone (or the program), and nothing is left
       }
     }
     if (progress) {
@@ -142,6 +157,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     // The program may be waiting for the rest of its body before it writes more.
     const stdin = hooks.stdin();
     const stdinAt = stdin >= 0 ? (watch(stdin, POLLOUT), count - 1) : -1;
+    const pidfdAt = last ? -1 : (watch(pidfd, POLLIN), count - 1);
     const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, lastMove + hooks.timeoutMs - Date.now());
     const ready = poll(pollfds, count, Math.ceil(wait));
     if (ready === -EINTR) {
@@ -152,6 +168,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
     if (revents(stdoutAt) & POLLHUP) stdoutHup = true;
+    if (revents(pidfdAt)) exited();
     if (revents(stdinAt)) hooks.feed();
     // The web server sent something (or closed): read it, then this goes on.
     if (revents(connAt) & ~POLLOUT) hooks.input();

@@ -35,24 +35,25 @@ import type { Variable } from "./variables.ts";
 import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
 import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
+import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
-/** The pool's descriptors a kept connection watches between requests. */
+/** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
 export interface WorkerFds {
-  /** The listener: a kept idle connection gives way when another connection waits there. */
+  /** The listener: a kept connection gives way when another connection waits there (kept.ts). */
   listener: number;
   /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
   control: number;
   /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
   ends(): boolean;
+  /** --grace: how long a leaving worker's kept connection may go on carrying requests. */
+  graceMs: number;
 }
 
 /** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
 const STALL_CHECK_MS = 10;
-/** How often an idle kept connection looks at the listener. */
+/** How often a kept connection between requests looks at the listener, and whether it has been quiet long enough. */
 const LISTENER_CHECK_MS = 50;
-/** An idle kept connection is closed for a waiting one only after this long unused (see watch in wait()). */
-const KEPT_IDLE_MS = 250;
 
 /** One read of the connection; records are copied out of it (fastcgi-records.ts). */
 const readBuffer = new Uint8Array(64 * 1024);
@@ -69,6 +70,8 @@ interface Job {
   /** The end of PARAMS came: the program runs, or its answer has been sent, or its body is being spooled. */
   started: boolean;
   proc: Cgi | undefined;
+  /** The program's pidfd, opened as it starts (before Bun can reap it): its exit ends the output. */
+  pidfd: number | undefined;
   /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
   stdin: number | undefined;
   /** Body bytes the program has not taken yet, in order (past 256 KiB, on disk). */
@@ -86,7 +89,7 @@ interface Job {
 let stopping = false;
 let current: FastCgiConnection | undefined;
 
-/** The worker drains: the connection in hand takes no further request; an idle kept one closes. */
+/** The worker drains or leaves: the connection in hand closes once quiet (kept.ts). */
 export function stopWorkerConnection(): void {
   stopping = true;
   current?.stop();
@@ -125,8 +128,14 @@ class FastCgiConnection {
   /** When the connection is dropped unless something happens first, and the -v line saying why. */
   private deadline = Infinity;
   private why = "";
-  /** Since when a kept connection has been idle (undefined: not kept, or a request runs). */
-  private keptSince: number | undefined;
+  /** When the last request ended (undefined: none yet, the connection is not kept). */
+  private lastEnd: number | undefined;
+  /** When a byte last came or a request last ended (the accept, at first). */
+  private quietSince = Date.now();
+  /** Since when this connection has been leaving (its worker retires): it closes once quiet. */
+  private leavingSince: number | undefined;
+  /** Since when the next header has been hurried (another connection waits, or leaving). */
+  private hurrySince: number | undefined;
 
   constructor(
     private readonly fd: number,
@@ -153,9 +162,9 @@ class FastCgiConnection {
     await this.finish();
   }
 
-  /** This process is stopping: no further request on this connection. */
+  /** This process is stopping: the connection closes once quiet, after what has come on it (kept.ts). */
   stop(): void {
-    if (!this.request) this.end();
+    this.leavingSince ??= Date.now();
   }
 
   /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */
@@ -170,29 +179,25 @@ class FastCgiConnection {
     const reading = !this.paused && !this.peerEnded && !this.ending;
     const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
     const stdinAt = request?.stdin !== undefined && request.pending.size > 0 ? watch(request.stdin, POLLOUT) : -1;
-    const idle = request === undefined && this.keptSince !== undefined && !this.ending;
-    const controlAt = idle ? watch(this.pool.control, POLLIN) : -1;
+    // Kept, between two requests (or in the next one's header); or not yet in one while leaving.
+    const between = (this.lastEnd !== undefined || this.leavingSince !== undefined) && !request?.started && !this.ending;
+    const controlAt = between && this.leavingSince === undefined ? watch(this.pool.control, POLLIN) : -1;
     const now = Date.now();
     let timeout = this.deadline - now;
     const stallCheck = this.paused && request?.pipes !== undefined && !request.stalled;
     if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
-    if (idle) timeout = Math.min(timeout, LISTENER_CHECK_MS);
+    if (between) timeout = Math.min(timeout, LISTENER_CHECK_MS);
     const ready = poll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
     if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
     if (revents(controlAt)) {
-      // The master's word, read by the worker once this connection is over:
-      // retire, leave or its end stop keeping connections; a reopen only ends this one.
+      // The master's word, read by the worker once this connection is over: retire, leave or its
+      // end stop keeping connections; a reopen only ends this one. Either way it closes once quiet.
       if (this.pool.ends()) stopping = true;
-      return this.end();
+      this.stop();
     }
-    if (idle && Date.now() - this.keptSince! >= KEPT_IDLE_MS && isReadable(this.pool.listener)) {
-      // Closing an idle kept connection races with a request the web server may be sending on it, so
-      // only one idle for KEPT_IDLE_MS is closed: web servers reuse their most recent connection first.
-      gatewayLog(this.options, "fastcgi", "closing an idle kept connection: another connection is waiting");
-      return this.end();
-    }
+    if (between && this.yieldKept()) return;
     if (stallCheck && request.pipes) {
       // Over half full counts: pages written in part leave a full pipe short of its size.
       const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
@@ -205,6 +210,34 @@ class FastCgiConnection {
     if (revents(stdinAt) && request) this.feed(request);
     if (reading && revents(connAt) & ~POLLOUT) this.input();
     if (ready === 0 && Date.now() >= this.deadline) this.drop(this.why);
+  }
+
+  /** Between requests: closed once quiet, or its header hurried, when others wait or it leaves (kept.ts). True: it closes. */
+  private yieldKept(): boolean {
+    const now = Date.now();
+    const verdict = keptVerdict({
+      now,
+      quietSince: this.quietSince,
+      idle: this.request === undefined && this.reader.partial === 0 && this.out.length === 0,
+      leavingSince: this.leavingSince,
+      othersWait: () => isReadable(this.pool.listener),
+      hurrySince: this.hurrySince,
+    });
+    if (verdict === undefined) return false;
+    if ("close" in verdict) {
+      gatewayLog(this.options, "fastcgi", verdict.close);
+      this.end();
+      return true;
+    }
+    if (this.hurrySince === undefined) {
+      this.hurrySince = verdict.hurrySince;
+      const by = verdict.hurrySince + KEPT_HEADER_MS;
+      if (by < this.deadline) {
+        this.deadline = by;
+        this.why = verdict.why;
+      }
+    }
+    return false;
   }
 
   /**
@@ -247,6 +280,7 @@ class FastCgiConnection {
     if (n === -EAGAIN || n === -EINTR) return;
     if (n < 0) return this.closeConnection(); // reset: nobody is left to answer; finish() ends the program
     if (n === 0) return this.onEnd();
+    this.quietSince = Date.now();
     this.touch();
     const records = this.reader.push(readBuffer.subarray(0, n));
     if ("error" in records) return this.drop(records.error);
@@ -266,8 +300,7 @@ class FastCgiConnection {
     log: (line) => gatewayLog(this.options, "fastcgi", line),
     end: () => this.end(),
     begin: (id, keep) => {
-      this.keptSince = undefined;
-      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, stdin: undefined, pending: new BodyQueue(), received: 0, inputEnded: false, stalled: false, pipes: undefined };
+      this.request = { id, keep, params: [], paramsSize: 0, spool: undefined, started: false, proc: undefined, pidfd: undefined, stdin: undefined, pending: new BodyQueue(), received: 0, inputEnded: false, stalled: false, pipes: undefined };
     },
     abort: () => this.abort(this.request!),
     params: (content) => this.params(this.request!, content),
@@ -316,6 +349,11 @@ class FastCgiConnection {
       return;
     }
     request.proc = proc;
+    try {
+      request.pidfd = pidfdOpen(proc.pid);
+    } catch {
+      // no descriptor left: the output ends with its pipes, and the exit is awaited through Bun
+    }
     request.pipes = ends.ours; // held until the body has ended: the pipes hold the output meanwhile
     request.stdin = input?.[1];
     this.touch();
@@ -415,7 +453,7 @@ class FastCgiConnection {
     let end: Awaited<ReturnType<typeof spliceOutput>>;
     try {
       end = await spliceOutput(
-        { conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id },
+        { conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: request.id, pidfd: request.pidfd ?? -1 },
         {
           timeoutMs: this.options.timeoutMs,
           moved: () => this.touch(),
@@ -460,43 +498,29 @@ class FastCgiConnection {
    * program). Undefined when the request ended otherwise.
    */
   private async awaitExit(request: Job, proc: Cgi): Promise<number | undefined> {
-    // Bun may have reaped it already (its loop ran since): then its status is known, and its pid
-    // may be another process's. Until Bun reaps it the pid is this program's, exited or not.
-    const reaped = () => proc.exitCode !== null || proc.signalCode !== null;
-    let pidfd: number;
-    try {
-      pidfd = pidfdOpen(proc.pid);
-    } catch {
-      return await proc.exited; // ESRCH: reaped by Bun
-    }
-    if (reaped()) {
-      close(pidfd);
-      return await proc.exited;
-    }
-    try {
-      const fds = new Int32Array(4);
-      for (;;) {
-        const left = this.options.timeoutMs === undefined ? Infinity : this.deadline - Date.now();
-        if (left <= 0) {
-          this.drop("connection timed out");
-          return undefined;
-        }
-        // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-        fds.set([pidfd, POLLIN, this.fd, POLLIN]);
-        const ready = poll(fds, this.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
-        if (ready === -EINTR) {
-          await nextTick(); // a signal: its handler runs
-          continue;
-        }
-        if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
-        if (fds[1]! >>> 16) break; // it has exited
-        if (fds[3]! >>> 16) {
-          this.input();
-          if (this.closed || this.request !== request) return undefined;
-        }
+    // Bun may have reaped it already (its loop ran since): then its status is known.
+    const pidfd = request.pidfd;
+    if (pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null) return await proc.exited;
+    const fds = new Int32Array(4);
+    for (;;) {
+      const left = this.options.timeoutMs === undefined ? Infinity : this.deadline - Date.now();
+      if (left <= 0) {
+        this.drop("connection timed out");
+        return undefined;
       }
-    } finally {
-      close(pidfd);
+      // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
+      fds.set([pidfd, POLLIN, this.fd, POLLIN]);
+      const ready = poll(fds, this.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
+      if (ready === -EINTR) {
+        await nextTick(); // a signal: its handler runs
+        continue;
+      }
+      if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+      if (fds[1]! >>> 16) break; // it has exited
+      if (fds[3]! >>> 16) {
+        this.input();
+        if (this.closed || this.request !== request) return undefined;
+      }
     }
     return await proc.exited;
   }
@@ -506,15 +530,21 @@ class FastCgiConnection {
     if (this.request !== request) return;
     this.request = undefined;
     if (request.stdin !== undefined) closeStdin(request);
+    closePidfd(request);
     if (this.closed) return;
     // One write for both: the web server gets the end in one segment.
     this.send(Buffer.concat([encodeRecord(TYPE.STDOUT, request.id), endRequest(request.id, status, STATUS.REQUEST_COMPLETE)]));
-    // Kept unless this worker is needed for a connection already waiting:
-    // closing right after END_REQUEST, the web server sees the close before
-    // it reuses the connection.
-    if (request.keep && !stopping && !this.peerEnded) {
-      if (served) this.awaitHeader();
-      this.keptSince = Date.now();
+    // Kept even when this worker leaves: what the web server may already be sending on it is
+    // served, and it closes once quiet (kept.ts); past the grace, right after this END_REQUEST.
+    const now = Date.now();
+    if (stopping) this.stop();
+    if (request.keep && !this.peerEnded && !graceOver(this.leavingSince, this.pool.graceMs, now)) {
+      this.lastEnd = this.quietSince = now;
+      // An abort before the program ran restarts neither deadline.
+      if (served) {
+        this.awaitHeader();
+        this.hurrySince = undefined;
+      }
     } else {
       this.end();
       // Bounds the wait for a client that does not take the end.
@@ -585,6 +615,7 @@ class FastCgiConnection {
     if (request.spool) closeSpool(request.spool);
     if (request.pipes) closePipes(request.pipes);
     closeStdin(request);
+    closePidfd(request);
     const proc = request.proc;
     if (!proc) return;
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
@@ -597,6 +628,11 @@ function closeStdin(request: Job): void {
   if (request.stdin !== undefined) close(request.stdin);
   request.stdin = undefined;
   request.pending.clear();
+}
+
+function closePidfd(request: Job): void {
+  if (request.pidfd !== undefined) close(request.pidfd);
+  request.pidfd = undefined;
 }
 
 /**

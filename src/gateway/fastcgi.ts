@@ -7,8 +7,9 @@
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, groupLives, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
 import type { Variable } from "./variables.ts";
+import { untilExit } from "./until-exit.ts";
 import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { encodeRecord, endRequest, gatherParams, handleRecord, MAX_CONTENT, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
 
@@ -83,7 +84,7 @@ export function startProgram(
   const { program, cwd, env } = launch;
   const stdout = output?.stdout ?? "pipe";
   const stderr = output?.stderr ?? "pipe";
-  const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [stdin, stdout, stderr], env }));
+  const proc = spawnCgi(program, (group) => spawn(program.argv, { ...group, argv0: program.argv0, cwd, stdio: [stdin, stdout, stderr], env }));
   return proc ?? { answer: BAD_GATEWAY };
 }
 
@@ -115,11 +116,14 @@ export const HOLD_BYTES = 256 * 1024;
  */
 export const QUEUE_LIMIT = 256 * 1024;
 
-/** The program is told to stop (TERM), then killed if it is still there KILL_AFTER_MS later. */
+/**
+ * The program and its process group are told to stop (TERM), then killed
+ * KILL_AFTER_MS later: the group even when the program itself has gone by
+ * then, as what it started may ignore TERM.
+ */
 export function endProgram(proc: NonNullable<Request["proc"]>): void {
   proc.kill("SIGTERM");
-  const kill = setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS);
-  void proc.exited.finally(() => clearTimeout(kill));
+  setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS).unref();
 }
 
 /**
@@ -384,7 +388,8 @@ export class FastCgiHandler implements SocketEvents {
       heldBytes = 0;
     };
     try {
-      const chunks = stream[Symbol.asyncIterator]();
+      const proc = request.proc!;
+      const chunks = untilExit(stream, proc.exited, () => groupLives(proc.pid));
       for (let next = chunks.next(); ; next = chunks.next()) {
         // Held output goes the moment the body ends, not at the program's next write.
         if (held.length > 0 && !request.inputEnded) await Promise.race([next, request.inputEnd]);

@@ -265,8 +265,8 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
   const proc =
     "answer" in launch
       ? undefined
-      : spawnCgi(launch.program, () =>
-          spawn(launch.program.argv, { argv0: launch.program.argv0, cwd: launch.cwd, stdio: [body ?? fd, fd, "inherit"], env: launch.env }),
+      : spawnCgi(launch.program, (group) =>
+          spawn(launch.program.argv, { ...group, argv0: launch.program.argv0, cwd: launch.cwd, stdio: [body ?? fd, fd, "inherit"], env: launch.env }),
         );
   if (body !== undefined) close(body); // the program has its own
   const unread = body === undefined ? request.contentLength : 0;
@@ -396,7 +396,7 @@ export class ScgiHandler implements SocketEvents {
   private run(launch: Exclude<Launch, { answer: Uint8Array }>, body: number | undefined): void {
     const socket = this.socket!;
     const { program, cwd, env } = launch;
-    const proc = spawnCgi(program, () => spawn(program.argv, { argv0: program.argv0, cwd, stdio: [body ?? "pipe", "pipe", "inherit"], env }));
+    const proc = spawnCgi(program, (group) => spawn(program.argv, { ...group, argv0: program.argv0, cwd, stdio: [body ?? "pipe", "pipe", "inherit"], env }));
     if (!proc) return this.refuse(BAD_GATEWAY);
     // The answer ends when the program exits (lingerMs: FIN, then the
     // unread body is dropped); a background process it left is cut off.
