@@ -1,11 +1,10 @@
 // The CGI side of both gateways: the program's environment built from a
 // request's variables, running the program, and what the web server gets
 // when it cannot be run. Shared by SCGI and FastCGI.
-import type { Subprocess } from "bun";
 import { dirname, resolve } from "node:path";
-import { directProgram, programFailed, type Program } from "../connection/program.ts";
+import { directProgram, type Program } from "../connection/program.ts";
 import type { Gateway, Options } from "../options.ts";
-import { say, verbose } from "../system/log.ts";
+import { verbose } from "../system/log.ts";
 import { RAW_EXEC_ENV, rawExecEnv } from "../system/rawexec.ts";
 import { chooseSiteProgram, siteRoot } from "./site.ts";
 import type { Variable } from "./variables.ts";
@@ -245,62 +244,3 @@ const NOT_FOUND = answer("404 Not Found");
 export const BAD_GATEWAY = new TextEncoder().encode(
   "Status: 502 Bad Gateway\r\nContent-Type: text/plain\r\n\r\nThe gateway program could not be started.\n",
 );
-
-/** What every CGI is started with: its own process group (see spawnCgi). */
-const OWN_GROUP = { detached: true } as const;
-
-/**
- * Starts the program (`start` spreads `group` into Bun.spawn's options);
- * when it cannot be executed (ENOENT, EACCES, ...) says so on socket's own
- * stderr, always (the operator must see it even without -v), and returns
- * undefined.
- *
- * Each CGI leads a process group of its own (setsid: Bun.spawn's
- * `detached`), and its kill() signals that whole group: what it started in
- * the background (`cmd &`) ends with it when an abort, a timeout or a
- * drain ends the request, rather than running on holding its output. A
- * CGI that exits normally leaves its background processes alone.
- */
-export function spawnCgi<T extends Subprocess>(program: Program, start: (group: typeof OWN_GROUP) => T): T | undefined {
-  let proc: T;
-  try {
-    proc = start(OWN_GROUP);
-  } catch (e) {
-    const error = e as Error & { code?: string };
-    const reason = error.code ? `${error.code}` : error.message;
-    programFailed();
-    say(`cannot run ${program.argv[0]}: ${describeSpawnError(reason)}`);
-    return undefined;
-  }
-  const own = proc.kill.bind(proc);
-  const kill = (signal?: NodeJS.Signals | number) => {
-    try {
-      process.kill(-proc.pid, signal ?? "SIGTERM");
-    } catch {
-      own(signal); // the group has gone (or never formed): the leader alone, as Bun knows it
-    }
-  };
-  Object.defineProperty(proc, "kill", { value: kill });
-  return proc;
-}
-
-/** Whether a process of a CGI's group (see spawnCgi) still runs: what it left in the background. */
-export function groupLives(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function describeSpawnError(code: string): string {
-  switch (code) {
-    case "ENOENT":
-      return "no such file or directory, or its interpreter (#!) is missing (ENOENT)";
-    case "EACCES":
-      return "permission denied: not an executable file (EACCES)";
-    default:
-      return code;
-  }
-}

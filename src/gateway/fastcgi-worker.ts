@@ -32,7 +32,8 @@ import {
 import { nextTick } from "../system/signals.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource } from "./cgi.ts";
 import type { Variable } from "./variables.ts";
-import { endProgram, HOLD_BYTES, QUEUE_LIMIT, startProgram, type Cgi } from "./fastcgi.ts";
+import { HOLD_BYTES, QUEUE_LIMIT } from "./fastcgi.ts";
+import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
 import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";

@@ -6,8 +6,8 @@
 // follow on the same connection.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
-import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, groupLives, HEADER_TIMEOUT_MS, prepareCgi, spawnCgi, type CgiSource } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource } from "./cgi.ts";
+import { endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
 import type { Variable } from "./variables.ts";
 import { untilExit } from "./until-exit.ts";
 import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
@@ -68,29 +68,6 @@ function newRequest(id: number, keep: boolean): Request {
 }
 
 /**
- * The request's program, its stdin a pipe (the body streams in) or the
- * spooled body's file ("ignore": no body); or the answer when it cannot
- * or must not run.
- */
-export function startProgram(
-  source: CgiSource,
-  variables: Variable[],
-  options: GatewayOptions,
-  stdin: "pipe" | "ignore" | number,
-  output: { stdout: number; stderr: number } | undefined,
-) {
-  const launch = prepareCgi(source, variables, options, "fastcgi");
-  if ("answer" in launch) return launch;
-  const { program, cwd, env } = launch;
-  const stdout = output?.stdout ?? "pipe";
-  const stderr = output?.stderr ?? "pipe";
-  const proc = spawnCgi(program, (group) => spawn(program.argv, { ...group, argv0: program.argv0, cwd, stdio: [stdin, stdout, stderr], env }));
-  return proc ?? { answer: BAD_GATEWAY };
-}
-
-export type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
-
-/**
  * The program's output held until the end of its body (as fcgiwrap does:
  * nginx stops sending the body once it relays the answer's header, so a
  * CGI that writes its header first would never get the rest). Past this
@@ -115,16 +92,6 @@ export const HOLD_BYTES = 256 * 1024;
  * without reading the replies.
  */
 export const QUEUE_LIMIT = 256 * 1024;
-
-/**
- * The program and its process group are told to stop (TERM), then killed
- * KILL_AFTER_MS later: the group even when the program itself has gone by
- * then, as what it started may ignore TERM.
- */
-export function endProgram(proc: NonNullable<Request["proc"]>): void {
-  proc.kill("SIGTERM");
-  setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS).unref();
-}
 
 /**
  * Connections alive in this process. When it is told to stop (a pool
