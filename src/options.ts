@@ -45,11 +45,11 @@ export interface Options {
   group: string | undefined;
   /** --scgi / --fastcgi: the connection speaks this protocol and -p is a CGI program. */
   gateway: Gateway | undefined;
-  /** --cgi-root: instead of -p, the program is chosen per request inside this directory (gateway/site.ts). */
+  /** --cgi-root: instead of -p, the program is chosen per request inside this directory (request/site.ts). */
   cgiRoot: string | undefined;
-  /** --pass-env: names a request may set besides the CGI variables (gateway/cgi.ts). */
+  /** --pass-env: names a request may set besides the CGI variables (request/cgi.ts). */
   passEnv: string[];
-  /** --max-body: the most bytes of body one request may send (gateway/cgi.ts bodyOverLimit). */
+  /** --max-body: the most bytes of body one request may send (request/cgi.ts bodyOverLimit). */
   maxBody: number;
   /** -b: where the daemon's stdout and stderr go. */
   log: string | undefined;
@@ -82,6 +82,6 @@ export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOn
 /**
  * What a gateway reads: -v, --timeout, --pass-env, --max-body, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
- * argument (gateway/cgi.ts CgiSource).
+ * argument (request/cgi.ts CgiSource).
  */
 export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "pool">;

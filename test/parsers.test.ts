@@ -3,10 +3,10 @@
 // its records or its typed error, never throws, and holds at most one
 // record begun. Seeded, so a failure names the seed that reproduces it.
 import { describe, expect, test } from "bun:test";
-import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/gateway/fastcgi-records.ts";
+import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { parseNetstring, parsePrefix } from "../src/gateway/scgi.ts";
-import { LIMITS } from "../src/gateway/cgi.ts";
-import type { Variable } from "../src/gateway/variables.ts";
+import { LIMITS } from "../src/request/cgi.ts";
+import type { Variable } from "../src/request/variables.ts";
 
 /** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
 function random(seed: number): () => number {

@@ -8,9 +8,9 @@
 import { ftruncateSync, readSync, writeSync } from "node:fs";
 import { close, rewind, unlinkedFile } from "../system/libc.ts";
 import { warn } from "../system/log.ts";
-import { bodyOverLimit, gatewayLog, TOO_LARGE } from "./cgi.ts";
-import type { Variable } from "./variables.ts";
-import { encodeRecord, TYPE } from "./fastcgi-records.ts";
+import { bodyOverLimit, gatewayLog, TOO_LARGE } from "../request/cgi.ts";
+import type { Variable } from "../request/variables.ts";
+import { encodeRecord, TYPE } from "../request/fastcgi-records.ts";
 
 /**
  * A new file for a body: unlinked, in $TMPDIR (else /tmp). When none can be

@@ -6,8 +6,8 @@ import { programFailed, type Program } from "../connection/program.ts";
 import type { GatewayOptions } from "../options.ts";
 import { say } from "../system/log.ts";
 import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, prepareCgi, type CgiSource } from "./cgi.ts";
-import type { Variable } from "./variables.ts";
+import { BAD_GATEWAY, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import type { Variable } from "../request/variables.ts";
 
 /**
  * The request's program, its stdin a pipe (the body streams in) or the

@@ -19,7 +19,7 @@
 // is the program's, and it is over.
 import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
-import { encodeRecord, MAX_CONTENT, TYPE } from "./fastcgi-records.ts";
+import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 
 export interface OutputEnds {
   conn: number;

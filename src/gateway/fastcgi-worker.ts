@@ -30,14 +30,14 @@ import {
   writeSome,
 } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource } from "./cgi.ts";
-import type { Variable } from "./variables.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, type CgiSource } from "../request/cgi.ts";
+import type { Variable } from "../request/variables.ts";
 import { HOLD_BYTES, QUEUE_LIMIT } from "./fastcgi.ts";
 import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { BodyQueue, closeSpool, spoolFor, spoolRecord, type BodySpool } from "./body-spool.ts";
 import { spliceOutput } from "./fastcgi-output.ts";
 import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
-import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, gatherParams, handleRecord, RecordReader, STATUS, TYPE, type ResponderSteps } from "../request/fastcgi-records.ts";
 
 /** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
 export interface WorkerFds {

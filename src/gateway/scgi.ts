@@ -28,9 +28,9 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, type CgiSource, type Launch } from "./cgi.ts";
+import { BAD_GATEWAY, gatewayLog, HEADER_TIMEOUT_MS, LIMITS, prepareCgi, type CgiSource, type Launch } from "../request/cgi.ts";
 import { spawnCgi } from "./cgi-process.ts";
-import { variable, type Variable } from "./variables.ts";
+import { variable, type Variable } from "../request/variables.ts";
 import { bodyFile } from "./body-spool.ts";
 import { spawn } from "../system/reaper.ts";
 

@@ -2,7 +2,7 @@
 // --fastcgi). Its own module, loaded by worker.ts only when a gateway is
 // asked for: the gateways' code and what it loads would otherwise sit in
 // every `-p` worker's heap.
-import { cgiSource, onRequest } from "../gateway/cgi.ts";
+import { cgiSource, onRequest } from "../request/cgi.ts";
 import { CLASSIC_MAX_CONNS } from "../gateway/fastcgi.ts";
 import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-worker.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";

@@ -705,7 +705,7 @@ export function exec(path: string, argv: string[], env: Record<string, string | 
   const keep: Buffer[] = [];
   const file = Buffer.from(`${path}\0`);
   const args = cStrings(argv, keep);
-  // A value given as bytes goes as they are (a request's bytes that are not UTF-8: gateway/cgi.ts).
+  // A value given as bytes goes as they are (a request's bytes that are not UTF-8: request/cgi.ts).
   const envp = cStrings(
     Object.entries(env).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : Buffer.concat([Buffer.from(`${k}=`), v]))),
     keep,
