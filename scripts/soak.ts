@@ -2,10 +2,15 @@
 // to change it) through `dist/socket -p cat -W 8`, 16 at a time, each checked
 // byte for byte; the master's and workers' open descriptors and RSS are
 // printed at the start and the end, and must not grow; no zombie may appear.
-// Bounded: it gives up after 10 minutes. Exit status 1 on any failure.
-import { readdirSync, readFileSync } from "node:fs";
+// Bounded: it gives up after 10 minutes. Then, where nginx is installed, a
+// FastCGI pool operated under load (soak-gateway.ts). Exit status 1 on any
+// failure.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exchange } from "./bench/loadgen.ts";
+import { soakGateway } from "./soak-gateway.ts";
+import { noNginx } from "../test/gateway-peers.ts";
 
 const SOCKET = join(import.meta.dir, "..", "dist", "socket");
 const COUNT = Number(process.env.SOAK_COUNT ?? 20_000);
@@ -119,4 +124,25 @@ try {
     // gone
   }
 }
+
+/** The gateway phase: every POST answered 200 through reloads, growth, shrinking and upgrades. */
+async function gatewayPhase(): Promise<boolean> {
+  if (noNginx) {
+    console.log("gateway phase skipped: no nginx");
+    return true;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "soak-gateway-"));
+  try {
+    const r = await soakGateway(SOCKET, dir);
+    console.log(`gateway: ${r.posts} POSTs through nginx (keepalive) to --fastcgi -W 3 --max-requests 40, ${r.signals} signals (${r.upgrades} upgrades), ${r.failed} not 200`);
+    for (const line of r.errors) console.log(`  nginx: ${line}`);
+    const ok = r.failed === 0 && r.errors.length === 0 && r.upgrades > 0;
+    console.log(ok ? "PASS" : "FAIL: a POST was lost, nginx logged an error, or no upgrade happened");
+    return ok;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (!failed && !(await gatewayPhase())) failed = true;
 process.exit(failed ? 1 : 0);
