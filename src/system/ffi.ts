@@ -88,6 +88,7 @@ function open() {
 // --help and a usage error never need (docs/DESIGN.md, "The tools"). No
 // other work at the top level of these modules either: constants only.
 let symbols: ReturnType<typeof open> | undefined;
+/** The table, for the modules beside this one: code elsewhere calls their functions, which follow the rule above. */
 export const lib = (): ReturnType<typeof open> => (symbols ??= open());
 
 export const EINTR = 4;
