@@ -7,7 +7,8 @@ import { flushStdout } from "../connection/local.ts";
 import { serveDescriptor } from "../connection/serve.ts";
 import { verbose } from "../system/log.ts";
 import { Fatal } from "../fatal.ts";
-import { AF_INET, AF_INET6, connectInet, connectUnix, strerror, SysError } from "../system/libc.ts";
+import { AF_INET, AF_INET6, connectInet, connectUnix } from "../system/connect.ts";
+import { strerror, SysError } from "../system/ffi.ts";
 import type { Program } from "../connection/program.ts";
 import { exitNow } from "../system/signals.ts";
 

@@ -3,7 +3,8 @@
 // when LISTEN_PID names this process and LISTEN_FDS is 1. With Accept=no
 // the socket is a listener, and socket (or its pool) does the accepting.
 import { Fatal } from "../fatal.ts";
-import { localEndpoint, setCloexec, socketKind, type Endpoint } from "../system/libc.ts";
+import { setCloexec } from "../system/fd.ts";
+import { type Endpoint, localEndpoint, socketKind } from "../system/socket.ts";
 
 /** SD_LISTEN_FDS_START: the first passed descriptor. */
 export const PASSED_FD = 3;

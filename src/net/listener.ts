@@ -6,7 +6,11 @@ import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
 import { PASSED_FD } from "./activation.ts";
-import { connectUnix, close, dupCloexec, setBacklog, setDeferAccept, setNonBlocking, strerror, SysError, umask } from "../system/libc.ts";
+import { connectUnix } from "../system/connect.ts";
+import { close, dupCloexec, setNonBlocking } from "../system/fd.ts";
+import { strerror, SysError } from "../system/ffi.ts";
+import { umask } from "../system/files.ts";
+import { setBacklog, setDeferAccept } from "../system/socket.ts";
 
 const EXIT_SERVER_SOCKET = 1;
 /**

@@ -8,7 +8,7 @@
 import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
-import { close } from "../system/libc.ts";
+import { close } from "../system/fd.ts";
 import { verbose } from "../system/log.ts";
 import { isVerdict, type AdmitRequest, type AdmitVerdict } from "./protocol.ts";
 

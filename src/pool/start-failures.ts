@@ -7,7 +7,7 @@
 // worker waits, what it said meanwhile goes to socket's stderr as it was,
 // without a crash report, and the worker writes there itself from then on.
 import { fstatSync } from "node:fs";
-import { SysError, strerror } from "../system/libc.ts";
+import { strerror, SysError } from "../system/ffi.ts";
 import { write } from "../system/log.ts";
 import { transientErrno } from "./protocol.ts";
 

@@ -16,7 +16,7 @@ import type { InetAddress } from "../net/address.ts";
 import { listen } from "../net/listener.ts";
 import { AccessRules } from "../net/rules.ts";
 import type { Options, StatusAddress } from "../options.ts";
-import { descriptorLimit } from "../system/libc.ts";
+import { descriptorLimit } from "../system/fd.ts";
 import { verbose, warn } from "../system/log.ts";
 import { atExit } from "../system/signals.ts";
 import { statusAnswer, type Answer, type PoolSnapshot } from "./status.ts";

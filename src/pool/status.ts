@@ -4,7 +4,7 @@
 // (?openmetrics), and answers /ping; status-http.ts serves it over HTTP.
 import { readFileSync } from "node:fs";
 import { BACKLOG } from "../net/listener.ts";
-import { acceptQueue } from "../system/libc.ts";
+import { acceptQueue } from "../system/socket.ts";
 import { say } from "../system/log.ts";
 
 /** One worker as the page shows it (?full). */

@@ -2,7 +2,9 @@
 // epoll instance, over the listener, the control socket from the master,
 // and (with --prestart) the pidfd of the program waiting for its
 // connection. Nothing wakes it but one of those, or a signal.
-import { EINTR, EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, EPOLLEXCLUSIVE, EPOLLIN, epollAdd, epollCreate, epollDelete, epollWait, SysError } from "../system/libc.ts";
+import { EINTR, SysError } from "../system/ffi.ts";
+import { epollWait } from "../system/libc.ts";
+import { EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, epollAdd, epollCreate, epollDelete, EPOLLEXCLUSIVE, EPOLLIN } from "../system/poll.ts";
 import { nextTick } from "../system/signals.ts";
 
 const MAX_EVENTS = 4;

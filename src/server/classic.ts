@@ -20,7 +20,7 @@ import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
 import { serving, stopping } from "../system/notify.ts";
 import { say, verbose } from "../system/log.ts";
-import { isReadable } from "../system/libc.ts";
+import { isReadable } from "../system/poll.ts";
 import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 
 type Gateway = () => SocketEvents & { done: Promise<void> };

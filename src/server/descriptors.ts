@@ -7,7 +7,7 @@
 // says so once, and accepts again when connections end; the kernel's
 // backlog holds the waiting connects meanwhile.
 import { readdirSync } from "node:fs";
-import { descriptorLimit } from "../system/libc.ts";
+import { descriptorLimit } from "../system/fd.ts";
 import { warn } from "../system/log.ts";
 
 /**

@@ -9,7 +9,11 @@ import { say, write } from "./log.ts";
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
-import { close, dup2, dupCloexec, geteuid, sendAll, setCloexec, socketPair, strerror } from "./libc.ts";
+import { socketPair } from "./connect.ts";
+import { close, dup2, dupCloexec, setCloexec } from "./fd.ts";
+import { strerror } from "./ffi.ts";
+import { sendAll } from "./socket.ts";
+import { geteuid } from "./users.ts";
 import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 

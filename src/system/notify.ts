@@ -5,7 +5,7 @@
 // its caller and when the --pid-file is written: one moment, one function.
 import { Fatal } from "../fatal.ts";
 import { reportFatal, reportReady, writePidFile } from "./daemon.ts";
-import { sendDatagram } from "./libc.ts";
+import { sendDatagram } from "./connect.ts";
 import { exitNow } from "./signals.ts";
 import { say, write } from "./log.ts";
 

@@ -4,7 +4,8 @@
 // getgrnam_r), so LDAP or systemd users count as they do for id(1).
 import { chownSync } from "node:fs";
 import { Fatal } from "../fatal.ts";
-import { dropPrivileges, getgrnam, getpwnam, getpwuid, strerror, type PasswdEntry } from "./libc.ts";
+import { strerror } from "./ffi.ts";
+import { dropPrivileges, getgrnam, getpwnam, getpwuid, type PasswdEntry } from "./users.ts";
 
 const EXIT_PRIVILEGES = 1;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to the kernel

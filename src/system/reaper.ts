@@ -9,7 +9,7 @@
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
 import { readdirSync, readFileSync } from "node:fs";
-import { becomeSubreaper, peekEndedChild, reap } from "./libc.ts";
+import { becomeSubreaper, peekEndedChild, reap } from "./process.ts";
 import { say } from "./log.ts";
 
 const ours = new Set<number>();

@@ -18,7 +18,8 @@
 // RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
 // cgroup above it has a pids.max. Programs never see the options.
 import { readFileSync } from "node:fs";
-import { exec, geteuid, processLimitSet } from "./libc.ts";
+import { exec, processLimitSet } from "./process.ts";
+import { geteuid } from "./users.ts";
 import { selfCommand } from "./self.ts";
 
 export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {

@@ -1,0 +1,111 @@
+// Processes: this one's parent and its limits, children reaped or looked at
+// (waitpid, waitid, pidfds), orphans adopted (subreaper), and exec. How
+// each call reports failure: ffi.ts.
+import { ptr as pointerTo } from "bun:ffi";
+import { check, errno, lib, SysError } from "./ffi.ts";
+
+const PR_SET_PDEATHSIG = 1;
+const PR_SET_CHILD_SUBREAPER = 36;
+const RLIMIT_NPROC = 6;
+const WNOHANG = 1;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+const P_ALL = 0;
+const P_PID = 1;
+const P_PIDFD = 3;
+const CLD_EXITED = 1;
+
+export function getppid(): number {
+  return lib().getppid();
+}
+
+/** The kernel sends `signal` to this process when its parent ends. */
+export function dieWithParent(signal: number): void {
+  check("prctl", lib().prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0));
+}
+
+/**
+ * Orphans of our descendants become our children instead of init's, so we
+ * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
+ */
+export function becomeSubreaper(): void {
+  check("prctl", lib().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+}
+
+/** Whether the soft limit on this user's processes and threads (RLIMIT_NPROC) is set. */
+export function processLimitSet(): boolean {
+  const limit = new BigUint64Array(2);
+  check("getrlimit", lib().getrlimit(RLIMIT_NPROC, limit));
+  return limit[0] !== 0xffffffffffffffffn; // RLIM_INFINITY
+}
+
+/** A descriptor that becomes readable when process `pid` ends (close-on-exec). */
+export function pidfdOpen(pid: number): number {
+  return check("pidfd_open", lib().pidfd_open(pid, 0));
+}
+
+/**
+ * Reaps the ended child of `pidfd` (waitid P_PIDFD: no other child is
+ * touched): its exit status, or the number of the signal that ended it.
+ * Undefined when it has not ended yet.
+ */
+export function reapPidfd(pidfd: number): { code: number | null; signal: number | null } | undefined {
+  const info = new Int32Array(32); // siginfo_t: si_pid at byte 16, si_code at 8, si_status at 24
+  check("waitid", lib().waitid(P_PIDFD, pidfd, info, WEXITED | WNOHANG));
+  if (info[4] === 0) return undefined;
+  return info[2] === CLD_EXITED ? { code: info[6], signal: null } : { code: null, signal: info[6] };
+}
+
+/** Reaps this one child if it has ended; true if it was reaped. Never waits. */
+export function reap(pid: number): boolean {
+  return lib().waitpid(pid, new Int32Array(1), WNOHANG) === pid;
+}
+
+/**
+ * The pid of some child that has ended and is not yet reaped, without
+ * reaping it (waitid with WNOWAIT); 0 when there is none.
+ */
+export function peekEndedChild(): number {
+  const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
+  if (lib().waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
+  return info[4];
+}
+
+/**
+ * This child's exit status if it has exited (not killed by a signal), without
+ * reaping it (waitid with WNOWAIT: Bun reaps its own); undefined otherwise. Never waits.
+ */
+export function exitedStatus(pid: number): number | undefined {
+  const info = new Int32Array(32); // siginfo_t: si_code at byte 8, si_pid 16, si_status 24
+  if (lib().waitid(P_PID, pid, info, WEXITED | WNOHANG | WNOWAIT) < 0 || info[4] !== pid) return undefined;
+  return info[2] === CLD_EXITED ? info[6] : undefined;
+}
+
+/** A NULL-terminated array of C strings; `keep` holds the strings alive for the call. */
+function cStrings(strings: (string | Uint8Array)[], keep: Buffer[]): BigUint64Array {
+  const table = new BigUint64Array(strings.length + 1);
+  strings.forEach((s, i) => {
+    const bytes = typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.concat([s, Buffer.from([0])]);
+    keep.push(bytes);
+    table[i] = BigInt(pointerTo(bytes));
+  });
+  return table;
+}
+
+/**
+ * Replaces this process with `argv` (same pid, same descriptors but the
+ * close-on-exec ones): what a service manager tracks stays the same. Only
+ * returns by throwing.
+ */
+export function exec(path: string, argv: string[], env: Record<string, string | Uint8Array>): never {
+  const keep: Buffer[] = [];
+  const file = Buffer.from(`${path}\0`);
+  const args = cStrings(argv, keep);
+  // A value given as bytes goes as they are (a request's bytes that are not UTF-8: request/cgi.ts).
+  const envp = cStrings(
+    Object.entries(env).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : Buffer.concat([Buffer.from(`${k}=`), v]))),
+    keep,
+  );
+  lib().execve(file, args, envp);
+  throw new SysError("execve", errno());
+}
