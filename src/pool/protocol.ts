@@ -27,13 +27,16 @@ export interface WorkerConfig {
 }
 
 /** A worker's configuration read and checked: the options it serves with, and its master's facts. */
-export interface Worker {
+export interface WorkerSetup {
   options: Options;
   address: Address;
   masterPid: number;
   logFile: string | undefined;
   stderrFd: number | undefined;
 }
+
+/** The old name, kept while gateway-mode.ts still imports it; WorkerSetup does not shadow the global Worker. */
+export type { WorkerSetup as Worker };
 
 export const WORKER_ENV = "SOCKET_WORKER";
 export const WORKER_FLAG = "--pool-worker";
@@ -179,21 +182,26 @@ function isAddress(a: unknown): a is Address {
   return x.kind === "inet" && typeof x.ip === "string" && (x.family === 4 || x.family === 6) && Number.isInteger(x.port);
 }
 
+/** Options as a pool's: the master checked them all, a worker only makes sure they have a pool. */
+function isPoolOptions(o: unknown): o is Options {
+  return typeof o === "object" && o !== null && "pool" in o && typeof o.pool === "object" && o.pool !== null;
+}
+
 /** The worker's side: a malformed configuration is one line and a failed worker, not a TypeError. */
-export function readWorkerConfig(text: string): Worker {
+export function readWorkerConfig(text: string): WorkerSetup {
   const malformed = (why: string) => new Fatal(`worker: malformed configuration from the master (${why})`, 1);
-  let config: Partial<WorkerConfig>;
+  let config: unknown;
   try {
-    config = JSON.parse(text) as Partial<WorkerConfig>;
+    config = JSON.parse(text);
   } catch {
     throw malformed("not JSON");
   }
-  // The master checked the options; a worker only makes sure they are a pool's.
-  const options = config.options;
-  if (typeof options !== "object" || options === null || typeof options.pool !== "object" || options.pool === null) throw malformed("options");
-  if (!isAddress(config.address)) throw malformed("address");
-  if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
-  if (config.logFile !== undefined && typeof config.logFile !== "string") throw malformed("logFile");
-  if (config.stderrFd !== undefined && !Number.isInteger(config.stderrFd)) throw malformed("stderrFd");
-  return { options, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile, stderrFd: config.stderrFd };
+  if (typeof config !== "object" || config === null) throw malformed("not an object");
+  const { options, address, masterPid, logFile, stderrFd }: Partial<Record<keyof WorkerConfig, unknown>> = config;
+  if (!isPoolOptions(options)) throw malformed("options");
+  if (!isAddress(address)) throw malformed("address");
+  if (typeof masterPid !== "number" || !Number.isInteger(masterPid)) throw malformed("masterPid");
+  if (logFile !== undefined && typeof logFile !== "string") throw malformed("logFile");
+  if (stderrFd !== undefined && (typeof stderrFd !== "number" || !Number.isInteger(stderrFd))) throw malformed("stderrFd");
+  return { options, address, masterPid, logFile, stderrFd };
 }
