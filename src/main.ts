@@ -112,7 +112,7 @@ async function main(argv: string[]): Promise<void> {
       SIGTTIN: () => pool?.resize(1),
       SIGTTOU: () => pool?.resize(-1),
     });
-    const { runPool } = await import("./pool/master.ts");
+    const { runPool } = await import("./pool/run-pool.ts");
     pool = runPool(argv, options, options.pool, address, afterBind, successor);
     return;
   }
