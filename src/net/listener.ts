@@ -8,6 +8,15 @@ import { Fatal } from "../fatal.ts";
 import { PASSED_FD } from "./activation.ts";
 import { connectUnix, close, dupCloexec, setBacklog, setDeferAccept, setNonBlocking, strerror, SysError, umask } from "../system/libc.ts";
 
+import { errorNumber, errorText } from "../fatal.ts";
+
+declare module "bun" {
+  /** Bun.listen adopts a listening descriptor given as `fd` (a passed or kept listener); its types leave that form out. */
+  function listen<Data = undefined>(options: SocketOptions<Data> & { fd: number }): TCPSocketListener<Data>;
+  // Bun's own last form again, so that Parameters<typeof Bun.listen> still reads it.
+  function listen<Data = undefined>(options: UnixSocketOptions<Data>): UnixSocketListener<Data>;
+}
+
 const EXIT_SERVER_SOCKET = 1;
 /**
  * A burst of connects larger than the backlog costs a SYN retransmit (a
@@ -90,21 +99,20 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, options:
     return { listener, address: { ...address, port: listener.port } };
   } catch (e) {
     if (e instanceof Fatal) throw e;
-    const errno = (e as { errno?: unknown }).errno;
-    if (typeof errno === "number") throw serverError(Math.abs(errno), name);
-    throw new Fatal(`${name}: ${e instanceof Error ? e.message : String(e)}`, EXIT_SERVER_SOCKET);
+    const errno = errorNumber(e);
+    if (errno !== undefined) throw serverError(Math.abs(errno), name);
+    throw new Fatal(`${name}: ${errorText(e)}`, EXIT_SERVER_SOCKET);
   }
 }
 
 /** The socket systemd passed: Bun listens on a copy of it; ours is closed so no program inherits it. */
 function adopt<T>(address: Address, handlers: SocketHandler<T>): Listening<T> {
   try {
-    const options = { fd: PASSED_FD, socket: handlers, allowHalfOpen: true };
-    const listener = Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
+    const listener = Bun.listen<T>({ fd: PASSED_FD, socket: handlers, allowHalfOpen: true });
     if (fdOf(listener) !== PASSED_FD) close(PASSED_FD);
     return { listener, address };
   } catch (e) {
-    throw new Fatal(`server socket: descriptor ${PASSED_FD}: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
+    throw new Fatal(`server socket: descriptor ${PASSED_FD}: ${errorText(e)}`, EXIT_SERVER_SOCKET);
   }
 }
 
@@ -157,6 +165,5 @@ export function pauseListener<T>({ listener, address }: Listening<T>): number {
 
 /** Accepting again: Bun adopts the kept descriptor (and closes it at its stop()). */
 export function resumeListener<T>(fd: number, handlers: SocketHandler<T>): SocketListener<T> {
-  const options = { fd, socket: handlers, allowHalfOpen: true };
-  return Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
+  return Bun.listen<T>({ fd, socket: handlers, allowHalfOpen: true });
 }

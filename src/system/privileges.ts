@@ -6,6 +6,8 @@ import { chownSync } from "node:fs";
 import { Fatal } from "../fatal.ts";
 import { dropPrivileges, getgrnam, getpwnam, getpwuid, strerror, type PasswdEntry } from "./libc.ts";
 
+import { errorNumber, errorText } from "../fatal.ts";
+
 const EXIT_PRIVILEGES = 1;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to the kernel
 
@@ -18,7 +20,7 @@ function lookup<T>(what: string, name: string, find: () => T | undefined): T | u
   try {
     return find();
   } catch (e) {
-    throw new Fatal(`cannot look up ${what} ${name}: ${(e as Error).message}`, EXIT_PRIVILEGES);
+    throw new Fatal(`cannot look up ${what} ${name}: ${errorText(e)}`, EXIT_PRIVILEGES);
   }
 }
 
@@ -62,8 +64,8 @@ export function giveSocketFile(path: string, identity: Identity | undefined): vo
   try {
     chownSync(path, identity.uid ?? -1, identity.gid);
   } catch (e) {
-    const errno = (e as { errno?: number }).errno;
-    throw new Fatal(`cannot give ${path} to user or group: ${errno ? strerror(Math.abs(errno)) : (e as Error).message}`, EXIT_PRIVILEGES);
+    const errno = errorNumber(e);
+    throw new Fatal(`cannot give ${path} to user or group: ${errno ? strerror(Math.abs(errno)) : errorText(e)}`, EXIT_PRIVILEGES);
   }
 }
 
@@ -72,6 +74,6 @@ export function becomeIdentity(identity: Identity | undefined): void {
   try {
     dropPrivileges(identity.uid, identity.gid, identity.user);
   } catch (e) {
-    throw new Fatal(`cannot change user or group: ${(e as Error).message}`, EXIT_PRIVILEGES);
+    throw new Fatal(`cannot change user or group: ${errorText(e)}`, EXIT_PRIVILEGES);
   }
 }

@@ -12,6 +12,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { becomeSubreaper, peekEndedChild, reap } from "./libc.ts";
 import { say } from "./log.ts";
 
+import { errorText } from "../fatal.ts";
+
 const ours = new Set<number>();
 let installed = false;
 
@@ -77,7 +79,7 @@ export function installReaper(): void {
   try {
     becomeSubreaper();
   } catch (e) {
-    say(`cannot become a subreaper: ${(e as Error).message}`);
+    say(`cannot become a subreaper: ${errorText(e)}`);
   }
   process.on("SIGCHLD", () => {
     if (scheduled) return;

@@ -21,6 +21,8 @@ import { readFileSync } from "node:fs";
 import { exec, geteuid, processLimitSet } from "./libc.ts";
 import { selfCommand } from "./self.ts";
 
+import { errorCode } from "../fatal.ts";
+
 export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {
   BUN_JSC_useConcurrentJIT: "0",
   BUN_JSC_useConcurrentGC: "0",
@@ -50,7 +52,7 @@ function pidsLimited(): boolean {
         max = readFileSync(`${root}${dir === "/" ? "" : dir}/pids.max`, "utf8").trim();
       } catch (e) {
         // The top cgroup has no pids.max; a hierarchy not mounted here cannot be read: assume a limit.
-        if (dir === "/" && (e as NodeJS.ErrnoException).code === "ENOENT") break;
+        if (dir === "/" && errorCode(e) === "ENOENT") break;
         return true;
       }
       if (max !== "max") return true;
