@@ -132,7 +132,7 @@ export function listeningMessage(address: Address): string {
 
 /**
  * For the pool: the master keeps the listening descriptor but must never
- * accept on it (SPEC section 7: a live Bun listener steals connections).
+ * accept on it (a live Bun listener would take connections from the workers).
  * So keep a copy, stop Bun's listener (that ends its polling; for a UNIX
  * socket it also unlinks the path, which a hard link preserves), and make
  * it non-blocking: workers wait for it in epoll, and one that loses the race

@@ -11,7 +11,7 @@ export interface WorkerConfig {
   /**
    * The master's options, as its command line was parsed and checked
    * (Options is plain data): a worker does not load the parser. Its
-   * node:util (parseArgs) made every idle worker's own heap 0.3 MB larger.
+   * node:util (parseArgs) would make every idle worker's own heap larger.
    */
   options: Options;
   /** The address the master bound (port 0 resolved) or was passed. */

@@ -13,8 +13,8 @@
 // JavaScriptCore reads them at start only. Workers get them in the
 // environment they are started with. The master would have to execute
 // itself again (the same pid: a service manager sees no change), which
-// costs a whole start of the executable (16-21 ms, a fifth of launching
-// `-W 4`): it does so only where a limit can be reached, that is when
+// costs a whole start of the executable (a large part of launching a small
+// pool): it does so only where a limit can be reached, that is when
 // RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
 // cgroup above it has a pids.max. Programs never see the options.
 import { readFileSync } from "node:fs";
