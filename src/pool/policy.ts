@@ -8,7 +8,7 @@ import type { WorkerRecord } from "./worker-process.ts";
 /** A worker that dies sooner than this after starting, having served nothing, is failing. */
 const QUICK_DEATH_MS = 1000;
 /** Workers started at once while the pool fills: the cores this process may use. */
-const STARTS_AT_ONCE = Math.max(1, navigator.hardwareConcurrency);
+export const STARTS_AT_ONCE = Math.max(1, navigator.hardwareConcurrency);
 
 /** The current generation's workers, not retiring, counted by state. */
 export interface PoolCounts {
@@ -30,7 +30,7 @@ export function startsWanted({ min, max, ramp }: PoolPolicy, { active, starting,
 }
 
 /** One worker idle longer than --idle-timeout, while the pool is above MIN: it retires. */
-export function idleTooLong(current: WorkerRecord[], policy: PoolPolicy, now: number): WorkerRecord | undefined {
+export function idleTooLong<W extends Pick<WorkerRecord, "state" | "idleSince">>(current: W[], policy: PoolPolicy, now: number): W | undefined {
   if (current.length <= policy.min) return undefined;
   return current.find((w) => w.state === "idle" && now - w.idleSince >= policy.idleTimeoutMs);
 }
@@ -39,12 +39,16 @@ export function idleTooLong(current: WorkerRecord[], policy: PoolPolicy, now: nu
  * TTOU's worker to go: an idle one if the pool knows (a fixed pool's
  * workers do not report their state), else one still starting, else any.
  */
-export function oneToRemove(current: WorkerRecord[], statesKnown: boolean): WorkerRecord {
+export function oneToRemove<W extends Pick<WorkerRecord, "state">>(current: W[], statesKnown: boolean): W {
   return current.find((w) => w.state === "idle" && statesKnown) ?? current.find((w) => w.state === "starting") ?? current[0];
 }
 
 /** How a worker's end counts: by policy (no failure), a failed set-up, or a death at start. */
-export function exitKind(worker: WorkerRecord, code: number | null, now: number): { setUpFailed: boolean; failedAtOnce: boolean } {
+export function exitKind(
+  worker: Pick<WorkerRecord, "state" | "retiring" | "served" | "startedAt">,
+  code: number | null,
+  now: number,
+): { setUpFailed: boolean; failedAtOnce: boolean } {
   const byPolicy = code === EXIT_MAX_REQUESTS || code === EXIT_RETIRED || worker.retiring;
   const setUpFailed = code === EXIT_START_FAILED && worker.state === "starting";
   const failedAtOnce = !byPolicy && worker.served === 0 && (setUpFailed || now - worker.startedAt < QUICK_DEATH_MS);
