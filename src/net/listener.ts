@@ -32,7 +32,7 @@ export interface Listening<T> {
 
 /** Which descriptor a Bun object holds; Bun has it at run time, its types do not say. */
 export function fdOf(handle: object): number {
-  const fd = (handle as { fd?: unknown }).fd;
+  const fd = "fd" in handle ? handle.fd : undefined;
   if (typeof fd !== "number" || fd < 0) throw new Error("Bun did not expose the descriptor");
   return fd;
 }

@@ -67,7 +67,11 @@ export class AccessRules {
 
   /** The rules must have passed checkRules. */
   constructor(rules: AccessRule[]) {
-    this.subnets = rules.map((r) => parseSubnet(r) as Subnet);
+    this.subnets = rules.map((r) => {
+      const subnet = parseSubnet(r);
+      if (typeof subnet === "string") throw new Error(`unchecked rule: ${subnet}`);
+      return subnet;
+    });
     this.anyAllow = rules.some((r) => r.allow);
   }
 

@@ -176,10 +176,10 @@ export function takeWorkerConfig(env: Record<string, string | undefined>): strin
 }
 
 function isAddress(a: unknown): a is Address {
-  if (typeof a !== "object" || a === null) return false;
-  const x = a as Record<string, unknown>;
-  if (x.kind === "unix") return typeof x.path === "string";
-  return x.kind === "inet" && typeof x.ip === "string" && (x.family === 4 || x.family === 6) && Number.isInteger(x.port);
+  if (typeof a !== "object" || a === null || !("kind" in a)) return false;
+  if (a.kind === "unix") return "path" in a && typeof a.path === "string";
+  if (a.kind !== "inet" || !("ip" in a && "family" in a && "port" in a)) return false;
+  return typeof a.ip === "string" && (a.family === 4 || a.family === 6) && Number.isInteger(a.port);
 }
 
 /** Options as a pool's: the master checked them all, a worker only makes sure they have a pool. */
