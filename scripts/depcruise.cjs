@@ -35,7 +35,7 @@ module.exports = {
       name: "master-never-reaches-a-gateway",
       severity: "error",
       comment: "the master keeps workers; only workers speak SCGI or FastCGI",
-      from: { path: "^src/pool/master\\.ts$" },
+      from: { path: "^src/pool/(master|run-pool|succession|worker-process|policy)\\.ts$" },
       to: { path: "^src/gateway/", reachable: true },
     },
     { name: "only-main-is-the-entry", severity: "error", from: { path: "^src/" }, to: { path: "^src/main\\.ts$" } },

@@ -2,7 +2,7 @@
 // (-b), then run as client, classic server or pool master. Every expected
 // failure is a Fatal: one line on stderr and socket(1)'s exit status.
 import { programFor } from "./connection/program.ts";
-import { Fatal } from "./fatal.ts";
+import { errorText, Fatal } from "./fatal.ts";
 import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
@@ -20,7 +20,7 @@ import { exitNow, handleSignals } from "./system/signals.ts";
 import { NO_LAZY_THREADS, withoutLazyThreads } from "./system/threads.ts";
 
 function describe(e: unknown): string {
-  return `${NAME}: internal error: ${(e as Error)?.message ?? String(e)}\n`;
+  return `${NAME}: internal error: ${errorText(e)}\n`;
 }
 
 /**
@@ -112,7 +112,7 @@ async function main(argv: string[]): Promise<void> {
       SIGTTIN: () => pool?.resize(1),
       SIGTTOU: () => pool?.resize(-1),
     });
-    const { runPool } = await import("./pool/master.ts");
+    const { runPool } = await import("./pool/run-pool.ts");
     pool = runPool(argv, options, options.pool, address, afterBind, successor);
     return;
   }

@@ -1,4 +1,4 @@
-// Where operators run socket (issue 10): PID 1 in a PID namespace and
+// Where operators run socket: PID 1 in a PID namespace and
 // subreaper, shutdown that ends everything socket started, systemd socket
 // activation, sd_notify readiness, a -b daemon that releases its caller,
 // --pid-file and --log, worker titles. Real peers: unshare, systemd's

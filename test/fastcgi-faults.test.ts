@@ -1,7 +1,7 @@
-// FastCGI against clients that misbehave or go away (issue 14, items 5-7):
+// FastCGI against clients that misbehave or go away:
 // replies a client never reads, a header dripped a byte at a time, a web
 // server that closes in the middle of a request. dist/socket on real
-// sockets; nginx where the item is about a web server.
+// sockets; nginx where the case is about a web server.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,4 +1,4 @@
-// FastCGI output without copying (issue 17): in a pool worker the CGI's
+// FastCGI output without copying: in a pool worker the CGI's
 // stdout is spliced into the connection, each FCGI_STDOUT header written
 // before the bytes it frames. A 20 MB answer must arrive byte-exact, both
 // spoken to directly and through nginx, and the worker must not have read

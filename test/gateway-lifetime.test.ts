@@ -4,7 +4,7 @@
 // kept FastCGI connection cannot hold a worker from clients waiting, and
 // a retiring worker closes its kept connection without losing a request
 // nginx already sent on it. dist/socket on real sockets; nginx where the
-// item is about a web server.
+// case is about a web server.
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";

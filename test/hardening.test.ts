@@ -1,4 +1,4 @@
-// Hardening (issue 11): descriptor exhaustion, idle clients that would
+// Hardening: descriptor exhaustion, idle clients that would
 // starve a pool (--max-per-source, --defer-accept, --timeout without the
 // copy loop), failures the operator sees, the client's reset status, and
 // messages that used to mislead. Everything against dist/socket.

@@ -1,4 +1,4 @@
-// -u/-g and the files socket opens as root (issue 14, items 2-4): the
+// -u/-g and the files socket opens as root: the
 // supplementary groups are always set, the UNIX socket file belongs to the
 // identity socket runs as (so that user can connect, and socket can remove
 // it at exit), and --pid-file/--log never follow a symlink or truncate a

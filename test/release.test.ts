@@ -1,4 +1,4 @@
-// The release (issue 18), verified rather than just built: `bun
+// The release, verified rather than just built: `bun
 // scripts/release.ts` runs once into a temp dir (two compiles, ~40 s here;
 // SOCKET_RELEASE_DIR=dist/release reuses a release already made), then the
 // x64 tarball's executable runs, the arm64 one runs under qemu-aarch64 (a

@@ -1,4 +1,4 @@
-// Reliability and security (issue 5): integrity, load, faults, hostile
+// Reliability and security: integrity, load, faults, hostile
 // clients, bad input, UNIX socket files, privileges, no shell injection.
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";

@@ -1,4 +1,4 @@
-// A pool's signals (issue 16): HUP replaces every worker and USR2 the
+// A pool's signals: HUP replaces every worker and USR2 the
 // master, under continuous load, with no connection failed or refused; a
 // new executable that cannot start leaves the old master serving; USR1
 // reopens -b's --log; TTIN and TTOU add and remove a worker.

@@ -1,6 +1,6 @@
-// SCGI faults (issue 14): a header that drips in must not hold a worker
-// past an absolute deadline (item 6), and a CGI that answers without
-// reading its body must not lose its answer to a reset (item 12).
+// SCGI faults: a header that drips in must not hold a worker past an
+// absolute deadline, and a CGI that answers without reading its body must
+// not lose its answer to a reset.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { Socket } from "bun";

@@ -1,4 +1,4 @@
-// What issue 15's reshaping had to keep or mend, seen from outside: an
+// What the source's reshaping had to keep or mend, seen from outside: an
 // IPv4-mapped IPv6 literal reaches an IPv4 server (the address codec is
 // the C library's now), and a worker given a malformed configuration says
 // so in one line instead of a TypeError.

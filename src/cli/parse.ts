@@ -1,18 +1,13 @@
-// The command line's checks: getopt semantics through node:util parseArgs
-// (citty's own parser folds -b/-B and -w/-W together: SPEC section 7), then
-// every combination socket(1) refuses, into one checked Options.
+// The command line's checks: what getopt.ts read, then every combination
+// socket(1) refuses, into one checked Options.
 import { statSync } from "node:fs";
 import { NAME, VERSION_LINE } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
 import { programNameProblem, shellNeed } from "../connection/program.ts";
 import { checkRules } from "../net/rules.ts";
 import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
-
-// Required when this module is first used, not imported: the bundler puts
-// every import of a node built-in at the top of the executable, so an
-// imported node:util was loaded by every pool worker too, which never
-// parses a command line (0.3 MB of each idle worker's own heap).
-const { parseArgs } = require("node:util") as typeof import("node:util");
+import { readCommandLine, type Read } from "./getopt.ts";
+import { errorCode, errorText } from "../fatal.ts";
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
 export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
@@ -23,53 +18,10 @@ const usageError = (message?: string): Refusal => ({
   exit: EXIT_USAGE,
   stderr: (message ? `${message}\n` : "") + `${USAGE}\n`,
 });
-const senseless = (what: string): Parsed => ({
+const senseless = (what: string): Refusal => ({
   exit: EXIT_USAGE,
   stderr: `It does not make sense to set ${what}.\n`,
 });
-
-/** The getopt wording for what parseArgs rejected. */
-function getoptMessage(error: Error & { code?: string }): string {
-  const option = error.message.match(/'(-?-?[^',\s]+)/)?.[1] ?? "";
-  if (option.startsWith("--")) {
-    return error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE"
-      ? `${NAME}: option '${option}' requires an argument`
-      : `${NAME}: unrecognized option '${option}'`;
-  }
-  const letter = option.replace(/^-/, "").slice(0, 1);
-  return error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE"
-    ? `${NAME}: option requires an argument -- '${letter}'`
-    : `${NAME}: invalid option -- '${letter}'`;
-}
-
-const valueLetters = new Set<string>(
-  Object.values(optionTable).flatMap((def) => (def.type === "string" && "alias" in def ? [def.alias] : [])),
-);
-const valueNames = new Set(Object.entries(optionTable).flatMap(([name, def]) => (def.type === "string" ? [name] : [])));
-
-/**
- * getopt takes the word after an option that wants a value as that value,
- * even when it starts with "-" (`-p -x`); parseArgs calls that ambiguous
- * unless it is attached, so attach it.
- */
-function attachDashValues(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const next = argv[i + 1];
-    if (arg === "--") return [...out, ...argv.slice(i)];
-    const wantsValue =
-      (/^-[^-]/.test(arg) && valueLetters.has(arg.slice(-1)) && ![...arg.slice(1, -1)].some((c) => valueLetters.has(c))) ||
-      (arg.startsWith("--") && valueNames.has(arg.slice(2)));
-    if (wantsValue && next?.startsWith("-")) {
-      out.push(arg.startsWith("--") ? `${arg}=${next}` : arg + next);
-      i++;
-    } else {
-      out.push(arg);
-    }
-  }
-  return out;
-}
 
 function number(text: string | undefined, name: string, min: number, max: number): number | string | undefined {
   if (text === undefined) return undefined;
@@ -99,49 +51,87 @@ export function parseSize(text: string): number | undefined {
  */
 export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed {
   if (argv[0] === "-version") return { exit: 0, stdout: VERSION_LINE };
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: attachDashValues(argv),
-      strict: true,
-      allowPositionals: true,
-      tokens: true, // --allow and --deny are read in the order given
-      options: Object.fromEntries(
-        Object.entries(optionTable).map(([name, def]) => [
-          name,
-          { type: def.type, ...("alias" in def && { short: def.alias }), ...("multiple" in def && { multiple: def.multiple }) },
-        ]),
-      ) as Record<OptionName, { type: "string" | "boolean"; short?: string; multiple?: boolean }>,
-    });
-  } catch (e) {
-    return usageError(getoptMessage(e as Error));
-  }
-  const v = parsed.values as Partial<Record<OptionName, string | boolean | string[]>>;
-  const str = (k: OptionName) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
-  const flag = (k: OptionName) => v[k] === true;
-
+  const read = readCommandLine(argv);
+  if (typeof read === "string") return usageError(read);
+  const { str, flag } = read;
   if (flag("help")) return { exit: 0, help: true };
   if (flag("version")) return { exit: 0, stdout: VERSION_LINE };
 
-  const server = flag("server");
-  const readOnly = flag("read-only");
-  const writeOnly = flag("write-only");
-  const workers = str("workers");
-  let loop = flag("loop");
-  let fork = flag("fork");
-  if (readOnly && writeOnly) return senseless("-r and -w");
-  if (loop && !server) return senseless("-l and not -s");
-  if (flag("background") && !server) return senseless("-b and not -s");
-  let warning = "";
-  if (fork && !server) warning = "It does not make sense to set -f and not -s.\n";
-
+  const how = modeOptions(flag);
+  if ("exit" in how) return how;
+  const { server } = how;
   const program = str("program");
   if (program !== undefined && program.trim() === "") return usageError(`${NAME}: -p needs a command`);
   const unstartable = program === undefined ? undefined : programNameProblem(program);
   // One line, no usage line: the option was right, its value is not.
   if (unstartable !== undefined) return { exit: EXIT_USAGE, stderr: `${NAME}: ${unstartable}\n` };
 
-  const positionals = parsed.positionals;
+  const destination = destinationOption(read, server, passedSocket);
+  if ("exit" in destination) return destination;
+  const serverChecked = serverOptions(read, server, destination);
+  if ("exit" in serverChecked) return serverChecked;
+  const cgiRoot = str("cgi-root");
+  if (cgiRoot !== undefined) {
+    const why = cgiRootProblem(cgiRoot, program, flag("scgi") || flag("fastcgi"));
+    if (why) return usageError(`${NAME}: ${why}`);
+  }
+  const pool = poolOption(read, server, program, cgiRoot);
+  if (pool !== undefined && "exit" in pool) return pool;
+  const limits = limitOptions(read, server, destination);
+  if ("exit" in limits) return limits;
+  const gateway = gatewayOptions(read, program, server, cgiRoot !== undefined);
+  if ("exit" in gateway) return gateway;
+  const extras = operatorOptions(str, read.tokens, destination, server, pool !== undefined);
+  if ("exit" in extras) return extras;
+
+  return {
+    warning: how.warning,
+    run: {
+      ...extras,
+      ...limits,
+      ...gateway,
+      ...serverChecked,
+      destination,
+      server,
+      // a pool serves connections concurrently, forever
+      loop: how.loop || pool !== undefined,
+      fork: how.fork || pool !== undefined,
+      program,
+      cgiRoot,
+      bind: str("bind"),
+      background: flag("background"),
+      quit: flag("quit"),
+      readOnly: how.readOnly,
+      writeOnly: how.writeOnly,
+      crlf: flag("crlf"),
+      verbose: flag("verbose"),
+      pool,
+      user: str("user"),
+      group: str("group"),
+      log: str("log"),
+      pidFile: str("pid-file"),
+    },
+  };
+}
+
+/** -s, -r, -w, -l, -f and -b, as socket(1) combines them; -f without -s only warns. */
+function modeOptions(
+  flag: Read["flag"],
+): { server: boolean; readOnly: boolean; writeOnly: boolean; loop: boolean; fork: boolean; warning: string } | Refusal {
+  const server = flag("server");
+  const readOnly = flag("read-only");
+  const writeOnly = flag("write-only");
+  const loop = flag("loop");
+  const fork = flag("fork");
+  if (readOnly && writeOnly) return senseless("-r and -w");
+  if (loop && !server) return senseless("-l and not -s");
+  if (flag("background") && !server) return senseless("-b and not -s");
+  const warning = fork && !server ? "It does not make sense to set -f and not -s.\n" : "";
+  return { server, readOnly, writeOnly, loop, fork, warning };
+}
+
+/** Where to connect or listen, from the words after the options. */
+function destinationOption({ str, positionals }: Read, server: boolean, passedSocket: boolean): Destination | Refusal {
   let destination: Destination;
   if (positionals.length === 1 && positionals[0].includes("/")) {
     destination = { kind: "unix", path: positionals[0] };
@@ -157,51 +147,54 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
     return usageError();
   }
   if (destination.kind === "unix" && positionals[0].length === 0) return usageError();
+  return destination;
+}
+
+/** -b, --log, --pid-file and --grace: what only a server has. */
+function serverOptions({ str, flag }: Read, server: boolean, destination: Destination): Pick<Options, "graceMs"> | Refusal {
   if (destination.kind === "passed" && flag("background")) return senseless("-b and a socket passed by the service manager");
   if (str("log") !== undefined && !flag("background")) return usageError(`${NAME}: --log needs -b`);
   if (str("pid-file") !== undefined && !server) return usageError(`${NAME}: --pid-file is for servers`);
-  const graceAny = number(str("grace"), "--grace", 0, 86400);
-  if (typeof graceAny === "string") return usageError(graceAny);
+  const grace = number(str("grace"), "--grace", 0, 86400);
+  if (typeof grace === "string") return usageError(grace);
+  return { graceMs: (grace ?? 0) * 1000 };
+}
 
-  const cgiRoot = str("cgi-root");
-  if (cgiRoot !== undefined) {
-    const why = cgiRootProblem(cgiRoot, program, flag("scgi") || flag("fastcgi"));
-    if (why) return usageError(`${NAME}: ${why}`);
-  }
-  let pool: PoolPolicy | undefined;
-  if (workers !== undefined) {
-    if (!server || (program === undefined && cgiRoot === undefined)) return usageError(`${NAME}: -W needs -s and -p`);
-    const m = workers.match(/^(\d+)(?::(\d+))?$/);
-    const min = m ? Number(m[1]) : NaN;
-    const max = m ? Number(m[2] ?? m[1]) : NaN;
-    if (!(min >= 1 && max >= min && max <= MAX_WORKERS)) {
-      return usageError(`${NAME}: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= ${MAX_WORKERS}, not '${workers}'`);
-    }
-    const ramp = str("ramp") ?? "spare";
-    if (ramp !== "spare" && ramp !== "burst") return usageError(`${NAME}: --ramp wants spare or burst, not '${ramp}'`);
-    const maxRequests = number(str("max-requests"), "--max-requests", 0, 1e9) ?? 0;
-    const idle = number(str("idle-timeout"), "--idle-timeout", 0.1, 86400) ?? 10;
-    const grace = number(str("grace"), "--grace", 0, 86400) ?? 10;
-    for (const n of [maxRequests, idle, grace]) if (typeof n === "string") return usageError(n);
-    pool = {
-      min,
-      max,
-      ramp,
-      maxRequests: maxRequests as number,
-      idleTimeoutMs: (idle as number) * 1000,
-      graceMs: (grace as number) * 1000,
-      prestart: flag("prestart"),
-    };
-    loop = true; // a pool serves connections concurrently, forever
-    fork = true;
-  } else {
+/** -W and the options that only a pool has; without -W, those are refused. */
+function poolOption({ str, flag }: Read, server: boolean, program: string | undefined, cgiRoot: string | undefined): PoolPolicy | undefined | Refusal {
+  const workers = str("workers");
+  if (workers === undefined) {
     if (str("grace") !== undefined && !server) return usageError(`${NAME}: --grace is for servers`);
     for (const k of ["max-requests", "idle-timeout", "ramp"] as const) {
       if (str(k) !== undefined) return usageError(`${NAME}: --${k} needs -W`);
     }
     if (flag("prestart")) return usageError(`${NAME}: --prestart needs -W`);
+    return undefined;
   }
+  if (!server || (program === undefined && cgiRoot === undefined)) return usageError(`${NAME}: -W needs -s and -p`);
+  const m = workers.match(/^(\d+)(?::(\d+))?$/);
+  const min = m ? Number(m[1]) : NaN;
+  const max = m ? Number(m[2] ?? m[1]) : NaN;
+  if (!(min >= 1 && max >= min && max <= MAX_WORKERS)) {
+    return usageError(`${NAME}: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= ${MAX_WORKERS}, not '${workers}'`);
+  }
+  const ramp = str("ramp") ?? "spare";
+  if (ramp !== "spare" && ramp !== "burst") return usageError(`${NAME}: --ramp wants spare or burst, not '${ramp}'`);
+  const maxRequests = number(str("max-requests"), "--max-requests", 0, 1e9) ?? 0;
+  const idle = number(str("idle-timeout"), "--idle-timeout", 0.1, 86400) ?? 10;
+  const grace = number(str("grace"), "--grace", 0, 86400) ?? 10;
+  if (typeof maxRequests === "string") return usageError(maxRequests);
+  if (typeof idle === "string") return usageError(idle);
+  if (typeof grace === "string") return usageError(grace);
+  return { min, max, ramp, maxRequests, idleTimeoutMs: idle * 1000, graceMs: grace * 1000, prestart: flag("prestart") };
+}
 
+/** --timeout, --max-per-source, --defer-accept, --mode, -u and -g. */
+function limitOptions(
+  { str }: Read,
+  server: boolean,
+  destination: Destination,
+): Pick<Options, "timeoutMs" | "maxPerSource" | "deferAcceptSecs" | "mode"> | Refusal {
   const timeout = number(str("timeout"), "--timeout", 0.001, 86400);
   if (typeof timeout === "string") return usageError(timeout);
   const maxPerSource = number(str("max-per-source"), "--max-per-source", 1, 1e6);
@@ -226,57 +219,26 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   if ((str("user") !== undefined || str("group") !== undefined) && !server) {
     return usageError(`${NAME}: -u and -g are for servers`);
   }
-  const gateway = gatewayOption(flag, program, server, cgiRoot !== undefined);
+  return { timeoutMs: timeout === undefined ? undefined : timeout * 1000, maxPerSource, deferAcceptSecs: deferAccept, mode };
+}
+
+/** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body. */
+function gatewayOptions(read: Read, program: string | undefined, server: boolean, site: boolean): Pick<Options, "gateway" | "passEnv" | "maxBody"> | Refusal {
+  const gateway = gatewayOption(read.flag, program, server, site);
   if (typeof gateway === "object") return gateway;
-  const passEnv = (v["pass-env"] ?? []) as string[];
+  const passEnv = read.list("pass-env");
   if (passEnv.length > 0 && gateway === undefined) return usageError(`${NAME}: --pass-env needs --scgi or --fastcgi`);
   const badName = passEnv.find((name) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name));
   if (badName !== undefined) {
     return usageError(`${NAME}: --pass-env wants a variable name (letters, digits and _, not starting with a digit), not '${badName}'`);
   }
-
-  const maxBodyText = str("max-body");
+  const maxBodyText = read.str("max-body");
   const maxBody = maxBodyText === undefined ? DEFAULT_MAX_BODY : parseSize(maxBodyText);
   if (maxBodyText !== undefined && gateway === undefined) return usageError(`${NAME}: --max-body needs --scgi or --fastcgi`);
   if (maxBody === undefined) {
     return { exit: EXIT_USAGE, stderr: `${NAME}: --max-body wants a size from 1 to 1024g (bytes, or a number with k, m or g), not '${maxBodyText}'\n` };
   }
-
-  const extras = operatorOptions(str, parsed.tokens, destination, server, pool !== undefined);
-  if ("exit" in extras) return extras;
-
-  return {
-    warning,
-    run: {
-      ...extras,
-      destination,
-      server,
-      loop,
-      fork,
-      program,
-      cgiRoot,
-      bind: str("bind"),
-      background: flag("background"),
-      quit: flag("quit"),
-      readOnly,
-      writeOnly,
-      crlf: flag("crlf"),
-      verbose: flag("verbose"),
-      pool,
-      timeoutMs: timeout === undefined ? undefined : timeout * 1000,
-      maxPerSource,
-      deferAcceptSecs: deferAccept,
-      mode,
-      user: str("user"),
-      group: str("group"),
-      gateway,
-      passEnv,
-      maxBody,
-      log: str("log"),
-      pidFile: str("pid-file"),
-      graceMs: (graceAny ?? 0) * 1000,
-    },
-  };
+  return { gateway, passEnv, maxBody };
 }
 
 /**
@@ -291,7 +253,7 @@ function cgiRootProblem(dir: string, program: string | undefined, gateway: boole
   try {
     if (!statSync(dir).isDirectory()) return `--cgi-root: '${dir}' is not a directory`;
   } catch (e) {
-    return `--cgi-root: cannot use '${dir}': ${(e as { code?: string }).code ?? (e as Error).message}`;
+    return `--cgi-root: cannot use '${dir}': ${errorCode(e) ?? errorText(e)}`;
   }
   return undefined;
 }
@@ -307,7 +269,7 @@ function gatewayOption(
   server: boolean,
   /** --cgi-root names the programs instead of -p. */
   site: boolean,
-): Gateway | undefined | Parsed {
+): Gateway | undefined | Refusal {
   const scgi = flag("scgi");
   const fastcgi = flag("fastcgi");
   if (!scgi && !fastcgi) return undefined;

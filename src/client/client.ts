@@ -12,6 +12,8 @@ import { strerror, SysError } from "../system/ffi.ts";
 import type { Program } from "../connection/program.ts";
 import { exitNow } from "../system/signals.ts";
 
+import { errorNumber } from "../fatal.ts";
+
 async function connect(address: Address, bind: string | undefined): Promise<number> {
   try {
     if (address.kind === "unix") return connectUnix(address.path);
@@ -38,7 +40,7 @@ export async function runClient(options: Options, address: Address, program: Pro
   await flushStdout();
   // A reset (or another socket error) ends the client as socket(1) reports
   // socket errors: the C library's text, and the errno as status (104).
-  const errno = Math.abs(Number((error as { errno?: unknown } | undefined)?.errno));
+  const errno = Math.abs(errorNumber(error) ?? 0);
   if (errno > 0 && errno < 256) throw new Fatal(`client socket: ${strerror(errno)}`, errno);
   return exitNow(0);
 }

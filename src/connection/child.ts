@@ -3,9 +3,8 @@
 // blocking poll. A worker has nothing else to do while its program runs, and
 // Bun.spawn's machinery (a Subprocess, its promise, Bun's own pidfd in its
 // event loop, three fcntl checks of the stdio, the whole environment
-// converted again) was a third of a worker's CPU per connection: measured
-// in a loop of /bin/true with socket's environment, 0.15-0.20 ms of the
-// parent's CPU per start with Bun.spawn, 0.085 ms this way.
+// converted again) was a large part of a worker's CPU per connection
+// (docs/DESIGN.md, "Measurements behind the code").
 // The program gets what Bun.spawn gave it: descriptors 0-2 only, every
 // signal at its default (but 32 and 33, glibc's own, which its posix_spawn
 // cannot reset when socket itself was started with them ignored) and none

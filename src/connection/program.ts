@@ -29,7 +29,7 @@ export interface Program {
 /**
  * `sh -c command`, or the command's own words when the shell would do
  * nothing but split them: dash does not exec the last command, so that
- * saves a process per connection (SPEC section 7). A command not found on
+ * saves a process per connection. A command not found on
  * PATH goes through sh, which prints the error a user expects.
  */
 export function programFor(command: string): Program {
@@ -49,7 +49,7 @@ let inherited: Record<string, string> | undefined;
 function inheritedEnv(): Record<string, string> {
   // socket's own environment, read once (at the first connection, after
   // main has removed its private markers): walking process.env per
-  // connection cost a worker a sixth of its CPU (0.28 -> 0.23 ms a connection).
+  // connection was a measurable part of a worker's CPU (docs/DESIGN.md).
   inherited ??= Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
   return { ...inherited };
 }
@@ -139,8 +139,7 @@ export function startOnConnection(program: Program, fd: number, env: Record<stri
 
 /**
  * The bridge's pipes hold 256 KiB, not 64: fewer splice calls and wakeups
- * per megabyte (100 MB through --prestart, 4 rounds: 0.70 x the hand-off
- * with 64 KiB pipes, 0.80 x with 256 KiB, 0.81 x with 1 MiB). Not more: an
+ * per megabyte, and larger ones gained nothing more (docs/DESIGN.md). Not more: an
  * unprivileged user's pipes share 64 MiB (pipe-user-pages-soft).
  */
 const PIPE_BYTES = 256 << 10;

@@ -6,6 +6,8 @@ import { Fatal } from "../fatal.ts";
 import { setCloexec } from "../system/fd.ts";
 import { type Endpoint, localEndpoint, socketKind } from "../system/socket.ts";
 
+import { errorText } from "../fatal.ts";
+
 /** SD_LISTEN_FDS_START: the first passed descriptor. */
 export const PASSED_FD = 3;
 const EXIT_USAGE = 15;
@@ -54,7 +56,7 @@ export function passedSocket(): Endpoint {
     // Programs must not inherit the listener (they would hold the port).
     setCloexec(PASSED_FD);
   } catch (e) {
-    throw new Fatal(`descriptor ${PASSED_FD} from the service manager: ${(e as Error).message}`, EXIT_USAGE);
+    throw new Fatal(`descriptor ${PASSED_FD} from the service manager: ${errorText(e)}`, EXIT_USAGE);
   }
   // A datagram socket (or one not listening) would make every accept fail.
   if (!kind.stream || !kind.listening) {

@@ -12,6 +12,15 @@ import { strerror, SysError } from "../system/ffi.ts";
 import { umask } from "../system/files.ts";
 import { setBacklog, setDeferAccept } from "../system/socket.ts";
 
+import { errorNumber, errorText } from "../fatal.ts";
+
+declare module "bun" {
+  /** Bun.listen adopts a listening descriptor given as `fd` (a passed or kept listener); its types leave that form out. */
+  function listen<Data = undefined>(options: SocketOptions<Data> & { fd: number }): TCPSocketListener<Data>;
+  // Bun's own last form again, so that Parameters<typeof Bun.listen> still reads it.
+  function listen<Data = undefined>(options: UnixSocketOptions<Data>): UnixSocketListener<Data>;
+}
+
 const EXIT_SERVER_SOCKET = 1;
 /**
  * A burst of connects larger than the backlog costs a SYN retransmit (a
@@ -27,7 +36,7 @@ export interface Listening<T> {
 
 /** Which descriptor a Bun object holds; Bun has it at run time, its types do not say. */
 export function fdOf(handle: object): number {
-  const fd = (handle as { fd?: unknown }).fd;
+  const fd = "fd" in handle ? handle.fd : undefined;
   if (typeof fd !== "number" || fd < 0) throw new Error("Bun did not expose the descriptor");
   return fd;
 }
@@ -94,21 +103,20 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, options:
     return { listener, address: { ...address, port: listener.port } };
   } catch (e) {
     if (e instanceof Fatal) throw e;
-    const errno = (e as { errno?: unknown }).errno;
-    if (typeof errno === "number") throw serverError(Math.abs(errno), name);
-    throw new Fatal(`${name}: ${e instanceof Error ? e.message : String(e)}`, EXIT_SERVER_SOCKET);
+    const errno = errorNumber(e);
+    if (errno !== undefined) throw serverError(Math.abs(errno), name);
+    throw new Fatal(`${name}: ${errorText(e)}`, EXIT_SERVER_SOCKET);
   }
 }
 
 /** The socket systemd passed: Bun listens on a copy of it; ours is closed so no program inherits it. */
 function adopt<T>(address: Address, handlers: SocketHandler<T>): Listening<T> {
   try {
-    const options = { fd: PASSED_FD, socket: handlers, allowHalfOpen: true };
-    const listener = Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
+    const listener = Bun.listen<T>({ fd: PASSED_FD, socket: handlers, allowHalfOpen: true });
     if (fdOf(listener) !== PASSED_FD) close(PASSED_FD);
     return { listener, address };
   } catch (e) {
-    throw new Fatal(`server socket: descriptor ${PASSED_FD}: ${(e as Error).message}`, EXIT_SERVER_SOCKET);
+    throw new Fatal(`server socket: descriptor ${PASSED_FD}: ${errorText(e)}`, EXIT_SERVER_SOCKET);
   }
 }
 
@@ -128,7 +136,7 @@ export function listeningMessage(address: Address): string {
 
 /**
  * For the pool: the master keeps the listening descriptor but must never
- * accept on it (SPEC section 7: a live Bun listener steals connections).
+ * accept on it (a live Bun listener would take connections from the workers).
  * So keep a copy, stop Bun's listener (that ends its polling; for a UNIX
  * socket it also unlinks the path, which a hard link preserves), and make
  * it non-blocking: workers wait for it in epoll, and one that loses the race
@@ -161,6 +169,5 @@ export function pauseListener<T>({ listener, address }: Listening<T>): number {
 
 /** Accepting again: Bun adopts the kept descriptor (and closes it at its stop()). */
 export function resumeListener<T>(fd: number, handlers: SocketHandler<T>): SocketListener<T> {
-  const options = { fd, socket: handlers, allowHalfOpen: true };
-  return Bun.listen<T>(options as unknown as Parameters<typeof Bun.listen<T>>[0]);
+  return Bun.listen<T>({ fd, socket: handlers, allowHalfOpen: true });
 }

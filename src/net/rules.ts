@@ -2,9 +2,9 @@
 // in order (the first that matches decides; with any --allow, an address no
 // rule matches is denied, as tcpserver's rules end in a deny). Addresses
 // are read by the C library's inet_pton (system/sockaddr.ts) and a prefix is
-// compared bit by bit. Not node:net's BlockList: loading node:net made every
-// worker's own heap 1.6 MB larger (Pss_Anon of a compiled executable that
-// only imported it, against one that did not), whether or not rules were given.
+// compared bit by bit. Not node:net's BlockList: loading node:net makes every
+// worker's own heap larger, whether or not rules were given (docs/DESIGN.md,
+// "Measurements behind the code").
 import { AF_INET, AF_INET6, ipBytes } from "../system/sockaddr.ts";
 
 /** One rule as the command line gave it. */
@@ -67,7 +67,11 @@ export class AccessRules {
 
   /** The rules must have passed checkRules. */
   constructor(rules: AccessRule[]) {
-    this.subnets = rules.map((r) => parseSubnet(r) as Subnet);
+    this.subnets = rules.map((r) => {
+      const subnet = parseSubnet(r);
+      if (typeof subnet === "string") throw new Error(`unchecked rule: ${subnet}`);
+      return subnet;
+    });
     this.anyAllow = rules.some((r) => r.allow);
   }
 

@@ -3,8 +3,8 @@
 // waits for the verdict before serving; the master counts the connection
 // until that worker says "idle" again (or dies). Only with the option set:
 // without it a worker asks nothing and the fast path pays nothing. One
-// round trip over the IPC channel the worker already has: lost in the noise
-// of a sequential turnaround here (1.8-2.6 ms a connection either way, -W 4).
+// round trip over the IPC channel the worker already has, which is lost in
+// the noise of a connection's turnaround (docs/DESIGN.md, "Measurements").
 import { rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";

@@ -1,90 +1,62 @@
-// The pool master (-W): binds once, keeps the listening descriptor without
-// ever accepting on it, and keeps the pool of workers at the size its
+// The pool master (-W): keeps the listening descriptor (run-pool.ts binds
+// it) without ever accepting on it, and keeps the pool of workers at the size its
 // policy asks for. Workers say "busy" when they accept and "idle" when done
 // (Bun's IPC); the master reaches a waiting worker through a control socket
 // the worker watches in its epoll wait (its fd 4): one byte, RETIRE (drain
 // the queue, then exit) or LEAVE (exit after the connection in hand); end
 // of file means the master is gone.
 // Signals (main.ts): HUP replaces every worker (reload), USR2 starts the
-// executable again as a successor master on the same listener (upgrade),
-// USR1 reopens -b's --log, TTIN/TTOU add or remove a worker.
-import { unlinkSync } from "node:fs";
+// executable again as a successor master on the same listener (upgrade,
+// succession.ts), USR1 reopens -b's --log, TTIN/TTOU add or remove a
+// worker. How many to start and which to retire: policy.ts.
 import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import { Fatal } from "../fatal.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { MAX_WORKERS } from "../cli/parse.ts";
-import { SUCCESSOR_ENV } from "../net/activation.ts";
-import { handOverPidFile, logFileName, PID_FD_ENV, pidFileDescriptor, reopenLog, reportFatal, SUCCESSOR_PID_FD } from "../system/daemon.ts";
-import { socketPair } from "../system/connect.ts";
+import { handOverPidFile, logFileName, reopenLog, reportFatal } from "../system/daemon.ts";
 import { close } from "../system/fd.ts";
-import { strerror } from "../system/ffi.ts";
 import { sendByte } from "../system/socket.ts";
 import { say, verbose, write } from "../system/log.ts";
-import { accessRules } from "../connection/sources.ts";
-import { detachListener, listen, listeningMessage, passedListener } from "../net/listener.ts";
-import { mainPid, notifyEnv, serving, stopping } from "../system/notify.ts";
-import { endDescendants, KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { selfCommand, startDir } from "../system/self.ts";
-import { atExit, exitNow } from "../system/signals.ts";
+import { mainPid, serving, stopping } from "../system/notify.ts";
+import { endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
+import { selfCommand } from "../system/self.ts";
+import { exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
-import { PERMANENT_TRIES, spawnFailure, stderrOpen, StartOutput, type StartFailure } from "./start-failures.ts";
+import { PERMANENT_TRIES, spawnFailure, stderrOpen, type StartFailure } from "./start-failures.ts";
 import { PoolWatch } from "./status.ts";
 import { serveStatus } from "./status-http.ts";
 import {
   EXIT_LISTENER_FAILED,
-  EXIT_MAX_REQUESTS,
-  EXIT_RETIRED,
-  EXIT_START_FAILED,
   isAdmitRequest,
   isRequestNote,
   LEAVE,
   REOPEN,
   reportsState,
   RETIRE,
-  WORKER_FLAG,
   workerConfig,
   type WorkerMessage,
 } from "./protocol.ts";
 
-/** A worker as the master keeps track of it. */
-interface Child {
-  proc: Subprocess;
-  /** The master's end of the worker's control socket. */
-  control: number;
-  state: "starting" | "idle" | "busy";
-  startedAt: number;
-  idleSince: number;
-  retiring: boolean;
-  served: number;
-  /** Bumped by each HUP: workers of an older generation retire once the new ones wait. */
-  generation: number;
-  /** Its stderr until it waits (start-failures.ts). */
-  output: StartOutput;
-}
-
-/** A worker that dies sooner than this after starting, having served nothing, is failing. */
-const QUICK_DEATH_MS = 1000;
-/** Workers started at once while the pool fills (balance()): the cores this process may use. */
-const STARTS_AT_ONCE = Math.max(1, navigator.hardwareConcurrency);
-/** How long a USR2 successor may take to serve before it is given up (TERM) and the old master serves on. */
-const SUCCESSOR_TIMEOUT_MS = 30_000;
+import { errorText } from "../fatal.ts";
+import { Succession } from "./succession.ts";
+import { endReason, startWorkerProcess, type WorkerLaunch, type WorkerRecord } from "./worker-process.ts";
+import { exitKind, idleTooLong, oneToRemove, startsWanted } from "./policy.ts";
 
 export class WorkerPool {
-  private readonly workers = new Map<number, Child>();
+  private readonly workers = new Map<number, WorkerRecord>();
   private stopping = false;
   private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
   private lastStatus = "";
-  private readonly workerEnv: Record<string, string>;
+  /** What every worker is started with (worker-process.ts). */
+  private readonly launch: WorkerLaunch;
   private allGone: (() => void) | undefined;
   private readonly admissions: Admissions | undefined;
   /** The first MIN workers have said they wait in accept: socket serves (READY=1, -b released). */
   private ready = false;
-  /** What `ps` shows for a worker: which pool it belongs to. */
-  private readonly title: string;
   /** --status, --slow: counters and timings (status.ts); undefined otherwise, and nothing is counted. */
   private readonly watch: PoolWatch | undefined;
   /** MIN and MAX, which TTIN and TTOU move. */
@@ -92,10 +64,8 @@ export class WorkerPool {
   private generation = 0;
   /** Failures in a row, before the pool first served, that trying again cannot mend (start-failures.ts). */
   private permanentInARow = 0;
-  /** Socket's stderr is open: a starting worker's goes to a pipe, and this is passed as its STDERR_FD. */
-  private readonly holdsStderr = stderrOpen();
-  /** USR2's new master, until it serves (then this one hands over) or fails. */
-  private successor: Subprocess | undefined;
+  /** USR2's new master, until it serves (succession.ts). */
+  private readonly succession: Succession;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
 
@@ -103,16 +73,23 @@ export class WorkerPool {
     private readonly listenFd: number,
     policy: PoolPolicy,
     private readonly options: Options,
-    private readonly argv: string[],
+    argv: string[],
     address: Address,
     /** A USR2 successor: the old master still holds the status page's address. */
     successor: boolean,
   ) {
     this.policy = { ...policy };
-    const config = workerConfig(options, address, this.logFile(), this.holdsStderr);
-    this.workerEnv = { ...(process.env as Record<string, string>), ...NO_LAZY_THREADS, ...config };
+    const holdsStderr = stderrOpen();
+    this.launch = {
+      title: `socket: worker of ${address.kind === "unix" ? address.path : address.port}`,
+      listenFd,
+      holdsStderr,
+      env: { ...process.env, ...NO_LAZY_THREADS, ...workerConfig(options, address, this.logFile(), holdsStderr) },
+      onMessage: (pid, message) => this.onMessage(pid, message),
+      onExit: (pid, code, signal) => this.onExit(pid, code, signal),
+    };
+    this.succession = new Succession(listenFd, argv, () => this.stopping, (next) => void this.handOver(next));
     if (options.maxPerSource !== undefined) this.admissions = new Admissions(options.maxPerSource);
-    this.title = `socket: worker of ${address.kind === "unix" ? address.path : address.port}`;
     if (options.status !== undefined || options.slowMs !== undefined) {
       this.watch = new PoolWatch(listenFd, address.kind === "unix", options.slowMs, options.status !== undefined);
     }
@@ -141,18 +118,17 @@ export class WorkerPool {
   }
 
   /** Workers of the current generation, not retiring: the pool as its policy counts it. */
-  private current(): Child[] {
+  private current(): WorkerRecord[] {
     return [...this.workers.values()].filter((w) => !w.retiring && w.generation === this.generation);
   }
 
-  private count(state: Child["state"]): number {
+  private count(state: WorkerRecord["state"]): number {
     return this.current().filter((w) => w.state === state).length;
   }
 
   /** Starts the workers the policy wants now: at least MIN, and a spare while below MAX. */
   private balance(): void {
     if (this.stopping) return;
-    const { min, max, ramp } = this.policy;
     const wait = this.backoff.delay();
     if (wait > 0) {
       this.restartTimer ??= setTimeout(() => {
@@ -161,18 +137,9 @@ export class WorkerPool {
       }, wait);
       return;
     }
-    const active = () => this.current().length;
     try {
-      // At most as many start at once as there are cores: each start is a
-      // whole executable's (15-20 ms of CPU), and -W 64 started at once on 2
-      // cores made the first wait for nearly all of them. The rest follow as
-      // each says it waits (onMessage balances again).
-      while (active() < min && this.count("starting") < STARTS_AT_ONCE) this.spawn();
-      const ready = this.count("idle") + this.count("starting");
-      if (ready === 0 && active() < max) {
-        const grow = ramp === "burst" ? max - active() : 1;
-        for (let i = 0; i < grow; i++) this.spawn();
-      }
+      const starts = startsWanted(this.policy, { active: this.current().length, starting: this.count("starting"), idle: this.count("idle") });
+      for (let i = 0; i < starts; i++) this.spawn();
     } catch (e) {
       // fork failed (EAGAIN, EMFILE, ENOMEM): try again later rather than stay short.
       this.backoff.fail();
@@ -183,36 +150,14 @@ export class WorkerPool {
     }
     this.reportStatus();
     // Full: every worker busy and no more may start; a connection now waits.
-    this.watch?.balanced(this.count("idle") + this.count("starting") === 0 && active() >= max);
+    this.watch?.balanced(this.count("idle") + this.count("starting") === 0 && this.current().length >= this.policy.max);
   }
 
   private spawn(): void {
-    // A socket pair, not a pipe: a retire byte sent to a worker that has
-    // just died must give EPIPE (MSG_NOSIGNAL), not a SIGPIPE that ends the master.
-    const [control, workerEnd] = socketPair();
-    let proc: Subprocess;
-    try {
-      // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
-      proc = spawn([...selfCommand(), WORKER_FLAG], {
-        argv0: this.title,
-        // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).
-        stdio: this.holdsStderr ? ["ignore", "inherit", "pipe", this.listenFd, workerEnd, 2] : ["ignore", "inherit", "inherit", this.listenFd, workerEnd],
-        env: this.workerEnv,
-        serialization: "json",
-        ipc: (message: WorkerMessage) => this.onMessage(proc.pid, message),
-        onExit: (_p, code, signal) => this.onExit(proc.pid, code, signal),
-      });
-    } catch (e) {
-      close(control);
-      throw e;
-    } finally {
-      close(workerEnd); // the worker has its copy; ours would hide the master's death from it
-    }
-    const now = Date.now();
-    const output = new StartOutput(proc.stderr instanceof ReadableStream ? proc.stderr : undefined);
-    this.workers.set(proc.pid, { proc, control, state: "starting", startedAt: now, idleSince: now, retiring: false, served: 0, generation: this.generation, output });
-    this.watch?.started(proc.pid);
-    verbose(this.options, `pool: worker ${proc.pid} started`);
+    const worker = startWorkerProcess(this.launch, this.generation);
+    this.workers.set(worker.proc.pid, worker);
+    this.watch?.started(worker.proc.pid);
+    verbose(this.options, `pool: worker ${worker.proc.pid} started`);
   }
 
   private onMessage(pid: number, message: WorkerMessage): void {
@@ -265,23 +210,11 @@ export class WorkerPool {
     this.watch?.ended(pid);
     this.admissions?.release(pid);
     close(worker.control);
-    const why = signal
-      ? `killed by ${signal}`
-      : code === EXIT_MAX_REQUESTS
-        ? "served its --max-requests"
-        : code === EXIT_RETIRED
-          ? "retired"
-          : code === EXIT_LISTENER_FAILED
-            ? "could not accept"
-            : code === EXIT_START_FAILED
-              ? "could not set itself up"
-              : `failed (exit ${code})`;
+    const why = endReason(code, signal);
     verbose(this.options, `pool: worker ${pid} ended (${why})`);
     if (this.workers.size === 0) this.allGone?.();
     if (this.stopping) return;
-    const byPolicy = code === EXIT_MAX_REQUESTS || code === EXIT_RETIRED || worker.retiring;
-    const setUpFailed = code === EXIT_START_FAILED && worker.state === "starting";
-    const failedAtOnce = !byPolicy && worker.served === 0 && (setUpFailed || Date.now() - worker.startedAt < QUICK_DEATH_MS);
+    const { setUpFailed, failedAtOnce } = exitKind(worker, code, Date.now());
     // A listener that fails every accept would fail the next worker too: never replace it at once.
     if (failedAtOnce || code === EXIT_LISTENER_FAILED) {
       this.backoff.fail(); // never a tight loop of dying workers
@@ -334,10 +267,7 @@ export class WorkerPool {
   /** Retires one worker idle longer than --idle-timeout, while above MIN. */
   private shrink(): void {
     if (this.stopping) return;
-    const active = this.current();
-    if (active.length <= this.policy.min) return;
-    const now = Date.now();
-    const idle = active.find((w) => w.state === "idle" && now - w.idleSince >= this.policy.idleTimeoutMs);
+    const idle = idleTooLong(this.current(), this.policy, Date.now());
     if (!idle) return;
     idle.retiring = true;
     sendByte(idle.control, RETIRE); // EPIPE: it is already gone, its exit is on the way
@@ -390,8 +320,7 @@ export class WorkerPool {
     if (by > 0) return this.balance();
     const current = this.current();
     if (current.length <= this.policy.max) return;
-    // An idle one if the pool knows (a fixed pool's workers do not report): it leaves at once.
-    const one = current.find((w) => w.state === "idle" && reportsState(this.options)) ?? current.find((w) => w.state === "starting") ?? current[0];
+    const one = oneToRemove(current, reportsState(this.options)); // an idle one leaves at once
     one.retiring = true;
     sendByte(one.control, LEAVE);
   }
@@ -406,64 +335,16 @@ export class WorkerPool {
     try {
       reopenLog(logFile);
     } catch (e) {
-      say(`USR1: ${(e as Error).message}; still writing to the old file`);
+      say(`USR1: ${errorText(e)}; still writing to the old file`);
       return;
     }
     for (const w of this.workers.values()) sendByte(w.control, REOPEN); // EPIPE: it is gone, its exit is on the way
     verbose(this.options, `USR1: reopened ${logFile}`);
   }
 
-  /**
-   * USR2: the executable at socket's path (an operator may have put a new
-   * one there) starts with the same command line as a successor master,
-   * on this listener (its fd 3). Once its workers wait it says so (Bun's
-   * IPC), and this master hands over: drains and exits. A successor that
-   * cannot start, exits or never serves leaves this one serving.
-   */
+  /** USR2: a successor master on this listener (succession.ts); this one hands over once it serves. */
   upgrade(): void {
-    if (this.stopping) return;
-    if (this.successor) {
-      say(`USR2: the new master ${this.successor.pid} is still starting; ignored`);
-      return;
-    }
-    const command = selfCommand();
-    const pidFd = pidFileDescriptor();
-    let proc: Subprocess;
-    try {
-      proc = spawn([...command, ...this.argv], {
-        cwd: startDir,
-        // Index = the successor's descriptor: the listener 3, the pid file SUCCESSOR_PID_FD (4).
-        stdio: ["ignore", "inherit", "inherit", this.listenFd, ...(pidFd === undefined ? [] : [pidFd])],
-        env: {
-          ...(process.env as Record<string, string>),
-          ...NO_LAZY_THREADS,
-          ...notifyEnv(),
-          [SUCCESSOR_ENV]: String(process.pid),
-          ...(pidFd === undefined ? {} : { [PID_FD_ENV]: String(SUCCESSOR_PID_FD) }),
-        },
-        serialization: "json",
-        ipc: (message: unknown) => {
-          if (message === "ready" && this.successor === proc) void this.handOver(proc);
-        },
-        onExit: (_p, code, signal) => {
-          if (this.successor !== proc || this.stopping) return;
-          this.successor = undefined;
-          say(`USR2: the new master ${proc.pid} ${signal ? `was killed by ${signal}` : `exited with status ${code}`} before it served; this master (${process.pid}) serves on`);
-        },
-      });
-    } catch (e) {
-      const errno = (e as { errno?: number }).errno;
-      const why = typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
-      say(`USR2: cannot start ${command[0]}: ${why}; this master (${process.pid}) serves on`);
-      return;
-    }
-    this.successor = proc;
-    say(`USR2: started ${command[0]} as the new master ${proc.pid}`);
-    setTimeout(() => {
-      if (this.successor !== proc || this.stopping) return;
-      say(`USR2: the new master ${proc.pid} did not serve within ${SUCCESSOR_TIMEOUT_MS / 1000} s; ending it, this master serves on`);
-      proc.kill("SIGTERM");
-    }, SUCCESSOR_TIMEOUT_MS).unref();
+    if (!this.stopping) this.succession.start();
   }
 
   /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. */
@@ -488,15 +369,14 @@ export class WorkerPool {
    * Drains: every worker is sent the retire byte, finishes its connection
    * and serves what already waits in the listener's queue; the listener
    * closes with the last of them. Not shutdown(): on a listener that resets
-   * every queued connection (34 of 40 clients waiting in a -W 2 pool were).
+   * every queued connection (most of a -W 2 pool's waiting clients were).
    * Within the grace period; then what is left is ended.
    */
   async stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
     this.stopping = true;
     // A successor's workers serve the queue: this master's just finish their connections.
     if (successor === undefined) stopping();
-    else this.successor = undefined;
-    this.successor?.kill("SIGTERM"); // an upgrade under way is abandoned
+    this.succession.end(successor !== undefined);
     clearTimeout(this.restartTimer);
     close(this.listenFd); // our copy: the workers' keep the queue until they have drained it
     for (const worker of this.workers.values()) sendByte(worker.control, successor === undefined ? RETIRE : LEAVE);
@@ -509,47 +389,4 @@ export class WorkerPool {
     const cut = await endDescendants(new Set(this.workers.keys()), successor);
     if (cut > 0) verbose(this.options, `pool: ${cut} process${cut === 1 ? "" : "es"} cut short (TERM, then KILL after ${KILL_AFTER_MS / 1000} s)`);
   }
-}
-
-export function runPool(
-  argv: string[],
-  options: Options,
-  policy: PoolPolicy,
-  address: Address,
-  /** Gets the UNIX socket file socket created (not a passed one's). */
-  afterBind: (socketFile: string | undefined, statusFile: string | undefined) => void,
-  /** A USR2 successor: the old master's listener is fd 3, as a passed socket is (`address` is its). */
-  inherited = false,
-): WorkerPool {
-  const passed = options.destination.kind === "passed";
-  accessRules(options, address); // refused on a UNIX socket, before any worker starts
-  // A passed socket is the service manager's: the master only keeps a copy, and never unlinks its path.
-  let listenFd: number;
-  let bound = address;
-  let pool: WorkerPool | undefined;
-  if (passed || inherited) {
-    listenFd = passedListener();
-  } else {
-    const listening = listen<undefined>(address, { data() {} }, { mode: options.mode, deferAcceptSecs: options.deferAcceptSecs });
-    listenFd = detachListener(listening);
-    bound = listening.address;
-  }
-  const socketFile = bound.kind === "unix" && !passed ? bound.path : undefined;
-  if (socketFile !== undefined) {
-    atExit(() => {
-      if (pool?.handedOver) return; // the successor serves on that path, and removes it at its end
-      try {
-        unlinkSync(socketFile);
-      } catch {
-        // already gone
-      }
-    });
-  }
-  // Before afterBind: --status binds while still privileged, as the listener did.
-  pool = new WorkerPool(listenFd, policy, options, argv, bound, inherited);
-  afterBind(socketFile, options.status?.kind === "unix" ? options.status.path : undefined); // --status's file gets -u/-g too
-  // After afterBind: once this line is out, the socket file has its -u/-g owner.
-  verbose(options, listeningMessage(bound));
-  pool.start();
-  return pool;
 }

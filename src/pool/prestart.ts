@@ -20,6 +20,8 @@ import { Backoff } from "./backoff.ts";
 import type { Waiter } from "./wait.ts";
 import { say } from "../system/log.ts";
 
+import { errorText } from "../fatal.ts";
+
 /** A program waiting for its connection. */
 type Waiting =
   | { kind: "spliced"; proc: Child | Subprocess; pidfd: number; input: number; output: number }
@@ -90,7 +92,7 @@ export class Prestart {
       this.waiter.watch(this.waiting.pidfd);
       return true;
     } catch (e) {
-      say(`worker ${process.pid}: cannot start the program: ${(e as Error).message}`);
+      say(`worker ${process.pid}: cannot start the program: ${errorText(e)}`);
       this.discard();
       this.backoff.fail();
       return false;

@@ -11,7 +11,7 @@ export interface WorkerConfig {
   /**
    * The master's options, as its command line was parsed and checked
    * (Options is plain data): a worker does not load the parser. Its
-   * node:util (parseArgs) made every idle worker's own heap 0.3 MB larger.
+   * node:util (parseArgs) would make every idle worker's own heap larger.
    */
   options: Options;
   /** The address the master bound (port 0 resolved) or was passed. */
@@ -27,13 +27,16 @@ export interface WorkerConfig {
 }
 
 /** A worker's configuration read and checked: the options it serves with, and its master's facts. */
-export interface Worker {
+export interface WorkerSetup {
   options: Options;
   address: Address;
   masterPid: number;
   logFile: string | undefined;
   stderrFd: number | undefined;
 }
+
+/** The old name, kept while gateway-mode.ts still imports it; WorkerSetup does not shadow the global Worker. */
+export type { WorkerSetup as Worker };
 
 export const WORKER_ENV = "SOCKET_WORKER";
 export const WORKER_FLAG = "--pool-worker";
@@ -173,27 +176,32 @@ export function takeWorkerConfig(env: Record<string, string | undefined>): strin
 }
 
 function isAddress(a: unknown): a is Address {
-  if (typeof a !== "object" || a === null) return false;
-  const x = a as Record<string, unknown>;
-  if (x.kind === "unix") return typeof x.path === "string";
-  return x.kind === "inet" && typeof x.ip === "string" && (x.family === 4 || x.family === 6) && Number.isInteger(x.port);
+  if (typeof a !== "object" || a === null || !("kind" in a)) return false;
+  if (a.kind === "unix") return "path" in a && typeof a.path === "string";
+  if (a.kind !== "inet" || !("ip" in a && "family" in a && "port" in a)) return false;
+  return typeof a.ip === "string" && (a.family === 4 || a.family === 6) && Number.isInteger(a.port);
+}
+
+/** Options as a pool's: the master checked them all, a worker only makes sure they have a pool. */
+function isPoolOptions(o: unknown): o is Options {
+  return typeof o === "object" && o !== null && "pool" in o && typeof o.pool === "object" && o.pool !== null;
 }
 
 /** The worker's side: a malformed configuration is one line and a failed worker, not a TypeError. */
-export function readWorkerConfig(text: string): Worker {
+export function readWorkerConfig(text: string): WorkerSetup {
   const malformed = (why: string) => new Fatal(`worker: malformed configuration from the master (${why})`, 1);
-  let config: Partial<WorkerConfig>;
+  let config: unknown;
   try {
-    config = JSON.parse(text) as Partial<WorkerConfig>;
+    config = JSON.parse(text);
   } catch {
     throw malformed("not JSON");
   }
-  // The master checked the options; a worker only makes sure they are a pool's.
-  const options = config.options;
-  if (typeof options !== "object" || options === null || typeof options.pool !== "object" || options.pool === null) throw malformed("options");
-  if (!isAddress(config.address)) throw malformed("address");
-  if (!Number.isInteger(config.masterPid)) throw malformed("masterPid");
-  if (config.logFile !== undefined && typeof config.logFile !== "string") throw malformed("logFile");
-  if (config.stderrFd !== undefined && !Number.isInteger(config.stderrFd)) throw malformed("stderrFd");
-  return { options, address: config.address, masterPid: config.masterPid as number, logFile: config.logFile, stderrFd: config.stderrFd };
+  if (typeof config !== "object" || config === null) throw malformed("not an object");
+  const { options, address, masterPid, logFile, stderrFd }: Partial<Record<keyof WorkerConfig, unknown>> = config;
+  if (!isPoolOptions(options)) throw malformed("options");
+  if (!isAddress(address)) throw malformed("address");
+  if (typeof masterPid !== "number" || !Number.isInteger(masterPid)) throw malformed("masterPid");
+  if (logFile !== undefined && typeof logFile !== "string") throw malformed("logFile");
+  if (stderrFd !== undefined && (typeof stderrFd !== "number" || !Number.isInteger(stderrFd))) throw malformed("stderrFd");
+  return { options, address, masterPid, logFile, stderrFd };
 }

@@ -37,14 +37,16 @@ import {
   reportsState,
   readWorkerConfig,
   transientErrno,
-  type Worker,
+  type WorkerSetup,
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
 import type { Mode } from "./gateway-mode.ts";
 
+import { errorText } from "../fatal.ts";
+
 /** `noteRequest`: --slow and --status want each gateway request's method and URI. */
-async function chooseMode(worker: Worker, waiter: Waiter, noteRequest?: (request: string) => void): Promise<Mode> {
+async function chooseMode(worker: WorkerSetup, waiter: Waiter, noteRequest?: (request: string) => void): Promise<Mode> {
   const { options, address } = worker;
   // Loaded only by a gateway's workers: the others' heaps stay without them.
   if (options.gateway) return (await import("./gateway-mode.ts")).gatewayMode(worker, noteRequest);
@@ -87,28 +89,30 @@ function hearMaster(): "drain" | "leave" | "reopen" | "nothing" {
   return n === 1 && byte[0] === LEAVE ? "leave" : n === 1 && byte[0] === REOPEN ? "reopen" : "drain";
 }
 
-/** Set once the worker has said it waits: a failure after that is no failure to start. */
-let started = false;
-
 /**
  * A worker from its configuration (the SOCKET_WORKER text). One that cannot
  * set itself up says why in one line (to the master, which reads its
  * stderr until it waits) and exits EXIT_START_FAILED, or 1 for a shortage
- * (EAGAIN, EMFILE...) that the next try may not meet.
+ * (EAGAIN, EMFILE...) that the next try may not meet. A failure once it
+ * waits is no failure to start.
  */
 export async function startWorker(configText: string): Promise<never> {
+  let serving: Serving;
   try {
-    return await runWorker(readWorkerConfig(configText));
+    serving = await setUp(readWorkerConfig(configText));
   } catch (e) {
-    if (started) throw e;
     if (e instanceof Fatal) write(e.text);
-    else say(`worker: ${e instanceof Error ? e.message : String(e)}`);
+    else say(`worker: ${errorText(e)}`);
     return exitNow(e instanceof SysError && transientErrno(e.errno) ? 1 : EXIT_START_FAILED);
   }
+  // Ready, said even in a quiet fixed pool: the master announces readiness
+  // (READY=1, -b's caller released) once the first workers wait in accept.
+  tell(serving.options, "idle", true);
+  return serving.run();
 }
 
 /** Ready: socket's own stderr back on fd 2, in place of the master's pipe (protocol.ts STDERR_FD). */
-function takeStderr(worker: Worker): void {
+function takeStderr(worker: WorkerSetup): void {
   if (worker.stderrFd === undefined) return;
   try {
     dup2(worker.stderrFd, 2);
@@ -118,7 +122,8 @@ function takeStderr(worker: Worker): void {
   }
 }
 
-async function runWorker(worker: Worker): Promise<never> {
+/** Everything a worker does before it waits: what could fail to start. */
+async function setUp(worker: WorkerSetup): Promise<Serving> {
   const { options, address } = worker;
   // Die with the master, however it dies (SIGKILL included): nothing may be
   // left holding the port. Then check it did not die before we asked.
@@ -133,110 +138,146 @@ async function runWorker(worker: Worker): Promise<never> {
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
   const noteRequests = options.slowMs !== undefined || reportsEvents(options);
   const rules = accessRules(options, address);
-
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
   const mode = await chooseMode(worker, waiter, noteRequests ? (request) => tell(options, { request }) : undefined);
-  const prestart = mode instanceof Prestart ? mode : undefined;
+  const serving = new Serving(worker, mode, waiter, rules);
 
   // Ctrl-C reaches the whole process group, and a service manager may TERM
   // every process of the service: finish the connection in hand and drain
   // the queue as a retire byte asks (the master does the shutting down). A
   // signal ends the epoll wait, so the flag is seen at once.
-  let draining = false;
-  const drain = () => {
-    draining = true;
-    mode.drain?.();
+  for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, serving.drain);
+  // A USR1 sent to the worker itself does what the master's REOPEN does.
+  if (worker.logFile !== undefined) process.on("SIGUSR1", serving.reopen);
+  takeStderr(worker);
+  return serving;
+}
+
+/** What to do next in the worker's loop: accept a connection, go round again, or stop and exit. */
+type Next = "accept" | "again" | "stop";
+
+/** A worker that waits: one connection at a time, until it is told to go. */
+class Serving {
+  readonly options: Options;
+  private readonly prestart: Prestart | undefined;
+  /** Told to drain (RETIRE, the master gone, a signal): serve what waits in the queue, then exit. */
+  private draining = false;
+  /** LEAVE (a reload, an upgrade, TTOU): exit once the connection in hand is done; the queue is the others'. */
+  private leaving = false;
+  private served = 0;
+
+  constructor(
+    private readonly worker: WorkerSetup,
+    private readonly mode: Mode,
+    private readonly waiter: Waiter,
+    private readonly rules: ReturnType<typeof accessRules>,
+  ) {
+    this.options = worker.options;
+    this.prestart = mode instanceof Prestart ? mode : undefined;
+  }
+
+  readonly drain = (): void => {
+    this.draining = true;
+    this.mode.drain?.();
   };
-  for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, drain);
-  // The master's REOPEN (its USR1 under -b --log): the log file was moved
-  // away; write to a new one at the path. A USR1 sent to the worker itself
-  // does the same.
-  const { logFile } = worker;
-  const reopen = () => {
+
+  /** The master's REOPEN (its USR1 under -b --log): the log file was moved away; write to a new one at the path. */
+  readonly reopen = (): void => {
+    const { logFile } = this.worker;
     if (logFile === undefined) return;
     try {
       reopenLog(logFile);
     } catch (e) {
-      say(`worker ${process.pid}: ${(e as Error).message}`);
+      say(`worker ${process.pid}: ${errorText(e)}`);
     }
-  };
-  if (logFile !== undefined) process.on("SIGUSR1", reopen);
-  // LEAVE (a reload, an upgrade, TTOU): exit once the connection in hand is done; the queue is the others'.
-  let leaving = false;
-  const hear = () => {
-    const word = hearMaster();
-    if (word === "leave") leaving = true;
-    else if (word === "reopen") reopen();
-    else if (word === "drain") drain();
   };
 
-  // Ready, said even in a quiet fixed pool: the master announces readiness
-  // (READY=1, -b's caller released) once the first workers wait in accept.
-  takeStderr(worker);
-  started = true;
-  tell(options, "idle", true);
-  const maxRequests = options.pool?.maxRequests ?? 0;
-  let served = 0;
-  for (;;) {
-    // Told to retire during the connection: start no program only to kill it.
-    if (prestart && isReadable(CONTROL_FD)) hear();
-    if (leaving && prestart) break;
-    if (!draining) {
-      if (prestart && !(await prestart.ready())) continue;
-      const ready = await waiter.wait(); // blocks until a connection, the master, the program or a signal
-      if (ready.has(CONTROL_FD)) {
-        hear(); // a retire or leave byte, or end of file: the master is gone
-        // A connection that woke this worker is served first: EPOLLEXCLUSIVE woke no other worker for it.
-        if (leaving && !ready.has(LISTEN_FD)) break;
-        if (!draining && !leaving) continue;
-      } else if (prestart && ready.has(prestart.pidfd)) {
-        await prestart.ended();
-        continue;
-      } else if (!draining && !ready.has(LISTEN_FD)) {
-        continue;
-      }
+  private hear(): void {
+    const word = hearMaster();
+    if (word === "leave") this.leaving = true;
+    else if (word === "reopen") this.reopen();
+    else if (word === "drain") this.drain();
+  }
+
+  async run(): Promise<never> {
+    for (;;) {
+      const next = await this.waitForWork();
+      if (next === "stop") break;
+      if (next === "again") continue;
+      const fd = this.take();
+      if (fd === "stop") break;
+      if (fd === "again") continue;
+      if ((await this.serveOne(fd)) === "stop") break;
     }
-    let fd: number;
+    this.prestart?.discard();
+    return process.exit(EXIT_RETIRED);
+  }
+
+  /** Blocks until a connection, the master, the program or a signal; what that means for the loop. */
+  private async waitForWork(): Promise<Next> {
+    const { prestart } = this;
+    // Told to retire during the connection: start no program only to kill it.
+    if (prestart && isReadable(CONTROL_FD)) this.hear();
+    if (this.leaving && prestart) return "stop";
+    if (this.draining) return "accept";
+    if (prestart && !(await prestart.ready())) return "again";
+    const ready = await this.waiter.wait();
+    if (ready.has(CONTROL_FD)) {
+      this.hear(); // a retire or leave byte, or end of file: the master is gone
+      // A connection that woke this worker is served first: EPOLLEXCLUSIVE woke no other worker for it.
+      if (this.leaving && !ready.has(LISTEN_FD)) return "stop";
+      return !this.draining && !this.leaving ? "again" : "accept";
+    }
+    if (prestart && ready.has(prestart.pidfd)) {
+      await prestart.ended();
+      return "again";
+    }
+    return !this.draining && !ready.has(LISTEN_FD) ? "again" : "accept";
+  }
+
+  /** One connection from the queue; none there ends a drain (or another worker was quicker). */
+  private take(): number | "again" | "stop" {
     try {
-      fd = accept(LISTEN_FD, mode.nonBlocking);
+      return accept(LISTEN_FD, this.mode.nonBlocking);
     } catch (e) {
       const errno = e instanceof SysError ? e.errno : 0;
-      // Draining ends when the queue is empty; otherwise another worker was quicker.
-      if (errno === EAGAIN) {
-        if (draining || leaving) break;
-        continue;
-      }
-      if (CONNECTION_FAILURES.has(errno)) continue; // that connection's trouble, not the listener's
-      say(`worker ${process.pid}: ${(e as Error).message}`);
-      prestart?.discard();
-      process.exit(EXIT_LISTENER_FAILED);
+      if (errno === EAGAIN) return this.draining || this.leaving ? "stop" : "again";
+      if (CONNECTION_FAILURES.has(errno)) return "again"; // that connection's trouble, not the listener's
+      say(`worker ${process.pid}: ${errorText(e)}`);
+      this.prestart?.discard();
+      return process.exit(EXIT_LISTENER_FAILED);
     }
+  }
+
+  private async serveOne(fd: number): Promise<"again" | "stop"> {
+    const { options } = this;
+    const { address } = this.worker;
     // --allow/--deny: before admission, before any program or gateway reads a byte.
-    const refused = rules && refusedPeer(rules, fd);
+    const refused = this.rules && refusedPeer(this.rules, fd);
     if (refused) {
       close(fd);
       verbose(options, refusedLine(refused));
       if (reportsEvents(options)) tell(options, "refused");
-      continue;
+      return "again";
     }
     // Only --max-per-source asks the master (not even an await otherwise).
-    if (options.maxPerSource !== undefined && !(await admitted(options, address, fd))) continue;
+    if (options.maxPerSource !== undefined && !(await admitted(options, address, fd))) return "again";
     tell(options, "busy");
     if (options.verbose) verbose(options, connectionMessage(address, () => peerIp(fd)));
     try {
-      await mode.serve(fd);
+      await this.mode.serve(fd);
     } catch (e) {
-      say(`worker ${process.pid}: ${(e as Error).message}`);
+      say(`worker ${process.pid}: ${errorText(e)}`);
     }
-    served++;
-    if (maxRequests > 0 && served >= maxRequests) {
-      prestart?.discard();
+    this.served++;
+    const maxRequests = options.pool?.maxRequests ?? 0;
+    if (maxRequests > 0 && this.served >= maxRequests) {
+      this.prestart?.discard();
       process.exit(EXIT_MAX_REQUESTS);
     }
-    if (leaving) break;
+    if (this.leaving) return "stop";
     tell(options, "idle");
     await nextTick(); // let Bun reap children and deliver signals before the next blocking wait
+    return "again";
   }
-  prestart?.discard();
-  process.exit(EXIT_RETIRED);
 }

@@ -17,6 +17,8 @@ import { geteuid } from "./users.ts";
 import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 
+import { errorCode, errorNumber, errorText } from "../fatal.ts";
+
 const DAEMON_ENV = "SOCKET_DAEMON";
 /**
  * The daemon's end of the report channel, by number. A socket pair, not a
@@ -42,7 +44,7 @@ function readReport(fd: number): string {
     try {
       n = readSync(fd, buffer, 0, buffer.length, null);
     } catch (e) {
-      if ((e as { code?: string }).code === "EAGAIN" || (e as { code?: string }).code === "EINTR") continue;
+      if (errorCode(e) === "EAGAIN" || errorCode(e) === "EINTR") continue;
       break;
     }
     if (n <= 0) break;
@@ -184,9 +186,8 @@ export function pidFileDescriptor(): number | undefined {
 
 /** Node's "EACCES: permission denied, open '/x'" as libc says it. */
 function reason(e: unknown): string {
-  const code = (e as { code?: string }).code;
-  const errno = (e as { errno?: number }).errno;
-  return code && typeof errno === "number" ? strerror(Math.abs(errno)) : (e as Error).message;
+  const errno = errorNumber(e);
+  return errorCode(e) && errno !== undefined ? strerror(Math.abs(errno)) : errorText(e);
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -202,7 +203,7 @@ function openOwnPidFile(path: string, keep: boolean): number {
   try {
     return openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
   } catch (e) {
-    if ((e as { code?: string }).code !== "EEXIST") throw e;
+    if (errorCode(e) !== "EEXIST") throw e;
   }
   const seen = lstatSync(path);
   if (seen.isSymbolicLink()) throw new Fatal(`--pid-file ${path}: ${strerror(ELOOP)}`, 1);

@@ -6,8 +6,8 @@
 // Each line is one write(2) to descriptor 2, never a stream: a write that
 // fails (ENOSPC on a full --log disk, EAGAIN, EPIPE) is dropped and counted,
 // and said once a write works again. A stream would report the failure as
-// an error event, whose report would fail again: that loop spun a master at
-// 100 % of a core and left its pool unserved.
+// an error event, whose report would fail again: that loop kept a master
+// busy on a whole core and left its pool unserved.
 import { writeSync } from "node:fs";
 import { NAME } from "../version.ts";
 

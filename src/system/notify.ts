@@ -9,6 +9,8 @@ import { sendDatagram } from "./connect.ts";
 import { exitNow } from "./signals.ts";
 import { say, write } from "./log.ts";
 
+import { errorText } from "../fatal.ts";
+
 let notifySocket: string | undefined;
 
 /** Takes NOTIFY_SOCKET out of the environment: workers and programs must not notify in socket's name. */
@@ -23,7 +25,7 @@ function notify(state: string): void {
     sendDatagram(notifySocket, state);
   } catch (e) {
     // The service manager will time us out; say why, but go on serving.
-    say(`NOTIFY_SOCKET ${notifySocket}: ${(e as Error).message}`);
+    say(`NOTIFY_SOCKET ${notifySocket}: ${errorText(e)}`);
   }
 }
 
@@ -52,7 +54,7 @@ export function serving(): void {
   try {
     writePidFile();
   } catch (e) {
-    const fatal = e instanceof Fatal ? e : new Fatal(`--pid-file: ${(e as Error).message}`, 1);
+    const fatal = e instanceof Fatal ? e : new Fatal(`--pid-file: ${errorText(e)}`, 1);
     write(fatal.text);
     reportFatal(fatal.text, fatal.status);
     exitNow(fatal.status);

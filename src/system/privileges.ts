@@ -7,6 +7,8 @@ import { Fatal } from "../fatal.ts";
 import { strerror } from "./ffi.ts";
 import { dropPrivileges, getgrnam, getpwnam, getpwuid, type PasswdEntry } from "./users.ts";
 
+import { errorNumber, errorText } from "../fatal.ts";
+
 const EXIT_PRIVILEGES = 1;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to the kernel
 
@@ -19,7 +21,7 @@ function lookup<T>(what: string, name: string, find: () => T | undefined): T | u
   try {
     return find();
   } catch (e) {
-    throw new Fatal(`cannot look up ${what} ${name}: ${(e as Error).message}`, EXIT_PRIVILEGES);
+    throw new Fatal(`cannot look up ${what} ${name}: ${errorText(e)}`, EXIT_PRIVILEGES);
   }
 }
 
@@ -63,8 +65,8 @@ export function giveSocketFile(path: string, identity: Identity | undefined): vo
   try {
     chownSync(path, identity.uid ?? -1, identity.gid);
   } catch (e) {
-    const errno = (e as { errno?: number }).errno;
-    throw new Fatal(`cannot give ${path} to user or group: ${errno ? strerror(Math.abs(errno)) : (e as Error).message}`, EXIT_PRIVILEGES);
+    const errno = errorNumber(e);
+    throw new Fatal(`cannot give ${path} to user or group: ${errno ? strerror(Math.abs(errno)) : errorText(e)}`, EXIT_PRIVILEGES);
   }
 }
 
@@ -73,6 +75,6 @@ export function becomeIdentity(identity: Identity | undefined): void {
   try {
     dropPrivileges(identity.uid, identity.gid, identity.user);
   } catch (e) {
-    throw new Fatal(`cannot change user or group: ${(e as Error).message}`, EXIT_PRIVILEGES);
+    throw new Fatal(`cannot change user or group: ${errorText(e)}`, EXIT_PRIVILEGES);
   }
 }

@@ -1,4 +1,4 @@
-// PID 1 and subreaper (issue 10). Programs may leave orphans (`sleep 9 &`);
+// PID 1 and subreaper. Programs may leave orphans (`sleep 9 &`);
 // as a subreaper (or as PID 1) those become socket's children, and socket
 // must reap them, as tini does, or they stay zombies. It must never reap a
 // child Bun started itself (a worker, a program): Bun waits for those by
@@ -11,6 +11,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { becomeSubreaper, peekEndedChild, reap } from "./process.ts";
 import { say } from "./log.ts";
+
+import { errorText } from "../fatal.ts";
 
 const ours = new Set<number>();
 let installed = false;
@@ -68,8 +70,8 @@ let scheduled = false;
  * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
  * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
  * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
- * master sleeps. Measured cost in the classic -f server, whose programs
- * each raise SIGCHLD: about 35 us of master CPU per connection.
+ * master sleeps. Its cost is small even in the classic -f server, whose
+ * programs each raise SIGCHLD (docs/DESIGN.md, "Measurements").
  */
 export function installReaper(): void {
   if (installed) return;
@@ -77,7 +79,7 @@ export function installReaper(): void {
   try {
     becomeSubreaper();
   } catch (e) {
-    say(`cannot become a subreaper: ${(e as Error).message}`);
+    say(`cannot become a subreaper: ${errorText(e)}`);
   }
   process.on("SIGCHLD", () => {
     if (scheduled) return;

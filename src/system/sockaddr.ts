@@ -34,8 +34,8 @@ export function ipBytes(family: number, ip: string): Uint8Array | undefined {
 
 /**
  * 4 or 6 when `text` is an IPv4 or IPv6 literal, else 0. The C library's
- * answer, not node:net's isIP: loading node:net cost 5-6 ms of every start
- * (hyperfine, a compiled executable that only imported it).
+ * answer, not node:net's isIP: loading node:net would lengthen every start
+ * (docs/DESIGN.md, "Measurements behind the code").
  */
 export function ipFamily(text: string): 0 | 4 | 6 {
   if (ipBytes(AF_INET, text)) return 4;

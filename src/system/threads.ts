@@ -13,14 +13,16 @@
 // JavaScriptCore reads them at start only. Workers get them in the
 // environment they are started with. The master would have to execute
 // itself again (the same pid: a service manager sees no change), which
-// costs a whole start of the executable (16-21 ms, a fifth of launching
-// `-W 4`): it does so only where a limit can be reached, that is when
+// costs a whole start of the executable (a large part of launching a small
+// pool): it does so only where a limit can be reached, that is when
 // RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
 // cgroup above it has a pids.max. Programs never see the options.
 import { readFileSync } from "node:fs";
 import { exec, processLimitSet } from "./process.ts";
 import { geteuid } from "./users.ts";
 import { selfCommand } from "./self.ts";
+
+import { errorCode } from "../fatal.ts";
 
 export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {
   BUN_JSC_useConcurrentJIT: "0",
@@ -51,7 +53,7 @@ function pidsLimited(): boolean {
         max = readFileSync(`${root}${dir === "/" ? "" : dir}/pids.max`, "utf8").trim();
       } catch (e) {
         // The top cgroup has no pids.max; a hierarchy not mounted here cannot be read: assume a limit.
-        if (dir === "/" && (e as NodeJS.ErrnoException).code === "ENOENT") break;
+        if (dir === "/" && errorCode(e) === "ENOENT") break;
         return true;
       }
       if (max !== "max") return true;
