@@ -4,12 +4,12 @@
 // most MAX_CONTENT a record, spliced exactly). Its stderr, small, is read
 // here and sent as STDERR records. This blocks the worker's thread in
 // poll(2) while the output lasts, as the rest of its FastCGI connection
-// does (fastcgi-worker.ts): a worker has nothing else to do meanwhile.
+// does (fastcgi-blocking.ts): a worker has nothing else to do meanwhile.
 // What the web server sends then (ABORT_REQUEST, its close) makes the
 // connection readable: the caller's input hook reads it, and body bytes the
 // program has yet to take go into its stdin as it takes them (feed).
 //
-// The program's output is held until the end of its body (fastcgi-worker.ts) by
+// The program's output is held until the end of its body (the responder's rule) by
 // not starting this until then: the pipes hold it (stdout's grown to
 // HOLD_BYTES), and then the program waits to write.
 //
@@ -33,7 +33,7 @@ export interface OutputEnds {
 
 export interface OutputHooks {
   /** --timeout: since the last byte moved. */
-  timeoutMs: number | undefined;
+  readonly timeoutMs: number | undefined;
   /** A byte moved (the connection's own timer restarts). */
   moved(): void;
   /** Records the handler queued meanwhile (replies to what the web server sent): sent between ours. */
@@ -43,7 +43,7 @@ export interface OutputHooks {
   /** The connection is readable (records, its end): read it now. */
   input(): void;
   /** The program's stdin while body bytes wait to go into it (-1: none), and what writes them when it takes more. */
-  stdin(): number;
+  stdinFd(): number;
   feed(): void;
   /** The connection has closed or the request is over (ABORT, a drop): stop. */
   over(): boolean;
@@ -155,7 +155,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
     if (!connBlocked && left === 0 && stdoutOpen) (stdoutAt = count), watch(stdout, POLLIN);
     if (!connBlocked && left === 0 && stderrOpen) watch(stderr, POLLIN);
     // The program may be waiting for the rest of its body before it writes more.
-    const stdin = hooks.stdin();
+    const stdin = hooks.stdinFd();
     const stdinAt = stdin >= 0 ? (watch(stdin, POLLOUT), count - 1) : -1;
     const pidfdAt = last ? -1 : (watch(pidfd, POLLIN), count - 1);
     const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, lastMove + hooks.timeoutMs - Date.now());
