@@ -7,14 +7,15 @@
 // master and the listener. No socket adoption, no timer, no promise per
 // record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
-import { close, EAGAIN, EINTR, exitedStatus, isReadable, pipe, pipeBytes, pipeSize, pidfdOpen, poll, POLLIN, POLLOUT, pushPending, readSome, sendSome, setPipeSize, strerror, writeSome } from "../system/libc.ts";
+import { close, EAGAIN, EINTR, exitedStatus, isReadable, pipe, pipeBytes, pipeSize, pidfdOpen, poll, POLLIN, POLLOUT, pushPending, readSome, sendSome, strerror, writeSome } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
-import { FastCgiResponder, HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-responder.ts";
+import { FastCgiResponder } from "../request/fastcgi-responder.ts";
+import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
-import { spliceOutput, type OutputEnd, type OutputHooks } from "./fastcgi-output.ts";
+import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
 
 /** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
 export interface WorkerFds {
@@ -37,8 +38,6 @@ const LISTENER_CHECK_MS = 50;
 const readBuffer = new Uint8Array(64 * 1024);
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
-
-type Pipes = { stdout: number; stderr: number };
 
 /** The request's program and the descriptors joining it to the connection. */
 interface Job {
@@ -87,7 +86,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   private job: Job | undefined;
   /** Body bytes the program has not taken yet, in order (past 256 KiB, on disk). */
   private readonly pending = new BodyQueue();
-  private readonly spoolFile = new SpoolFile();
+  readonly spoolFile = new SpoolFile();
   private closed = false;
   /** Not reading the connection: the program has not taken the body sent so far. */
   private paused = false;
@@ -297,14 +296,6 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     this.pending.clear();
   }
 
-  spool(bytes: Uint8Array): void {
-    this.spoolFile.write(bytes);
-  }
-
-  dropSpool(): void {
-    this.spoolFile.close();
-  }
-
   stopProgram(): void {
     if (this.job) endProgram(this.job.proc);
   }
@@ -365,51 +356,20 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
     // Ended already (as a CGI has once its output has): END_REQUEST now, with the last bytes. Else
     // what is held back goes first, and the end waits for its exit.
-    let status = exitedStatus(job.proc.pid);
-    if (status === undefined) {
+    if (exitedStatus(job.proc.pid) === undefined) {
       pushPending(this.fd);
-      status = await this.awaitExit(job);
-      if (status === undefined) return;
+      // Bun may have reaped it already (its loop ran since): then its status is known.
+      const { proc, pidfd } = job;
+      const gone = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+      const exit = gone ? "exited" : await awaitExit(this.fd, pidfd, this);
+      if (exit === "timeout") return this.responder.drop("connection timed out");
+      if (exit === "gone") return;
     }
+    const status = exitedStatus(job.proc.pid) ?? (await job.proc.exited);
     this.job = undefined;
     this.closeStdin(job);
     closePidfd(job);
     this.responder.exited(status, Date.now());
-  }
-
-  /**
-   * A program that closed its output and runs on: its exit, with the
-   * connection still read as while it wrote (an ABORT_REQUEST ends the
-   * program; --timeout drops the connection, and finish() ends the
-   * program). Undefined when the connection closed meanwhile.
-   */
-  private async awaitExit(job: Job): Promise<number | undefined> {
-    // Bun may have reaped it already (its loop ran since): then its status is known.
-    const { pidfd, proc } = job;
-    if (pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null) return await proc.exited;
-    const fds = new Int32Array(4);
-    for (;;) {
-      const due = this.responder.deadline();
-      const left = due === undefined ? Infinity : due.at - Date.now();
-      if (due && left <= 0) {
-        this.responder.drop(due.why);
-        return undefined;
-      }
-      // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-      fds.set([pidfd, POLLIN, this.fd, POLLIN]);
-      const ready = poll(fds, this.responder.peerEnded ? 1 : 2, left === Infinity ? -1 : Math.ceil(left));
-      if (ready === -EINTR) {
-        await nextTick(); // a signal: its handler runs
-        continue;
-      }
-      if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
-      if (fds[1]! >>> 16) break; // it has exited
-      if (fds[3]! >>> 16) {
-        this.input();
-        if (this.closed) return undefined;
-      }
-    }
-    return await proc.exited;
   }
 
   /** The connection is over: closed, and a program still running told to stop (EOF, TERM, then KILL) and waited for. */
@@ -431,22 +391,4 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 function closePidfd(job: Job): void {
   if (job.pidfd !== undefined) close(job.pidfd);
   job.pidfd = undefined;
-}
-
-/**
- * The program's stdout and stderr as our own pipes, to splice from: `child`
- * its write ends (closed here once it has them), `ours` the read ends,
- * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
- * body has ended.
- */
-function outputPipes(): { child: Pipes; ours: Pipes } {
-  const [stdout, stdoutChild] = pipe("read");
-  const [stderr, stderrChild] = pipe("read");
-  setPipeSize(stdout, HOLD_BYTES);
-  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
-}
-
-function closePipes(pipes: Pipes): void {
-  close(pipes.stdout);
-  close(pipes.stderr);
 }

@@ -10,12 +10,13 @@ import { close } from "../system/libc.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
-import { FastCgiResponder, HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-responder.ts";
+import { FastCgiResponder } from "../request/fastcgi-responder.ts";
+import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 
-export { CLASSIC_MAX_CONNS } from "../request/fastcgi-responder.ts";
+export { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
 
 /** The request's program and what joins it to the connection. */
 interface Job {
@@ -75,7 +76,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private job: Job | undefined;
   /** Body bytes waiting for Bun's write to the program to finish, in order (past 256 KiB, on disk). */
   private readonly pending = new BodyQueue();
-  private readonly spoolFile = new SpoolFile();
+  readonly spoolFile = new SpoolFile();
   private closed = false;
   /** The responder's deadline, as a timer set for `timerAt`. */
   private timer: Timer | undefined;
@@ -260,14 +261,6 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     if (job.flushing) return;
     if (job.bodyEnded) endInput(job.proc);
     this.socket?.resume();
-  }
-
-  spool(bytes: Uint8Array): void {
-    this.spoolFile.write(bytes);
-  }
-
-  dropSpool(): void {
-    this.spoolFile.close();
   }
 
   stopProgram(): void {

@@ -17,9 +17,12 @@
 // what the pipes hold at that moment is sent and no more. A process it
 // left in the background (`cmd &`) keeps the pipes open, but the request
 // is the program's, and it is over.
-import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
+import { close, EAGAIN, EINTR, pipe, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, setPipeSize, strerror } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
+import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
+
+export type Pipes = { stdout: number; stderr: number };
 
 export interface OutputEnds {
   conn: number;
@@ -176,6 +179,34 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
   return "done";
 }
 
+/**
+ * A program that closed its output and runs on: its exit (its pidfd
+ * readable), with the connection still read as while it wrote (an
+ * ABORT_REQUEST ends the program); "timeout" past --timeout, "gone" when
+ * the connection closed meanwhile.
+ */
+export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks): Promise<"exited" | "timeout" | "gone"> {
+  let lastMove = Date.now();
+  for (;;) {
+    const left = hooks.timeoutMs === undefined ? Infinity : lastMove + hooks.timeoutMs - Date.now();
+    if (left <= 0) return "timeout";
+    pollfds.set([pidfd, POLLIN, conn, POLLIN]);
+    // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
+    const ready = poll(pollfds, hooks.watchInput() ? 2 : 1, left === Infinity ? -1 : Math.ceil(left));
+    if (ready === -EINTR) {
+      await nextTick(); // a signal: its handler runs
+      continue;
+    }
+    if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+    if (pollfds[1] >>> 16) return "exited";
+    if (pollfds[3] >>> 16) {
+      lastMove = Date.now();
+      hooks.input();
+      if (hooks.over()) return "gone";
+    }
+  }
+}
+
 /** Whether every writer of a pipe has gone, without waiting. */
 function hungUp(fd: number): boolean {
   pollfds[0] = fd;
@@ -188,3 +219,20 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
   return new Uint8Array([1, TYPE.STDOUT, requestId >> 8, requestId & 0xff, length >> 8, length & 0xff, 0, 0]);
 }
 
+/**
+ * The program's stdout and stderr as our own pipes, to splice from: `child`
+ * its write ends (closed here once it has them), `ours` the read ends,
+ * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
+ * body has ended.
+ */
+export function outputPipes(): { child: Pipes; ours: Pipes } {
+  const [stdout, stdoutChild] = pipe("read");
+  const [stderr, stderrChild] = pipe("read");
+  setPipeSize(stdout, HOLD_BYTES);
+  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
+}
+
+export function closePipes(pipes: Pipes): void {
+  close(pipes.stdout);
+  close(pipes.stderr);
+}

@@ -169,6 +169,19 @@ export function endRequest(requestId: number, appStatus: number, protocolStatus:
   return encodeRecord(TYPE.END_REQUEST, requestId, body);
 }
 
+/** The answer to a record of a type this responder does not know. */
+export const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
+
+/** GET_VALUES_RESULT for a GET_VALUES record: what it asks of FCGI_MAX_CONNS, FCGI_MAX_REQS (both `maxConns`), FCGI_MPXS_CONNS (0). */
+export function getValuesResult(content: Uint8Array, maxConns: number): Uint8Array | { error: string } {
+  const asked = decodePairs(content);
+  if ("error" in asked) return asked;
+  const max = String(maxConns);
+  const known: Record<string, string> = { FCGI_MAX_CONNS: max, FCGI_MAX_REQS: max, FCGI_MPXS_CONNS: "0" };
+  const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
+  return encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer));
+}
+
 /** A request's PARAMS records as they come, to the empty one that ends them. */
 export interface HeldParams {
   params: Uint8Array[];

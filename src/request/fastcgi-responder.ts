@@ -15,85 +15,11 @@
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
 // FCGI_KEEP_CONN the next may follow on the same connection.
-import type { GatewayOptions } from "../options.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
-import { decodePairs, encodePairs, encodeRecord, endRequest, gatherParams, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
 import { valueOf, type Variable } from "./variables.ts";
-
-/**
- * The program's output held until the end of its body (as fcgiwrap does:
- * nginx stops sending the body once it relays the answer's header, so a
- * CGI that writes its header first would never get the rest). Past this
- * much held, its output is no longer read: the CGI waits, not the body.
- */
-export const HOLD_BYTES = 256 * 1024;
-
-/**
- * Replies to what the client sends (UNKNOWN_TYPE, GET_VALUES_RESULT,
- * END_REQUEST refusals) are queued without waiting: a client that sends
- * such records and never reads would grow the queue without bound. Past
- * this many bytes waiting the connection is dropped.
- *
- * Why not stop reading instead: the queue also holds the program's output,
- * and a web server such as Apache sends the whole body before it reads any
- * answer. Pausing input because output waits would stop the body the
- * program may be waiting for, while the web server waits for us: a
- * deadlock. A bound far above the program's share never trips for a real
- * web server, which does not send hundreds of KiB of management records
- * without reading the replies.
- */
-export const QUEUE_LIMIT = 256 * 1024;
-
-/** FCGI_MAX_CONNS / FCGI_MAX_REQS advertised by -f, which has no fixed limit: advice to the web server, not enforced. */
-export const CLASSIC_MAX_CONNS = 100;
-
-/** What the program's stdin is: the body as it streams in, the spooled body's file, or nothing (an empty body). */
-export type BodyKind = "pipe" | "spool" | "none";
-
-/** What the engine does for the responder. */
-export interface ResponderEffects {
-  /** Bytes for the connection, in order: queued while it cannot take them. */
-  send(bytes: Uint8Array): void;
-  /** How many bytes wait for the connection. */
-  queued(): number;
-  /** Starts the request's program with these variables; the answer instead when it cannot or must not run. */
-  start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined;
-  /** Body bytes for the program's stdin, in order. */
-  writeBody(bytes: Uint8Array): void;
-  /** The body has ended (held output may go): EOF to the program once it has taken what waits, or now with `drop`. */
-  endBody(drop: boolean): void;
-  /** A record of a body without CONTENT_LENGTH, appended to its spool file (made at the first). */
-  spool(bytes: Uint8Array): void;
-  /** The spool file is closed (past --max-body, an abort). */
-  dropSpool(): void;
-  /** The program is told to stop (TERM, then KILL): the web server aborted its request. */
-  stopProgram(): void;
-  /** No further request: close once what is queued has gone. */
-  end(): void;
-  /** Closes the connection now; the program, if any, is killed. */
-  drop(): void;
-}
-
-/** When the connection is dropped unless something happens first, and the -v line saying why. */
-export interface Deadline {
-  at: number;
-  why: string;
-}
-
-/** What the responder needs of its connection's configuration. */
-export interface ResponderConfig {
-  options: GatewayOptions;
-  /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
-  maxConns: number;
-  /**
-   * A pool worker's connection: kept while its worker leaves or others wait
-   * until quiet (kept.ts), and past --grace closed after its END_REQUEST.
-   * Otherwise (-f) a leaving process closes an idle kept connection at once
-   * and a busy one after its request.
-   */
-  pool: { graceMs: number } | undefined;
-}
+import { QUEUE_LIMIT, type BodyKind, type Deadline, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 /**
  * The state a request is in: "none" between requests; "params" from
@@ -104,7 +30,6 @@ export interface ResponderConfig {
 export type Phase = "none" | "params" | "spooling" | "running";
 
 const NO_VARIABLES: Variable[] = [];
-const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
 
 /** One FastCGI connection's responder: the rules; the engine does the I/O. */
 export class FastCgiResponder {
@@ -274,7 +199,11 @@ export class FastCgiResponder {
   /** One record; a returned string is why the connection is dropped. */
   private record({ type, requestId: id, content }: FcgiRecord, now: number): string | undefined {
     if (id === 0) {
-      if (type === TYPE.GET_VALUES) return this.getValues(content);
+      if (type === TYPE.GET_VALUES) {
+        const answer = getValuesResult(content, this.config.maxConns);
+        if ("error" in answer) return answer.error;
+        return void this.effects.send(answer);
+      }
       if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
       this.effects.send(unknownType(type));
       return undefined;
@@ -302,16 +231,6 @@ export class FastCgiResponder {
         this.effects.send(unknownType(type));
         return undefined;
     }
-  }
-
-  private getValues(content: Uint8Array): string | undefined {
-    const asked = decodePairs(content);
-    if ("error" in asked) return asked.error;
-    const max = String(this.config.maxConns);
-    const known: Record<string, string> = { FCGI_MAX_CONNS: max, FCGI_MAX_REQS: max, FCGI_MPXS_CONNS: "0" };
-    const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
-    this.effects.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
-    return undefined;
   }
 
   private begin(id: number, content: Uint8Array): string | undefined {
@@ -414,10 +333,10 @@ export class FastCgiResponder {
     if (over) {
       this.log(over);
       this.refused = true;
-      this.effects.dropSpool();
+      this.effects.spoolFile.close();
       return undefined;
     }
-    this.effects.spool(content);
+    this.effects.spoolFile.write(content);
     this.spoolSize += content.length;
     this.bodyFrom = now;
     return undefined;
@@ -428,7 +347,7 @@ export class FastCgiResponder {
       // Not started yet: nothing to kill, the request just ends (and the header deadline runs on: aborting is
       // no way to restart it). Aborted while its body was spooled: the header was complete, its deadline over.
       const spooling = this.phase === "spooling";
-      if (spooling) this.effects.dropSpool();
+      if (spooling) this.effects.spoolFile.close();
       this.bodyEnded = true;
       return this.complete(0, now, spooling);
     }
