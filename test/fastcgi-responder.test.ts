@@ -130,6 +130,9 @@ describe("a request's states", () => {
     expect(effects.names()).toEqual(["end"]);
   });
 
+});
+
+describe("records out of place", () => {
   test("PARAMS after the end of PARAMS drops the connection, and the program with it", () => {
     const { effects, fcgi } = responder();
     fcgi.input(header(1, 3), 0);
