@@ -170,8 +170,9 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (revents(connAt) & POLLOUT) this.flush();
     if (revents(stdinAt)) this.feed();
     if (reading && revents(connAt) & ~POLLOUT) this.input();
+    if (ready > 0) return;
     const due = responder.deadline();
-    if (ready === 0 && due && Date.now() >= due.at) responder.drop(due.why);
+    if (due && Date.now() >= due.at) responder.drop(due.why);
   }
 
   /** What the connection has: records, its end, or an error (the web server has gone). */
@@ -356,16 +357,17 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
     // Ended already (as a CGI has once its output has): END_REQUEST now, with the last bytes. Else
     // what is held back goes first, and the end waits for its exit.
-    if (exitedStatus(job.proc.pid) === undefined) {
+    let status = exitedStatus(job.proc.pid);
+    if (status === undefined) {
       pushPending(this.fd);
       // Bun may have reaped it already (its loop ran since): then its status is known.
       const { proc, pidfd } = job;
-      const gone = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
-      const exit = gone ? "exited" : await awaitExit(this.fd, pidfd, this);
+      const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+      const exit = reaped ? "exited" : await awaitExit(this.fd, pidfd, this);
       if (exit === "timeout") return this.responder.drop("connection timed out");
       if (exit === "gone") return;
+      status = await proc.exited;
     }
-    const status = exitedStatus(job.proc.pid) ?? (await job.proc.exited);
     this.job = undefined;
     this.closeStdin(job);
     closePidfd(job);
