@@ -84,7 +84,7 @@ const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 class BlockingConnection implements ResponderEffects, OutputHooks {
   private readonly responder: FastCgiResponder;
   private job: Job | undefined;
-  /** Body bytes the program has not taken yet, in order (past 256 KiB, on disk). */
+  /** Body bytes the program has not taken yet, in order (past what BodyQueue keeps in memory, on disk). */
   private readonly pending = new BodyQueue();
   readonly spoolFile = new SpoolFile();
   private closed = false;
@@ -255,7 +255,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     // The program reads slower than the web server sends: stop reading until
     // it catches up. Unless its output is held and it waits to write (a CGI
     // that answers before it reads): then the web server waits for us to take
-    // the body, so it is taken in, past 256 KiB into a file (BodyQueue).
+    // the body, so it is taken in, to a file past what BodyQueue keeps in memory.
     if (!job.stalled) this.paused = true;
   }
 

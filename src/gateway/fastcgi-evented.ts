@@ -74,7 +74,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private socket: EventSocket | undefined;
   private readonly responder: FastCgiResponder;
   private job: Job | undefined;
-  /** Body bytes waiting for Bun's write to the program to finish, in order (past 256 KiB, on disk). */
+  /** Body bytes waiting for Bun's write to the program to finish, in order (past what BodyQueue keeps in memory, on disk). */
   private readonly pending = new BodyQueue();
   readonly spoolFile = new SpoolFile();
   private closed = false;
@@ -217,7 +217,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     // The program reads slower than the web server sends: stop reading
     // until it catches up. Unless its output is held and it waits to write
     // (a CGI that answers before it reads): then the web server waits for
-    // us to take the body, so it is taken in, past 256 KiB into a file.
+    // us to take the body, so it is taken in, to a file past what BodyQueue keeps in memory.
     if (!job.stalled) this.socket?.pause();
   }
 

@@ -16,7 +16,7 @@
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
 // FCGI_KEEP_CONN the next may follow on the same connection.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
-import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
 import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
 import { valueOf, type Variable } from "./variables.ts";
 import { QUEUE_LIMIT, type BodyKind, type Deadline, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
@@ -34,13 +34,13 @@ const NO_VARIABLES: Variable[] = [];
 /** One FastCGI connection's responder: the rules; the engine does the I/O. */
 export class FastCgiResponder {
   private readonly reader = new RecordReader();
+  // phase, bodyEnded, ending, peerEnded and over are read by the engine, set only here.
   phase: Phase = "none";
   /** The request in hand (meaningful when phase is not "none"). */
   private id = 0;
   private keep = false;
   /** PARAMS records so far (gatherParams). */
-  params: Uint8Array[] = [];
-  paramsSize = 0;
+  private readonly held: HeldParams = { params: [], paramsSize: 0 };
   /** Body bytes received (streamed), bounded by --max-body. */
   private received = 0;
   /** The empty STDIN came (or the request is over): the program has all its input. */
@@ -251,7 +251,7 @@ export class FastCgiResponder {
     this.phase = "params";
     this.id = id;
     this.keep = keep;
-    this.paramsSize = this.received = this.spoolSize = 0;
+    this.held.paramsSize = this.received = this.spoolSize = 0;
     this.bodyEnded = this.refused = false;
     return undefined;
   }
@@ -269,7 +269,7 @@ export class FastCgiResponder {
    */
   private paramsRecord(content: Uint8Array, now: number): string | undefined {
     if (this.phase !== "params") return "PARAMS after the end of PARAMS";
-    const gathered = gatherParams(this, content);
+    const gathered = gatherParams(this.held, content);
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
     const over = streams ? bodyOverLimit(this.config.options, Number(valueOf(variables, "CONTENT_LENGTH")), "declared") : undefined;
@@ -361,7 +361,7 @@ export class FastCgiResponder {
   private complete(status: number, now: number, served = true): void {
     this.phase = "none";
     this.spooled = NO_VARIABLES;
-    if (this.params.length > 0) this.params = [];
+    if (this.held.params.length > 0) this.held.params = [];
     if (this.over) return;
     // One write for both: the web server gets the end in one segment.
     this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]));
