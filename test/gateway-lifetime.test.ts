@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
-import { KEPT_HEADER_MS, KEPT_IDLE_MS, graceOver, keptVerdict } from "../src/gateway/kept.ts";
+import { KEPT_HEADER_MS, KEPT_IDLE_MS, graceOver, keptVerdict } from "../src/request/kept.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 

@@ -3,14 +3,11 @@
 // FastCGI body with no CONTENT_LENGTH (Apache's mod_proxy_fcgi sends a
 // chunked one so), taken in whole before the CGI starts so that the CGI
 // gets its CONTENT_LENGTH (RFC 3875 4.2); and a body the CGI has not taken
-// yet while its output is held (BodyQueue). One helper for both kinds of
-// FastCGI connection; SCGI's spool uses the same directory.
+// yet while its output is held (BodyQueue). One helper for both FastCGI
+// engines; SCGI's spool uses the same directory.
 import { ftruncateSync, readSync, writeSync } from "node:fs";
 import { close, rewind, unlinkedFile } from "../system/libc.ts";
 import { warn } from "../system/log.ts";
-import { bodyOverLimit, gatewayLog, TOO_LARGE } from "../request/cgi.ts";
-import type { Variable } from "../request/variables.ts";
-import { encodeRecord, TYPE } from "../request/fastcgi-records.ts";
 
 /**
  * A new file for a body: unlinked, in $TMPDIR (else /tmp). When none can be
@@ -32,97 +29,37 @@ function writeAt(fd: number, bytes: Uint8Array, at: number): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, at + done);
 }
 
-export interface BodySpool {
-  /** The request's variables, to run the CGI with once the body has ended. */
-  variables: Variable[];
-  /** The file, made at the first byte (none for an empty body). */
-  fd: number | undefined;
-  size: number;
-  /** Past --max-body: the body is read and dropped to its end, then answered 413. */
-  refused: boolean;
-}
-
 /**
- * At the end of a FastCGI request's PARAMS: undefined when its body streams
- * into the CGI's stdin (a CONTENT_LENGTH within --max-body); else a spool,
- * to read it whole into a file before the CGI runs (no CONTENT_LENGTH), or
- * refused (a CONTENT_LENGTH over --max-body: the CGI never runs).
- *
- * A refused body is read and dropped to its end, and only then answered
- * 413: nginx stops sending a body once it has the answer's header, so an
- * answer before the body's end would leave the request hanging, and a
- * close with the body unread sends a reset that can destroy the answer
- * (nginx then says 502). The caller's body deadline bounds the wait.
+ * A body without CONTENT_LENGTH, taken in whole before the CGI starts (the
+ * responder decides; this holds the bytes): an unlinked file made at the
+ * first byte, none for an empty body.
  */
-export function spoolFor(variables: Variable[], streams: boolean, options: { maxBody: number; verbose: boolean }): BodySpool | undefined {
-  const spool: BodySpool = { variables, fd: undefined, size: 0, refused: false };
-  if (!streams) return spool;
-  const length = Number(variables.find(([name]) => name === "CONTENT_LENGTH")?.[1]);
-  const over = bodyOverLimit(options, length, "declared");
-  if (!over) return undefined;
-  gatewayLog(options, "fastcgi", over);
-  spool.refused = true;
-  return spool;
-}
+export class SpoolFile {
+  private fd: number | undefined;
+  private size = 0;
 
-/** What a STDIN record of a spooled body leads to. */
-export type SpoolStep =
-  /** Taken: more is to come. */
-  | { more: true }
-  /** Past --max-body: dropped. */
-  | { dropped: true }
-  /** The body has ended: run the CGI so (the caller closes spool.fd once it has it), or, refused (413 sent), end the request. */
-  | { run: { variables: Variable[]; stdin: number | "ignore" } }
-  | { refused: true };
-
-/**
- * One STDIN record of request `id` into the spool, within --max-body
- * (cgi.ts bodyOverLimit): from the record that passes it the body is
- * dropped, and at its end 413 is sent (`send`: the connection's; see spoolFor).
- */
-export function spoolRecord(
-  spool: BodySpool,
-  content: Uint8Array,
-  id: number,
-  options: { maxBody: number; verbose: boolean },
-  send: (bytes: Uint8Array) => void,
-): SpoolStep {
-  if (content.length === 0 && spool.refused) {
-    send(encodeRecord(TYPE.STDOUT, id, TOO_LARGE));
-    return { refused: true };
+  /** `bytes` appended. */
+  write(bytes: Uint8Array): void {
+    this.fd ??= bodyFile();
+    writeAt(this.fd, bytes, this.size);
+    this.size += bytes.length;
   }
-  if (content.length === 0) return { run: spooledInput(spool) };
-  if (spool.refused) return { dropped: true };
-  const over = bodyOverLimit(options, spool.size + content.length, "received");
-  if (over) {
-    gatewayLog(options, "fastcgi", over);
-    spool.refused = true;
-    closeSpool(spool);
-    return { dropped: true };
+
+  /** The file rewound, for the CGI's stdin ("ignore": nothing was written); the caller closes it once the CGI has it. */
+  take(): number | "ignore" {
+    const fd = this.fd;
+    this.fd = undefined;
+    this.size = 0;
+    if (fd === undefined) return "ignore";
+    rewind(fd);
+    return fd;
   }
-  spool.fd ??= bodyFile();
-  writeAt(spool.fd, content, spool.size);
-  spool.size += content.length;
-  return { more: true };
-}
 
-export function closeSpool(spool: BodySpool): void {
-  if (spool.fd !== undefined) close(spool.fd);
-  spool.fd = undefined;
-}
-
-/**
- * The body has ended: the CGI's variables with CONTENT_LENGTH its size (the
- * web server's own, empty or absent, stays when there is none), and its
- * stdin, the file rewound.
- */
-function spooledInput(spool: BodySpool): { variables: Variable[]; stdin: number | "ignore" } {
-  const { variables, fd, size } = spool;
-  if (fd !== undefined) rewind(fd);
-  return {
-    variables: size === 0 ? variables : [...variables.filter(([n]) => n !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(size)]],
-    stdin: fd ?? "ignore",
-  };
+  close(): void {
+    if (this.fd !== undefined) close(this.fd);
+    this.fd = undefined;
+    this.size = 0;
+  }
 }
 
 /** Body bytes kept in memory before the rest goes to the file. */

@@ -4,12 +4,12 @@
 // most MAX_CONTENT a record, spliced exactly). Its stderr, small, is read
 // here and sent as STDERR records. This blocks the worker's thread in
 // poll(2) while the output lasts, as the rest of its FastCGI connection
-// does (fastcgi-worker.ts): a worker has nothing else to do meanwhile.
+// does (fastcgi-blocking.ts): a worker has nothing else to do meanwhile.
 // What the web server sends then (ABORT_REQUEST, its close) makes the
 // connection readable: the caller's input hook reads it, and body bytes the
 // program has yet to take go into its stdin as it takes them (feed).
 //
-// The program's output is held until the end of its body (fastcgi-worker.ts) by
+// The program's output is held until the end of its body (the responder's rule) by
 // not starting this until then: the pipes hold it (stdout's grown to
 // HOLD_BYTES), and then the program waits to write.
 //
@@ -17,9 +17,12 @@
 // what the pipes hold at that moment is sent and no more. A process it
 // left in the background (`cmd &`) keeps the pipes open, but the request
 // is the program's, and it is over.
-import { EAGAIN, EINTR, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, strerror } from "../system/libc.ts";
+import { close, EAGAIN, EINTR, pipe, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, setPipeSize, strerror } from "../system/libc.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
+import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
+
+export type Pipes = { stdout: number; stderr: number };
 
 export interface OutputEnds {
   conn: number;
@@ -33,7 +36,7 @@ export interface OutputEnds {
 
 export interface OutputHooks {
   /** --timeout: since the last byte moved. */
-  timeoutMs: number | undefined;
+  readonly timeoutMs: number | undefined;
   /** A byte moved (the connection's own timer restarts). */
   moved(): void;
   /** Records the handler queued meanwhile (replies to what the web server sent): sent between ours. */
@@ -43,7 +46,7 @@ export interface OutputHooks {
   /** The connection is readable (records, its end): read it now. */
   input(): void;
   /** The program's stdin while body bytes wait to go into it (-1: none), and what writes them when it takes more. */
-  stdin(): number;
+  stdinFd(): number;
   feed(): void;
   /** The connection has closed or the request is over (ABORT, a drop): stop. */
   over(): boolean;
@@ -62,36 +65,63 @@ const pollfds = new Int32Array(8);
  * (END_REQUEST), or for pushPending.
  */
 export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
-  const { conn, stdout, stderr, requestId, pidfd } = ends;
-  /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
-  const out: Uint8Array[] = [];
-  /** Content of the last STDOUT header in `out` still to splice after it. */
-  let left = 0;
-  /** The pipe held more than that record when it was framed: SPLICE_F_MORE (else the bytes go out now: the answer streams). */
-  let more = false;
-  let stdoutOpen = true;
-  let stderrOpen = true;
-  let stdoutHup = false;
-  let lastMove = Date.now();
-  /** Once the program has exited: what each pipe held then, the last of its output. */
-  let last: { stdout: number; stderr: number } | undefined;
-  const exited = () => {
-    // The record being spliced (`left`) is still in the pipe: it is not counted again.
-    last ??= { stdout: pipeBytes(stdout) - left, stderr: pipeBytes(stderr) };
-  };
-
-  while (stdoutOpen || stderrOpen || out.length > 0 || left > 0) {
+  const splicer = new Splicer(ends, hooks);
+  for (;;) {
     if (hooks.over()) return "gone";
-    let connBlocked = false;
-    let progress = false;
+    splicer.connBlocked = false;
+    const sent = splicer.send();
+    if (typeof sent !== "boolean") return sent;
+    // At a record boundary: the next record, from either pipe or the handler.
+    const framed = splicer.left === 0 && splicer.frame();
+    if (sent || framed) {
+      splicer.lastMove = Date.now();
+      hooks.moved();
+      continue;
+    }
+    if (splicer.over()) return "done";
+    // Nothing can go on: sleep until something can.
+    const slept = splicer.sleep();
+    if (slept === "signal") await nextTick(); // let signal handlers run
+    else if (slept !== "woken") return slept;
+  }
+}
 
-    // What must go first, in order.
+/** One output's splice: what is framed and not yet sent, and which pipes are open. */
+class Splicer {
+  /** Bytes to send before anything else: record headers, STDERR records, queued replies. */
+  private readonly out: Uint8Array[] = [];
+  /** Content of the last STDOUT header in `out` still to splice after it. */
+  left = 0;
+  /** The pipe held more than that record when it was framed: SPLICE_F_MORE (else the bytes go out now: the answer streams). */
+  private more = false;
+  private stdoutOpen = true;
+  private stderrOpen = true;
+  private stdoutHup = false;
+  connBlocked = false;
+  lastMove = Date.now();
+  /** Once the program has exited: what each pipe held then, the last of its output. */
+  private last: { stdout: number; stderr: number } | undefined;
+
+  constructor(
+    private readonly ends: OutputEnds,
+    private readonly hooks: OutputHooks,
+  ) {}
+
+  /** Both pipes have ended and everything has gone. */
+  over(): boolean {
+    return !this.stdoutOpen && !this.stderrOpen && this.out.length === 0 && this.left === 0;
+  }
+
+  /** What must go first, in order, then the STDOUT record's content: whether anything moved, or why the output ends. */
+  send(): boolean | OutputEnd {
+    const { out, ends } = this;
+    let progress = false;
     while (out.length > 0) {
       const head = out[0];
-      const sent = sendSome(conn, head, left > 0 || out.length > 1); // a header: its content follows
+      const sent = sendSome(ends.conn, head, this.left > 0 || out.length > 1); // a header: its content follows
       if (sent === -EAGAIN) {
-        connBlocked = true;
-        break;
+        this.connBlocked = true;
+        return progress;
       }
       if (sent === -EINTR) continue;
       if (sent < 0) return "gone";
@@ -99,81 +129,108 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
       if (sent < head.length) out[0] = head.subarray(sent);
       else out.shift();
     }
-    if (!connBlocked && out.length === 0 && left > 0) {
-      const moved = splice(stdout, conn, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
-      if (moved > 0) {
-        left -= moved;
-        progress = true;
-      } else if (moved === -EAGAIN) connBlocked = true;
-      else if (moved === 0) return { error: "the program's stdout ended inside a record" }; // FIONREAD counted these bytes: not expected
-      else if (moved !== -EINTR) return "gone";
+    if (this.left === 0) return progress;
+    const moved = splice(ends.stdout, ends.conn, this.left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (this.more ? SPLICE_F_MORE : 0));
+    if (moved > 0) {
+      this.left -= moved;
+      return true;
     }
-    // At a record boundary: the next record, from either pipe or the handler.
-    if (left === 0) {
-      out.push(...hooks.takeQueued());
-      if (stderrOpen) {
-        const n = readSome(stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
-        if (n > 0) {
-          out.push(encodeRecord(TYPE.STDERR, requestId, stderrBuffer.subarray(0, n)));
-          if (last) last.stderr -= n;
-          progress = true;
-        } else if (n === 0 || last?.stderr === 0) stderrOpen = false;
-        else if (n !== -EAGAIN && n !== -EINTR) stderrOpen = false; // a read error ends that stream like EOF
-      }
-      if (stdoutOpen) {
-        // Every writer gone (the program has ended): what the pipe holds is the last of it.
-        if (!stdoutHup) stdoutHup = hungUp(stdout);
-        const waiting = last ? Math.min(last.stdout, pipeBytes(stdout)) : pipeBytes(stdout);
-        if (waiting > 0) {
-          left = Math.min(waiting, MAX_CONTENT);
-          if (last) last.stdout -= left;
-          // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
-          more = waiting > left || stdoutHup || last !== undefined;
-          out.push(stdoutHeader(requestId, left));
-          progress = true;
-        } else if (stdoutHup || last) stdoutOpen = false; // every writer has gone (or the program), and nothing is left
-      }
-    }
-    if (progress) {
-      lastMove = Date.now();
-      hooks.moved();
-      continue;
-    }
-    if (!stdoutOpen && !stderrOpen && out.length === 0 && left === 0) break;
+    if (moved === -EAGAIN) this.connBlocked = true;
+    else if (moved === 0) return { error: "the program's stdout ended inside a record" }; // FIONREAD counted these bytes: not expected
+    else if (moved !== -EINTR) return "gone";
+    return progress;
+  }
 
-    // Nothing can go on: sleep until something can.
+  /** The next records: queued replies, what stderr has, a STDOUT header for what stdout holds. Whether any came. */
+  frame(): boolean {
+    const { out, ends, last } = this;
+    let progress = false;
+    out.push(...this.hooks.takeQueued());
+    if (this.stderrOpen) {
+      const n = readSome(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
+      if (n > 0) {
+        out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
+        if (last) last.stderr -= n;
+        progress = true;
+      } else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;
+      else if (n !== -EAGAIN && n !== -EINTR) this.stderrOpen = false; // a read error ends that stream like EOF
+    }
+    if (!this.stdoutOpen) return progress;
+    // Every writer gone (the program has ended): what the pipe holds is the last of it.
+    if (!this.stdoutHup) this.stdoutHup = hungUp(ends.stdout);
+    const waiting = last ? Math.min(last.stdout, pipeBytes(ends.stdout)) : pipeBytes(ends.stdout);
+    if (waiting > 0) {
+      this.left = Math.min(waiting, MAX_CONTENT);
+      if (last) last.stdout -= this.left;
+      // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
+      this.more = waiting > this.left || this.stdoutHup || last !== undefined;
+      out.push(stdoutHeader(ends.requestId, this.left));
+      return true;
+    }
+    if (this.stdoutHup || last) this.stdoutOpen = false; // every writer has gone (or the program), and nothing is left
+    return progress;
+  }
+
+  /** One poll(2) for the connection, the pipes, the program's stdin and its exit. */
+  sleep(): "woken" | "signal" | OutputEnd {
+    const { ends, hooks, connBlocked } = this;
     let count = 0;
     const watch = (fd: number, events: number) => {
       pollfds[2 * count] = fd;
       pollfds[2 * count + 1] = events;
-      count++;
+      return count++;
     };
     const input = hooks.watchInput();
-    let connAt = -1;
-    let stdoutAt = -1;
-    if (connBlocked || input) (connAt = count), watch(conn, (connBlocked ? POLLOUT : 0) | (input ? POLLIN : 0));
-    if (!connBlocked && left === 0 && stdoutOpen) (stdoutAt = count), watch(stdout, POLLIN);
-    if (!connBlocked && left === 0 && stderrOpen) watch(stderr, POLLIN);
+    const connAt = connBlocked || input ? watch(ends.conn, (connBlocked ? POLLOUT : 0) | (input ? POLLIN : 0)) : -1;
+    const framing = !connBlocked && this.left === 0;
+    const stdoutAt = framing && this.stdoutOpen ? watch(ends.stdout, POLLIN) : -1;
+    if (framing && this.stderrOpen) watch(ends.stderr, POLLIN);
     // The program may be waiting for the rest of its body before it writes more.
-    const stdin = hooks.stdin();
-    const stdinAt = stdin >= 0 ? (watch(stdin, POLLOUT), count - 1) : -1;
-    const pidfdAt = last ? -1 : (watch(pidfd, POLLIN), count - 1);
-    const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, lastMove + hooks.timeoutMs - Date.now());
+    const stdin = hooks.stdinFd();
+    const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
+    const pidfdAt = this.last ? -1 : watch(ends.pidfd, POLLIN);
+    const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, this.lastMove + hooks.timeoutMs - Date.now());
     const ready = poll(pollfds, count, Math.ceil(wait));
-    if (ready === -EINTR) {
-      await nextTick(); // let signal handlers run
-      continue;
-    }
+    if (ready === -EINTR) return "signal";
     if (ready === 0) return "timeout";
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
-    if (revents(stdoutAt) & POLLHUP) stdoutHup = true;
-    if (revents(pidfdAt)) exited();
+    if (revents(stdoutAt) & POLLHUP) this.stdoutHup = true;
+    // The record being spliced (`left`) is still in the pipe: it is not counted again.
+    if (revents(pidfdAt)) this.last ??= { stdout: pipeBytes(ends.stdout) - this.left, stderr: pipeBytes(ends.stderr) };
     if (revents(stdinAt)) hooks.feed();
     // The web server sent something (or closed): read it, then this goes on.
     if (revents(connAt) & ~POLLOUT) hooks.input();
+    return "woken";
   }
-  return "done";
+}
+
+/**
+ * A program that closed its output and runs on: its exit (its pidfd
+ * readable), with the connection still read as while it wrote (an
+ * ABORT_REQUEST ends the program); "timeout" past --timeout, "gone" when
+ * the connection closed meanwhile.
+ */
+export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks): Promise<"exited" | "timeout" | "gone"> {
+  let lastMove = Date.now();
+  for (;;) {
+    const left = hooks.timeoutMs === undefined ? Infinity : lastMove + hooks.timeoutMs - Date.now();
+    if (left <= 0) return "timeout";
+    pollfds.set([pidfd, POLLIN, conn, POLLIN]);
+    // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
+    const ready = poll(pollfds, hooks.watchInput() ? 2 : 1, left === Infinity ? -1 : Math.ceil(left));
+    if (ready === -EINTR) {
+      await nextTick(); // a signal: its handler runs
+      continue;
+    }
+    if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+    if (pollfds[1] >>> 16) return "exited";
+    if (pollfds[3] >>> 16) {
+      lastMove = Date.now();
+      hooks.input();
+      if (hooks.over()) return "gone";
+    }
+  }
 }
 
 /** Whether every writer of a pipe has gone, without waiting. */
@@ -188,3 +245,20 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
   return new Uint8Array([1, TYPE.STDOUT, requestId >> 8, requestId & 0xff, length >> 8, length & 0xff, 0, 0]);
 }
 
+/**
+ * The program's stdout and stderr as our own pipes, to splice from: `child`
+ * its write ends (closed here once it has them), `ours` the read ends,
+ * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
+ * body has ended.
+ */
+export function outputPipes(): { child: Pipes; ours: Pipes } {
+  const [stdout, stdoutChild] = pipe("read");
+  const [stderr, stderrChild] = pipe("read");
+  setPipeSize(stdout, HOLD_BYTES);
+  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
+}
+
+export function closePipes(pipes: Pipes): void {
+  close(pipes.stdout);
+  close(pipes.stderr);
+}

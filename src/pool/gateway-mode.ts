@@ -3,8 +3,8 @@
 // asked for: the gateways' code and what it loads would otherwise sit in
 // every `-p` worker's heap.
 import { cgiSource, onRequest } from "../request/cgi.ts";
-import { CLASSIC_MAX_CONNS } from "../gateway/fastcgi.ts";
-import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-worker.ts";
+import { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
+import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-blocking.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
 import { MSG_DONTWAIT, MSG_PEEK, recv } from "../system/libc.ts";
 import { CONTROL_FD, LISTEN_FD, REOPEN, type Worker } from "./protocol.ts";

@@ -1,6 +1,6 @@
 // FastCGI's wire format (the FastCGI 1.0 specification): records of an
 // 8-byte header, content and padding; name-value pairs with 1- or 4-byte
-// lengths. No state of a connection here: fastcgi.ts holds that.
+// lengths. No state of a connection here: fastcgi-responder.ts holds that.
 import { LIMITS } from "./cgi.ts";
 import { lastValueEach, valueOf, variable, type Variable } from "./variables.ts";
 
@@ -169,93 +169,17 @@ export function endRequest(requestId: number, appStatus: number, protocolStatus:
   return encodeRecord(TYPE.END_REQUEST, requestId, body);
 }
 
-/**
- * What a responder connection does with the records addressed to it: its
- * own steps (fastcgi.ts under -f, fastcgi-worker.ts in a pool worker), the
- * protocol's rules here once.
- */
-export interface ResponderSteps {
-  /** The id of the request in hand (one at a time: FCGI_MPXS_CONNS=0). */
-  current(): number | undefined;
-  /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
-  maxConns(): number;
-  send(bytes: Uint8Array): void;
-  /** A -v line of the gateway's. */
-  log(line: string): void;
-  /** No further request on this connection. */
-  end(): void;
-  begin(id: number, keep: boolean): void;
-  abort(): void;
-  params(content: Uint8Array): string | undefined;
-  stdin(content: Uint8Array): string | undefined;
-}
+/** The answer to a record of a type this responder does not know. */
+export const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
 
-const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
-
-/** One record; a returned string is why the connection is dropped. */
-export function handleRecord({ type, requestId: id, content }: FcgiRecord, steps: ResponderSteps): string | undefined {
-  if (id === 0) {
-    if (type === TYPE.GET_VALUES) return getValues(content, steps);
-    if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
-    steps.send(unknownType(type));
-    return undefined;
-  }
-  const mine = steps.current() === id;
-  switch (type) {
-    case TYPE.BEGIN_REQUEST:
-      return begin(id, content, steps);
-    case TYPE.ABORT_REQUEST:
-      if (mine) steps.abort();
-      return undefined;
-    case TYPE.PARAMS:
-      return mine ? steps.params(content) : undefined;
-    case TYPE.STDIN:
-      return mine ? steps.stdin(content) : undefined;
-    case TYPE.DATA:
-      return undefined; // the filter role's; a responder has none
-    case TYPE.END_REQUEST:
-    case TYPE.STDOUT:
-    case TYPE.STDERR:
-    case TYPE.GET_VALUES_RESULT:
-    case TYPE.UNKNOWN_TYPE:
-      return `record type ${type} is the application's to send`;
-    default:
-      steps.send(unknownType(type));
-      return undefined;
-  }
-}
-
-function getValues(content: Uint8Array, steps: ResponderSteps): string | undefined {
+/** GET_VALUES_RESULT for a GET_VALUES record: what it asks of FCGI_MAX_CONNS, FCGI_MAX_REQS (both `maxConns`), FCGI_MPXS_CONNS (0). */
+export function getValuesResult(content: Uint8Array, maxConns: number): Uint8Array | { error: string } {
   const asked = decodePairs(content);
-  if ("error" in asked) return asked.error;
-  const known: Record<string, string> = {
-    FCGI_MAX_CONNS: String(steps.maxConns()),
-    FCGI_MAX_REQS: String(steps.maxConns()),
-    FCGI_MPXS_CONNS: "0",
-  };
+  if ("error" in asked) return asked;
+  const max = String(maxConns);
+  const known: Record<string, string> = { FCGI_MAX_CONNS: max, FCGI_MAX_REQS: max, FCGI_MPXS_CONNS: "0" };
   const answer: Variable[] = asked.filter(([name]) => name in known).map(([name]) => [name, known[name]]);
-  steps.send(encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer)));
-  return undefined;
-}
-
-function begin(id: number, content: Uint8Array, steps: ResponderSteps): string | undefined {
-  if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
-  const current = steps.current();
-  if (current !== undefined) {
-    if (current === id) return `BEGIN_REQUEST for request ${id}, which is running`;
-    steps.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
-    return undefined;
-  }
-  const role = (content[0] << 8) | content[1];
-  const keep = (content[2] & KEEP_CONN) !== 0;
-  if (role !== ROLE_RESPONDER) {
-    steps.log(`role ${role} refused: only the responder role (1) is served`);
-    steps.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
-    if (!keep) steps.end();
-    return undefined;
-  }
-  steps.begin(id, keep);
-  return undefined;
+  return encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer));
 }
 
 /** A request's PARAMS records as they come, to the empty one that ends them. */

@@ -7,7 +7,7 @@ import type { SocketHandler } from "bun";
 import { adoptSocket, eventHandlers, type EventSocket, type SocketEvents } from "../connection/events.ts";
 import { flushStdout } from "../connection/local.ts";
 import { connectionMessage, serveSocket } from "../connection/serve.ts";
-import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi.ts";
+import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi-evented.ts";
 import { ScgiHandler } from "../gateway/scgi.ts";
 import { cgiSource } from "../request/cgi.ts";
 import type { Address } from "../net/address.ts";

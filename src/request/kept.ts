@@ -16,7 +16,7 @@
 // - While another connection waits, or this worker leaves, a kept
 //   connection's next header must be complete within KEPT_HEADER_MS: a web
 //   server sends a header at once, and a client dripping one must not
-//   hold the worker (30 s a header otherwise) while others wait.
+//   hold the worker (HEADER_TIMEOUT_MS a header otherwise) while others wait.
 // - A connection that carries whole requests back to back is not cut:
 //   that would lose a request in flight. It is the worker's work, as a long
 //   request is. Only a leaving worker's grace (--grace) bounds it: past it

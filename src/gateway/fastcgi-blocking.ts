@@ -1,0 +1,396 @@
+// FastCGI in a pool worker, which serves one connection at a time: the
+// blocking engine of the responder (request/fastcgi-responder.ts holds every
+// rule; this does the I/O). Records are read by read(2) into one reused
+// buffer; the body goes to the CGI's stdin pipe by write(2); the output is
+// spliced (fastcgi-output.ts) once the body has ended; poll(2) waits for the
+// connection, the stdin pipe, and between requests on a kept connection the
+// master and the listener. No socket adoption, no timer, no promise per
+// record: each would cost CPU a pool worker's request does not need.
+import type { GatewayOptions } from "../options.ts";
+import { close, EAGAIN, EINTR, exitedStatus, isReadable, pipe, pipeBytes, pipeSize, pidfdOpen, poll, POLLIN, POLLOUT, pushPending, readSome, sendSome, strerror, writeSome } from "../system/libc.ts";
+import { nextTick } from "../system/signals.ts";
+import type { CgiSource } from "../request/cgi.ts";
+import type { Variable } from "../request/variables.ts";
+import { FastCgiResponder } from "../request/fastcgi-responder.ts";
+import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
+import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
+import { BodyQueue, SpoolFile } from "./body-spool.ts";
+import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
+
+/** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
+export interface WorkerFds {
+  /** The listener: a kept connection gives way when another connection waits there (kept.ts). */
+  listener: number;
+  /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
+  control: number;
+  /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
+  ends(): boolean;
+  /** --grace: how long a leaving worker's kept connection may go on carrying requests. */
+  graceMs: number;
+}
+
+/** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
+const STALL_CHECK_MS = 10;
+/** How often a kept connection between requests looks at the listener, and whether it has been quiet long enough. */
+const LISTENER_CHECK_MS = 50;
+
+/** One read of the connection; records are copied out of it (fastcgi-records.ts). */
+const readBuffer = new Uint8Array(64 * 1024);
+// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
+const pollfds = new Int32Array(8);
+
+/** The request's program and the descriptors joining it to the connection. */
+interface Job {
+  id: number;
+  proc: Cgi;
+  /** The program's pidfd, opened as it starts (before Bun can reap it): its exit ends the output. */
+  pidfd: number | undefined;
+  /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
+  stdin: number | undefined;
+  /** The body has ended: the output, held in the pipes until then, is spliced. */
+  bodyEnded: boolean;
+  /** The program waits to write (its output is held): the body is taken in (to disk) rather than paused. */
+  stalled: boolean;
+  /** Read ends of the program's stdout and stderr, until the output is spliced. */
+  pipes: Pipes | undefined;
+}
+
+let stopping = false;
+let current: BlockingConnection | undefined;
+
+/** The worker drains or leaves: the connection in hand closes once quiet (kept.ts). */
+export function stopWorkerConnection(): void {
+  stopping = true;
+  current?.leave();
+}
+
+/**
+ * Serves one FastCGI connection a pool worker accepted, to its end: a
+ * descriptor it owns, non-blocking (accept4's SOCK_NONBLOCK): a full socket
+ * must not block a send, nor an empty one a read.
+ */
+export async function serveFastCgiDescriptor(fd: number, options: GatewayOptions, source: CgiSource, maxConns: number, pool: WorkerFds): Promise<void> {
+  const connection = new BlockingConnection(fd, options, source, maxConns, pool);
+  current = connection;
+  try {
+    await connection.serve();
+  } finally {
+    current = undefined;
+  }
+}
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+class BlockingConnection implements ResponderEffects, OutputHooks {
+  private readonly responder: FastCgiResponder;
+  private job: Job | undefined;
+  /** Body bytes the program has not taken yet, in order (past what BodyQueue keeps in memory, on disk). */
+  private readonly pending = new BodyQueue();
+  readonly spoolFile = new SpoolFile();
+  private closed = false;
+  /** Not reading the connection: the program has not taken the body sent so far. */
+  private paused = false;
+  /** Output is being spliced: what is sent waits for the splice loop, which sends it between records. */
+  private splicing = false;
+  /** Bytes waiting for the connection, in order, and how many. */
+  private out: Uint8Array[] = [];
+  private bytes = 0;
+  private readonly othersWait = () => isReadable(this.pool.listener);
+
+  constructor(
+    private readonly fd: number,
+    private readonly options: GatewayOptions,
+    private readonly source: CgiSource,
+    maxConns: number,
+    private readonly pool: WorkerFds,
+  ) {
+    this.responder = new FastCgiResponder({ options, maxConns, pool }, this, Date.now());
+    if (stopping) this.leave();
+  }
+
+  async serve(): Promise<void> {
+    try {
+      while (!this.closed) {
+        if (this.responder.ending && this.out.length === 0) break;
+        const job = this.job;
+        if (job?.pipes && job.bodyEnded && !this.responder.ending) await this.output(job, job.pipes);
+        else await this.wait();
+      }
+    } catch (e) {
+      // A bug must cost this connection only, not the worker.
+      this.responder.drop(`internal error: ${message(e)}`);
+    }
+    await this.finish();
+  }
+
+  leave(): void {
+    this.responder.leave(Date.now());
+  }
+
+  /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */
+  private async wait(): Promise<void> {
+    const { responder, job } = this;
+    let count = 0;
+    const watch = (fd: number, events: number) => {
+      pollfds[2 * count] = fd;
+      pollfds[2 * count + 1] = events;
+      return count++;
+    };
+    const reading = !this.paused && !responder.peerEnded && !responder.ending;
+    const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
+    const stdinAt = job?.stdin !== undefined && this.pending.size > 0 ? watch(job.stdin, POLLOUT) : -1;
+    const between = responder.between;
+    const controlAt = between && !responder.leaving ? watch(this.pool.control, POLLIN) : -1;
+    let timeout = (responder.deadline()?.at ?? Infinity) - Date.now();
+    const stallCheck = this.paused && job?.pipes !== undefined && !job.stalled;
+    if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
+    if (between) timeout = Math.min(timeout, LISTENER_CHECK_MS);
+    const ready = poll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
+    if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
+    if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+    const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
+    if (revents(controlAt)) {
+      // The master's word, read by the worker once this connection is over: retire, leave or its
+      // end stop keeping connections; a reopen only ends this one. Either way it closes once quiet.
+      if (this.pool.ends()) stopping = true;
+      this.leave();
+    }
+    if (between) {
+      responder.keptCheck(Date.now(), this.othersWait);
+      if (responder.ending) return;
+    }
+    if (stallCheck && job.pipes) {
+      // Over half full counts: pages written in part leave a full pipe short of its size.
+      const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
+      if (full(job.pipes.stdout) || full(job.pipes.stderr)) {
+        job.stalled = true;
+        this.paused = false;
+      }
+    }
+    if (revents(connAt) & POLLOUT) this.flush();
+    if (revents(stdinAt)) this.feed();
+    if (reading && revents(connAt) & ~POLLOUT) this.input();
+    if (ready > 0) return;
+    const due = responder.deadline();
+    if (due && Date.now() >= due.at) responder.drop(due.why);
+  }
+
+  /** What the connection has: records, its end, or an error (the web server has gone). */
+  input(): void {
+    const n = readSome(this.fd, readBuffer);
+    if (n === -EAGAIN || n === -EINTR) return;
+    if (n < 0) return this.closeConnection(); // reset: nobody is left to answer; finish() ends the program
+    if (n === 0) return this.responder.peerClosed();
+    this.responder.input(readBuffer.subarray(0, n), Date.now());
+  }
+
+  private closeConnection(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.responder.closed();
+    close(this.fd);
+  }
+
+  send(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.out.push(bytes);
+    this.bytes += bytes.length;
+    if (!this.splicing) this.flush();
+  }
+
+  queued(): number {
+    return this.bytes;
+  }
+
+  /** What is queued, as much as the connection takes now. */
+  private flush(): void {
+    while (this.out.length > 0 && !this.closed) {
+      const head = this.out[0];
+      const sent = sendSome(this.fd, head, false);
+      if (sent === -EAGAIN) return;
+      if (sent === -EINTR) continue;
+      if (sent < 0) return this.closeConnection(); // the web server has gone
+      this.bytes -= sent;
+      if (sent < head.length) this.out[0] = head.subarray(sent);
+      else this.out.shift();
+    }
+  }
+
+  /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
+  start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
+    const ends = outputPipes();
+    const input = stdin === "pipe" ? pipe("write") : undefined;
+    const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
+    let proc: ReturnType<typeof startProgram>;
+    try {
+      proc = startProgram(this.source, variables, this.options, input ? input[0] : spooled, ends.child);
+    } finally {
+      close(ends.child.stdout); // the program has its own
+      close(ends.child.stderr);
+      if (input) close(input[0]);
+      if (typeof spooled === "number") close(spooled);
+    }
+    if ("answer" in proc) {
+      closePipes(ends.ours);
+      if (input) close(input[1]);
+      return proc.answer;
+    }
+    let pidfd: number | undefined;
+    try {
+      pidfd = pidfdOpen(proc.pid);
+    } catch {
+      // no descriptor left: the output ends with its pipes, and the exit is awaited through Bun
+    }
+    // The pipes hold the output until the body has ended.
+    this.job = { id: this.responder.requestId, proc, pidfd, stdin: input?.[1], bodyEnded: stdin !== "pipe", stalled: false, pipes: ends.ours };
+    return undefined;
+  }
+
+  writeBody(bytes: Uint8Array): void {
+    const job = this.job;
+    if (job?.stdin === undefined) return; // the program stopped reading
+    this.pending.push(bytes);
+    this.feed();
+    if (this.pending.size === 0) return;
+    // The program reads slower than the web server sends: stop reading until
+    // it catches up. Unless its output is held and it waits to write (a CGI
+    // that answers before it reads): then the web server waits for us to take
+    // the body, so it is taken in, to a file past what BodyQueue keeps in memory.
+    if (!job.stalled) this.paused = true;
+  }
+
+  endBody(drop: boolean): void {
+    const job = this.job;
+    if (!job) return;
+    job.bodyEnded = true;
+    if (drop || this.pending.size === 0) this.closeStdin(job);
+  }
+
+  /** Body bytes into the program's stdin, as many as it takes now; its EOF once the body has ended and all went. */
+  feed(): void {
+    const job = this.job;
+    if (!job) return;
+    let moved = false;
+    for (let head = this.pending.head(); job.stdin !== undefined && head; head = this.pending.head()) {
+      const n = writeSome(job.stdin, head);
+      if (n === -EAGAIN) break;
+      if (n === -EINTR) continue;
+      if (n < 0) {
+        // The program exited without reading all its input: the rest is dropped.
+        this.closeStdin(job);
+        break;
+      }
+      moved = true;
+      this.pending.take(n);
+    }
+    if (moved) this.responder.moved(Date.now());
+    if (this.pending.size === 0 || job.stdin === undefined) {
+      this.paused = false;
+      if (job.bodyEnded || job.stdin === undefined) this.closeStdin(job);
+    }
+  }
+
+  /** EOF on the program's stdin (if it is not there already); what it had not taken is dropped. */
+  private closeStdin(job: Job): void {
+    if (job.stdin !== undefined) close(job.stdin);
+    job.stdin = undefined;
+    this.pending.clear();
+  }
+
+  stopProgram(): void {
+    if (this.job) endProgram(this.job.proc);
+  }
+
+  end(): void {
+    // serve() closes once what is queued has gone
+  }
+
+  drop(): void {
+    this.job?.proc.kill("SIGKILL");
+    this.closeConnection();
+  }
+
+  // The splice loop's hooks (fastcgi-output.ts).
+  get timeoutMs(): number | undefined {
+    return this.options.timeoutMs;
+  }
+
+  moved(): void {
+    this.responder.moved(Date.now());
+  }
+
+  takeQueued(): Uint8Array[] {
+    const queued = this.out;
+    this.out = [];
+    this.bytes = 0;
+    return queued;
+  }
+
+  watchInput(): boolean {
+    return !this.responder.peerEnded && !this.paused;
+  }
+
+  stdinFd(): number {
+    const job = this.job;
+    return job?.stdin !== undefined && this.pending.size > 0 ? job.stdin : -1;
+  }
+
+  over(): boolean {
+    return this.closed;
+  }
+
+  /** After the body: the program's output spliced into the connection until both pipes end, then its end. */
+  private async output(job: Job, pipes: Pipes): Promise<void> {
+    job.pipes = undefined;
+    this.splicing = true;
+    let end: OutputEnd;
+    try {
+      end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
+    } catch (e) {
+      end = { error: `internal error: ${message(e)}` };
+    } finally {
+      this.splicing = false;
+      closePipes(pipes); // a program still writing gets EPIPE
+    }
+    if (end === "timeout") return this.responder.drop("connection timed out");
+    if (typeof end === "object") return this.responder.drop(end.error);
+    if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
+    // Ended already (as a CGI has once its output has): END_REQUEST now, with the last bytes. Else
+    // what is held back goes first, and the end waits for its exit.
+    let status = exitedStatus(job.proc.pid);
+    if (status === undefined) {
+      pushPending(this.fd);
+      // Bun may have reaped it already (its loop ran since): then its status is known.
+      const { proc, pidfd } = job;
+      const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+      const exit = reaped ? "exited" : await awaitExit(this.fd, pidfd, this);
+      if (exit === "timeout") return this.responder.drop("connection timed out");
+      if (exit === "gone") return;
+      status = await proc.exited;
+    }
+    this.job = undefined;
+    this.closeStdin(job);
+    closePidfd(job);
+    this.responder.exited(status, Date.now());
+  }
+
+  /** The connection is over: closed, and a program still running told to stop (EOF, TERM, then KILL) and waited for. */
+  private async finish(): Promise<void> {
+    this.closeConnection();
+    this.spoolFile.close();
+    const job = this.job;
+    this.job = undefined;
+    if (!job) return;
+    if (job.pipes) closePipes(job.pipes);
+    this.closeStdin(job);
+    closePidfd(job);
+    const { proc } = job;
+    if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
+    await proc.exited;
+  }
+}
+
+function closePidfd(job: Job): void {
+  if (job.pidfd !== undefined) close(job.pidfd);
+  job.pidfd = undefined;
+}

@@ -1,0 +1,362 @@
+// FastCGI on Bun's loop, as the classic server (-f) serves many connections
+// at once: the evented engine of the responder (request/fastcgi-responder.ts
+// holds every rule; this does the I/O). Bun's socket events feed the
+// responder; the CGI's stdin is Bun's pipe writer, its output read as
+// streams and sent as records at the pace the socket takes them; the
+// responder's deadline is one timer.
+import type { EventSocket, SocketEvents } from "../connection/events.ts";
+import type { GatewayOptions } from "../options.ts";
+import { close } from "../system/libc.ts";
+import type { CgiSource } from "../request/cgi.ts";
+import type { Variable } from "../request/variables.ts";
+import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
+import { FastCgiResponder } from "../request/fastcgi-responder.ts";
+import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
+import { endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
+import { untilExit } from "./until-exit.ts";
+import { BodyQueue, SpoolFile } from "./body-spool.ts";
+
+export { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
+
+/** The request's program and what joins it to the connection. */
+interface Job {
+  id: number;
+  proc: Cgi;
+  /** The body has ended (or the request is over): the program's output, held until then, may go. */
+  bodyEnded: boolean;
+  /** Resolves when bodyEnded becomes true. */
+  bodyEnd: Promise<void>;
+  endBody: () => void;
+  /** Output held to HOLD_BYTES: the program waits to write, so its body is taken in (to disk) rather than paused. */
+  stalled: boolean;
+  /** A write to the program's stdin Bun has yet to finish: its loop must run for it. */
+  flushing: boolean;
+}
+
+function newJob(id: number, proc: Cgi, bodyEnded: boolean): Job {
+  let resolve!: () => void;
+  const bodyEnd = new Promise<void>((r) => (resolve = r));
+  const job: Job = {
+    id,
+    proc,
+    bodyEnded,
+    bodyEnd,
+    endBody: () => {
+      job.bodyEnded = true;
+      resolve();
+    },
+    stalled: false,
+    flushing: false,
+  };
+  if (bodyEnded) resolve();
+  return job;
+}
+
+/**
+ * Connections alive in this process. When it is told to stop (the classic
+ * server ends), a kept connection must not take new requests: idle ones
+ * close now, busy ones after their request.
+ */
+const live = new Set<FastCgiHandler>();
+let stopping = false;
+
+/** This process stops: no kept connection takes another request. */
+export function stopKeptConnections(): void {
+  stopping = true;
+  for (const handler of live) handler.stop();
+}
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+const stream = (s: unknown) => (s instanceof ReadableStream ? s : undefined);
+
+/** One FastCGI connection from Bun's listener (-f). */
+export class FastCgiHandler implements SocketEvents, ResponderEffects {
+  private socket: EventSocket | undefined;
+  private readonly responder: FastCgiResponder;
+  private job: Job | undefined;
+  /** Body bytes waiting for Bun's write to the program to finish, in order (past what BodyQueue keeps in memory, on disk). */
+  private readonly pending = new BodyQueue();
+  readonly spoolFile = new SpoolFile();
+  private closed = false;
+  /** The responder's deadline, as a timer set for `timerAt`. */
+  private timer: Timer | undefined;
+  private timerAt = Infinity;
+  /** Bytes waiting for the socket to drain, in order, and how many. */
+  private out: Uint8Array[] = [];
+  private bytes = 0;
+  private drained: (() => void) | undefined;
+  private finish!: () => void;
+  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+
+  constructor(
+    private readonly options: GatewayOptions,
+    private readonly source: CgiSource,
+    /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
+    maxConns: number,
+  ) {
+    this.responder = new FastCgiResponder({ options, maxConns, pool: undefined }, this, Date.now());
+  }
+
+  attach(socket: EventSocket): void {
+    this.socket = socket;
+    live.add(this);
+    if (stopping) this.stop();
+    this.arm();
+  }
+
+  /** This process is stopping: no further request on this connection. */
+  stop(): void {
+    this.responder.leave(Date.now());
+  }
+
+  /** The responder's deadline as the timer: set again only when it comes sooner; when it fires, asked again. */
+  private arm(): void {
+    if (this.closed) return;
+    const due = this.responder.deadline();
+    if (due === undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      return;
+    }
+    if (this.timer !== undefined && this.timerAt <= due.at) return;
+    clearTimeout(this.timer);
+    this.timerAt = due.at;
+    this.timer = setTimeout(() => this.expire(), Math.max(0, due.at - Date.now()));
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const due = this.responder.deadline();
+    if (due && Date.now() >= due.at) return this.responder.drop(due.why);
+    this.arm();
+  }
+
+  onData(chunk: Uint8Array): void {
+    try {
+      this.responder.input(chunk, Date.now());
+    } catch (e) {
+      // A bug must cost this connection only, not the process and its other work.
+      this.responder.drop(`internal error: ${message(e)}`);
+    }
+    this.arm();
+  }
+
+  onEnd(): void {
+    this.responder.peerClosed();
+    this.arm();
+  }
+
+  send(bytes: Uint8Array): void {
+    if (this.closed || !this.socket) return;
+    if (this.out.length === 0) {
+      const written = this.socket.write(bytes);
+      if (written >= bytes.length) return;
+      bytes = bytes.subarray(Math.max(written, 0));
+    }
+    this.out.push(bytes);
+    this.bytes += bytes.length;
+  }
+
+  queued(): number {
+    return this.bytes;
+  }
+
+  /** Resolves when everything sent so far has been taken by the socket. */
+  private writable(): Promise<void> {
+    if (this.out.length === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
+  }
+
+  onDrain(): void {
+    while (this.out.length > 0 && this.socket && !this.closed) {
+      const head = this.out[0];
+      const written = this.socket.write(head);
+      if (written < head.length) {
+        this.out[0] = head.subarray(Math.max(written, 0));
+        this.bytes -= Math.max(written, 0);
+        return;
+      }
+      this.out.shift();
+      this.bytes -= head.length;
+    }
+    if (this.responder.ending) this.socket?.end();
+    const resolve = this.drained;
+    this.drained = undefined;
+    resolve?.();
+  }
+
+  start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
+    const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
+    let proc: ReturnType<typeof startProgram>;
+    try {
+      proc = startProgram(this.source, variables, this.options, stdin === "pipe" ? "pipe" : spooled, undefined);
+    } finally {
+      if (typeof spooled === "number") close(spooled); // the program has its own
+    }
+    if ("answer" in proc) return proc.answer;
+    const job = newJob(this.responder.requestId, proc, stdin !== "pipe");
+    this.job = job;
+    const output = Promise.all([this.forward(stream(proc.stdout), TYPE.STDOUT, job), this.forward(stream(proc.stderr), TYPE.STDERR, job)]);
+    void Promise.all([proc.exited, output]).then(([status]) => {
+      if (this.job !== job) return;
+      this.job = undefined;
+      this.pending.clear();
+      this.responder.exited(status, Date.now());
+      this.arm();
+    });
+    return undefined;
+  }
+
+  writeBody(bytes: Uint8Array): void {
+    const job = this.job;
+    if (!job || typeof job.proc.stdin !== "object") return;
+    if (!job.flushing) return this.give(job, bytes);
+    this.pending.push(bytes);
+    // The program reads slower than the web server sends: stop reading
+    // until it catches up. Unless its output is held and it waits to write
+    // (a CGI that answers before it reads): then the web server waits for
+    // us to take the body, so it is taken in, to a file past what BodyQueue keeps in memory.
+    if (!job.stalled) this.socket?.pause();
+  }
+
+  endBody(drop: boolean): void {
+    const job = this.job;
+    if (!job) return;
+    job.endBody();
+    if (drop) this.pending.clear();
+    if (drop || !job.flushing) endInput(job.proc);
+  }
+
+  /** Body bytes into the program's stdin; when Bun cannot write them at once, the next wait in `pending` until it has. */
+  private give(job: Job, bytes: Uint8Array): void {
+    const sink = job.proc.stdin;
+    if (typeof sink !== "object") return;
+    try {
+      const written = sink.write(bytes);
+      if (written instanceof Promise) written.catch(() => {});
+      const flushed = sink.flush();
+      if (!(flushed instanceof Promise)) return;
+      job.flushing = true;
+      const caughtUp = () => {
+        job.flushing = false;
+        this.pump(job);
+      };
+      flushed.then(caughtUp, caughtUp);
+    } catch {
+      // the program exited without reading all its input: the rest is dropped
+      this.pending.clear();
+    }
+  }
+
+  /** What waits in `pending` into the program's stdin until Bun must wait for the pipe again; all gone: EOF after the body's end, and reading on. */
+  private pump(job: Job): void {
+    if (this.job !== job) return;
+    this.responder.moved(Date.now());
+    for (let head = this.pending.head(); head && !job.flushing; head = this.pending.head()) {
+      this.pending.take(head.length); // its bytes are not reused: Bun may keep them
+      this.give(job, head);
+    }
+    if (job.flushing) return;
+    if (job.bodyEnded) endInput(job.proc);
+    this.socket?.resume();
+  }
+
+  stopProgram(): void {
+    if (this.job) endProgram(this.job.proc);
+  }
+
+  /** Closes once what is queued has been written. */
+  end(): void {
+    if (this.out.length === 0) this.socket?.end();
+  }
+
+  drop(): void {
+    this.job?.proc.kill("SIGKILL");
+    this.socket?.terminate();
+  }
+
+  /**
+   * The program's stdout or stderr as STDOUT or STDERR records, at the
+   * pace the socket takes them; held (up to HOLD_BYTES, then not read)
+   * until the request's body has ended.
+   */
+  private async forward(output: ReadableStream<Uint8Array> | undefined, type: number, job: Job): Promise<void> {
+    const held: Uint8Array[] = [];
+    let heldBytes = 0;
+    const out = async (chunk: Uint8Array) => {
+      for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
+        if (this.closed) return;
+        this.responder.moved(Date.now());
+        this.send(encodeRecord(type, job.id, chunk.subarray(at, at + MAX_CONTENT)));
+        await this.writable();
+      }
+    };
+    const release = async () => {
+      for (let chunk = held.shift(); chunk; chunk = held.shift()) await out(chunk);
+      heldBytes = 0;
+    };
+    try {
+      if (!output) return;
+      const { proc } = job;
+      const chunks = untilExit(output, proc.exited, () => groupLives(proc.pid));
+      for (let next = chunks.next(); ; next = chunks.next()) {
+        // Held output goes the moment the body ends, not at the program's next write.
+        if (held.length > 0 && !job.bodyEnded) await Promise.race([next, job.bodyEnd]);
+        if (job.bodyEnded) await release();
+        const { value, done } = await next;
+        if (done) break;
+        if (job.bodyEnded) {
+          await out(value);
+          continue;
+        }
+        held.push(value);
+        heldBytes += value.length;
+        if (heldBytes >= HOLD_BYTES) {
+          // The next read waits: back-pressure on the program, which then
+          // reads no more of its body either; the body is taken in (see writeBody).
+          job.stalled = true;
+          this.socket?.resume();
+          await job.bodyEnd;
+        }
+      }
+    } catch {
+      // a read error ends that stream like EOF
+    } finally {
+      await job.bodyEnd;
+      await release();
+    }
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.responder.closed();
+    live.delete(this);
+    clearTimeout(this.timer);
+    const resolve = this.drained;
+    this.drained = undefined;
+    resolve?.();
+    this.spoolFile.close();
+    this.pending.clear();
+    const job = this.job;
+    if (!job) return this.finish();
+    // Nobody is left to read the answer: EOF on its input, TERM, then KILL.
+    job.endBody();
+    endInput(job.proc);
+    if (job.proc.exitCode === null && job.proc.signalCode === null) endProgram(job.proc);
+    void job.proc.exited.finally(() => this.finish());
+  }
+}
+
+/** EOF on the program's stdin (if it is not there already). */
+function endInput(proc: Cgi): void {
+  if (typeof proc.stdin !== "object") return; // a spooled body: a file, not a pipe
+  try {
+    const ended = proc.stdin.end();
+    if (ended instanceof Promise) ended.catch(() => {});
+  } catch {
+    // already ended, or the program has gone
+  }
+}

@@ -1,0 +1,392 @@
+// FastCGI's responder role, written once for both engines: what each record
+// may do in each state of a connection, when the connection must be dropped
+// (its deadline, as data), and how a request ends (the empty STDOUT,
+// END_REQUEST, then the next request or the connection's end). No I/O here:
+// the engine that owns the connection (fastcgi-blocking.ts in a pool worker,
+// fastcgi-evented.ts on Bun's loop for -f) tells the responder what happened
+// (bytes came, bytes moved, the program is done, the web server closed, the
+// worker leaves) with the time, and the responder tells the engine what to
+// do through ResponderEffects.
+//
+// Why an effects interface rather than returned actions: the engine's
+// connection implements it once, as methods, so nothing is allocated per
+// record (a list of actions would be, on every read), and each engine's
+// effects read as plain steps: send, start the program, write body bytes.
+//
+// Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
+// FCGI_KEEP_CONN the next may follow on the same connection.
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
+import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
+import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
+import { valueOf, type Variable } from "./variables.ts";
+import { QUEUE_LIMIT, type BodyKind, type Deadline, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
+
+/**
+ * The state a request is in: "none" between requests; "params" from
+ * BEGIN_REQUEST to the empty PARAMS; "spooling" a body without
+ * CONTENT_LENGTH (or one refused past --max-body) to its end; "running" the
+ * program started, its body streaming until `bodyEnded`.
+ */
+export type Phase = "none" | "params" | "spooling" | "running";
+
+const NO_VARIABLES: Variable[] = [];
+
+/** One FastCGI connection's responder: the rules; the engine does the I/O. */
+export class FastCgiResponder {
+  private readonly reader = new RecordReader();
+  // phase, bodyEnded, ending, peerEnded and over are read by the engine, set only here.
+  phase: Phase = "none";
+  /** The request in hand (meaningful when phase is not "none"). */
+  private id = 0;
+  private keep = false;
+  /** PARAMS records so far (gatherParams). */
+  private readonly held: HeldParams = { params: [], paramsSize: 0 };
+  /** Body bytes received (streamed), bounded by --max-body. */
+  private received = 0;
+  /** The empty STDIN came (or the request is over): the program has all its input. */
+  bodyEnded = false;
+  /** A spooled body's variables, its size so far, and whether it was refused past --max-body. */
+  private spooled = NO_VARIABLES;
+  private spoolSize = 0;
+  private refused = false;
+  /** No further request: the connection closes once what is queued has gone. */
+  ending = false;
+  /** The web server closed its side (EOF). */
+  peerEnded = false;
+  /** The connection has closed: nothing more is sent. */
+  over = false;
+  /** Where each deadline counts from: the header's (accept, or the end of a request), the spooled body's last record, the last byte moved. */
+  private headerFrom: number;
+  private bodyFrom = 0;
+  private movedAt = 0;
+  /** When the last request ended (undefined: none yet). */
+  private lastEnd: number | undefined;
+  /** When a byte last came or a request last ended (the accept, at first). */
+  private quietSince: number;
+  /** Since when this connection's process has been leaving. */
+  private leavingSince: number | undefined;
+  /** Since when the next header has been hurried (another connection waits, or leaving), and why. */
+  private hurrySince: number | undefined;
+  private hurryWhy = "";
+
+  constructor(
+    private readonly config: ResponderConfig,
+    private readonly effects: ResponderEffects,
+    now: number,
+  ) {
+    this.headerFrom = this.quietSince = now;
+  }
+
+  /** The request in hand's id. */
+  get requestId(): number {
+    return this.id;
+  }
+
+  /** This connection's process is leaving. */
+  get leaving(): boolean {
+    return this.leavingSince !== undefined;
+  }
+
+  /** Bytes from the connection. */
+  input(chunk: Uint8Array, now: number): void {
+    if (this.over) return;
+    this.quietSince = now;
+    if (this.phase === "running") this.movedAt = now;
+    const records = this.reader.push(chunk);
+    if ("error" in records) return this.drop(records.error);
+    for (const record of records) {
+      const error = this.record(record, now);
+      if (error) return this.drop(error);
+      if (this.effects.queued() > QUEUE_LIMIT) return this.drop(`the web server does not read its replies: over ${QUEUE_LIMIT / 1024} KiB wait`);
+      if (this.over || this.ending) return;
+    }
+  }
+
+  /** Bytes moved either way while the program runs: --timeout restarts. */
+  moved(now: number): void {
+    if (this.phase === "running") this.movedAt = now;
+  }
+
+  /** The program has exited and its output has all gone: the request ends with its status. */
+  exited(status: number, now: number): void {
+    if (this.phase === "running") this.complete(status, now);
+  }
+
+  /** Ends the connection for a reason a -v line gives: its program (if any) goes too. */
+  drop(why: string): void {
+    if (this.over) return;
+    this.log(why);
+    this.over = true;
+    this.effects.drop();
+  }
+
+  /** The connection has closed under the engine (reset, a failed send): nothing more is sent. */
+  closed(): void {
+    this.over = true;
+  }
+
+  /** This process is leaving (a drain, a retirement): no further request once quiet (kept.ts), or at once for -f. */
+  leave(now: number): void {
+    this.leavingSince ??= now;
+    if (!this.config.pool && this.phase === "none") this.end();
+  }
+
+  /** When the connection is dropped unless something happens first. */
+  deadline(): Deadline | undefined {
+    const { timeoutMs } = this.config.options;
+    const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
+    if (this.phase === "spooling") return { at: this.bodyFrom + limit, why: "connection timed out in the body" };
+    // While a program runs, only --timeout applies: every byte moved either way restarts it.
+    if (this.phase === "running") return timeoutMs === undefined ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
+    // A request's header (BEGIN_REQUEST, PARAMS to the empty PARAMS) comes within an absolute deadline from the
+    // accept or the end of the previous request: bytes arriving do not extend it, or a client dripping a byte
+    // at a time would hold the worker for ever. After the last request it bounds the wait for a client that does not take the end.
+    const at = this.headerFrom + limit;
+    if (this.ending) return { at, why: "connection timed out" };
+    const hurried = this.hurrySince === undefined ? Infinity : this.hurrySince + KEPT_HEADER_MS;
+    return hurried < at ? { at: hurried, why: this.hurryWhy } : { at, why: "no complete request in time" };
+  }
+
+  /** Kept between two requests (or in the next one's header), or not yet in one while leaving: kept.ts's rules apply. */
+  get between(): boolean {
+    return (this.lastEnd !== undefined || this.leavingSince !== undefined) && (this.phase === "none" || this.phase === "params") && !this.ending;
+  }
+
+  /** Between requests: closed once quiet, or its header hurried, when others wait or the worker leaves (kept.ts). */
+  keptCheck(now: number, othersWait: () => boolean): void {
+    if (!this.between) return;
+    const verdict = keptVerdict({
+      now,
+      quietSince: this.quietSince,
+      idle: this.phase === "none" && this.reader.partial === 0 && this.effects.queued() === 0,
+      leavingSince: this.leavingSince,
+      othersWait,
+      hurrySince: this.hurrySince,
+    });
+    if (verdict === undefined) return;
+    if ("close" in verdict) {
+      this.log(verdict.close);
+      return this.end();
+    }
+    if (this.hurrySince !== undefined) return;
+    this.hurrySince = verdict.hurrySince;
+    this.hurryWhy = verdict.why;
+  }
+
+  /**
+   * The web server closed its side. An idle connection, or one in a
+   * request's header, is simply over. With a program running, its stdin
+   * ends at once. In the middle of the body the request is aborted (the
+   * FastCGI spec, 5.4: a web server aborts a request by closing the
+   * connection): our side closes, and the program is ended. After the
+   * whole body a client that only half-closed may still read the answer,
+   * so the program goes on; if the peer has gone, the first write of its
+   * output fails, the connection closes, and the program is ended then.
+   */
+  peerClosed(): void {
+    this.peerEnded = true;
+    if (this.phase !== "running") {
+      if (this.reader.partial > 0 || this.phase !== "none") this.log("connection ended in a request's header");
+      return this.end();
+    }
+    if (this.bodyEnded) return this.effects.endBody(false);
+    this.bodyEnded = true;
+    this.effects.endBody(true);
+    this.log(`connection closed by the web server in request ${this.id}'s body: the request is aborted`);
+    this.end();
+  }
+
+  /** One record; a returned string is why the connection is dropped. */
+  private record({ type, requestId: id, content }: FcgiRecord, now: number): string | undefined {
+    if (id === 0) {
+      if (type === TYPE.GET_VALUES) {
+        const answer = getValuesResult(content, this.config.maxConns);
+        if ("error" in answer) return answer.error;
+        return void this.effects.send(answer);
+      }
+      if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
+      this.effects.send(unknownType(type));
+      return undefined;
+    }
+    const mine = this.phase !== "none" && this.id === id;
+    switch (type) {
+      case TYPE.BEGIN_REQUEST:
+        return this.begin(id, content);
+      case TYPE.ABORT_REQUEST:
+        if (mine) this.abort(now);
+        return undefined;
+      case TYPE.PARAMS:
+        return mine ? this.paramsRecord(content, now) : undefined;
+      case TYPE.STDIN:
+        return mine ? this.stdin(content, now) : undefined;
+      case TYPE.DATA:
+        return undefined; // the filter role's; a responder has none
+      case TYPE.END_REQUEST:
+      case TYPE.STDOUT:
+      case TYPE.STDERR:
+      case TYPE.GET_VALUES_RESULT:
+      case TYPE.UNKNOWN_TYPE:
+        return `record type ${type} is the application's to send`;
+      default:
+        this.effects.send(unknownType(type));
+        return undefined;
+    }
+  }
+
+  private begin(id: number, content: Uint8Array): string | undefined {
+    if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
+    if (this.phase !== "none") {
+      if (this.id === id) return `BEGIN_REQUEST for request ${id}, which is running`;
+      this.effects.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
+      return undefined;
+    }
+    const role = (content[0] << 8) | content[1];
+    const keep = (content[2] & KEEP_CONN) !== 0;
+    if (role !== ROLE_RESPONDER) {
+      this.log(`role ${role} refused: only the responder role (1) is served`);
+      this.effects.send(endRequest(id, 0, STATUS.UNKNOWN_ROLE));
+      if (!keep) this.end();
+      return undefined;
+    }
+    this.phase = "params";
+    this.id = id;
+    this.keep = keep;
+    this.held.paramsSize = this.received = this.spoolSize = 0;
+    this.bodyEnded = this.refused = false;
+    return undefined;
+  }
+
+  /**
+   * The end of PARAMS: the body streams into the program's stdin (a
+   * CONTENT_LENGTH within --max-body); or it is spooled whole before the
+   * program runs (no CONTENT_LENGTH: the CGI must get one, RFC 3875 4.2);
+   * or refused (a CONTENT_LENGTH over --max-body: the CGI never runs). A
+   * refused body is read and dropped to its end, and only then answered
+   * 413: nginx stops sending a body once it has the answer's header, so an
+   * answer before the body's end would leave the request hanging, and a
+   * close with the body unread sends a reset that can destroy the answer.
+   * The body's deadline bounds the wait.
+   */
+  private paramsRecord(content: Uint8Array, now: number): string | undefined {
+    if (this.phase !== "params") return "PARAMS after the end of PARAMS";
+    const gathered = gatherParams(this.held, content);
+    if (typeof gathered !== "object") return gathered;
+    const { variables, streams } = gathered;
+    const over = streams ? bodyOverLimit(this.config.options, Number(valueOf(variables, "CONTENT_LENGTH")), "declared") : undefined;
+    if (streams && !over) return this.run(variables, "pipe", now);
+    if (over) this.log(over);
+    this.phase = "spooling";
+    this.spooled = variables;
+    this.refused = over !== undefined;
+    this.bodyFrom = now;
+    return undefined;
+  }
+
+  private run(variables: Variable[], stdin: BodyKind, now: number): undefined {
+    this.phase = "running";
+    this.movedAt = now;
+    if (stdin !== "pipe") this.bodyEnded = true;
+    const answer = this.effects.start(variables, stdin);
+    if (answer === undefined) return undefined;
+    this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
+    this.complete(answer === BAD_GATEWAY ? 1 : 0, now);
+    return undefined;
+  }
+
+  private stdin(content: Uint8Array, now: number): string | undefined {
+    if (this.phase === "spooling") return this.spoolStdin(content, now);
+    if (this.phase !== "running") return "STDIN before the end of PARAMS";
+    if (this.bodyEnded) return undefined; // after its end (or an abort): nothing more goes to the program
+    if (content.length === 0) {
+      this.bodyEnded = true;
+      this.effects.endBody(false);
+      return undefined;
+    }
+    this.received += content.length;
+    // More than its CONTENT_LENGTH, which was within the limit: not a web server's doing.
+    const over = bodyOverLimit(this.config.options, this.received, "received");
+    if (over) return over;
+    this.effects.writeBody(content);
+    return undefined;
+  }
+
+  /**
+   * A record of a spooled body; the empty one starts the program with the
+   * file as its stdin and CONTENT_LENGTH its size (the web server's own,
+   * empty or absent, stays when there is none). Past --max-body the rest is
+   * dropped (within what is left of the body's deadline), then 413.
+   */
+  private spoolStdin(content: Uint8Array, now: number): string | undefined {
+    if (content.length === 0) {
+      if (this.refused) {
+        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, TOO_LARGE));
+        this.bodyEnded = true;
+        return void this.complete(0, now);
+      }
+      const variables = this.spooled;
+      this.spooled = NO_VARIABLES;
+      if (this.spoolSize === 0) return this.run(variables, "none", now);
+      return this.run([...variables.filter(([name]) => name !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(this.spoolSize)]], "spool", now);
+    }
+    if (this.refused) return undefined;
+    const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
+    if (over) {
+      this.log(over);
+      this.refused = true;
+      this.effects.spoolFile.close();
+      return undefined;
+    }
+    this.effects.spoolFile.write(content);
+    this.spoolSize += content.length;
+    this.bodyFrom = now;
+    return undefined;
+  }
+
+  private abort(now: number): void {
+    if (this.phase !== "running") {
+      // Not started yet: nothing to kill, the request just ends (and the header deadline runs on: aborting is
+      // no way to restart it). Aborted while its body was spooled: the header was complete, its deadline over.
+      const spooling = this.phase === "spooling";
+      if (spooling) this.effects.spoolFile.close();
+      this.bodyEnded = true;
+      return this.complete(0, now, spooling);
+    }
+    this.log(`request ${this.id} aborted by the web server`);
+    this.bodyEnded = true;
+    this.effects.endBody(true); // EOF too: a child of the program reading its stdin must not keep the output open
+    this.effects.stopProgram();
+  }
+
+  /** The empty STDOUT, END_REQUEST, then the next request or the end of the connection. */
+  private complete(status: number, now: number, served = true): void {
+    this.phase = "none";
+    this.spooled = NO_VARIABLES;
+    if (this.held.params.length > 0) this.held.params = [];
+    if (this.over) return;
+    // One write for both: the web server gets the end in one segment.
+    this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]));
+    // Kept even when a pool worker leaves: what the web server may already be sending on it is served, and it
+    // closes once quiet (kept.ts); past the grace (-f: at once), right after this END_REQUEST.
+    const graceMs = this.config.pool?.graceMs ?? 0;
+    if (this.keep && !this.peerEnded && !graceOver(this.leavingSince, graceMs, now)) {
+      this.lastEnd = this.quietSince = now;
+      if (served) {
+        this.headerFrom = now;
+        this.hurrySince = undefined;
+      }
+      return;
+    }
+    this.end();
+    if (served) this.headerFrom = now;
+  }
+
+  private end(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.effects.end();
+  }
+
+  private log(line: string): void {
+    gatewayLog(this.config.options, "fastcgi", line);
+  }
+}
