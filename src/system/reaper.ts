@@ -5,7 +5,8 @@
 // pid, and their exit statuses matter. So every pid Bun.spawn returns is
 // registered, and only others are reaped, one pid at a
 // time with waitpid(pid, WNOHANG) — never waitpid(-1).
-// So every module starts its children through `spawn` here, not Bun.spawn.
+// So every module starts its children through `spawn` here, not Bun.spawn,
+// and one that starts them itself (posix_spawn) registers each with `ownChild`.
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
 import { readdirSync, readFileSync } from "node:fs";
@@ -22,6 +23,15 @@ export const spawn: typeof Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) 
   void proc.exited.finally(() => ours.delete(proc.pid));
   return proc;
 }) as typeof Bun.spawn;
+
+/**
+ * A child started without Bun.spawn, reaped by its starter: the reaper
+ * leaves it alone until `reaped` is called.
+ */
+export function ownChild(pid: number): { reaped(): void } {
+  ours.add(pid);
+  return { reaped: () => ours.delete(pid) };
+}
 
 interface Entry {
   pid: number;
@@ -77,7 +87,7 @@ export function installReaper(): void {
   try {
     becomeSubreaper();
   } catch (e) {
-    say(`cannot become a subreaper: ${(e as Error).message}`);
+    say(`cannot become a subreaper: ${e instanceof Error ? e.message : String(e)}`);
   }
   process.on("SIGCHLD", () => {
     if (scheduled) return;
