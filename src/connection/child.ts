@@ -30,7 +30,7 @@ export interface Environment {
   own: readonly EnvEntry[];
 }
 
-/** A descriptor, or (evented only) one Bun makes. */
+/** A descriptor, /dev/null, socket's own, or (evented only) a new pipe. */
 export type Stdio = number | "pipe" | "ignore" | "inherit";
 
 export interface ProcessSpec<S extends Stdio = Stdio> {
@@ -111,6 +111,12 @@ function startError(e: unknown): unknown {
 
 /** Evented programs waiting for their SIGCHLD. */
 const watched = new Set<Spawned>();
+/**
+ * Blocking programs not reaped yet: one whose caller went on without
+ * waiting (its end read from its pidfd or waitid) is reaped at the next
+ * start, as Bun would have reaped it.
+ */
+const unreaped = new Set<Spawned>();
 let listening = false;
 
 function onChildEnded(): void {
@@ -137,7 +143,10 @@ export class Spawned {
     private readonly evented: boolean,
   ) {
     this.reaper = ownChild(pid);
-    if (!evented) return;
+    if (!evented) {
+      unreaped.add(this);
+      return;
+    }
     this.done = new Promise((resolve) => (this.ended = resolve));
     watched.add(this);
     if (!listening) process.on("SIGCHLD", onChildEnded);
@@ -147,6 +156,7 @@ export class Spawned {
 
   /** Starts the program as `spec` says; throws as Bun.spawn does when it cannot. */
   static start(spec: ProcessSpec, engine: "blocking" | "evented"): Spawned {
+    for (const child of unreaped) if (isReadable(child.pidfd)) child.poll();
     const { path, argv } = argvOf(spec);
     const ends = descriptors(spec.stdio);
     let pid: number;
@@ -209,6 +219,7 @@ export class Spawned {
     close(this.pidfd);
     this.reaper.reaped();
     watched.delete(this);
+    unreaped.delete(this);
     this.result = { code: ended.code, signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? `signal ${ended.signal}`) };
     if (this.killAt !== undefined) {
       // What it started may ignore TERM: its group still gets the KILL, when Bun's loop next runs.

@@ -9,7 +9,7 @@
 import type { Subprocess } from "bun";
 import { canSpawn } from "../system/spawn.ts";
 import { spawn } from "../system/reaper.ts";
-import { Spawned, type ProcessSpec, type ProgramInput } from "./child.ts";
+import { Spawned, type ProcessSpec, type ProgramInput, type Stdio } from "./child.ts";
 
 export { Inherited, type Environment, type EnvEntry, type ProcessSpec, type ProgramInput, type Stdio } from "./child.ts";
 
@@ -40,11 +40,12 @@ export interface PipedProcess extends Process {
 
 /**
  * Starts a program. Throws what the start threw (an Error whose `code` is
- * the errno's name, ENOENT, EACCES...). A blocking one is started by Bun
+ * the errno's name, ENOENT, EACCES...). A blocking one has no pipe of
+ * ours (its stdin, stdout and stderr are undefined); it is started by Bun
  * where this libc cannot (glibc before 2.34): then its bytes that are not
  * UTF-8 arrive as U+FFFD.
  */
-export function startProcess(spec: ProcessSpec<number>, engine: "blocking"): PipedProcess;
+export function startProcess(spec: ProcessSpec<Exclude<Stdio, "pipe">>, engine: "blocking"): PipedProcess;
 export function startProcess(spec: ProcessSpec, engine: "evented"): PipedProcess;
 export function startProcess(spec: ProcessSpec, engine: "blocking" | "evented"): PipedProcess {
   if (canSpawn() && (engine === "blocking" || spec.env.own.some(([, value]) => typeof value !== "string"))) {

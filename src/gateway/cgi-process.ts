@@ -20,7 +20,7 @@ export type Run = Exclude<Launch, { answer: Uint8Array }>;
  * spooled body's file ("ignore": no body), its stdout and stderr `output`
  * or new pipes (evented); or the answer when it cannot or must not run.
  * "blocking": the caller waits for it itself (a pool worker), and gives
- * descriptors for all three.
+ * its own pipes (`stdin` not "pipe", `output` given).
  */
 export function startProgram(
   source: CgiSource,
@@ -57,8 +57,8 @@ function inheritedOf(env: CgiEnvironment): Inherited {
 /**
  * Starts the program; when it cannot be executed (ENOENT, EACCES, ...)
  * says so on socket's own stderr, always (the operator must see it even
- * without -v), and returns undefined. "blocking" needs descriptors for all
- * three of `stdio`.
+ * without -v), and returns undefined. "blocking" takes no "pipe" in
+ * `stdio`: the caller makes its own.
  *
  * Each CGI leads a session and process group of its own (setsid), and its
  * kill() signals that whole group: what it started in the background
@@ -71,10 +71,9 @@ export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine
   const { program, cwd, env } = run;
   const spec = { argv: program.argv, argv0: program.argv0, cwd, env: { inherited: inheritedOf(env), own: env.own }, ownGroup: true };
   const [input, output, errors] = stdio;
-  const descriptors = typeof input === "number" && typeof output === "number" && typeof errors === "number";
-  if (engine === "blocking" && !descriptors) throw new TypeError("a blocking CGI's stdio must be descriptors");
+  if (engine === "blocking" && (input === "pipe" || output === "pipe" || errors === "pipe")) throw new TypeError("a blocking CGI gets no pipe of ours");
   try {
-    return descriptors && engine === "blocking"
+    return engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
       ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
       : startProcess({ ...spec, stdio }, "evented");
   } catch (e) {

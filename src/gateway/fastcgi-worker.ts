@@ -336,7 +336,7 @@ class FastCgiConnection {
     const input = stdin === "pipe" ? pipe("write") : undefined;
     let proc: ReturnType<typeof startProgram>;
     try {
-      proc = startProgram(this.source, variables, this.options, input ? input[0] : stdin, ends.child);
+      proc = startProgram(this.source, variables, this.options, input ? input[0] : stdin, ends.child, "blocking");
     } finally {
       close(ends.child.stdout); // the program has its own
       close(ends.child.stderr);
