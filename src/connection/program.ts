@@ -20,7 +20,7 @@ let inherited: Inherited | undefined;
 /**
  * socket's own environment, read once (at the first connection, after main
  * has removed its private markers): walking process.env per connection
- * cost a worker a sixth of its CPU.
+ * was a large share of a worker's CPU.
  */
 function inheritedEnv(): Inherited {
   inherited ??= new Inherited(
@@ -83,10 +83,10 @@ export function startOnConnection(program: Program, fd: number, vars: Record<str
 }
 
 /**
- * The bridge's pipes hold 256 KiB, not 64: fewer splice calls and wakeups
- * per megabyte (100 MB through --prestart, 4 rounds: 0.70 x the hand-off
- * with 64 KiB pipes, 0.80 x with 256 KiB, 0.81 x with 1 MiB). Not more: an
- * unprivileged user's pipes share 64 MiB (pipe-user-pages-soft).
+ * The bridge's pipes hold 256 KiB, not the default 64: fewer splice calls
+ * and wakeups per megabyte (measured through --prestart: most of the gain,
+ * a larger pipe adds little; docs/DESIGN.md). Not more: an unprivileged
+ * user's pipes share pipe-user-pages-soft.
  */
 const PIPE_BYTES = 256 << 10;
 

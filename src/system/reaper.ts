@@ -1,4 +1,4 @@
-// PID 1 and subreaper (issue 10). Programs may leave orphans (`sleep 9 &`);
+// PID 1 and subreaper. Programs may leave orphans (`sleep 9 &`);
 // as a subreaper (or as PID 1) those become socket's children, and socket
 // must reap them, as tini does, or they stay zombies. It must never reap a
 // child Bun started itself (a worker, a program): Bun waits for those by
@@ -78,8 +78,8 @@ let scheduled = false;
  * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
  * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
  * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
- * master sleeps. Measured cost in the classic -f server, whose programs
- * each raise SIGCHLD: about 35 us of master CPU per connection.
+ * master sleeps. In the classic -f server each program raises SIGCHLD: the
+ * delay makes a burst of them one scan.
  */
 export function installReaper(): void {
   if (installed) return;
