@@ -108,7 +108,7 @@ export interface SpawnRequest {
 }
 
 const attrs = new Map<boolean, Uint8Array>();
-/** The file actions of the last stdio triple without a directory: a worker's connections mostly get the same. */
+/** The file actions of the last stdio triple and directory: a worker's connections and CGIs mostly get the same. */
 let lastActions: { key: string; actions: Uint8Array } | undefined;
 
 /** Every signal at its default and none blocked, as Bun.spawn does; setsid when asked. */
@@ -128,19 +128,18 @@ function attrFor(ownGroup: boolean): Uint8Array {
   return attr;
 }
 
-function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | undefined): { actions: Uint8Array; reused: boolean } {
-  const key = stdio.join(",");
-  if (!cwd && lastActions?.key === key) return { actions: lastActions.actions, reused: true };
+function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | undefined): Uint8Array {
+  const key = cwd ? `${stdio.join(",")} ${cwd.toString("latin1")}` : stdio.join(",");
+  if (lastActions?.key === key) return lastActions.actions;
   const s = symbols!;
   const actions = new Uint8Array(ACTIONS_BYTES);
   s.posix_spawn_file_actions_init(actions);
   stdio.forEach((fd, target) => s.posix_spawn_file_actions_adddup2(actions, fd, target));
   s.posix_spawn_file_actions_addclosefrom_np(actions, 3);
-  if (cwd) s.posix_spawn_file_actions_addchdir_np(actions, cwd);
-  if (cwd) return { actions, reused: false };
+  if (cwd) s.posix_spawn_file_actions_addchdir_np(actions, cwd); // glibc copies the path
   if (lastActions) s.posix_spawn_file_actions_destroy(lastActions.actions);
   lastActions = { key, actions };
-  return { actions, reused: true };
+  return actions;
 }
 
 /**
@@ -149,13 +148,8 @@ function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | unde
  * child's failure). Only after canSpawn().
  */
 export function spawn(request: SpawnRequest): number {
-  const { actions, reused } = actionsFor(request.stdio, request.cwd);
   const pid = new Int32Array(1);
-  try {
-    const code = symbols!.posix_spawn(pid, request.path, actions, attrFor(request.ownGroup), request.argv, request.envp);
-    if (code !== 0) throw new SysError("posix_spawn", code);
-  } finally {
-    if (!reused) symbols!.posix_spawn_file_actions_destroy(actions);
-  }
+  const code = symbols!.posix_spawn(pid, request.path, actionsFor(request.stdio, request.cwd), attrFor(request.ownGroup), request.argv, request.envp);
+  if (code !== 0) throw new SysError("posix_spawn", code);
   return pid[0];
 }
