@@ -5,7 +5,7 @@ import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/command.ts";
 import type { Gateway, Options } from "../options.ts";
 import { verbose } from "../system/log.ts";
-import { chooseSiteProgram, siteRoot } from "./site.ts";
+import { chooseSiteProgram, siteRoot, type SiteRoot } from "./site.ts";
 import { valueOf, type Variable } from "./variables.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
@@ -171,14 +171,14 @@ function printable(name: string): string {
  * about to start (a pool worker's --slow).
  */
 export interface CgiSource {
-  program: { command: Program } | { root: string };
+  program: { command: Program } | { root: SiteRoot };
   rule: EnvironmentRule;
   note?: (request: string) => void;
 }
 
 /** The source the options name (cli/parse.ts requires -p or --cgi-root with a gateway). */
 export function cgiSource(options: Pick<Options, "program" | "cgiRoot" | "passEnv">, note?: (request: string) => void): CgiSource {
-  const program = options.cgiRoot !== undefined ? { root: options.cgiRoot } : { command: directProgram(options.program!) };
+  const program = options.cgiRoot !== undefined ? { root: siteRoot(options.cgiRoot) } : { command: directProgram(options.program!) };
   return { program, rule: environmentRule(options.passEnv ?? [], process.env), note };
 }
 
@@ -213,7 +213,7 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
     const program = source.program.command;
     launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log) };
   } else {
-    const chosen = chooseSiteProgram(siteRoot(source.program.root), variables);
+    const chosen = chooseSiteProgram(source.program.root, variables);
     if ("status" in chosen) {
       log(`${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
       return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };

@@ -18,13 +18,9 @@ export interface SiteRoot {
   real: string;
 }
 
-const roots = new Map<string, SiteRoot>();
-
-/** The root, resolved once per process (cli/parse.ts has checked it is a directory). */
+/** The root, resolved (cli/parse.ts has checked it is a directory); a gateway's source resolves it once. */
 export function siteRoot(dir: string): SiteRoot {
-  let root = roots.get(dir);
-  if (!root) roots.set(dir, (root = { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) }));
-  return root;
+  return { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) };
 }
 
 /** The program a request names: its real path, and the request's variables as the CGI sees them. */
