@@ -29,6 +29,8 @@ export interface Process {
   wait(timeoutMs?: number): Promise<boolean>;
   /** TERM now, KILL `graceMs` later (to its group even when it has gone: what it started may ignore TERM). */
   stop(graceMs: number): void;
+  /** A blocking one's pidfd, readable once it has ended (for the caller's own poll); open until it is reaped. */
+  readonly pidfd?: number;
 }
 
 /** An evented program, with the ends of its "pipe" descriptors. */
