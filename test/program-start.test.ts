@@ -101,6 +101,19 @@ describe.skipIf(!canSpawn())("startProcess", () => {
     expect(pid).toBe(proc.pid);
   });
 
+  test("evented with bytes in its environment: its pipes carry a body in and the answer out, and end", async () => {
+    const env = { inherited: new Inherited({ PATH: process.env.PATH ?? "/usr/bin:/bin" }), own: [["RAW", new Uint8Array([0xe9])]] as const };
+    const spec = { argv: ["/bin/sh", "-c", 'printf "%s:" "$RAW" | od -An -tx1 | tr -d " \\n"; cat; echo err >&2'], argv0: "sh", env, ownGroup: false };
+    const proc = startProcess({ ...spec, stdio: ["pipe", "pipe", "pipe"] }, "evented");
+    proc.stdin!.write(new TextEncoder().encode("body"));
+    await proc.stdin!.flush();
+    await proc.stdin!.end();
+    const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    expect(out).toBe("e93abody");
+    expect(err).toBe("err\n");
+    expect(await proc.exited).toBe(0);
+  });
+
   test("blocking: stop() ends a program that ignores TERM within its grace, and its wait says how", async () => {
     const env = { inherited: new Inherited({ PATH: process.env.PATH ?? "/usr/bin:/bin" }), own: [] };
     const proc = startProcess({ argv: ["/bin/sh", "-c", "trap '' TERM; sleep 30"], argv0: "sh", env, ownGroup: true, stdio: ["ignore", "ignore", 2] }, "blocking");

@@ -185,12 +185,18 @@ export class Spawned {
   private adopt([input, output, errors]: Ends["ours"]): void {
     if (input !== undefined) {
       const sink = Bun.file(input).writer();
+      // Closed once what the sink holds is written: the program's EOF.
       const end = () => {
+        let ended: number | Promise<number>;
         try {
-          return sink.end();
-        } finally {
+          ended = sink.end();
+        } catch (e) {
           close(input);
+          throw e;
         }
+        if (!(ended instanceof Promise)) close(input);
+        else void ended.finally(() => close(input)).catch(() => {});
+        return ended;
       };
       this.stdin = { write: (bytes) => sink.write(bytes), flush: () => sink.flush(), end };
     }
