@@ -75,6 +75,14 @@ function argvOf(spec: ProcessSpec): { path: Buffer; argv: BigUint64Array } {
   return { path: table.path, argv: table.argv.with() };
 }
 
+/** The last directory as a C string: a -p CGI's is the same for every request. */
+let lastDirectory: { path: string; bytes: Buffer } | undefined;
+
+function directory(path: string): Buffer {
+  if (lastDirectory?.path !== path) lastDirectory = { path, bytes: Buffer.from(`${path}\0`) };
+  return lastDirectory.bytes;
+}
+
 /** Our ends of what "pipe" made, and descriptors to close once the program has its own. */
 interface Ends {
   fds: [number, number, number];
@@ -156,12 +164,12 @@ export class Spawned {
 
   /** Starts the program as `spec` says; throws as Bun.spawn does when it cannot. */
   static start(spec: ProcessSpec, engine: "blocking" | "evented"): Spawned {
-    for (const child of unreaped) if (isReadable(child.pidfd)) child.poll();
+    for (const child of unreaped) child.poll();
     const { path, argv } = argvOf(spec);
     const ends = descriptors(spec.stdio);
     let pid: number;
     try {
-      const cwd = spec.cwd === undefined ? undefined : Buffer.from(`${spec.cwd}\0`);
+      const cwd = spec.cwd === undefined ? undefined : directory(spec.cwd);
       pid = spawn({ path, argv, envp: spec.env.inherited.envp(spec.env.own), stdio: ends.fds, cwd, ownGroup: spec.ownGroup });
     } catch (e) {
       for (const fd of ends.ours) if (fd !== undefined) close(fd);

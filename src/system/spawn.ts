@@ -109,7 +109,7 @@ export interface SpawnRequest {
 
 const attrs = new Map<boolean, Uint8Array>();
 /** The file actions of the last stdio triple and directory: a worker's connections and CGIs mostly get the same. */
-let lastActions: { key: string; actions: Uint8Array } | undefined;
+let lastActions: { key: string; cwd: Buffer | undefined; actions: Uint8Array } | undefined;
 
 /** Every signal at its default and none blocked, as Bun.spawn does; setsid when asked. */
 function attrFor(ownGroup: boolean): Uint8Array {
@@ -129,8 +129,8 @@ function attrFor(ownGroup: boolean): Uint8Array {
 }
 
 function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | undefined): Uint8Array {
-  const key = cwd ? `${stdio.join(",")} ${cwd.toString("latin1")}` : stdio.join(",");
-  if (lastActions?.key === key) return lastActions.actions;
+  const key = stdio.join(",");
+  if (lastActions?.key === key && (lastActions.cwd === cwd || (cwd !== undefined && lastActions.cwd?.equals(cwd)))) return lastActions.actions;
   const s = symbols!;
   const actions = new Uint8Array(ACTIONS_BYTES);
   s.posix_spawn_file_actions_init(actions);
@@ -138,7 +138,7 @@ function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | unde
   s.posix_spawn_file_actions_addclosefrom_np(actions, 3);
   if (cwd) s.posix_spawn_file_actions_addchdir_np(actions, cwd); // glibc copies the path
   if (lastActions) s.posix_spawn_file_actions_destroy(lastActions.actions);
-  lastActions = { key, actions };
+  lastActions = { key, cwd, actions };
   return actions;
 }
 
