@@ -237,7 +237,7 @@ export class Spawned {
     this.result = { code: ended.code, signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? `signal ${ended.signal}`) };
     if (this.killAt !== undefined) {
       // What it started may ignore TERM: its group still gets the KILL, when Bun's loop next runs.
-      setTimeout(() => this.signalGroup("SIGKILL"), Math.max(0, this.killAt - Date.now())).unref();
+      setTimeout(() => signal(this.pid, true, "SIGKILL"), Math.max(0, this.killAt - Date.now())).unref();
     }
     this.ended?.(this.status());
     return true;
@@ -250,7 +250,7 @@ export class Spawned {
 
   /** Blocking: waits in poll(2) until it ends (or `timeoutMs` passes), then reaps it. A signal's handlers run at EINTR. */
   async wait(timeoutMs?: number): Promise<boolean> {
-    if (this.done) return this.waitEvented(timeoutMs);
+    if (this.done) return endedWithin(this.done, timeoutMs);
     const fds = new Int32Array([this.pidfd, POLLIN]);
     const end = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
     while (!this.result) {
@@ -268,14 +268,6 @@ export class Spawned {
     return true;
   }
 
-  private async waitEvented(timeoutMs?: number): Promise<boolean> {
-    if (timeoutMs === undefined) return (await this.done, true);
-    let timer: Timer | undefined;
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const ended = await Promise.race([this.done!.then(() => true), late]);
-    clearTimeout(timer);
-    return ended;
-  }
 
   /** The exit status; of a blocking one, read by waiting for it here. */
   get exited(): Promise<number> {
@@ -283,23 +275,9 @@ export class Spawned {
     return this.wait().then(() => this.status());
   }
 
-  kill(signal: NodeJS.Signals = "SIGTERM"): void {
+  kill(name: NodeJS.Signals = "SIGTERM"): void {
     if (this.result) return; // reaped: its pid may be another's now
-    if (this.ownGroup && this.signalGroup(signal)) return;
-    try {
-      process.kill(this.pid, signal);
-    } catch {
-      // already gone
-    }
-  }
-
-  private signalGroup(signal: NodeJS.Signals): boolean {
-    try {
-      process.kill(-this.pid, signal);
-      return true;
-    } catch {
-      return false;
-    }
+    if (!this.ownGroup || !signal(this.pid, true, name)) signal(this.pid, false, name);
   }
 
   stop(graceMs: number): void {
@@ -308,6 +286,26 @@ export class Spawned {
     this.killAt = Date.now() + graceMs;
     if (this.done) setTimeout(() => (this.result ? undefined : this.kill("SIGKILL")), graceMs).unref();
   }
+}
+
+/** A signal to one process, or to its group: false when there is none to signal. */
+export function signal(pid: number, group: boolean, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(group ? -pid : pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `exited` settles within `timeoutMs` (undefined: waits for ever), on Bun's loop. */
+export async function endedWithin(exited: Promise<unknown>, timeoutMs: number | undefined): Promise<boolean> {
+  if (timeoutMs === undefined) return (await exited, true);
+  let timer: Timer | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+  const ended = await Promise.race([exited.then(() => true), late]);
+  clearTimeout(timer);
+  return ended;
 }
 
 /** A pipe's read end as a stream, closed at its end or cancel. */

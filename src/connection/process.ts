@@ -9,7 +9,7 @@
 import type { Subprocess } from "bun";
 import { canSpawn } from "../system/spawn.ts";
 import { spawn } from "../system/reaper.ts";
-import { Spawned, type ProcessSpec, type ProgramInput, type Stdio } from "./child.ts";
+import { endedWithin, signal, Spawned, type ProcessSpec, type ProgramInput, type Stdio } from "./child.ts";
 
 export { Inherited, type Environment, type EnvEntry, type ProcessSpec, type ProgramInput, type Stdio } from "./child.ts";
 
@@ -54,16 +54,6 @@ export function startProcess(spec: ProcessSpec, engine: "blocking" | "evented"):
     return Spawned.start(spec, engine);
   }
   return new BunProcess(spec);
-}
-
-/** A signal to one process, or to its group: false when there is none to signal. */
-export function signal(pid: number, group: boolean, name: NodeJS.Signals): boolean {
-  try {
-    process.kill(group ? -pid : pid, name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A program Bun.spawn started (and Bun reaps). */
@@ -111,16 +101,8 @@ class BunProcess implements PipedProcess {
     if (!this.ownGroup || !signal(this.pid, true, name)) this.sub.kill(name);
   }
 
-  async wait(timeoutMs?: number): Promise<boolean> {
-    if (timeoutMs === undefined) {
-      await this.sub.exited;
-      return true;
-    }
-    let timer: Timer | undefined;
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const ended = await Promise.race([this.sub.exited.then(() => true), late]);
-    clearTimeout(timer);
-    return ended;
+  wait(timeoutMs?: number): Promise<boolean> {
+    return endedWithin(this.sub.exited, timeoutMs);
   }
 
   stop(graceMs: number): void {
