@@ -10,7 +10,7 @@
 // cannot reset when socket itself was started with them ignored) and none
 // blocked. A blocking wait runs no timer (--timeout keeps Bun's loop), and
 // signal handlers run at the wait's EINTR.
-import { openSync } from "node:fs";
+import { constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
 import { close, EINTR, isReadable, pidfdOpen, pipe, poll, POLLIN, reapPidfd, SysError } from "../system/libc.ts";
 import { ownChild } from "../system/reaper.ts";
@@ -90,14 +90,24 @@ interface Ends {
   theirs: number[];
 }
 
-/** The evented caller's stdio as descriptors: a pipe's far end, /dev/null, or socket's own. */
+/** O_CLOEXEC: only the programs it is given to as a descriptor get it. */
+const O_CLOEXEC = 0o2000000;
+let nullFd: number | undefined;
+
+/** /dev/null, opened once for every program's "ignore". */
+function devNull(): number {
+  nullFd ??= openSync("/dev/null", fsConstants.O_RDWR | O_CLOEXEC);
+  return nullFd;
+}
+
+/** The caller's stdio as descriptors: a pipe's far end (evented only), /dev/null, or socket's own. */
 function descriptors(stdio: readonly [Stdio, Stdio, Stdio]): Ends {
   const ends: Ends = { fds: [0, 1, 2], ours: [undefined, undefined, undefined], theirs: [] };
   try {
     stdio.forEach((s, i) => {
       if (typeof s === "number") ends.fds[i] = s;
       else if (s === "inherit") ends.fds[i] = i;
-      else if (s === "ignore") ends.theirs.push((ends.fds[i] = openSync("/dev/null", i === 0 ? "r" : "w")));
+      else if (s === "ignore") ends.fds[i] = devNull();
       else {
         const [read, write] = pipe();
         [ends.fds[i], ends.ours[i]] = i === 0 ? [read, write] : [write, read];
@@ -148,7 +158,7 @@ export class Spawned {
     /** Readable when the program has ended; watched by a pool worker's own wait (--prestart). */
     readonly pidfd: number,
     private readonly ownGroup: boolean,
-    private readonly evented: boolean,
+    evented: boolean,
   ) {
     this.reaper = ownChild(pid);
     if (!evented) {
@@ -228,7 +238,12 @@ export class Spawned {
   /** Reaps it if it has ended. */
   poll(): boolean {
     if (this.result) return true;
-    const ended = reapPidfd(this.pidfd);
+    let ended: ReturnType<typeof reapPidfd>;
+    try {
+      ended = reapPidfd(this.pidfd);
+    } catch {
+      ended = { code: null, signal: null }; // reaped by another (ECHILD): how it ended is not known
+    }
     if (!ended) return false;
     close(this.pidfd);
     this.reaper.reaped();
