@@ -85,7 +85,7 @@ export function startOnConnection(program: Program, fd: number, vars: Record<str
 /**
  * The bridge's pipes hold 256 KiB, not the default 64: fewer splice calls
  * and wakeups per megabyte (measured through --prestart: most of the gain,
- * a larger pipe adds little; docs/DESIGN.md). Not more: an unprivileged
+ * a larger pipe adds little; docs/BENCHMARKS.md). Not more: an unprivileged
  * user's pipes share pipe-user-pages-soft.
  */
 const PIPE_BYTES = 256 << 10;

@@ -1,6 +1,7 @@
-// The CGI side of both gateways: the program's environment built from a
-// request's variables, running the program, and what the web server gets
-// when it cannot be run. Shared by SCGI and FastCGI.
+// The CGI side of both gateways, without I/O: from a request's variables
+// to what runs (prepareCgi: the program, its directory and environment) or
+// the answer the web server gets when nothing runs. Shared by SCGI and
+// FastCGI; gateway/cgi-process.ts starts what it says.
 import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/command.ts";
 import type { Gateway, Options } from "../options.ts";
