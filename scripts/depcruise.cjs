@@ -24,7 +24,7 @@ module.exports = {
       severity: "error",
       comment: "a request's rules (records, variables, environment, --cgi-root) know no socket, loop or process: only the program's words and the log",
       from: { path: "^src/request/" },
-      to: { path: "^src/", pathNot: [`^${BASE}`, "^src/request/", "^src/connection/program\\.ts$", "^src/system/(log|rawexec)\\.ts$"] },
+      to: { path: "^src/", pathNot: [`^${BASE}`, "^src/request/", "^src/connection/command\\.ts$", "^src/system/log\\.ts$"] },
     },
     { name: "gateway-uses-only-request-connection-and-below", severity: "error", from: { path: "^src/gateway/" }, to: outside("gateway", "request", "connection", "net", "system") },
     {

@@ -8,7 +8,6 @@ import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import type { WorkerPool } from "./pool/master.ts";
 import { takeWorkerConfig, WORKER_FLAG } from "./pool/protocol.ts";
-import { RAW_EXEC_ENV, rawExec } from "./system/rawexec.ts";
 import type { serve } from "./server/classic.ts";
 import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
 import { write } from "./system/log.ts";
@@ -52,8 +51,6 @@ function fail(e: unknown): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const rawExecPayload = process.env[RAW_EXEC_ENV];
-  if (rawExecPayload) rawExec(rawExecPayload); // a CGI with bytes that are not UTF-8 (system/rawexec.ts)
   // Taken out of every socket's environment: programs must not see it, and a master's workers must not inherit stale parts.
   const workerConfig = takeWorkerConfig(process.env);
   if (argv[0] === WORKER_FLAG && workerConfig) {

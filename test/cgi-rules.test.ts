@@ -7,7 +7,7 @@ import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { requestMaySet } from "../src/request/cgi.ts";
 import { encodePairs, gatherParams } from "../src/request/fastcgi-records.ts";
-import { parseScgiHeader } from "../src/gateway/scgi.ts";
+import { parseScgiHeader } from "../src/request/scgi-header.ts";
 import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/request/site.ts";
 import { lastValueEach, variable, type Variable } from "../src/request/variables.ts";
 import { tempDir, writeExecutable } from "./harness.ts";

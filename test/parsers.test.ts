@@ -4,7 +4,7 @@
 // record begun. Seeded, so a failure names the seed that reproduces it.
 import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
-import { parseNetstring, parsePrefix } from "../src/gateway/scgi.ts";
+import { parseNetstring, parsePrefix } from "../src/request/scgi-header.ts";
 import { LIMITS } from "../src/request/cgi.ts";
 import type { Variable } from "../src/request/variables.ts";
 

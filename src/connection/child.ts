@@ -1,58 +1,229 @@
-// A pool worker's program started with posix_spawn(3) (system/libc.ts)
-// rather than Bun.spawn, and waited for on its pidfd by the worker's own
-// blocking poll. A worker has nothing else to do while its program runs, and
-// Bun.spawn's machinery (a Subprocess, its promise, Bun's own pidfd in its
-// event loop, three fcntl checks of the stdio, the whole environment
-// converted again) was a large part of a worker's CPU per connection
-// (docs/DESIGN.md, "Measurements behind the code").
-// The program gets what Bun.spawn gave it: descriptors 0-2 only, every
+// A program started with posix_spawn(3) (system/spawn.ts) rather than
+// Bun.spawn. Blocking, for a caller with nothing else to do while it runs
+// (a pool worker): its end is read from its pidfd by the thread's own
+// poll, where Bun.spawn's machinery (a Subprocess, its promise, Bun's own
+// pidfd in its loop, the environment converted again) costs a worker a
+// large share of its CPU per start. Evented, only for an environment with
+// bytes Bun.spawn cannot pass: its end is reported by SIGCHLD.
+// The program gets what Bun.spawn gives: descriptors 0-2 only, every
 // signal at its default (but 32 and 33, glibc's own, which its posix_spawn
 // cannot reset when socket itself was started with them ignored) and none
-// blocked. Only where the thread may block: no timer runs while it waits (--timeout
-// keeps Bun.spawn), and signal handlers run at the wait's EINTR.
-import { canSpawn, close, EINTR, isReadable, pidfdOpen, poll, POLLIN, reapPidfd, spawnProgram, StringTable, SysError } from "../system/libc.ts";
+// blocked. A blocking wait runs no timer (--timeout keeps Bun's loop), and
+// signal handlers run at the wait's EINTR.
+import { constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
+import { close, EINTR, isReadable, pidfdOpen, pipe, poll, POLLIN, reapPidfd, SysError } from "../system/libc.ts";
+import { ownChild } from "../system/reaper.ts";
 import { nextTick } from "../system/signals.ts";
+import { CStrings, spawn } from "../system/spawn.ts";
+import type { FileSink } from "bun";
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]));
-const signalName = (n: number): string => SIGNAL_NAMES.get(n) ?? `signal ${n}`;
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
-/** How a program ended: its exit status, or the signal that killed it ("SIGKILL"). */
-export interface Ended {
-  code: number | null;
-  signal: string | null;
+/** A variable of a program's own: its value a string, or bytes that are not UTF-8. */
+export type EnvEntry = readonly [name: string, value: string | Uint8Array];
+
+/** An environment: socket's own (made once) and the program's own variables, whose names are not in it. */
+export interface Environment {
+  inherited: Inherited;
+  own: readonly EnvEntry[];
 }
 
-/** A program's argv and path as C strings, made once per worker. */
-export interface SpawnArgs {
-  path: Buffer;
-  argv: StringTable;
+/** A descriptor, /dev/null, socket's own, or (evented only) a new pipe. */
+export type Stdio = number | "pipe" | "ignore" | "inherit";
+
+export interface ProcessSpec<S extends Stdio = Stdio> {
+  /** argv[0] is the file executed (a path). */
+  argv: readonly string[];
+  /** argv[0] as the program sees it. */
+  argv0: string;
+  /** Its working directory; undefined: socket's. */
+  cwd?: string;
+  env: Environment;
+  stdio: readonly [S, S, S];
+  /** It leads a session and process group of its own, and kill() signals the whole group. */
+  ownGroup: boolean;
 }
 
-export function spawnArgs(argv: readonly string[], argv0: string): SpawnArgs {
-  return { path: Buffer.from(`${argv[0]}\0`), argv: new StringTable([argv0, ...argv.slice(1)]) };
+/** Where a program's stdin is written ("pipe"): Bun's FileSink or the like. */
+export type ProgramInput = Pick<FileSink, "write" | "flush" | "end">;
+
+/** socket's own environment for programs: made once, as a record (Bun.spawn) and as C strings (posix_spawn). */
+export class Inherited {
+  private table: CStrings | undefined;
+  constructor(private readonly vars: Readonly<Record<string, string>>) {}
+
+  /** A copy, for Bun.spawn. */
+  record(): Record<string, string> {
+    return { ...this.vars };
+  }
+
+  /** envp with `own` after the inherited variables. */
+  envp(own: readonly EnvEntry[]): BigUint64Array {
+    this.table ??= new CStrings(Object.entries(this.vars).map(([name, value]) => `${name}=${value}`));
+    return this.table.with(own.map(([name, value]) => (typeof value === "string" ? `${name}=${value}` : Buffer.concat([Buffer.from(`${name}=`), value]))));
+  }
 }
 
-/** Whether this machine's libc can start programs this way (glibc 2.34 and later). */
-export const childrenSpawnable = canSpawn;
+/** A program's path and argv as C strings, made once per argv (a -p program's is the same for every connection). */
+const argvTables = new WeakMap<readonly string[], { path: Buffer; argv: CStrings }>();
 
-export class Child {
-  /** Readable when the program has ended; watched by the worker's Waiter under --prestart. */
-  readonly pidfd: number;
-  private result: Ended | undefined;
+function argvOf(spec: ProcessSpec): { path: Buffer; argv: BigUint64Array } {
+  let table = argvTables.get(spec.argv);
+  if (!table) argvTables.set(spec.argv, (table = { path: Buffer.from(`${spec.argv[0]}\0`), argv: new CStrings([spec.argv0, ...spec.argv.slice(1)]) }));
+  return { path: table.path, argv: table.argv.with() };
+}
 
-  private constructor(readonly pid: number) {
+/** The last directory as a C string: a -p CGI's is the same for every request. */
+let lastDirectory: { path: string; bytes: Buffer } | undefined;
+
+function directory(path: string): Buffer {
+  if (lastDirectory?.path !== path) lastDirectory = { path, bytes: Buffer.from(`${path}\0`) };
+  return lastDirectory.bytes;
+}
+
+/** Our ends of what "pipe" made, and descriptors to close once the program has its own. */
+interface Ends {
+  fds: [number, number, number];
+  ours: [number | undefined, number | undefined, number | undefined];
+  theirs: number[];
+}
+
+/** O_CLOEXEC: only the programs it is given to as a descriptor get it. */
+const O_CLOEXEC = 0o2000000;
+let nullFd: number | undefined;
+
+/** /dev/null, opened once for every program's "ignore". */
+function devNull(): number {
+  nullFd ??= openSync("/dev/null", fsConstants.O_RDWR | O_CLOEXEC);
+  return nullFd;
+}
+
+/** The caller's stdio as descriptors: a pipe's far end (evented only), /dev/null, or socket's own. */
+function descriptors(stdio: readonly [Stdio, Stdio, Stdio]): Ends {
+  const ends: Ends = { fds: [0, 1, 2], ours: [undefined, undefined, undefined], theirs: [] };
+  try {
+    stdio.forEach((s, i) => {
+      if (typeof s === "number") ends.fds[i] = s;
+      else if (s === "inherit") ends.fds[i] = i;
+      else if (s === "ignore") ends.fds[i] = devNull();
+      else {
+        const [read, write] = pipe();
+        [ends.fds[i], ends.ours[i]] = i === 0 ? [read, write] : [write, read];
+        ends.theirs.push(ends.fds[i]);
+      }
+    });
+  } catch (e) {
+    for (const fd of [...ends.theirs, ...ends.ours]) if (fd !== undefined) close(fd);
+    throw e;
+  }
+  return ends;
+}
+
+/** A failed start as Bun.spawn reports one: an Error with the errno's name as its code. */
+function startError(e: unknown): unknown {
+  if (!(e instanceof SysError)) return e;
+  return Object.assign(new Error(`${e.reason} (posix_spawn)`), { code: ERRNO_NAMES.get(e.errno) ?? String(e.errno) });
+}
+
+/** Evented programs waiting for their SIGCHLD. */
+const watched = new Set<Spawned>();
+/**
+ * Blocking programs not reaped yet: one whose caller went on without
+ * waiting (its end read from its pidfd or waitid) is reaped at the next
+ * start, as Bun would have reaped it.
+ */
+const unreaped = new Set<Spawned>();
+let listening = false;
+
+function onChildEnded(): void {
+  for (const child of watched) child.poll();
+}
+
+/** A program posix_spawn started; process.ts's Process. */
+export class Spawned {
+  private result: { code: number | null; signal: string | null } | undefined;
+  private readonly reaper: { reaped(): void };
+  /** When a stop()'s KILL is due; a blocking wait sends it (no timer runs meanwhile). */
+  private killAt: number | undefined;
+  private ended: ((status: number) => void) | undefined;
+  private readonly done: Promise<number> | undefined;
+  stdin: ProgramInput | undefined;
+  stdout: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+  stderr: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+
+  private constructor(
+    readonly pid: number,
+    /** Readable when the program has ended; watched by a pool worker's own wait (--prestart). */
+    readonly pidfd: number,
+    private readonly ownGroup: boolean,
+    evented: boolean,
+  ) {
+    this.reaper = ownChild(pid);
+    if (!evented) {
+      unreaped.add(this);
+      return;
+    }
+    this.done = new Promise((resolve) => (this.ended = resolve));
+    watched.add(this);
+    if (!listening) process.on("SIGCHLD", onChildEnded);
+    listening = true;
+    queueMicrotask(() => this.poll()); // it may have ended before it was watched
+  }
+
+  /** Starts the program as `spec` says; throws as Bun.spawn does when it cannot. */
+  static start(spec: ProcessSpec, engine: "blocking" | "evented"): Spawned {
+    for (const child of unreaped) child.poll();
+    const { path, argv } = argvOf(spec);
+    const ends = descriptors(spec.stdio);
+    let pid: number;
     try {
-      this.pidfd = pidfdOpen(pid);
+      const cwd = spec.cwd === undefined ? undefined : directory(spec.cwd);
+      pid = spawn({ path, argv, envp: spec.env.inherited.envp(spec.env.own), stdio: ends.fds, cwd, ownGroup: spec.ownGroup });
+    } catch (e) {
+      for (const fd of ends.ours) if (fd !== undefined) close(fd);
+      throw startError(e);
+    } finally {
+      for (const fd of ends.theirs) close(fd); // the program has its own
+    }
+    let pidfd: number;
+    try {
+      pidfd = pidfdOpen(pid);
     } catch (e) {
       process.kill(pid, "SIGKILL"); // not to be left unwatched
       throw e;
     }
+    const child = new Spawned(pid, pidfd, spec.ownGroup, engine === "evented");
+    child.adopt(ends.ours);
+    return child;
   }
 
-  /** Starts the program on these descriptors; `env` a table of the inherited variables, `extra` this start's own. */
-  static start(args: SpawnArgs, env: StringTable, extra: readonly string[], stdio: readonly [number, number, number]): Child {
-    return new Child(spawnProgram(args.path, args.argv.with(), env.with(extra), stdio));
+  /** Our pipe ends as Bun's streams; each descriptor closed when its stream is done. */
+  private adopt([input, output, errors]: Ends["ours"]): void {
+    if (input !== undefined) {
+      const sink = Bun.file(input).writer();
+      // Closed once what the sink holds is written: the program's EOF.
+      const end = () => {
+        let ended: number | Promise<number>;
+        try {
+          ended = sink.end();
+        } catch (e) {
+          close(input);
+          throw e;
+        }
+        if (!(ended instanceof Promise)) close(input);
+        else void ended.finally(() => close(input)).catch(() => {});
+        return ended;
+      };
+      this.stdin = { write: (bytes) => sink.write(bytes), flush: () => sink.flush(), end };
+    }
+    if (output !== undefined) this.stdout = closingStream(output);
+    if (errors !== undefined) this.stderr = closingStream(errors);
+  }
+
+  get exitCode(): number | null {
+    return this.result?.code ?? null;
   }
 
   get signalCode(): string | null {
@@ -64,43 +235,113 @@ export class Child {
     return this.result !== undefined || isReadable(this.pidfd);
   }
 
-  /**
-   * Blocks until the program ends (or `timeoutMs` passes: undefined) and
-   * reaps it. A signal to the worker ends the poll: its handlers run, and
-   * the wait goes on.
-   */
-  async wait(timeoutMs?: number): Promise<Ended | undefined> {
-    if (this.result) return this.result;
-    const fds = new Int32Array([this.pidfd, POLLIN]);
-    const end = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    for (;;) {
-      const left = end === undefined ? -1 : Math.max(0, end - Date.now());
-      const ready = poll(fds, 1, left);
-      if (ready === -EINTR) {
-        await nextTick();
-        continue;
-      }
-      if (ready < 0) throw new SysError("poll", -ready);
-      if (ready === 0) return undefined;
-      const ended = reapPidfd(this.pidfd);
-      if (!ended) continue;
-      close(this.pidfd);
-      this.result = { code: ended.code, signal: ended.signal === null ? null : signalName(ended.signal) };
-      return this.result;
-    }
-  }
-
-  /** The exit status, 128 + the signal's number when one ended it (as sh reports it). */
-  get exited(): Promise<number> {
-    return this.wait().then((ended) => ended!.code ?? 128 + (constants.signals[ended!.signal as NodeJS.Signals] ?? 0));
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    if (this.result) return;
+  /** Reaps it if it has ended. */
+  poll(): boolean {
+    if (this.result) return true;
+    let ended: ReturnType<typeof reapPidfd>;
     try {
-      process.kill(this.pid, signal);
+      ended = reapPidfd(this.pidfd);
     } catch {
-      // already gone
+      ended = { code: null, signal: null }; // reaped by another (ECHILD): how it ended is not known
     }
+    if (!ended) return false;
+    close(this.pidfd);
+    this.reaper.reaped();
+    watched.delete(this);
+    unreaped.delete(this);
+    this.result = { code: ended.code, signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? `signal ${ended.signal}`) };
+    if (this.killAt !== undefined) {
+      // What it started may ignore TERM: its group still gets the KILL, when Bun's loop next runs.
+      setTimeout(() => signal(this.pid, true, "SIGKILL"), Math.max(0, this.killAt - Date.now())).unref();
+    }
+    this.ended?.(this.status());
+    return true;
   }
+
+  private status(): number {
+    const { code, signal } = this.result!;
+    return code ?? 128 + (constants.signals[signal as NodeJS.Signals] ?? 0);
+  }
+
+  /** Blocking: waits in poll(2) until it ends (or `timeoutMs` passes), then reaps it. A signal's handlers run at EINTR. */
+  async wait(timeoutMs?: number): Promise<boolean> {
+    if (this.done) return endedWithin(this.done, timeoutMs);
+    const fds = new Int32Array([this.pidfd, POLLIN]);
+    const end = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+    while (!this.result) {
+      if (this.killAt !== undefined && Date.now() >= this.killAt) {
+        this.kill("SIGKILL");
+        this.killAt = undefined;
+      }
+      const until = Math.min(end, this.killAt ?? Infinity);
+      const ready = poll(fds, 1, until === Infinity ? -1 : Math.max(0, until - Date.now()));
+      if (ready === -EINTR) await nextTick();
+      else if (ready < 0) throw new SysError("poll", -ready);
+      else if (ready > 0) this.poll();
+      else if (Date.now() >= end) return false;
+    }
+    return true;
+  }
+
+
+  /** The exit status; of a blocking one, read by waiting for it here. */
+  get exited(): Promise<number> {
+    if (this.done) return this.done;
+    return this.wait().then(() => this.status());
+  }
+
+  kill(name: NodeJS.Signals = "SIGTERM"): void {
+    if (this.result) return; // reaped: its pid may be another's now
+    if (!this.ownGroup || !signal(this.pid, true, name)) signal(this.pid, false, name);
+  }
+
+  stop(graceMs: number): void {
+    this.kill("SIGTERM");
+    if (this.result) return;
+    this.killAt = Date.now() + graceMs;
+    if (this.done) setTimeout(() => (this.result ? undefined : this.kill("SIGKILL")), graceMs).unref();
+  }
+}
+
+/** A signal to one process, or to its group: false when there is none to signal. */
+export function signal(pid: number, group: boolean, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(group ? -pid : pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `exited` settles within `timeoutMs` (undefined: waits for ever), on Bun's loop. */
+export async function endedWithin(exited: Promise<unknown>, timeoutMs: number | undefined): Promise<boolean> {
+  if (timeoutMs === undefined) return (await exited, true);
+  let timer: Timer | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+  const ended = await Promise.race([exited.then(() => true), late]);
+  clearTimeout(timer);
+  return ended;
+}
+
+/** A pipe's read end as a stream, closed at its end or cancel. */
+function closingStream(fd: number): ReadableStream<Uint8Array<ArrayBuffer>> {
+  const reader = Bun.file(fd).stream().getReader();
+  let closed = false;
+  const done = () => {
+    if (!closed) close(fd);
+    closed = true;
+  };
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({
+    async pull(controller) {
+      const { done: end, value } = await reader.read();
+      if (end) {
+        done();
+        controller.close();
+      } else controller.enqueue(value);
+    },
+    async cancel() {
+      await reader.cancel().catch(() => {});
+      done();
+    },
+  });
 }

@@ -3,6 +3,7 @@
 // two directions treated apart (-c, -r, -w, -q, --timeout, the client).
 // Otherwise the program is handed the connection itself and nothing is copied.
 import type { EventSocket, SocketEvents } from "./events.ts";
+import type { Process } from "./process.ts";
 import { programEnd } from "./program.ts";
 
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -24,7 +25,7 @@ export interface LocalSide {
    * closes (after it exits). Otherwise end of stdin half-closes and socket
    * goes on reading until the peer closes.
    */
-  program: { pid: number; exited: Promise<unknown>; kill(): void } | null;
+  program: { process: Process; exited: Promise<unknown> } | null;
 }
 
 export interface CopyOptions {
@@ -170,7 +171,7 @@ export class Copy implements SocketEvents {
     // (its output is still drained, so it never blocks on a full pipe),
     // bounded only by --timeout.
     this.endSink();
-    void programEnd(program, this.options.timeoutMs, this.options.log).finally(() => this.finish(this.error));
+    void programEnd(program.process, this.options.timeoutMs, this.options.log).finally(() => this.finish(this.error));
   }
 
   private async send(chunk: Uint8Array): Promise<void> {

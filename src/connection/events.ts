@@ -31,11 +31,18 @@ export function adoptSocket(socket: EventSocket, events: SocketEvents): void {
   events.attach(socket);
 }
 
-/**
- * Bun's loop adopts a connected descriptor (a worker's accept, a client's
- * connect): Bun.connect takes `fd` (verified; its types list only host and unix).
- */
+declare module "bun" {
+  /** Bun.connect on a connected descriptor: Bun takes `fd` (verified), though its types list only host and unix. */
+  interface DescriptorSocketOptions<Data> {
+    fd: number;
+    socket: SocketHandler<Data>;
+    data: Data;
+    allowHalfOpen?: boolean;
+  }
+  function connect<Data = undefined>(options: DescriptorSocketOptions<Data>): Promise<Socket<Data>>;
+}
+
+/** Bun's loop adopts a connected descriptor (a worker's accept, a client's connect). */
 export function adoptDescriptor(fd: number, events: SocketEvents): Promise<unknown> {
-  const options = { fd, socket: eventHandlers, data: events, allowHalfOpen: true };
-  return Bun.connect(options as unknown as Parameters<typeof Bun.connect<SocketEvents | undefined>>[0]);
+  return Bun.connect<SocketEvents | undefined>({ fd, socket: eventHandlers, data: events, allowHalfOpen: true });
 }

@@ -6,7 +6,8 @@ import type { ServeOptions } from "../options.ts";
 import { verbose } from "../system/log.ts";
 import { Copy, type Bytes, type LocalSide, type Sink } from "./copy.ts";
 import { adoptDescriptor, adoptSocket, type EventSocket } from "./events.ts";
-import { outcome, startWithPipes, type PipedProgram, type Program } from "./program.ts";
+import { outcome, startWithPipes, type Program } from "./program.ts";
+import type { PipedProcess } from "./process.ts";
 
 /** socket's own stdin, one reader shared by successive connections (a stream is read once). */
 let stdinReader: { read(): Promise<{ done: boolean; value?: Bytes }> } | undefined;
@@ -33,8 +34,8 @@ export function flushStdout(): Promise<unknown> {
 }
 
 /** Starts the program for the copy loop: pipes on the sides that are copied (-r, -w). */
-export function startForCopy(options: ServeOptions, program: Program, env: Record<string, string>): PipedProgram {
-  return startWithPipes(program, env, { input: !options.writeOnly, output: !options.readOnly });
+export function startForCopy(options: ServeOptions, program: Program, vars: Record<string, string>): PipedProcess {
+  return startWithPipes(program, vars, { input: !options.writeOnly, output: !options.readOnly });
 }
 
 /** socket's own stdin and stdout as the local side (none under -r or -w respectively). */
@@ -43,10 +44,10 @@ export function ownStdio(options: ServeOptions): LocalSide {
 }
 
 /** A program started by startForCopy as the local side. */
-export function programSide(options: ServeOptions, proc: PipedProgram, program: Program): LocalSide {
-  const sources = [proc.stdout, proc.stderr].filter((s): s is ReadableStream<Bytes> => s instanceof ReadableStream);
-  const sink = proc.stdin && typeof proc.stdin === "object" ? (proc.stdin as Sink) : null;
-  return { sources, sink, program: { pid: proc.pid, exited: outcome(proc, program, options), kill: () => proc.kill("SIGKILL") } };
+export function programSide(options: ServeOptions, proc: PipedProcess, program: Program): LocalSide {
+  const sources = [proc.stdout, proc.stderr].filter((s): s is ReadableStream<Bytes> => s !== undefined);
+  const sink: Sink | null = proc.stdin ?? null;
+  return { sources, sink, program: { process: proc, exited: outcome(proc, program, options) } };
 }
 
 function newCopy(options: ServeOptions, local: LocalSide): Copy {

@@ -10,7 +10,7 @@ import { verbose } from "../system/log.ts";
 import type { EventSocket } from "./events.ts";
 import { copyDescriptor, copySocket, ownStdio, programSide, startForCopy } from "./local.ts";
 import type { LocalSide } from "./copy.ts";
-import { cannotStart, connectionEnv, connectionVariables, outcome, startChild, startOnConnection, startOnPipes, type Program } from "./program.ts";
+import { cannotStart, connectionVariables, outcome, startOnConnection, startOnPipes, type Engine, type Program } from "./program.ts";
 import { bridge } from "./splice.ts";
 import { watchIdle } from "./watchdog.ts";
 
@@ -30,10 +30,10 @@ function needsCopy(options: ServeOptions, program: Program | undefined, address:
 }
 
 /** Starts the program (if any) for the copy loop; undefined when it cannot start (reported). */
-function copiedSide(options: ServeOptions, program: Program | undefined, env: Record<string, string>): LocalSide | undefined {
+function copiedSide(options: ServeOptions, program: Program | undefined, vars: Record<string, string>): LocalSide | undefined {
   if (!program) return ownStdio(options);
   try {
-    return programSide(options, startForCopy(options, program, env), program);
+    return programSide(options, startForCopy(options, program, vars), program);
   } catch (e) {
     cannotStart(program, e);
     return undefined;
@@ -43,19 +43,21 @@ function copiedSide(options: ServeOptions, program: Program | undefined, env: Re
 /**
  * Starts the program with the connection as its stdio, then lets go of our
  * copy (`release`), so the peer sees EOF the moment the program is done.
- * A program that cannot start costs this connection only.
+ * A program that cannot start costs this connection only. "blocking": a
+ * pool worker without --timeout (nothing needs a timer while it runs).
  */
 function handOff(
   program: Program,
   fd: number,
-  env: Record<string, string>,
   release: () => void,
   options: ServeOptions,
   address: Address,
+  engine: Engine,
 ): Promise<unknown> {
   let proc;
+  const started = performance.now();
   try {
-    proc = startOnConnection(program, fd, env);
+    proc = startOnConnection(program, fd, connectionVariables(fd, address), engine);
   } catch (e) {
     release();
     cannotStart(program, e);
@@ -63,7 +65,7 @@ function handOff(
   }
   if (options.timeoutMs !== undefined && address.kind === "inet") watchIdle(fd, proc, options.timeoutMs, (line) => verbose(options, line));
   release();
-  return outcome(proc, program, options);
+  return outcome(proc, program, options, started);
 }
 
 /**
@@ -81,30 +83,9 @@ async function quitWithSplice(program: Program, fd: number, address: Address, op
     close(fd);
     return cannotStart(program, e);
   }
-  // A Child is waited for by blocking: only after the bridge (a Subprocess's end is Bun's to see meanwhile).
+  // A blocking program is waited for only after the bridge.
   await bridge({ conn: fd, input: -1, output: started.output }, { quit: true, timeoutMs: undefined, log: (line) => verbose(options, line) });
   await outcome(started.proc, program, options, startedAt); // the program runs on to its end: without --timeout nothing bounds it
-}
-
-/**
- * A pool worker's hand-off without --timeout (nothing needs a timer while
- * the program runs): posix_spawn, and the worker's own wait (child.ts).
- * False where this libc cannot: the caller uses Bun.spawn.
- */
-async function handOffChild(program: Program, fd: number, address: Address, options: ServeOptions): Promise<boolean> {
-  let child;
-  try {
-    child = startChild(program, connectionVariables(fd, address), [fd, fd, fd]);
-  } catch (e) {
-    close(fd);
-    cannotStart(program, e);
-    return true;
-  }
-  if (!child) return false;
-  const started = performance.now();
-  close(fd); // the peer sees EOF the moment the program is done
-  await outcome(child, program, options, started);
-  return true;
 }
 
 /**
@@ -122,14 +103,13 @@ export async function serveDescriptor(
   mayBlock = false,
 ): Promise<Error | undefined> {
   if (program && !needsCopy(options, program, address)) {
-    if (mayBlock && options.timeoutMs === undefined && (await handOffChild(program, fd, address, options))) return undefined;
-    await handOff(program, fd, connectionEnv(fd, address), () => close(fd), options, address);
+    const engine = mayBlock && options.timeoutMs === undefined ? "blocking" : "evented";
+    await handOff(program, fd, () => close(fd), options, address, engine);
     return undefined;
   }
   const onlyQuit = options.quit && !options.crlf && !options.readOnly && !options.writeOnly && options.timeoutMs === undefined;
   if (program && mayBlock && onlyQuit) return void (await quitWithSplice(program, fd, address, options));
-  const env = program ? connectionEnv(fd, address) : {};
-  const local = copiedSide(options, program, env);
+  const local = copiedSide(options, program, program ? connectionVariables(fd, address) : {});
   if (!local) return void close(fd);
   return copyDescriptor(fd, options, local);
 }
@@ -139,14 +119,13 @@ export async function serveDescriptor(
  * the open handler, before Bun reads a byte of it.
  */
 export function serveSocket(socket: EventSocket, fd: number, address: Address, options: ServeOptions, program: Program | undefined): Promise<unknown> {
-  const env = program ? connectionEnv(fd, address) : {};
   if (program && !needsCopy(options, program, address)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O
     // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
-    return handOff(program, fd, env, () => socket.close(), options, address);
+    return handOff(program, fd, () => socket.close(), options, address, "evented");
   }
   // The classic server keeps the copy loop for -q: its one event loop cannot block in splice.
-  const local = copiedSide(options, program, env);
+  const local = copiedSide(options, program, program ? connectionVariables(fd, address) : {});
   if (!local) {
     socket.close();
     return Promise.resolve();

@@ -3,9 +3,9 @@
 // and last_data_recv), so a copy of the descriptor kept while the program
 // runs is enough to see an idle connection, without touching a byte.
 // UNIX sockets have no such record: they keep the copy loop for --timeout.
-import type { Subprocess } from "bun";
 import { close, dupCloexec, SHUT_RDWR, shutdown, tcpIdle } from "../system/libc.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
+import type { Process } from "./process.ts";
 
 /** Never look more often than this (a short --timeout must not become a busy timer). */
 const MIN_TICK_MS = 50;
@@ -16,7 +16,7 @@ const MIN_TICK_MS = 50;
  * `timeoutMs`, shuts the connection down (the peer sees it closed at once,
  * whoever else holds it) and ends the program: TERM, then KILL.
  */
-export function watchIdle(fd: number, proc: Subprocess, timeoutMs: number, log: (line: string) => void): void {
+export function watchIdle(fd: number, proc: Process, timeoutMs: number, log: (line: string) => void): void {
   let copy: number;
   try {
     copy = dupCloexec(fd);
@@ -38,8 +38,7 @@ export function watchIdle(fd: number, proc: Subprocess, timeoutMs: number, log: 
     }
     log("connection timed out");
     shutdown(copy, SHUT_RDWR);
-    proc.kill("SIGTERM");
-    timer = setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS);
+    proc.stop(KILL_AFTER_MS);
   };
   timer = setTimeout(check, timeoutMs);
   void proc.exited.finally(() => {

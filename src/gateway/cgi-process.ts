@@ -1,18 +1,26 @@
 // Starting a request's CGI and ending it, for every gateway engine: each
-// CGI leads a process group of its own, and what cannot be executed is said
-// on socket's stderr while the web server gets a 502.
-import type { Subprocess } from "bun";
-import { programFailed, type Program } from "../connection/program.ts";
+// CGI leads a session and process group of its own, and what cannot be
+// executed is said on socket's stderr while the web server gets a 502.
+import { programFailed, type Engine, type Program } from "../connection/program.ts";
+import { Inherited, startProcess, type PipedProcess, type Process, type Stdio } from "../connection/process.ts";
 import type { GatewayOptions } from "../options.ts";
 import { say } from "../system/log.ts";
-import { KILL_AFTER_MS, spawn } from "../system/reaper.ts";
-import { BAD_GATEWAY, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { KILL_AFTER_MS } from "../system/reaper.ts";
+import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
+
+/** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors. */
+export type Cgi = PipedProcess;
+
+/** What a CGI runs: a Launch that is not an answer. */
+export type Run = Exclude<Launch, { answer: Uint8Array }>;
 
 /**
  * The request's program, its stdin a pipe (the body streams in) or the
- * spooled body's file ("ignore": no body); or the answer when it cannot
- * or must not run.
+ * spooled body's file ("ignore": no body), its stdout and stderr `output`
+ * or new pipes (evented); or the answer when it cannot or must not run.
+ * "blocking": the caller waits for it itself (a pool worker), and gives
+ * its own pipes (`stdin` not "pipe", `output` given).
  */
 export function startProgram(
   source: CgiSource,
@@ -20,64 +28,64 @@ export function startProgram(
   options: GatewayOptions,
   stdin: "pipe" | "ignore" | number,
   output: { stdout: number; stderr: number } | undefined,
-) {
+  engine: Engine = "evented",
+): Cgi | { answer: Uint8Array } {
   const launch = prepareCgi(source, variables, options, "fastcgi");
   if ("answer" in launch) return launch;
-  const { program, cwd, env } = launch;
-  const stdout = output?.stdout ?? "pipe";
-  const stderr = output?.stderr ?? "pipe";
-  const proc = spawnCgi(program, (group) => spawn(program.argv, { ...group, argv0: program.argv0, cwd, stdio: [stdin, stdout, stderr], env }));
+  const proc = spawnCgi(launch, [stdin, output?.stdout ?? "pipe", output?.stderr ?? "pipe"], engine);
   return proc ?? { answer: BAD_GATEWAY };
 }
-
-export type Cgi = Exclude<ReturnType<typeof startProgram>, { answer: Uint8Array }>;
 
 /**
  * The program and its process group are told to stop (TERM), then killed
  * KILL_AFTER_MS later: the group even when the program itself has gone by
  * then, as what it started may ignore TERM.
  */
-export function endProgram(proc: Cgi): void {
-  proc.kill("SIGTERM");
-  setTimeout(() => proc.kill("SIGKILL"), KILL_AFTER_MS).unref();
+export function endProgram(proc: Process): void {
+  proc.stop(KILL_AFTER_MS);
 }
 
-/** What every CGI is started with: its own process group (see spawnCgi). */
-const OWN_GROUP = { detached: true } as const;
+/** The rule's inherited variables as a program's environment, made once per rule. */
+const inherited = new WeakMap<CgiEnvironment["inherited"], Inherited>();
+
+function inheritedOf(env: CgiEnvironment): Inherited {
+  let made = inherited.get(env.inherited);
+  if (!made) inherited.set(env.inherited, (made = new Inherited(env.inherited)));
+  return made;
+}
 
 /**
- * Starts the program (`start` spreads `group` into Bun.spawn's options);
- * when it cannot be executed (ENOENT, EACCES, ...) says so on socket's own
- * stderr, always (the operator must see it even without -v), and returns
- * undefined.
+ * Starts the program; when it cannot be executed (ENOENT, EACCES, ...)
+ * says so on socket's own stderr, always (the operator must see it even
+ * without -v), and returns undefined. "blocking" takes no "pipe" in
+ * `stdio`: the caller makes its own.
  *
- * Each CGI leads a process group of its own (setsid: Bun.spawn's
- * `detached`), and its kill() signals that whole group: what it started in
- * the background (`cmd &`) ends with it when an abort, a timeout or a
- * drain ends the request, rather than running on holding its output. A
- * CGI that exits normally leaves its background processes alone.
+ * Each CGI leads a session and process group of its own (setsid), and its
+ * kill() signals that whole group: what it started in the background
+ * (`cmd &`) ends with it when an abort, a timeout or a drain ends the
+ * request, rather than running on holding its output. A CGI that exits
+ * normally leaves its background processes alone. Its environment's bytes
+ * that are not UTF-8 reach it as they came.
  */
-export function spawnCgi<T extends Subprocess>(program: Program, start: (group: typeof OWN_GROUP) => T): T | undefined {
-  let proc: T;
+export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine: Engine): Cgi | undefined {
+  const { program, cwd, env } = run;
+  const spec = { argv: program.argv, argv0: program.argv0, cwd, env: { inherited: inheritedOf(env), own: env.own }, ownGroup: true };
+  const [input, output, errors] = stdio;
+  if (engine === "blocking" && (input === "pipe" || output === "pipe" || errors === "pipe")) throw new TypeError("a blocking CGI gets no pipe of ours");
   try {
-    proc = start(OWN_GROUP);
+    return engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
+      ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
+      : startProcess({ ...spec, stdio }, "evented");
   } catch (e) {
-    const error = e as Error & { code?: string };
-    const reason = error.code ? `${error.code}` : error.message;
-    programFailed();
-    say(`cannot run ${program.argv[0]}: ${describeSpawnError(reason)}`);
+    cannotRun(program, e);
     return undefined;
   }
-  const own = proc.kill.bind(proc);
-  const kill = (signal?: NodeJS.Signals | number) => {
-    try {
-      process.kill(-proc.pid, signal ?? "SIGTERM");
-    } catch {
-      own(signal); // the group has gone (or never formed): the leader alone, as Bun knows it
-    }
-  };
-  Object.defineProperty(proc, "kill", { value: kill });
-  return proc;
+}
+
+function cannotRun(program: Program, e: unknown): void {
+  const code = e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : undefined;
+  programFailed();
+  say(`cannot run ${program.argv[0]}: ${describeSpawnError(code ?? (e instanceof Error ? e.message : String(e)))}`);
 }
 
 /** Whether a process of a CGI's group (see spawnCgi) still runs: what it left in the background. */

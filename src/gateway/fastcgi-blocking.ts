@@ -223,7 +223,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
     let proc: ReturnType<typeof startProgram>;
     try {
-      proc = startProgram(this.source, variables, this.options, input ? input[0] : spooled, ends.child);
+      proc = startProgram(this.source, variables, this.options, input ? input[0] : spooled, ends.child, "blocking");
     } finally {
       close(ends.child.stdout); // the program has its own
       close(ends.child.stderr);

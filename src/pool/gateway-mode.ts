@@ -2,7 +2,7 @@
 // --fastcgi). Its own module, loaded by worker.ts only when a gateway is
 // asked for: the gateways' code and what it loads would otherwise sit in
 // every `-p` worker's heap.
-import { cgiSource, onRequest } from "../request/cgi.ts";
+import { cgiSource } from "../request/cgi.ts";
 import { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
 import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-blocking.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
@@ -29,8 +29,7 @@ function nextWordIs(word: number): boolean {
 }
 
 export function gatewayMode({ options, address }: Worker, noteRequest?: (request: string) => void): Mode {
-  if (noteRequest) onRequest((method, uri) => noteRequest(`${method} ${uri}`));
-  const source = cgiSource(options);
+  const source = cgiSource(options, noteRequest);
   if (options.gateway === "scgi") {
     return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, source) };
   }

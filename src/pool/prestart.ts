@@ -5,13 +5,13 @@
 // connection. On a connection the pipes are bridged with splice(2), or,
 // under -c/-r/-w, joined by the copy loop (the program is then started on
 // Bun's own pipes, which that loop reads).
-import type { Subprocess } from "bun";
 import type { Address } from "../net/address.ts";
 import { copyDescriptor, programSide, startForCopy } from "../connection/local.ts";
 import type { ServeOptions } from "../options.ts";
 import { verbose } from "../system/log.ts";
-import { prestartEnv, prestartVars, programEnd, startOnPipes, type PipedProgram, type Program } from "../connection/program.ts";
-import { Child } from "../connection/child.ts";
+import { prestartVars, programEnd, startOnPipes, type Program } from "../connection/program.ts";
+import { Spawned } from "../connection/child.ts";
+import type { PipedProcess, Process } from "../connection/process.ts";
 import { bridge } from "../connection/splice.ts";
 import { close } from "../system/fd.ts";
 import { isReadable } from "../system/poll.ts";
@@ -24,8 +24,8 @@ import { errorText } from "../fatal.ts";
 
 /** A program waiting for its connection. */
 type Waiting =
-  | { kind: "spliced"; proc: Child | Subprocess; pidfd: number; input: number; output: number }
-  | { kind: "copied"; proc: PipedProgram; pidfd: number };
+  | { kind: "spliced"; proc: Process; pidfd: number; input: number; output: number }
+  | { kind: "copied"; proc: PipedProcess; pidfd: number };
 
 /** Our ends of a program's pipes, when it will never have a connection. */
 function closePipes(waiting: Waiting): void {
@@ -50,14 +50,12 @@ export class Prestart {
   private readonly backoff = new Backoff();
   /** The UCSPI variables a prestarted program gets (no remote address yet). */
   private readonly vars: Record<string, string>;
-  /** The whole environment, for the copy loop's Bun.spawn. */
-  private copiedEnv: Record<string, string> | undefined;
   /** -c, -r and -w look at bytes or switch a direction off: the copy loop does that. */
   private readonly copied: boolean;
 
   constructor(
     private readonly program: Program,
-    private readonly address: Address,
+    address: Address,
     private readonly options: ServeOptions,
     private readonly waiter: Waiter,
   ) {
@@ -80,14 +78,14 @@ export class Prestart {
     if (delay > 0) await Bun.sleep(delay); // not in the epoll wait meanwhile: connections go to other workers
     try {
       if (this.copied) {
-        const proc = startForCopy(this.options, this.program, (this.copiedEnv ??= prestartEnv(this.address)));
+        const proc = startForCopy(this.options, this.program, this.vars);
         this.waiting = { kind: "copied", proc, pidfd: -1 };
         this.waiting.pidfd = pidfdOpen(proc.pid);
       } else {
         const { proc, input, output } = startOnPipes(this.program, this.vars, -1);
         this.waiting = { kind: "spliced", proc, pidfd: -1, input, output };
-        // A Child has its pidfd (to wait on later); Bun's own is not ours to watch.
-        this.waiting.pidfd = proc instanceof Child ? proc.pidfd : pidfdOpen(proc.pid);
+        // A posix_spawn'ed one has its pidfd (to wait on later); Bun's own is not ours to watch.
+        this.waiting.pidfd = proc instanceof Spawned ? proc.pidfd : pidfdOpen(proc.pid);
       }
       this.waiter.watch(this.waiting.pidfd);
       return true;
@@ -141,7 +139,7 @@ export class Prestart {
     const waiting = this.waiting;
     this.waiting = undefined;
     if (!waiting) return undefined;
-    if (waiting.proc instanceof Child) this.waiter.unwatch(waiting.pidfd); // the Child waits on it later
+    if (waiting.proc instanceof Spawned) this.waiter.unwatch(waiting.pidfd); // its own wait uses it later
     else if (waiting.pidfd >= 0) close(waiting.pidfd); // also removes it from the epoll set
     return waiting;
   }

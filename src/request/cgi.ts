@@ -1,13 +1,13 @@
-// The CGI side of both gateways: the program's environment built from a
-// request's variables, running the program, and what the web server gets
-// when it cannot be run. Shared by SCGI and FastCGI.
+// The CGI side of both gateways, without I/O: from a request's variables
+// to what runs (prepareCgi: the program, its directory and environment) or
+// the answer the web server gets when nothing runs. Shared by SCGI and
+// FastCGI; gateway/cgi-process.ts starts what it says.
 import { dirname, resolve } from "node:path";
-import { directProgram, type Program } from "../connection/program.ts";
+import { directProgram, type Program } from "../connection/command.ts";
 import type { Gateway, Options } from "../options.ts";
 import { verbose } from "../system/log.ts";
-import { RAW_EXEC_ENV, rawExecEnv } from "../system/rawexec.ts";
-import { chooseSiteProgram, siteRoot } from "./site.ts";
-import type { Variable } from "./variables.ts";
+import { chooseSiteProgram, siteRoot, type SiteRoot } from "./site.ts";
+import { valueOf, type Variable } from "./variables.ts";
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
 export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
@@ -108,62 +108,55 @@ export function requestMaySet(name: string, passed: ReadonlySet<string>): boolea
 }
 
 /** --pass-env's names, and socket's environment without any variable that is a request's. */
-interface Rule {
-  passed: Set<string>;
-  inherited: Record<string, string>;
+export interface EnvironmentRule {
+  passed: ReadonlySet<string>;
+  inherited: Readonly<Record<string, string>>;
 }
-let rule: Rule | undefined;
 
-/** What the options say about the environment: one process has one set of options, so worked out once. */
-function environmentRule(passEnv: readonly string[]): Rule {
-  if (rule) return rule;
+/** What --pass-env and socket's environment say about every CGI's environment: worked out once per source. */
+export function environmentRule(passEnv: readonly string[], own: NodeJS.ProcessEnv): EnvironmentRule {
   const passed = new Set(passEnv);
   // An inherited HTTPS=on or REMOTE_USER would tell every program a request
   // had them when its web server did not say so (fcgiwrap drops them too).
   // HTTP_PROXY goes with the other HTTP_*: in a CGI it reads as a header.
   // A --pass-env name is a request's too: its value is the request's or none.
   const inherited: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) {
+  for (const [name, value] of Object.entries(own)) {
     if (value !== undefined && !requestVariable(name) && !passed.has(name)) inherited[name] = value;
   }
-  return (rule = { passed, inherited });
+  return { passed, inherited };
 }
 
-/** The options cgiEnvironment reads: --pass-env, and -v for the line naming what was dropped. */
-export interface EnvironmentOptions {
-  verbose: boolean;
-  passEnv?: readonly string[];
+/** A CGI's environment: the rule's inherited variables and the request's own, a value as bytes where it is not UTF-8. */
+export interface CgiEnvironment {
+  inherited: Readonly<Record<string, string>>;
+  own: [name: string, value: string | Uint8Array][];
 }
 
 /**
  * The program's environment: socket's own (PATH and the like) without any
  * request variable, then the request's variables that the table above or
- * --pass-env allow, and GATEWAY_INTERFACE where the web server did not
- * send it. The rest is dropped, named on a -v line. socket's UCSPI
- * variables are not set: they would describe the web server's connection,
- * not the client, whose address the web server sends as REMOTE_ADDR.
+ * --pass-env allow, as the bytes they came as, and GATEWAY_INTERFACE where
+ * the web server did not send it. The rest is dropped, named on a -v line.
+ * socket's UCSPI variables are not set: they would describe the web
+ * server's connection, not the client, whose address the web server sends
+ * as REMOTE_ADDR.
  */
-let requestHook: ((method: string, uri: string) => void) | undefined;
-
-/** Told of each request's method and URI as its program is about to start (a pool worker's --slow); set once. */
-export function onRequest(hook: (method: string, uri: string) => void): void {
-  requestHook = hook;
-}
-
-export function cgiEnvironment(variables: Variable[], options: EnvironmentOptions, protocol: Gateway): Record<string, string> {
-  const { passed, inherited } = environmentRule(options.passEnv ?? []);
-  const env = { ...inherited };
+export function cgiEnvironment(variables: Variable[], rule: EnvironmentRule, log: (line: string) => void): CgiEnvironment {
+  const own: CgiEnvironment["own"] = [];
   let dropped: string[] | undefined;
-  for (const [name, value] of variables) {
-    const allowed = requestMaySet(name, passed);
+  let gateway = false;
+  for (const [name, value, raw] of variables) {
+    const allowed = requestMaySet(name, rule.passed);
     // A NUL cannot be in an environment string (FastCGI values may hold one).
-    if (allowed && !value.includes("\0")) env[name] = value;
-    else (dropped ??= []).push(allowed ? `${printable(name)} (a NUL in its value)` : printable(name));
+    if (allowed && !value.includes("\0")) {
+      own.push([name, raw ?? value]);
+      gateway ||= name === "GATEWAY_INTERFACE";
+    } else (dropped ??= []).push(allowed ? `${printable(name)} (a NUL in its value)` : printable(name));
   }
-  env.GATEWAY_INTERFACE ??= "CGI/1.1";
-  if (dropped) gatewayLog(options, protocol, `dropped request variables not allowed: ${dropped.join(", ")}`);
-  requestHook?.(env.REQUEST_METHOD ?? "", env.REQUEST_URI ?? env.SCRIPT_NAME ?? "");
-  return env;
+  if (!gateway) own.push(["GATEWAY_INTERFACE", "CGI/1.1"]);
+  if (dropped) log(`dropped request variables not allowed: ${dropped.join(", ")}`);
+  return { inherited: rule.inherited, own };
 }
 
 /** A name as the -v line shows it: a client's bytes must not make lines of their own. */
@@ -172,25 +165,26 @@ function printable(name: string): string {
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }
 
-const programs = new Map<string, Program>();
-
-/** The -p command's words, resolved once per process. */
-export function cgiProgram(command: string): Program {
-  let program = programs.get(command);
-  if (!program) programs.set(command, (program = directProgram(command)));
-  return program;
+/**
+ * What a gateway runs: -p's one command (its words read once) or
+ * --cgi-root's program chosen per request (site.ts); the environment rule;
+ * and `note`, told of each request's method and URI as its program is
+ * about to start (a pool worker's --slow).
+ */
+export interface CgiSource {
+  program: { command: Program } | { root: SiteRoot };
+  rule: EnvironmentRule;
+  note?: (request: string) => void;
 }
 
-/** What a gateway runs: -p's one command, or --cgi-root's program chosen per request (site.ts). */
-export type CgiSource = { command: string } | { root: string };
-
 /** The source the options name (cli/parse.ts requires -p or --cgi-root with a gateway). */
-export function cgiSource(options: Pick<Options, "program" | "cgiRoot">): CgiSource {
-  return options.cgiRoot !== undefined ? { root: options.cgiRoot } : { command: options.program! };
+export function cgiSource(options: Pick<Options, "program" | "cgiRoot" | "passEnv">, note?: (request: string) => void): CgiSource {
+  const program = options.cgiRoot !== undefined ? { root: siteRoot(options.cgiRoot) } : { command: directProgram(options.program!) };
+  return { program, rule: environmentRule(options.passEnv ?? [], process.env), note };
 }
 
 /** A request's program, the directory it runs in and its environment; or the answer when nothing runs. */
-export type Launch = { program: Program; cwd: string | undefined; env: Record<string, string> } | { answer: Uint8Array };
+export type Launch = { program: Program; cwd: string | undefined; env: CgiEnvironment } | { answer: Uint8Array };
 
 /**
  * The directory a CGI runs in (RFC 3875 section 7.2: "should" be its
@@ -202,38 +196,40 @@ function commandDirectory(program: Program): string | undefined {
   return program.argv0.includes("/") ? dirname(resolve(program.argv[0])) : undefined;
 }
 
-export function prepareCgi(source: CgiSource, variables: Variable[], options: EnvironmentOptions & { maxBody: number }, protocol: Gateway): Launch {
-  const length = variables.find(([name]) => name === "CONTENT_LENGTH")?.[1] ?? "";
+/**
+ * The one function from a request's variables to what runs: the answer
+ * when its body is over --max-body or --cgi-root refuses it, else the
+ * program, its directory and its environment, all from the same list.
+ */
+export function prepareCgi(source: CgiSource, variables: Variable[], options: { verbose: boolean; maxBody: number }, protocol: Gateway): Launch {
+  const log = (line: string) => gatewayLog(options, protocol, line);
+  const length = valueOf(variables, "CONTENT_LENGTH") ?? "";
   const over = /^\d+$/.test(length) ? bodyOverLimit(options, Number(length), "declared") : undefined;
   if (over) {
-    gatewayLog(options, protocol, over);
+    log(over);
     return { answer: TOO_LARGE };
   }
-  if ("command" in source) {
-    const program = cgiProgram(source.command);
-    return withRawValues({ program, cwd: commandDirectory(program), env: cgiEnvironment(variables, options, protocol) }, variables);
+  let launch: Launch;
+  if ("command" in source.program) {
+    const program = source.program.command;
+    launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log) };
+  } else {
+    const chosen = chooseSiteProgram(source.program.root, variables);
+    if ("status" in chosen) {
+      log(`${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
+      return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
+    }
+    const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
+    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log) };
   }
-  const chosen = chooseSiteProgram(siteRoot(source.root), variables);
-  if ("status" in chosen) {
-    gatewayLog(options, protocol, `${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
-    return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
-  }
-  const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
-  return withRawValues({ program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, options, protocol) }, chosen.variables);
+  if (source.note) source.note(`${envValue(launch.env, "REQUEST_METHOD") ?? ""} ${envValue(launch.env, "REQUEST_URI") ?? envValue(launch.env, "SCRIPT_NAME") ?? ""}`);
+  return launch;
 }
 
-/**
- * Values that are not UTF-8 and made it into the environment: the program
- * is started through socket itself, which execs it with those bytes
- * (system/rawexec.ts: Bun.spawn cannot pass them).
- */
-function withRawValues(launch: Exclude<Launch, { answer: Uint8Array }>, variables: Variable[]): Launch {
-  const raw = new Map<string, Uint8Array>();
-  for (const [name, value, bytes] of variables) if (bytes && launch.env[name] === value) raw.set(name, bytes);
-  if (raw.size === 0) return launch;
-  const { program } = launch;
-  const env = { ...launch.env, [RAW_EXEC_ENV]: rawExecEnv(program.argv[0], [program.argv0, ...program.argv.slice(1)], raw) };
-  return { ...launch, env, program: { ...program, argv: [process.execPath], argv0: "socket" } };
+/** A variable the CGI gets, as text. */
+function envValue(env: CgiEnvironment, name: string): string | undefined {
+  const value = env.own.find(([n]) => n === name)?.[1];
+  return value === undefined || typeof value === "string" ? value : new TextDecoder().decode(value);
 }
 
 const answer = (status: string) => new TextEncoder().encode(`Status: ${status}\r\nContent-Type: text/plain\r\n\r\n${status}\n`);

@@ -18,13 +18,9 @@ export interface SiteRoot {
   real: string;
 }
 
-const roots = new Map<string, SiteRoot>();
-
-/** The root, resolved once per process (cli/parse.ts has checked it is a directory). */
+/** The root, resolved (cli/parse.ts has checked it is a directory); a gateway's source resolves it once. */
 export function siteRoot(dir: string): SiteRoot {
-  let root = roots.get(dir);
-  if (!root) roots.set(dir, (root = { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) }));
-  return root;
+  return { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) };
 }
 
 /** The program a request names: its real path, and the request's variables as the CGI sees them. */
@@ -70,13 +66,19 @@ function withoutProxyPrefix(filename: string | undefined): string | undefined {
   return m ? m[1].replace(/^\/+/, "/") : filename;
 }
 
+/** A failed call's errno name (ENOENT, EACCES...), or its message. */
+function errorCode(e: unknown): string {
+  if (e instanceof Error && "code" in e && typeof e.code === "string") return e.code;
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** stat(2) following symlinks; undefined when nothing is there (ENOENT, ENOTDIR: a file named as a directory). */
 function look(path: string): Stats | undefined | { error: string } {
   try {
     return statSync(path, { throwIfNoEntry: false }) ?? undefined;
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    return code === "ENOTDIR" ? undefined : { error: code ?? (e as Error).message };
+    const code = errorCode(e);
+    return code === "ENOTDIR" ? undefined : { error: code };
   }
 }
 
@@ -121,7 +123,7 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
     try {
       real = realpathSync(candidate);
     } catch (e) {
-      return { status: 403, why: `${shown(candidate)}: ${(e as { code?: string }).code ?? (e as Error).message}` };
+      return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
     }
     if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
     return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };

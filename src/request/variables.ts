@@ -32,7 +32,7 @@ export function bytesOf([, value, raw]: Variable): Uint8Array {
  * One value per name, the last one sent, where the first sent stood.
  * FastCGI lets PARAMS repeat a name; php-fpm keeps the last, and nginx
  * users rely on it: a `fastcgi_param` after `include fastcgi_params`
- * overrides the included one. (SCGI's spec forbids a repeated name: scgi.ts
+ * overrides the included one. (SCGI's spec forbids a repeated name: scgi-header.ts
  * refuses the request instead.)
  */
 export function lastValueEach(variables: readonly Variable[]): Variable[] {

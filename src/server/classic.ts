@@ -8,7 +8,7 @@ import { adoptSocket, eventHandlers, type EventSocket, type SocketEvents } from 
 import { flushStdout } from "../connection/local.ts";
 import { connectionMessage, serveSocket } from "../connection/serve.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi-evented.ts";
-import { ScgiHandler } from "../gateway/scgi.ts";
+import { ScgiHandler } from "../gateway/scgi-evented.ts";
 import { cgiSource } from "../request/cgi.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";

@@ -5,7 +5,8 @@
 // pid, and their exit statuses matter. So every pid Bun.spawn returns is
 // registered, and only others are reaped, one pid at a
 // time with waitpid(pid, WNOHANG) — never waitpid(-1).
-// So every module starts its children through `spawn` here, not Bun.spawn.
+// So every module starts its children through `spawn` here, not Bun.spawn,
+// and one that starts them itself (posix_spawn) registers each with `ownChild`.
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
 import { readdirSync, readFileSync } from "node:fs";
@@ -24,6 +25,15 @@ export const spawn: typeof Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) 
   void proc.exited.finally(() => ours.delete(proc.pid));
   return proc;
 }) as typeof Bun.spawn;
+
+/**
+ * A child started without Bun.spawn, reaped by its starter: the reaper
+ * leaves it alone until `reaped` is called.
+ */
+export function ownChild(pid: number): { reaped(): void } {
+  ours.add(pid);
+  return { reaped: () => ours.delete(pid) };
+}
 
 interface Entry {
   pid: number;
@@ -70,8 +80,8 @@ let scheduled = false;
  * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
  * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
  * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
- * master sleeps. Its cost is small even in the classic -f server, whose
- * programs each raise SIGCHLD (docs/DESIGN.md, "Measurements").
+ * master sleeps. In the classic -f server each program raises SIGCHLD: the
+ * delay makes a burst of them one scan.
  */
 export function installReaper(): void {
   if (installed) return;

@@ -1,20 +1,23 @@
-// posix_spawn(3) for a pool worker's programs, in a dlopen table of its own
-// (opened at the first canSpawn, as ffi.ts's is at the first call): its
-// closefrom action is glibc 2.34's, and where it is missing (dlopen fails)
-// the caller starts programs with Bun.spawn instead. How each call reports
-// failure: ffi.ts.
+// posix_spawn(3), for the programs a blocking caller starts and waits for
+// itself (connection/child.ts). Its own table: closefrom is glibc 2.34's,
+// addchdir_np 2.29's and POSIX_SPAWN_SETSID 2.26's; where one is missing
+// (dlopen fails) canSpawn() says so and callers use Bun.spawn.
+// Unlike Bun.spawn, every string goes to the kernel as the bytes it is
+// given: an environment value that is not UTF-8 (a request's bytes) needs
+// no detour.
 import { dlopen, FFIType, ptr as pointerTo } from "bun:ffi";
 import { SysError } from "./ffi.ts";
 
-const { i16, i32, ptr } = FFIType;
+const { i32, i16, ptr } = FFIType;
 
-function openSpawn() {
+function open() {
   return dlopen("libc.so.6", {
     posix_spawn: { args: [ptr, ptr, ptr, ptr, ptr, ptr], returns: i32 },
     posix_spawn_file_actions_init: { args: [ptr], returns: i32 },
     posix_spawn_file_actions_destroy: { args: [ptr], returns: i32 },
     posix_spawn_file_actions_adddup2: { args: [ptr, i32, i32], returns: i32 },
     posix_spawn_file_actions_addclosefrom_np: { args: [ptr, i32], returns: i32 },
+    posix_spawn_file_actions_addchdir_np: { args: [ptr, ptr], returns: i32 },
     posix_spawnattr_init: { args: [ptr], returns: i32 },
     posix_spawnattr_setflags: { args: [ptr, i16], returns: i32 },
     posix_spawnattr_setsigdefault: { args: [ptr, ptr], returns: i32 },
@@ -23,108 +26,130 @@ function openSpawn() {
     sigemptyset: { args: [ptr], returns: i32 },
   }).symbols;
 }
-type SpawnSymbols = ReturnType<typeof openSpawn>;
-/** Undefined until the first canSpawn; null where this libc has not the calls. */
-let spawnSymbols: SpawnSymbols | null | undefined;
+let symbols: ReturnType<typeof open> | null | undefined;
 
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
+const POSIX_SPAWN_SETSID = 0x80;
 /** posix_spawnattr_t is 336 bytes and posix_spawn_file_actions_t 80 on 64-bit glibc; room to spare. */
 const ATTR_BYTES = 512;
 const ACTIONS_BYTES = 128;
-let spawnAttr: Uint8Array | undefined;
-/** The file actions of the last stdio triple: a worker's connections mostly get the same descriptor number. */
-let lastActions: { key: string; actions: Uint8Array } | undefined;
 
-/** Whether spawnProgram works here (glibc 2.34 or later). */
+/** Whether spawn() works here (glibc 2.34 or later). */
 export function canSpawn(): boolean {
-  if (spawnSymbols === undefined) {
+  if (symbols === undefined) {
     try {
-      spawnSymbols = openSpawn();
+      symbols = open();
     } catch {
-      spawnSymbols = null;
+      symbols = null;
     }
   }
-  return spawnSymbols !== null;
+  return symbols !== null;
 }
 
 /**
- * argv or envp for spawnProgram: C strings made once, and a NULL-ended
- * table of pointers to them, with room for `spare` strings of a call's own.
+ * A NULL-ended table of C strings (argv or envp): `fixed` ones made once,
+ * then each call's own after them, in one buffer, valid until the next call.
  */
-export class StringTable {
+export class CStrings {
   private readonly keep: Buffer[] = [];
-  /** This call's own strings, held until the next. */
+  private table: BigUint64Array;
   private extra: Buffer | undefined;
-  private readonly table: BigUint64Array;
-  private readonly fixed: number;
 
-  constructor(strings: readonly string[], private readonly spare = 0) {
-    this.fixed = strings.length;
-    this.table = new BigUint64Array(strings.length + spare + 1);
-    strings.forEach((s, i) => {
-      const bytes = Buffer.from(`${s}\0`);
+  constructor(fixed: readonly (string | Uint8Array)[]) {
+    this.table = new BigUint64Array(fixed.length + 1);
+    fixed.forEach((s, i) => {
+      const bytes = Buffer.concat([typeof s === "string" ? Buffer.from(s) : s, ZERO]);
       this.keep.push(bytes);
       this.table[i] = BigInt(pointerTo(bytes));
     });
   }
 
-  /** The table with `extra` after the fixed strings (valid until the next call): one buffer for them all. */
-  with(extra: readonly string[] = []): BigUint64Array {
-    if (extra.length > this.spare) throw new RangeError("StringTable: more strings than its spare room");
+  /** The table with `extra` after the fixed strings; a string or its bytes, without NUL. */
+  with(extra: readonly (string | Uint8Array)[] = []): BigUint64Array {
+    const fixed = this.keep.length;
+    if (this.table.length < fixed + extra.length + 1) {
+      const grown = new BigUint64Array(fixed + extra.length + 1);
+      grown.set(this.table.subarray(0, fixed));
+      this.table = grown;
+    }
     let bytes = 0;
-    for (const s of extra) bytes += Buffer.byteLength(s) + 1;
+    for (const s of extra) bytes += (typeof s === "string" ? Buffer.byteLength(s) : s.length) + 1;
     const buffer = Buffer.alloc(bytes); // zeroed: each string's NUL is already there
     const base = bytes > 0 ? pointerTo(buffer) : 0;
     let offset = 0;
     extra.forEach((s, i) => {
-      this.table[this.fixed + i] = BigInt(base + offset);
-      offset += buffer.write(s, offset) + 1;
+      this.table[fixed + i] = BigInt(base + offset);
+      if (typeof s === "string") offset += buffer.write(s, offset) + 1;
+      else {
+        buffer.set(s, offset);
+        offset += s.length + 1;
+      }
     });
-    this.table[this.fixed + extra.length] = 0n;
+    this.table[fixed + extra.length] = 0n;
     this.extra = buffer;
     return this.table;
   }
 }
+const ZERO = Buffer.from([0]);
 
-/** Every signal at its default and none blocked in the child, as Bun.spawn starts it: made once. */
-function defaultSignals(s: SpawnSymbols): Uint8Array {
-  const attr = new Uint8Array(ATTR_BYTES);
+/** What spawn() starts: tables from CStrings, and how. */
+export interface SpawnRequest {
+  /** The file executed, NUL-terminated. */
+  path: Buffer;
+  argv: BigUint64Array;
+  envp: BigUint64Array;
+  /** Its descriptors 0, 1 and 2; no other is inherited. */
+  stdio: readonly [number, number, number];
+  /** Its working directory, NUL-terminated; undefined: the caller's. */
+  cwd?: Buffer;
+  /** A session and process group of its own (setsid): none of the terminal's signals reach it. */
+  ownGroup: boolean;
+}
+
+const attrs = new Map<boolean, Uint8Array>();
+/** The file actions of the last stdio triple and directory: a worker's connections and CGIs mostly get the same. */
+let lastActions: { key: string; cwd: Buffer | undefined; actions: Uint8Array } | undefined;
+
+/** Every signal at its default and none blocked, as Bun.spawn does; setsid when asked. */
+function attrFor(ownGroup: boolean): Uint8Array {
+  let attr = attrs.get(ownGroup);
+  if (attr) return attr;
+  const s = symbols!;
+  attr = new Uint8Array(ATTR_BYTES);
   const set = new Uint8Array(128);
   s.posix_spawnattr_init(attr);
   s.sigfillset(set);
   s.posix_spawnattr_setsigdefault(attr, set);
   s.sigemptyset(set);
   s.posix_spawnattr_setsigmask(attr, set);
-  s.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  s.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (ownGroup ? POSIX_SPAWN_SETSID : 0));
+  attrs.set(ownGroup, attr);
   return attr;
 }
 
-/** `stdio` as descriptors 0-2 and nothing else (closefrom 3); kept while the next call has the same triple. */
-function stdioActions(s: SpawnSymbols, stdio: readonly [number, number, number]): Uint8Array {
+function actionsFor(stdio: readonly [number, number, number], cwd: Buffer | undefined): Uint8Array {
   const key = stdio.join(",");
-  if (lastActions?.key === key) return lastActions.actions;
-  if (lastActions) s.posix_spawn_file_actions_destroy(lastActions.actions);
+  if (lastActions?.key === key && (lastActions.cwd === cwd || (cwd !== undefined && lastActions.cwd?.equals(cwd)))) return lastActions.actions;
+  const s = symbols!;
   const actions = new Uint8Array(ACTIONS_BYTES);
   s.posix_spawn_file_actions_init(actions);
   stdio.forEach((fd, target) => s.posix_spawn_file_actions_adddup2(actions, fd, target));
   s.posix_spawn_file_actions_addclosefrom_np(actions, 3);
-  lastActions = { key, actions };
+  if (cwd) s.posix_spawn_file_actions_addchdir_np(actions, cwd); // glibc copies the path
+  if (lastActions) s.posix_spawn_file_actions_destroy(lastActions.actions);
+  lastActions = { key, cwd, actions };
   return actions;
 }
 
 /**
- * Starts `path` with `stdio` as its descriptors 0-2 and no other (closefrom
- * 3), every signal at its default and none blocked, as Bun.spawn does; the
- * pid. Throws SysError("posix_spawn") when it cannot start (ENOENT, EACCES:
- * glibc reports the exec's failure). Only after canSpawn() said yes.
+ * Starts a program; its pid. Throws SysError("posix_spawn") when it cannot
+ * start (ENOENT, EACCES, a directory it cannot enter: glibc reports the
+ * child's failure). Only after canSpawn().
  */
-export function spawnProgram(path: Buffer, argv: BigUint64Array, envp: BigUint64Array, stdio: readonly [number, number, number]): number {
-  const s = spawnSymbols;
-  if (!s) throw new Error("spawnProgram: posix_spawn is not available (ask canSpawn first)");
-  spawnAttr ??= defaultSignals(s);
+export function spawn(request: SpawnRequest): number {
   const pid = new Int32Array(1);
-  const code = s.posix_spawn(pid, path, stdioActions(s, stdio), spawnAttr, argv, envp);
+  const code = symbols!.posix_spawn(pid, request.path, actionsFor(request.stdio, request.cwd), attrFor(request.ownGroup), request.argv, request.envp);
   if (code !== 0) throw new SysError("posix_spawn", code);
   return pid[0];
 }

@@ -1,0 +1,164 @@
+// SCGI on Bun's loop (-f, and a pool worker's connection under --timeout
+// on a UNIX socket, where idle time is measured on copied bytes): the
+// header collected from data events, the body spooled to a file, then the
+// program on pipes, joined to the connection by the copy loop.
+import { writeSync } from "node:fs";
+import { Copy, type Bytes } from "../connection/copy.ts";
+import type { EventSocket, SocketEvents } from "../connection/events.ts";
+import type { GatewayOptions } from "../options.ts";
+import { close, rewind } from "../system/libc.ts";
+import { BAD_GATEWAY, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
+import { spawnCgi, type Run } from "./cgi-process.ts";
+import { bodyFile } from "./body-spool.ts";
+
+/**
+ * An SCGI connection served with the copy loop: collects the header from
+ * data events, then starts the program on pipes and copies the body that
+ * came with the header and the rest, and the program's output back.
+ */
+export class ScgiHandler implements SocketEvents {
+  private socket: EventSocket | undefined;
+  private chunks: Bytes[] = [];
+  private size = 0;
+  private copy: Copy | undefined;
+  private timer: Timer | undefined;
+  /** The program could not run: the answer is sent, the rest of the request is dropped. */
+  private refused = false;
+  /** The body being spooled before the program runs: the file, the bytes still to come, what to run. */
+  private spool: { fd: number; left: number; launch: Run } | undefined;
+  private finish!: () => void;
+  readonly done = new Promise<void>((resolve) => (this.finish = resolve));
+
+  constructor(
+    private readonly options: GatewayOptions,
+    private readonly source: CgiSource,
+    /** Already read (a worker read the header itself): go straight to the program. */
+    private readonly request?: ScgiRequest,
+  ) {}
+
+  attach(socket: EventSocket): void {
+    this.socket = socket;
+    if (this.request) return this.start(this.request, new Uint8Array(0));
+    // Once, from the connect: not restarted by data, so a drip cannot stretch it.
+    this.timer = setTimeout(() => this.fail("no complete header in time"), limitMs(this.options));
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.copy) return this.copy.onData(chunk);
+    if (this.spool) return this.take(chunk);
+    if (this.refused) return;
+    this.chunks.push(new Uint8Array(chunk) as Bytes);
+    this.size += chunk.length;
+    const bytes = this.chunks.length === 1 ? this.chunks[0] : (Buffer.concat(this.chunks) as Bytes);
+    this.chunks = [bytes];
+    let parsed: ReturnType<typeof parseNetstring>;
+    try {
+      parsed = parseNetstring(bytes);
+    } catch (e) {
+      parsed = { error: `internal error: ${e instanceof Error ? e.message : String(e)}` }; // this connection only
+    }
+    if ("need" in parsed) {
+      if (this.size > LIMITS.headerBytes + MAX_DIGITS + 2) this.fail("header over the limit");
+      return;
+    }
+    if ("error" in parsed) return this.fail(parsed.error);
+    clearTimeout(this.timer);
+    this.chunks = [];
+    this.start(parsed, bytes.subarray(parsed.bodyStart));
+  }
+
+  private start(request: ScgiRequest, bodyStart: Uint8Array): void {
+    const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
+    if ("answer" in launch) return this.refuse(launch.answer);
+    if (request.contentLength === 0) return this.run(launch, undefined);
+    // As spoolBody does in a pool, for the same reason: the whole body before the program runs.
+    let fd: number;
+    try {
+      fd = bodyFile();
+    } catch (e) {
+      return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
+    }
+    this.spool = { fd, left: request.contentLength, launch };
+    this.take(bodyStart);
+  }
+
+  /** Body bytes into the spool; the program starts once all CONTENT_LENGTH bytes are in. */
+  private take(chunk: Uint8Array): void {
+    const spool = this.spool!;
+    clearTimeout(this.timer);
+    const part = chunk.subarray(0, spool.left);
+    try {
+      for (let at = 0; at < part.length; ) at += writeSync(spool.fd, part.subarray(at));
+    } catch (e) {
+      return this.fail(`unable to spool the body: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    spool.left -= part.length;
+    if (spool.left > 0) {
+      this.timer = setTimeout(() => this.fail(`connection timed out in the body (no byte for ${limitMs(this.options) / 1000} s)`), limitMs(this.options));
+      return;
+    }
+    this.spool = undefined;
+    try {
+      rewind(spool.fd);
+      this.run(spool.launch, spool.fd);
+    } finally {
+      close(spool.fd); // the program has its own
+    }
+  }
+
+  /** The program could not or must not run: this answer, then as finishAnswer does: FIN, drop the body until the peer's EOF, then close. */
+  private refuse(answer: Uint8Array): void {
+    const socket = this.socket!;
+    this.refused = true;
+    socket.write(answer);
+    socket.shutdown();
+    this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
+  }
+
+  /** The program on pipes, or with the spooled body as its stdin; the copy loop joins them to the connection. */
+  private run(launch: Run, body: number | undefined): void {
+    const socket = this.socket!;
+    const proc = spawnCgi(launch, [body ?? "pipe", "pipe", "inherit"], "evented");
+    if (!proc?.stdout) return this.refuse(BAD_GATEWAY);
+    // The answer ends when the program exits (lingerMs: FIN, then the
+    // unread body is dropped); a background process it left is cut off.
+    const log = (line: string) => gatewayLog(this.options, "scgi", line);
+    this.copy = new Copy(
+      {
+        sources: [proc.stdout],
+        // Spooled: nothing more of the peer's goes to the program.
+        sink: body === undefined ? (proc.stdin ?? null) : null,
+        program: { process: proc, exited: proc.exited },
+      },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
+    );
+    this.copy.attach(socket);
+  }
+
+  private fail(why: string): void {
+    clearTimeout(this.timer);
+    gatewayLog(this.options, "scgi", why);
+    this.socket?.terminate();
+  }
+
+  onEnd(): void {
+    if (this.copy) return this.copy.onEnd();
+    if (this.spool) return this.fail("connection ended in the body");
+    if (this.refused) return void this.socket?.end();
+    this.fail("connection ended in the header");
+  }
+
+  onDrain(): void {
+    this.copy?.onDrain();
+  }
+
+  onClose(): void {
+    clearTimeout(this.timer);
+    if (this.spool) close(this.spool.fd);
+    this.spool = undefined;
+    if (!this.copy) return this.finish();
+    this.copy.onClose();
+    void this.copy.done.then(() => this.finish());
+  }
+}
