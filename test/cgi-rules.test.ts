@@ -125,6 +125,9 @@ describe("--cgi-root: what names the program is socket's", () => {
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.outside], ["PATH_INFO", "/secret"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/../outside/secret"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/secret"]])).toEqual([]);
+    // A file not there yet is judged by the part of its path that is: through the symlink, outside.
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/new/file"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/cgi-bin/new/file"]])).toEqual([`${t.root}/cgi-bin/new/file`]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", "relative"], ["PATH_INFO", "/x"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root]])).toEqual([]);
   });

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
-import { BAD_GATEWAY, HEADER_TIMEOUT_MS, TOO_LARGE } from "../src/request/cgi.ts";
+import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE } from "../src/request/cgi.ts";
 import { KEPT_HEADER_MS, KEPT_IDLE_MS } from "../src/request/kept.ts";
 import type { GatewayOptions } from "../src/options.ts";
 import type { Variable } from "../src/request/variables.ts";
@@ -300,29 +300,42 @@ describe("deadlines as data", () => {
     expect(fcgi.deadline()!.at).toBe(HEADER_TIMEOUT_MS);
   });
 
-  test("--timeout, when smaller, bounds the header; once the program runs, every byte moved restarts it", () => {
+  test("--timeout, when smaller, bounds the header; once the program has its body, every byte moved restarts it", () => {
     const { fcgi } = responder({ timeoutMs: 500 });
     expect(fcgi.deadline()!.at).toBe(500);
-    fcgi.input(header(1, 9), 100);
-    expect(fcgi.deadline()).toEqual({ at: 600, why: "connection timed out" });
-    fcgi.input(stdin(1, "abc"), 300);
-    expect(fcgi.deadline()!.at).toBe(800);
+    fcgi.input(header(1, 3), 100);
+    fcgi.input(Buffer.concat([stdin(1, "abc"), stdin(1)]), 300);
+    expect(fcgi.deadline()).toEqual({ at: 800, why: "connection timed out" });
     fcgi.moved(700);
     expect(fcgi.deadline()!.at).toBe(1200);
   });
 
-  test("without --timeout a running program has no deadline", () => {
+  test("without --timeout a program that has all its body has no deadline", () => {
     const { fcgi } = responder();
-    fcgi.input(header(1, 0), 0);
+    fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
     expect(fcgi.deadline()).toBeUndefined();
   });
 
-  test("a spooled body's restarts with each record taken", () => {
+  test("a streamed body comes at the least rate after its first 30 s; time the program did not take it does not count", () => {
+    const { fcgi } = responder();
+    fcgi.input(header(1, 1000), 100);
+    const slow = "the request's body came too slowly";
+    expect(fcgi.deadline()).toEqual({ at: 100 + HEADER_TIMEOUT_MS, why: slow });
+    fcgi.input(stdin(1, "x".repeat(500)), 5000);
+    expect(fcgi.deadline()).toEqual({ at: 100 + HEADER_TIMEOUT_MS + (500 * 1000) / MIN_BODY_RATE, why: slow });
+    fcgi.body.pause(6000);
+    expect(fcgi.deadline()).toBeUndefined();
+    fcgi.body.resume(9000);
+    expect(fcgi.deadline()!.at).toBe(100 + HEADER_TIMEOUT_MS + (500 * 1000) / MIN_BODY_RATE + 3000);
+  });
+
+  test("a spooled body's deadline counts from the header's end, not from each record", () => {
     const { fcgi } = responder();
     fcgi.input(header(1), 100);
-    expect(fcgi.deadline()).toEqual({ at: 100 + HEADER_TIMEOUT_MS, why: "connection timed out in the body" });
+    const slow = "the request's body came too slowly";
+    expect(fcgi.deadline()).toEqual({ at: 100 + HEADER_TIMEOUT_MS, why: slow });
     fcgi.input(stdin(1, "a"), 5000);
-    expect(fcgi.deadline()!.at).toBe(5000 + HEADER_TIMEOUT_MS);
+    expect(fcgi.deadline()).toEqual({ at: 100 + HEADER_TIMEOUT_MS + 1000 / MIN_BODY_RATE, why: slow });
   });
 
   test("after a request the next header's counts from its end", () => {
@@ -357,14 +370,17 @@ describe("kept connections (pool workers' rules)", () => {
     expect(fcgi.ending).toBe(false);
   });
 
-  test("a leaving worker's kept connection carries requests within --grace, then closes after END_REQUEST", () => {
+  test("a leaving worker's kept connection carries requests until its grace's last second, then closes after END_REQUEST", () => {
     const { fcgi } = responder({}, { graceMs: 5000 });
     fcgi.leave(100);
     fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 200);
     fcgi.exited(0, 300);
     expect(fcgi.ending).toBe(false);
     fcgi.input(Buffer.concat([header(2, 0), stdin(2)]), 400);
-    fcgi.exited(0, 5100);
+    fcgi.exited(0, 100 + 3999);
+    expect(fcgi.ending).toBe(false);
+    fcgi.input(Buffer.concat([header(3, 0), stdin(3)]), 4000);
+    fcgi.exited(0, 100 + 4000);
     expect(fcgi.ending).toBe(true);
   });
 

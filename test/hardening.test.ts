@@ -137,6 +137,8 @@ describe("--defer-accept", () => {
     await using _held = await hold(port, 100);
     const reply = await exchange(port, "speaks at once", { ms: 1000 });
     expect(reply.data.toString()).toBe("speaks at once");
+    // A worker's lines before it first waits reach stderr through the master: a moment later.
+    await waitFor("the connection's line", () => server.stderr().includes("connection from"));
     expect(server.stderr().match(/connection from/g)?.length).toBe(1);
   });
 

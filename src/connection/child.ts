@@ -238,6 +238,13 @@ export class Spawned {
   /** Reaps it if it has ended. */
   poll(): boolean {
     if (this.result) return true;
+    // Stopped, and ended: what it started may ignore TERM, so its group gets
+    // the KILL now, while its zombie still reserves the group's id. Once it
+    // is reaped the id may be another process's (no timer may outlive it).
+    if (this.killAt !== undefined && isReadable(this.pidfd)) {
+      signal(this.pid, true, "SIGKILL");
+      this.killAt = undefined;
+    }
     let ended: ReturnType<typeof reapPidfd>;
     try {
       ended = reapPidfd(this.pidfd);
@@ -250,10 +257,6 @@ export class Spawned {
     watched.delete(this);
     unreaped.delete(this);
     this.result = { code: ended.code, signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? `signal ${ended.signal}`) };
-    if (this.killAt !== undefined) {
-      // What it started may ignore TERM: its group still gets the KILL, when Bun's loop next runs.
-      setTimeout(() => signal(this.pid, true, "SIGKILL"), Math.max(0, this.killAt - Date.now())).unref();
-    }
     this.ended?.(this.status());
     return true;
   }

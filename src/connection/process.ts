@@ -97,6 +97,7 @@ class BunProcess implements PipedProcess {
   }
 
   kill(name: NodeJS.Signals = "SIGTERM"): void {
+    if (this.sub.exitCode !== null || this.sub.signalCode !== null) return; // reaped: its pid may be another's now
     // The group may have gone (or never formed): the leader alone, as Bun knows it.
     if (!this.ownGroup || !signal(this.pid, true, name)) this.sub.kill(name);
   }
@@ -107,6 +108,8 @@ class BunProcess implements PipedProcess {
 
   stop(graceMs: number): void {
     this.kill("SIGTERM");
-    setTimeout(() => this.kill("SIGKILL"), graceMs).unref();
+    // Only while Bun has not reaped it: then its pid, and its group's id, may be another's.
+    const late = setTimeout(() => this.kill("SIGKILL"), graceMs).unref();
+    void this.sub.exited.finally(() => clearTimeout(late));
   }
 }

@@ -164,7 +164,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       const full = (fd: number) => pipeBytes(fd) > pipeSize(fd) / 2;
       if (full(job.pipes.stdout) || full(job.pipes.stderr)) {
         job.stalled = true;
-        this.paused = false;
+        this.pause(false);
       }
     }
     if (revents(connAt) & POLLOUT) this.flush();
@@ -256,7 +256,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     // it catches up. Unless its output is held and it waits to write (a CGI
     // that answers before it reads): then the web server waits for us to take
     // the body, so it is taken in, to a file past what BodyQueue keeps in memory.
-    if (!job.stalled) this.paused = true;
+    if (!job.stalled) this.pause(true);
   }
 
   endBody(drop: boolean): void {
@@ -264,6 +264,14 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (!job) return;
     job.bodyEnded = true;
     if (drop || this.pending.size === 0) this.closeStdin(job);
+  }
+
+  /** Reading the connection stops (the program has not taken the body that came) or goes on; the body's deadline leaves that time out. */
+  private pause(paused: boolean): void {
+    if (paused === this.paused) return;
+    this.paused = paused;
+    if (paused) this.responder.body.pause(Date.now());
+    else this.responder.body.resume(Date.now());
   }
 
   /** Body bytes into the program's stdin, as many as it takes now; its EOF once the body has ended and all went. */
@@ -285,7 +293,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     }
     if (moved) this.responder.moved(Date.now());
     if (this.pending.size === 0 || job.stdin === undefined) {
-      this.paused = false;
+      this.pause(false);
       if (job.bodyEnded || job.stdin === undefined) this.closeStdin(job);
     }
   }

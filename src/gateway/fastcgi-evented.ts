@@ -218,7 +218,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     // until it catches up. Unless its output is held and it waits to write
     // (a CGI that answers before it reads): then the web server waits for
     // us to take the body, so it is taken in, to a file past what BodyQueue keeps in memory.
-    if (!job.stalled) this.socket?.pause();
+    if (!job.stalled) this.readBody(false);
   }
 
   endBody(drop: boolean): void {
@@ -260,7 +260,18 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     }
     if (job.flushing) return;
     if (job.bodyEnded) endInput(job.proc);
-    this.socket?.resume();
+    this.readBody(true);
+  }
+
+  /** Reading the connection stops (the program has not taken the body that came) or goes on; the body's deadline leaves that time out. */
+  private readBody(on: boolean): void {
+    if (on) {
+      this.socket?.resume();
+      this.responder.body.resume(Date.now());
+    } else {
+      this.socket?.pause();
+      this.responder.body.pause(Date.now());
+    }
   }
 
   stopProgram(): void {
@@ -317,7 +328,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
           // The next read waits: back-pressure on the program, which then
           // reads no more of its body either; the body is taken in (see writeBody).
           job.stalled = true;
-          this.socket?.resume();
+          this.readBody(true);
           await job.bodyEnd;
         }
       }

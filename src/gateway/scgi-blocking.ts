@@ -24,7 +24,7 @@ import {
   SysError,
 } from "../system/libc.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { BAD_GATEWAY, gatewayLog, MIN_BODY_RATE, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
@@ -110,7 +110,9 @@ const SPOOL_PIPE_BYTES = 1 << 20;
  * inside the kernel, never through JavaScript nor the worker's memory (a
  * body is within --max-body: prepareCgi answered 413 past it); the file,
  * rewound, is the CGI's stdin. Each splice waits at most `idleMs`
- * (SO_RCVTIMEO applies to splice).
+ * (SO_RCVTIMEO applies to splice), and the whole body must come at
+ * MIN_BODY_RATE after its first `idleMs`: a client dripping it must not
+ * hold the worker.
  */
 function spoolBody(fd: number, length: number, idleMs: number): number | { error: string } {
   let file: number;
@@ -127,11 +129,16 @@ function spoolBody(fd: number, length: number, idleMs: number): number | { error
   try {
     setPipeSize(to, SPOOL_PIPE_BYTES);
     setReceiveTimeout(fd, idleMs);
+    const started = Date.now();
+    let waitMs = idleMs;
     for (let left = length; left > 0; ) {
+      const due = started + idleMs + ((length - left) * 1000) / MIN_BODY_RATE - Date.now();
+      if (due <= 0) return fail(`the body came too slowly (${length - left} of ${length} bytes)`);
+      if (due < waitMs) setReceiveTimeout(fd, (waitMs = Math.max(1, Math.ceil(due))));
       const n = splice(fd, to, Math.min(left, SPOOL_PIPE_BYTES), SPLICE_F_MOVE);
       if (n === -EINTR) continue;
       if (n === 0) return fail(`connection ended in the body (${length - left} of ${length} bytes)`);
-      if (n < 0) return fail(n === -EAGAIN ? `connection timed out in the body (no byte for ${idleMs / 1000} s)` : `unable to read the body: ${strerror(-n)}`);
+      if (n < 0) return fail(n === -EAGAIN ? `connection timed out in the body (${length - left} of ${length} bytes came)` : `unable to read the body: ${strerror(-n)}`);
       left -= n;
       for (let inPipe = n; inPipe > 0; ) {
         const m = splice(from, file, inPipe, SPLICE_F_MOVE);

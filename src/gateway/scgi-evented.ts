@@ -7,7 +7,7 @@ import { Copy, type Bytes } from "../connection/copy.ts";
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close, rewind } from "../system/libc.ts";
-import { BAD_GATEWAY, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { BAD_GATEWAY, gatewayLog, LIMITS, MIN_BODY_RATE, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi, type Run } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
@@ -26,7 +26,7 @@ export class ScgiHandler implements SocketEvents {
   /** The program could not run: the answer is sent, the rest of the request is dropped. */
   private refused = false;
   /** The body being spooled before the program runs: the file, the bytes still to come, what to run. */
-  private spool: { fd: number; left: number; launch: Run } | undefined;
+  private spool: { fd: number; left: number; length: number; started: number; launch: Run } | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
 
@@ -79,7 +79,7 @@ export class ScgiHandler implements SocketEvents {
     } catch (e) {
       return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
     }
-    this.spool = { fd, left: request.contentLength, launch };
+    this.spool = { fd, left: request.contentLength, length: request.contentLength, started: Date.now(), launch };
     this.take(bodyStart);
   }
 
@@ -95,7 +95,10 @@ export class ScgiHandler implements SocketEvents {
     }
     spool.left -= part.length;
     if (spool.left > 0) {
-      this.timer = setTimeout(() => this.fail(`connection timed out in the body (no byte for ${limitMs(this.options) / 1000} s)`), limitMs(this.options));
+      // The whole body at MIN_BODY_RATE after its first limitMs, as a pool worker's spoolBody: a drip must not hold on.
+      const came = spool.length - spool.left;
+      const due = spool.started + limitMs(this.options) + (came * 1000) / MIN_BODY_RATE - Date.now();
+      this.timer = setTimeout(() => this.fail(`connection timed out in the body (${came} of ${spool.length} bytes came)`), Math.max(0, due));
       return;
     }
     this.spool = undefined;

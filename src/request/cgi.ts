@@ -49,6 +49,14 @@ export function bodyOverLimit(options: { maxBody: number }, size: number, how: "
  */
 export const HEADER_TIMEOUT_MS = 30_000;
 
+/**
+ * The least rate a request's body must come at once its first
+ * HEADER_TIMEOUT_MS (or --timeout) has passed, in bytes a second: a second
+ * more for every this many bytes, as Apache's mod_reqtimeout's MinRate.
+ * A web server relays a body at its own client's pace, far above this.
+ */
+export const MIN_BODY_RATE = 500;
+
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A header line's name as every web server makes it: upper case, "-" as "_" (RFC 3875 section 4.1.18). */
 const HEADER_NAME = /^HTTP_[A-Z0-9_]+$/;

@@ -75,3 +75,11 @@ export interface ResponderConfig {
    */
   pool: { graceMs: number } | undefined;
 }
+
+/**
+ * The state a request is in: "none" between requests; "params" from
+ * BEGIN_REQUEST to the empty PARAMS; "spooling" a body without
+ * CONTENT_LENGTH (or one refused past --max-body) to its end; "running" the
+ * program started, its body streaming until `bodyEnded`.
+ */
+export type Phase = "none" | "params" | "spooling" | "running";

@@ -15,19 +15,12 @@
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
 // FCGI_KEEP_CONN the next may follow on the same connection.
+import { BodyClock } from "./body-clock.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
 import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { graceOver, KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
+import { KEPT_HEADER_MS, keptNoLonger, keptVerdict } from "./kept.ts";
 import { valueOf, type Variable } from "./variables.ts";
-import { QUEUE_LIMIT, type BodyKind, type Deadline, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
-
-/**
- * The state a request is in: "none" between requests; "params" from
- * BEGIN_REQUEST to the empty PARAMS; "spooling" a body without
- * CONTENT_LENGTH (or one refused past --max-body) to its end; "running" the
- * program started, its body streaming until `bodyEnded`.
- */
-export type Phase = "none" | "params" | "spooling" | "running";
+import { QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 const NO_VARIABLES: Variable[] = [];
 
@@ -41,8 +34,8 @@ export class FastCgiResponder {
   private keep = false;
   /** PARAMS records so far (gatherParams). */
   private readonly held: HeldParams = { params: [], paramsSize: 0 };
-  /** Body bytes received (streamed), bounded by --max-body. */
-  private received = 0;
+  /** The body's time, and how much of it came (streamed or spooled), bounded by --max-body; the engine pauses it. */
+  readonly body = new BodyClock();
   /** The empty STDIN came (or the request is over): the program has all its input. */
   bodyEnded = false;
   /** A spooled body's variables, its size so far, and whether it was refused past --max-body. */
@@ -57,7 +50,6 @@ export class FastCgiResponder {
   over = false;
   /** Where each deadline counts from: the header's (accept, or the end of a request), the spooled body's last record, the last byte moved. */
   private headerFrom: number;
-  private bodyFrom = 0;
   private movedAt = 0;
   /** When the last request ended (undefined: none yet). */
   private lastEnd: number | undefined;
@@ -135,9 +127,15 @@ export class FastCgiResponder {
   deadline(): Deadline | undefined {
     const { timeoutMs } = this.config.options;
     const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
-    if (this.phase === "spooling") return { at: this.bodyFrom + limit, why: "connection timed out in the body" };
-    // While a program runs, only --timeout applies: every byte moved either way restarts it.
-    if (this.phase === "running") return timeoutMs === undefined ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
+    // A body comes at a least rate after its first `limit` (body-clock.ts): a client dripping one must not hold the worker.
+    const body = { at: this.body.due(limit), why: "the request's body came too slowly" };
+    if (this.phase === "spooling") return body;
+    // While a program runs, --timeout applies: every byte moved either way restarts it.
+    if (this.phase === "running") {
+      const idle = timeoutMs === undefined ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
+      if (this.bodyEnded || this.body.paused) return idle;
+      return idle !== undefined && idle.at < body.at ? idle : body;
+    }
     // A request's header (BEGIN_REQUEST, PARAMS to the empty PARAMS) comes within an absolute deadline from the
     // accept or the end of the previous request: bytes arriving do not extend it, or a client dripping a byte
     // at a time would hold the worker for ever. After the last request it bounds the wait for a client that does not take the end.
@@ -251,7 +249,7 @@ export class FastCgiResponder {
     this.phase = "params";
     this.id = id;
     this.keep = keep;
-    this.held.paramsSize = this.received = this.spoolSize = 0;
+    this.held.paramsSize = this.body.received = this.spoolSize = 0;
     this.bodyEnded = this.refused = false;
     return undefined;
   }
@@ -273,12 +271,12 @@ export class FastCgiResponder {
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
     const over = streams ? bodyOverLimit(this.config.options, Number(valueOf(variables, "CONTENT_LENGTH")), "declared") : undefined;
+    this.body.start(now);
     if (streams && !over) return this.run(variables, "pipe", now);
     if (over) this.log(over);
     this.phase = "spooling";
     this.spooled = variables;
     this.refused = over !== undefined;
-    this.bodyFrom = now;
     return undefined;
   }
 
@@ -302,9 +300,9 @@ export class FastCgiResponder {
       this.effects.endBody(false);
       return undefined;
     }
-    this.received += content.length;
+    this.body.received += content.length;
     // More than its CONTENT_LENGTH, which was within the limit: not a web server's doing.
-    const over = bodyOverLimit(this.config.options, this.received, "received");
+    const over = bodyOverLimit(this.config.options, this.body.received, "received");
     if (over) return over;
     this.effects.writeBody(content);
     return undefined;
@@ -328,6 +326,7 @@ export class FastCgiResponder {
       if (this.spoolSize === 0) return this.run(variables, "none", now);
       return this.run([...variables.filter(([name]) => name !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(this.spoolSize)]], "spool", now);
     }
+    this.body.received += content.length; // what came, kept or dropped: the body's deadline counts it
     if (this.refused) return undefined;
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
     if (over) {
@@ -338,7 +337,6 @@ export class FastCgiResponder {
     }
     this.effects.spoolFile.write(content);
     this.spoolSize += content.length;
-    this.bodyFrom = now;
     return undefined;
   }
 
@@ -366,9 +364,9 @@ export class FastCgiResponder {
     // One write for both: the web server gets the end in one segment.
     this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]));
     // Kept even when a pool worker leaves: what the web server may already be sending on it is served, and it
-    // closes once quiet (kept.ts); past the grace (-f: at once), right after this END_REQUEST.
+    // closes once quiet; or, in the last second of its grace (-f: at once), right after this END_REQUEST (kept.ts).
     const graceMs = this.config.pool?.graceMs ?? 0;
-    if (this.keep && !this.peerEnded && !graceOver(this.leavingSince, graceMs, now)) {
+    if (this.keep && !this.peerEnded && !keptNoLonger(now, this.leavingSince, graceMs)) {
       this.lastEnd = this.quietSince = now;
       if (served) {
         this.headerFrom = now;

@@ -17,10 +17,15 @@
 //   connection's next header must be complete within KEPT_HEADER_MS: a web
 //   server sends a header at once, and a client dripping one must not
 //   hold the worker (HEADER_TIMEOUT_MS a header otherwise) while others wait.
-// - A connection that carries whole requests back to back is not cut:
-//   that would lose a request in flight. It is the worker's work, as a long
-//   request is. Only a leaving worker's grace (--grace) bounds it: past it
-//   the connection closes right after its next END_REQUEST.
+// - A connection that carries whole requests back to back never goes
+//   quiet, and is not cut while others wait: closing it, even right after
+//   an END_REQUEST, races with the web server's next request (nginx reuses
+//   a connection at once, and a POST sent on one that closes is a 502).
+//   It is the worker's work, as a long request is; keep nginx's
+//   `keepalive` no larger than the pool. A leaving worker's, though, closes
+//   right after an END_REQUEST in the last second of its --grace (the last
+//   half of a shorter one): else the master ends it at the grace's end,
+//   with a request in flight for certain.
 
 /** How long a kept connection must have been quiet before it is closed for another connection or a leaving worker. */
 export const KEPT_IDLE_MS = 250;
@@ -57,7 +62,10 @@ export function keptVerdict(state: KeptState): KeptVerdict {
   return { hurrySince: hurrySince ?? now, why: "no complete request in time while another connection waits" };
 }
 
-/** Whether a leaving worker's kept connection has had its grace: it then closes right after END_REQUEST. */
-export function graceOver(leavingSince: number | undefined, graceMs: number, now: number): boolean {
-  return leavingSince !== undefined && now - leavingSince >= graceMs;
+/** The end of a leaving worker's grace in which its kept connection closes right after an END_REQUEST. */
+export const LAST_OF_GRACE_MS = 1000;
+
+/** Whether a leaving worker's kept connection closes right after this END_REQUEST: it is in its grace's last second (or half). */
+export function keptNoLonger(now: number, leavingSince: number | undefined, graceMs: number): boolean {
+  return leavingSince !== undefined && now - leavingSince >= graceMs - Math.min(LAST_OF_GRACE_MS, graceMs / 2);
 }

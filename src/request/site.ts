@@ -175,10 +175,15 @@ function confined(root: SiteRoot, variables: Variable[], program: string): Varia
 /** An absolute path (`bytes`, decoded as `path`) inside the root, and when it is there, its real path too. */
 function insideByRealPath(root: SiteRoot, path: string, bytes: Buffer): boolean {
   if (!path.startsWith("/") || !within(root, path)) return false;
-  try {
-    return inside(realpathSync(bytes, { encoding: "buffer" }).toString(), root.real);
-  } catch (e) {
-    const code = e instanceof Error && "code" in e ? e.code : undefined;
-    return code === "ENOENT" || code === "ENOTDIR";
+  // A file not there yet (a PUT's) is judged by the longest part of its path that is: a symlinked
+  // directory on the way must not lead out of the root for a CGI that writes where it points.
+  for (let at = bytes.length; at > 0; at = bytes.lastIndexOf(0x2f, at - 1)) {
+    try {
+      return inside(realpathSync(bytes.subarray(0, at), { encoding: "buffer" }).toString(), root.real);
+    } catch (e) {
+      const code = e instanceof Error && "code" in e ? e.code : undefined;
+      if (code !== "ENOENT" && code !== "ENOTDIR") return false;
+    }
   }
+  return false;
 }
