@@ -3,7 +3,7 @@
 // a program, and what --cgi-root tells the program about itself
 // (SCRIPT_FILENAME, PATH_TRANSLATED, PATH_INFO's bytes).
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { requestMaySet } from "../src/request/cgi.ts";
 import { encodePairs, gatherParams } from "../src/request/fastcgi-records.ts";
@@ -130,6 +130,22 @@ describe("--cgi-root: what names the program is socket's", () => {
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/cgi-bin/new/file"]])).toEqual([`${t.root}/cgi-bin/new/file`]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", "relative"], ["PATH_INFO", "/x"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root]])).toEqual([]);
+  });
+
+  test("a program someone else could have written is refused: writable by its group or others on the way from the root, or another owner", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    expect(chosen(chooseSiteProgram(root, [["SCRIPT_FILENAME", t.app]])).path).toBe(t.app);
+    chmodSync(t.app, 0o775);
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", t.app]])).toEqual({ status: 403, why: `"${t.app}" is writable by its group (chmod go-w)`, unsafe: true });
+    chmodSync(t.app, 0o755);
+    const nested = writeExecutable(join(t.root, "cgi-bin", "x.cgi"), "#!/bin/sh\n");
+    chmodSync(join(t.root, "cgi-bin"), 0o777);
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", nested]])).toMatchObject({ status: 403, why: `"${join(t.root, "cgi-bin")}" is writable by others (chmod go-w)` });
+    chmodSync(join(t.root, "cgi-bin"), 0o755);
+    chownSync(nested, 4242, 4242);
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", nested]])).toMatchObject({ status: 403, why: `"${nested}" is owned by uid 4242, neither root nor socket's user` });
   });
 
   test("a PATH_INFO split off SCRIPT_NAME keeps the request's bytes", () => {

@@ -11,7 +11,7 @@ import { parseCommandLine } from "../src/cli/parse.ts";
 import { programNameProblem } from "../src/connection/program.ts";
 import { takeWorkerConfig, workerConfig } from "../src/pool/protocol.ts";
 import { spawnFailure, StartOutput, withoutCrashReport } from "../src/pool/start-failures.ts";
-import { SysError } from "../src/system/libc.ts";
+import { SysError } from "../src/system/ffi.ts";
 import { exchange, isAlive, launch, pidsByCommandLine, run, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
 
 const isRoot = process.getuid?.() === 0;

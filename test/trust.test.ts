@@ -4,9 +4,9 @@
 // Python CGI's outbound proxy with a "Proxy:" header in any case; and what it
 // must keep: a PATH_INFO's bytes when socket splits it off SCRIPT_NAME.
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, realpathSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, startServer, tempDir, writeExecutable, type Server } from "./harness.ts";
+import { exchange, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
 import { begin, parseRecords, record, scgiRequest } from "./gateway-peers.ts";
 
 const PHP_CGI = Bun.which("php-cgi");
@@ -138,6 +138,31 @@ describe.each(MODES)("--cgi-root with %s", (_name, mode) => {
     for (const text of answers) {
       expect(text).toContain(" 2f 63 61 66 e9 2e 74 78 74 \n");
       expect(text).toContain("SCRIPT_NAME=/hex.cgi\n");
+    }
+  });
+});
+
+describe.each(MODES)("--cgi-root with %s: programs someone else could have written", (_name, mode) => {
+  test("a world-writable script, a group-writable directory and a script owned by another user are answered 403, with one line saying why", async () => {
+    using dir = tempDir();
+    const root = realpathSync(dir.path);
+    const ok = writeExecutable(join(root, "ok.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nran\\n'\n`);
+    const open = writeExecutable(join(root, "open.cgi"), `#!/bin/sh\necho ran\n`);
+    chmodSync(open, 0o757);
+    mkdirSync(join(root, "team"));
+    chmodSync(join(root, "team"), 0o775);
+    writeExecutable(join(root, "team", "app.cgi"), `#!/bin/sh\necho ran\n`);
+    const theirs = writeExecutable(join(root, "theirs.cgi"), `#!/bin/sh\necho ran\n`);
+    chownSync(theirs, 12345, 12345);
+    await using server = await startServer(["--fastcgi", ...mode, "--cgi-root", root, "-s", "0"]);
+    expect(await fastcgi(server, [["SCRIPT_FILENAME", ok]])).toContain("ran");
+    for (const [script, why] of [
+      [open, `"${open}" is writable by others (chmod go-w)`],
+      [join(root, "team", "app.cgi"), `"${join(root, "team")}" is writable by its group (chmod go-w)`],
+      [theirs, `"${theirs}" is owned by uid 12345, neither root nor socket's user`],
+    ]) {
+      expect(await fastcgi(server, [["SCRIPT_FILENAME", script]])).toContain("403 Forbidden");
+      await waitFor("the line saying why", () => server.stderr().includes(`socket: fastcgi: 403 Forbidden: ${why}\n`), 3000);
     }
   });
 });

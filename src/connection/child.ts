@@ -12,7 +12,10 @@
 // signal handlers run at the wait's EINTR.
 import { constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
-import { close, EINTR, isReadable, pidfdOpen, pipe, poll, POLLIN, reapPidfd, SysError } from "../system/libc.ts";
+import { close, pipe } from "../system/fd.ts";
+import { EINTR, SysError } from "../system/ffi.ts";
+import { isReadable, POLLIN, tryPoll } from "../system/poll.ts";
+import { pidfdOpen, reapPidfd } from "../system/process.ts";
 import { ownChild } from "../system/reaper.ts";
 import { nextTick } from "../system/signals.ts";
 import { CStrings, spawn } from "../system/spawn.ts";
@@ -277,7 +280,7 @@ export class Spawned {
         this.killAt = undefined;
       }
       const until = Math.min(end, this.killAt ?? Infinity);
-      const ready = poll(fds, 1, until === Infinity ? -1 : Math.max(0, until - Date.now()));
+      const ready = tryPoll(fds, 1, until === Infinity ? -1 : Math.max(0, until - Date.now()));
       if (ready === -EINTR) await nextTick();
       else if (ready < 0) throw new SysError("poll", -ready);
       else if (ready > 0) this.poll();

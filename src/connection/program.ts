@@ -3,7 +3,8 @@
 // connection itself as stdio, pipes for the splice bridge, or Bun's pipes
 // for the copy loop), each through startProcess.
 import type { Address } from "../net/address.ts";
-import { close, localEndpoint, peerCredentials, pipe, remoteEndpoint, setPipeSize } from "../system/libc.ts";
+import { close, pipe, setPipeSize } from "../system/fd.ts";
+import { localEndpoint, peerCredentials, remoteEndpoint } from "../system/socket.ts";
 import { verbose, warn } from "../system/log.ts";
 import type { Program } from "./command.ts";
 import { Inherited, startProcess, type Environment, type PipedProcess, type Process } from "./process.ts";

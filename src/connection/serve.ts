@@ -5,7 +5,7 @@
 // output instead of copying it.
 import type { Address } from "../net/address.ts";
 import type { ServeOptions } from "../options.ts";
-import { close, setBlocking } from "../system/libc.ts";
+import { close, setBlocking } from "../system/fd.ts";
 import { verbose } from "../system/log.ts";
 import type { EventSocket } from "./events.ts";
 import { copyDescriptor, copySocket, ownStdio, programSide, startForCopy } from "./local.ts";

@@ -6,7 +6,7 @@ import { Fatal } from "../fatal.ts";
 import type { Address } from "../net/address.ts";
 import { AccessRules } from "../net/rules.ts";
 import type { Options } from "../options.ts";
-import { peerCredentials, remoteEndpoint } from "../system/libc.ts";
+import { peerCredentials, remoteEndpoint } from "../system/socket.ts";
 
 /** The source of an accepted connection; undefined when the peer is already gone. */
 export function sourceOf(fd: number, address: Address): string | undefined {

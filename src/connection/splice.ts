@@ -9,22 +9,10 @@
 //
 // EPIPE on the stdin pipe (the program stopped reading) ends that direction
 // only. --timeout is poll's timeout since the last byte moved either way.
-import {
-  close,
-  EAGAIN,
-  EINTR,
-  isReadable,
-  poll,
-  POLLIN,
-  POLLOUT,
-  resetOnClose,
-  SHUT_RDWR,
-  shutdown,
-  splice,
-  SPLICE_F_MOVE,
-  SPLICE_F_NONBLOCK,
-  strerror,
-} from "../system/libc.ts";
+import { close, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, trySplice } from "../system/fd.ts";
+import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
+import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
+import { resetOnClose, SHUT_RDWR, shutdown } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import { say } from "../system/log.ts";
 
@@ -59,7 +47,7 @@ interface Flow {
 const pollfds = new Int32Array(4);
 /** One splice on a flow that is not known to be blocked. */
 function step(flow: Flow): "moved" | "blocked" | "eof" | "error" | "interrupted" {
-  const moved = splice(flow.from, flow.to, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  const moved = trySplice(flow.from, flow.to, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
   if (moved > 0) return "moved";
   if (moved === 0) return "eof";
   if (moved === -EINTR) return "interrupted";
@@ -111,7 +99,7 @@ export async function bridge(ends: BridgeEnds, options: BridgeOptions): Promise<
       pollfds[2 * i + 1] = flow.blocked === "read" ? POLLIN : POLLOUT;
     });
     const wait = options.timeoutMs === undefined ? -1 : Math.max(0, lastMove + options.timeoutMs - Date.now());
-    const ready = poll(pollfds, open.length, Math.ceil(wait));
+    const ready = tryPoll(pollfds, open.length, Math.ceil(wait));
     if (ready === -EINTR) {
       await nextTick();
       continue;

@@ -3,7 +3,8 @@
 // and last_data_recv), so a copy of the descriptor kept while the program
 // runs is enough to see an idle connection, without touching a byte.
 // UNIX sockets have no such record: they keep the copy loop for --timeout.
-import { close, dupCloexec, SHUT_RDWR, shutdown, tcpIdle } from "../system/libc.ts";
+import { close, dupCloexec } from "../system/fd.ts";
+import { SHUT_RDWR, shutdown, tcpIdle } from "../system/socket.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
 import type { Process } from "./process.ts";
 

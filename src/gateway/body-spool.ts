@@ -6,7 +6,8 @@
 // yet while its output is held (BodyQueue). One helper for both FastCGI
 // engines; SCGI's spool uses the same directory.
 import { ftruncateSync, readSync, writeSync } from "node:fs";
-import { close, rewind, unlinkedFile } from "../system/libc.ts";
+import { close } from "../system/fd.ts";
+import { rewind, unlinkedFile } from "../system/files.ts";
 import { warn } from "../system/log.ts";
 
 /**

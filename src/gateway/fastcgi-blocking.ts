@@ -7,7 +7,11 @@
 // master and the listener. No socket adoption, no timer, no promise per
 // record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
-import { close, EAGAIN, EINTR, exitedStatus, isReadable, pipe, pipeBytes, pipeSize, pidfdOpen, poll, POLLIN, POLLOUT, pushPending, readSome, sendSome, strerror, writeSome } from "../system/libc.ts";
+import { close, pipe, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
+import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
+import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
+import { exitedStatus, pidfdOpen } from "../system/process.ts";
+import { pushPending, trySend } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
@@ -43,8 +47,9 @@ const pollfds = new Int32Array(8);
 interface Job {
   id: number;
   proc: Cgi;
-  /** The program's pidfd, opened as it starts (before Bun can reap it): its exit ends the output. */
+  /** The program's pidfd, from its start (before anything can reap it): its exit ends the output. Ours to close only when we opened it. */
   pidfd: number | undefined;
+  ownPidfd: boolean;
   /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
   stdin: number | undefined;
   /** The body has ended: the output, held in the pipes until then, is spliced. */
@@ -145,7 +150,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     const stallCheck = this.paused && job?.pipes !== undefined && !job.stalled;
     if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
     if (between) timeout = Math.min(timeout, LISTENER_CHECK_MS);
-    const ready = poll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
+    const ready = tryPoll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
     if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
@@ -177,7 +182,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 
   /** What the connection has: records, its end, or an error (the web server has gone). */
   input(): void {
-    const n = readSome(this.fd, readBuffer);
+    const n = tryRead(this.fd, readBuffer);
     if (n === -EAGAIN || n === -EINTR) return;
     if (n < 0) return this.closeConnection(); // reset: nobody is left to answer; finish() ends the program
     if (n === 0) return this.responder.peerClosed();
@@ -206,7 +211,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   private flush(): void {
     while (this.out.length > 0 && !this.closed) {
       const head = this.out[0];
-      const sent = sendSome(this.fd, head, false);
+      const sent = trySend(this.fd, head, false);
       if (sent === -EAGAIN) return;
       if (sent === -EINTR) continue;
       if (sent < 0) return this.closeConnection(); // the web server has gone
@@ -235,14 +240,16 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       if (input) close(input[1]);
       return proc.answer;
     }
-    let pidfd: number | undefined;
+    // The program's own pidfd (posix_spawn's); one of ours only where Bun started it (an old libc).
+    let pidfd = proc.pidfd;
+    const ownPidfd = pidfd === undefined;
     try {
-      pidfd = pidfdOpen(proc.pid);
+      pidfd ??= pidfdOpen(proc.pid);
     } catch {
       // no descriptor left: the output ends with its pipes, and the exit is awaited through Bun
     }
     // The pipes hold the output until the body has ended.
-    this.job = { id: this.responder.requestId, proc, pidfd, stdin: input?.[1], bodyEnded: stdin !== "pipe", stalled: false, pipes: ends.ours };
+    this.job = { id: this.responder.requestId, proc, pidfd, ownPidfd, stdin: input?.[1], bodyEnded: stdin !== "pipe", stalled: false, pipes: ends.ours };
     return undefined;
   }
 
@@ -280,7 +287,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (!job) return;
     let moved = false;
     for (let head = this.pending.head(); job.stdin !== undefined && head; head = this.pending.head()) {
-      const n = writeSome(job.stdin, head);
+      const n = tryWrite(job.stdin, head);
       if (n === -EAGAIN) break;
       if (n === -EINTR) continue;
       if (n < 0) {
@@ -399,6 +406,6 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 }
 
 function closePidfd(job: Job): void {
-  if (job.pidfd !== undefined) close(job.pidfd);
+  if (job.pidfd !== undefined && job.ownPidfd) close(job.pidfd);
   job.pidfd = undefined;
 }

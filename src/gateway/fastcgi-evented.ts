@@ -6,7 +6,7 @@
 // responder's deadline is one timer.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
-import { close } from "../system/libc.ts";
+import { close } from "../system/fd.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";

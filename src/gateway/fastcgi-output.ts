@@ -17,7 +17,10 @@
 // what the pipes hold at that moment is sent and no more. A process it
 // left in the background (`cmd &`) keeps the pipes open, but the request
 // is the program's, and it is over.
-import { close, EAGAIN, EINTR, pipe, pipeBytes, poll, POLLHUP, POLLIN, POLLOUT, readSome, sendSome, splice, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, setPipeSize, strerror } from "../system/libc.ts";
+import { close, pipe, pipeBytes, setPipeSize, SPLICE_F_MORE, SPLICE_F_MOVE, SPLICE_F_NONBLOCK, tryRead, trySplice } from "../system/fd.ts";
+import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
+import { POLLHUP, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
+import { trySend } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
@@ -118,7 +121,7 @@ class Splicer {
     let progress = false;
     while (out.length > 0) {
       const head = out[0];
-      const sent = sendSome(ends.conn, head, this.left > 0 || out.length > 1); // a header: its content follows
+      const sent = trySend(ends.conn, head, this.left > 0 || out.length > 1); // a header: its content follows
       if (sent === -EAGAIN) {
         this.connBlocked = true;
         return progress;
@@ -130,7 +133,7 @@ class Splicer {
       else out.shift();
     }
     if (this.left === 0) return progress;
-    const moved = splice(ends.stdout, ends.conn, this.left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (this.more ? SPLICE_F_MORE : 0));
+    const moved = trySplice(ends.stdout, ends.conn, this.left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (this.more ? SPLICE_F_MORE : 0));
     if (moved > 0) {
       this.left -= moved;
       return true;
@@ -147,7 +150,7 @@ class Splicer {
     let progress = false;
     out.push(...this.hooks.takeQueued());
     if (this.stderrOpen) {
-      const n = readSome(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
+      const n = tryRead(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
       if (n > 0) {
         out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
         if (last) last.stderr -= n;
@@ -190,7 +193,7 @@ class Splicer {
     const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
     const pidfdAt = this.last ? -1 : watch(ends.pidfd, POLLIN);
     const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, this.lastMove + hooks.timeoutMs - Date.now());
-    const ready = poll(pollfds, count, Math.ceil(wait));
+    const ready = tryPoll(pollfds, count, Math.ceil(wait));
     if (ready === -EINTR) return "signal";
     if (ready === 0) return "timeout";
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
@@ -218,7 +221,7 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks)
     if (left <= 0) return "timeout";
     pollfds.set([pidfd, POLLIN, conn, POLLIN]);
     // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-    const ready = poll(pollfds, hooks.watchInput() ? 2 : 1, left === Infinity ? -1 : Math.ceil(left));
+    const ready = tryPoll(pollfds, hooks.watchInput() ? 2 : 1, left === Infinity ? -1 : Math.ceil(left));
     if (ready === -EINTR) {
       await nextTick(); // a signal: its handler runs
       continue;
@@ -237,7 +240,7 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks)
 function hungUp(fd: number): boolean {
   pollfds[0] = fd;
   pollfds[1] = POLLIN;
-  return poll(pollfds, 1, 0) > 0 && ((pollfds[1] >>> 16) & POLLHUP) !== 0;
+  return tryPoll(pollfds, 1, 0) > 0 && ((pollfds[1] >>> 16) & POLLHUP) !== 0;
 }
 
 /** An FCGI_STDOUT header for `length` bytes of content, no padding. */

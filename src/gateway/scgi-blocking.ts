@@ -5,24 +5,10 @@
 import { writeSync } from "node:fs";
 import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
-import {
-  close,
-  EAGAIN,
-  EINTR,
-  MSG_PEEK,
-  pipe,
-  recvBefore,
-  recvExactly,
-  rewind,
-  setPipeSize,
-  setReceiveTimeout,
-  SHUT_WR,
-  shutdown,
-  splice,
-  SPLICE_F_MOVE,
-  strerror,
-  SysError,
-} from "../system/libc.ts";
+import { close, pipe, setPipeSize, SPLICE_F_MOVE, trySplice } from "../system/fd.ts";
+import { EAGAIN, EINTR, strerror, SysError } from "../system/ffi.ts";
+import { rewind } from "../system/files.ts";
+import { MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown } from "../system/socket.ts";
 import { watchIdle } from "../connection/watchdog.ts";
 import { BAD_GATEWAY, gatewayLog, MIN_BODY_RATE, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
@@ -135,13 +121,13 @@ function spoolBody(fd: number, length: number, idleMs: number): number | { error
       const due = started + idleMs + ((length - left) * 1000) / MIN_BODY_RATE - Date.now();
       if (due <= 0) return fail(`the body came too slowly (${length - left} of ${length} bytes)`);
       if (due < waitMs) setReceiveTimeout(fd, (waitMs = Math.max(1, Math.ceil(due))));
-      const n = splice(fd, to, Math.min(left, SPOOL_PIPE_BYTES), SPLICE_F_MOVE);
+      const n = trySplice(fd, to, Math.min(left, SPOOL_PIPE_BYTES), SPLICE_F_MOVE);
       if (n === -EINTR) continue;
       if (n === 0) return fail(`connection ended in the body (${length - left} of ${length} bytes)`);
       if (n < 0) return fail(n === -EAGAIN ? `connection timed out in the body (${length - left} of ${length} bytes came)` : `unable to read the body: ${strerror(-n)}`);
       left -= n;
       for (let inPipe = n; inPipe > 0; ) {
-        const m = splice(from, file, inPipe, SPLICE_F_MOVE);
+        const m = trySplice(from, file, inPipe, SPLICE_F_MOVE);
         if (m === -EINTR) continue;
         if (m <= 0) return fail(`unable to spool the body: ${m === 0 ? "end of pipe" : strerror(-m)}`);
         inPipe -= m;

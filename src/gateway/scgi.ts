@@ -4,7 +4,7 @@
 import { adoptDescriptor } from "../connection/events.ts";
 import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
-import { close } from "../system/libc.ts";
+import { close } from "../system/fd.ts";
 import { gatewayLog, type CgiSource } from "../request/cgi.ts";
 import { readScgiHeader, serveScgiBlocking } from "./scgi-blocking.ts";
 import { ScgiHandler } from "./scgi-evented.ts";

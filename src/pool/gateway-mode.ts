@@ -6,7 +6,7 @@ import { cgiSource } from "../request/cgi.ts";
 import { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
 import { serveFastCgiDescriptor, stopWorkerConnection } from "../gateway/fastcgi-blocking.ts";
 import { serveScgiDescriptor } from "../gateway/scgi.ts";
-import { MSG_DONTWAIT, MSG_PEEK, recv } from "../system/libc.ts";
+import { MSG_DONTWAIT, MSG_PEEK, tryRecv } from "../system/socket.ts";
 import { CONTROL_FD, LISTEN_FD, REOPEN, type Worker } from "./protocol.ts";
 
 /** How a worker serves a connection it accepted; chosen once, at start (worker.ts). */
@@ -21,11 +21,7 @@ export interface Mode {
 /** Whether the byte waiting on the control socket is `word` (left there for the worker to read). */
 function nextWordIs(word: number): boolean {
   const byte = new Uint8Array(1);
-  try {
-    return recv(CONTROL_FD, byte, MSG_PEEK | MSG_DONTWAIT) === 1 && byte[0] === word;
-  } catch {
-    return false;
-  }
+  return tryRecv(CONTROL_FD, byte, MSG_PEEK | MSG_DONTWAIT) === 1 && byte[0] === word;
 }
 
 export function gatewayMode({ options, address }: Worker, noteRequest?: (request: string) => void): Mode {

@@ -8,7 +8,7 @@ import type { Subprocess } from "bun";
 import { errorNumber, errorText } from "../fatal.ts";
 import { SUCCESSOR_ENV } from "../net/activation.ts";
 import { PID_FD_ENV, pidFileDescriptor, SUCCESSOR_PID_FD } from "../system/daemon.ts";
-import { strerror } from "../system/libc.ts";
+import { strerror } from "../system/ffi.ts";
 import { say } from "../system/log.ts";
 import { notifyEnv } from "../system/notify.ts";
 import { spawn } from "../system/reaper.ts";

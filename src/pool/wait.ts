@@ -3,7 +3,7 @@
 // and (with --prestart) the pidfd of the program waiting for its
 // connection. Nothing wakes it but one of those, or a signal.
 import { EINTR, SysError } from "../system/ffi.ts";
-import { epollWait } from "../system/libc.ts";
+import { tryEpollWait } from "../system/poll.ts";
 import { EPOLL_DATA_OFFSET, EPOLL_EVENT_SIZE, epollAdd, epollCreate, epollDelete, EPOLLEXCLUSIVE, EPOLLIN } from "../system/poll.ts";
 import { nextTick } from "../system/signals.ts";
 
@@ -39,7 +39,7 @@ export class Waiter {
    */
   async wait(): Promise<Set<number>> {
     const ready = new Set<number>();
-    const count = epollWait(this.epfd, this.events, MAX_EVENTS, -1);
+    const count = tryEpollWait(this.epfd, this.events, MAX_EVENTS, -1);
     if (count === -EINTR) {
       await nextTick();
       return ready;

@@ -2,7 +2,8 @@
 // (the same executable, with the listener and a control socket as its
 // descriptors 3 and 4) and the words for how it ended.
 import type { Subprocess } from "bun";
-import { close, socketPair } from "../system/libc.ts";
+import { socketPair } from "../system/connect.ts";
+import { close } from "../system/fd.ts";
 import { spawn } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { StartOutput } from "./start-failures.ts";

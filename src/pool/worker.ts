@@ -10,15 +10,13 @@ import { onProgramFailure, programFor } from "../connection/program.ts";
 import { accessRules, refusedPeer } from "../connection/sources.ts";
 import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
-import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { Fatal } from "../fatal.ts";
 import { close, dup2, setCloexec } from "../system/fd.ts";
 import { EAGAIN, ECONNABORTED, EINTR, EPROTO, SysError } from "../system/ffi.ts";
-import { accept, recv } from "../system/libc.ts";
 import { isReadable } from "../system/poll.ts";
 import { dieWithParent, getppid } from "../system/process.ts";
-import { MSG_DONTWAIT, remoteEndpoint } from "../system/socket.ts";
+import { MSG_DONTWAIT, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
 import { exitNow, nextTick, signalNumber } from "../system/signals.ts";
@@ -80,12 +78,8 @@ function tell(options: Options, message: WorkerMessage, always = false): void {
 /** What the master said on the control socket: RETIRE, LEAVE, REOPEN, or end of file (it is gone: drain). */
 function hearMaster(): "drain" | "leave" | "reopen" | "nothing" {
   const byte = new Uint8Array(1);
-  let n: number;
-  try {
-    n = recv(CONTROL_FD, byte, MSG_DONTWAIT);
-  } catch {
-    return "nothing"; // EAGAIN: woken for something else
-  }
+  const n = tryRecv(CONTROL_FD, byte, MSG_DONTWAIT);
+  if (n < 0) return "nothing"; // EAGAIN: woken for something else
   return n === 1 && byte[0] === LEAVE ? "leave" : n === 1 && byte[0] === REOPEN ? "reopen" : "drain";
 }
 
@@ -237,16 +231,14 @@ class Serving {
 
   /** One connection from the queue; none there ends a drain (or another worker was quicker). */
   private take(): number | "again" | "stop" {
-    try {
-      return accept(LISTEN_FD, this.mode.nonBlocking);
-    } catch (e) {
-      const errno = e instanceof SysError ? e.errno : 0;
-      if (errno === EAGAIN) return this.draining || this.leaving ? "stop" : "again";
-      if (CONNECTION_FAILURES.has(errno)) return "again"; // that connection's trouble, not the listener's
-      say(`worker ${process.pid}: ${errorText(e)}`);
-      this.prestart?.discard();
-      return process.exit(EXIT_LISTENER_FAILED);
-    }
+    const fd = tryAccept(LISTEN_FD, this.mode.nonBlocking);
+    if (fd >= 0) return fd;
+    const errno = -fd;
+    if (errno === EAGAIN) return this.draining || this.leaving ? "stop" : "again";
+    if (errno === EINTR || CONNECTION_FAILURES.has(errno)) return "again"; // that connection's trouble, not the listener's
+    say(`worker ${process.pid}: ${new SysError("accept", errno).message}`);
+    this.prestart?.discard();
+    return process.exit(EXIT_LISTENER_FAILED);
   }
 
   private async serveOne(fd: number): Promise<"again" | "stop"> {

@@ -5,7 +5,7 @@
 import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/command.ts";
 import type { Gateway, Options } from "../options.ts";
-import { verbose } from "../system/log.ts";
+import { verbose, warn } from "../system/log.ts";
 import { chooseSiteProgram, siteRoot, type SiteRoot } from "./site.ts";
 import { valueOf, type Variable } from "./variables.ts";
 
@@ -224,7 +224,10 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
   } else {
     const chosen = chooseSiteProgram(source.program.root, variables);
     if ("status" in chosen) {
-      log(`${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`);
+      const line = `${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`;
+      // A program someone else could have written is the operator's to mend: said without -v (once a second).
+      if (chosen.unsafe) warn(`unsafe CGI ${chosen.why}`, `${protocol}: ${line}`);
+      else log(line);
       return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
     }
     const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };

@@ -29,10 +29,11 @@ export interface SiteProgram {
   variables: Variable[];
 }
 
-/** Why nothing runs: the status the web server gets, and the -v line's reason. */
+/** Why nothing runs: the status the web server gets, and the -v line's reason; `unsafe`: the operator's to mend, said always. */
 export interface SiteRefusal {
   status: 403 | 404;
   why: string;
+  unsafe?: true;
 }
 
 function stripSlashes(path: string): string {
@@ -126,7 +127,28 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
       return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
     }
     if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
+    const unsafe = othersCouldWrite(root, real);
+    if (unsafe) return { status: 403, why: unsafe, unsafe: true };
     return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
+  }
+}
+
+/**
+ * Why a program someone else could have written must not run, as Apache's
+ * suexec and sshd's StrictModes refuse it (neither fcgiwrap nor php-fpm
+ * does): the program, or a directory on its way from the root, writable by
+ * its group or by others, or owned by someone but root and the user socket
+ * runs as. Such a file is anyone's code running as socket's user. There is
+ * no option to allow it: mend the modes or the owner.
+ */
+function othersCouldWrite(root: SiteRoot, real: string): string | undefined {
+  const uid = process.geteuid?.() ?? 0;
+  for (let path = real; ; path = posix.dirname(path)) {
+    const stats = statSync(path, { throwIfNoEntry: false });
+    if (!stats) return `${shown(path)} has gone`;
+    if (stats.mode & 0o022) return `${shown(path)} is writable by ${stats.mode & 0o002 ? "others" : "its group"} (chmod go-w)`;
+    if (stats.uid !== 0 && stats.uid !== uid) return `${shown(path)} is owned by uid ${stats.uid}, neither root nor socket's user`;
+    if (path === root.real || path === "/") return undefined;
   }
 }
 

@@ -12,7 +12,7 @@ function open() {
 }).symbols;
 }
 let symbols: ReturnType<typeof open> | undefined;
-/** Opened at the first call, as libc.ts's symbols are. */
+/** Opened at the first call, as ffi.ts's symbols are. */
 const lib = (): ReturnType<typeof open> => (symbols ??= open());
 
 export const AF_UNIX = 1;
