@@ -166,3 +166,19 @@ describe.each(MODES)("--cgi-root with %s: programs someone else could have writt
     }
   });
 });
+
+describe.each(MODES)("dropped request variables with %s", (_name, mode) => {
+  test("an application's variable the allow-list drops is said once, without -v, with the --pass-env that passes it; a steering one is offered none", async () => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(realpathSync(dir.path), "env.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "CGIT_CONFIG=\${CGIT_CONFIG-unset}"\n`);
+    await using server = await startServer(["--fastcgi", ...mode, "-p", cgi, "-s", "0"]);
+    const vars: Pair[] = [["CGIT_CONFIG", "/srv/cgitrc"], ["GIT_PROJECT_ROOT", "/srv/git"], ["LD_PRELOAD", "/tmp/x.so"]];
+    expect(await fastcgi(server, vars)).toContain("CGIT_CONFIG=unset");
+    expect(await fastcgi(server, vars)).toContain("CGIT_CONFIG=unset");
+    const line = (name: string) => `socket: dropped the request variable ${name}, which CGI programs are not given unless named: --pass-env ${name} lets it through\n`;
+    await waitFor("both lines", () => server.stderr().includes(line("CGIT_CONFIG")) && server.stderr().includes(line("GIT_PROJECT_ROOT")), 3000);
+    // Once per name and process: each of -W 2's workers may say it once.
+    expect(server.stderr().split(line("CGIT_CONFIG")).length - 1).toBeLessThanOrEqual(mode[0] === "-W" ? 2 : 1);
+    expect(server.stderr()).not.toContain("--pass-env LD_PRELOAD");
+  });
+});

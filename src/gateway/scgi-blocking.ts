@@ -120,7 +120,9 @@ function spoolBody(fd: number, length: number, idleMs: number): number | { error
     for (let left = length; left > 0; ) {
       const due = started + idleMs + ((length - left) * 1000) / MIN_BODY_RATE - Date.now();
       if (due <= 0) return fail(`the body came too slowly (${length - left} of ${length} bytes)`);
-      if (due < waitMs) setReceiveTimeout(fd, (waitMs = Math.max(1, Math.ceil(due))));
+      // Each splice waits the idle limit, or what is left of the body's time when that is less.
+      const wait = Math.max(1, Math.min(idleMs, Math.ceil(due)));
+      if (wait !== waitMs) setReceiveTimeout(fd, (waitMs = wait));
       const n = trySplice(fd, to, Math.min(left, SPOOL_PIPE_BYTES), SPLICE_F_MOVE);
       if (n === -EINTR) continue;
       if (n === 0) return fail(`connection ended in the body (${length - left} of ${length} bytes)`);

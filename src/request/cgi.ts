@@ -5,7 +5,7 @@
 import { dirname, resolve } from "node:path";
 import { directProgram, type Program } from "../connection/command.ts";
 import type { Gateway, Options } from "../options.ts";
-import { verbose, warn } from "../system/log.ts";
+import { say, verbose, warn } from "../system/log.ts";
 import { chooseSiteProgram, siteRoot, type SiteRoot } from "./site.ts";
 import { valueOf, type Variable } from "./variables.ts";
 
@@ -119,7 +119,18 @@ export function requestMaySet(name: string, passed: ReadonlySet<string>): boolea
 export interface EnvironmentRule {
   passed: ReadonlySet<string>;
   inherited: Readonly<Record<string, string>>;
+  /** The dropped names this process has already said (at most TOLD_AT_MOST): each is said once. */
+  told: Set<string>;
 }
+
+/**
+ * Names never offered --pass-env when dropped: they steer the program, its
+ * loader, its interpreter or its shell, not the application (an
+ * application's own, CGIT_CONFIG, GIT_PROJECT_ROOT, GITWEB_CONFIG, are).
+ */
+const STEERING = /^(LD_|PATH$|IFS$|ENV$|BASH_ENV$|SHELLOPTS$|PS4$|PERL5|PYTHON|NODE_|RUBY|GCONV_|MALLOC_|LOCPATH$|HTTP_)|PROXY$/i;
+/** How many dropped names one process says without -v: a client sending random names must not flood the log. */
+const TOLD_AT_MOST = 100;
 
 /** What --pass-env and socket's environment say about every CGI's environment: worked out once per source. */
 export function environmentRule(passEnv: readonly string[], own: NodeJS.ProcessEnv): EnvironmentRule {
@@ -132,7 +143,7 @@ export function environmentRule(passEnv: readonly string[], own: NodeJS.ProcessE
   for (const [name, value] of Object.entries(own)) {
     if (value !== undefined && !requestVariable(name) && !passed.has(name)) inherited[name] = value;
   }
-  return { passed, inherited };
+  return { passed, inherited, told: new Set() };
 }
 
 /** A CGI's environment: the rule's inherited variables and the request's own, a value as bytes where it is not UTF-8. */
@@ -164,7 +175,22 @@ export function cgiEnvironment(variables: Variable[], rule: EnvironmentRule, log
   }
   if (!gateway) own.push(["GATEWAY_INTERFACE", "CGI/1.1"]);
   if (dropped) log(`dropped request variables not allowed: ${dropped.join(", ")}`);
+  if (dropped) tellDropped(variables, rule);
   return { inherited: rule.inherited, own };
+}
+
+/**
+ * A name an operator may have meant to pass (fcgiwrap passes everything;
+ * cgit, gitweb and git-http-backend read their own variables): said once a
+ * process, without -v, with the --pass-env that lets it through.
+ */
+function tellDropped(variables: Variable[], rule: EnvironmentRule): void {
+  for (const [name] of variables) {
+    if (rule.told.size >= TOLD_AT_MOST || rule.told.has(name) || requestMaySet(name, rule.passed)) continue;
+    if (!NAME.test(name) || name.length > 80 || STEERING.test(name)) continue;
+    rule.told.add(name);
+    say(`dropped the request variable ${name}, which CGI programs are not given unless named: --pass-env ${name} lets it through`);
+  }
 }
 
 /** A name as the -v line shows it: a client's bytes must not make lines of their own. */
