@@ -245,7 +245,7 @@ export class Spawned {
     // the KILL now, while its zombie still reserves the group's id. Once it
     // is reaped the id may be another process's (no timer may outlive it).
     if (this.killAt !== undefined && isReadable(this.pidfd)) {
-      signal(this.pid, true, "SIGKILL");
+      if (this.ownGroup) signal(this.pid, true, "SIGKILL");
       this.killAt = undefined;
     }
     let ended: ReturnType<typeof reapPidfd>;
