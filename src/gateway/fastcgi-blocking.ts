@@ -11,7 +11,7 @@ import { close, pipe, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/f
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
 import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
 import { exitedStatus, pidfdOpen } from "../system/process.ts";
-import { pushPending, trySend } from "../system/socket.ts";
+import { pushPending } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
@@ -19,6 +19,7 @@ import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
+import { SendQueue } from "./send-queue.ts";
 import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
 
 /** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
@@ -98,8 +99,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   /** Output is being spliced: what is sent waits for the splice loop, which sends it between records. */
   private splicing = false;
   /** Bytes waiting for the connection, in order, and how many. */
-  private out: Uint8Array[] = [];
-  private bytes = 0;
+  private readonly out = new SendQueue();
   private readonly othersWait = () => isReadable(this.pool.listener);
 
   constructor(
@@ -116,7 +116,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   async serve(): Promise<void> {
     try {
       while (!this.closed) {
-        if (this.responder.ending && this.out.length === 0) break;
+        if (this.responder.ending && this.out.empty) break;
         const job = this.job;
         if (job?.pipes && job.bodyEnded && !this.responder.ending) await this.output(job, job.pipes);
         else await this.wait();
@@ -142,7 +142,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       return count++;
     };
     const reading = !this.paused && !responder.peerEnded && !responder.ending;
-    const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.length > 0 ? POLLOUT : 0));
+    const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.empty ? 0 : POLLOUT));
     const stdinAt = job?.stdin !== undefined && this.pending.size > 0 ? watch(job.stdin, POLLOUT) : -1;
     const between = responder.between;
     const controlAt = between && !responder.leaving ? watch(this.pool.control, POLLIN) : -1;
@@ -199,26 +199,16 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   send(bytes: Uint8Array): void {
     if (this.closed) return;
     this.out.push(bytes);
-    this.bytes += bytes.length;
     if (!this.splicing) this.flush();
   }
 
   queued(): number {
-    return this.bytes;
+    return this.out.size;
   }
 
   /** What is queued, as much as the connection takes now. */
   private flush(): void {
-    while (this.out.length > 0 && !this.closed) {
-      const head = this.out[0];
-      const sent = trySend(this.fd, head, false);
-      if (sent === -EAGAIN) return;
-      if (sent === -EINTR) continue;
-      if (sent < 0) return this.closeConnection(); // the web server has gone
-      this.bytes -= sent;
-      if (sent < head.length) this.out[0] = head.subarray(sent);
-      else this.out.shift();
-    }
+    if (!this.closed && !this.out.flush(this.fd)) this.closeConnection(); // the web server has gone
   }
 
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
@@ -335,10 +325,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   }
 
   takeQueued(): Uint8Array[] {
-    const queued = this.out;
-    this.out = [];
-    this.bytes = 0;
-    return queued;
+    return this.out.take();
   }
 
   watchInput(): boolean {

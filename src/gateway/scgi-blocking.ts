@@ -10,7 +10,8 @@ import { EAGAIN, EINTR, strerror, SysError } from "../system/ffi.ts";
 import { rewind } from "../system/files.ts";
 import { MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown } from "../system/socket.ts";
 import { watchIdle } from "../connection/watchdog.ts";
-import { BAD_GATEWAY, gatewayLog, MIN_BODY_RATE, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { BAD_GATEWAY, gatewayLog, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { bodyDue } from "../request/body-clock.ts";
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
@@ -118,7 +119,7 @@ function spoolBody(fd: number, length: number, idleMs: number): number | { error
     const started = Date.now();
     let waitMs = idleMs;
     for (let left = length; left > 0; ) {
-      const due = started + idleMs + ((length - left) * 1000) / MIN_BODY_RATE - Date.now();
+      const due = bodyDue(started, idleMs, length - left) - Date.now();
       if (due <= 0) return fail(`the body came too slowly (${length - left} of ${length} bytes)`);
       // Each splice waits the idle limit, or what is left of the body's time when that is less.
       const wait = Math.max(1, Math.min(idleMs, Math.ceil(due)));

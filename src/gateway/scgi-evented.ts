@@ -8,7 +8,8 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/fd.ts";
 import { rewind } from "../system/files.ts";
-import { BAD_GATEWAY, gatewayLog, LIMITS, MIN_BODY_RATE, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { BAD_GATEWAY, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { bodyDue } from "../request/body-clock.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi, type Run } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
@@ -98,7 +99,7 @@ export class ScgiHandler implements SocketEvents {
     if (spool.left > 0) {
       // The whole body at MIN_BODY_RATE after its first limitMs, as a pool worker's spoolBody: a drip must not hold on.
       const came = spool.length - spool.left;
-      const due = spool.started + limitMs(this.options) + (came * 1000) / MIN_BODY_RATE - Date.now();
+      const due = bodyDue(spool.started, limitMs(this.options), came) - Date.now();
       this.timer = setTimeout(() => this.fail(`connection timed out in the body (${came} of ${spool.length} bytes came)`), Math.max(0, due));
       return;
     }

@@ -7,6 +7,11 @@
 // (backpressure) is the program's, not the client's: it does not count.
 import { MIN_BODY_RATE } from "./cgi.ts";
 
+/** When a body begun at `from` must have come, `received` bytes of it so far: the one rule, for every engine. */
+export function bodyDue(from: number, limitMs: number, received: number): number {
+  return from + limitMs + (received * 1000) / MIN_BODY_RATE;
+}
+
 export class BodyClock {
   private from = 0;
   /** Bytes of the body that came, kept or dropped. */
@@ -39,6 +44,6 @@ export class BodyClock {
 
   /** When the body must have come, as far as it has. */
   due(limitMs: number): number {
-    return this.from + limitMs + this.pausedMs + (this.received * 1000) / MIN_BODY_RATE;
+    return bodyDue(this.from, limitMs, this.received) + this.pausedMs;
   }
 }

@@ -54,6 +54,7 @@ export function canSpawn(): boolean {
 export class CStrings {
   private readonly keep: Buffer[] = [];
   private table: BigUint64Array;
+  /** The last call's strings: held so that the table's pointers into them stay valid until the next call. */
   private extra: Buffer | undefined;
 
   constructor(fixed: readonly (string | Uint8Array)[]) {

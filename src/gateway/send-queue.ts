@@ -1,0 +1,43 @@
+// What a blocking engine has for its connection and has not sent yet: the
+// bytes in order, written as far as the non-blocking socket takes them now,
+// the rest when poll(2) says it takes more.
+import { EAGAIN, EINTR } from "../system/ffi.ts";
+import { trySend } from "../system/socket.ts";
+
+export class SendQueue {
+  private parts: Uint8Array[] = [];
+  /** Bytes waiting, in all. */
+  size = 0;
+
+  push(bytes: Uint8Array): void {
+    this.parts.push(bytes);
+    this.size += bytes.length;
+  }
+
+  get empty(): boolean {
+    return this.parts.length === 0;
+  }
+
+  /** As much as `fd` takes now; false when the connection has gone (the caller closes it). */
+  flush(fd: number): boolean {
+    while (this.parts.length > 0) {
+      const head = this.parts[0];
+      const sent = trySend(fd, head, false);
+      if (sent === -EAGAIN) return true;
+      if (sent === -EINTR) continue;
+      if (sent < 0) return false;
+      this.size -= sent;
+      if (sent < head.length) this.parts[0] = head.subarray(sent);
+      else this.parts.shift();
+    }
+    return true;
+  }
+
+  /** Everything waiting, handed over (to the splice loop, which sends it between records). */
+  take(): Uint8Array[] {
+    const parts = this.parts;
+    this.parts = [];
+    this.size = 0;
+    return parts;
+  }
+}
