@@ -45,6 +45,7 @@ describe("a 64 MiB body", () => {
     using spool = tempDir();
     const cgi = writeExecutable(join(dir.path, "stdin.cgi"), STDIN_CGI);
     await using server = await startServer([flag, "-W", "1", "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
+    await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
     const [worker] = workersOf(server.proc.pid);
     const body = randomBody(BODY_BYTES);
     const request =
@@ -68,6 +69,7 @@ describe("a 64 MiB body", () => {
     using spool = tempDir();
     const cgi = writeExecutable(join(dir.path, "first.cgi"), ANSWER_FIRST_CGI);
     await using server = await startServer(["--fastcgi", ...mode, "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
+    if (mode[0] === "-W") await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
     const [serving] = mode[0] === "-W" ? workersOf(server.proc.pid) : [server.proc.pid];
     const body = randomBody(BODY_BYTES);
     const reply = await exchange(server.target, fcgiRequest(1, [["CONTENT_LENGTH", String(body.length)]], body), { ms: 15000, halfClose });
