@@ -5,7 +5,9 @@
 # (a NOTIFY_SOCKET receiver for the readiness tests), promtool (checks
 # --status's metrics page; Debian's prometheus package); apache2, cgit, git
 # (git-http-backend, gitweb), CGI.pm and php-cgi (real applications and
-# front ends for --scgi, --fastcgi), fcgiwrap (compared with them); and
+# front ends for --scgi, --fastcgi; docs/RECIPES.md's recipes: apache2-bin
+# has mod_proxy_fcgi and mod_env, which the tests load in their own
+# configuration, so no a2enmod), fcgiwrap (compared with them); and
 # for the release's tests: qemu-user with libc6-arm64-cross (the arm64
 # executable), lintian.
 # Called by `npm test`. Idempotent: touches apt only when something is
@@ -26,6 +28,8 @@ need git git
 need php-cgi php-cgi
 [ -x /usr/lib/cgit/cgit.cgi ] || missing="$missing cgit"
 perl -MCGI -e 1 >/dev/null 2>&1 || missing="$missing libcgi-pm-perl"
+# gitweb.cgi is git's in Debian 12; the gitweb package brings it with git and CGI.pm elsewhere.
+[ -e /usr/share/gitweb/gitweb.cgi ] || missing="$missing gitweb"
 [ -x /usr/sbin/fcgiwrap ] || missing="$missing fcgiwrap"
 need qemu-aarch64 qemu-user
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"

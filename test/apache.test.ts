@@ -3,15 +3,12 @@
 // served by --cgi-root. Debian's apache2 (scripts/install-test-deps.sh), run
 // in the foreground with a configuration of its own in a temp dir.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { mkdirSync, realpathSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { collect, startServer, tempDir, waitFor, type Server, writeExecutable } from "./harness.ts";
-import { freePort } from "./gateway-peers.ts";
+import { startServer, tempDir, type Server, writeExecutable } from "./harness.ts";
+import { noApache, startApache } from "./gateway-peers.ts";
 
-const APACHE = "/usr/sbin/apache2";
-const MODULES = "/usr/lib/apache2/modules";
-const noApache = !existsSync(APACHE) || !existsSync(join(MODULES, "mod_proxy_fcgi.so"));
 if (noApache) console.warn("apache.test.ts: apache2 is not installed (scripts/install-test-deps.sh installs it); its tests are skipped");
 
 const SHA = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -19,66 +16,6 @@ const HASH_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho
 const ENV_CGI = `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "cwd $(pwd)"\necho "SCRIPT_NAME=$SCRIPT_NAME"\necho "PATH_INFO=$PATH_INFO"\n`;
 
 const script = (path: string, text: string): string => writeExecutable(path, text);
-
-interface Apache extends AsyncDisposable {
-  fetch(path: string, init?: RequestInit): Promise<Response>;
-}
-
-/** apache2 in the foreground (-X: one process), everything it writes inside `dir`, with these directives. */
-async function startApache(dir: string, directives: string): Promise<Apache> {
-  const root = join(dir, "apache");
-  mkdirSync(root, { recursive: true });
-  const port = freePort();
-  const load = ["mpm_event", "authz_core", "alias", "proxy", "proxy_fcgi", "proxy_scgi"].map(
-    (m) => `LoadModule ${m}_module ${MODULES}/mod_${m}.so`,
-  );
-  // Root drops to nobody for its children; the temp dir must let it in.
-  chmodSync(dir, 0o755);
-  writeFileSync(
-    join(root, "apache2.conf"),
-    [
-      ...load,
-      `ServerRoot ${root}`,
-      "ServerName localhost",
-      `Listen 127.0.0.1:${port}`,
-      `PidFile ${root}/apache2.pid`,
-      `DefaultRuntimeDir ${root}`,
-      `Mutex file:${root} default`,
-      `ErrorLog ${root}/error.log`,
-      "LogLevel warn",
-      "User nobody",
-      "Group nogroup",
-      directives,
-    ].join("\n"),
-  );
-  const proc = Bun.spawn([APACHE, "-X", "-f", join(root, "apache2.conf"), "-DFOREGROUND"], { stdio: ["ignore", "ignore", "pipe"] });
-  const stderr = collect(proc.stderr);
-  const stop = async () => {
-    proc.kill("SIGKILL");
-    await proc.exited;
-  };
-  const request = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${port}${path}`, init);
-  try {
-    await waitFor(
-      "apache2 to listen",
-      async () => {
-        if (proc.exitCode !== null) {
-          const log = existsSync(join(root, "error.log")) ? readFileSync(join(root, "error.log"), "utf8") : "";
-          throw new Error(`apache2 exited ${proc.exitCode}: ${stderr.text()} ${log}`);
-        }
-        return request("/").then(
-          () => true,
-          () => false,
-        );
-      },
-      10000,
-    );
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return { fetch: request, [Symbol.asyncDispose]: stop };
-}
 
 /** A request body sent chunked (no Content-Length): a stream of pieces. */
 function chunked(body: Uint8Array): ReadableStream<Uint8Array> {

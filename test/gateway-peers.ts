@@ -1,7 +1,7 @@
 // Peers of the gateway tests: a real nginx in front of dist/socket, and
 // the SCGI and FastCGI protocols spoken directly, for what a web server
 // would never send.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { collect, waitFor, type Target } from "./harness.ts";
@@ -35,6 +35,8 @@ export async function startNginx(
     locations?: (pass: string) => string;
     /** Also listen on this TCP port of 127.0.0.1 (for clients that cannot use a UNIX socket, such as git). */
     tcpPort?: number;
+    /** More of the http block, as written: whole server blocks (a documented recipe's). */
+    servers?: string;
   } = {},
 ): Promise<Nginx> {
   const root = join(dir, "nginx");
@@ -53,9 +55,12 @@ http {
   client_max_body_size ${opts.maxBody ?? "4m"};
   upstream app { server ${server}; keepalive ${opts.keepalive ?? 4}; }
   server { listen unix:${root}/http.sock;${opts.tcpPort ? ` listen 127.0.0.1:${opts.tcpPort};` : ""} location = /ready { return 204; } ${opts.locations ? opts.locations(pass) : `location / { ${pass} }`} }
+${opts.servers ?? ""}
 }
 `;
   writeFileSync(join(root, "nginx.conf"), conf);
+  // A server block as written says `include fastcgi_params;`: nginx reads it beside its configuration, as in /etc/nginx.
+  for (const params of ["fastcgi_params", "scgi_params"]) copyFileSync(`/etc/nginx/${params}`, join(root, params));
   const proc = Bun.spawn([NGINX!, "-p", root, "-c", join(root, "nginx.conf"), "-e", join(root, "error.log")], {
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -92,6 +97,75 @@ export function freePort(): number {
   const port = probe.port;
   probe.stop(true);
   return port;
+}
+
+// ---- Apache ----
+
+export const APACHE = "/usr/sbin/apache2";
+const APACHE_MODULES = "/usr/lib/apache2/modules";
+export const noApache = !existsSync(APACHE) || !existsSync(join(APACHE_MODULES, "mod_proxy_fcgi.so"));
+
+export interface Apache extends AsyncDisposable {
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+  /** Where Apache listens on 127.0.0.1. */
+  port: number;
+}
+
+/** apache2 in the foreground (-X: one process), everything it writes inside `dir`, with these directives. */
+export async function startApache(dir: string, directives: string): Promise<Apache> {
+  const root = join(dir, "apache");
+  mkdirSync(root, { recursive: true });
+  const port = freePort();
+  // What Debian's a2enmod would enable for the recipes: proxy_fcgi and proxy_scgi, SetEnv's env.
+  const load = ["mpm_event", "authz_core", "alias", "env", "proxy", "proxy_fcgi", "proxy_scgi"].map(
+    (m) => `LoadModule ${m}_module ${APACHE_MODULES}/mod_${m}.so`,
+  );
+  // Root drops to nobody for its children; the temp dir must let it in.
+  chmodSync(dir, 0o755);
+  writeFileSync(
+    join(root, "apache2.conf"),
+    [
+      ...load,
+      `ServerRoot ${root}`,
+      "ServerName localhost",
+      `Listen 127.0.0.1:${port}`,
+      `PidFile ${root}/apache2.pid`,
+      `DefaultRuntimeDir ${root}`,
+      `Mutex file:${root} default`,
+      `ErrorLog ${root}/error.log`,
+      "LogLevel warn",
+      "User nobody",
+      "Group nogroup",
+      directives,
+    ].join("\n"),
+  );
+  const proc = Bun.spawn([APACHE, "-X", "-f", join(root, "apache2.conf"), "-DFOREGROUND"], { stdio: ["ignore", "ignore", "pipe"] });
+  const stderr = collect(proc.stderr);
+  const stop = async () => {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  };
+  const request = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${port}${path}`, init);
+  try {
+    await waitFor(
+      "apache2 to listen",
+      async () => {
+        if (proc.exitCode !== null) {
+          const log = existsSync(join(root, "error.log")) ? readFileSync(join(root, "error.log"), "utf8") : "";
+          throw new Error(`apache2 exited ${proc.exitCode}: ${stderr.text()} ${log}`);
+        }
+        return request("/").then(
+          () => true,
+          () => false,
+        );
+      },
+      10000,
+    );
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { fetch: request, port, [Symbol.asyncDispose]: stop };
 }
 
 // ---- speaking the protocols directly ----
