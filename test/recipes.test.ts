@@ -184,12 +184,18 @@ const APPS: App[] = [
       await gitOk(place.base, "clone", "-q", `${front.url}/git/repo.git`, "clone");
       const clone = join(place.base, "clone");
       expect(readFileSync(join(clone, "README"), "utf8")).toBe("hello from the test repository\n");
-      writeFileSync(join(clone, "pushed"), "pushed over smart HTTP\n");
+      // 2 MB that does not compress: past git's http.postBuffer (1 MB), the pack goes chunked, without Content-Length.
+      const pushed = new Uint8Array(2 << 20);
+      for (let i = 0; i < pushed.length; i += 65536) pushed.set(crypto.getRandomValues(new Uint8Array(65536)), i);
+      writeFileSync(join(clone, "pushed"), pushed);
       await gitOk(clone, "add", "pushed");
       await gitOk(clone, "commit", "-q", "-m", "a pushed commit");
-      await gitOk(clone, "push", "-q", "origin", "main");
+      const push = await git(clone, "push", "-v", "-v", "origin", "main");
+      expect({ status: push.status, chunked: push.stderr.includes("POST git-receive-pack (chunked)") }).toEqual({ status: 0, chunked: true });
       const log = Bun.spawnSync([GIT!, "log", "--format=%s", "main"], { cwd: join(place.base, "srv", "git", "repo.git") });
       expect(log.stdout.toString()).toBe("a pushed commit\nthe first commit\n");
+      const size = Bun.spawnSync([GIT!, "cat-file", "-s", "main:pushed"], { cwd: join(place.base, "srv", "git", "repo.git") });
+      expect(size.stdout.toString()).toBe(`${pushed.length}\n`);
     },
     fails: async (front, place) => {
       const clone = await git(place.base, "clone", "-q", `${front.url}/git/repo.git`, "clone");
@@ -208,10 +214,12 @@ async function newPlace(path: string): Promise<Place> {
 
 const said = (name: string) => `socket: dropped the request variable ${name}, which CGI programs are not given unless named: --pass-env ${name} lets it through`;
 
-describe("the README's cgit recipe", () => {
-  test("is docs/RECIPES.md's, block for block", () => {
+describe("the README's and the man page's cgit recipe", () => {
+  test("is docs/RECIPES.md's, block for block, and the man page's example is its socket line", () => {
     for (const name of ["cgit-socket", "cgit-nginx"]) expect(block(README, name)).toBe(block(RECIPES, name));
     expect(block(README, "cgit-socket")).toContain("--pass-env CGIT_CONFIG");
+    const page = readFileSync(join(ROOT, "docs", "socket.1"), "utf8").replaceAll("\\-", "-");
+    expect(page).toContain(`.EX\n${block(RECIPES, "cgit-socket")}.EE\n`);
   });
 });
 
