@@ -19,8 +19,11 @@ class Recorder implements ResponderEffects {
   sent: FcgiRecord[] = [];
   answer: Uint8Array | undefined;
   waiting = 0;
+  /** Whether the engine was told that the last bytes sent end the connection. */
+  lastSent = false;
   private readonly reader = new RecordReader();
-  send(bytes: Uint8Array): void {
+  send(bytes: Uint8Array, last = false): void {
+    this.lastSent ||= last;
     const records = this.reader.push(bytes);
     if ("error" in records) throw new Error(records.error);
     this.sent.push(...records);
@@ -62,7 +65,7 @@ class Recorder implements ResponderEffects {
 const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, passEnv: [], maxBody: 1000, pool: undefined, ...more });
 
 /** A responder at time 0 with its recorder; `pool` for a pool worker's rules. */
-function responder(more: Partial<GatewayOptions> = {}, pool?: { graceMs: number }) {
+function responder(more: Partial<GatewayOptions> = {}, pool = false) {
   const effects = new Recorder();
   return { effects, fcgi: new FastCgiResponder({ options: options(more), maxConns: 4, pool }, effects, 0) };
 }
@@ -350,7 +353,7 @@ describe("kept connections (pool workers' rules)", () => {
   const othersWait = () => true;
 
   test("while others wait, a quiet kept connection closes; a busy one's next header is hurried", () => {
-    const { effects, fcgi } = responder({}, { graceMs: 0 });
+    const { effects, fcgi } = responder({}, true);
     fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
     fcgi.exited(0, 1000);
     expect(fcgi.between).toBe(true);
@@ -363,25 +366,26 @@ describe("kept connections (pool workers' rules)", () => {
   });
 
   test("nobody waiting: a kept connection stays", () => {
-    const { fcgi } = responder({}, { graceMs: 0 });
+    const { fcgi } = responder({}, true);
     fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
     fcgi.exited(0, 1);
     fcgi.keptCheck(1_000_000, () => false);
     expect(fcgi.ending).toBe(false);
   });
 
-  test("a leaving worker's kept connection carries requests until its grace's last second, then closes after END_REQUEST", () => {
-    const { fcgi } = responder({}, { graceMs: 5000 });
-    fcgi.leave(100);
+  test("a leaving worker's kept connection ends with its next END_REQUEST, sent as the connection's last bytes", () => {
+    const { effects, fcgi } = responder({}, true);
     fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 200);
     fcgi.exited(0, 300);
     expect(fcgi.ending).toBe(false);
+    expect(effects.lastSent).toBe(false);
     fcgi.input(Buffer.concat([header(2, 0), stdin(2)]), 400);
-    fcgi.exited(0, 100 + 3999);
+    fcgi.leave(450);
     expect(fcgi.ending).toBe(false);
-    fcgi.input(Buffer.concat([header(3, 0), stdin(3)]), 4000);
-    fcgi.exited(0, 100 + 4000);
+    fcgi.exited(0, 500);
     expect(fcgi.ending).toBe(true);
+    expect(effects.lastSent).toBe(true);
+    expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);
   });
 
   test("-f's leaving process closes an idle connection at once, a busy one after its request", () => {

@@ -11,7 +11,7 @@ import { close, pipe, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/f
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
 import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
 import { exitedStatus, pidfdOpen } from "../system/process.ts";
-import { pushPending } from "../system/socket.ts";
+import { pushPending, SHUT_WR, shutdown } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
@@ -22,7 +22,7 @@ import { BodyQueue, SpoolFile } from "./body-spool.ts";
 import { SendQueue } from "./send-queue.ts";
 import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
 
-/** The pool's descriptors a kept connection watches between requests, and how long a leaving worker's may last. */
+/** The pool's descriptors a kept connection watches between requests. */
 export interface WorkerFds {
   /** The listener: a kept connection gives way when another connection waits there (kept.ts). */
   listener: number;
@@ -30,8 +30,6 @@ export interface WorkerFds {
   control: number;
   /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
   ends(): boolean;
-  /** --grace: how long a leaving worker's kept connection may go on carrying requests. */
-  graceMs: number;
 }
 
 /** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
@@ -109,7 +107,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     maxConns: number,
     private readonly pool: WorkerFds,
   ) {
-    this.responder = new FastCgiResponder({ options, maxConns, pool }, this, Date.now());
+    this.responder = new FastCgiResponder({ options, maxConns, pool: true }, this, Date.now());
     if (stopping) this.leave();
   }
 
@@ -196,10 +194,14 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     close(this.fd);
   }
 
-  send(bytes: Uint8Array): void {
+  send(bytes: Uint8Array, last = false): void {
     if (this.closed) return;
     this.out.push(bytes);
-    if (!this.splicing) this.flush();
+    if (this.splicing) return;
+    // The last bytes and the FIN in one segment: a web server that reads them sees the end at once and never
+    // sends another request on a connection that is closing.
+    if (last && this.out.flush(this.fd, true) && this.out.empty) shutdown(this.fd, SHUT_WR);
+    else this.flush();
   }
 
   queued(): number {

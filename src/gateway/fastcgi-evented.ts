@@ -94,7 +94,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
     maxConns: number,
   ) {
-    this.responder = new FastCgiResponder({ options, maxConns, pool: undefined }, this, Date.now());
+    this.responder = new FastCgiResponder({ options, maxConns, pool: false }, this, Date.now());
   }
 
   attach(socket: EventSocket): void {

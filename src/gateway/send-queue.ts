@@ -18,11 +18,11 @@ export class SendQueue {
     return this.parts.length === 0;
   }
 
-  /** As much as `fd` takes now; false when the connection has gone (the caller closes it). */
-  flush(fd: number): boolean {
+  /** As much as `fd` takes now; false when the connection has gone (the caller closes it). `more`: held for what follows (MSG_MORE). */
+  flush(fd: number, more = false): boolean {
     while (this.parts.length > 0) {
       const head = this.parts[0];
-      const sent = trySend(fd, head, false);
+      const sent = trySend(fd, head, more);
       if (sent === -EAGAIN) return true;
       if (sent === -EINTR) continue;
       if (sent < 0) return false;

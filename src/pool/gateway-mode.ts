@@ -32,7 +32,7 @@ export function gatewayMode({ options, address }: Worker, noteRequest?: (request
   // Between requests on a kept connection the listener (a waiting connection takes this worker) and
   // the master's word (retire, leave, or its end: read after the connection) end it, or a web server
   // keeping it for ever would hold this worker, and a HUP would never replace it.
-  const pool = { listener: LISTEN_FD, control: CONTROL_FD, ends: () => !nextWordIs(REOPEN), graceMs: options.pool?.graceMs ?? 0 };
+  const pool = { listener: LISTEN_FD, control: CONTROL_FD, ends: () => !nextWordIs(REOPEN) };
   const maxConns = options.pool?.max ?? CLASSIC_MAX_CONNS;
   return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
 }

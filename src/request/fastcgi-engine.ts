@@ -37,7 +37,8 @@ export type BodyKind = "pipe" | "spool" | "none";
 /** What the engine does for the responder. */
 export interface ResponderEffects {
   /** Bytes for the connection, in order: queued while it cannot take them. */
-  send(bytes: Uint8Array): void;
+  /** `last`: nothing follows on this connection (the engine may send its end with these bytes). */
+  send(bytes: Uint8Array, last?: boolean): void;
   /** How many bytes wait for the connection. */
   queued(): number;
   /** Starts the request's program with these variables; the answer instead when it cannot or must not run. */
@@ -68,12 +69,12 @@ export interface ResponderConfig {
   /** FCGI_MAX_CONNS and FCGI_MAX_REQS for GET_VALUES. */
   maxConns: number;
   /**
-   * A pool worker's connection: kept while its worker leaves or others wait
-   * until quiet (kept.ts), and past --grace closed after its END_REQUEST.
-   * Otherwise (-f) a leaving process closes an idle kept connection at once
-   * and a busy one after its request.
+   * A pool worker's connection: kept while others wait until quiet
+   * (kept.ts); while its worker leaves, until quiet or its next
+   * END_REQUEST. Otherwise (-f) a leaving process closes an idle kept
+   * connection at once and a busy one after its request.
    */
-  pool: { graceMs: number } | undefined;
+  pool: boolean;
 }
 
 /**

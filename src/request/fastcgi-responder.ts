@@ -18,7 +18,7 @@
 import { BodyClock } from "./body-clock.ts";
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
 import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { KEPT_HEADER_MS, keptNoLonger, keptVerdict } from "./kept.ts";
+import { KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
 import { valueOf, type Variable } from "./variables.ts";
 import { QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
@@ -361,12 +361,12 @@ export class FastCgiResponder {
     this.spooled = NO_VARIABLES;
     if (this.held.params.length > 0) this.held.params = [];
     if (this.over) return;
+    // A leaving process's kept connection ends with this END_REQUEST (kept.ts): sent as the last bytes, with the
+    // connection's end in the same segment, so the web server never sends another request on it.
+    const kept = this.keep && !this.peerEnded && this.leavingSince === undefined;
     // One write for both: the web server gets the end in one segment.
-    this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]));
-    // Kept even when a pool worker leaves: what the web server may already be sending on it is served, and it
-    // closes once quiet; or, in the last second of its grace (-f: at once), right after this END_REQUEST (kept.ts).
-    const graceMs = this.config.pool?.graceMs ?? 0;
-    if (this.keep && !this.peerEnded && !keptNoLonger(now, this.leavingSince, graceMs)) {
+    this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]), !kept);
+    if (kept) {
       this.lastEnd = this.quietSince = now;
       if (served) {
         this.headerFrom = now;

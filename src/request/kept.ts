@@ -18,14 +18,15 @@
 //   server sends a header at once, and a client dripping one must not
 //   hold the worker (HEADER_TIMEOUT_MS a header otherwise) while others wait.
 // - A connection that carries whole requests back to back never goes
-//   quiet, and is not cut while others wait: closing it, even right after
-//   an END_REQUEST, races with the web server's next request (nginx reuses
-//   a connection at once, and a POST sent on one that closes is a 502).
-//   It is the worker's work, as a long request is; keep nginx's
-//   `keepalive` no larger than the pool. A leaving worker's, though, closes
-//   right after an END_REQUEST in the last second of its --grace (the last
-//   half of a shorter one): else the master ends it at the grace's end,
-//   with a request in flight for certain.
+//   quiet, and is not cut while others wait: it is the worker's work, as a
+//   long request is; keep nginx's `keepalive` no larger than the pool.
+// - A leaving worker's busy connection ends with its next END_REQUEST, the
+//   FIN in the same TCP segment (MSG_MORE, then shutdown): the web server
+//   reads the end with the answer and caches nothing (nginx checks a
+//   connection it is about to keep for EOF). A FIN sent after the
+//   END_REQUEST, even at once, races with the next request nginx sends on
+//   it, and a POST sent on a connection that closes is a 502 (nginx
+//   retries only idempotent requests).
 
 /** How long a kept connection must have been quiet before it is closed for another connection or a leaving worker. */
 export const KEPT_IDLE_MS = 250;
@@ -60,12 +61,4 @@ export function keptVerdict(state: KeptState): KeptVerdict {
   if (!state.othersWait()) return undefined;
   if (quiet) return { close: "closing an idle kept connection: another connection is waiting" };
   return { hurrySince: hurrySince ?? now, why: "no complete request in time while another connection waits" };
-}
-
-/** The end of a leaving worker's grace in which its kept connection closes right after an END_REQUEST. */
-export const LAST_OF_GRACE_MS = 1000;
-
-/** Whether a leaving worker's kept connection closes right after this END_REQUEST: it is in its grace's last second (or half). */
-export function keptNoLonger(now: number, leavingSince: number | undefined, graceMs: number): boolean {
-  return leavingSince !== undefined && now - leavingSince >= graceMs - Math.min(LAST_OF_GRACE_MS, graceMs / 2);
 }
