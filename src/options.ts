@@ -76,8 +76,12 @@ export interface AccessRuleText {
 /** The protocols a server can speak instead of handing over bytes. */
 export type Gateway = "scgi" | "fastcgi";
 
-/** What serving one plain connection reads of the options. */
-export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
+/**
+ * What serving one plain connection reads of the options, and `failed`:
+ * told of each program that could not start or exited 126/127 (a pool
+ * worker's --status counts them).
+ */
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> & { failed?: () => void };
 
 /**
  * What a gateway reads: -v, --timeout, --pass-env, --max-body, and the pool's size

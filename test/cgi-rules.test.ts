@@ -5,11 +5,10 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { requestMaySet } from "../src/request/cgi.ts";
+import { lastValueEach, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
 import { encodePairs, gatherParams } from "../src/request/fastcgi-records.ts";
 import { parseScgiHeader } from "../src/request/scgi-header.ts";
 import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/request/site.ts";
-import { lastValueEach, variable, type Variable } from "../src/request/variables.ts";
 import { tempDir, writeExecutable } from "./harness.ts";
 
 const hex = (bytes: Uint8Array | undefined) => Buffer.from(bytes ?? []).toString("hex");

@@ -5,11 +5,9 @@
 import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
-import { QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
-import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE } from "../src/request/cgi.ts";
-import { KEPT_HEADER_MS, KEPT_IDLE_MS } from "../src/request/kept.ts";
+import { KEPT_HEADER_MS, KEPT_IDLE_MS, QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
+import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE, type Variable } from "../src/request/cgi.ts";
 import type { GatewayOptions } from "../src/options.ts";
-import type { Variable } from "../src/request/variables.ts";
 
 type Call = [name: string, ...args: unknown[]];
 

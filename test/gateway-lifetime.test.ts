@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
-import { KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/kept.ts";
+import { KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/fastcgi-engine.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 
@@ -176,7 +176,7 @@ test("-W 2: two kept connections dripping their next header do not hold the pool
   }
 }, 20_000);
 
-describe("the kept connection rule (kept.ts)", () => {
+describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
   const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, othersWait: () => true, hurrySince: undefined };
   test("an idle kept connection closes for a waiting one only once quiet for KEPT_IDLE_MS", () => {
     expect(keptVerdict(state)).toEqual({ close: "closing an idle kept connection: another connection is waiting" });

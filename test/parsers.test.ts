@@ -5,8 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { parseNetstring, parsePrefix } from "../src/request/scgi-header.ts";
-import { LIMITS } from "../src/request/cgi.ts";
-import type { Variable } from "../src/request/variables.ts";
+import { LIMITS, type Variable } from "../src/request/cgi.ts";
 
 /** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
 function random(seed: number): () => number {

@@ -8,8 +8,7 @@ import { closeSync, openSync, readFileSync, realpathSync } from "node:fs";
 import { commandWords, directProgram, programFor, programNameProblem, shellNeed } from "../src/connection/command.ts";
 import { Inherited, startProcess } from "../src/connection/process.ts";
 import { canSpawn } from "../src/system/spawn.ts";
-import { cgiEnvironment, environmentRule, prepareCgi, type CgiSource } from "../src/request/cgi.ts";
-import { variable, type Variable } from "../src/request/variables.ts";
+import { cgiEnvironment, environmentRule, prepareCgi, variable, type CgiSource, type Variable } from "../src/request/cgi.ts";
 import { tempDir } from "./harness.ts";
 
 describe("the -p command, read once", () => {

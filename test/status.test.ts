@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
-import { scgiRequest } from "./gateway-peers.ts";
+import { fcgiRequest, scgiRequest } from "./gateway-peers.ts";
 
 const PROMTOOL = Bun.which("promtool");
 
@@ -132,6 +132,21 @@ describe("--status", () => {
     await server.exited();
     expect(existsSync(path)).toBe(false);
   }, 20_000);
+
+  for (const protocol of ["fastcgi", "scgi"] as const) {
+    test(`--${protocol}: a CGI that cannot be executed counts as a failed program`, async () => {
+      using dir = tempDir();
+      const script = join(dir.path, "noexec.cgi");
+      await Bun.write(script, "#!/bin/sh\necho never\n"); // mode 644: posix_spawn fails with EACCES
+      await using server = await startServer(["-W", "1", `--${protocol}`, "--status", "127.0.0.1:0", "-p", script, "-s", "0"]);
+      const base = await statusBase(server);
+      const vars: [string, string][] = [["CONTENT_LENGTH", "0"], ["REQUEST_METHOD", "GET"], ["REQUEST_URI", "/x"]];
+      const request = protocol === "scgi" ? scgiRequest([vars[0], ["SCGI", "1"], ...vars.slice(1)]) : fcgiRequest(1, vars);
+      expect((await exchange(server.target, request)).data.toString("latin1")).toContain("Status: 502 Bad Gateway");
+      await waitFor("failed programs 1", async () => (await page(base))["failed programs"] === 1);
+      expect(server.stderr()).toContain(`socket: cannot run ${script}: permission denied`);
+    }, 20_000);
+  }
 
   test("--status needs -W; a bad address is a usage error", async () => {
     expect((await run(["--status", "9000", "-s", "-p", "cat", "0"])).status).toBe(15);

@@ -1,5 +1,5 @@
 // A pool worker starts its programs with posix_spawn and waits on their
-// pidfds itself (connection/child.ts): what a program gets must be what
+// pidfds itself (connection/process.ts): what a program gets must be what
 // Bun.spawn gave it, in each way a worker starts one (the hand-off,
 // --prestart's bridge, -q's splice), and how it ended must still be told.
 import { describe, expect, test } from "bun:test";

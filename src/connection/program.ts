@@ -3,6 +3,7 @@
 // connection itself as stdio, pipes for the splice bridge, or Bun's pipes
 // for the copy loop), each through startProcess.
 import type { Address } from "../net/address.ts";
+import type { ServeOptions } from "../options.ts";
 import { close, pipe, setPipeSize } from "../system/fd.ts";
 import { localEndpoint, peerCredentials, remoteEndpoint } from "../system/socket.ts";
 import { verbose, warn } from "../system/log.ts";
@@ -142,24 +143,12 @@ export function startWithPipes(program: Program, vars: Record<string, string>, s
   return startProcess({ argv: program.argv, argv0: program.argv0, env: environment(vars), stdio, ownGroup: false }, "evented");
 }
 
-let failureHook: () => void = () => {};
-
 /**
- * Told of each program that could not start or exited 126/127 (a pool
- * worker counts them for --status); set once, by the runner.
+ * The operator's line when a program cannot be started at all (always
+ * printed, rate-limited); `options.failed` is told too (ServeOptions).
  */
-export function onProgramFailure(hook: () => void): void {
-  failureHook = hook;
-}
-
-/** Called by whoever starts programs (here and in gateway/) for each failure. */
-export function programFailed(): void {
-  failureHook();
-}
-
-/** The operator's line when a program cannot be started at all (always printed, rate-limited). */
-export function cannotStart(program: Program, e: unknown): void {
-  failureHook();
+export function cannotStart(program: Program, e: unknown, options: Pick<ServeOptions, "failed">): void {
+  options.failed?.();
   warn(`start ${program.command}`, `-p '${program.command}': cannot start: ${e instanceof Error ? e.message : String(e)}`);
 }
 
@@ -167,19 +156,20 @@ export function cannotStart(program: Program, e: unknown): void {
  * What became of a program: -v's end line (tcpserver's, with the
  * duration: `end PID status N (D ms)` or `end PID signal NAME (D ms)`), and
  * on socket's own stderr always, exits 126 and 127: the shell's "cannot
- * execute" and "not found", which otherwise only the client would see.
+ * execute" and "not found", which otherwise only the client would see
+ * (and `options.failed` is told of them).
  */
 export function outcome(
   proc: Pick<Process, "pid" | "exited" | "signalCode">,
   program: Program,
-  options: { verbose: boolean },
+  options: Pick<ServeOptions, "verbose" | "failed">,
   started = performance.now(),
 ): Promise<number> {
   return proc.exited.then((code) => {
     const ms = Math.round(performance.now() - started);
     verbose(options, `end ${proc.pid} ${proc.signalCode ? `signal ${proc.signalCode}` : `status ${code}`} (${ms} ms)`);
     if (code === 126 || code === 127) {
-      failureHook();
+      options.failed?.();
       const why = code === 127 ? "command not found" : "command not executable";
       warn(`exit ${code} ${program.command}`, `-p '${program.command}': exit ${code} (${why})`);
     }

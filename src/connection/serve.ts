@@ -35,7 +35,7 @@ function copiedSide(options: ServeOptions, program: Program | undefined, vars: R
   try {
     return programSide(options, startForCopy(options, program, vars), program);
   } catch (e) {
-    cannotStart(program, e);
+    cannotStart(program, e, options);
     return undefined;
   }
 }
@@ -60,7 +60,7 @@ function handOff(
     proc = startOnConnection(program, fd, connectionVariables(fd, address), engine);
   } catch (e) {
     release();
-    cannotStart(program, e);
+    cannotStart(program, e, options);
     return Promise.resolve();
   }
   if (options.timeoutMs !== undefined && address.kind === "inet") watchIdle(fd, proc, options.timeoutMs, (line) => verbose(options, line));
@@ -81,7 +81,7 @@ async function quitWithSplice(program: Program, fd: number, address: Address, op
     started = startOnPipes(program, connectionVariables(fd, address), fd);
   } catch (e) {
     close(fd);
-    return cannotStart(program, e);
+    return cannotStart(program, e, options);
   }
   // A blocking program is waited for only after the bridge.
   await bridge({ conn: fd, input: -1, output: started.output }, { quit: true, timeoutMs: undefined, log: (line) => verbose(options, line) });

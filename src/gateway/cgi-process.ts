@@ -1,13 +1,12 @@
 // Starting a request's CGI and ending it, for every gateway engine: each
 // CGI leads a session and process group of its own, and what cannot be
 // executed is said on socket's stderr while the web server gets a 502.
-import { programFailed, type Engine, type Program } from "../connection/program.ts";
+import type { Engine, Program } from "../connection/program.ts";
 import { Inherited, startProcess, type PipedProcess, type Process, type Stdio } from "../connection/process.ts";
 import type { GatewayOptions } from "../options.ts";
 import { say } from "../system/log.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
-import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch } from "../request/cgi.ts";
-import type { Variable } from "../request/variables.ts";
+import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch, type Variable } from "../request/cgi.ts";
 
 /** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors. */
 export type Cgi = PipedProcess;
@@ -77,14 +76,15 @@ export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine
       ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
       : startProcess({ ...spec, stdio }, "evented");
   } catch (e) {
-    cannotRun(program, e);
+    cannotRun(program, e, run.failed);
     return undefined;
   }
 }
 
-function cannotRun(program: Program, e: unknown): void {
+/** `failed`: told of it too (Launch: a pool worker's --status counts it). */
+function cannotRun(program: Program, e: unknown, failed: (() => void) | undefined): void {
   const code = e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : undefined;
-  programFailed();
+  failed?.();
   say(`cannot run ${program.argv[0]}: ${describeSpawnError(code ?? (e instanceof Error ? e.message : String(e)))}`);
 }
 

@@ -13,8 +13,7 @@ import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
 import { exitedStatus, pidfdOpen } from "../system/process.ts";
 import { pushPending, SHUT_WR, shutdown } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
-import type { CgiSource } from "../request/cgi.ts";
-import type { Variable } from "../request/variables.ts";
+import type { CgiSource, Variable } from "../request/cgi.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
@@ -24,7 +23,7 @@ import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type 
 
 /** The pool's descriptors a kept connection watches between requests. */
 export interface WorkerFds {
-  /** The listener: a kept connection gives way when another connection waits there (kept.ts). */
+  /** The listener: a kept connection gives way when another connection waits there (fastcgi-engine.ts keptVerdict). */
   listener: number;
   /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
   control: number;
@@ -62,7 +61,7 @@ interface Job {
 let stopping = false;
 let current: BlockingConnection | undefined;
 
-/** The worker drains or leaves: the connection in hand closes once quiet (kept.ts). */
+/** The worker drains or leaves: the connection in hand closes once quiet (fastcgi-engine.ts keptVerdict). */
 export function stopWorkerConnection(): void {
   stopping = true;
   current?.leave();

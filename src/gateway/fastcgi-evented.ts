@@ -7,8 +7,7 @@
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/fd.ts";
-import type { CgiSource } from "../request/cgi.ts";
-import type { Variable } from "../request/variables.ts";
+import type { CgiSource, Variable } from "../request/cgi.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";

@@ -10,8 +10,7 @@ import { copyDescriptor, programSide, startForCopy } from "../connection/local.t
 import type { ServeOptions } from "../options.ts";
 import { verbose } from "../system/log.ts";
 import { prestartVars, programEnd, startOnPipes, type Program } from "../connection/program.ts";
-import { Spawned } from "../connection/child.ts";
-import type { PipedProcess, Process } from "../connection/process.ts";
+import { Spawned, type PipedProcess, type Process } from "../connection/process.ts";
 import { bridge } from "../connection/splice.ts";
 import { close } from "../system/fd.ts";
 import { isReadable } from "../system/poll.ts";

@@ -35,9 +35,6 @@ export interface WorkerSetup {
   stderrFd: number | undefined;
 }
 
-/** The old name, kept while gateway-mode.ts still imports it; WorkerSetup does not shadow the global Worker. */
-export type { WorkerSetup as Worker };
-
 export const WORKER_ENV = "SOCKET_WORKER";
 export const WORKER_FLAG = "--pool-worker";
 /** The worker's descriptors, as the master's spawn places them. */

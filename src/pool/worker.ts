@@ -6,7 +6,7 @@
 // timer), accepts one connection at a time (EPOLLEXCLUSIVE: the kernel
 // wakes one waiting worker per connection), serves it, tells the master,
 // and waits again.
-import { onProgramFailure, programFor } from "../connection/program.ts";
+import { programFor } from "../connection/program.ts";
 import { accessRules, refusedPeer } from "../connection/sources.ts";
 import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
@@ -16,7 +16,7 @@ import { close, dup2, setCloexec } from "../system/fd.ts";
 import { EAGAIN, ECONNABORTED, EINTR, EPROTO, SysError } from "../system/ffi.ts";
 import { isReadable } from "../system/poll.ts";
 import { dieWithParent, getppid } from "../system/process.ts";
-import { MSG_DONTWAIT, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
+import { MSG_DONTWAIT, MSG_PEEK, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
 import { exitNow, nextTick, signalNumber } from "../system/signals.ts";
@@ -39,18 +39,57 @@ import {
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
-import type { Mode } from "./gateway-mode.ts";
 
 import { errorText } from "../fatal.ts";
 
-/** `noteRequest`: --slow and --status want each gateway request's method and URI. */
-async function chooseMode(worker: WorkerSetup, waiter: Waiter, noteRequest?: (request: string) => void): Promise<Mode> {
+/** How a worker serves a connection it accepted; chosen once, at start. */
+interface Mode {
+  /** Accept connections non-blocking: only where the worker alone uses them (the splice bridge, FastCGI). */
+  readonly nonBlocking: boolean;
+  serve(fd: number): Promise<unknown>;
+  /** The worker drains: no connection is kept for a further request. */
+  drain?(): void;
+}
+
+/** What a worker reports as it happens (--status, --slow): each gateway request's method and URI, each program that failed to start. */
+interface Reports {
+  noteRequest?: (request: string) => void;
+  failed?: () => void;
+}
+
+async function chooseMode(worker: WorkerSetup, waiter: Waiter, reports: Reports): Promise<Mode> {
   const { options, address } = worker;
-  // Loaded only by a gateway's workers: the others' heaps stay without them.
-  if (options.gateway) return (await import("./gateway-mode.ts")).gatewayMode(worker, noteRequest);
+  if (options.gateway) return gatewayMode(worker, reports);
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
-  if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
-  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
+  const served = reports.failed ? { ...options, failed: reports.failed } : options;
+  if (options.pool?.prestart) return new Prestart(program, address, served, waiter);
+  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, served, program, true) };
+}
+
+/** Whether the byte waiting on the control socket is `word` (left there for the worker to read). */
+function nextWordIs(word: number): boolean {
+  const byte = new Uint8Array(1);
+  return tryRecv(CONTROL_FD, byte, MSG_PEEK | MSG_DONTWAIT) === 1 && byte[0] === word;
+}
+
+/**
+ * --scgi, --fastcgi. The gateways are imported here, when asked for, and
+ * only here: their code and what it loads would otherwise sit in every
+ * `-p` worker's heap.
+ */
+async function gatewayMode({ options, address }: WorkerSetup, reports: Reports): Promise<Mode> {
+  const source = (await import("../request/site.ts")).cgiSource(options, reports);
+  if (options.gateway === "scgi") {
+    const { serveScgiDescriptor } = await import("../gateway/scgi.ts");
+    return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, source) };
+  }
+  const { serveFastCgiDescriptor, stopWorkerConnection } = await import("../gateway/fastcgi-blocking.ts");
+  // Between requests on a kept connection the listener (a waiting connection takes this worker) and
+  // the master's word (retire, leave, or its end: read after the connection) end it, or a web server
+  // keeping it for ever would hold this worker, and a HUP would never replace it.
+  const pool = { listener: LISTEN_FD, control: CONTROL_FD, ends: () => !nextWordIs(REOPEN) };
+  const maxConns = options.pool!.max; // a worker's options always have a pool (protocol.ts readWorkerConfig)
+  return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
 }
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
@@ -129,11 +168,13 @@ async function setUp(worker: WorkerSetup): Promise<Serving> {
   if (worker.stderrFd !== undefined) setCloexec(worker.stderrFd);
 
   // What --status counts and --slow names, told to the master as it happens.
-  if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
-  const noteRequests = options.slowMs !== undefined || reportsEvents(options);
+  const reports: Reports = {
+    noteRequest: options.slowMs !== undefined || reportsEvents(options) ? (request) => tell(options, { request }) : undefined,
+    failed: reportsEvents(options) ? () => tell(options, "failed") : undefined,
+  };
   const rules = accessRules(options, address);
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
-  const mode = await chooseMode(worker, waiter, noteRequests ? (request) => tell(options, { request }) : undefined);
+  const mode = await chooseMode(worker, waiter, reports);
   const serving = new Serving(worker, mode, waiter, rules);
 
   // Ctrl-C reaches the whole process group, and a service manager may TERM

@@ -1,13 +1,60 @@
-// The CGI side of both gateways, without I/O: from a request's variables
-// to what runs (prepareCgi: the program, its directory and environment) or
-// the answer the web server gets when nothing runs. Shared by SCGI and
-// FastCGI; gateway/cgi-process.ts starts what it says.
+// The CGI side of both gateways, without I/O: a request's variables as
+// every part reads them, from them to what runs (prepareCgi: the program,
+// its directory and environment) or the answer the web server gets when
+// nothing runs, and the limits on a request. Shared by SCGI and FastCGI;
+// gateway/cgi-process.ts starts what it says.
 import { dirname, resolve } from "node:path";
-import { directProgram, type Program } from "../connection/command.ts";
-import type { Gateway, Options } from "../options.ts";
+import type { Program } from "../connection/command.ts";
+import type { Gateway } from "../options.ts";
 import { say, verbose, warn } from "../system/log.ts";
-import { chooseSiteProgram, siteRoot, type SiteRoot } from "./site.ts";
-import { valueOf, type Variable } from "./variables.ts";
+
+// A request's variables: one list, one value per name, and each value's
+// bytes as the web server sent them. The program a request names and the
+// environment it gets are read from the same list, so they cannot disagree
+// about which of two values counts.
+
+/**
+ * A request variable as the web server sent it: name and value, decoded;
+ * `raw`: the value's bytes, when they are not UTF-8 (the value then has
+ * U+FFFD for them, for socket's own use; the program gets the bytes).
+ */
+export type Variable = [name: string, value: string, raw?: Uint8Array];
+
+const strict = new TextDecoder("utf-8", { fatal: true });
+const lossy = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** A pair's value from the wire: decoded, with its bytes kept when they are not UTF-8. */
+export function variable(name: string, bytes: Uint8Array): Variable {
+  try {
+    return [name, strict.decode(bytes)];
+  } catch {
+    return [name, lossy.decode(bytes), bytes.slice()];
+  }
+}
+
+/** A variable's value as bytes: the ones it came as. */
+export function bytesOf([, value, raw]: Variable): Uint8Array {
+  return raw ?? encoder.encode(value);
+}
+
+/**
+ * One value per name, the last one sent, where the first sent stood.
+ * FastCGI lets PARAMS repeat a name; php-fpm keeps the last, and nginx
+ * users rely on it: a `fastcgi_param` after `include fastcgi_params`
+ * overrides the included one. (SCGI's spec forbids a repeated name: scgi-header.ts
+ * refuses the request instead.)
+ */
+export function lastValueEach(variables: readonly Variable[]): Variable[] {
+  const byName = new Map<string, Variable>();
+  for (const v of variables) byName.set(v[0], v);
+  return byName.size === variables.length ? [...variables] : [...byName.values()];
+}
+
+/** The value of `name` in a list of one value per name. */
+export function valueOf(variables: readonly Variable[], name: string): string | undefined {
+  return variables.find(([n]) => n === name)?.[1];
+}
 
 /** -v: why a gateway connection was closed (bad request, timeout, ...), named by its protocol. */
 export function gatewayLog(options: { verbose: boolean }, protocol: Gateway, line: string): void {
@@ -56,6 +103,16 @@ export const HEADER_TIMEOUT_MS = 30_000;
  * A web server relays a body at its own client's pace, far above this.
  */
 export const MIN_BODY_RATE = 500;
+
+/**
+ * When a body begun at `from` must have come, `received` bytes of it so
+ * far: its first `limitMs` (--timeout, or HEADER_TIMEOUT_MS), then a second
+ * more for every MIN_BODY_RATE bytes that came (as Apache's
+ * mod_reqtimeout: body=20,MinRate=500). The one rule, for every engine.
+ */
+export function bodyDue(from: number, limitMs: number, received: number): number {
+  return from + limitMs + (received * 1000) / MIN_BODY_RATE;
+}
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A header line's name as every web server makes it: upper case, "-" as "_" (RFC 3875 section 4.1.18). */
@@ -199,26 +256,35 @@ function printable(name: string): string {
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }
 
+/** The program --cgi-root chooses for a request (site.ts): its real path, and the request's variables as the CGI sees them. */
+export interface SiteProgram {
+  path: string;
+  variables: Variable[];
+}
+
+/** Why nothing runs: the status the web server gets, and the -v line's reason; `unsafe`: the operator's to mend, said always. */
+export interface SiteRefusal {
+  status: 403 | 404;
+  why: string;
+  unsafe?: true;
+}
+
 /**
  * What a gateway runs: -p's one command (its words read once) or
- * --cgi-root's program chosen per request (site.ts); the environment rule;
- * and `note`, told of each request's method and URI as its program is
- * about to start (a pool worker's --slow).
+ * --cgi-root's program chosen per request (site.ts `cgiSource` makes
+ * both); the environment rule; and what a pool worker reports: `note`,
+ * told of each request's method and URI as its program is about to start
+ * (--slow), and `failed`, of each program that could not start (--status).
  */
 export interface CgiSource {
-  program: { command: Program } | { root: SiteRoot };
+  program: { command: Program } | { choose(variables: Variable[]): SiteProgram | SiteRefusal };
   rule: EnvironmentRule;
   note?: (request: string) => void;
+  failed?: () => void;
 }
 
-/** The source the options name (cli/parse.ts requires -p or --cgi-root with a gateway). */
-export function cgiSource(options: Pick<Options, "program" | "cgiRoot" | "passEnv">, note?: (request: string) => void): CgiSource {
-  const program = options.cgiRoot !== undefined ? { root: siteRoot(options.cgiRoot) } : { command: directProgram(options.program!) };
-  return { program, rule: environmentRule(options.passEnv ?? [], process.env), note };
-}
-
-/** A request's program, the directory it runs in and its environment; or the answer when nothing runs. */
-export type Launch = { program: Program; cwd: string | undefined; env: CgiEnvironment } | { answer: Uint8Array };
+/** A request's program, the directory it runs in, its environment and whom to tell when it cannot start; or the answer when nothing runs. */
+export type Launch = { program: Program; cwd: string | undefined; env: CgiEnvironment; failed?: () => void } | { answer: Uint8Array };
 
 /**
  * The directory a CGI runs in (RFC 3875 section 7.2: "should" be its
@@ -246,9 +312,9 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
   let launch: Launch;
   if ("command" in source.program) {
     const program = source.program.command;
-    launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log) };
+    launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log), failed: source.failed };
   } else {
-    const chosen = chooseSiteProgram(source.program.root, variables);
+    const chosen = source.program.choose(variables);
     if ("status" in chosen) {
       const line = `${chosen.status === 403 ? "403 Forbidden" : "404 Not Found"}: ${chosen.why}`;
       // A program someone else could have written is the operator's to mend: said without -v (once a second).
@@ -257,7 +323,7 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
       return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
     }
     const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
-    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log) };
+    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log), failed: source.failed };
   }
   if (source.note) source.note(`${envValue(launch.env, "REQUEST_METHOD") ?? ""} ${envValue(launch.env, "REQUEST_URI") ?? envValue(launch.env, "SCRIPT_NAME") ?? ""}`);
   return launch;

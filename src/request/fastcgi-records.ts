@@ -1,8 +1,7 @@
 // FastCGI's wire format (the FastCGI 1.0 specification): records of an
 // 8-byte header, content and padding; name-value pairs with 1- or 4-byte
 // lengths. No state of a connection here: fastcgi-responder.ts holds that.
-import { LIMITS } from "./cgi.ts";
-import { lastValueEach, valueOf, variable, type Variable } from "./variables.ts";
+import { lastValueEach, LIMITS, valueOf, variable, type Variable } from "./cgi.ts";
 
 export const VERSION = 1;
 export const TYPE = {

@@ -15,12 +15,9 @@
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
 // FCGI_KEEP_CONN the next may follow on the same connection.
-import { BodyClock } from "./body-clock.ts";
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { KEPT_HEADER_MS, keptVerdict } from "./kept.ts";
-import { valueOf, type Variable } from "./variables.ts";
-import { QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
+import { BodyClock, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 const NO_VARIABLES: Variable[] = [];
 
@@ -117,7 +114,7 @@ export class FastCgiResponder {
     this.over = true;
   }
 
-  /** This process is leaving (a drain, a retirement): no further request once quiet (kept.ts), or at once for -f. */
+  /** This process is leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict), or at once for -f. */
   leave(now: number): void {
     this.leavingSince ??= now;
     if (!this.config.pool && this.phase === "none") this.end();
@@ -127,7 +124,7 @@ export class FastCgiResponder {
   deadline(): Deadline | undefined {
     const { timeoutMs } = this.config.options;
     const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
-    // A body comes at a least rate after its first `limit` (body-clock.ts): a client dripping one must not hold the worker.
+    // A body comes at a least rate after its first `limit` (fastcgi-engine.ts BodyClock): a client dripping one must not hold the worker.
     const body = { at: this.body.due(limit), why: "the request's body came too slowly" };
     if (this.phase === "spooling") return body;
     // While a program runs, --timeout applies: every byte moved either way restarts it.
@@ -145,12 +142,12 @@ export class FastCgiResponder {
     return hurried < at ? { at: hurried, why: this.hurryWhy } : { at, why: "no complete request in time" };
   }
 
-  /** Kept between two requests (or in the next one's header), or not yet in one while leaving: kept.ts's rules apply. */
+  /** Kept between two requests (or in the next one's header), or not yet in one while leaving: keptVerdict's rules apply. */
   get between(): boolean {
     return (this.lastEnd !== undefined || this.leavingSince !== undefined) && (this.phase === "none" || this.phase === "params") && !this.ending;
   }
 
-  /** Between requests: closed once quiet, or its header hurried, when others wait or the worker leaves (kept.ts). */
+  /** Between requests: closed once quiet, or its header hurried, when others wait or the worker leaves (fastcgi-engine.ts keptVerdict). */
   keptCheck(now: number, othersWait: () => boolean): void {
     if (!this.between) return;
     const verdict = keptVerdict({
@@ -361,7 +358,7 @@ export class FastCgiResponder {
     this.spooled = NO_VARIABLES;
     if (this.held.params.length > 0) this.held.params = [];
     if (this.over) return;
-    // A leaving process's kept connection ends with this END_REQUEST (kept.ts): sent as the last bytes, with the
+    // A leaving process's kept connection ends with this END_REQUEST (fastcgi-engine.ts): sent as the last bytes, with the
     // connection's end in the same segment, so the web server never sends another request on it.
     const kept = this.keep && !this.peerEnded && this.leavingSince === undefined;
     // One write for both: the web server gets the end in one segment.

@@ -1,8 +1,7 @@
 // SCGI's request header: a netstring (`LEN:NAME\0VALUE\0...,`) of
 // name-value pairs, checked as the SCGI spec says. Pure: both SCGI engines
 // (gateway/scgi-blocking.ts, gateway/scgi-evented.ts) parse with it.
-import { HEADER_TIMEOUT_MS, LIMITS } from "./cgi.ts";
-import { variable, type Variable } from "./variables.ts";
+import { HEADER_TIMEOUT_MS, LIMITS, variable, type Variable } from "./cgi.ts";
 
 export interface ScgiRequest {
   variables: Variable[];

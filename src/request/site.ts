@@ -7,10 +7,16 @@
 // program must lie inside the root (its real path, symlinks followed), and
 // "no such program" is a 404 rather than a 403. What names the program to
 // the CGI is socket's, not the request's: SCRIPT_FILENAME the program's real
-// path, PATH_TRANSLATED derived inside the root or not set.
+// path, PATH_TRANSLATED derived inside the root or not set. cgiSource,
+// here as the one place that chooses between -p and --cgi-root, gives
+// prepareCgi (cgi.ts) the chooser: cgi.ts never imports this module.
 import { accessSync, constants, realpathSync, statSync, type Stats } from "node:fs";
 import { posix } from "node:path";
-import { bytesOf, valueOf, variable, type Variable } from "./variables.ts";
+import { directProgram } from "../connection/command.ts";
+import type { Options } from "../options.ts";
+import { bytesOf, environmentRule, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
+
+export type { SiteProgram, SiteRefusal } from "./cgi.ts";
 
 /** The root as given and as the kernel resolves it (a symlinked root may be named either way). */
 export interface SiteRoot {
@@ -23,17 +29,17 @@ export function siteRoot(dir: string): SiteRoot {
   return { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) };
 }
 
-/** The program a request names: its real path, and the request's variables as the CGI sees them. */
-export interface SiteProgram {
-  path: string;
-  variables: Variable[];
-}
-
-/** Why nothing runs: the status the web server gets, and the -v line's reason; `unsafe`: the operator's to mend, said always. */
-export interface SiteRefusal {
-  status: 403 | 404;
-  why: string;
-  unsafe?: true;
+/**
+ * What a gateway runs, as the options name it (cli/parse.ts requires -p or
+ * --cgi-root with a gateway), and what a pool worker reports (CgiSource).
+ */
+export function cgiSource(
+  options: Pick<Options, "program" | "cgiRoot" | "passEnv">,
+  reports: { noteRequest?: (request: string) => void; failed?: () => void } = {},
+): CgiSource {
+  const root = options.cgiRoot === undefined ? undefined : siteRoot(options.cgiRoot);
+  const program = root ? { choose: (variables: Variable[]) => chooseSiteProgram(root, variables) } : { command: directProgram(options.program!) };
+  return { program, rule: environmentRule(options.passEnv ?? [], process.env), note: reports.noteRequest, failed: reports.failed };
 }
 
 function stripSlashes(path: string): string {
@@ -84,7 +90,7 @@ function look(path: string): Stats | undefined | { error: string } {
 }
 
 /**
- * The program for a request's variables (one value per name: variables.ts
+ * The program for a request's variables (one value per name: cgi.ts
  * lastValueEach, or SCGI's refusal of a repeated name) under `root`, or why none runs.
  */
 export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SiteProgram | SiteRefusal {

@@ -9,7 +9,7 @@ import { flushStdout } from "../connection/local.ts";
 import { connectionMessage, serveSocket } from "../connection/serve.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi-evented.ts";
 import { ScgiHandler } from "../gateway/scgi-evented.ts";
-import { cgiSource } from "../request/cgi.ts";
+import { cgiSource } from "../request/site.ts";
 import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";

@@ -109,3 +109,13 @@ export function exec(path: string, argv: string[], env: Record<string, string | 
   lib().execve(file, args, envp);
   throw new SysError("execve", errno());
 }
+
+/** A signal to one process, or to its group: false when there is none to signal. */
+export function signal(pid: number, group: boolean, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(group ? -pid : pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,5 +1,5 @@
 // posix_spawn(3), for the programs a blocking caller starts and waits for
-// itself (connection/child.ts). Its own table: closefrom is glibc 2.34's,
+// itself (connection/process.ts). Its own table: closefrom is glibc 2.34's,
 // addchdir_np 2.29's and POSIX_SPAWN_SETSID 2.26's; where one is missing
 // (dlopen fails) canSpawn() says so and callers use Bun.spawn.
 // Unlike Bun.spawn, every string goes to the kernel as the bytes it is
