@@ -5,7 +5,7 @@
 // names its program's pid and path, a long one is cut, and a request adds
 // at most its budget to the log however much its program writes.
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { run, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
 import { noNginx, startNginx } from "./gateway-peers.ts";
@@ -40,6 +40,13 @@ echo "said on stderr by $$" >&2
 printf 'Content-Type: text/plain\\r\\n\\r\\npid %s\\n' $$
 `;
 
+/** Leaves a process in the background holding its stderr (not its stdout), which writes once the request is over. */
+const backgroundScript = `#!/bin/sh
+(trap '' PIPE; sleep 2; echo "late words" >&2; : > late.done) >/dev/null &
+echo "early words" >&2
+printf 'Content-Type: text/plain\\r\\n\\r\\npid %s\\n' $$
+`;
+
 /** The site: the programs under one --cgi-root; nginx names each by SCRIPT_FILENAME. */
 function makeSite(dir: string): string {
   const root = join(dir, "site");
@@ -48,6 +55,7 @@ function makeSite(dir: string): string {
   writeExecutable(join(root, "b.cgi"), pairScript("b", "a", "B"));
   writeExecutable(join(root, "flood.cgi"), floodScript);
   writeExecutable(join(root, "say.cgi"), sayScript);
+  writeExecutable(join(root, "background.cgi"), backgroundScript);
   return root;
 }
 
@@ -110,6 +118,22 @@ describe.each(modes)("with $name", ({ args: mode }) => {
         const cutAt = lines[1].length - " [cut]".length;
         expect(Number(lines[3].match(DROPPED)![1])).toBe(10000 - cutAt + 1); // the rest of the long line and its newline
       }
+    });
+
+    test.skipIf(noNginx)("read until the program exits: a process it left holding stderr holds neither the request nor the log", async () => {
+      using dir = tempDir();
+      const root = makeSite(dir.path);
+      await using server = await serve(root);
+      await using nginx = await front(dir.path, root, server);
+      const started = Date.now();
+      const pid = await pidOf(await nginx.fetch("/background.cgi"));
+      expect(Date.now() - started).toBeLessThan(1800); // its background process sleeps 2 s first
+      await waitFor("its early line", () => linesOf(server, pid, `${root}/background.cgi`).includes("early words"));
+      await waitFor("the background process to have written", () => existsSync(join(root, "late.done")));
+      // A later request's line: by then a line of the late words would be there too.
+      const next = await pidOf(await nginx.fetch("/say.cgi"));
+      await waitFor("the next request's line", () => linesOf(server, next, `${root}/say.cgi`).length > 0);
+      expect(server.stderr()).not.toContain("late words");
     });
 
     test.skipIf(noNginx)("100 MiB of stderr: the log grows by at most the budget and one line, and the request still answers", async () => {
