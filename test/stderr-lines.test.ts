@@ -128,6 +128,10 @@ describe("a CGI's stderr as lines", () => {
     expect(new TextDecoder().decode(out[0])).toBe(`${prefix}hello\n`);
   });
 
+  test("a program's name cannot forge a line: its control characters are shown as ?", () => {
+    expect(stderrPrefix(9, "/srv/a\ncgi 1 /srv/b.cgi\r\x1b[2K")).toBe("cgi 9 /srv/a?cgi 1 /srv/b.cgi??[2K: ");
+  });
+
   test("clean output says nothing at its end", () => {
     const lines = new StderrLines(1, "a");
     expect(lines.feed(enc.encode("x\n")).length).toBe(1);

@@ -23,10 +23,13 @@ const NAME_CHARS = 256;
 const encoder = new TextEncoder();
 const NEWLINE = 10;
 
-/** `cgi PID NAME: `, the name's end kept when it is long. */
+/**
+ * `cgi PID NAME: `, the name's end kept when it is long, its control
+ * characters as "?": a file name with a newline must not forge a line.
+ */
 export function stderrPrefix(pid: number, name: string): string {
   const shown = name.length > NAME_CHARS ? `...${name.slice(-(NAME_CHARS - 3))}` : name;
-  return `cgi ${pid} ${shown}: `;
+  return `cgi ${pid} ${shown.replace(/[\x00-\x1f\x7f]/g, "?")}: `;
 }
 
 /**
