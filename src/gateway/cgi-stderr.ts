@@ -6,9 +6,9 @@
 // until every writer has gone: a process it left in the background must
 // not hold the request.
 import type { GatewayOptions } from "../options.ts";
-import { pipeBytes, tryRead } from "../system/fd.ts";
+import { pipe, pipeBytes, tryRead } from "../system/fd.ts";
 import { EAGAIN, EINTR } from "../system/ffi.ts";
-import { write } from "../system/log.ts";
+import { say, write } from "../system/log.ts";
 import { POLLIN, tryPoll } from "../system/poll.ts";
 import { nextTick } from "../system/signals.ts";
 import { StderrLines } from "../request/stderr-lines.ts";
@@ -39,6 +39,20 @@ export class CgiStderr {
 /** The program's stderr for the log when the options say so (FastCGI's default sends it to the web server). */
 export function stderrLog(options: Pick<GatewayOptions, "cgiStderr">, proc: Cgi): CgiStderr | undefined {
   return options.cgiStderr === "log" ? new CgiStderr(proc) : undefined;
+}
+
+/**
+ * A pool worker's pipe for a CGI's stderr: [read end, non-blocking; write
+ * end]; or undefined, said on stderr, when none can be made (no
+ * descriptor left): the program does not run, and the web server gets 502.
+ */
+export function stderrPipe(): [number, number] | undefined {
+  try {
+    return pipe("read");
+  } catch (e) {
+    say(`cannot run a CGI: no pipe for its stderr: ${e instanceof Error ? e.message : String(e)}`);
+    return undefined;
+  }
 }
 
 const buffer = new Uint8Array(64 * 1024);

@@ -15,7 +15,7 @@ import { bodyDue } from "../request/body-clock.ts";
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
-import { logPipe, logStream } from "./cgi-stderr.ts";
+import { logPipe, logStream, stderrPipe } from "./cgi-stderr.ts";
 
 /**
  * The header of a connection a pool worker accepted (a blocking descriptor
@@ -173,8 +173,8 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
   // program's complaints never corrupt the HTTP answer (SCGI has no channel
   // for them) nor mix with another's.
   const engine = timeoutMs === undefined ? "blocking" : "evented";
-  const errors = engine === "blocking" && !("answer" in launch) ? pipe("read") : undefined;
-  const proc = "answer" in launch ? undefined : spawnCgi(launch, [body ?? fd, fd, errors?.[1] ?? "pipe"], engine);
+  const errors = engine === "blocking" && !("answer" in launch) ? stderrPipe() : undefined;
+  const proc = "answer" in launch || (engine === "blocking" && !errors) ? undefined : spawnCgi(launch, [body ?? fd, fd, errors?.[1] ?? "pipe"], engine);
   if (body !== undefined) close(body); // the program has its own
   if (errors) close(errors[1]);
   const unread = body === undefined ? request.contentLength : 0;
