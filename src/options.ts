@@ -51,6 +51,12 @@ export interface Options {
   passEnv: string[];
   /** --max-body: the most bytes of body one request may send (request/cgi.ts bodyOverLimit). */
   maxBody: number;
+  /**
+   * --cgi-stderr: where a CGI's stderr goes. "web": FastCGI's STDERR records
+   * (the default for FastCGI); "log": socket's stderr as whole lines naming
+   * the program (request/stderr-lines.ts), SCGI's only way (it has no channel).
+   */
+  cgiStderr: "web" | "log";
   /** -b: where the daemon's stdout and stderr go. */
   log: string | undefined;
   pidFile: string | undefined;
@@ -84,8 +90,8 @@ export type Gateway = "scgi" | "fastcgi";
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> & { failed?: () => void };
 
 /**
- * What a gateway reads: -v, --timeout, --pass-env, --max-body, and the pool's size
+ * What a gateway reads: -v, --timeout, --pass-env, --max-body, --cgi-stderr, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
  * argument (request/cgi.ts CgiSource).
  */
-export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "pool">;
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "cgiStderr" | "pool">;

@@ -60,7 +60,7 @@ class Recorder implements ResponderEffects {
   }
 }
 
-const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, passEnv: [], maxBody: 1000, pool: undefined, ...more });
+const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web", pool: undefined, ...more });
 
 /** A responder at time 0 with its recorder; `pool` for a pool worker's rules. */
 function responder(more: Partial<GatewayOptions> = {}, pool = false) {

@@ -222,8 +222,8 @@ function limitOptions(
   return { timeoutMs: timeout === undefined ? undefined : timeout * 1000, maxPerSource, deferAcceptSecs: deferAccept, mode };
 }
 
-/** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body. */
-function gatewayOptions(read: Read, program: string | undefined, server: boolean, site: boolean): Pick<Options, "gateway" | "passEnv" | "maxBody"> | Refusal {
+/** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body, --cgi-stderr. */
+function gatewayOptions(read: Read, program: string | undefined, server: boolean, site: boolean): Pick<Options, "gateway" | "passEnv" | "maxBody" | "cgiStderr"> | Refusal {
   const gateway = gatewayOption(read.flag, program, server, site);
   if (typeof gateway === "object") return gateway;
   const passEnv = read.list("pass-env");
@@ -238,7 +238,18 @@ function gatewayOptions(read: Read, program: string | undefined, server: boolean
   if (maxBody === undefined) {
     return { exit: EXIT_USAGE, stderr: `${NAME}: --max-body wants a size from 1 to 1024g (bytes, or a number with k, m or g), not '${maxBodyText}'\n` };
   }
-  return { gateway, passEnv, maxBody };
+  const cgiStderr = cgiStderrOption(read.str("cgi-stderr"), gateway);
+  if (typeof cgiStderr === "object") return cgiStderr;
+  return { gateway, passEnv, maxBody, cgiStderr };
+}
+
+/** --cgi-stderr: "web" (FastCGI's default) or "log"; SCGI has no channel to the web server, so only "log". */
+function cgiStderrOption(text: string | undefined, gateway: Gateway | undefined): Options["cgiStderr"] | Refusal {
+  if (text === undefined) return gateway === "fastcgi" ? "web" : "log";
+  if (gateway === undefined) return usageError(`${NAME}: --cgi-stderr needs --scgi or --fastcgi`);
+  if (text !== "web" && text !== "log") return usageError(`${NAME}: --cgi-stderr wants web or log, not '${text}'`);
+  if (text === "web" && gateway === "scgi") return usageError(`${NAME}: --cgi-stderr web is for --fastcgi: SCGI has no stderr channel to the web server`);
+  return text;
 }
 
 /**

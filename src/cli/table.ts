@@ -36,6 +36,7 @@ export const optionTable = {
   "cgi-root": { type: "string", valueHint: "DIR", description: "--scgi/--fastcgi instead of -p: run the program each request names (SCRIPT_FILENAME, or DOCUMENT_ROOT + SCRIPT_NAME) inside DIR, as fcgiwrap does" },
   "pass-env": { type: "string", valueHint: "NAME", multiple: true, description: "--scgi/--fastcgi: a request may also set the variable NAME (repeatable); see ENVIRONMENT in socket(1)" },
   "max-body": { type: "string", valueHint: "SIZE", description: "--scgi/--fastcgi: a request may send at most SIZE bytes of body (k, m, g: KiB, MiB, GiB; default 100m); more gets Status: 413" },
+  "cgi-stderr": { type: "string", valueHint: "web|log", description: "--fastcgi: a CGI's stderr to the web server in STDERR records (web, the default) or to socket's stderr as lines 'cgi PID PROGRAM: ...' (log, always so for --scgi)" },
   status: { type: "string", valueHint: "ADDRESS", description: "Pool: answer HTTP at ADDRESS (/path, PORT on 127.0.0.1, or HOST:PORT): GET /status (?json, ?openmetrics, ?full) and /ping" },
   slow: { type: "string", valueHint: "SECS", description: "Server: a line on stderr for each connection still running after SECS (counted as slow requests)" },
   allow: { type: "string", valueHint: "CIDR", multiple: true, description: "TCP server: let peers in CIDR connect (repeatable; with --deny the first rule that matches decides; with any --allow, the rest is denied)" },

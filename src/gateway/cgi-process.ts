@@ -8,8 +8,8 @@ import { say } from "../system/log.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
 import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch, type Variable } from "../request/cgi.ts";
 
-/** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors. */
-export type Cgi = PipedProcess;
+/** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors; `name`: what ran (its stderr lines say it). */
+export type Cgi = PipedProcess & { readonly name: string };
 
 /** What a CGI runs: a Launch that is not an answer. */
 export type Run = Exclude<Launch, { answer: Uint8Array }>;
@@ -72,9 +72,11 @@ export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine
   const [input, output, errors] = stdio;
   if (engine === "blocking" && (input === "pipe" || output === "pipe" || errors === "pipe")) throw new TypeError("a blocking CGI gets no pipe of ours");
   try {
-    return engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
-      ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
-      : startProcess({ ...spec, stdio }, "evented");
+    const proc =
+      engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
+        ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
+        : startProcess({ ...spec, stdio }, "evented");
+    return Object.assign(proc, { name: program.argv[0] });
   } catch (e) {
     cannotRun(program, e, run.failed);
     return undefined;

@@ -19,6 +19,7 @@ import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 import { SendQueue } from "./send-queue.ts";
+import { stderrLog } from "./cgi-stderr.ts";
 import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
 
 /** The pool's descriptors a kept connection watches between requests. */
@@ -348,7 +349,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     this.splicing = true;
     let end: OutputEnd;
     try {
-      end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
+      end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, stderrLog: stderrLog(this.options, job.proc), requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
     } catch (e) {
       end = { error: `internal error: ${message(e)}` };
     } finally {

@@ -13,6 +13,7 @@ import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
 import { endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
+import { logStream } from "./cgi-stderr.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 
 export { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
@@ -197,7 +198,9 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     if ("answer" in proc) return proc.answer;
     const job = newJob(this.responder.requestId, proc, stdin !== "pipe");
     this.job = job;
-    const output = Promise.all([this.forward(stream(proc.stdout), TYPE.STDOUT, job), this.forward(stream(proc.stderr), TYPE.STDERR, job)]);
+    // Its stderr in STDERR records, or under --cgi-stderr log into socket's log (cgi-stderr.ts).
+    const errors = this.options.cgiStderr === "log" ? logStream(stream(proc.stderr), proc) : this.forward(stream(proc.stderr), TYPE.STDERR, job);
+    const output = Promise.all([this.forward(stream(proc.stdout), TYPE.STDOUT, job), errors]);
     void Promise.all([proc.exited, output]).then(([status]) => {
       if (this.job !== job) return;
       this.job = undefined;

@@ -32,6 +32,8 @@ export interface OutputEnds {
   /** Read ends of the program's stdout and stderr pipes, non-blocking. */
   stdout: number;
   stderr: number;
+  /** --cgi-stderr log: stderr goes there, line by line, instead of STDERR records; ended with the output. */
+  stderrLog?: { feed(bytes: Uint8Array): void; end(): void };
   requestId: number;
   /** The program's pidfd: readable once it has exited. */
   pidfd: number;
@@ -69,6 +71,14 @@ const pollfds = new Int32Array(8);
  */
 export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promise<OutputEnd> {
   const splicer = new Splicer(ends, hooks);
+  try {
+    return await splice(splicer, hooks);
+  } finally {
+    ends.stderrLog?.end();
+  }
+}
+
+async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> {
   for (;;) {
     if (hooks.over()) return "gone";
     splicer.connBlocked = false;
@@ -152,7 +162,8 @@ class Splicer {
     if (this.stderrOpen) {
       const n = tryRead(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
       if (n > 0) {
-        out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
+        if (ends.stderrLog) ends.stderrLog.feed(stderrBuffer.subarray(0, n));
+        else out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
         if (last) last.stderr -= n;
         progress = true;
       } else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;

@@ -14,6 +14,7 @@ import { BAD_GATEWAY, bodyDue, gatewayLog, prepareCgi, type CgiSource } from "..
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
+import { logPipe, logStream, stderrPipe } from "./cgi-stderr.ts";
 
 /**
  * The header of a connection a pool worker accepted (a blocking descriptor
@@ -167,13 +168,17 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
     setReceiveTimeout(fd, 0);
   }
   // stdin is the body (the connection itself when there is none) and stdout
-  // the connection; stderr is socket's own, so a program's complaints never
-  // corrupt the HTTP answer.
+  // the connection; stderr a pipe read into socket's log line by line, so a
+  // program's complaints never corrupt the HTTP answer (SCGI has no channel
+  // for them) nor mix with another's.
   const engine = timeoutMs === undefined ? "blocking" : "evented";
-  const proc = "answer" in launch ? undefined : spawnCgi(launch, [body ?? fd, fd, 2], engine);
+  const errors = engine === "blocking" && !("answer" in launch) ? stderrPipe() : undefined;
+  const proc = "answer" in launch || (engine === "blocking" && !errors) ? undefined : spawnCgi(launch, [body ?? fd, fd, errors?.[1] ?? "pipe"], engine);
   if (body !== undefined) close(body); // the program has its own
+  if (errors) close(errors[1]);
   const unread = body === undefined ? request.contentLength : 0;
   if (!proc) {
+    if (errors) close(errors[0]);
     try {
       writeSync(fd, "answer" in launch ? launch.answer : BAD_GATEWAY);
     } catch {
@@ -187,6 +192,11 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
   // copies) so that the answer can be finished cleanly once the program
   // is gone. So the answer ends when the program exits: a background
   // process it left holding the connection is cut off by our FIN.
+  try {
+    await (errors ? logPipe(errors[0], proc) : logStream(proc.stderr, proc));
+  } finally {
+    if (errors) close(errors[0]);
+  }
   await proc.exited;
   finishAnswer(fd, unread, limitMs(options));
 }

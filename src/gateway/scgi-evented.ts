@@ -12,6 +12,7 @@ import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, type CgiSource } 
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { spawnCgi, type Run } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
+import { logStream } from "./cgi-stderr.ts";
 
 /**
  * An SCGI connection served with the copy loop: collects the header from
@@ -23,6 +24,8 @@ export class ScgiHandler implements SocketEvents {
   private chunks: Bytes[] = [];
   private size = 0;
   private copy: Copy | undefined;
+  /** The program's stderr, read into the log until it ends or the program exits. */
+  private stderr: Promise<void> | undefined;
   private timer: Timer | undefined;
   /** The program could not run: the answer is sent, the rest of the request is dropped. */
   private refused = false;
@@ -123,8 +126,10 @@ export class ScgiHandler implements SocketEvents {
   /** The program on pipes, or with the spooled body as its stdin; the copy loop joins them to the connection. */
   private run(launch: Run, body: number | undefined): void {
     const socket = this.socket!;
-    const proc = spawnCgi(launch, [body ?? "pipe", "pipe", "inherit"], "evented");
+    // Its stderr into socket's log, line by line (cgi-stderr.ts): SCGI has no channel for it.
+    const proc = spawnCgi(launch, [body ?? "pipe", "pipe", "pipe"], "evented");
     if (!proc?.stdout) return this.refuse(BAD_GATEWAY);
+    this.stderr = logStream(proc.stderr, proc);
     // The answer ends when the program exits (lingerMs: FIN, then the
     // unread body is dropped); a background process it left is cut off.
     const log = (line: string) => gatewayLog(this.options, "scgi", line);
@@ -163,6 +168,6 @@ export class ScgiHandler implements SocketEvents {
     this.spool = undefined;
     if (!this.copy) return this.finish();
     this.copy.onClose();
-    void this.copy.done.then(() => this.finish());
+    void Promise.all([this.copy.done, this.stderr]).then(() => this.finish());
   }
 }

@@ -15,10 +15,11 @@ const RATE_MS = 1000;
 const lastSaid = new Map<string, number>();
 let dropped = 0;
 
-/** Writes `text` as it is (a line, or socket(1)'s "\n<Signal> occured, exiting\n"). */
-export function write(text: string): void {
+/** Writes `text` as it is (a line, or socket(1)'s "\n<Signal> occured, exiting\n"; a CGI's stderr line, bytes as they came). */
+export function write(text: string | Uint8Array): void {
   try {
-    writeSync(2, text);
+    if (typeof text === "string") writeSync(2, text);
+    else writeSync(2, text);
   } catch {
     dropped++;
     return;
