@@ -57,6 +57,24 @@ describe.each(modes)("a CGI that leaves a process in the background, with $name"
     }
   }, 20_000);
 
+  test("SCGI: the answer ends at the CGI's exit with what it wrote; the background process is left to run", async () => {
+    using dir = tempDir();
+    const bg = join(dir.path, "bg");
+    const cgi = script(dir.path, "bg.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\nsleep 30 &\necho $! > ${bg}`);
+    await using server = await startServer(["--scgi", ...args, "-p", cgi, "-s", "0"], { env: PATH });
+    const started = Date.now();
+    const reply = await exchange(server.target, scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"], ["REQUEST_METHOD", "GET"]]), { ms: 5000 });
+    const tookMs = Date.now() - started;
+    const sleeper = await pidIn(bg);
+    try {
+      expect(reply.data.toString()).toEndWith("\r\n\r\nhi\n");
+      expect(tookMs).toBeLessThan(3000); // far below the background sleep's 30 s
+      expect(isAlive(sleeper)).toBe(true);
+    } finally {
+      killLeftover(sleeper);
+    }
+  }, 20_000);
+
   test("FastCGI: ABORT_REQUEST ends the CGI's process group, its background process too", async () => {
     using dir = tempDir();
     const bg = join(dir.path, "bg");

@@ -10,7 +10,8 @@ import { close } from "../system/fd.ts";
 import { rewind } from "../system/files.ts";
 import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
-import { spawnCgi, type Run } from "./cgi-process.ts";
+import { groupLives, spawnCgi, type Run } from "./cgi-process.ts";
+import { streamUntilExit } from "./until-exit.ts";
 import { bodyFile } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
 
@@ -135,7 +136,7 @@ export class ScgiHandler implements SocketEvents {
     const log = (line: string) => gatewayLog(this.options, "scgi", line);
     this.copy = new Copy(
       {
-        sources: [proc.stdout],
+        sources: [streamUntilExit(proc.stdout, proc.exited, () => groupLives(proc.pid))],
         // Spooled: nothing more of the peer's goes to the program.
         sink: body === undefined ? (proc.stdin ?? null) : null,
         program: { process: proc, exited: proc.exited },

@@ -2,7 +2,8 @@
 // exits, not when every writer of its pipes has gone: a process it left in
 // the background (`cmd &`) holds them open, and the request must not wait
 // for that. The pool's FastCGI does the same with poll(2) on a pidfd
-// (fastcgi-output.ts); SCGI ends its answer at the program's exit too.
+// (fastcgi-output.ts); SCGI's answer, on either engine, ends at the
+// program's exit too.
 
 /**
  * After the exit, when a process the program started still runs, how long
@@ -23,7 +24,7 @@ const QUIET: unique symbol = Symbol("quiet");
  * background writer gets EPIPE). While the caller does not ask for the
  * next chunk nothing is read, and no time counts.
  */
-export async function* untilExit(stream: ReadableStream<Uint8Array>, exited: Promise<unknown>, lingers: () => boolean): AsyncGenerator<Uint8Array> {
+export async function* untilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>, lingers: () => boolean): AsyncGenerator<T> {
   const reader = stream.getReader();
   let gone = false;
   const quiet = (): Promise<typeof QUIET> => Bun.sleep(EXIT_DRAIN_MS).then(() => QUIET);
@@ -40,4 +41,19 @@ export async function* untilExit(stream: ReadableStream<Uint8Array>, exited: Pro
   } finally {
     reader.cancel().catch(() => {});
   }
+}
+
+/** untilExit as a stream, for a reader that takes streams (the copy loop that answers an SCGI request on Bun's loop). */
+export function streamUntilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>, lingers: () => boolean): ReadableStream<T> {
+  const chunks = untilExit(stream, exited, lingers);
+  return new ReadableStream<T>({
+    async pull(controller) {
+      const next = await chunks.next();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    async cancel() {
+      await chunks.return(undefined);
+    },
+  });
 }
