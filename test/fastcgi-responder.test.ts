@@ -214,12 +214,12 @@ describe("aborts", () => {
     expect(fcgi.deadline()).toEqual({ at: 200 + HEADER_TIMEOUT_MS, why: "no complete request in time" });
   });
 
-  test("while the program runs: its body ends, it is told to stop, and its exit ends the request", () => {
+  test("while the program runs: it is told to stop, then its body ends, and its exit ends the request", () => {
     const { effects, fcgi } = responder();
     fcgi.input(Buffer.concat([header(1, 9), stdin(1, "abc")]), 0);
     fcgi.input(encodeRecord(TYPE.ABORT_REQUEST, 1), 1);
-    expect(effects.names()).toEqual(["start", "writeBody", "endBody", "stopProgram"]);
-    expect(effects.calls[2]).toEqual(["endBody", true]);
+    expect(effects.names()).toEqual(["start", "writeBody", "stopProgram", "endBody"]);
+    expect(effects.calls[3]).toEqual(["endBody", true]);
     expect(ends(effects)).toEqual([]);
     fcgi.input(stdin(1, "more"), 2); // after the abort nothing more goes to the program
     expect(effects.names().length).toBe(4);

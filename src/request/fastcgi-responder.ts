@@ -348,8 +348,10 @@ export class FastCgiResponder {
     }
     this.log(`request ${this.id} aborted by the web server`);
     this.bodyEnded = true;
-    this.effects.endBody(true); // EOF too: a child of the program reading its stdin must not keep the output open
+    // TERM before the EOF: a program waiting for its body's end must not take the EOF for a complete request and
+    // answer. The EOF all the same: a child of the program reading its stdin must not keep the output open.
     this.effects.stopProgram();
+    this.effects.endBody(true);
   }
 
   /** The empty STDOUT, END_REQUEST, then the next request or the end of the connection. */
