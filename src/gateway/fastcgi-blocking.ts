@@ -215,7 +215,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
   start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
-    const ends = outputPipes();
+    const ends = outputPipes(stdin === "pipe");
     const input = stdin === "pipe" ? pipe("write") : undefined;
     const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
     let proc: ReturnType<typeof startProgram>;
@@ -359,12 +359,12 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (end === "timeout") return this.responder.drop("connection timed out");
     if (typeof end === "object") return this.responder.drop(end.error);
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
-    // Its exit (a CGI's follows the end of its output), then END_REQUEST with the last bytes. Bun
-    // may have reaped it already (its loop ran since): then its status is known.
+    // Its exit (a CGI's follows the end of its output), then END_REQUEST with the last bytes. Known
+    // already when the splice saw it, or when Bun has reaped it (its loop ran since).
     const { proc, pidfd } = job;
     if (pidfd === undefined) pushPending(this.fd); // what is held back goes first: its exit comes through Bun
-    const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
-    const exit = reaped ? "exited" : await awaitExit(this.fd, pidfd, this, () => pushPending(this.fd));
+    const ended = end === "exited" || pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+    const exit = ended ? "exited" : await awaitExit(this.fd, pidfd, this, () => pushPending(this.fd));
     if (exit === "timeout") return this.responder.drop("connection timed out");
     if (exit === "gone") return;
     const status = await proc.exited;

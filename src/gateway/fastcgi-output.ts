@@ -55,7 +55,7 @@ export interface OutputHooks {
   over(): boolean;
 }
 
-export type OutputEnd = "done" | "timeout" | "gone" | { error: string };
+export type OutputEnd = "done" | "exited" | "timeout" | "gone" | { error: string };
 
 const stderrBuffer = new Uint8Array(MAX_CONTENT);
 /** How long the last bytes of an output wait for the program's exit (and END_REQUEST) before they are pushed alone. */
@@ -65,7 +65,8 @@ const pollfds = new Int32Array(8);
 
 /**
  * Both pipes read to their end and every record sent, or why not. The pipes
- * stay open: the caller closes them. "done": the last record may be held
+ * stay open: the caller closes them. "exited": done, and the program's
+ * exit was seen meanwhile. "done": the last record may be held
  * back (SPLICE_F_MORE) for what the caller sends next without MSG_MORE
  * (END_REQUEST), or for pushPending.
  */
@@ -83,7 +84,7 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
       hooks.moved();
       continue;
     }
-    if (splicer.over()) return "done";
+    if (splicer.over()) return splicer.exited ? "exited" : "done";
     // Nothing can go on: sleep until something can.
     const slept = splicer.sleep();
     if (slept === "signal") await nextTick(); // let signal handlers run
@@ -114,6 +115,11 @@ class Splicer {
     private readonly ends: OutputEnds,
     private readonly hooks: OutputHooks,
   ) {}
+
+  /** The program's pidfd has been readable: it has exited. */
+  get exited(): boolean {
+    return this.last !== undefined;
+  }
 
   /** Both pipes have ended and everything has gone. */
   over(): boolean {
@@ -267,13 +273,13 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
 /**
  * The program's stdout and stderr as our own pipes, to splice from: `child`
  * its write ends (closed here once it has them), `ours` the read ends,
- * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
- * body has ended.
+ * non-blocking. With `hold` (a body still to stream in), stdout grows to
+ * HOLD_BYTES: it holds the output until the body has ended.
  */
-export function outputPipes(): { child: Pipes; ours: Pipes } {
+export function outputPipes(hold: boolean): { child: Pipes; ours: Pipes } {
   const [stdout, stdoutChild] = pipe("read");
   const [stderr, stderrChild] = pipe("read");
-  setPipeSize(stdout, HOLD_BYTES);
+  if (hold) setPipeSize(stdout, HOLD_BYTES);
   return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
 }
 
