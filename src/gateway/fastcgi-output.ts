@@ -220,7 +220,10 @@ class Splicer {
     else if (stdout & POLLHUP) this.stdoutOpen = false;
     if (revents(stderrAt)) this.stderrReady = true;
     // The record being spliced (`left`) is still in the pipe: it is not counted again.
-    if (revents(pidfdAt)) this.last ??= { stdout: pipeBytes(ends.stdout) - this.left, stderr: pipeBytes(ends.stderr) };
+    if (revents(pidfdAt)) {
+      const held = (open: boolean, fd: number) => (open ? pipeBytes(fd) : 0); // a pipe at its end holds nothing
+      this.last ??= { stdout: held(this.stdoutOpen, ends.stdout) - this.left, stderr: held(this.stderrOpen, ends.stderr) };
+    }
     if (revents(stdinAt)) hooks.feed();
     // The web server sent something (or closed): read it, then this goes on.
     if (revents(connAt) & ~POLLOUT) hooks.input();
