@@ -166,6 +166,8 @@ class Splicer {
       if (n > 0) {
         out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
         if (last) last.stderr -= n;
+        // A read of a pipe takes all it holds up to the buffer's size: short, it has none left now.
+        if (n < stderrBuffer.length) this.stderrReady = false;
         progress = true;
       } else if (n === -EAGAIN) this.stderrReady = false;
       else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;
