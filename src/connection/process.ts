@@ -268,6 +268,8 @@ export class Spawned {
     if (this.done) return endedWithin(this.done, timeoutMs);
     const fds = new Int32Array([this.pidfd, POLLIN]);
     const end = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+    // Mostly asked once its end is known (its pidfd was readable): reaped without a poll.
+    this.poll();
     while (!this.result) {
       if (this.killAt !== undefined && Date.now() >= this.killAt) {
         this.kill("SIGKILL");

@@ -10,7 +10,7 @@ import type { GatewayOptions } from "../options.ts";
 import { close, pipe, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
 import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
-import { exitedStatus, pidfdOpen } from "../system/process.ts";
+import { pidfdOpen } from "../system/process.ts";
 import { pushPending, SHUT_WR, shutdown } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource, Variable } from "../request/cgi.ts";
@@ -113,6 +113,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 
   async serve(): Promise<void> {
     try {
+      // A connection just accepted mostly has its records already: read them before any poll.
+      if (!this.responder.ending) this.input();
       while (!this.closed) {
         if (this.responder.ending && this.out.empty) break;
         const job = this.job;
@@ -215,7 +217,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
   start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
-    const ends = outputPipes();
+    const ends = outputPipes(stdin === "pipe");
     const input = stdin === "pipe" ? pipe("write") : undefined;
     const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
     let proc: ReturnType<typeof startProgram>;
@@ -359,19 +361,15 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (end === "timeout") return this.responder.drop("connection timed out");
     if (typeof end === "object") return this.responder.drop(end.error);
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
-    // Ended already (as a CGI has once its output has): END_REQUEST now, with the last bytes. Else
-    // what is held back goes first, and the end waits for its exit.
-    let status = exitedStatus(job.proc.pid);
-    if (status === undefined) {
-      pushPending(this.fd);
-      // Bun may have reaped it already (its loop ran since): then its status is known.
-      const { proc, pidfd } = job;
-      const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
-      const exit = reaped ? "exited" : await awaitExit(this.fd, pidfd, this);
-      if (exit === "timeout") return this.responder.drop("connection timed out");
-      if (exit === "gone") return;
-      status = await proc.exited;
-    }
+    // Its exit (a CGI's follows the end of its output), then END_REQUEST with the last bytes. Known
+    // already when the splice saw it, or when Bun has reaped it (its loop ran since).
+    const { proc, pidfd } = job;
+    if (pidfd === undefined) pushPending(this.fd); // what is held back goes first: its exit comes through Bun
+    const ended = end === "exited" || pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+    const exit = ended ? "exited" : await awaitExit(this.fd, pidfd, this, () => pushPending(this.fd));
+    if (exit === "timeout") return this.responder.drop("connection timed out");
+    if (exit === "gone") return;
+    const status = await proc.exited;
     this.job = undefined;
     this.closeStdin(job);
     closePidfd(job);

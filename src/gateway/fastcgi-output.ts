@@ -57,15 +57,18 @@ export interface OutputHooks {
   over(): boolean;
 }
 
-export type OutputEnd = "done" | "timeout" | "gone" | { error: string };
+export type OutputEnd = "done" | "exited" | "timeout" | "gone" | { error: string };
 
 const stderrBuffer = new Uint8Array(MAX_CONTENT);
+/** How long the last bytes of an output wait for the program's exit (and END_REQUEST) before they are pushed alone. */
+const PUSH_AFTER_MS = 5;
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
 
 /**
  * Both pipes read to their end and every record sent, or why not. The pipes
- * stay open: the caller closes them. "done": the last record may be held
+ * stay open: the caller closes them. "exited": done, and the program's
+ * exit was seen meanwhile. "done": the last record may be held
  * back (SPLICE_F_MORE) for what the caller sends next without MSG_MORE
  * (END_REQUEST), or for pushPending.
  */
@@ -91,7 +94,7 @@ async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> 
       hooks.moved();
       continue;
     }
-    if (splicer.over()) return "done";
+    if (splicer.over()) return splicer.exited ? "exited" : "done";
     // Nothing can go on: sleep until something can.
     const slept = splicer.sleep();
     if (slept === "signal") await nextTick(); // let signal handlers run
@@ -110,6 +113,9 @@ class Splicer {
   private stdoutOpen = true;
   private stderrOpen = true;
   private stdoutHup = false;
+  /** What the last poll said a pipe has (data or its end): only then is it read, or asked how much it holds. */
+  private stdoutReady = false;
+  private stderrReady = false;
   connBlocked = false;
   lastMove = Date.now();
   /** Once the program has exited: what each pipe held then, the last of its output. */
@@ -119,6 +125,11 @@ class Splicer {
     private readonly ends: OutputEnds,
     private readonly hooks: OutputHooks,
   ) {}
+
+  /** The program's pidfd has been readable: it has exited. */
+  get exited(): boolean {
+    return this.last !== undefined;
+  }
 
   /** Both pipes have ended and everything has gone. */
   over(): boolean {
@@ -159,28 +170,34 @@ class Splicer {
     const { out, ends, last } = this;
     let progress = false;
     out.push(...this.hooks.takeQueued());
-    if (this.stderrOpen) {
+    if (last?.stderr === 0) this.stderrOpen = false; // all it held at the exit has gone
+    if (this.stderrOpen && (this.stderrReady || last)) {
       const n = tryRead(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
       if (n > 0) {
         if (ends.stderrLog) ends.stderrLog.feed(stderrBuffer.subarray(0, n));
         else out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
         if (last) last.stderr -= n;
+        // A read of a pipe takes all it holds up to the buffer's size: short, it has none left now.
+        if (n < stderrBuffer.length) this.stderrReady = false;
         progress = true;
-      } else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;
-      else if (n !== -EAGAIN && n !== -EINTR) this.stderrOpen = false; // a read error ends that stream like EOF
+      } else if (n === -EAGAIN) this.stderrReady = false;
+      else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;
+      else if (n !== -EINTR) this.stderrOpen = false; // a read error ends that stream like EOF
     }
-    if (!this.stdoutOpen) return progress;
-    // Every writer gone (the program has ended): what the pipe holds is the last of it.
-    if (!this.stdoutHup) this.stdoutHup = hungUp(ends.stdout);
-    const waiting = last ? Math.min(last.stdout, pipeBytes(ends.stdout)) : pipeBytes(ends.stdout);
+    if (!this.stdoutOpen || !(this.stdoutReady || last)) return progress;
+    // Once the program has exited, what the pipe held then is the last of it (the pipe holds at least that).
+    const waiting = last ? last.stdout : pipeBytes(ends.stdout);
     if (waiting > 0) {
       this.left = Math.min(waiting, MAX_CONTENT);
       if (last) last.stdout -= this.left;
       // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
       this.more = waiting > this.left || this.stdoutHup || last !== undefined;
+      // What is left past this record is framed once it has gone, without asking poll first.
+      this.stdoutReady = waiting > this.left;
       out.push(stdoutHeader(ends.requestId, this.left));
       return true;
     }
+    this.stdoutReady = false;
     if (this.stdoutHup || last) this.stdoutOpen = false; // every writer has gone (or the program), and nothing is left
     return progress;
   }
@@ -198,7 +215,7 @@ class Splicer {
     const connAt = connBlocked || input ? watch(ends.conn, (connBlocked ? POLLOUT : 0) | (input ? POLLIN : 0)) : -1;
     const framing = !connBlocked && this.left === 0;
     const stdoutAt = framing && this.stdoutOpen ? watch(ends.stdout, POLLIN) : -1;
-    if (framing && this.stderrOpen) watch(ends.stderr, POLLIN);
+    const stderrAt = framing && this.stderrOpen ? watch(ends.stderr, POLLIN) : -1;
     // The program may be waiting for the rest of its body before it writes more.
     const stdin = hooks.stdinFd();
     const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
@@ -209,9 +226,17 @@ class Splicer {
     if (ready === 0) return "timeout";
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
-    if (revents(stdoutAt) & POLLHUP) this.stdoutHup = true;
+    const stdout = revents(stdoutAt);
+    // Every writer gone (the program has ended): what the pipe holds is the last of it; without POLLIN, nothing.
+    if (stdout & POLLHUP) this.stdoutHup = true;
+    if (stdout & POLLIN) this.stdoutReady = true;
+    else if (stdout & POLLHUP) this.stdoutOpen = false;
+    if (revents(stderrAt)) this.stderrReady = true;
     // The record being spliced (`left`) is still in the pipe: it is not counted again.
-    if (revents(pidfdAt)) this.last ??= { stdout: pipeBytes(ends.stdout) - this.left, stderr: pipeBytes(ends.stderr) };
+    if (revents(pidfdAt)) {
+      const held = (open: boolean, fd: number) => (open ? pipeBytes(fd) : 0); // a pipe at its end holds nothing
+      this.last ??= { stdout: held(this.stdoutOpen, ends.stdout) - this.left, stderr: held(this.stderrOpen, ends.stderr) };
+    }
     if (revents(stdinAt)) hooks.feed();
     // The web server sent something (or closed): read it, then this goes on.
     if (revents(connAt) & ~POLLOUT) hooks.input();
@@ -220,24 +245,33 @@ class Splicer {
 }
 
 /**
- * A program that closed its output and runs on: its exit (its pidfd
- * readable), with the connection still read as while it wrote (an
- * ABORT_REQUEST ends the program); "timeout" past --timeout, "gone" when
- * the connection closed meanwhile.
+ * After its output has ended, the program's exit (its pidfd readable),
+ * with the connection still read as while it wrote (an ABORT_REQUEST ends
+ * the program); "timeout" past --timeout, "gone" when the connection
+ * closed meanwhile. The exit mostly follows at once, and what
+ * SPLICE_F_MORE held back goes with END_REQUEST; a program that runs on
+ * gets `push` called PUSH_AFTER_MS in.
  */
-export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks): Promise<"exited" | "timeout" | "gone"> {
+export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks, push: () => void): Promise<"exited" | "timeout" | "gone"> {
   let lastMove = Date.now();
+  let pushed = false;
   for (;;) {
     const left = hooks.timeoutMs === undefined ? Infinity : lastMove + hooks.timeoutMs - Date.now();
     if (left <= 0) return "timeout";
     pollfds.set([pidfd, POLLIN, conn, POLLIN]);
+    const wait = pushed ? left : Math.min(left, PUSH_AFTER_MS);
     // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-    const ready = tryPoll(pollfds, hooks.watchInput() ? 2 : 1, left === Infinity ? -1 : Math.ceil(left));
+    const ready = tryPoll(pollfds, hooks.watchInput() ? 2 : 1, wait === Infinity ? -1 : Math.ceil(wait));
     if (ready === -EINTR) {
       await nextTick(); // a signal: its handler runs
       continue;
     }
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
+    if (ready === 0 && !pushed) {
+      pushed = true;
+      push();
+      continue;
+    }
     if (pollfds[1] >>> 16) return "exited";
     if (pollfds[3] >>> 16) {
       lastMove = Date.now();
@@ -245,13 +279,6 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks)
       if (hooks.over()) return "gone";
     }
   }
-}
-
-/** Whether every writer of a pipe has gone, without waiting. */
-function hungUp(fd: number): boolean {
-  pollfds[0] = fd;
-  pollfds[1] = POLLIN;
-  return tryPoll(pollfds, 1, 0) > 0 && ((pollfds[1] >>> 16) & POLLHUP) !== 0;
 }
 
 /** An FCGI_STDOUT header for `length` bytes of content, no padding. */
@@ -262,13 +289,13 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
 /**
  * The program's stdout and stderr as our own pipes, to splice from: `child`
  * its write ends (closed here once it has them), `ours` the read ends,
- * non-blocking. Stdout grows to HOLD_BYTES: it holds the output until the
- * body has ended.
+ * non-blocking. With `hold` (a body still to stream in), stdout grows to
+ * HOLD_BYTES: it holds the output until the body has ended.
  */
-export function outputPipes(): { child: Pipes; ours: Pipes } {
+export function outputPipes(hold: boolean): { child: Pipes; ours: Pipes } {
   const [stdout, stdoutChild] = pipe("read");
   const [stderr, stderrChild] = pipe("read");
-  setPipeSize(stdout, HOLD_BYTES);
+  if (hold) setPipeSize(stdout, HOLD_BYTES);
   return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
 }
 

@@ -11,7 +11,6 @@ const WNOHANG = 1;
 const WEXITED = 4;
 const WNOWAIT = 0x01000000;
 const P_ALL = 0;
-const P_PID = 1;
 const P_PIDFD = 3;
 const CLD_EXITED = 1;
 
@@ -69,16 +68,6 @@ export function peekEndedChild(): number {
   const info = new Int32Array(32); // siginfo_t is 128 bytes; si_pid is at byte 16 on 64-bit Linux
   if (lib().waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT) < 0) return 0; // ECHILD: no children at all
   return info[4];
-}
-
-/**
- * This child's exit status if it has exited (not killed by a signal), without
- * reaping it (waitid with WNOWAIT: Bun reaps its own); undefined otherwise. Never waits.
- */
-export function exitedStatus(pid: number): number | undefined {
-  const info = new Int32Array(32); // siginfo_t: si_code at byte 8, si_pid 16, si_status 24
-  if (lib().waitid(P_PID, pid, info, WEXITED | WNOHANG | WNOWAIT) < 0 || info[4] !== pid) return undefined;
-  return info[2] === CLD_EXITED ? info[6] : undefined;
 }
 
 /** A NULL-terminated array of C strings; `keep` holds the strings alive for the call. */

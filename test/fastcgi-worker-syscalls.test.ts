@@ -1,0 +1,72 @@
+// What a pool worker's FastCGI request costs in system calls (docs/DESIGN.md,
+// "What a FastCGI request costs"): the worker reads a pipe, or asks how much
+// it holds, only when poll(2) has said it has something; it never polls a
+// pipe without waiting just to see whether it has ended; a GET's stdout pipe
+// is not grown (only a body that streams in makes its output wait there);
+// and the program's exit is read from its pidfd, not peeked at with
+// waitid(WNOWAIT). Watched with strace on the worker's main thread.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
+import { endRequests, fcgiRequest, parseRecords } from "./gateway-peers.ts";
+
+const STRACE = Bun.which("strace");
+const REQUESTS = 20;
+
+/** One GET on its own connection, as nginx sends it (CONTENT_LENGTH empty); everything the server sent until it closed. */
+async function ask(port: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let closed = false;
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: { data: (_s, d) => void chunks.push(Buffer.from(d)), close: () => void (closed = true), error: () => void (closed = true) },
+  });
+  socket.write(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", ""]]));
+  await waitFor("the answer's end", () => closed, 10000);
+  return Buffer.concat(chunks);
+}
+
+/** The worker's main thread's system calls while `during` runs, one line each, descriptors named (-y). */
+async function traced(pid: number, during: () => Promise<void>): Promise<string[]> {
+  const strace = Bun.spawn([STRACE!, "-y", "-qq", "-p", String(pid)], { stderr: "pipe" });
+  const log = new Response(strace.stderr).text();
+  try {
+    await Bun.sleep(300); // attached (strace has no readiness signal)
+    await during();
+  } finally {
+    strace.kill("SIGINT");
+  }
+  return (await log).split("\n");
+}
+
+describe.skipIf(!STRACE)("FastCGI -W 1: a GET's system calls in the worker", () => {
+  test("no read or FIONREAD of a pipe poll has not named, no zero-timeout poll, no WNOWAIT, no grown pipe", async () => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(dir.path, "hello.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello\\n'\necho note >&2\n");
+    await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"]);
+    await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+    const [worker] = workersOf(server.proc.pid);
+    const port = server.target as number;
+    await ask(port); // what a worker loads once is loaded
+    const answers: Buffer[] = [];
+    const lines = await traced(worker, async () => {
+      for (let i = 0; i < REQUESTS; i++) answers.push(await ask(port));
+    });
+    for (const answer of answers) {
+      const parsed = parseRecords(answer);
+      expect(parsed.stdout).toBe("Content-Type: text/plain\r\n\r\nhello\n");
+      expect(parsed.stderr).toBe("note\n");
+      expect(endRequests(parsed)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+    }
+    const calls = (pattern: RegExp) => lines.filter((line) => pattern.test(line));
+    expect(calls(/^accept4\(/).length).toBe(REQUESTS);
+    // A pipe is read only when poll said it has bytes or its end.
+    expect(calls(/^read\(\d+<pipe:.*= -1 EAGAIN/)).toEqual([]);
+    expect(calls(/^poll\(.*\], \d+, 0\)/)).toEqual([]);
+    expect(calls(/WNOWAIT/)).toEqual([]);
+    expect(calls(/F_SETPIPE_SZ/)).toEqual([]);
+    // FIONREAD sizes a record of stdout; at the exit both pipes may be asked what they still hold.
+    expect(calls(/^ioctl\(.*FIONREAD/).length).toBeLessThanOrEqual(2 * REQUESTS);
+  }, 30000);
+});
