@@ -36,6 +36,8 @@ export interface Options {
   verbose: boolean;
   pool: PoolPolicy | undefined;
   timeoutMs: number | undefined;
+  /** --request-timeout: a request (a -p connection) running longer from its program's start is ended (request/request-deadline.ts). */
+  requestTimeoutMs: number | undefined;
   /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
   maxPerSource: number | undefined;
   /** TCP_DEFER_ACCEPT on the listener, in seconds. */
@@ -77,11 +79,11 @@ export interface AccessRuleText {
 export type Gateway = "scgi" | "fastcgi";
 
 /** What serving one plain connection reads of the options. */
-export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs">;
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs" | "requestTimeoutMs">;
 
 /**
- * What a gateway reads: -v, --timeout, --pass-env, --max-body, and the pool's size
+ * What a gateway reads: -v, --timeout, --request-timeout, --pass-env, --max-body, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
  * argument (request/cgi.ts CgiSource).
  */
-export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "pool">;
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "requestTimeoutMs" | "passEnv" | "maxBody" | "pool">;

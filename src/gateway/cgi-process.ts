@@ -6,7 +6,7 @@ import { Inherited, startProcess, type PipedProcess, type Process, type Stdio } 
 import type { GatewayOptions } from "../options.ts";
 import { say } from "../system/log.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
-import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch } from "../request/cgi.ts";
+import { BAD_GATEWAY, prepareCgi, requestText, type CgiEnvironment, type CgiSource, type Launch } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
 
 /** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors. */
@@ -73,13 +73,24 @@ export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine
   const [input, output, errors] = stdio;
   if (engine === "blocking" && (input === "pipe" || output === "pipe" || errors === "pipe")) throw new TypeError("a blocking CGI gets no pipe of ours");
   try {
-    return engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
-      ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
-      : startProcess({ ...spec, stdio }, "evented");
+    const proc =
+      engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
+        ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
+        : startProcess({ ...spec, stdio }, "evented");
+    described.set(proc, { script: program.command, request: requestText(env) });
+    return proc;
   } catch (e) {
     cannotRun(program, e);
     return undefined;
   }
+}
+
+/** What each running CGI runs and for which request: --request-timeout's line names them. */
+const described = new WeakMap<Process, { script: string; request: string }>();
+
+/** A CGI's pid, what it runs (its path, or -p's command) and its request's method and URI. */
+export function describeCgi(proc: Process): { pid: number; script: string; request: string } {
+  return { pid: proc.pid, ...(described.get(proc) ?? { script: "?", request: "" }) };
 }
 
 function cannotRun(program: Program, e: unknown): void {

@@ -17,7 +17,8 @@ import type { CgiSource } from "../request/cgi.ts";
 import type { Variable } from "../request/variables.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
-import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
+import { describeCgi, endProgram, startProgram } from "./cgi-process.ts";
+import { closePidfd, type Job } from "./fastcgi-job.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 import { SendQueue } from "./send-queue.ts";
 import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
@@ -43,23 +44,6 @@ const LISTENER_CHECK_MS = 50;
 const readBuffer = new Uint8Array(64 * 1024);
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
-
-/** The request's program and the descriptors joining it to the connection. */
-interface Job {
-  id: number;
-  proc: Cgi;
-  /** The program's pidfd, from its start (before anything can reap it): its exit ends the output. Ours to close only when we opened it. */
-  pidfd: number | undefined;
-  ownPidfd: boolean;
-  /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
-  stdin: number | undefined;
-  /** The body has ended: the output, held in the pipes until then, is spliced. */
-  bodyEnded: boolean;
-  /** The program waits to write (its output is held): the body is taken in (to disk) rather than paused. */
-  stalled: boolean;
-  /** Read ends of the program's stdout and stderr, until the output is spliced. */
-  pipes: Pipes | undefined;
-}
 
 let stopping = false;
 let current: BlockingConnection | undefined;
@@ -176,8 +160,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (revents(stdinAt)) this.feed();
     if (reading && revents(connAt) & ~POLLOUT) this.input();
     if (ready > 0) return;
-    const due = responder.deadline();
-    if (due && Date.now() >= due.at) responder.drop(due.why);
+    responder.expire(Date.now());
   }
 
   /** What the connection has: records, its end, or an error (the web server has gone). */
@@ -295,15 +278,20 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     }
   }
 
-  /** EOF on the program's stdin (if it is not there already); what it had not taken is dropped. */
+  /** EOF on the program's stdin (if it is not there already); what it had not taken is dropped, and the connection read again. */
   private closeStdin(job: Job): void {
     if (job.stdin !== undefined) close(job.stdin);
     job.stdin = undefined;
     this.pending.clear();
+    this.pause(false);
   }
 
   stopProgram(): void {
     if (this.job) endProgram(this.job.proc);
+  }
+
+  program(): ReturnType<typeof describeCgi> | undefined {
+    return this.job && describeCgi(this.job.proc);
   }
 
   end(): void {
@@ -341,13 +329,26 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     return this.closed;
   }
 
+  dueAt(): number {
+    return this.responder.clock.deadline(this.options.requestTimeoutMs)?.at ?? Infinity;
+  }
+
+  overdue(): void {
+    this.responder.expire(Date.now());
+  }
+
+  answering(): void {
+    this.responder.clock.answering();
+  }
+
   /** After the body: the program's output spliced into the connection until both pipes end, then its end. */
   private async output(job: Job, pipes: Pipes): Promise<void> {
     job.pipes = undefined;
-    this.splicing = true;
-    let end: OutputEnd;
+    // Ended by --request-timeout before its output went: what the pipes hold is dropped.
+    let end: OutputEnd = this.responder.clock.cut ? "cut" : "done";
+    this.splicing = end !== "cut";
     try {
-      end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
+      if (this.splicing) end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
     } catch (e) {
       end = { error: `internal error: ${message(e)}` };
     } finally {
@@ -364,7 +365,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       pushPending(this.fd);
       // Bun may have reaped it already (its loop ran since): then its status is known.
       const { proc, pidfd } = job;
-      const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+      // Cut: its end is awaited by proc.exited, which sends stop()'s KILL when it is due.
+      const reaped = pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null || end === "cut";
       const exit = reaped ? "exited" : await awaitExit(this.fd, pidfd, this);
       if (exit === "timeout") return this.responder.drop("connection timed out");
       if (exit === "gone") return;
@@ -390,9 +392,4 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
     await proc.exited;
   }
-}
-
-function closePidfd(job: Job): void {
-  if (job.pidfd !== undefined && job.ownPidfd) close(job.pidfd);
-  job.pidfd = undefined;
 }

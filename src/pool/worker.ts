@@ -39,6 +39,7 @@ import {
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
+import { onRequestTimeout, plainOverdue } from "../request/request-deadline.ts";
 import type { Mode } from "./gateway-mode.ts";
 
 import { errorText } from "../fatal.ts";
@@ -50,7 +51,7 @@ async function chooseMode(worker: WorkerSetup, waiter: Waiter, noteRequest?: (re
   if (options.gateway) return (await import("./gateway-mode.ts")).gatewayMode(worker, noteRequest);
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   if (options.pool?.prestart) return new Prestart(program, address, options, waiter);
-  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true) };
+  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, options, program, true, plainOverdue) };
 }
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
@@ -130,6 +131,7 @@ async function setUp(worker: WorkerSetup): Promise<Serving> {
 
   // What --status counts and --slow names, told to the master as it happens.
   if (reportsEvents(options)) onProgramFailure(() => tell(options, "failed"));
+  if (reportsEvents(options)) onRequestTimeout(() => tell(options, "overdue"));
   const noteRequests = options.slowMs !== undefined || reportsEvents(options);
   const rules = accessRules(options, address);
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);

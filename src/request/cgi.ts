@@ -259,8 +259,13 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
     const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
     launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log) };
   }
-  if (source.note) source.note(`${envValue(launch.env, "REQUEST_METHOD") ?? ""} ${envValue(launch.env, "REQUEST_URI") ?? envValue(launch.env, "SCRIPT_NAME") ?? ""}`);
+  if (source.note) source.note(requestText(launch.env));
   return launch;
+}
+
+/** A request's method and URI as --slow, --status and --request-timeout name it ("GET /x?y"). */
+export function requestText(env: CgiEnvironment): string {
+  return `${envValue(env, "REQUEST_METHOD") ?? ""} ${envValue(env, "REQUEST_URI") ?? envValue(env, "SCRIPT_NAME") ?? ""}`;
 }
 
 /** A variable the CGI gets, as text. */
