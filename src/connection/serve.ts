@@ -72,7 +72,7 @@ function handOff(
   let proc;
   const started = performance.now();
   try {
-    proc = startOnConnection(program, fd, connectionVariables(fd, address), engine);
+    proc = startOnConnection(program, fd, connectionVariables(fd, address), engine, options.requestTimeoutMs !== undefined);
   } catch (e) {
     release();
     cannotStart(program, e);
