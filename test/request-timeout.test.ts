@@ -9,8 +9,11 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { isAlive, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
-import { noNginx, startNginx } from "./gateway-peers.ts";
+import { converse, endRequests, fcgiRequest, noNginx, parseRecords, startNginx } from "./gateway-peers.ts";
 import { GATEWAY_TIMEOUT, overdueLine, RequestClock, requestDue, sooner } from "../src/request/request-deadline.ts";
+import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
+import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
+import type { ResponderEffects } from "../src/request/fastcgi-engine.ts";
 
 /** --request-timeout in these tests: short, so that a run stays bounded. */
 const SECS = 1;
@@ -22,7 +25,7 @@ const SLACK_MS = 2500;
  * group must go, not only the script); `chatty` prints for ever. Each writes
  * its pid (and the background one's) where the test reads it.
  */
-function scripts(dir: string): { hang: string; chatty: string; quick: string } {
+function scripts(dir: string): { hang: string; chatty: string; quick: string; stubborn: string } {
   return {
     hang: writeExecutable(join(dir, "hang.cgi"), `#!/bin/sh\nsleep 300 &\necho $! > ${dir}/bg.pid\necho $$ > ${dir}/hang.pid\nexec sleep 300\n`),
     chatty: writeExecutable(
@@ -30,6 +33,8 @@ function scripts(dir: string): { hang: string; chatty: string; quick: string } {
       `#!/bin/sh\necho $$ > ${dir}/chatty.pid\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nwhile :; do echo tick; sleep 0.05; done\n`,
     ),
     quick: writeExecutable(join(dir, "quick.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nquick\\n'\n`),
+    // Ignores TERM: only the KILL a second later ends it.
+    stubborn: writeExecutable(join(dir, "stubborn.cgi"), `#!/bin/sh\ntrap '' TERM\necho $$ > ${dir}/stubborn.pid\nwhile :; do sleep 0.1; done\n`),
   };
 }
 
@@ -113,6 +118,41 @@ describe.skipIf(noNginx)("--request-timeout through nginx", () => {
   }
 });
 
+describe("--request-timeout on a kept FastCGI connection", () => {
+  for (const args of [["-W", "1"], ["-l", "-f"]]) {
+    test(`${args.join(" ")}: the 504 and END_REQUEST, then the next request on the same connection is served; a CGI that ignores TERM gets KILL`, async () => {
+      using tmp = tempDir();
+      const dir = realpathSync(tmp.path);
+      const cgi = scripts(dir);
+      await using server = await startServer(["--fastcgi", ...args, "--cgi-root", dir, "--request-timeout", String(SECS), "-s", join(dir, "app.sock")]);
+      const conn = await converse(server.target);
+      try {
+        const started = Date.now();
+        conn.send(fcgiRequest(1, [["SCRIPT_FILENAME", cgi.hang], ["REQUEST_METHOD", "GET"], ["REQUEST_URI", "/hang.cgi"]], undefined, true));
+        const first = parseRecords(await conn.until("the first END_REQUEST", (d) => endRequests(parseRecords(d)).length === 1));
+        expect(Date.now() - started).toBeLessThan(SECS * 1000 + SLACK_MS);
+        expect(first.stdout).toStartWith("Status: 504 Gateway Timeout\r\n");
+        expect(endRequests(first)).toEqual([{ id: 1, app: expect.any(Number), protocol: 0 }]);
+        conn.send(fcgiRequest(2, [["SCRIPT_FILENAME", cgi.quick], ["REQUEST_METHOD", "GET"]], undefined, true));
+        const both = parseRecords(await conn.until("the second END_REQUEST", (d) => endRequests(parseRecords(d)).length === 2));
+        expect(both.stdout).toEndWith("quick\n");
+        expect(endRequests(both)[1]).toEqual({ id: 2, app: 0, protocol: 0 });
+
+        const stubbornAt = Date.now();
+        conn.send(fcgiRequest(3, [["SCRIPT_FILENAME", cgi.stubborn], ["REQUEST_METHOD", "GET"]], undefined, true));
+        const third = parseRecords(await conn.until("the third END_REQUEST", (d) => endRequests(parseRecords(d)).length === 3));
+        const tookMs = Date.now() - stubbornAt;
+        expect(third.stdout).toContain("quick\nStatus: 504 Gateway Timeout\r\n");
+        expect(endRequests(third)[2]).toEqual({ id: 3, app: 128 + 9, protocol: 0 }); // KILLed
+        expect(tookMs).toBeGreaterThanOrEqual(2 * SECS * 1000 - 100); // its TERM ignored: the KILL a second later
+        expect(isAlive(await pidIn(dir, "stubborn.pid"))).toBe(false);
+      } finally {
+        conn.close();
+      }
+    }, 20_000);
+  }
+});
+
 describe("--request-timeout on a pool's plain -p connection", () => {
   test("the program and its group are ended, nothing is written, the connection closes; the line and /status say it", async () => {
     using dir = tempDir();
@@ -189,5 +229,82 @@ describe("the rule (request/request-deadline.ts)", () => {
     expect(overdueLine({ ...facts, protocol: undefined, request: undefined, answered: undefined })).toBe("request-timeout: pid 1234 /srv/app.cgi ran 30.0 s, ended");
     expect(overdueLine({ ...facts, request: "GET /\nfake line" })).toContain("GET /?fake line");
     expect(new TextDecoder().decode(GATEWAY_TIMEOUT)).toStartWith("Status: 504 Gateway Timeout\r\n");
+  });
+});
+
+/** A FastCGI responder at time 0 under --request-timeout 1 s (and --timeout when given), with what it told its engine. */
+function responder(timeoutMs?: number) {
+  const calls: string[] = [];
+  const sent: FcgiRecord[] = [];
+  const reader = new RecordReader();
+  const effects: ResponderEffects = {
+    send: (bytes) => {
+      const records = reader.push(bytes);
+      if ("error" in records) throw new Error(records.error);
+      sent.push(...records);
+    },
+    queued: () => 0,
+    start: () => void calls.push("start"),
+    writeBody: () => void calls.push("writeBody"),
+    endBody: (drop) => void calls.push(`endBody ${drop}`),
+    spoolFile: { write() {}, close() {} },
+    stopProgram: () => void calls.push("stopProgram"),
+    program: () => ({ pid: 4321, script: "/srv/app.cgi", request: "GET /app.cgi" }),
+    end: () => void calls.push("end"),
+    drop: () => void calls.push("drop"),
+  };
+  const options = { verbose: false, timeoutMs, requestTimeoutMs: 1000, passEnv: [], maxBody: 1000, pool: undefined };
+  const fcgi = new FastCgiResponder({ options, maxConns: 4, pool: { graceMs: 10_000 } }, effects, 0);
+  const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 1, 0, 0, 0, 0, 0])); // the responder, FCGI_KEEP_CONN
+  const params = Buffer.concat([encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "3"]])), encodeRecord(TYPE.PARAMS, 1)]);
+  const text = (r: FcgiRecord) => new TextDecoder().decode(r.content);
+  return { fcgi, calls, sent, text, header: Buffer.concat([begin, params]) };
+}
+
+describe("the FastCGI responder under --request-timeout", () => {
+  test("due a second after the program's start, bytes moving or not; at it: the program stopped, its stdin ended, a 504, then END_REQUEST and the connection kept", () => {
+    const { fcgi, calls, sent, text, header } = responder();
+    fcgi.input(header, 100); // the program starts at 100, its body still to come
+    expect(fcgi.deadline()).toEqual({ at: 1100, why: "request-timeout", overdue: true });
+    fcgi.moved(900); // moving bytes do not restart it
+    fcgi.input(encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), 950);
+    expect(fcgi.deadline()!.at).toBe(1100);
+    fcgi.expire(1099); // not yet
+    expect(calls).toEqual(["start", "writeBody"]);
+    fcgi.expire(1100);
+    expect(calls).toEqual(["start", "writeBody", "stopProgram", "endBody true"]);
+    expect(fcgi.clock.cut).toBe(true);
+    expect(fcgi.bodyEnded).toBe(true);
+    expect(sent.map((r) => r.type)).toEqual([TYPE.STDOUT]);
+    expect(text(sent[0])).toStartWith("Status: 504 Gateway Timeout\r\n");
+    expect(fcgi.deadline()).toBeUndefined(); // ended once: the program's exit ends the request
+    fcgi.exited(143, 1300);
+    expect(sent.map((r) => r.type)).toEqual([TYPE.STDOUT, TYPE.STDOUT, TYPE.END_REQUEST]);
+    expect(sent[2].content[4]).toBe(STATUS.REQUEST_COMPLETE);
+    expect(fcgi.ending).toBe(false); // kept: the next request may follow
+    fcgi.input(header, 1400);
+    expect(fcgi.clock.cut).toBe(false);
+    expect(fcgi.deadline()!.at).toBe(2400);
+  });
+
+  test("once a byte of the answer went out there is no 504: the answer stops and the request ends", () => {
+    const { fcgi, sent, header } = responder();
+    fcgi.input(header, 0);
+    fcgi.clock.answering();
+    fcgi.expire(1000);
+    expect(sent).toEqual([]);
+    fcgi.exited(143, 1100);
+    expect(sent.map((r) => r.type)).toEqual([TYPE.STDOUT, TYPE.END_REQUEST]);
+  });
+
+  test("--timeout sooner than it drops the connection as before; later, the request deadline comes first", () => {
+    const idle = responder(300);
+    idle.fcgi.input(Buffer.concat([idle.header, encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), encodeRecord(TYPE.STDIN, 1)]), 0);
+    expect(idle.fcgi.deadline()).toEqual({ at: 300, why: "connection timed out" });
+    idle.fcgi.expire(300);
+    expect(idle.calls.at(-1)).toBe("drop");
+    const long = responder(5000);
+    long.fcgi.input(Buffer.concat([long.header, encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), encodeRecord(TYPE.STDIN, 1)]), 0);
+    expect(long.fcgi.deadline()).toEqual({ at: 1000, why: "request-timeout", overdue: true });
   });
 });
