@@ -153,46 +153,53 @@ describe("--request-timeout on a kept FastCGI connection", () => {
   }
 });
 
-describe("--request-timeout on a pool's plain -p connection", () => {
-  test("the program and its group are ended, nothing is written, the connection closes; the line and /status say it", async () => {
-    using dir = tempDir();
-    const program = writeExecutable(join(dir.path, "linger"), `#!/bin/sh\nsleep 300 &\necho $! > ${dir.path}/bg.pid\necho $$ > ${dir.path}/prog.pid\nexec sleep 300\n`);
-    const status = join(dir.path, "status.sock");
-    await using server = await startServer(["-W", "1", "--request-timeout", String(SECS), "--status", status, "-p", program, "-s", join(dir.path, "plain.sock")]);
-    let received = "";
-    let closedAt = 0;
-    const started = Date.now();
-    const client = await Bun.connect({
-      unix: String(server.target),
-      socket: { data: (_s, d) => void (received += d.toString()), close: () => void (closedAt = Date.now()) },
-    });
-    try {
-      const pid = await pidIn(dir.path, "prog.pid");
-      const bg = await pidIn(dir.path, "bg.pid");
-      await waitFor("the connection to close", () => closedAt > 0, SECS * 1000 + SLACK_MS);
-      expect(closedAt - started).toBeGreaterThanOrEqual(SECS * 1000 - 50);
-      expect(received).toBe("");
-      await waitFor("the program and its background sleep to end", () => !isAlive(pid) && !isAlive(bg), SLACK_MS);
-      const line = new RegExp(`request-timeout: pid ${pid} ${program} ran \\d+\\.\\d s, ended\\n`);
-      await waitFor("the request-timeout line", () => line.test(server.stderr()));
-      expect(server.stderr()).not.toMatch(/(scgi|fastcgi): request-timeout/);
-      await waitFor("/status to count it", async () => (await statusPage(status))["request timeouts"] === 1);
-      const metrics = await (await fetch("http://localhost/status?openmetrics", { unix: status })).text();
-      expect(metrics).toContain("# TYPE socket_request_timeouts_total counter\nsocket_request_timeouts_total 1\n");
-    } finally {
-      client.terminate();
-    }
-  }, 20_000);
+describe("--request-timeout on a plain -p connection", () => {
+  for (const args of [["-W", "1"], ["-l", "-f"]]) {
+    const pool = args[0] === "-W";
+    test(`${args.join(" ")}: the program and its group are ended, nothing is written, the connection closes; the line${pool ? " and /status say" : " says"} it`, async () => {
+      using dir = tempDir();
+      const program = writeExecutable(join(dir.path, "linger"), `#!/bin/sh\nsleep 300 &\necho $! > ${dir.path}/bg.pid\necho $$ > ${dir.path}/prog.pid\nexec sleep 300\n`);
+      const status = join(dir.path, "status.sock");
+      await using server = await startServer([...args, "--request-timeout", String(SECS), ...(pool ? ["--status", status] : []), "-p", program, "-s", join(dir.path, "plain.sock")]);
+      let received = "";
+      let closedAt = 0;
+      const started = Date.now();
+      const client = await Bun.connect({
+        unix: String(server.target),
+        socket: { data: (_s, d) => void (received += d.toString()), close: () => void (closedAt = Date.now()) },
+      });
+      try {
+        const pid = await pidIn(dir.path, "prog.pid");
+        const bg = await pidIn(dir.path, "bg.pid");
+        await waitFor("the connection to close", () => closedAt > 0, SECS * 1000 + SLACK_MS);
+        expect(closedAt - started).toBeGreaterThanOrEqual(SECS * 1000 - 50);
+        expect(received).toBe("");
+        await waitFor("the program and its background sleep to end", () => !isAlive(pid) && !isAlive(bg), SLACK_MS);
+        const line = new RegExp(`request-timeout: pid ${pid} ${program} ran \\d+\\.\\d s, ended\\n`);
+        await waitFor("the request-timeout line", () => line.test(server.stderr()));
+        expect(server.stderr()).not.toMatch(/(scgi|fastcgi): request-timeout/);
+        if (!pool) return;
+        await waitFor("/status to count it", async () => (await statusPage(status))["request timeouts"] === 1);
+        const metrics = await (await fetch("http://localhost/status?openmetrics", { unix: status })).text();
+        expect(metrics).toContain("# TYPE socket_request_timeouts_total counter\nsocket_request_timeouts_total 1\n");
+      } finally {
+        client.terminate();
+      }
+    }, 20_000);
+  }
 });
 
 describe("--request-timeout on the command line", () => {
-  test("a bad value is one line and exit 15; without a program to end it is refused", async () => {
+  test("a bad value is one line and exit 15; without a program to end, or with --prestart, it is refused", async () => {
     const bad = await run(["--request-timeout", "soon", "-s", "-p", "cat", "0"]);
     expect(bad.status).toBe(15);
     expect(bad.stderr).toBe("socket: --request-timeout wants a number from 0.001 to 86400, not 'soon'\n");
     const client = await run(["--request-timeout", "5", "127.0.0.1", "9"]);
     expect(client.status).toBe(15);
     expect(client.stderr).toStartWith("socket: --request-timeout needs -s and -p (or --scgi, --fastcgi)\n");
+    const prestart = await run(["--request-timeout", "5", "-W", "2", "--prestart", "-s", "-p", "cat", "0"]);
+    expect(prestart.status).toBe(15);
+    expect(prestart.stderr).toStartWith("socket: --request-timeout cannot apply to --prestart: its program starts before its connection arrives\n");
   });
 });
 

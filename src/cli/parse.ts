@@ -83,7 +83,7 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   if ("exit" in gateway) return gateway;
   const extras = operatorOptions(str, read.tokens, destination, server, pool !== undefined);
   if ("exit" in extras) return extras;
-  const requestTimeout = requestTimeoutOption(str("request-timeout"), server, program !== undefined || gateway.gateway !== undefined);
+  const requestTimeout = requestTimeoutOption(str("request-timeout"), server, program !== undefined || gateway.gateway !== undefined, pool?.prestart === true);
   if (typeof requestTimeout === "object") return requestTimeout;
 
   return {
@@ -225,12 +225,17 @@ function limitOptions(
   return { timeoutMs: timeout === undefined ? undefined : timeout * 1000, maxPerSource, deferAcceptSecs: deferAccept, mode };
 }
 
-/** --request-timeout: a server's, with -p or a gateway (a program per request or connection to end). */
-function requestTimeoutOption(text: string | undefined, server: boolean, runs: boolean): number | undefined | Refusal {
+/**
+ * --request-timeout: a server's, with -p or a gateway (a program per
+ * request or connection to end); not --prestart's, whose program starts
+ * before its connection exists.
+ */
+function requestTimeoutOption(text: string | undefined, server: boolean, runs: boolean, prestart: boolean): number | undefined | Refusal {
   const secs = number(text, "--request-timeout", 0.001, 86400);
   // One line, no usage line: the option was right, its value is not.
   if (typeof secs === "string") return { exit: EXIT_USAGE, stderr: `${secs}\n` };
   if (secs !== undefined && (!server || !runs)) return usageError(`${NAME}: --request-timeout needs -s and -p (or --scgi, --fastcgi)`);
+  if (secs !== undefined && prestart) return usageError(`${NAME}: --request-timeout cannot apply to --prestart: its program starts before its connection arrives`);
   return secs === undefined ? undefined : secs * 1000;
 }
 
