@@ -355,6 +355,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       this.splicing = false;
       closePipes(pipes); // a program still writing gets EPIPE
     }
+    if (end === "cut") this.flush(); // a 504 goes now, not at the program's end
     if (end === "timeout") return this.responder.drop("connection timed out");
     if (typeof end === "object") return this.responder.drop(end.error);
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program

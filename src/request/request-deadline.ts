@@ -36,9 +36,11 @@ export function onRequestTimeout(hook: () => void): void {
 
 /** The operator's line: `fastcgi: request-timeout: pid 1234 /srv/app.cgi GET /app.cgi?x=1 ran 30.0 s, ended (504 sent)`. */
 export function overdueLine(o: Overdue): string {
-  const request = o.request === undefined ? "" : ` ${o.request.slice(0, 200).replace(/[^\x20-\x7e]/g, "?")}`;
+  // A client's bytes (the URI, a script it named) must not make lines of their own.
+  const text = (s: string) => s.slice(0, 200).replace(/[^\x20-\x7e]/g, "?");
+  const request = o.request === undefined ? "" : ` ${text(o.request)}`;
   const what = o.answered === undefined ? "" : o.answered ? " (answer cut)" : " (504 sent)";
-  return `${o.protocol === undefined ? "" : `${o.protocol}: `}request-timeout: pid ${o.pid} ${o.script}${request} ran ${(o.ranMs / 1000).toFixed(1)} s, ended${what}`;
+  return `${o.protocol === undefined ? "" : `${o.protocol}: `}request-timeout: pid ${o.pid} ${text(o.script)}${request} ran ${(o.ranMs / 1000).toFixed(1)} s, ended${what}`;
 }
 
 /** A request is overdue: the line said and the end counted; what the web server gets (undefined: nothing, the answer is cut). */
