@@ -159,7 +159,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (revents(connAt) & POLLOUT) this.flush();
     if (revents(stdinAt)) this.feed();
     if (reading && revents(connAt) & ~POLLOUT) this.input();
-    if (ready > 0) return;
+    // Even while events keep coming: a body streamed without a pause must not outlast --request-timeout.
     responder.expire(Date.now());
   }
 

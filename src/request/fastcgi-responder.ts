@@ -128,7 +128,7 @@ export class FastCgiResponder {
 
   /** A deadline has come: --request-timeout's ends the request (its 504 when nothing was answered), any other drops the connection. */
   expire(now: number): void {
-    const due = this.deadline();
+    const due = this.over ? undefined : this.deadline();
     if (!due || now < due.at) return;
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
