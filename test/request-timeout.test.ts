@@ -14,6 +14,7 @@ import { GATEWAY_TIMEOUT, overdueLine, RequestClock, requestDue, sooner } from "
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import type { ResponderEffects } from "../src/request/fastcgi-engine.ts";
+import { parseCommandLine } from "../src/cli/parse.ts";
 
 /** --request-timeout in these tests: short, so that a run stays bounded. */
 const SECS = 1;
@@ -200,6 +201,20 @@ describe("--request-timeout on the command line", () => {
     const prestart = await run(["--request-timeout", "5", "-W", "2", "--prestart", "-s", "-p", "cat", "0"]);
     expect(prestart.status).toBe(15);
     expect(prestart.stderr).toStartWith("socket: --request-timeout cannot apply to --prestart: its program starts before its connection arrives\n");
+  });
+});
+
+describe("--request-timeout parsed", () => {
+  test("SECS into milliseconds for a gateway, a pool's -p and -l -f's; absent: none", () => {
+    const parsed = (...args: string[]) => {
+      const result = parseCommandLine(args, false);
+      if (!("run" in result)) throw new Error(result.stderr);
+      return result.run.requestTimeoutMs;
+    };
+    expect(parsed("--request-timeout", "2.5", "--fastcgi", "-W", "2", "-s", "-p", "/bin/cat", "0")).toBe(2500);
+    expect(parsed("--request-timeout", "30", "--scgi", "-l", "-f", "-s", "-p", "/bin/cat", "0")).toBe(30_000);
+    expect(parsed("--request-timeout", "0.5", "-W", "2", "-s", "-p", "cat", "0")).toBe(500);
+    expect(parsed("-W", "2", "-s", "-p", "cat", "0")).toBeUndefined();
   });
 });
 
