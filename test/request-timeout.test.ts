@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { isAlive, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
-import { converse, endRequests, fcgiRequest, noNginx, parseRecords, startNginx } from "./gateway-peers.ts";
+import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
 import { GATEWAY_TIMEOUT, overdueLine, RequestClock, requestDue, sooner } from "../src/request/request-deadline.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
@@ -26,7 +26,7 @@ const SLACK_MS = 2500;
  * group must go, not only the script); `chatty` prints for ever. Each writes
  * its pid (and the background one's) where the test reads it.
  */
-function scripts(dir: string): { hang: string; chatty: string; quick: string; stubborn: string } {
+function scripts(dir: string): { hang: string; chatty: string; quick: string; stubborn: string; reader: string } {
   return {
     hang: writeExecutable(join(dir, "hang.cgi"), `#!/bin/sh\nsleep 300 &\necho $! > ${dir}/bg.pid\necho $$ > ${dir}/hang.pid\nexec sleep 300\n`),
     chatty: writeExecutable(
@@ -34,6 +34,8 @@ function scripts(dir: string): { hang: string; chatty: string; quick: string; st
       `#!/bin/sh\necho $$ > ${dir}/chatty.pid\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nwhile :; do echo tick; sleep 0.05; done\n`,
     ),
     quick: writeExecutable(join(dir, "quick.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nquick\\n'\n`),
+    // Reads its body for as long as it comes.
+    reader: writeExecutable(join(dir, "reader.cgi"), `#!/bin/sh\necho $$ > ${dir}/reader.pid\ncat > /dev/null\n`),
     // Ignores TERM: only the KILL a second later ends it.
     stubborn: writeExecutable(join(dir, "stubborn.cgi"), `#!/bin/sh\ntrap '' TERM\necho $$ > ${dir}/stubborn.pid\nwhile :; do sleep 0.1; done\n`),
   };
@@ -148,6 +150,37 @@ describe("--request-timeout on a kept FastCGI connection", () => {
         expect(tookMs).toBeGreaterThanOrEqual(2 * SECS * 1000 - 100); // its TERM ignored: the KILL a second later
         expect(isAlive(await pidIn(dir, "stubborn.pid"))).toBe(false);
       } finally {
+        conn.close();
+      }
+    }, 20_000);
+  }
+});
+
+describe("--request-timeout while a FastCGI body still streams in", () => {
+  for (const args of [["-W", "1"], ["-l", "-f"]]) {
+    test(`${args.join(" ")}: bytes of the body coming all along do not hold the request past it`, async () => {
+      using tmp = tempDir();
+      const dir = realpathSync(tmp.path);
+      const cgi = scripts(dir);
+      await using server = await startServer(["--fastcgi", ...args, "--cgi-root", dir, "--request-timeout", String(SECS), "-s", join(dir, "app.sock")]);
+      const conn = await converse(server.target);
+      let streaming = true;
+      try {
+        const started = Date.now();
+        conn.send(Buffer.concat([begin(1), record(4, 1, pairs([["SCRIPT_FILENAME", cgi.reader], ["CONTENT_LENGTH", "10000000"]])), record(4, 1)]));
+        const chunk = record(5, 1, new Uint8Array(1000));
+        void (async () => {
+          for (let sent = 0; streaming && sent < 300; sent++) {
+            conn.send(chunk);
+            await Bun.sleep(10);
+          }
+        })();
+        const answer = parseRecords(await conn.until("the END_REQUEST", (d) => endRequests(parseRecords(d)).length === 1));
+        expect(Date.now() - started).toBeLessThan(SECS * 1000 + SLACK_MS);
+        expect(answer.stdout).toStartWith("Status: 504 Gateway Timeout\r\n");
+        await waitFor("the reading CGI to end", async () => !isAlive(await pidIn(dir, "reader.pid")), SLACK_MS);
+      } finally {
+        streaming = false;
         conn.close();
       }
     }, 20_000);
