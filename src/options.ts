@@ -36,6 +36,8 @@ export interface Options {
   verbose: boolean;
   pool: PoolPolicy | undefined;
   timeoutMs: number | undefined;
+  /** --request-timeout: a request (a -p connection) running longer from its program's start is ended (request/request-deadline.ts). */
+  requestTimeoutMs: number | undefined;
   /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
   maxPerSource: number | undefined;
   /** TCP_DEFER_ACCEPT on the listener, in seconds. */
@@ -87,11 +89,11 @@ export type Gateway = "scgi" | "fastcgi";
  * told of each program that could not start or exited 126/127 (a pool
  * worker's --status counts them).
  */
-export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs"> & { failed?: () => void };
+export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs" | "requestTimeoutMs"> & { failed?: () => void };
 
 /**
- * What a gateway reads: -v, --timeout, --pass-env, --max-body, --cgi-stderr, and the pool's size
+ * What a gateway reads: -v, --timeout, --request-timeout, --pass-env, --max-body, --cgi-stderr, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
  * argument (request/cgi.ts CgiSource).
  */
-export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "passEnv" | "maxBody" | "cgiStderr" | "pool">;
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "requestTimeoutMs" | "passEnv" | "maxBody" | "cgiStderr" | "pool">;

@@ -46,6 +46,9 @@ class Recorder implements ResponderEffects {
   stopProgram(): void {
     this.calls.push(["stopProgram"]);
   }
+  program() {
+    return { pid: 42, script: "/srv/app.cgi", request: "GET /app.cgi?x=1" };
+  }
   end(): void {
     this.calls.push(["end"]);
   }
@@ -60,7 +63,7 @@ class Recorder implements ResponderEffects {
   }
 }
 
-const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web", pool: undefined, ...more });
+const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, requestTimeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web", pool: undefined, ...more });
 
 /** A responder at time 0 with its recorder; `pool` for a pool worker's rules. */
 function responder(more: Partial<GatewayOptions> = {}, pool = false) {

@@ -83,12 +83,15 @@ export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed 
   if ("exit" in gateway) return gateway;
   const extras = operatorOptions(str, read.tokens, destination, server, pool !== undefined);
   if ("exit" in extras) return extras;
+  const requestTimeout = requestTimeoutOption(str("request-timeout"), server, program !== undefined || gateway.gateway !== undefined, pool?.prestart === true);
+  if (typeof requestTimeout === "object") return requestTimeout;
 
   return {
     warning: how.warning,
     run: {
       ...extras,
       ...limits,
+      requestTimeoutMs: requestTimeout,
       ...gateway,
       ...serverChecked,
       destination,
@@ -220,6 +223,20 @@ function limitOptions(
     return usageError(`${NAME}: -u and -g are for servers`);
   }
   return { timeoutMs: timeout === undefined ? undefined : timeout * 1000, maxPerSource, deferAcceptSecs: deferAccept, mode };
+}
+
+/**
+ * --request-timeout: a server's, with -p or a gateway (a program per
+ * request or connection to end); not --prestart's, whose program starts
+ * before its connection exists.
+ */
+function requestTimeoutOption(text: string | undefined, server: boolean, runs: boolean, prestart: boolean): number | undefined | Refusal {
+  const secs = number(text, "--request-timeout", 0.001, 86400);
+  // One line, no usage line: the option was right, its value is not.
+  if (typeof secs === "string") return { exit: EXIT_USAGE, stderr: `${secs}\n` };
+  if (secs !== undefined && (!server || !runs)) return usageError(`${NAME}: --request-timeout needs -s and -p (or --scgi, --fastcgi)`);
+  if (secs !== undefined && prestart) return usageError(`${NAME}: --request-timeout cannot apply to --prestart: its program starts before its connection arrives`);
+  return secs === undefined ? undefined : secs * 1000;
 }
 
 /** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body, --cgi-stderr. */

@@ -75,6 +75,10 @@ export class Copy implements SocketEvents {
   private lingerTimer: Timer | undefined;
   private peerEnded = false;
   private closed = false;
+  /** The request was ended (--request-timeout): nothing more of the program's goes to the peer. */
+  private cutOff = false;
+  /** Bytes the socket took for the peer. */
+  private sentBytes = 0;
   private finish!: (error: Error | undefined) => void;
   /** The socket error that ended the connection (a reset), if one did. */
   private error: Error | undefined;
@@ -102,6 +106,20 @@ export class Copy implements SocketEvents {
       // Reset, not FIN: a peer that stopped reading would never take the FIN.
       if (!this.closed) this.socket?.terminate();
     }, this.options.timeoutMs);
+  }
+
+  /** Bytes the peer has been sent so far. */
+  get sent(): number {
+    return this.sentBytes;
+  }
+
+  /** The request is over (--request-timeout): nothing more of the program's goes; `answer` then the end, or without one a reset (the answer is cut). */
+  cut(answer: Uint8Array | undefined): void {
+    if (this.closed || !this.socket || this.cutOff) return;
+    this.cutOff = true;
+    if (!answer) return void this.socket.terminate();
+    this.socket.write(answer);
+    this.close();
   }
 
   onData(chunk: Uint8Array): void {
@@ -176,9 +194,10 @@ export class Copy implements SocketEvents {
 
   private async send(chunk: Uint8Array): Promise<void> {
     let offset = 0;
-    while (offset < chunk.length && !this.closed && this.socket) {
+    while (offset < chunk.length && !this.closed && !this.cutOff && this.socket) {
       const written = this.socket.write(chunk.subarray(offset));
       offset += Math.max(written, 0);
+      this.sentBytes += Math.max(written, 0);
       if (written < 0) return;
       if (offset < chunk.length) await new Promise<void>((resolve) => (this.drainWaiter = resolve));
       this.drainWaiter = undefined;
@@ -187,7 +206,7 @@ export class Copy implements SocketEvents {
 
   private async pumpOne(source: ReadableStream<Bytes>): Promise<void> {
     for await (const chunk of source) {
-      if (this.closed) {
+      if (this.closed || this.cutOff) {
         if (this.local.program) continue; // discarded: a program must not block writing to nobody
         return;
       }

@@ -35,7 +35,7 @@ export function flushStdout(): Promise<unknown> {
 
 /** Starts the program for the copy loop: pipes on the sides that are copied (-r, -w). */
 export function startForCopy(options: ServeOptions, program: Program, vars: Record<string, string>): PipedProcess {
-  return startWithPipes(program, vars, { input: !options.writeOnly, output: !options.readOnly });
+  return startWithPipes(program, vars, { input: !options.writeOnly, output: !options.readOnly }, options.requestTimeoutMs !== undefined);
 }
 
 /** socket's own stdin and stdout as the local side (none under -r or -w respectively). */

@@ -78,9 +78,13 @@ export function connectionVariables(fd: number, address: Address): Record<string
   return env;
 }
 
-/** The program with the connection itself as stdin, stdout and stderr: no copying. */
-export function startOnConnection(program: Program, fd: number, vars: Record<string, string>, engine: Engine): Process {
-  const spec = { argv: program.argv, argv0: program.argv0, env: environment(vars), stdio: [fd, fd, fd] as const, ownGroup: false };
+/**
+ * The program with the connection itself as stdin, stdout and stderr: no
+ * copying. `ownGroup`: it leads a session and group of its own, which
+ * --request-timeout ends whole (what it left in the background holds the connection).
+ */
+export function startOnConnection(program: Program, fd: number, vars: Record<string, string>, engine: Engine, ownGroup = false): Process {
+  const spec = { argv: program.argv, argv0: program.argv0, env: environment(vars), stdio: [fd, fd, fd] as const, ownGroup };
   return engine === "blocking" ? startProcess(spec, "blocking") : startProcess(spec, "evented");
 }
 
@@ -136,11 +140,11 @@ export async function programEnd(proc: Process, timeoutMs: number | undefined, l
   await proc.wait();
 }
 
-/** For the copy loop: pipes on the sides that are copied, /dev/null on the others. */
-export function startWithPipes(program: Program, vars: Record<string, string>, sides: { input: boolean; output: boolean }): PipedProcess {
+/** For the copy loop: pipes on the sides that are copied, /dev/null on the others; `ownGroup` as startOnConnection's. */
+export function startWithPipes(program: Program, vars: Record<string, string>, sides: { input: boolean; output: boolean }, ownGroup = false): PipedProcess {
   const out = sides.output ? "pipe" : "ignore";
   const stdio = [sides.input ? "pipe" : "ignore", out, out] as const;
-  return startProcess({ argv: program.argv, argv0: program.argv0, env: environment(vars), stdio, ownGroup: false }, "evented");
+  return startProcess({ argv: program.argv, argv0: program.argv0, env: environment(vars), stdio, ownGroup }, "evented");
 }
 
 /**

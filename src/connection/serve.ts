@@ -11,8 +11,22 @@ import type { EventSocket } from "./events.ts";
 import { copyDescriptor, copySocket, ownStdio, programSide, startForCopy } from "./local.ts";
 import type { LocalSide } from "./copy.ts";
 import { cannotStart, connectionVariables, outcome, startOnConnection, startOnPipes, type Engine, type Program } from "./program.ts";
+import type { Process } from "./process.ts";
 import { bridge } from "./splice.ts";
 import { watchIdle } from "./watchdog.ts";
+import { endWhenDue } from "./deadline.ts";
+
+/**
+ * --request-timeout's line and count for a plain connection's program
+ * (request/request-deadline.ts, given by the runner): nothing is written
+ * on the connection, the program and its group are ended.
+ */
+export type OnOverdue = (o: { pid: number; script: string; ranMs: number }) => void;
+
+/** The program (if any) ends at --request-timeout. */
+function bound(proc: Process | undefined, program: Program | undefined, options: ServeOptions, onOverdue: OnOverdue | undefined): void {
+  if (proc && program && onOverdue) endWhenDue(proc, options.requestTimeoutMs, (ranMs) => onOverdue({ pid: proc.pid, script: program.command, ranMs }));
+}
 
 /** socket(1)'s -v line for an accepted connection. */
 export function connectionMessage(address: Address, peerIp: () => string): string {
@@ -53,17 +67,19 @@ function handOff(
   options: ServeOptions,
   address: Address,
   engine: Engine,
+  onOverdue: OnOverdue | undefined,
 ): Promise<unknown> {
   let proc;
   const started = performance.now();
   try {
-    proc = startOnConnection(program, fd, connectionVariables(fd, address), engine);
+    proc = startOnConnection(program, fd, connectionVariables(fd, address), engine, options.requestTimeoutMs !== undefined);
   } catch (e) {
     release();
     cannotStart(program, e, options);
     return Promise.resolve();
   }
   if (options.timeoutMs !== undefined && address.kind === "inet") watchIdle(fd, proc, options.timeoutMs, (line) => verbose(options, line));
+  bound(proc, program, options, onOverdue);
   release();
   return outcome(proc, program, options, started);
 }
@@ -93,7 +109,8 @@ async function quitWithSplice(program: Program, fd: number, address: Address, op
  * accept, a client's connect). Resolves when the connection is done, with
  * the socket error that ended a copied one, if any.
  * `mayBlock`: the caller has nothing else to do meanwhile (a pool worker),
- * so -q may block its thread in the splice bridge.
+ * so -q may block its thread in the splice bridge. Under --request-timeout
+ * a timer ends the program: it is evented, and -q copies.
  */
 export async function serveDescriptor(
   fd: number,
@@ -101,16 +118,19 @@ export async function serveDescriptor(
   options: ServeOptions,
   program: Program | undefined,
   mayBlock = false,
+  onOverdue?: OnOverdue,
 ): Promise<Error | undefined> {
+  const timed = options.timeoutMs !== undefined || options.requestTimeoutMs !== undefined;
   if (program && !needsCopy(options, program, address)) {
-    const engine = mayBlock && options.timeoutMs === undefined ? "blocking" : "evented";
-    await handOff(program, fd, () => close(fd), options, address, engine);
+    const engine = mayBlock && !timed ? "blocking" : "evented";
+    await handOff(program, fd, () => close(fd), options, address, engine, onOverdue);
     return undefined;
   }
-  const onlyQuit = options.quit && !options.crlf && !options.readOnly && !options.writeOnly && options.timeoutMs === undefined;
+  const onlyQuit = options.quit && !options.crlf && !options.readOnly && !options.writeOnly && !timed;
   if (program && mayBlock && onlyQuit) return void (await quitWithSplice(program, fd, address, options));
   const local = copiedSide(options, program, program ? connectionVariables(fd, address) : {});
   if (!local) return void close(fd);
+  bound(local.program?.process, program, options, onOverdue);
   return copyDescriptor(fd, options, local);
 }
 
@@ -118,11 +138,18 @@ export async function serveDescriptor(
  * Serves a connection Bun's listener accepted. The handoff must happen in
  * the open handler, before Bun reads a byte of it.
  */
-export function serveSocket(socket: EventSocket, fd: number, address: Address, options: ServeOptions, program: Program | undefined): Promise<unknown> {
+export function serveSocket(
+  socket: EventSocket,
+  fd: number,
+  address: Address,
+  options: ServeOptions,
+  program: Program | undefined,
+  onOverdue?: OnOverdue,
+): Promise<unknown> {
   if (program && !needsCopy(options, program, address)) {
     setBlocking(fd); // Bun accepted it non-blocking; programs expect ordinary blocking I/O
     // close(), not end() or terminate(): no shutdown and no SO_LINGER on the shared socket.
-    return handOff(program, fd, () => socket.close(), options, address, "evented");
+    return handOff(program, fd, () => socket.close(), options, address, "evented", onOverdue);
   }
   // The classic server keeps the copy loop for -q: its one event loop cannot block in splice.
   const local = copiedSide(options, program, program ? connectionVariables(fd, address) : {});
@@ -130,5 +157,6 @@ export function serveSocket(socket: EventSocket, fd: number, address: Address, o
     socket.close();
     return Promise.resolve();
   }
+  bound(local.program?.process, program, options, onOverdue);
   return copySocket(socket, options, local);
 }

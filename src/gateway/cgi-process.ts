@@ -6,10 +6,15 @@ import { Inherited, startProcess, type PipedProcess, type Process, type Stdio } 
 import type { GatewayOptions } from "../options.ts";
 import { say } from "../system/log.ts";
 import { KILL_AFTER_MS } from "../system/reaper.ts";
-import { BAD_GATEWAY, prepareCgi, type CgiEnvironment, type CgiSource, type Launch, type Variable } from "../request/cgi.ts";
+import { BAD_GATEWAY, prepareCgi, requestText, type CgiEnvironment, type CgiSource, type Launch, type Variable } from "../request/cgi.ts";
 
-/** A request's running CGI; under the evented engine with the ends of its "pipe" descriptors; `name`: what ran (its stderr lines say it). */
-export type Cgi = PipedProcess & { readonly name: string };
+/**
+ * A request's running CGI; under the evented engine with the ends of its
+ * "pipe" descriptors; `name`: what ran (its stderr lines say it);
+ * `command`, `request`: what --request-timeout's line names; `overdue`:
+ * whom to tell when it is ended for that (a pool worker's --status).
+ */
+export type Cgi = PipedProcess & { readonly name: string; readonly command: string; readonly request: string; readonly overdue?: () => void };
 
 /** What a CGI runs: a Launch that is not an answer. */
 export type Run = Exclude<Launch, { answer: Uint8Array }>;
@@ -76,11 +81,16 @@ export function spawnCgi(run: Run, stdio: readonly [Stdio, Stdio, Stdio], engine
       engine === "blocking" && input !== "pipe" && output !== "pipe" && errors !== "pipe"
         ? startProcess({ ...spec, stdio: [input, output, errors] }, "blocking")
         : startProcess({ ...spec, stdio }, "evented");
-    return Object.assign(proc, { name: program.argv[0] });
+    return Object.assign(proc, { name: program.argv[0], command: program.command, request: requestText(env), overdue: run.overdue });
   } catch (e) {
     cannotRun(program, e, run.failed);
     return undefined;
   }
+}
+
+/** A CGI's pid, what it runs (its path, or -p's command), its request's method and URI, and whom to tell when it is overdue. */
+export function describeCgi(proc: Cgi): { pid: number; script: string; request: string; counted?: () => void } {
+  return { pid: proc.pid, script: proc.command, request: proc.request, counted: proc.overdue };
 }
 
 /** `failed`: told of it too (Launch: a pool worker's --status counts it). */

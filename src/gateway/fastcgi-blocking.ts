@@ -16,7 +16,8 @@ import { nextTick } from "../system/signals.ts";
 import type { CgiSource, Variable } from "../request/cgi.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
-import { endProgram, startProgram, type Cgi } from "./cgi-process.ts";
+import { describeCgi, endProgram, startProgram } from "./cgi-process.ts";
+import { closePidfd, type Job } from "./fastcgi-job.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 import { SendQueue } from "./send-queue.ts";
 import { stderrLog } from "./cgi-stderr.ts";
@@ -41,23 +42,6 @@ const LISTENER_CHECK_MS = 50;
 const readBuffer = new Uint8Array(64 * 1024);
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
-
-/** The request's program and the descriptors joining it to the connection. */
-interface Job {
-  id: number;
-  proc: Cgi;
-  /** The program's pidfd, from its start (before anything can reap it): its exit ends the output. Ours to close only when we opened it. */
-  pidfd: number | undefined;
-  ownPidfd: boolean;
-  /** Our end of the program's stdin pipe, non-blocking; undefined once closed (EOF to it). */
-  stdin: number | undefined;
-  /** The body has ended: the output, held in the pipes until then, is spliced. */
-  bodyEnded: boolean;
-  /** The program waits to write (its output is held): the body is taken in (to disk) rather than paused. */
-  stalled: boolean;
-  /** Read ends of the program's stdout and stderr, until the output is spliced. */
-  pipes: Pipes | undefined;
-}
 
 let stopping = false;
 let current: BlockingConnection | undefined;
@@ -175,9 +159,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (revents(connAt) & POLLOUT) this.flush();
     if (revents(stdinAt)) this.feed();
     if (reading && revents(connAt) & ~POLLOUT) this.input();
-    if (ready > 0) return;
-    const due = responder.deadline();
-    if (due && Date.now() >= due.at) responder.drop(due.why);
+    // Even while events keep coming: a body streamed without a pause must not outlast --request-timeout.
+    responder.expire(Date.now());
   }
 
   /** What the connection has: records, its end, or an error (the web server has gone). */
@@ -299,15 +282,20 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     }
   }
 
-  /** EOF on the program's stdin (if it is not there already); what it had not taken is dropped. */
+  /** EOF on the program's stdin (if it is not there already); what it had not taken is dropped, and the connection read again. */
   private closeStdin(job: Job): void {
     if (job.stdin !== undefined) close(job.stdin);
     job.stdin = undefined;
     this.pending.clear();
+    this.pause(false);
   }
 
   stopProgram(): void {
     if (this.job) endProgram(this.job.proc);
+  }
+
+  program(): ReturnType<typeof describeCgi> | undefined {
+    return this.job && describeCgi(this.job.proc);
   }
 
   end(): void {
@@ -345,27 +333,42 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     return this.closed;
   }
 
+  dueAt(): number {
+    return this.responder.clock.deadline(this.options.requestTimeoutMs)?.at ?? Infinity;
+  }
+
+  overdue(): void {
+    this.responder.expire(Date.now());
+  }
+
+  answering(): void {
+    this.responder.clock.answering();
+  }
+
   /** After the body: the program's output spliced into the connection until both pipes end, then its end. */
   private async output(job: Job, pipes: Pipes): Promise<void> {
     job.pipes = undefined;
-    this.splicing = true;
-    let end: OutputEnd;
+    // Ended by --request-timeout before its output went: what the pipes hold is dropped.
+    let end: OutputEnd = this.responder.clock.cut ? "cut" : "done";
+    this.splicing = end !== "cut";
     try {
-      end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, stderrLog: stderrLog(this.options, job.proc), requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
+      if (this.splicing) end = await spliceOutput({ conn: this.fd, stdout: pipes.stdout, stderr: pipes.stderr, stderrLog: stderrLog(this.options, job.proc), requestId: job.id, pidfd: job.pidfd ?? -1 }, this);
     } catch (e) {
       end = { error: `internal error: ${message(e)}` };
     } finally {
       this.splicing = false;
       closePipes(pipes); // a program still writing gets EPIPE
     }
+    if (end === "cut") this.flush(); // a 504 goes now, not at the program's end
     if (end === "timeout") return this.responder.drop("connection timed out");
     if (typeof end === "object") return this.responder.drop(end.error);
     if (end === "gone") return this.closeConnection(); // the web server has gone: finish() ends the program
     // Its exit (a CGI's follows the end of its output), then END_REQUEST with the last bytes. Known
-    // already when the splice saw it, or when Bun has reaped it (its loop ran since).
+    // already when the splice saw it, or when Bun has reaped it (its loop ran since). Cut: its end is
+    // awaited by proc.exited, which sends stop()'s KILL when it is due.
     const { proc, pidfd } = job;
     if (pidfd === undefined) pushPending(this.fd); // what is held back goes first: its exit comes through Bun
-    const ended = end === "exited" || pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
+    const ended = end === "exited" || end === "cut" || pidfd === undefined || proc.exitCode !== null || proc.signalCode !== null;
     const exit = ended ? "exited" : await awaitExit(this.fd, pidfd, this, () => pushPending(this.fd));
     if (exit === "timeout") return this.responder.drop("connection timed out");
     if (exit === "gone") return;
@@ -390,9 +393,4 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (proc.exitCode === null && proc.signalCode === null) endProgram(proc);
     await proc.exited;
   }
-}
-
-function closePidfd(job: Job): void {
-  if (job.pidfd !== undefined && job.ownPidfd) close(job.pidfd);
-  job.pidfd = undefined;
 }

@@ -11,7 +11,7 @@ import type { CgiSource, Variable } from "../request/cgi.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
-import { endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
+import { describeCgi, endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { logStream } from "./cgi-stderr.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
@@ -128,8 +128,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private expire(): void {
     this.timer = undefined;
     this.timerAt = Infinity;
-    const due = this.responder.deadline();
-    if (due && Date.now() >= due.at) return this.responder.drop(due.why);
+    this.responder.expire(Date.now());
     this.arm();
   }
 
@@ -280,6 +279,10 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     if (this.job) endProgram(this.job.proc);
   }
 
+  program(): ReturnType<typeof describeCgi> | undefined {
+    return this.job && describeCgi(this.job.proc);
+  }
+
   /** Closes once what is queued has been written. */
   end(): void {
     if (this.out.length === 0) this.socket?.end();
@@ -300,7 +303,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     let heldBytes = 0;
     const out = async (chunk: Uint8Array) => {
       for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
-        if (this.closed) return;
+        if (this.closed || this.responder.clock.cut) return; // --request-timeout ended it: the rest is dropped
+        if (type === TYPE.STDOUT) this.responder.clock.answering();
         this.responder.moved(Date.now());
         this.send(encodeRecord(type, job.id, chunk.subarray(at, at + MAX_CONTENT)));
         await this.writable();

@@ -55,9 +55,15 @@ export interface OutputHooks {
   feed(): void;
   /** The connection has closed or the request is over (ABORT, a drop): stop. */
   over(): boolean;
+  /** --request-timeout: when the request is due (Infinity: never), and what ends it then (request/request-deadline.ts). */
+  dueAt(): number;
+  overdue(): void;
+  /** A STDOUT record is going out: a byte of the answer has. */
+  answering(): void;
 }
 
-export type OutputEnd = "done" | "exited" | "timeout" | "gone" | { error: string };
+/** "cut": --request-timeout ended the request; what was framed went, the rest of the output is the caller's to drop. */
+export type OutputEnd = "done" | "exited" | "timeout" | "gone" | "cut" | { error: string };
 
 const stderrBuffer = new Uint8Array(MAX_CONTENT);
 /** How long the last bytes of an output wait for the program's exit (and END_REQUEST) before they are pushed alone. */
@@ -84,11 +90,16 @@ export async function spliceOutput(ends: OutputEnds, hooks: OutputHooks): Promis
 async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> {
   for (;;) {
     if (hooks.over()) return "gone";
+    if (!splicer.cutting && Date.now() >= hooks.dueAt()) {
+      hooks.overdue();
+      splicer.cutting = true; // the records framed go, whole; no more are
+    }
     splicer.connBlocked = false;
     const sent = splicer.send();
     if (typeof sent !== "boolean") return sent;
+    if (splicer.cutting && splicer.sent()) return "cut";
     // At a record boundary: the next record, from either pipe or the handler.
-    const framed = splicer.left === 0 && splicer.frame();
+    const framed = splicer.left === 0 && !splicer.cutting && splicer.frame();
     if (sent || framed) {
       splicer.lastMove = Date.now();
       hooks.moved();
@@ -117,6 +128,8 @@ class Splicer {
   private stdoutReady = false;
   private stderrReady = false;
   connBlocked = false;
+  /** --request-timeout ended the request: what is framed is sent, nothing more is read. */
+  cutting = false;
   lastMove = Date.now();
   /** Once the program has exited: what each pipe held then, the last of its output. */
   private last: { stdout: number; stderr: number } | undefined;
@@ -134,6 +147,11 @@ class Splicer {
   /** Both pipes have ended and everything has gone. */
   over(): boolean {
     return !this.stdoutOpen && !this.stderrOpen && this.out.length === 0 && this.left === 0;
+  }
+
+  /** Every record framed has gone. */
+  sent(): boolean {
+    return this.out.length === 0 && this.left === 0;
   }
 
   /** What must go first, in order, then the STDOUT record's content: whether anything moved, or why the output ends. */
@@ -195,6 +213,7 @@ class Splicer {
       // What is left past this record is framed once it has gone, without asking poll first.
       this.stdoutReady = waiting > this.left;
       out.push(stdoutHeader(ends.requestId, this.left));
+      this.hooks.answering();
       return true;
     }
     this.stdoutReady = false;
@@ -220,10 +239,11 @@ class Splicer {
     const stdin = hooks.stdinFd();
     const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
     const pidfdAt = this.last ? -1 : watch(ends.pidfd, POLLIN);
-    const wait = hooks.timeoutMs === undefined ? -1 : Math.max(0, this.lastMove + hooks.timeoutMs - Date.now());
-    const ready = tryPoll(pollfds, count, Math.ceil(wait));
+    const idleAt = hooks.timeoutMs === undefined ? Infinity : this.lastMove + hooks.timeoutMs;
+    const at = Math.min(idleAt, this.cutting ? Infinity : hooks.dueAt());
+    const ready = tryPoll(pollfds, count, at === Infinity ? -1 : Math.ceil(Math.max(0, at - Date.now())));
     if (ready === -EINTR) return "signal";
-    if (ready === 0) return "timeout";
+    if (ready === 0) return Date.now() >= idleAt ? "timeout" : "woken"; // or the request is due: the loop ends it
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
     const stdout = revents(stdoutAt);
@@ -248,16 +268,19 @@ class Splicer {
  * After its output has ended, the program's exit (its pidfd readable),
  * with the connection still read as while it wrote (an ABORT_REQUEST ends
  * the program); "timeout" past --timeout, "gone" when the connection
- * closed meanwhile. The exit mostly follows at once, and what
- * SPLICE_F_MORE held back goes with END_REQUEST; a program that runs on
- * gets `push` called PUSH_AFTER_MS in.
+ * closed meanwhile, "cut" when --request-timeout ended it. The exit mostly
+ * follows at once, and what SPLICE_F_MORE held back goes with END_REQUEST;
+ * a program that runs on gets `push` called PUSH_AFTER_MS in.
  */
-export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks, push: () => void): Promise<"exited" | "timeout" | "gone"> {
+export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks, push: () => void): Promise<"exited" | "timeout" | "gone" | "cut"> {
   let lastMove = Date.now();
   let pushed = false;
   for (;;) {
-    const left = hooks.timeoutMs === undefined ? Infinity : lastMove + hooks.timeoutMs - Date.now();
-    if (left <= 0) return "timeout";
+    const idle = hooks.timeoutMs === undefined ? Infinity : lastMove + hooks.timeoutMs - Date.now();
+    if (idle <= 0) return "timeout";
+    const due = hooks.dueAt() - Date.now();
+    if (due <= 0) return (hooks.overdue(), "cut");
+    const left = Math.min(idle, due);
     pollfds.set([pidfd, POLLIN, conn, POLLIN]);
     const wait = pushed ? left : Math.min(left, PUSH_AFTER_MS);
     // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.

@@ -10,7 +10,9 @@ import { close } from "../system/fd.ts";
 import { rewind } from "../system/files.ts";
 import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
-import { groupLives, spawnCgi, type Run } from "./cgi-process.ts";
+import { requestOverdue } from "../request/request-deadline.ts";
+import { endWhenDue } from "../connection/deadline.ts";
+import { describeCgi, groupLives, spawnCgi, type Run } from "./cgi-process.ts";
 import { streamUntilExit } from "./until-exit.ts";
 import { bodyFile } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
@@ -143,7 +145,10 @@ export class ScgiHandler implements SocketEvents {
       },
       { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
     );
-    this.copy.attach(socket);
+    const copy = this.copy;
+    // --request-timeout from the program's start (its body was spooled before): a 504 if nothing went, else the answer cut.
+    endWhenDue(proc, this.options.requestTimeoutMs, (ranMs) => copy.cut(requestOverdue({ protocol: "scgi", ...describeCgi(proc), ranMs, answered: copy.sent > 0 })));
+    copy.attach(socket);
   }
 
   private fail(why: string): void {

@@ -1,6 +1,8 @@
 // A pool worker's SCGI connection: its header read by the blocking engine,
 // then served by it, or, under --timeout on a UNIX socket (idle time is
-// measured on the bytes moved, so they are copied), by the evented one.
+// measured on the bytes moved, so they are copied) or --request-timeout (a
+// 504 only while no byte of the answer went: they are counted, so copied),
+// by the evented one.
 import { adoptDescriptor } from "../connection/events.ts";
 import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
@@ -16,7 +18,8 @@ export async function serveScgiDescriptor(fd: number, address: Address, options:
     close(fd);
     return;
   }
-  if (options.timeoutMs === undefined || address.kind === "inet") return serveScgiBlocking(fd, address, options, source, request);
+  const copied = (options.timeoutMs !== undefined && address.kind === "unix") || options.requestTimeoutMs !== undefined;
+  if (!copied) return serveScgiBlocking(fd, address, options, source, request);
   const handler = new ScgiHandler(options, source, request);
   await adoptDescriptor(fd, handler);
   await handler.done;

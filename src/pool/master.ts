@@ -172,7 +172,7 @@ export class WorkerPool {
         }
       });
     }
-    if (message === "failed" || message === "refused" || isRequestNote(message)) {
+    if (message === "failed" || message === "refused" || message === "overdue" || isRequestNote(message)) {
       if (this.watch) this.noted(pid, message);
       return;
     }
@@ -257,10 +257,11 @@ export class WorkerPool {
   }
 
   /** --status's counts of what happened in a worker (not its state). */
-  private noted(pid: number, message: "failed" | "refused" | { request: string }): void {
+  private noted(pid: number, message: "failed" | "refused" | "overdue" | { request: string }): void {
     const watch = this.watch!;
     if (message === "failed") watch.counters.failedPrograms++;
     else if (message === "refused") watch.counters.refused++;
+    else if (message === "overdue") watch.counters.requestTimeouts++;
     else watch.request(pid, message.request);
   }
 

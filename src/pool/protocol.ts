@@ -75,9 +75,10 @@ export type RequestNote = { request: string };
 /**
  * Worker to master, over Bun's IPC channel (sent at once, even when the
  * worker then blocks). "failed": a program could not start or exited
- * 126/127; "refused": --allow/--deny closed a connection (both --status only).
+ * 126/127; "refused": --allow/--deny closed a connection; "overdue":
+ * --request-timeout ended a request (all three --status only).
  */
-export type WorkerMessage = "busy" | "idle" | "failed" | "refused" | AdmitRequest | RequestNote;
+export type WorkerMessage = "busy" | "idle" | "failed" | "refused" | "overdue" | AdmitRequest | RequestNote;
 
 export function isRequestNote(message: unknown): message is RequestNote {
   return typeof message === "object" && message !== null && "request" in message && typeof message.request === "string";
@@ -135,7 +136,7 @@ export function reportsState(options: Options): boolean {
     options.status !== undefined || options.slowMs !== undefined);
 }
 
-/** Whether workers tell the master of failed programs and refused connections: only --status counts them. */
+/** Whether workers tell the master of failed programs, refused connections and requests ended: only --status counts them. */
 export function reportsEvents(options: Options): boolean {
   return options.status !== undefined;
 }

@@ -33,6 +33,7 @@ export class PoolCounters {
   failedPrograms = 0;
   workersStarted = 0;
   refused = 0;
+  requestTimeouts = 0;
 }
 
 /** A worker as the master knows it. */
@@ -212,6 +213,7 @@ function fields(s: PoolSnapshot, now: number): [string, string | number][] {
     ["failed programs", c.failedPrograms],
     ["workers started", c.workersStarted],
     ["refused conn", c.refused],
+    ["request timeouts", c.requestTimeouts],
   ];
 }
 
@@ -267,6 +269,7 @@ function metrics(s: PoolSnapshot, full: boolean, now: number): string {
     ["socket_failed_programs_total", "counter", "Programs that could not start or exited 126 or 127.", c.failedPrograms],
     ["socket_workers_started_total", "counter", "Workers started since start.", c.workersStarted],
     ["socket_refused_connections_total", "counter", "Connections closed by --allow/--deny.", c.refused],
+    ["socket_request_timeouts_total", "counter", "Requests (plain connections) ended by --request-timeout.", c.requestTimeouts],
   ];
   let out = "";
   for (const [name, type, help, value] of rows) out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`;

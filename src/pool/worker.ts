@@ -39,6 +39,7 @@ import {
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
+import { plainOverdue } from "../request/request-deadline.ts";
 
 import { errorText } from "../fatal.ts";
 
@@ -51,10 +52,11 @@ interface Mode {
   drain?(): void;
 }
 
-/** What a worker reports as it happens (--status, --slow): each gateway request's method and URI, each program that failed to start. */
+/** What a worker reports as it happens (--status, --slow): each gateway request's method and URI, each program that failed to start, each request --request-timeout ended. */
 interface Reports {
   noteRequest?: (request: string) => void;
   failed?: () => void;
+  overdue?: () => void;
 }
 
 async function chooseMode(worker: WorkerSetup, waiter: Waiter, reports: Reports): Promise<Mode> {
@@ -63,7 +65,7 @@ async function chooseMode(worker: WorkerSetup, waiter: Waiter, reports: Reports)
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   const served = reports.failed ? { ...options, failed: reports.failed } : options;
   if (options.pool?.prestart) return new Prestart(program, address, served, waiter);
-  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, served, program, true) };
+  return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, served, program, true, (o) => plainOverdue({ ...o, counted: reports.overdue })) };
 }
 
 /** Whether the byte waiting on the control socket is `word` (left there for the worker to read). */
@@ -171,6 +173,7 @@ async function setUp(worker: WorkerSetup): Promise<Serving> {
   const reports: Reports = {
     noteRequest: options.slowMs !== undefined || reportsEvents(options) ? (request) => tell(options, { request }) : undefined,
     failed: reportsEvents(options) ? () => tell(options, "failed") : undefined,
+    overdue: reportsEvents(options) ? () => tell(options, "overdue") : undefined,
   };
   const rules = accessRules(options, address);
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);

@@ -281,10 +281,12 @@ export interface CgiSource {
   rule: EnvironmentRule;
   note?: (request: string) => void;
   failed?: () => void;
+  /** Told of each request --request-timeout ends (a pool worker's --status counts them). */
+  overdue?: () => void;
 }
 
 /** A request's program, the directory it runs in, its environment and whom to tell when it cannot start; or the answer when nothing runs. */
-export type Launch = { program: Program; cwd: string | undefined; env: CgiEnvironment; failed?: () => void } | { answer: Uint8Array };
+export type Launch = { program: Program; cwd: string | undefined; env: CgiEnvironment; failed?: () => void; overdue?: () => void } | { answer: Uint8Array };
 
 /**
  * The directory a CGI runs in (RFC 3875 section 7.2: "should" be its
@@ -312,7 +314,7 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
   let launch: Launch;
   if ("command" in source.program) {
     const program = source.program.command;
-    launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log), failed: source.failed };
+    launch = { program, cwd: commandDirectory(program), env: cgiEnvironment(variables, source.rule, log), failed: source.failed, overdue: source.overdue };
   } else {
     const chosen = source.program.choose(variables);
     if ("status" in chosen) {
@@ -323,10 +325,15 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
       return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
     }
     const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
-    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log), failed: source.failed };
+    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log), failed: source.failed, overdue: source.overdue };
   }
-  if (source.note) source.note(`${envValue(launch.env, "REQUEST_METHOD") ?? ""} ${envValue(launch.env, "REQUEST_URI") ?? envValue(launch.env, "SCRIPT_NAME") ?? ""}`);
+  if (source.note) source.note(requestText(launch.env));
   return launch;
+}
+
+/** A request's method and URI as --slow, --status and --request-timeout name it ("GET /x?y"). */
+export function requestText(env: CgiEnvironment): string {
+  return `${envValue(env, "REQUEST_METHOD") ?? ""} ${envValue(env, "REQUEST_URI") ?? envValue(env, "SCRIPT_NAME") ?? ""}`;
 }
 
 /** A variable the CGI gets, as text. */

@@ -51,8 +51,10 @@ export interface ResponderEffects {
   endBody(drop: boolean): void;
   /** A body without CONTENT_LENGTH, held whole before the program starts: its records appended; closed past --max-body or at an abort. */
   readonly spoolFile: { write(bytes: Uint8Array): void; close(): void };
-  /** The program is told to stop (TERM, then KILL): the web server aborted its request. */
+  /** The program is told to stop (TERM, then KILL): the web server aborted its request, or --request-timeout ended it. */
   stopProgram(): void;
+  /** The running program's pid, what it runs and the request's method and URI (--request-timeout's line). */
+  program(): { pid: number; script: string; request: string; counted?: () => void } | undefined;
   /** No further request: close once what is queued has gone. */
   end(): void;
   /** Closes the connection now; the program, if any, is killed. */
@@ -63,6 +65,8 @@ export interface ResponderEffects {
 export interface Deadline {
   at: number;
   why: string;
+  /** --request-timeout's (request-deadline.ts): the request ends, not the connection. */
+  overdue?: true;
 }
 
 /** What the responder needs of its connection's configuration. */

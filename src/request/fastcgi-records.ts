@@ -172,6 +172,13 @@ export function endRequest(requestId: number, appStatus: number, protocolStatus:
 export const unknownType = (type: number) => encodeRecord(TYPE.UNKNOWN_TYPE, 0, new Uint8Array([type, 0, 0, 0, 0, 0, 0, 0]));
 
 /** GET_VALUES_RESULT for a GET_VALUES record: what it asks of FCGI_MAX_CONNS, FCGI_MAX_REQS (both `maxConns`), FCGI_MPXS_CONNS (0). */
+/** A management record's (request id 0) answer, or why the connection is dropped. */
+export function managementAnswer(type: number, content: Uint8Array, maxConns: number): Uint8Array | { error: string } {
+  if (type === TYPE.GET_VALUES) return getValuesResult(content, maxConns);
+  if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return { error: `record type ${type} with request id 0` };
+  return unknownType(type);
+}
+
 export function getValuesResult(content: Uint8Array, maxConns: number): Uint8Array | { error: string } {
   const asked = decodePairs(content);
   if ("error" in asked) return asked;

@@ -16,8 +16,9 @@
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
 // FCGI_KEEP_CONN the next may follow on the same connection.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
-import { encodeRecord, endRequest, unknownType, gatherParams, getValuesResult, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
+import { encodeRecord, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
 import { BodyClock, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
+import { endOverdue, RequestClock, sooner } from "./request-deadline.ts";
 
 const NO_VARIABLES: Variable[] = [];
 
@@ -35,6 +36,8 @@ export class FastCgiResponder {
   readonly body = new BodyClock();
   /** The empty STDIN came (or the request is over): the program has all its input. */
   bodyEnded = false;
+  /** --request-timeout's clock (request-deadline.ts); `clock.cut`: the rest of the program's output is dropped. */
+  readonly clock = new RequestClock();
   /** A spooled body's variables, its size so far, and whether it was refused past --max-body. */
   private spooled = NO_VARIABLES;
   private spoolSize = 0;
@@ -120,18 +123,27 @@ export class FastCgiResponder {
     if (!this.config.pool && this.phase === "none") this.end();
   }
 
-  /** When the connection is dropped unless something happens first. */
+  /** A deadline has come: --request-timeout's ends the request (its 504 when nothing was answered), any other drops the connection. */
+  expire(now: number): void {
+    const due = this.over ? undefined : this.deadline();
+    if (!due || now < due.at) return;
+    if (!due.overdue) return this.drop(due.why);
+    this.bodyEnded = true;
+    endOverdue(this.clock, this.effects, this.id, now);
+  }
+
+  /** When the connection is dropped (or, --request-timeout's, the request ended) unless something happens first. */
   deadline(): Deadline | undefined {
     const { timeoutMs } = this.config.options;
     const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
     // A body comes at a least rate after its first `limit` (fastcgi-engine.ts BodyClock): a client dripping one must not hold the worker.
     const body = { at: this.body.due(limit), why: "the request's body came too slowly" };
     if (this.phase === "spooling") return body;
-    // While a program runs, --timeout applies: every byte moved either way restarts it.
+    // While a program runs, --timeout applies (every byte moved either way restarts it), and --request-timeout from its start.
     if (this.phase === "running") {
       const idle = timeoutMs === undefined ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
-      if (this.bodyEnded || this.body.paused) return idle;
-      return idle !== undefined && idle.at < body.at ? idle : body;
+      const mine = this.bodyEnded || this.body.paused || (idle !== undefined && idle.at < body.at) ? idle : body;
+      return sooner(mine, this.clock.deadline(this.config.options.requestTimeoutMs));
     }
     // A request's header (BEGIN_REQUEST, PARAMS to the empty PARAMS) comes within an absolute deadline from the
     // accept or the end of the previous request: bytes arriving do not extend it, or a client dripping a byte
@@ -194,14 +206,9 @@ export class FastCgiResponder {
   /** One record; a returned string is why the connection is dropped. */
   private record({ type, requestId: id, content }: FcgiRecord, now: number): string | undefined {
     if (id === 0) {
-      if (type === TYPE.GET_VALUES) {
-        const answer = getValuesResult(content, this.config.maxConns);
-        if ("error" in answer) return answer.error;
-        return void this.effects.send(answer);
-      }
-      if (type >= TYPE.BEGIN_REQUEST && type <= TYPE.DATA) return `record type ${type} with request id 0`;
-      this.effects.send(unknownType(type));
-      return undefined;
+      const answer = managementAnswer(type, content, this.config.maxConns);
+      if ("error" in answer) return answer.error;
+      return void this.effects.send(answer);
     }
     const mine = this.phase !== "none" && this.id === id;
     switch (type) {
@@ -280,6 +287,7 @@ export class FastCgiResponder {
   private run(variables: Variable[], stdin: BodyKind, now: number): undefined {
     this.phase = "running";
     this.movedAt = now;
+    this.clock.start(now);
     if (stdin !== "pipe") this.bodyEnded = true;
     const answer = this.effects.start(variables, stdin);
     if (answer === undefined) return undefined;

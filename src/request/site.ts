@@ -35,11 +35,11 @@ export function siteRoot(dir: string): SiteRoot {
  */
 export function cgiSource(
   options: Pick<Options, "program" | "cgiRoot" | "passEnv">,
-  reports: { noteRequest?: (request: string) => void; failed?: () => void } = {},
+  reports: { noteRequest?: (request: string) => void; failed?: () => void; overdue?: () => void } = {},
 ): CgiSource {
   const root = options.cgiRoot === undefined ? undefined : siteRoot(options.cgiRoot);
   const program = root ? { choose: (variables: Variable[]) => chooseSiteProgram(root, variables) } : { command: directProgram(options.program!) };
-  return { program, rule: environmentRule(options.passEnv ?? [], process.env), note: reports.noteRequest, failed: reports.failed };
+  return { program, rule: environmentRule(options.passEnv ?? [], process.env), note: reports.noteRequest, failed: reports.failed, overdue: reports.overdue };
 }
 
 function stripSlashes(path: string): string {

@@ -22,6 +22,7 @@ import { serving, stopping } from "../system/notify.ts";
 import { say, verbose } from "../system/log.ts";
 import { isReadable } from "../system/poll.ts";
 import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
+import { plainOverdue } from "../request/request-deadline.ts";
 
 type Gateway = () => SocketEvents & { done: Promise<void> };
 
@@ -191,7 +192,7 @@ class ClassicServer {
         adoptSocket(socket, handler);
         return handler.done;
       }
-      return serveSocket(socket, fdOf(socket), this.listening.address, this.options, this.program);
+      return serveSocket(socket, fdOf(socket), this.listening.address, this.options, this.program, plainOverdue);
     } catch (e) {
       // The program could not be started: this connection fails, the server goes on.
       say(e instanceof Error ? e.message : String(e));
