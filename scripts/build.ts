@@ -20,7 +20,14 @@ export function buildCommit(): string {
   return git("status", "--porcelain", "--untracked-files=no") ? `${head}-dirty` : head;
 }
 
-/** Compiles src/main.ts to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
+/**
+ * The executable's entry first (src/entry.ts, which chooses), then each
+ * program it loads by path, bundled apart so that a start reads only its
+ * own program (docs/DESIGN.md, "The start").
+ */
+export const ENTRY_POINTS = ["src/entry.ts", "src/main.ts", "src/worker-main.ts"];
+
+/** Compiles ENTRY_POINTS to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
 export function compile(outfile: string, target?: string, commit = buildCommit()): void {
   const command = [
     process.execPath, "build", "--compile", "--bytecode", "--minify", "--sourcemap=none",
@@ -30,7 +37,7 @@ export function compile(outfile: string, target?: string, commit = buildCommit()
     // inside socket, and a .env set variables every -p program inherits.
     "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
-    "src/main.ts", "--outfile", outfile,
+    ...ENTRY_POINTS, "--outfile", outfile,
   ];
   const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`bun build failed (exit ${r.exitCode}) for ${target ?? "this machine"}`);

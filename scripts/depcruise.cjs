@@ -52,7 +52,13 @@ module.exports = {
       from: { path: "^src/pool/(master|run-pool|succession|worker-process|policy)\\.ts$" },
       to: { path: "^src/gateway/", reachable: true },
     },
-    { name: "only-main-is-the-entry", severity: "error", from: { path: "^src/" }, to: { path: "^src/main\\.ts$" } },
+    {
+      name: "nothing-imports-an-entry",
+      severity: "error",
+      comment: "entry.ts loads main.ts or worker-main.ts by path, each bundled apart (scripts/build.ts): an import would put a program back into another's bundle",
+      from: { path: "^src/" },
+      to: { path: "^src/(entry|main|worker-main)\\.ts$" },
+    },
     { name: "src-never-imports-tests-or-scripts", severity: "error", from: { path: "^src/" }, to: { path: "^(test|scripts)/" } },
   ],
   options: {
