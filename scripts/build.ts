@@ -21,23 +21,26 @@ export function buildCommit(): string {
 }
 
 /**
- * The executable's entry first (src/entry.ts, which chooses), then each
- * program it loads by path, bundled apart so that a start reads only its
- * own program (docs/DESIGN.md, "The start").
+ * The one entry (it chooses the program before loading it), compiled with
+ * code splitting: every dynamic import is a chunk loaded when it runs, so
+ * a start reads only its own program (docs/DESIGN.md, "The start").
+ * Splitting wants ES modules. Shared with test/startup.test.ts, which
+ * bundles the same way to check which chunks a start loads.
  */
-export const ENTRY_POINTS = ["src/entry.ts", "src/main.ts", "src/worker-main.ts"];
+export const ENTRY = "src/entry.ts";
+export const BUNDLE_FLAGS = ["--format=esm", "--splitting", "--minify"];
 
-/** Compiles ENTRY_POINTS to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
+/** Compiles ENTRY to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
 export function compile(outfile: string, target?: string, commit = buildCommit()): void {
   const command = [
-    process.execPath, "build", "--compile", "--bytecode", "--minify", "--sourcemap=none",
+    process.execPath, "build", "--compile", "--bytecode", ...BUNDLE_FLAGS, "--sourcemap=none",
     "--define", `BUILD_COMMIT=${JSON.stringify(commit)}`,
     // A compiled executable would otherwise read bunfig.toml and .env from
     // the directory it is started in: a bunfig.toml's `preload` ran its code
     // inside socket, and a .env set variables every -p program inherits.
     "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
-    ...ENTRY_POINTS, "--outfile", outfile,
+    ENTRY, "--outfile", outfile,
   ];
   const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`bun build failed (exit ${r.exitCode}) for ${target ?? "this machine"}`);

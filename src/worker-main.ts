@@ -1,6 +1,7 @@
 // A pool worker's program, loaded by entry.ts when the master started this
-// executable with --pool-worker and a configuration: only the worker's code
-// is in this module's bundle (no parser, master, client or help text).
+// executable with --pool-worker and a configuration: a worker loads the
+// worker's code only (no parser, master, client or help text; a gateway's
+// engines only when it serves one, pool/worker.ts).
 import { takeWorkerConfig } from "./pool/protocol.ts";
 import { startWorker } from "./pool/worker.ts";
 import { fail, survive } from "./system/failure.ts";
