@@ -30,8 +30,12 @@ export function buildCommit(): string {
 export const ENTRY = "src/entry.ts";
 export const BUNDLE_FLAGS = ["--format=esm", "--splitting", "--minify"];
 
-/** Compiles ENTRY to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
-export function compile(outfile: string, target?: string, commit = buildCommit()): void {
+/**
+ * Compiles ENTRY to `outfile`; `target` e.g. "bun-linux-arm64" (default:
+ * this machine); `metafile`: where to write the bundler's account of the
+ * chunks, which modules each holds and imports (test/startup.test.ts).
+ */
+export function compile(outfile: string, target?: string, commit = buildCommit(), metafile?: string): void {
   const command = [
     process.execPath, "build", "--compile", "--bytecode", ...BUNDLE_FLAGS, "--sourcemap=none",
     "--define", `BUILD_COMMIT=${JSON.stringify(commit)}`,
@@ -40,6 +44,7 @@ export function compile(outfile: string, target?: string, commit = buildCommit()
     // inside socket, and a .env set variables every -p program inherits.
     "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
+    ...(metafile ? [`--metafile=${metafile}`] : []),
     ENTRY, "--outfile", outfile,
   ];
   const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });

@@ -1,0 +1,100 @@
+// What a start loads. src/entry.ts reads which program this start is
+// (-version, a pool worker, the command line) before loading any, and
+// scripts/build.ts compiles with code splitting, so each program is a chunk
+// of its own in the executable, loaded by its dynamic import. How fast that
+// makes a start is the bench's to say (`npm run bench`, startup); these
+// tests hold the shape: the executable's own layout, and the bundler's
+// account (its metafile) of what each start's chunks hold.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { compile } from "../scripts/build.ts";
+import { SOCKET, tempDir } from "./harness.ts";
+
+/** The names of the chunks the executable holds (its embedded files are /$bunfs/root/NAME-HASH.js), hashes left out. */
+async function chunksOf(executable: string): Promise<Set<string>> {
+  const bytes = Buffer.from(await Bun.file(executable).arrayBuffer());
+  const names = new Set<string>();
+  for (let at = bytes.indexOf("/$bunfs/root/"); at >= 0; at = bytes.indexOf("/$bunfs/root/", at + 1)) {
+    const name = /^([a-z-]+)-[0-9a-z]{8}\.js/.exec(bytes.toString("latin1", at + 13, at + 80));
+    if (name) names.add(name[1]);
+  }
+  return names;
+}
+
+test("the executable holds each program as a chunk of its own", async () => {
+  const chunks = await chunksOf(SOCKET);
+  for (const program of ["main", "worker-main", "gateway-mode", "run-pool", "parse", "help", "client", "classic"]) {
+    expect(chunks).toContain(program);
+  }
+});
+
+interface Output {
+  entryPoint?: string;
+  imports: { path: string; kind: string }[];
+  inputs: Record<string, unknown>;
+}
+interface Metafile {
+  inputs: Record<string, { imports: { path: string; external?: boolean }[] }>;
+  outputs: Record<string, Output>;
+}
+
+/** The modules a start has loaded once `entryPoint`'s chunk is: its own, and those of every chunk it imports statically. */
+function loadedWith(meta: Metafile, entryPoint: string): string[] {
+  const start = Object.keys(meta.outputs).find((name) => meta.outputs[name].entryPoint === entryPoint);
+  if (start === undefined) throw new Error(`no chunk has the entry point ${entryPoint}`);
+  const seen = new Set<string>();
+  const walk = (name: string) => {
+    const key = name.startsWith("./") ? name : `./${name}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    for (const i of meta.outputs[key].imports) if (i.kind === "import-statement") walk(i.path);
+  };
+  walk(start);
+  return [...seen].flatMap((name) => Object.keys(meta.outputs[name].inputs)).sort();
+}
+
+/** The runtime's modules (node:fs, bun:ffi...) that `modules` import; chunks are named "./...". */
+const builtins = (meta: Metafile, modules: string[]) =>
+  modules.flatMap((m) => (meta.inputs[m]?.imports ?? []).filter((i) => i.external && !i.path.startsWith("./")).map((i) => i.path));
+
+describe("the chunks each start loads (the build's metafile)", () => {
+  let dir: ReturnType<typeof tempDir>;
+  let meta: Metafile;
+  beforeAll(() => void (dir = tempDir()));
+  afterAll(() => dir[Symbol.dispose]());
+
+  test("the build compiles and accounts for its chunks", async () => {
+    const metafile = join(dir.path, "meta.json");
+    compile(join(dir.path, "socket"), undefined, "test", metafile);
+    meta = await Bun.file(metafile).json();
+    expect(Object.keys(meta.outputs).length).toBeGreaterThan(3);
+  }, 120_000);
+
+  test("-version: the entry and the base modules it answers from, no built-in module", () => {
+    const loaded = loadedWith(meta, "src/entry.ts");
+    expect(loaded).toEqual(["package.json", "src/entry.ts", "src/fatal.ts", "src/pool/protocol.ts", "src/system/output.ts", "src/version.ts"]);
+    expect(builtins(meta, loaded)).toEqual([]);
+  });
+
+  test("a worker: the worker's code, not the parser, the master, the client, the classic server, --help or a gateway", () => {
+    const loaded = loadedWith(meta, "src/worker-main.ts");
+    expect(loaded).toContain("src/pool/worker.ts");
+    const foreign = /^src\/(cli|client|server|gateway|request)\/|^src\/main\.ts$|^src\/pool\/(master|run-pool|status|status-http|gateway-mode)\.ts$|citty/;
+    expect(loaded.filter((m) => foreign.test(m))).toEqual([]);
+  });
+
+  test("a gateway's worker loads the engines when it serves one: a chunk the worker imports on demand", () => {
+    const worker = Object.values(meta.outputs).find((o) => o.entryPoint === "src/worker-main.ts");
+    const gateways = Object.entries(meta.outputs).find(([, o]) => o.entryPoint === "src/pool/gateway-mode.ts");
+    expect(gateways).toBeDefined();
+    expect(worker?.imports).toContainEqual({ path: gateways![0], kind: "dynamic-import" });
+    expect(loadedWith(meta, "src/pool/gateway-mode.ts")).toContain("src/gateway/fastcgi-blocking.ts");
+  });
+
+  test("the command line: not the worker, the master or --help's citty until their paths run", () => {
+    const loaded = loadedWith(meta, "src/main.ts");
+    expect(loaded).toContain("src/main.ts");
+    const later = /^src\/pool\/(worker|master|run-pool|gateway-mode)\.ts$|^src\/(cli\/help|client\/client|server\/classic)\.ts$|^src\/gateway\/|citty/;
+    expect(loaded.filter((m) => later.test(m))).toEqual([]);
+  });
+});
