@@ -34,7 +34,7 @@ interface Output {
   inputs: Record<string, unknown>;
 }
 interface Metafile {
-  inputs: Record<string, { imports: { path: string; external?: boolean }[] }>;
+  inputs: Record<string, { imports: { path: string; kind: string; external?: boolean }[] }>;
   outputs: Record<string, Output>;
 }
 
@@ -53,9 +53,11 @@ function loadedWith(meta: Metafile, entryPoint: string): string[] {
   return [...seen].flatMap((name) => Object.keys(meta.outputs[name].inputs)).sort();
 }
 
-/** The runtime's modules (node:fs, bun:ffi...) that `modules` import; chunks are named "./...". */
+/** The runtime's modules (node:fs, bun:ffi...) that loading `modules` loads: their import statements' (a require() waits for its call); chunks are named "./...". */
 const builtins = (meta: Metafile, modules: string[]) =>
-  modules.flatMap((m) => (meta.inputs[m]?.imports ?? []).filter((i) => i.external && !i.path.startsWith("./")).map((i) => i.path));
+  modules.flatMap((m) =>
+    (meta.inputs[m]?.imports ?? []).filter((i) => i.external && i.kind === "import-statement" && !i.path.startsWith("./")).map((i) => i.path),
+  );
 
 describe("the chunks each start loads (the build's metafile)", () => {
   let dir: ReturnType<typeof tempDir>;
@@ -81,6 +83,8 @@ describe("the chunks each start loads (the build's metafile)", () => {
     expect(loaded).toContain("src/pool/worker.ts");
     const foreign = /^src\/(cli|client|server|gateway|request)\/|^src\/main\.ts$|^src\/pool\/(master|run-pool|status|status-http|gateway-mode)\.ts$|citty/;
     expect(loaded.filter((m) => foreign.test(m))).toEqual([]);
+    // node:fs (about 1.2 ms of a start) is required where it is first used (system/lazy-fs.ts).
+    expect(builtins(meta, loaded)).not.toContain("fs");
   });
 
   test("a gateway's worker loads the engines when it serves one: a chunk the worker imports on demand", () => {
