@@ -287,7 +287,7 @@ function baselineTargets(r: Results): Target[] {
       `what socket's start adds to any Bun executable's: its entry's chunk (src/entry.ts) loaded and run`,
       `${f(now?.versionMs, 2)} vs ${f(floor, 2)} ms`),
     ratioTarget(FLOOR_ISSUE, `a worker's start (\`--pool-worker\`, to its configuration's check) ≤ ${FLOOR_GOAL} × the one-line Bun program's`, ratio(r.startup?.workerStartMs, floor), FLOOR_GOAL, false, missing, () =>
-      `\`-version\` takes ${f(now?.versionMs, 2)} ms, ${floorText}: the rest is the worker's chunks loaded (node:fs among them, about 1.4 ms)`,
+      `\`-version\` takes ${f(now?.versionMs, 2)} ms, ${floorText}: the rest is the worker's chunks read and evaluated (docs/DESIGN.md, "The start")`,
       `${f(r.startup?.workerStartMs, 2)} vs ${f(floor, 2)} ms`),
   );
   return out;
