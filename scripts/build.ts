@@ -20,17 +20,32 @@ export function buildCommit(): string {
   return git("status", "--porcelain", "--untracked-files=no") ? `${head}-dirty` : head;
 }
 
-/** Compiles src/main.ts to `outfile`; `target` e.g. "bun-linux-arm64" (default: this machine). */
-export function compile(outfile: string, target?: string, commit = buildCommit()): void {
+/**
+ * The one entry (it chooses the program before loading it), compiled with
+ * code splitting: every dynamic import is a chunk loaded when it runs, so
+ * a start reads only its own program (docs/DESIGN.md, "The start").
+ * Splitting wants ES modules. Shared with test/startup.test.ts, which
+ * bundles the same way to check which chunks a start loads.
+ */
+export const ENTRY = "src/entry.ts";
+export const BUNDLE_FLAGS = ["--format=esm", "--splitting", "--minify"];
+
+/**
+ * Compiles ENTRY to `outfile`; `target` e.g. "bun-linux-arm64" (default:
+ * this machine); `metafile`: where to write the bundler's account of the
+ * chunks, which modules each holds and imports (test/startup.test.ts).
+ */
+export function compile(outfile: string, target?: string, commit = buildCommit(), metafile?: string): void {
   const command = [
-    process.execPath, "build", "--compile", "--bytecode", "--minify", "--sourcemap=none",
+    process.execPath, "build", "--compile", "--bytecode", ...BUNDLE_FLAGS, "--sourcemap=none",
     "--define", `BUILD_COMMIT=${JSON.stringify(commit)}`,
     // A compiled executable would otherwise read bunfig.toml and .env from
     // the directory it is started in: a bunfig.toml's `preload` ran its code
     // inside socket, and a .env set variables every -p program inherits.
     "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
-    "src/main.ts", "--outfile", outfile,
+    ...(metafile ? [`--metafile=${metafile}`] : []),
+    ENTRY, "--outfile", outfile,
   ];
   const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`bun build failed (exit ${r.exitCode}) for ${target ?? "this machine"}`);

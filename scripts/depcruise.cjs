@@ -52,7 +52,13 @@ module.exports = {
       from: { path: "^src/pool/(master|run-pool|succession|worker-process|policy)\\.ts$" },
       to: { path: "^src/gateway/", reachable: true },
     },
-    { name: "only-main-is-the-entry", severity: "error", from: { path: "^src/" }, to: { path: "^src/main\\.ts$" } },
+    {
+      name: "nothing-imports-an-entry",
+      severity: "error",
+      comment: "only entry.ts loads main.ts (the command line) or worker-main.ts (a pool worker), by dynamic import: a chunk each (scripts/build.ts)",
+      from: { path: "^src/", pathNot: "^src/entry\\.ts$" },
+      to: { path: "^src/(entry|main|worker-main)\\.ts$" },
+    },
     { name: "src-never-imports-tests-or-scripts", severity: "error", from: { path: "^src/" }, to: { path: "^(test|scripts)/" } },
   ],
   options: {

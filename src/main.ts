@@ -1,71 +1,34 @@
-// Entry point: a pool worker, or the command line: parse, resolve, detach
-// (-b), then run as client, classic server or pool master. Every expected
-// failure is a Fatal: one line on stderr and socket(1)'s exit status.
+// The command line's program, loaded by entry.ts for everything but
+// -version and a pool worker: parse, resolve, detach (-b), then run as
+// client, classic server or pool master. Every expected failure is a
+// Fatal: one line on stderr and socket(1)'s exit status (system/failure.ts).
 import { programFor } from "./connection/program.ts";
-import { errorText, Fatal } from "./fatal.ts";
-import { NAME } from "./version.ts";
 import { resolveDestination } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import type { WorkerPool } from "./pool/master.ts";
-import { takeWorkerConfig, WORKER_FLAG } from "./pool/protocol.ts";
+import { takeWorkerConfig } from "./pool/protocol.ts";
 import type { serve } from "./server/classic.ts";
-import { daemonize, isDaemon, openPidFile, reportFatal, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
+import { daemonize, isDaemon, openPidFile, setLogFile, setPidFile, settleDaemon } from "./system/daemon.ts";
+import { fail, survive } from "./system/failure.ts";
 import { write } from "./system/log.ts";
+import { output } from "./system/output.ts";
 import { becomeSuccessor, takeNotifySocket } from "./system/notify.ts";
 import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
 import { installReaper } from "./system/reaper.ts";
 import { selfCommand } from "./system/self.ts";
 import { exitNow, handleSignals } from "./system/signals.ts";
-import { NO_LAZY_THREADS, withoutLazyThreads } from "./system/threads.ts";
-
-function describe(e: unknown): string {
-  return `${NAME}: internal error: ${errorText(e)}\n`;
-}
-
-/**
- * A server must outlive any one connection's trouble: an error that escaped
- * a connection's handling is reported in one line and the server goes on.
- * A worker instead exits (its master replaces it), as its state is suspect.
- */
-function survive(worker: boolean): void {
-  const report = (e: unknown) => {
-    write(describe(e));
-    if (process.env.SOCKET_DEBUG) console.error(e);
-    if (worker) process.exit(1);
-  };
-  process.on("uncaughtException", report);
-  process.on("unhandledRejection", report);
-}
-
-function fail(e: unknown): never {
-  if (e instanceof Fatal) {
-    write(e.text);
-    reportFatal(e.text, e.status); // -b: the caller says it too, and exits with it
-    return exitNow(e.status);
-  }
-  // A bug, not bad input: still one line, and the stack only on request.
-  write(describe(e));
-  reportFatal(describe(e), 70);
-  if (process.env.SOCKET_DEBUG) console.error(e);
-  return exitNow(70 /* EX_SOFTWARE */);
-}
+import { withoutLazyThreads } from "./system/threads.ts";
 
 async function main(argv: string[]): Promise<void> {
   // Taken out of every socket's environment: programs must not see it, and a master's workers must not inherit stale parts.
-  const workerConfig = takeWorkerConfig(process.env);
-  if (argv[0] === WORKER_FLAG && workerConfig) {
-    for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
-    survive(true);
-    const { startWorker } = await import("./pool/worker.ts");
-    return void (await startWorker(workerConfig));
-  }
+  takeWorkerConfig(process.env);
   // USR2: started by an old pool master, on its listener, with its command line.
   const successor = takeSuccession();
   const { parseCommandLine } = await import("./cli/parse.ts");
   const parsed = parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
-    if (parsed.help) process.stdout.write(await (await import("./cli/help.ts")).helpText());
-    if (parsed.stdout) process.stdout.write(parsed.stdout);
+    if (parsed.help) await output(await (await import("./cli/help.ts")).helpText());
+    if (parsed.stdout) await output(parsed.stdout);
     if (parsed.stderr) write(parsed.stderr);
     return exitNow(parsed.exit);
   }

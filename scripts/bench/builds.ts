@@ -7,6 +7,7 @@
 // socket is (scripts/build.ts's flags).
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { BUNDLE_FLAGS } from "../build.ts";
 import { ROOT, log } from "./config.ts";
 import type { Bench } from "./scenarios.ts";
 
@@ -65,14 +66,14 @@ export function buildOf(b: Bench, commit: string, override: string | undefined):
 /** The one-line program whose start is the floor of any Bun executable's. */
 export const BUN_FLOOR_SOURCE = 'console.log("x")';
 
-/** BUN_FLOOR_SOURCE compiled as scripts/build.ts compiles socket (--compile --bytecode --minify), once per run. */
+/** BUN_FLOOR_SOURCE compiled as scripts/build.ts compiles socket (--compile --bytecode, its BUNDLE_FLAGS), once per run. */
 export function bunFloor(b: Bench): Built {
   const cached = built.get("bun-floor");
   if (cached) return cached;
   const source = join(b.scratch, "floor.ts");
   const into = join(b.scratch, "bun-floor");
   writeFileSync(source, `${BUN_FLOOR_SOURCE};\n`);
-  const flags = ["--compile", "--bytecode", "--minify", "--sourcemap=none", "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv"];
+  const flags = ["--compile", "--bytecode", ...BUNDLE_FLAGS, "--sourcemap=none", "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv"];
   const why = run([process.execPath, "build", ...flags, source, "--outfile", into], b.scratch);
   const result: Built = why ? { why } : { path: into };
   built.set("bun-floor", result);

@@ -2,6 +2,7 @@
 // around the sections that tables.ts, bought.ts and prose.ts write.
 import { bought } from "./bought.ts";
 import { BUN_FLOOR_SOURCE } from "./builds.ts";
+import { BUNDLE_FLAGS } from "../build.ts";
 import { f } from "./format.ts";
 import { forkExecMs } from "./forkexec.ts";
 import { BASELINE_COMMIT } from "./launchers.ts";
@@ -27,10 +28,10 @@ request compared is that of socket's processes and the CGIs they start
 
 The start-up section also times a one-line Bun program
 (\`${BUN_FLOOR_SOURCE}\`, compiled as socket is: \`bun build --compile
---bytecode --minify\`), the floor of any Bun executable's start, beside
+--bytecode ${BUNDLE_FLAGS.join(" ")}\`), the floor of any Bun executable's start, beside
 \`socket -version\` and a worker's start. The worker's start is
 \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the
-worker's module, finds the configuration malformed and exits 1; it has no
+worker's modules, finds the configuration malformed and exits; it has no
 listener, no master and none of the pool's threads, so it is the code a
 worker loads, not the pool's set-up.
 `;

@@ -3,6 +3,7 @@
 import { BODY_COUNT, BODY_MB, CONCURRENCY, IDLE_PAUSE_MS, POST_KB } from "./config.ts";
 import { f, ratio, table } from "./format.ts";
 import { BUN_FLOOR_SOURCE } from "./builds.ts";
+import { BUNDLE_FLAGS } from "../build.ts";
 import { forkExecText } from "./forkexec.ts";
 import { BASELINE_COMMIT, BASELINE_SUFFIX, F_Q, FASTCGI, NGINX_ALONE, SCGI } from "./launchers.ts";
 import { median, REQUEST } from "./loadgen.ts";
@@ -223,7 +224,7 @@ function floorSection(r: Results): string[] {
   if (floor === undefined || !now) return r.startup?.floorNote ? [`The one-line Bun program: not measured (${r.startup.floorNote}).`, ""] : [];
   const row = (what: string, ms: number | undefined) => [what, f(ms, 2), f(ratio(ms, floor), 2)];
   return [
-    `Against the floor of any Bun executable: \`${BUN_FLOOR_SOURCE}\` compiled as socket is (\`bun build --compile --bytecode --minify\`), timed as \`-version\` is (${now.versionHow}). A worker's start is \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the worker's module, finds the configuration malformed and exits 1, before any socket or thread of the pool's.`,
+    `Against the floor of any Bun executable: \`${BUN_FLOOR_SOURCE}\` compiled as socket is (\`bun build --compile --bytecode ${BUNDLE_FLAGS.join(" ")}\`), timed as \`-version\` is (${now.versionHow}). A worker's start is \`SOCKET_WORKER={} socket --pool-worker\`: the executable starts, loads the worker's modules, finds the configuration malformed and exits, before any socket or thread of the pool's.`,
     "",
     table(
       ["start", "ms", "× the one-line Bun program"],

@@ -1,7 +1,7 @@
 // The command line's checks: what getopt.ts read, then every combination
 // socket(1) refuses, into one checked Options.
 import { statSync } from "node:fs";
-import { NAME, VERSION_LINE } from "../version.ts";
+import { asksVersion, NAME, VERSION_LINE } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
 import { programNameProblem, shellNeed } from "../connection/program.ts";
 import { checkRules } from "../net/rules.ts";
@@ -50,7 +50,7 @@ export function parseSize(text: string): number | undefined {
  * process a socket (LISTEN_PID), which `-s` alone then means.
  */
 export function parseCommandLine(argv: string[], passedSocket: boolean): Parsed {
-  if (argv[0] === "-version") return { exit: 0, stdout: VERSION_LINE };
+  if (asksVersion(argv)) return { exit: 0, stdout: VERSION_LINE };
   const read = readCommandLine(argv);
   if (typeof read === "string") return usageError(read);
   const { str, flag } = read;

@@ -14,10 +14,10 @@
 // cannot reset when socket itself was started with them ignored) and none
 // blocked. A blocking wait runs no timer (--timeout keeps Bun's loop), and
 // signal handlers run at the wait's EINTR.
-import { constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
 import { close, pipe } from "../system/fd.ts";
 import { EINTR, SysError } from "../system/ffi.ts";
+import { openReadWrite } from "../system/files.ts";
 import { isReadable, POLLIN, tryPoll } from "../system/poll.ts";
 import { pidfdOpen, reapPidfd, signal } from "../system/process.ts";
 import { ownChild } from "../system/reaper.ts";
@@ -87,13 +87,11 @@ interface Ends {
   theirs: number[];
 }
 
-/** O_CLOEXEC: only the programs it is given to as a descriptor get it. */
-const O_CLOEXEC = 0o2000000;
 let nullFd: number | undefined;
 
-/** /dev/null, opened once for every program's "ignore". */
+/** /dev/null, opened once for every program's "ignore"; close-on-exec: only the programs it is given to as a descriptor get it. */
 function devNull(): number {
-  nullFd ??= openSync("/dev/null", fsConstants.O_RDWR | O_CLOEXEC);
+  nullFd ??= openReadWrite("/dev/null");
   return nullFd;
 }
 

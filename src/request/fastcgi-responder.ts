@@ -129,7 +129,8 @@ export class FastCgiResponder {
     if (!due || now < due.at) return;
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
-    endOverdue(this.clock, this.effects, this.id, now);
+    const answer = endOverdue(this.clock, this.effects, now);
+    if (answer) this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
   }
 
   /** When the connection is dropped (or, --request-timeout's, the request ended) unless something happens first. */

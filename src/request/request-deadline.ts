@@ -11,7 +11,6 @@
 // written. One line says it, always; --status counts it.
 import { say } from "../system/log.ts";
 import type { Deadline, ResponderEffects } from "./fastcgi-engine.ts";
-import { encodeRecord, TYPE } from "./fastcgi-records.ts";
 
 /** The answer to a request ended before a byte of its own answer went out. */
 export const GATEWAY_TIMEOUT = new TextEncoder().encode("Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\r\n504 Gateway Timeout\n");
@@ -96,15 +95,15 @@ export function sooner(a: Deadline | undefined, b: Deadline | undefined): Deadli
 
 /**
  * A FastCGI request overdue (its program's body is over already): the line,
- * the program and its group told to stop, EOF on its stdin, and the 504 as
- * a STDOUT record when nothing was answered. The rest of its output is
+ * the program and its group told to stop, EOF on its stdin; the 504 to send
+ * as a STDOUT record when nothing was answered. The rest of its output is
  * dropped (`clock.cut`); its exit ends the request with END_REQUEST.
  */
-export function endOverdue(clock: RequestClock, effects: ResponderEffects, id: number, now: number): void {
+export function endOverdue(clock: RequestClock, effects: ResponderEffects, now: number): Uint8Array | undefined {
   const program = effects.program();
   const ranMs = clock.end(now);
   const answer = program && requestOverdue({ protocol: "fastcgi", ...program, ranMs, answered: clock.answered });
   effects.stopProgram();
   effects.endBody(true);
-  if (answer) effects.send(encodeRecord(TYPE.STDOUT, id, answer));
+  return answer;
 }

@@ -6,7 +6,7 @@
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
 import { say, write } from "./log.ts";
-import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { fs } from "./lazy-fs.ts";
 import { resolve } from "node:path";
 import { Fatal } from "../fatal.ts";
 import { socketPair } from "./connect.ts";
@@ -42,7 +42,7 @@ function readReport(fd: number): string {
   for (;;) {
     let n: number;
     try {
-      n = readSync(fd, buffer, 0, buffer.length, null);
+      n = fs().readSync(fd, buffer, 0, buffer.length, null);
     } catch (e) {
       if (errorCode(e) === "EAGAIN" || errorCode(e) === "EINTR") continue;
       break;
@@ -54,7 +54,10 @@ function readReport(fd: number): string {
 }
 
 /** How --log is opened: appended to, created if need be, never through a symlink (root would append to wherever it points). */
-const LOG_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+const logFlags = (): number => {
+  const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW } = fs().constants;
+  return O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW;
+};
 
 let logFile: string | undefined;
 
@@ -75,7 +78,7 @@ export function logFileName(): string | undefined {
 export function reopenLog(path: string): void {
   let fd: number;
   try {
-    fd = openSync(path, LOG_FLAGS, 0o644);
+    fd = fs().openSync(path, logFlags(), 0o644);
   } catch (e) {
     throw new Fatal(`--log ${path}: ${reason(e)}`, 1);
   }
@@ -83,7 +86,7 @@ export function reopenLog(path: string): void {
     dup2(fd, 1);
     dup2(fd, 2);
   } finally {
-    closeSync(fd);
+    fs().closeSync(fd);
   }
 }
 
@@ -92,7 +95,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
   let out: number | "ignore" = "ignore";
   if (logFile !== undefined) {
     try {
-      out = openSync(logFile, LOG_FLAGS, 0o644);
+      out = fs().openSync(logFile, logFlags(), 0o644);
     } catch (e) {
       throw new Fatal(`--log ${logFile}: ${reason(e)}`, 1);
     }
@@ -105,7 +108,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
   });
   child.unref();
   close(writeEnd); // else our own copy would keep the channel open after the daemon's is gone
-  if (typeof out === "number") closeSync(out);
+  if (typeof out === "number") fs().closeSync(out);
   const report = readReport(readEnd);
   if (report.startsWith("ready\n")) process.exit(0);
   const fatal = report.match(/^fatal (\d+)\n([\s\S]*)$/);
@@ -190,7 +193,6 @@ function reason(e: unknown): string {
   return errorCode(e) && errno !== undefined ? strerror(Math.abs(errno)) : errorText(e);
 }
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
 const ELOOP = 40;
 
 /**
@@ -200,25 +202,26 @@ const ELOOP = 40;
  * FIFO, a device, or somebody else's file, which would be truncated.
  */
 function openOwnPidFile(path: string, keep: boolean): number {
+  const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs().constants;
   try {
-    return openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
+    return fs().openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
   } catch (e) {
     if (errorCode(e) !== "EEXIST") throw e;
   }
-  const seen = lstatSync(path);
+  const seen = fs().lstatSync(path);
   if (seen.isSymbolicLink()) throw new Fatal(`--pid-file ${path}: ${strerror(ELOOP)}`, 1);
   if (!seen.isFile()) throw new Fatal(`--pid-file ${path}: not a regular file`, 1);
   // O_NONBLOCK: a FIFO swapped in since the lstat must not block the open.
-  const fd = openSync(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+  const fd = fs().openSync(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
   try {
-    const stat = fstatSync(fd);
+    const stat = fs().fstatSync(fd);
     if (!stat.isFile() || stat.ino !== seen.ino || stat.dev !== seen.dev) throw new Fatal(`--pid-file ${path}: not a regular file`, 1);
     if (stat.uid !== geteuid()) throw new Fatal(`--pid-file ${path}: exists and belongs to uid ${stat.uid}; not overwriting it`, 1);
     if (stat.nlink !== 1) throw new Fatal(`--pid-file ${path}: exists with other hard links; not overwriting it`, 1);
-    if (!keep) ftruncateSync(fd, 0);
+    if (!keep) fs().ftruncateSync(fd, 0);
     return fd;
   } catch (e) {
-    closeSync(fd);
+    fs().closeSync(fd);
     throw e;
   }
 }
@@ -250,12 +253,12 @@ export function openPidFile(keep = false): void {
     try {
       // Only our own file, still naming us (or nobody: socket ends before it
       // served, as when no pool worker can start): not one put there since.
-      const [ours, there] = [fstatSync(fd), lstatSync(path)];
-      const names = readFileSync(path, "utf8").trim();
-      if (ours.ino === there.ino && ours.dev === there.dev && (names === String(process.pid) || names === "")) unlinkSync(path);
+      const [ours, there] = [fs().fstatSync(fd), fs().lstatSync(path)];
+      const names = fs().readFileSync(path, "utf8").trim();
+      if (ours.ino === there.ino && ours.dev === there.dev && (names === String(process.pid) || names === "")) fs().unlinkSync(path);
     } catch {
       // no longer allowed to unlink it (-u): at least it names nobody
-      ftruncateSync(fd, 0);
+      fs().ftruncateSync(fd, 0);
     }
   });
 }
@@ -265,8 +268,8 @@ export function writePidFile(): void {
   if (pidFd === undefined) return;
   try {
     // From the start: a USR2 master replaces the old master's pid, which it kept until now.
-    ftruncateSync(pidFd, 0);
-    writeSync(pidFd, `${process.pid}\n`, 0);
+    fs().ftruncateSync(pidFd, 0);
+    fs().writeSync(pidFd, `${process.pid}\n`, 0);
   } catch (e) {
     throw new Fatal(`--pid-file ${pidFile}: ${reason(e)}`, 1);
   }

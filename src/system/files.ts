@@ -1,8 +1,9 @@
 // Files opened through libc rather than node:fs: the unlinked file a
 // request body is held in (O_TMPFILE, which node:fs cannot ask for), its
-// rewind, and the process's umask. How each call reports failure: ffi.ts.
-import { unlinkSync } from "node:fs";
+// rewind, /dev/null for the programs (a worker's start loads no node:fs,
+// lazy-fs.ts), and the process's umask. How each call reports failure: ffi.ts.
 import { check, errno, lib, O_CLOEXEC, SysError } from "./ffi.ts";
+import { fs } from "./lazy-fs.ts";
 
 const SEEK_SET = 0;
 const O_RDWR = 2;
@@ -29,8 +30,13 @@ export function unlinkedFile(dir: string): number {
   if (code !== EOPNOTSUPP && code !== EISDIR) throw new SysError(`create a file in ${dir}`, code);
   const path = `${dir}/socket-body-${process.pid}-${crypto.randomUUID()}`;
   const named = check(`create ${path}`, lib().open(Buffer.from(`${path}\0`), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600));
-  unlinkSync(path);
+  fs().unlinkSync(path);
   return named;
+}
+
+/** `path` opened read-write and close-on-exec (/dev/null, for the programs' ignored stdio). */
+export function openReadWrite(path: string): number {
+  return check(`open ${path}`, lib().open(Buffer.from(`${path}\0`), O_RDWR | O_CLOEXEC, 0));
 }
 
 /** Back to the start of a file (the spooled body, before the CGI reads it). */

@@ -7,9 +7,12 @@
 // fails (ENOSPC on a full --log disk, EAGAIN, EPIPE) is dropped and counted,
 // and said once a write works again. A stream would report the failure as
 // an error event, whose report would fail again: that loop kept a master
-// busy on a whole core and left its pool unserved.
-import { writeSync } from "node:fs";
+// busy on a whole core and left its pool unserved. The write is libc's
+// (fd.ts), not node:fs's writeSync: a worker's start loads no node:fs
+// (lazy-fs.ts), and a failing worker's one line would have loaded it.
 import { NAME } from "../version.ts";
+import { EINTR } from "./ffi.ts";
+import { tryWrite } from "./fd.ts";
 
 const RATE_MS = 1000;
 const lastSaid = new Map<string, number>();
@@ -17,10 +20,11 @@ let dropped = 0;
 
 /** Writes `text` as it is (a line, or socket(1)'s "\n<Signal> occured, exiting\n"; a CGI's stderr line, bytes as they came). */
 export function write(text: string | Uint8Array): void {
-  try {
-    if (typeof text === "string") writeSync(2, text);
-    else writeSync(2, text);
-  } catch {
+  const bytes = typeof text === "string" ? Buffer.from(text) : text;
+  let written: number;
+  do written = tryWrite(2, bytes);
+  while (written === -EINTR);
+  if (written < 0) {
     dropped++;
     return;
   }

@@ -9,7 +9,7 @@
 // and one that starts them itself (posix_spawn) registers each with `ownChild`.
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
-import { readdirSync, readFileSync } from "node:fs";
+import { fs } from "./lazy-fs.ts";
 import { becomeSubreaper, peekEndedChild, reap } from "./process.ts";
 import { say } from "./log.ts";
 
@@ -46,14 +46,14 @@ function processTable(): Entry[] {
   const table: Entry[] = [];
   let names: string[];
   try {
-    names = readdirSync("/proc");
+    names = fs().readdirSync("/proc");
   } catch {
     return table; // no /proc: nothing to find, nothing to reap by scan
   }
   for (const name of names) {
     if (name.charCodeAt(0) > 57) continue; // not a pid
     try {
-      const stat = readFileSync(`/proc/${name}/stat`, "latin1");
+      const stat = fs().readFileSync(`/proc/${name}/stat`, "latin1");
       // The command name may hold spaces and parentheses: fields start after the last ")".
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 2);
       table.push({ pid: Number(name), ppid: Number(fields[1]), state: fields[0] });

@@ -17,7 +17,7 @@
 // pool): it does so only where a limit can be reached, that is when
 // RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
 // cgroup above it has a pids.max. Programs never see the options.
-import { readFileSync } from "node:fs";
+import { fs } from "./lazy-fs.ts";
 import { exec, processLimitSet } from "./process.ts";
 import { geteuid } from "./users.ts";
 import { selfCommand } from "./self.ts";
@@ -38,7 +38,7 @@ function running(): boolean {
 function pidsLimited(): boolean {
   let lines: string[];
   try {
-    lines = readFileSync("/proc/self/cgroup", "utf8").split("\n");
+    lines = fs().readFileSync("/proc/self/cgroup", "utf8").split("\n");
   } catch {
     return true; // cannot tell: assume a limit
   }
@@ -50,7 +50,7 @@ function pidsLimited(): boolean {
     for (let dir = path; ; dir = dir.slice(0, dir.lastIndexOf("/")) || "/") {
       let max: string;
       try {
-        max = readFileSync(`${root}${dir === "/" ? "" : dir}/pids.max`, "utf8").trim();
+        max = fs().readFileSync(`${root}${dir === "/" ? "" : dir}/pids.max`, "utf8").trim();
       } catch (e) {
         // The top cgroup has no pids.max; a hierarchy not mounted here cannot be read: assume a limit.
         if (dir === "/" && errorCode(e) === "ENOENT") break;
@@ -67,7 +67,7 @@ function pidsLimited(): boolean {
 function initialRoot(): boolean {
   if (geteuid() !== 0) return false;
   try {
-    return readFileSync("/proc/self/uid_map", "utf8").trim().split(/\s+/).join(" ") === "0 0 4294967295";
+    return fs().readFileSync("/proc/self/uid_map", "utf8").trim().split(/\s+/).join(" ") === "0 0 4294967295";
   } catch {
     return false;
   }
