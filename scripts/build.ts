@@ -21,14 +21,15 @@ export function buildCommit(): string {
 }
 
 /**
- * The one entry (it chooses the program before loading it), compiled with
- * code splitting: every dynamic import is a chunk loaded when it runs, so
- * a start reads only its own program (docs/DESIGN.md, "The start").
- * Splitting wants ES modules. Shared with test/startup.test.ts, which
- * bundles the same way to check which chunks a start loads.
+ * The one entry (it chooses the program before evaluating it), as ES
+ * modules: a dynamic import is evaluated only when it runs. Not split into
+ * chunks: with --splitting and --bytecode a pool worker crashed in Bun
+ * under load (docs/DESIGN.md, "The start"). Shared with
+ * test/startup.test.ts, which bundles the same way to check what a start
+ * evaluates.
  */
 export const ENTRY = "src/entry.ts";
-export const BUNDLE_FLAGS = ["--format=esm", "--splitting", "--minify"];
+export const BUNDLE_FLAGS = ["--format=esm", "--minify"];
 
 /**
  * Compiles ENTRY to `outfile`; `target` e.g. "bun-linux-arm64" (default:

@@ -68,13 +68,14 @@ describe("a 64 MiB body", () => {
     using dir = tempDir();
     using spool = tempDir();
     const cgi = writeExecutable(join(dir.path, "first.cgi"), ANSWER_FIRST_CGI);
-    await using server = await startServer(["--fastcgi", ...mode, "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
+    await using server = await startServer(["-v", "--fastcgi", ...mode, "-p", cgi, "-s", "0"], { env: { TMPDIR: spool.path } });
     if (mode[0] === "-W") await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
     const [serving] = mode[0] === "-W" ? workersOf(server.proc.pid) : [server.proc.pid];
     const body = randomBody(BODY_BYTES);
     const reply = await exchange(server.target, fcgiRequest(1, [["CONTENT_LENGTH", String(body.length)]], body), { ms: 15000, halfClose });
     const answer = Buffer.concat(parseRecords(reply.data).records.filter((r) => r.type === 6).map((r) => r.content));
     const header = "Content-Type: application/octet-stream\r\n\r\n";
+    if (answer.length !== header.length + 3000000 + 68) console.log("SHORT", answer.length, JSON.stringify(server.stderr()), JSON.stringify(parseRecords(reply.data).records.filter((r) => r.type !== 6).map((r) => [r.type, r.content.length])));
     expect(answer.length).toBe(header.length + 3000000 + 68);
     expect(answer.subarray(header.length + 3000000).toString()).toBe(`${SHA(body)}  -\n`);
     expect(peakRss(serving)).toBeLessThan(RSS_BOUND);
