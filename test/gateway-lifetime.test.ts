@@ -6,7 +6,7 @@
 // nginx already sent on it. dist/socket on real sockets; nginx where the
 // case is about a web server.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
@@ -74,6 +74,27 @@ describe.each(modes)("a CGI that leaves a process in the background, with $name"
       killLeftover(sleeper);
     }
   }, 20_000);
+
+  test("a background process in a session of its own (setsid) holds neither an SCGI nor a FastCGI answer", async () => {
+    using dir = tempDir();
+    const bg = join(dir.path, "bg");
+    const cgi = script(dir.path, "bg.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\nsetsid sh -c 'echo $$ > ${bg}; exec sleep 30' &\nwhile [ ! -s ${bg} ]; do :; done`);
+    for (const protocol of ["scgi", "fastcgi"] as const) {
+      await using server = await startServer([`--${protocol}`, ...args, "-p", cgi, "-s", "0"], { env: PATH });
+      const request = protocol === "scgi" ? scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]) : fcgiRequest(1, [["REQUEST_METHOD", "GET"]]);
+      const started = Date.now();
+      const reply = await exchange(server.target, request, { ms: 5000 });
+      const tookMs = Date.now() - started;
+      const sleeper = await pidIn(bg);
+      try {
+        expect(protocol === "scgi" ? reply.data.toString() : parseRecords(reply.data).stdout).toEndWith("\r\n\r\nhi\n");
+        expect(tookMs).toBeLessThan(3000); // far below the background sleep's 30 s
+      } finally {
+        killLeftover(sleeper);
+        rmSync(bg, { force: true });
+      }
+    }
+  }, 30_000);
 
   test("FastCGI: ABORT_REQUEST ends the CGI's process group, its background process too", async () => {
     using dir = tempDir();

@@ -190,9 +190,9 @@ describe("--request-timeout while a FastCGI body still streams in", () => {
 describe("--request-timeout on a plain -p connection", () => {
   for (const args of [["-W", "1"], ["-l", "-f"]]) {
     const pool = args[0] === "-W";
-    test(`${args.join(" ")}: the program and its group are ended, nothing is written, the connection closes; the line${pool ? " and /status say" : " says"} it`, async () => {
+    test(`${args.join(" ")}: the program and its group are ended (KILL for what ignores TERM), nothing is written, the connection closes; the line${pool ? " and /status say" : " says"} it`, async () => {
       using dir = tempDir();
-      const program = writeExecutable(join(dir.path, "linger"), `#!/bin/sh\nsleep 300 &\necho $! > ${dir.path}/bg.pid\necho $$ > ${dir.path}/prog.pid\nexec sleep 300\n`);
+      const program = writeExecutable(join(dir.path, "linger"), `#!/bin/sh\n(trap '' TERM; exec sleep 300) &\necho $! > ${dir.path}/bg.pid\necho $$ > ${dir.path}/prog.pid\nexec sleep 300\n`);
       const status = join(dir.path, "status.sock");
       await using server = await startServer([...args, "--request-timeout", String(SECS), ...(pool ? ["--status", status] : []), "-p", program, "-s", join(dir.path, "plain.sock")]);
       let received = "";

@@ -132,8 +132,14 @@ export class BunProcess implements PipedProcess {
 
   stop(graceMs: number): void {
     this.kill("SIGTERM");
-    // Only while Bun has not reaped it: then its pid, and its group's id, may be another's.
+    // Only while Bun has not reaped it: then its pid may be another's.
     const late = setTimeout(() => this.kill("SIGKILL"), graceMs).unref();
-    void this.sub.exited.finally(() => clearTimeout(late));
+    // At the leader's end, KILL to what is left of its group, as a blocking engine's reap does: what it started
+    // may ignore TERM and hold the connection, and a pool worker back in its blocking wait runs no timer. The
+    // group's id cannot be another's while a member lives; with none left the signal finds nothing.
+    void this.sub.exited.finally(() => {
+      clearTimeout(late);
+      if (this.ownGroup) signal(this.pid, true, "SIGKILL");
+    });
   }
 }

@@ -100,16 +100,6 @@ function cannotRun(program: Program, e: unknown, failed: (() => void) | undefine
   say(`cannot run ${program.argv[0]}: ${describeSpawnError(code ?? (e instanceof Error ? e.message : String(e)))}`);
 }
 
-/** Whether a process of a CGI's group (see spawnCgi) still runs: what it left in the background. */
-export function groupLives(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function describeSpawnError(code: string): string {
   switch (code) {
     case "ENOENT":

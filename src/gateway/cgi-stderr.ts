@@ -12,7 +12,7 @@ import { say, write } from "../system/log.ts";
 import { POLLIN, tryPoll } from "../system/poll.ts";
 import { nextTick } from "../system/signals.ts";
 import { StderrLines } from "../request/stderr-lines.ts";
-import { groupLives, type Cgi } from "./cgi-process.ts";
+import type { Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 
 /** One request's program's stderr, written to the log line by line as it comes. */
@@ -95,7 +95,7 @@ export async function logStream(stream: ReadableStream<Uint8Array> | undefined, 
   if (!stream) return;
   const log = new CgiStderr(proc);
   try {
-    for await (const chunk of untilExit(stream, proc.exited, () => groupLives(proc.pid))) log.feed(chunk);
+    for await (const chunk of untilExit(stream, proc.exited)) log.feed(chunk);
   } catch {
     // a read error ends the stream like its end
   } finally {

@@ -11,7 +11,7 @@ import type { CgiSource, Variable } from "../request/cgi.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
-import { describeCgi, endProgram, groupLives, startProgram, type Cgi } from "./cgi-process.ts";
+import { describeCgi, endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { logStream } from "./cgi-stderr.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
@@ -317,7 +317,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     try {
       if (!output) return;
       const { proc } = job;
-      const chunks = untilExit(output, proc.exited, () => groupLives(proc.pid));
+      const chunks = untilExit(output, proc.exited);
       for (let next = chunks.next(); ; next = chunks.next()) {
         // Held output goes the moment the body ends, not at the program's next write.
         if (held.length > 0 && !job.bodyEnded) await Promise.race([next, job.bodyEnd]);

@@ -66,6 +66,8 @@ export interface OutputHooks {
 export type OutputEnd = "done" | "exited" | "timeout" | "gone" | "cut" | { error: string };
 
 const stderrBuffer = new Uint8Array(MAX_CONTENT);
+/** How long the records framed before --request-timeout ended a request may take to go. */
+const CUT_SEND_MS = 1000;
 /** How long the last bytes of an output wait for the program's exit (and END_REQUEST) before they are pushed alone. */
 const PUSH_AFTER_MS = 5;
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
@@ -93,7 +95,10 @@ async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> 
     if (!splicer.cutting && Date.now() >= hooks.dueAt()) {
       hooks.overdue();
       splicer.cutting = true; // the records framed go, whole; no more are
+      splicer.cutAt = Date.now();
     }
+    // A web server that takes nothing more must not hold the worker: what is framed has a second to go.
+    if (splicer.cutting && Date.now() >= splicer.cutAt + CUT_SEND_MS) return { error: "the web server took nothing of a request ended by --request-timeout" };
     splicer.connBlocked = false;
     const sent = splicer.send();
     if (typeof sent !== "boolean") return sent;
@@ -128,8 +133,9 @@ class Splicer {
   private stdoutReady = false;
   private stderrReady = false;
   connBlocked = false;
-  /** --request-timeout ended the request: what is framed is sent, nothing more is read. */
+  /** --request-timeout ended the request: what is framed is sent (within CUT_SEND_MS of `cutAt`), nothing more is read. */
   cutting = false;
+  cutAt = 0;
   lastMove = Date.now();
   /** Once the program has exited: what each pipe held then, the last of its output. */
   private last: { stdout: number; stderr: number } | undefined;
@@ -209,7 +215,7 @@ class Splicer {
       this.left = Math.min(waiting, MAX_CONTENT);
       if (last) last.stdout -= this.left;
       // The last bytes wait for the caller's END_REQUEST (or its push): one segment for the web server.
-      this.more = waiting > this.left || this.stdoutHup || last !== undefined;
+      this.more = waiting > this.left || (this.stdoutHup && !this.stderrOpen) || last !== undefined;
       // What is left past this record is framed once it has gone, without asking poll first.
       this.stdoutReady = waiting > this.left;
       out.push(stdoutHeader(ends.requestId, this.left));
@@ -240,7 +246,7 @@ class Splicer {
     const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
     const pidfdAt = this.last ? -1 : watch(ends.pidfd, POLLIN);
     const idleAt = hooks.timeoutMs === undefined ? Infinity : this.lastMove + hooks.timeoutMs;
-    const at = Math.min(idleAt, this.cutting ? Infinity : hooks.dueAt());
+    const at = Math.min(idleAt, this.cutting ? this.cutAt + CUT_SEND_MS : hooks.dueAt());
     const ready = tryPoll(pollfds, count, at === Infinity ? -1 : Math.ceil(Math.max(0, at - Date.now())));
     if (ready === -EINTR) return "signal";
     if (ready === 0) return Date.now() >= idleAt ? "timeout" : "woken"; // or the request is due: the loop ends it

@@ -12,7 +12,7 @@ import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, type CgiSource } 
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { requestOverdue } from "../request/request-deadline.ts";
 import { endWhenDue } from "../connection/deadline.ts";
-import { describeCgi, groupLives, spawnCgi, type Run } from "./cgi-process.ts";
+import { describeCgi, spawnCgi, type Run } from "./cgi-process.ts";
 import { streamUntilExit } from "./until-exit.ts";
 import { bodyFile } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
@@ -138,7 +138,7 @@ export class ScgiHandler implements SocketEvents {
     const log = (line: string) => gatewayLog(this.options, "scgi", line);
     this.copy = new Copy(
       {
-        sources: [streamUntilExit(proc.stdout, proc.exited, () => groupLives(proc.pid))],
+        sources: [streamUntilExit(proc.stdout, proc.exited)],
         // Spooled: nothing more of the peer's goes to the program.
         sink: body === undefined ? (proc.stdin ?? null) : null,
         program: { process: proc, exited: proc.exited },

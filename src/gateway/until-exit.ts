@@ -6,30 +6,29 @@
 // program's exit too.
 
 /**
- * After the exit, when a process the program started still runs, how long
- * a read may wait for a chunk before the output counts as over. What the
- * program wrote before it exited is in the pipe, readable at once: Bun's
- * loop reads it long before this, so only the background process's later
- * output is cut. A program that left nothing running is read to EOF, which
- * follows at once: no timer decides its end.
+ * After the exit, how long a read may wait for a chunk before the output
+ * counts as over. What the program wrote before it exited is in the pipe,
+ * readable at once, so only a background process's later output is cut; a
+ * program that left nothing running is read to its EOF, which comes first.
+ * Whatever still runs (in the program's group, or in a session of its own:
+ * `setsid cmd &`) cannot hold the answer open.
  */
 export const EXIT_DRAIN_MS = 100;
 
 const QUIET: unique symbol = Symbol("quiet");
 
 /**
- * The stream's chunks until it ends, or until `exited` has resolved with
- * `lingers()` true (something the program started still runs) and a read
- * has waited EXIT_DRAIN_MS with nothing: then the stream is cancelled (a
- * background writer gets EPIPE). While the caller does not ask for the
+ * The stream's chunks until it ends, or until `exited` has resolved and a
+ * read has waited EXIT_DRAIN_MS with nothing: then the stream is cancelled
+ * (a background writer gets EPIPE). While the caller does not ask for the
  * next chunk nothing is read, and no time counts.
  */
-export async function* untilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>, lingers: () => boolean): AsyncGenerator<T> {
+export async function* untilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>): AsyncGenerator<T> {
   const reader = stream.getReader();
   let gone = false;
   const quiet = (): Promise<typeof QUIET> => Bun.sleep(EXIT_DRAIN_MS).then(() => QUIET);
   // One timer from the exit for the read then waiting; each later read starts its own.
-  const afterExit = exited.then(() => (lingers() ? ((gone = true), quiet()) : new Promise<never>(() => {})));
+  const afterExit = exited.then(() => ((gone = true), quiet()));
   try {
     for (;;) {
       const next = reader.read();
@@ -44,8 +43,8 @@ export async function* untilExit<T extends Uint8Array>(stream: ReadableStream<T>
 }
 
 /** untilExit as a stream, for a reader that takes streams (the copy loop that answers an SCGI request on Bun's loop). */
-export function streamUntilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>, lingers: () => boolean): ReadableStream<T> {
-  const chunks = untilExit(stream, exited, lingers);
+export function streamUntilExit<T extends Uint8Array>(stream: ReadableStream<T>, exited: Promise<unknown>): ReadableStream<T> {
+  const chunks = untilExit(stream, exited);
   return new ReadableStream<T>({
     async pull(controller) {
       const next = await chunks.next();
