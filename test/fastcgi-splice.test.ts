@@ -9,7 +9,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { startServer, tempDir, waitFor, workersOf } from "./harness.ts";
-import { endRequests, fcgiRequest, noNginx, parseRecords, startNginx } from "./gateway-peers.ts";
+import { endRequests, fcgiGet, noNginx, parseRecords, startNginx } from "./gateway-peers.ts";
 
 const SIZE = 20_000_000;
 const HEADER = "Content-Type: application/octet-stream\r\n\r\n";
@@ -51,19 +51,6 @@ async function traced(pid: number, during: () => Promise<void>): Promise<{ splic
   return { splices, copied };
 }
 
-/** One request on its own connection; everything the server sent until it closed. */
-async function ask(port: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let closed = false;
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: { data: (_s, d) => void chunks.push(Buffer.from(d)), close: () => void (closed = true), error: () => void (closed = true) },
-  });
-  socket.write(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", "0"]]));
-  await waitFor("the answer's end", () => closed, 15000);
-  return Buffer.concat(chunks);
-}
 
 describe("FastCGI -W 2: a CGI's 20 MB answer is spliced, not copied", () => {
   test("directly: byte-exact, STDERR kept, END_REQUEST last, and the workers copy almost nothing", async () => {
@@ -76,7 +63,7 @@ describe("FastCGI -W 2: a CGI's 20 MB answer is spliced, not copied", () => {
     const [a, b] = workersOf(server.proc.pid);
     const request = (async () => {
       if (STRACE) await Bun.sleep(400); // both stracers attached first
-      data = await ask(server.target as number);
+      data = await fcgiGet(server.target as number, "0");
     })();
     const watch = STRACE ? await Promise.all([traced(a, () => request), traced(b, () => request)]) : (await request, []);
     const parsed = parseRecords(data);

@@ -8,24 +8,11 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
-import { endRequests, fcgiRequest, parseRecords } from "./gateway-peers.ts";
+import { endRequests, fcgiGet, parseRecords } from "./gateway-peers.ts";
 
 const STRACE = Bun.which("strace");
 const REQUESTS = 20;
 
-/** One GET on its own connection, as nginx sends it (CONTENT_LENGTH empty); everything the server sent until it closed. */
-async function ask(port: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let closed = false;
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: { data: (_s, d) => void chunks.push(Buffer.from(d)), close: () => void (closed = true), error: () => void (closed = true) },
-  });
-  socket.write(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", ""]]));
-  await waitFor("the answer's end", () => closed, 10000);
-  return Buffer.concat(chunks);
-}
 
 /** The worker's main thread's system calls while `during` runs, one line each, descriptors named (-y). */
 async function traced(pid: number, during: () => Promise<void>): Promise<string[]> {
@@ -48,10 +35,10 @@ describe.skipIf(!STRACE)("FastCGI -W 1: a GET's system calls in the worker", () 
     await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
     const [worker] = workersOf(server.proc.pid);
     const port = server.target as number;
-    await ask(port); // what a worker loads once is loaded
+    await fcgiGet(port); // what a worker loads once is loaded
     const answers: Buffer[] = [];
     const lines = await traced(worker, async () => {
-      for (let i = 0; i < REQUESTS; i++) answers.push(await ask(port));
+      for (let i = 0; i < REQUESTS; i++) answers.push(await fcgiGet(port));
     });
     for (const answer of answers) {
       const parsed = parseRecords(answer);

@@ -262,3 +262,17 @@ export const PROTOCOLS = [
   { name: "SCGI", flag: "--scgi", protocol: "scgi" as const },
   { name: "FastCGI", flag: "--fastcgi", protocol: "fastcgi" as const },
 ];
+
+/** One FastCGI GET on its own TCP connection (CONTENT_LENGTH empty, as nginx sends it, unless given); everything the server sent until it closed. */
+export async function fcgiGet(port: number, contentLength = ""): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let closed = false;
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: { data: (_s, d) => void chunks.push(Buffer.from(d)), close: () => void (closed = true), error: () => void (closed = true) },
+  });
+  socket.write(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", contentLength]]));
+  await waitFor("the answer's end", () => closed, 15000);
+  return Buffer.concat(chunks);
+}

@@ -374,3 +374,14 @@ export function writeExecutable(path: string, text: string, mode = 0o755): strin
   chmodSync(path, mode);
   return path;
 }
+
+/** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
+export function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

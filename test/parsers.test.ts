@@ -3,20 +3,11 @@
 // its records or its typed error, never throws, and holds at most one
 // record begun. Seeded, so a failure names the seed that reproduces it.
 import { describe, expect, test } from "bun:test";
+import { random } from "./harness.ts";
 import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { parseNetstring, parsePrefix } from "../src/request/scgi-header.ts";
 import { LIMITS, type Variable } from "../src/request/cgi.ts";
 
-/** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const int = (r: () => number, n: number) => Math.floor(r() * n);
 const bytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => int(r, 256));

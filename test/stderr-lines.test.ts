@@ -5,18 +5,9 @@
 // and the one closing line counts exactly what was not logged. Seeded, so
 // a failure names the seed that reproduces it.
 import { describe, expect, test } from "bun:test";
+import { random } from "./harness.ts";
 import { CUT_MARK, LINE_BYTES, REQUEST_BUDGET, StderrLines, stderrPrefix } from "../src/request/stderr-lines.ts";
 
-/** A small, fast, seeded generator (mulberry32): the same seed, the same inputs. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const enc = new TextEncoder();
 const strict = new TextDecoder("utf-8", { fatal: true });
