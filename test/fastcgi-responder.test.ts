@@ -19,11 +19,6 @@ class Recorder implements ResponderEffects {
   waiting = 0;
   /** Whether the engine was told that the last bytes sent end the connection. */
   lastSent = false;
-  /** What othersWait() says: another connection at the listener. */
-  othersWaiting = false;
-  othersWait(): boolean {
-    return this.othersWaiting;
-  }
   private readonly reader = new RecordReader();
   send(bytes: Uint8Array, last = false): void {
     this.lastSent ||= last;
@@ -389,19 +384,6 @@ describe("kept connections (pool workers' rules)", () => {
     fcgi.leave(450);
     expect(fcgi.ending).toBe(false);
     fcgi.exited(0, 500);
-    expect(fcgi.ending).toBe(true);
-    expect(effects.lastSent).toBe(true);
-    expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);
-  });
-
-  test("while another connection waits, a busy kept connection ends with its next END_REQUEST, sent as its last bytes", () => {
-    const { effects, fcgi } = responder({}, true);
-    fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
-    fcgi.exited(0, 10);
-    expect(fcgi.ending).toBe(false);
-    fcgi.input(Buffer.concat([header(2, 0), stdin(2)]), 20);
-    effects.othersWaiting = true;
-    fcgi.exited(0, 30);
     expect(fcgi.ending).toBe(true);
     expect(effects.lastSent).toBe(true);
     expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);

@@ -361,8 +361,7 @@ test.skipIf(noNginx)("FastCGI -W 1: a kept idle connection gives its worker up t
   const answers = await Promise.all(bodies.map((body) => nginx.fetch(`/w`, { method: "POST", body }).then((r) => r.text())));
   expect(answers).toEqual(bodies);
   expect(connections(server)).toBeGreaterThan(1);
-  // It gives way once idle, or right after its answer when the other was waiting already.
-  expect(server.stderr()).toMatch(/fastcgi: (closing an idle kept connection|ending a kept connection after its request): another connection is waiting/);
+  expect(server.stderr()).toContain("fastcgi: closing an idle kept connection: another connection is waiting");
 });
 
 describe("on a UNIX socket", () => {

@@ -82,7 +82,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   private splicing = false;
   /** Bytes waiting for the connection, in order, and how many. */
   private readonly out = new SendQueue();
-  readonly othersWait = () => isReadable(this.pool.listener);
+  private readonly othersWait = () => isReadable(this.pool.listener);
 
   constructor(
     private readonly fd: number,

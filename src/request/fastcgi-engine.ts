@@ -57,8 +57,6 @@ export interface ResponderEffects {
   program(): { pid: number; script: string; request: string; counted?: () => void } | undefined;
   /** No further request: close once what is queued has gone. */
   end(): void;
-  /** A pool worker's: whether another connection waits at the listener (asked as a kept request ends). */
-  othersWait?(): boolean;
   /** Closes the connection now; the program, if any, is killed. */
   drop(): void;
 }
@@ -156,9 +154,9 @@ export class BodyClock {
 //   server sends a header at once, and a client dripping one must not
 //   hold the worker (HEADER_TIMEOUT_MS a header otherwise) while others wait.
 // - A connection that carries whole requests back to back never goes
-//   quiet: while another connection waits, or when this worker leaves, it
-//   ends with its next END_REQUEST (else the web server's connections that
-//   wait at the listener, each with a request, would wait for ever), the
+//   quiet, and is not cut while others wait: it is the worker's work, as a
+//   long request is; keep nginx's `keepalive` no larger than the pool.
+// - A leaving worker's busy connection ends with its next END_REQUEST, the
 //   FIN in the same TCP segment (MSG_MORE, then shutdown): the web server
 //   reads the end with the answer and caches nothing (nginx checks a
 //   connection it is about to keep for EOF). A FIN sent after the

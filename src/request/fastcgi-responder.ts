@@ -13,7 +13,8 @@
 // record (a list of actions would be, on every read), and each engine's
 // effects read as plain steps: send, start the program, write body bytes.
 //
-// Not multiplexed (FCGI_MPXS_CONNS=0): with FCGI_KEEP_CONN requests follow one another.
+// Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
+// FCGI_KEEP_CONN the next may follow on the same connection.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { encodeRecord, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
 import { BodyClock, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
@@ -368,12 +369,10 @@ export class FastCgiResponder {
     this.spooled = NO_VARIABLES;
     if (this.held.params.length > 0) this.held.params = [];
     if (this.over) return;
-    // Not kept when leaving, nor in a pool while another connection waits (fastcgi-engine.ts).
-    const keepable = this.keep && !this.peerEnded && this.leavingSince === undefined;
-    const givesWay = keepable && this.config.pool && this.effects.othersWait?.() === true;
-    if (givesWay) this.log("ending a kept connection after its request: another connection is waiting");
-    const kept = keepable && !givesWay;
-    // One write for both, and the connection's end in that segment when it is the last.
+    // A leaving process's kept connection ends with this END_REQUEST (fastcgi-engine.ts): sent as the last bytes, with the
+    // connection's end in the same segment, so the web server never sends another request on it.
+    const kept = this.keep && !this.peerEnded && this.leavingSince === undefined;
+    // One write for both: the web server gets the end in one segment.
     this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]), !kept);
     if (kept) {
       this.lastEnd = this.quietSince = now;
