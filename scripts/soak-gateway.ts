@@ -1,6 +1,7 @@
 // `npm run soak`'s second phase: a FastCGI pool operated under load, as an
-// operator runs one. nginx keeps its connections to `--fastcgi -W 3
-// --max-requests 40` (fastcgi_keep_conn, upstream keepalive) while 8 POST
+// operator runs one. nginx keeps its connections to `--fastcgi -W 8
+// --max-requests 40` (fastcgi_keep_conn, upstream keepalive 8, as many as the POST loops; SOAK_KEEPALIVE
+// sets it: more than the pool makes workers close kept connections) while 8 POST
 // loops run and the pool is sent, round after round, HUP, TTIN, TTIN,
 // TTOU, HUP and USR2 (the upgrade: a new master on the same socket). POSTs
 // are what nginx does not retry on another connection: every one must be
@@ -10,6 +11,9 @@ import { join } from "node:path";
 import { startNginx } from "../test/gateway-peers.ts";
 
 const SECONDS = Number(process.env.SOAK_GATEWAY_S ?? 60);
+/** The pool's size and nginx's kept connections: as the man page advises (keepalive no larger than the pool) unless SOAK_KEEPALIVE says otherwise. */
+const WORKERS = 8;
+const KEEPALIVE = Number(process.env.SOAK_KEEPALIVE ?? WORKERS);
 const SIGNALS = ["SIGHUP", "SIGTTIN", "SIGTTIN", "SIGTTOU", "SIGHUP", "SIGUSR2"] as const;
 /** Answers between two signals: each change lands under load. */
 const BETWEEN = 150;
@@ -20,6 +24,8 @@ export interface GatewaySoak {
   signals: number;
   upgrades: number;
   errors: string[];
+  workers: number;
+  keepalive: number;
 }
 
 /** The master serving now: the pid file's, which a USR2 successor rewrites once it serves. */
@@ -34,14 +40,14 @@ export async function soakGateway(socket: string, dir: string): Promise<GatewayS
   await Bun.write(cgi, `#!/bin/sh\nhead -c "$CONTENT_LENGTH" > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'\n`);
   Bun.spawnSync(["chmod", "755", cgi]);
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const server = Bun.spawn([socket, "--fastcgi", "-W", "3", "--max-requests", "40", "--pid-file", pidFile, "-B", "127.0.0.1", "-s", String(port), "-p", cgi], {
+  const server = Bun.spawn([socket, "--fastcgi", "-W", String(WORKERS), "--max-requests", "40", "--pid-file", pidFile, "-B", "127.0.0.1", "-s", String(port), "-p", cgi], {
     stdio: ["ignore", "ignore", "inherit"],
   });
-  const result: GatewaySoak = { posts: 0, failed: 0, signals: 0, upgrades: 0, errors: [] };
+  const result: GatewaySoak = { posts: 0, failed: 0, signals: 0, upgrades: 0, errors: [], workers: WORKERS, keepalive: KEEPALIVE };
   const end = Date.now() + SECONDS * 1000;
   try {
     while (masterPid(pidFile) === undefined && Date.now() < end) await Bun.sleep(20);
-    await using nginx = await startNginx(dir, "fastcgi", port, { keepConn: true, keepalive: 8 });
+    await using nginx = await startNginx(dir, "fastcgi", port, { keepConn: true, keepalive: KEEPALIVE });
     const body = "x".repeat(4000);
     const post = async () => {
       while (Date.now() < end) {

@@ -134,7 +134,7 @@ async function gatewayPhase(): Promise<boolean> {
   const dir = mkdtempSync(join(tmpdir(), "soak-gateway-"));
   try {
     const r = await soakGateway(SOCKET, dir);
-    console.log(`gateway: ${r.posts} POSTs through nginx (keepalive) to --fastcgi -W 3 --max-requests 40, ${r.signals} signals (${r.upgrades} upgrades), ${r.failed} not 200`);
+    console.log(`gateway: ${r.posts} POSTs through nginx (keepalive ${r.keepalive}) to --fastcgi -W ${r.workers} --max-requests 40, ${r.signals} signals (${r.upgrades} upgrades), ${r.failed} not 200`);
     for (const line of r.errors) console.log(`  nginx: ${line}`);
     const ok = r.failed === 0 && r.errors.length === 0 && r.upgrades > 0;
     console.log(ok ? "PASS" : "FAIL: a POST was lost, nginx logged an error, or no upgrade happened");

@@ -15,7 +15,7 @@ test.skipIf(noNginx)("8 POST loops for 12 s through nginx with keepalive while t
   using dir = tempDir();
   const pidFile = join(dir.path, "pid");
   const cgi = writeExecutable(join(dir.path, "post.cgi"), `#!/bin/sh\nhead -c "$CONTENT_LENGTH" | sha256sum > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstored\\n'\n`);
-  await using server = await startServer(["--fastcgi", "-W", "3", "--max-requests", "40", "--pid-file", pidFile, "-p", cgi, "-s", "0"], { env: { PATH: "/usr/bin:/bin" } });
+  await using server = await startServer(["--fastcgi", "-W", "8", "--max-requests", "40", "--pid-file", pidFile, "-p", cgi, "-s", "0"], { env: { PATH: "/usr/bin:/bin" } });
   await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === server.proc.pid);
   await using nginx = await startNginx(dir.path, "fastcgi", server.target, { keepConn: true, keepalive: 8 });
   const statuses: number[] = [];
@@ -46,7 +46,7 @@ test.skipIf(noNginx)("8 POST loops for 12 s through nginx with keepalive while t
     expect(await server.proc.exited).toBe(0); // handed over: the old master drained and exited
     const successor = pidIn(pidFile);
     expect(successor).not.toBe(old);
-    await waitFor("the new master's workers", () => workersOf(successor).length >= 3, 10_000);
+    await waitFor("the new master's workers", () => workersOf(successor).length >= 8, 10_000);
     await after(60);
     process.kill(successor, "SIGHUP");
     await after(120);

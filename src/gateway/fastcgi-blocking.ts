@@ -80,8 +80,9 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   private paused = false;
   /** Output is being spliced: what is sent waits for the splice loop, which sends it between records. */
   private splicing = false;
-  /** Bytes waiting for the connection, in order, and how many. */
+  /** Bytes waiting for the connection, in order, and how many; whether the connection's end follows them. */
   private readonly out = new SendQueue();
+  private lastQueued = false;
   private readonly othersWait = () => isReadable(this.pool.listener);
 
   constructor(
@@ -182,20 +183,20 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   send(bytes: Uint8Array, last = false): void {
     if (this.closed) return;
     this.out.push(bytes);
-    if (this.splicing) return;
-    // The last bytes and the FIN in one segment: a web server that reads them sees the end at once and never
-    // sends another request on a connection that is closing.
-    if (last && this.out.flush(this.fd, true) && this.out.empty) shutdown(this.fd, SHUT_WR);
-    else this.flush();
+    this.lastQueued ||= last;
+    if (!this.splicing) this.flush();
   }
 
   queued(): number {
     return this.out.size;
   }
 
-  /** What is queued, as much as the connection takes now. */
+  /** What is queued, as much as the connection takes now; the last bytes with the FIN in their segment (MSG_MORE,
+   * then shutdown): the web server sees the end with them and sends no other request on the connection. */
   private flush(): void {
-    if (!this.closed && !this.out.flush(this.fd)) this.closeConnection(); // the web server has gone
+    if (this.closed) return;
+    if (!this.out.flush(this.fd, this.lastQueued)) return this.closeConnection(); // the web server has gone
+    if (this.lastQueued && this.out.empty) shutdown(this.fd, SHUT_WR);
   }
 
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
