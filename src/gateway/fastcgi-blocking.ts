@@ -7,7 +7,7 @@
 // master and the listener. No socket adoption, no timer, no promise per
 // record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
-import { close, pipe, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
+import { close, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
 import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
 import { pidfdOpen } from "../system/process.ts";
@@ -202,7 +202,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   /** The program, its stdin a pipe of ours (the body streams in), the spooled body's file, or nothing. */
   start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
     const ends = outputPipes(stdin === "pipe");
-    const input = stdin === "pipe" ? pipe("write") : undefined;
+    const { input } = ends;
     const spooled = stdin === "spool" ? this.spoolFile.take() : "ignore";
     let proc: ReturnType<typeof startProgram>;
     try {

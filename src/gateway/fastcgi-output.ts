@@ -317,15 +317,31 @@ function stdoutHeader(requestId: number, length: number): Uint8Array {
 
 /**
  * The program's stdout and stderr as our own pipes, to splice from: `child`
- * its write ends (closed here once it has them), `ours` the read ends,
- * non-blocking. With `hold` (a body still to stream in), stdout grows to
- * HOLD_BYTES: it holds the output until the body has ended.
+ * its write ends (closed by the caller once it has them), `ours` the read
+ * ends, non-blocking. With `streamed` (a body still to stream in), `input`
+ * too (the program's read end, our write end), and stdout grows to
+ * HOLD_BYTES: it holds the output until the body has ended. All or none:
+ * out of descriptors, what was made is closed.
  */
-export function outputPipes(hold: boolean): { child: Pipes; ours: Pipes } {
-  const [stdout, stdoutChild] = pipe("read");
-  const [stderr, stderrChild] = pipe("read");
-  if (hold) setPipeSize(stdout, HOLD_BYTES);
-  return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr } };
+export function outputPipes(streamed: boolean): { child: Pipes; ours: Pipes; input: [number, number] | undefined } {
+  const made: number[] = [];
+  const make = (how: "read" | "write") => {
+    const ends = pipe(how);
+    made.push(...ends);
+    return ends;
+  };
+  try {
+    const [stdout, stdoutChild] = make("read");
+    const [stderr, stderrChild] = make("read");
+    // A streamed body: its pipe (the program's end first), and room for the output held meanwhile.
+    const input = streamed ? make("write") : undefined;
+    if (streamed) setPipeSize(stdout, HOLD_BYTES);
+    return { child: { stdout: stdoutChild, stderr: stderrChild }, ours: { stdout, stderr }, input };
+  } catch (e) {
+    // Out of descriptors (EMFILE): what was made must not stay open for ever.
+    for (const fd of made) close(fd);
+    throw e;
+  }
 }
 
 export function closePipes(pipes: Pipes): void {
