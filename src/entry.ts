@@ -1,12 +1,10 @@
 // The executable's entry: it reads which of socket's programs this start
 // is (the command line, main.ts; a pool worker, worker-main.ts) before
-// loading any of them. scripts/build.ts compiles with code splitting, so
-// each dynamic import here, and the ones further in (the parser, the
-// master, a worker's gateways, --help), is a chunk of its own in the
-// executable, read and evaluated only when that import runs; modules
-// both sides use are shared chunks, loaded once. A start pays for its own
-// program's code, not the whole of socket; `-version` loads nothing more
-// than this module's few imports (docs/DESIGN.md, "The start").
+// evaluating any of them. Each dynamic import here, and the ones further
+// in (the parser, the master, a worker's gateways, --help), is evaluated
+// only when that import runs: a start pays for its own program's modules,
+// and `-version` evaluates nothing more than this module's few imports
+// (docs/DESIGN.md, "The start").
 import { WORKER_ENV, WORKER_FLAG } from "./pool/protocol.ts";
 import { errorText } from "./fatal.ts";
 import { output } from "./system/output.ts";

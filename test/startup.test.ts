@@ -4,6 +4,9 @@
 // the path that asks for them. How fast that makes a start is the bench's to
 // say (`npm run bench`, startup); these tests hold the shape, from the
 // bundler's own account (its metafile) of each module's static imports.
+// The runtime's built-ins (node:fs...) that any module imports are loaded
+// at every start of one bundle all the same; the checks on them hold the
+// modules' shape for a split bundle (docs/DESIGN.md, "The start").
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { compile } from "../scripts/build.ts";
@@ -60,7 +63,7 @@ describe("what each start evaluates (the build's metafile)", () => {
     // request-deadline.ts: --request-timeout's line for a -p program, with nothing of a gateway.
     const foreign = /^src\/(cli|client|server|gateway)\/|^src\/request\/(?!request-deadline\.ts$)|^src\/main\.ts$|^src\/pool\/(master|run-pool|status|status-http)\.ts$|citty/;
     expect(evaluated.filter((m) => foreign.test(m))).toEqual([]);
-    // node:fs (about 1.2 ms of a start) is required where it is first used (system/lazy-fs.ts).
+    // The worker's modules import no node:fs (system/lazy-fs.ts): what a split bundle would not load.
     expect(builtins(meta, evaluated)).not.toContain("fs");
   });
 
