@@ -4,12 +4,12 @@
 // the path that asks for them. How fast that makes a start is the bench's to
 // say (`npm run bench`, startup); these tests hold the shape, from the
 // bundler's own account (its metafile) of each module's static imports.
-// The runtime's built-ins (node:fs...) that any module imports are loaded
-// at every start of one bundle all the same; the checks on them hold the
-// modules' shape for a split bundle (docs/DESIGN.md, "The start").
+// A node built-in (node:fs...) that any module imports statically is
+// loaded at every start of the one bundle, so none is: they are loaded at
+// their first use (src/system/builtins.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { compile } from "../scripts/build.ts";
+import { compile, ENTRY } from "../scripts/build.ts";
 import { tempDir } from "./harness.ts";
 
 interface Metafile {
@@ -63,8 +63,20 @@ describe("what each start evaluates (the build's metafile)", () => {
     // request-deadline.ts: --request-timeout's line for a -p program, with nothing of a gateway.
     const foreign = /^src\/(cli|client|server|gateway)\/|^src\/request\/(?!request-deadline\.ts$)|^src\/main\.ts$|^src\/pool\/(master|run-pool|status|status-http)\.ts$|citty/;
     expect(evaluated.filter((m) => foreign.test(m))).toEqual([]);
-    // The worker's modules import no node:fs (system/lazy-fs.ts): what a split bundle would not load.
-    expect(builtins(meta, evaluated)).not.toContain("fs");
+  });
+
+  test("no module of socket's imports a node built-in statically: the bundle would load it at every start", () => {
+    const ours = Object.keys(meta.inputs).filter((m) => m.startsWith("src/"));
+    expect(builtins(meta, ours).filter((b) => b !== "bun:ffi")).toEqual([]);
+  });
+
+  test("the bundle's top imports nothing but bun:ffi (a package's unused imports are shaken out)", async () => {
+    const built = await Bun.build({ entrypoints: [ENTRY], target: "bun", format: "esm", minify: true });
+    expect(built.success).toBe(true);
+    const text = await built.outputs[0].text();
+    const imported = [...text.matchAll(/import\s*\{[^}]*\}\s*from\s*"([^"]+)"|import\s*"([^"]+)"/g)].map((m) => m[1] ?? m[2]);
+    expect(imported.filter((i) => i !== "bun:ffi")).toEqual([]);
+    expect(text).not.toContain("import.meta.require");
   });
 
   test("a gateway's worker evaluates the engines when it serves one: dynamic imports of the worker", () => {

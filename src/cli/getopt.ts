@@ -3,12 +3,7 @@
 // it, with getopt's wording for what it refuses. parse.ts checks the result.
 import { NAME } from "../version.ts";
 import { optionTable, type OptionName } from "./table.ts";
-
-// Required when this module is first used, not imported: the bundler puts
-// every import of a node built-in at the top of the executable, so an
-// imported node:util was loaded by every pool worker too, which never
-// parses a command line (a measurable part of each idle worker's own heap).
-const { parseArgs } = require("node:util") as typeof import("node:util");
+import { util } from "../system/builtins.ts";
 
 /** The getopt wording for what parseArgs rejected. */
 function getoptMessage(error: Error & { code?: string }): string {
@@ -66,7 +61,7 @@ export interface Read {
 export function readCommandLine(argv: string[]): Read | string {
   let parsed;
   try {
-    parsed = parseArgs({
+    parsed = util().parseArgs({
       args: attachDashValues(argv),
       strict: true,
       allowPositionals: true,

@@ -1,6 +1,5 @@
 // The command line's checks: what getopt.ts read, then every combination
 // socket(1) refuses, into one checked Options.
-import { statSync } from "node:fs";
 import { asksVersion, NAME, VERSION_LINE } from "../version.ts";
 import type { AccessRuleText, Destination, Gateway, Options, PoolPolicy, StatusAddress } from "../options.ts";
 import { programNameProblem, shellNeed } from "../connection/program.ts";
@@ -8,6 +7,7 @@ import { checkRules } from "../net/rules.ts";
 import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
 import { readCommandLine, type Read } from "./getopt.ts";
 import { errorCode, errorText } from "../fatal.ts";
+import { fs } from "../system/builtins.ts";
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
 export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
@@ -279,7 +279,7 @@ function cgiRootProblem(dir: string, program: string | undefined, gateway: boole
   if (program !== undefined) return "--cgi-root and -p are mutually exclusive: the request names the program";
   if (!dir.startsWith("/")) return `--cgi-root wants an absolute path, not '${dir}'`;
   try {
-    if (!statSync(dir).isDirectory()) return `--cgi-root: '${dir}' is not a directory`;
+    if (!fs().statSync(dir).isDirectory()) return `--cgi-root: '${dir}' is not a directory`;
   } catch (e) {
     return `--cgi-root: cannot use '${dir}': ${errorCode(e) ?? errorText(e)}`;
   }

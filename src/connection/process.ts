@@ -14,7 +14,6 @@
 // cannot reset when socket itself was started with them ignored) and none
 // blocked. A blocking wait runs no timer (--timeout keeps Bun's loop), and
 // signal handlers run at the wait's EINTR.
-import { constants } from "node:os";
 import { close, pipe } from "../system/fd.ts";
 import { EINTR, SysError } from "../system/ffi.ts";
 import { openReadWrite } from "../system/files.ts";
@@ -24,11 +23,12 @@ import { ownChild } from "../system/reaper.ts";
 import { nextTick } from "../system/signals.ts";
 import { canSpawn, CStrings, spawn } from "../system/spawn.ts";
 import { BunProcess, endedWithin, type EnvEntry, type InheritedEnvironment, type PipedProcess, type ProcessSpec, type ProgramInput, type Stdio } from "./bun-process.ts";
+import { os } from "../system/builtins.ts";
 
 export type { Environment, EnvEntry, PipedProcess, Process, ProcessSpec, ProgramInput, Stdio } from "./bun-process.ts";
 
-const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]));
-const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+/** The name of signal or errno `n` in `table` (node:os's constants), when it has one. */
+const nameOf = (table: Record<string, number>, n: number) => Object.entries(table).find(([, v]) => v === n)?.[0];
 
 /**
  * Starts a program. Throws what the start threw (an Error whose `code` is
@@ -119,7 +119,7 @@ function descriptors(stdio: readonly [Stdio, Stdio, Stdio]): Ends {
 /** A failed start as Bun.spawn reports one: an Error with the errno's name as its code. */
 function startError(e: unknown): unknown {
   if (!(e instanceof SysError)) return e;
-  return Object.assign(new Error(`${e.reason} (posix_spawn)`), { code: ERRNO_NAMES.get(e.errno) ?? String(e.errno) });
+  return Object.assign(new Error(`${e.reason} (posix_spawn)`), { code: nameOf(os().constants.errno, e.errno) ?? String(e.errno) });
 }
 
 /** Evented programs waiting for their SIGCHLD. */
@@ -251,14 +251,14 @@ export class Spawned {
     this.reaper.reaped();
     watched.delete(this);
     unreaped.delete(this);
-    this.result = { code: ended.code, signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? `signal ${ended.signal}`) };
+    this.result = { code: ended.code, signal: ended.signal === null ? null : (nameOf(os().constants.signals, ended.signal) ?? `signal ${ended.signal}`) };
     this.ended?.(this.status());
     return true;
   }
 
   private status(): number {
     const { code, signal } = this.result!;
-    return code ?? 128 + (constants.signals[signal as NodeJS.Signals] ?? 0);
+    return code ?? 128 + (os().constants.signals[signal as NodeJS.Signals] ?? 0);
   }
 
   /** Blocking: waits in poll(2) until it ends (or `timeoutMs` passes), then reaps it. A signal's handlers run at EINTR. */

@@ -5,10 +5,10 @@
 // gets its CONTENT_LENGTH (RFC 3875 4.2); and a body the CGI has not taken
 // yet while its output is held (BodyQueue). One helper for both FastCGI
 // engines; SCGI's spool uses the same directory.
-import { ftruncateSync, readSync, writeSync } from "node:fs";
 import { close } from "../system/fd.ts";
 import { rewind, unlinkedFile } from "../system/files.ts";
 import { warn } from "../system/log.ts";
+import { fs } from "../system/builtins.ts";
 
 /**
  * A new file for a body: unlinked, in $TMPDIR (else /tmp). When none can be
@@ -27,7 +27,7 @@ export function bodyFile(): number {
 
 /** All of `bytes` into a file at `at` (a regular file takes it whole, but a short write is not an error). */
 function writeAt(fd: number, bytes: Uint8Array, at: number): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, at + done);
+  for (let done = 0; done < bytes.length; ) done += fs().writeSync(fd, bytes, done, bytes.length - done, at + done);
 }
 
 /**
@@ -105,13 +105,13 @@ export class BodyQueue {
   head(): Uint8Array | undefined {
     if (this.chunks.length === 0 && this.file !== undefined && this.writeTo > this.readFrom) {
       const piece = new Uint8Array(Math.min(READ_BYTES, this.writeTo - this.readFrom));
-      const n = readSync(this.file, piece, 0, piece.length, this.readFrom);
+      const n = fs().readSync(this.file, piece, 0, piece.length, this.readFrom);
       if (n <= 0) throw new Error("the held body's file ended early");
       this.readFrom += n;
       this.chunks.push(piece.subarray(0, n));
       this.memory += n;
       if (this.readFrom === this.writeTo) {
-        ftruncateSync(this.file, 0); // its blocks back: the next bytes start it again
+        fs().ftruncateSync(this.file, 0); // its blocks back: the next bytes start it again
         this.readFrom = this.writeTo = 0;
       }
     }

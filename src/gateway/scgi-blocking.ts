@@ -2,7 +2,6 @@
 // the body), the body spooled to a file by splice(2), and the program given
 // the connection itself as its stdout (zero-copy); the answer ends with a
 // FIN once the program has exited.
-import { writeSync } from "node:fs";
 import type { Address } from "../net/address.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close, pipe, setPipeSize, SPLICE_F_MOVE, trySplice } from "../system/fd.ts";
@@ -15,6 +14,7 @@ import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequ
 import { spawnCgi } from "./cgi-process.ts";
 import { bodyFile } from "./body-spool.ts";
 import { logPipe, logStream, stderrPipe } from "./cgi-stderr.ts";
+import { fs } from "../system/builtins.ts";
 
 /**
  * The header of a connection a pool worker accepted (a blocking descriptor
@@ -180,7 +180,7 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
   if (!proc) {
     if (errors) close(errors[0]);
     try {
-      writeSync(fd, "answer" in launch ? launch.answer : BAD_GATEWAY);
+      fs().writeSync(fd, "answer" in launch ? launch.answer : BAD_GATEWAY);
     } catch {
       // the web server is gone
     }

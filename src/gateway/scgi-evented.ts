@@ -2,7 +2,6 @@
 // on a UNIX socket, where idle time is measured on copied bytes): the
 // header collected from data events, the body spooled to a file, then the
 // program on pipes, joined to the connection by the copy loop.
-import { writeSync } from "node:fs";
 import { Copy, type Bytes } from "../connection/copy.ts";
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
@@ -16,6 +15,7 @@ import { describeCgi, spawnCgi, type Run } from "./cgi-process.ts";
 import { streamUntilExit } from "./until-exit.ts";
 import { bodyFile } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
+import { fs } from "../system/builtins.ts";
 
 /**
  * An SCGI connection served with the copy loop: collects the header from
@@ -96,7 +96,7 @@ export class ScgiHandler implements SocketEvents {
     clearTimeout(this.timer);
     const part = chunk.subarray(0, spool.left);
     try {
-      for (let at = 0; at < part.length; ) at += writeSync(spool.fd, part.subarray(at));
+      for (let at = 0; at < part.length; ) at += fs().writeSync(spool.fd, part.subarray(at));
     } catch (e) {
       return this.fail(`unable to spool the body: ${e instanceof Error ? e.message : String(e)}`);
     }

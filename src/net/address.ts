@@ -1,11 +1,10 @@
 // Destinations to socket addresses: host names, IPv4 and IPv6 literals,
 // port numbers and /etc/services names, UNIX paths.
-import { existsSync, readFileSync } from "node:fs";
-import { resolve } from "node:path";
 import type { Destination } from "../options.ts";
 import { Fatal } from "../fatal.ts";
 import { ipFamily } from "../system/sockaddr.ts";
 import { passedSocket } from "./activation.ts";
+import { fs, nodePath } from "../system/builtins.ts";
 
 const EXIT_UNKNOWN_SERVICE = 5;
 const EXIT_UNKNOWN_HOST = 13;
@@ -23,7 +22,7 @@ function serviceTable(): Service[] {
   if (services) return services;
   let text = "";
   try {
-    text = readFileSync("/etc/services", "utf8");
+    text = fs().readFileSync("/etc/services", "utf8");
   } catch {
     // No table: only numeric ports work, as with a libc that finds none.
   }
@@ -54,7 +53,7 @@ function parsePort(text: string, server: boolean): number {
   if (!found) {
     // A word with a dot is more likely a file name than a service (`-s rel.sock`):
     // only a destination with a slash is a UNIX path, so say how to write one.
-    const hint = text.includes(".") || existsSync(text) ? `; a UNIX socket path needs a slash: ./${text}` : "";
+    const hint = text.includes(".") || fs().existsSync(text) ? `; a UNIX socket path needs a slash: ./${text}` : "";
     throw new Fatal(`unknown service ${text} (not a port number nor a tcp name in /etc/services${hint})`, EXIT_UNKNOWN_SERVICE);
   }
   return found.port;
@@ -84,7 +83,7 @@ export async function resolveDestination(destination: Destination, server: boole
     return { kind: "inet", ip: passed.ip, family: passed.ip.includes(":") ? 6 : 4, port: passed.port, service: undefined };
   }
   if (destination.kind === "unix") {
-    const path = resolve(destination.path);
+    const path = nodePath().resolve(destination.path);
     if (Buffer.byteLength(destination.path) > UNIX_PATH_MAX && Buffer.byteLength(path) > UNIX_PATH_MAX) {
       throw new Fatal(`${destination.path}: UNIX socket path longer than ${UNIX_PATH_MAX} bytes`, 36 /* ENAMETOOLONG */);
     }

@@ -1,7 +1,6 @@
 // The listening socket: Bun.listen creates, binds and listens (SO_REUSEADDR,
 // backlog 512: checked with strace; raised here to BACKLOG), after a stale
 // UNIX socket file is cleared away; errors become socket(1)'s messages.
-import { chmodSync, linkSync, lstatSync, renameSync, unlinkSync } from "node:fs";
 import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
@@ -13,6 +12,7 @@ import { umask } from "../system/files.ts";
 import { setBacklog, setDeferAccept } from "../system/socket.ts";
 
 import { errorNumber, errorText } from "../fatal.ts";
+import { fs } from "../system/builtins.ts";
 
 declare module "bun" {
   /** Bun.listen adopts a listening descriptor given as `fd` (a passed or kept listener); its types leave that form out. */
@@ -49,7 +49,7 @@ function serverError(errno: number, name: string): Fatal {
 export function clearStaleSocket(path: string, name = "server socket"): void {
   let stat;
   try {
-    stat = lstatSync(path);
+    stat = fs().lstatSync(path);
   } catch {
     return; // nothing there
   }
@@ -58,7 +58,7 @@ export function clearStaleSocket(path: string, name = "server socket"): void {
     close(connectUnix(path));
   } catch (e) {
     if (e instanceof SysError && e.errno === 111 /* ECONNREFUSED: nobody home */) {
-      unlinkSync(path);
+      fs().unlinkSync(path);
       return;
     }
     throw e instanceof SysError ? serverError(e.errno, name) : e;
@@ -87,7 +87,7 @@ export function listen<T>(address: Address, handlers: SocketHandler<T>, options:
       const old = mode === undefined ? undefined : umask(0o777 & ~mode);
       try {
         const listener = Bun.listen<T>({ unix: address.path, socket: handlers, allowHalfOpen: true });
-        if (mode !== undefined) chmodSync(address.path, mode);
+        if (mode !== undefined) fs().chmodSync(address.path, mode);
         setBacklog(fdOf(listener), BACKLOG);
         return { listener, address };
       } finally {
@@ -158,9 +158,9 @@ export function pauseListener<T>({ listener, address }: Listening<T>): number {
   const fd = dupCloexec(fdOf(listener));
   if (address.kind === "unix") {
     const keep = `${address.path}.${process.pid}.keep`;
-    linkSync(address.path, keep);
+    fs().linkSync(address.path, keep);
     listener.stop();
-    renameSync(keep, address.path);
+    fs().renameSync(keep, address.path);
   } else {
     listener.stop();
   }

@@ -2,7 +2,6 @@
 // the service manager, or inherited from an old master on USR2), its UNIX
 // socket file removed at exit unless a successor now serves on it, then
 // the pool (master.ts) started on it.
-import { unlinkSync } from "node:fs";
 import type { Address } from "../net/address.ts";
 import type { Options, PoolPolicy } from "../options.ts";
 import { accessRules } from "../connection/sources.ts";
@@ -10,6 +9,7 @@ import { detachListener, listen, listeningMessage, passedListener } from "../net
 import { verbose } from "../system/log.ts";
 import { atExit } from "../system/signals.ts";
 import { WorkerPool } from "./master.ts";
+import { fs } from "../system/builtins.ts";
 
 export function runPool(
   argv: string[],
@@ -39,7 +39,7 @@ export function runPool(
     atExit(() => {
       if (pool?.handedOver) return; // the successor serves on that path, and removes it at its end
       try {
-        unlinkSync(socketFile);
+        fs().unlinkSync(socketFile);
       } catch {
         // already gone
       }

@@ -6,10 +6,10 @@
 // leaves its reason, which the master puts into its own line. Once the
 // worker waits, what it said meanwhile goes to socket's stderr as it was,
 // without a crash report, and the worker writes there itself from then on.
-import { fstatSync } from "node:fs";
 import { strerror, SysError } from "../system/ffi.ts";
 import { write } from "../system/log.ts";
 import { transientErrno } from "./protocol.ts";
+import { fs } from "../system/builtins.ts";
 
 /**
  * Failures in a row that cannot pass by themselves (protocol.ts
@@ -38,7 +38,7 @@ export function spawnFailure(e: unknown, executable: string): StartFailure {
 /** Whether fd 2 is open (a worker is given it as its STDERR_FD: a closed one would fail every spawn). */
 export function stderrOpen(): boolean {
   try {
-    fstatSync(2);
+    fs().fstatSync(2);
     return true;
   } catch {
     return false;

@@ -10,7 +10,6 @@
 // the master holds at most connectionCap() connections (one more is closed
 // as it is accepted), --allow/--deny apply, and a malformed request gets
 // 400 and at most one line a second.
-import { rmSync, unlinkSync } from "node:fs";
 import type { Socket, SocketHandler } from "bun";
 import type { InetAddress } from "../net/address.ts";
 import { listen } from "../net/listener.ts";
@@ -20,6 +19,7 @@ import { descriptorLimit } from "../system/fd.ts";
 import { verbose, warn } from "../system/log.ts";
 import { atExit } from "../system/signals.ts";
 import { statusAnswer, type Answer, type PoolSnapshot } from "./status.ts";
+import { fs } from "../system/builtins.ts";
 
 /** From accept to close: reading the request, answering, and the client's reading the answer. */
 export const DEADLINE_MS = 5000;
@@ -187,12 +187,12 @@ export function serveStatus(
   const rules = where.kind === "inet" && options.access.length > 0 ? new AccessRules(options.access) : undefined;
   const socket = handlers(snapshot, () => connectionCap(limit, poolMax()), rules);
   if (where.kind === "unix") {
-    if (successor) rmSync(where.path, { force: true });
+    if (successor) fs().rmSync(where.path, { force: true });
     listen(where, socket, { mode: options.mode, name: "status socket" });
     atExit(() => {
       if (handedOver()) return;
       try {
-        unlinkSync(where.path);
+        fs().unlinkSync(where.path);
       } catch {
         // already gone
       }

@@ -2,10 +2,10 @@
 // keeps the counts and renders a snapshot the master gives it, in php-fpm's
 // field names (plain text, ?json) or in Prometheus' text format
 // (?openmetrics), and answers /ping; status-http.ts serves it over HTTP.
-import { readFileSync } from "node:fs";
 import { BACKLOG } from "../net/listener.ts";
 import { acceptQueue } from "../system/socket.ts";
 import { say } from "../system/log.ts";
+import { fs } from "../system/builtins.ts";
 
 /** One worker as the page shows it (?full). */
 export interface WorkerView {
@@ -171,7 +171,7 @@ export function queueOf(listenFd: number, unix: boolean): { waiting: number; bac
   }
   let max = BACKLOG;
   try {
-    max = Math.min(BACKLOG, Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8").trim()) || BACKLOG);
+    max = Math.min(BACKLOG, Number(fs().readFileSync("/proc/sys/net/core/somaxconn", "utf8").trim()) || BACKLOG);
   } catch {
     // no /proc: socket's own
   }

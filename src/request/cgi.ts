@@ -3,10 +3,10 @@
 // its directory and environment) or the answer the web server gets when
 // nothing runs, and the limits on a request. Shared by SCGI and FastCGI;
 // gateway/cgi-process.ts starts what it says.
-import { dirname, resolve } from "node:path";
 import type { Program } from "../connection/command.ts";
 import type { Gateway } from "../options.ts";
 import { say, verbose, warn } from "../system/log.ts";
+import { nodePath } from "../system/builtins.ts";
 
 // A request's variables: one list, one value per name, and each value's
 // bytes as the web server sent them. The program a request names and the
@@ -295,7 +295,7 @@ export type Launch = { program: Program; cwd: string | undefined; env: CgiEnviro
  * (/usr/bin) says nothing about a site.
  */
 function commandDirectory(program: Program): string | undefined {
-  return program.argv0.includes("/") ? dirname(resolve(program.argv[0])) : undefined;
+  return program.argv0.includes("/") ? nodePath().dirname(nodePath().resolve(program.argv[0])) : undefined;
 }
 
 /**
@@ -325,7 +325,7 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
       return { answer: chosen.status === 403 ? FORBIDDEN : NOT_FOUND };
     }
     const program = { argv: [chosen.path], argv0: chosen.path, command: chosen.path };
-    launch = { program, cwd: dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log), failed: source.failed, overdue: source.overdue };
+    launch = { program, cwd: nodePath().dirname(chosen.path), env: cgiEnvironment(chosen.variables, source.rule, log), failed: source.failed, overdue: source.overdue };
   }
   if (source.note) source.note(requestText(launch.env));
   return launch;

@@ -10,11 +10,11 @@
 // path, PATH_TRANSLATED derived inside the root or not set. cgiSource,
 // here as the one place that chooses between -p and --cgi-root, gives
 // prepareCgi (cgi.ts) the chooser: cgi.ts never imports this module.
-import { accessSync, constants, realpathSync, statSync, type Stats } from "node:fs";
-import { posix } from "node:path";
+import type { Stats } from "node:fs";
 import { directProgram } from "../connection/command.ts";
 import type { Options } from "../options.ts";
 import { bytesOf, environmentRule, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
+import { fs, nodePath } from "../system/builtins.ts";
 
 export type { SiteProgram, SiteRefusal } from "./cgi.ts";
 
@@ -26,7 +26,7 @@ export interface SiteRoot {
 
 /** The root, resolved (cli/parse.ts has checked it is a directory); a gateway's source resolves it once. */
 export function siteRoot(dir: string): SiteRoot {
-  return { dir: stripSlashes(posix.resolve(dir)), real: realpathSync(dir) };
+  return { dir: stripSlashes(nodePath().posix.resolve(dir)), real: fs().realpathSync(dir) };
 }
 
 /**
@@ -53,7 +53,7 @@ function inside(path: string, dir: string): boolean {
 
 /** Lexically inside the root, as given or as resolved: nothing outside it is even looked at. */
 function within(root: SiteRoot, path: string): boolean {
-  const normal = stripSlashes(posix.normalize(path));
+  const normal = stripSlashes(nodePath().posix.normalize(path));
   return inside(normal, root.dir) || inside(normal, root.real);
 }
 
@@ -82,7 +82,7 @@ function errorCode(e: unknown): string {
 /** stat(2) following symlinks; undefined when nothing is there (ENOENT, ENOTDIR: a file named as a directory). */
 function look(path: string): Stats | undefined | { error: string } {
   try {
-    return statSync(path, { throwIfNoEntry: false }) ?? undefined;
+    return fs().statSync(path, { throwIfNoEntry: false }) ?? undefined;
   } catch (e) {
     const code = errorCode(e);
     return code === "ENOTDIR" ? undefined : { error: code };
@@ -122,13 +122,13 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
     }
     if (!stats.isFile()) return { status: 403, why: `${shown(candidate)} is not a regular file` };
     try {
-      accessSync(candidate, constants.X_OK);
+      fs().accessSync(candidate, fs().constants.X_OK);
     } catch {
       return { status: 403, why: `${shown(candidate)} is not executable` };
     }
     let real: string;
     try {
-      real = realpathSync(candidate);
+      real = fs().realpathSync(candidate);
     } catch (e) {
       return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
     }
@@ -149,8 +149,8 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
  */
 function othersCouldWrite(root: SiteRoot, real: string): string | undefined {
   const uid = process.geteuid?.() ?? 0;
-  for (let path = real; ; path = posix.dirname(path)) {
-    const stats = statSync(path, { throwIfNoEntry: false });
+  for (let path = real; ; path = nodePath().posix.dirname(path)) {
+    const stats = fs().statSync(path, { throwIfNoEntry: false });
     if (!stats) return `${shown(path)} has gone`;
     if (stats.mode & 0o022) return `${shown(path)} is writable by ${stats.mode & 0o002 ? "others" : "its group"} (chmod go-w)`;
     if (stats.uid !== 0 && stats.uid !== uid) return `${shown(path)} is owned by uid ${stats.uid}, neither root nor socket's user`;
@@ -207,7 +207,7 @@ function insideByRealPath(root: SiteRoot, path: string, bytes: Buffer): boolean 
   // directory on the way must not lead out of the root for a CGI that writes where it points.
   for (let at = bytes.length; at > 0; at = bytes.lastIndexOf(0x2f, at - 1)) {
     try {
-      return inside(realpathSync(bytes.subarray(0, at), { encoding: "buffer" }).toString(), root.real);
+      return inside(fs().realpathSync(bytes.subarray(0, at), { encoding: "buffer" }).toString(), root.real);
     } catch (e) {
       const code = e instanceof Error && "code" in e ? e.code : undefined;
       if (code !== "ENOENT" && code !== "ENOTDIR") return false;

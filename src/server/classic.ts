@@ -2,7 +2,6 @@
 // connection is served by a gateway's handler (--scgi, --fastcgi) or by
 // connection/serve.ts, one at a time, or all at once with -f. Without -l
 // the first connection is the only one.
-import { unlinkSync } from "node:fs";
 import type { SocketHandler } from "bun";
 import { adoptSocket, eventHandlers, type EventSocket, type SocketEvents } from "../connection/events.ts";
 import { flushStdout } from "../connection/local.ts";
@@ -23,6 +22,7 @@ import { say, verbose } from "../system/log.ts";
 import { isReadable } from "../system/poll.ts";
 import { descendantsGone, endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 import { plainOverdue } from "../request/request-deadline.ts";
+import { fs } from "../system/builtins.ts";
 
 type Gateway = () => SocketEvents & { done: Promise<void> };
 
@@ -97,7 +97,7 @@ class ClassicServer {
         this.listening.listener.stop();
         if (this.pausedFd === undefined || passed) return;
         try {
-          unlinkSync(path); // a paused listener's path is ours to remove
+          fs().unlinkSync(path); // a paused listener's path is ours to remove
         } catch {
           // already gone
         }

@@ -6,9 +6,9 @@
 // server stops accepting while a connection could not get what it needs,
 // says so once, and accepts again when connections end; the kernel's
 // backlog holds the waiting connects meanwhile.
-import { readdirSync } from "node:fs";
 import { descriptorLimit } from "../system/fd.ts";
 import { warn } from "../system/log.ts";
+import { fs } from "../system/builtins.ts";
 
 /**
  * The most a connection holds at once: its socket, three pipes for the copy
@@ -21,7 +21,7 @@ const PER_CONNECTION = 5;
 
 function openDescriptors(): number {
   try {
-    return readdirSync("/proc/self/fd").length - 1; // the directory's own descriptor
+    return fs().readdirSync("/proc/self/fd").length - 1; // the directory's own descriptor
   } catch {
     return Number.POSITIVE_INFINITY; // cannot even open a directory: certainly none left
   }

@@ -6,8 +6,7 @@
 // exits with 0 or with the daemon's Fatal line and status: a bind error
 // reaches the caller's stderr as it would without -b.
 import { say, write } from "./log.ts";
-import { fs } from "./lazy-fs.ts";
-import { resolve } from "node:path";
+import { fs } from "./builtins.ts";
 import { Fatal } from "../fatal.ts";
 import { socketPair } from "./connect.ts";
 import { close, dup2, dupCloexec, setCloexec } from "./fd.ts";
@@ -18,6 +17,7 @@ import { atExit } from "./signals.ts";
 import { spawn } from "./reaper.ts";
 
 import { errorCode, errorNumber, errorText } from "../fatal.ts";
+import { nodePath } from "./builtins.ts";
 
 const DAEMON_ENV = "SOCKET_DAEMON";
 /**
@@ -63,7 +63,7 @@ let logFile: string | undefined;
 
 /** -b --log FILE: remembered as an absolute path, before the daemon changes directory (USR1 reopens it). */
 export function setLogFile(path: string | undefined): void {
-  logFile = path === undefined ? undefined : resolve(path);
+  logFile = path === undefined ? undefined : nodePath().resolve(path);
 }
 
 export function logFileName(): string | undefined {
@@ -162,7 +162,7 @@ export function reportFatal(text: string, status: number): void {
 
 /** --pid-file: remembered as an absolute path, before -b changes directory. */
 export function setPidFile(path: string | undefined): void {
-  pidFile = path === undefined ? undefined : resolve(path);
+  pidFile = path === undefined ? undefined : nodePath().resolve(path);
 }
 
 let pidFd: number | undefined;

@@ -3,7 +3,7 @@
 // rewind, /dev/null for the programs (a worker's start loads no node:fs,
 // lazy-fs.ts), and the process's umask. How each call reports failure: ffi.ts.
 import { check, errno, lib, O_CLOEXEC, SysError } from "./ffi.ts";
-import { fs } from "./lazy-fs.ts";
+import { fs } from "./builtins.ts";
 
 const SEEK_SET = 0;
 const O_RDWR = 2;

@@ -2,12 +2,12 @@
 // 1024 works, the server and everything it starts run as this user/group.
 // Names come from the passwd and group databases through NSS (getpwnam_r,
 // getgrnam_r), so LDAP or systemd users count as they do for id(1).
-import { chownSync } from "node:fs";
 import { Fatal } from "../fatal.ts";
 import { strerror } from "./ffi.ts";
 import { dropPrivileges, getgrnam, getpwnam, getpwuid, type PasswdEntry } from "./users.ts";
 
 import { errorNumber, errorText } from "../fatal.ts";
+import { fs } from "./builtins.ts";
 
 const EXIT_PRIVILEGES = 1;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to the kernel
@@ -63,7 +63,7 @@ export function resolveIdentity(user: string | undefined, group: string | undefi
 export function giveSocketFile(path: string, identity: Identity | undefined): void {
   if (identity === undefined) return;
   try {
-    chownSync(path, identity.uid ?? -1, identity.gid);
+    fs().chownSync(path, identity.uid ?? -1, identity.gid);
   } catch (e) {
     const errno = errorNumber(e);
     throw new Fatal(`cannot give ${path} to user or group: ${errno ? strerror(Math.abs(errno)) : errorText(e)}`, EXIT_PRIVILEGES);

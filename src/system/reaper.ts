@@ -9,7 +9,7 @@
 // and one that starts them itself (posix_spawn) registers each with `ownChild`.
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
-import { fs } from "./lazy-fs.ts";
+import { fs } from "./builtins.ts";
 import { becomeSubreaper, peekEndedChild, reap } from "./process.ts";
 import { say } from "./log.ts";
 

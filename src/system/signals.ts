@@ -2,8 +2,8 @@
 // and "<Name> occured, exiting" (sic, the original's spelling) and status
 // 256 - signo; USR1 ends it silently; TSTP, CONT, CHLD, WINCH and QUIT are
 // left to their defaults. Cleanups (unlinking a UNIX socket) run first.
-import { constants } from "node:os";
 import { write } from "./log.ts";
+import { os } from "./builtins.ts";
 
 const NAMES: Record<string, string> = {
   SIGHUP: "Hangup signal",
@@ -48,7 +48,7 @@ export function exitNow(status: number): never {
 export const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export function signalNumber(name: string): number {
-  return constants.signals[name as NodeJS.Signals];
+  return os().constants.signals[name as NodeJS.Signals];
 }
 
 /**

@@ -17,7 +17,7 @@
 // pool): it does so only where a limit can be reached, that is when
 // RLIMIT_NPROC binds it (it is not root, or it becomes -u's user) or a
 // cgroup above it has a pids.max. Programs never see the options.
-import { fs } from "./lazy-fs.ts";
+import { fs } from "./builtins.ts";
 import { exec, processLimitSet } from "./process.ts";
 import { geteuid } from "./users.ts";
 import { selfCommand } from "./self.ts";
