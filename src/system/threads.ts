@@ -5,8 +5,8 @@
 // master that started the workers which used the limit up then died with
 // "panic: abort() called" (exit 134) in about half the runs under
 // `ulimit -u 25`. With these options no thread is created after start
-// (measured: a master's or worker's threads stay main, JSCWarmUp and
-// mi-scavenger); what fails then is a spawn, with EAGAIN, which the pool
+// (measured: a master's threads stay main, JSCWarmUp and mi-scavenger, a
+// worker's main alone); what fails then is a spawn, with EAGAIN, which the pool
 // reports and retries after its backoff. A pool's processes hold tiny heaps,
 // so collecting on the main thread costs nothing measurable.
 //
