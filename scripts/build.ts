@@ -21,14 +21,19 @@ export function buildCommit(): string {
 }
 
 /**
- * The one entry (it chooses the program before evaluating it), as ES
- * modules: a dynamic import is evaluated only when it runs. Not split into
- * chunks: with --splitting and --bytecode a pool worker crashed in Bun
- * under load (docs/DESIGN.md, "The start"). Shared with
+ * The entry (it chooses the program before loading it) and each program,
+ * compiled as bundles of their own (ES modules) into the one executable:
+ * the entry imports a program's bundle by its name (src/entry.ts), so a
+ * start reads the entry and its own program's bytecode only. Each bundle
+ * is whole (the few modules the entry shares with a program are in both),
+ * not split into chunks: with --splitting and --bytecode a pool worker
+ * crashed in Bun under load (docs/DESIGN.md, "The start"). Inside a
+ * program a dynamic import is evaluated only when it runs. Shared with
  * test/startup.test.ts, which bundles the same way to check what a start
  * evaluates.
  */
 export const ENTRY = "src/entry.ts";
+export const PROGRAMS = ["src/main.ts", "src/worker-main.ts"];
 export const BUNDLE_FLAGS = ["--format=esm", "--minify"];
 
 /**
@@ -46,7 +51,7 @@ export function compile(outfile: string, target?: string, commit = buildCommit()
     "--no-compile-autoload-bunfig", "--no-compile-autoload-dotenv",
     ...(target ? [`--target=${target}`] : []),
     ...(metafile ? [`--metafile=${metafile}`] : []),
-    ENTRY, "--outfile", outfile,
+    ENTRY, ...PROGRAMS, "--outfile", outfile,
   ];
   const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`bun build failed (exit ${r.exitCode}) for ${target ?? "this machine"}`);

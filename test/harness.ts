@@ -59,6 +59,17 @@ export function pidsByCommandLine(text: string): number[] {
   }).map(Number);
 }
 
+/** Sends `signal` to each of `pids`, those already gone (a master's workers leave with it) skipped. */
+export function signalEach(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone already
+    }
+  }
+}
+
 /** A pool master's live workers (its children running in worker mode). */
 export function workersOf(master: number): number[] {
   return childrenOf(master).filter((pid) => {

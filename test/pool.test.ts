@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, launch, pidsByCommandLine, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, signalEach, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, workersOf } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string) => "0" },
@@ -211,7 +211,7 @@ describe("pool and daemon", () => {
       await waitFor("the socket", () => existsSync(path));
       expect((await exchange(path, "daemon pool")).data.toString()).toBe("daemon pool");
     } finally {
-      for (const pid of pidsByCommandLine(path)) process.kill(pid, "SIGTERM");
+      signalEach(pidsByCommandLine(path), "SIGTERM");
       await waitFor("the daemon to clean up", () => !existsSync(path));
     }
   });

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, launch, pidsByCommandLine, run, startServer, tempDir, TIMED_PROGRAM, timeline, waitFor, type Target } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, run, signalEach, startServer, tempDir, TIMED_PROGRAM, timeline, type Target, waitFor } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string, _name = "s") => "0" },
@@ -260,7 +260,7 @@ describe("-b background", () => {
       daemonPid = pidsByCommandLine(path)[0];
       expect(Number(sid)).toBe(daemonPid); // session leader: setsid
     } finally {
-      for (const pid of pidsByCommandLine(path)) process.kill(pid, "SIGTERM");
+      signalEach(pidsByCommandLine(path), "SIGTERM");
       await waitFor("the daemon to unlink its socket", () => !existsSync(path));
     }
   });

@@ -12,7 +12,7 @@ import { programNameProblem } from "../src/connection/program.ts";
 import { takeWorkerConfig, workerConfig } from "../src/pool/protocol.ts";
 import { spawnFailure, StartOutput, withoutCrashReport } from "../src/pool/start-failures.ts";
 import { SysError } from "../src/system/ffi.ts";
-import { exchange, isAlive, launch, pidsByCommandLine, run, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, run, signalEach, SOCKET, startServer, tempDir, waitFor } from "./harness.ts";
 
 const isRoot = process.getuid?.() === 0;
 const setpriv = Bun.which("setpriv");
@@ -35,7 +35,7 @@ function unreachableCopy(): { dir: string; executable: string } & AsyncDisposabl
     dir: dir.path,
     executable,
     [Symbol.asyncDispose]: async () => {
-      for (const pid of pidsByCommandLine(executable)) process.kill(pid, "SIGKILL");
+      signalEach(pidsByCommandLine(executable), "SIGKILL");
       await waitFor("what ran from the copy to end", () => pidsByCommandLine(executable).every((pid) => !isAlive(pid)));
       dir[Symbol.dispose]();
     },

@@ -1,19 +1,28 @@
-// What a start evaluates. src/entry.ts reads which program this start is
-// (-version, a pool worker, the command line) before it imports any: each
-// program, and a worker's gateways, are dynamic imports, evaluated only on
-// the path that asks for them. How fast that makes a start is the bench's to
+// What a start reads and evaluates. src/entry.ts reads which program this
+// start is (-version, a pool worker, the command line) before it loads
+// any: each program is a bundle of its own in the executable, and inside a
+// program the parser, the master, a worker's gateways... are dynamic
+// imports, evaluated only on the path that asks for them. How fast that makes a start is the bench's to
 // say (`npm run bench`, startup); these tests hold the shape, from the
-// bundler's own account (its metafile) of each module's static imports.
+// bundler's own account (its metafile) of each bundle and module.
 // A node built-in (node:fs...) that any module imports statically is
 // loaded at every start of the one bundle, so none is: they are loaded at
 // their first use (src/system/builtins.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { compile, ENTRY } from "../scripts/build.ts";
+import { compile, ENTRY, PROGRAMS } from "../scripts/build.ts";
 import { tempDir } from "./harness.ts";
 
 interface Metafile {
   inputs: Record<string, { imports: { path: string; kind: string; external?: boolean }[] }>;
+  outputs: Record<string, { entryPoint?: string; inputs: Record<string, unknown> }>;
+}
+
+/** The modules the bundle built from `entryPoint` holds: what a start that loads it reads. */
+function bundled(meta: Metafile, entryPoint: string): string[] {
+  const output = Object.values(meta.outputs).find((o) => o.entryPoint === entryPoint);
+  if (output === undefined) throw new Error(`the build has no bundle for ${entryPoint}`);
+  return Object.keys(output.inputs).sort();
 }
 
 /** The modules evaluated once `module` is: it and everything it imports statically, not what it imports dynamically. */
@@ -49,12 +58,18 @@ describe("what each start evaluates (the build's metafile)", () => {
     expect(Object.keys(meta.inputs).length).toBeGreaterThan(50);
   }, 120_000);
 
-  test("-version: the entry and the base modules it answers from, no built-in module; the programs are dynamic imports", () => {
-    const evaluated = evaluatedWith(meta, "src/entry.ts");
-    expect(evaluated).toEqual(["package.json", "src/entry.ts", "src/fatal.ts", "src/pool/protocol.ts", "src/system/output.ts", "src/version.ts"]);
-    expect(builtins(meta, evaluated)).toEqual([]);
-    expect(importsLater(meta, "src/entry.ts", "src/main.ts")).toBe(true);
-    expect(importsLater(meta, "src/entry.ts", "src/worker-main.ts")).toBe(true);
+  test("-version: the entry's bundle, the base modules it answers from and no built-in module; each program a bundle of its own", () => {
+    const base = ["package.json", "src/entry.ts", "src/fatal.ts", "src/pool/protocol.ts", "src/system/output.ts", "src/version.ts"];
+    expect(evaluatedWith(meta, "src/entry.ts")).toEqual(base);
+    expect(bundled(meta, "src/entry.ts")).toEqual(base);
+    expect(builtins(meta, base)).toEqual([]);
+    expect(bundled(meta, "src/main.ts")).toContain("src/cli/parse.ts");
+    expect(bundled(meta, "src/worker-main.ts")).toContain("src/pool/worker.ts");
+  });
+
+  test("a worker's bundle holds none of the command line's, the master's, the client's or the classic server's code", () => {
+    const foreign = /^src\/(cli|client|server)\/|^src\/main\.ts$|^src\/pool\/(master|run-pool|status|status-http|succession|worker-process)\.ts$|citty/;
+    expect(bundled(meta, "src/worker-main.ts").filter((m) => foreign.test(m))).toEqual([]);
   });
 
   test("a worker: the worker's code, not the parser, the master, the client, the classic server, --help or a gateway", () => {
@@ -70,13 +85,16 @@ describe("what each start evaluates (the build's metafile)", () => {
     expect(builtins(meta, ours).filter((b) => b !== "bun:ffi")).toEqual([]);
   });
 
-  test("the bundle's top imports nothing but bun:ffi (a package's unused imports are shaken out)", async () => {
-    const built = await Bun.build({ entrypoints: [ENTRY], target: "bun", format: "esm", minify: true });
+  test("no bundle's top imports anything but bun:ffi (a package's unused imports are shaken out)", async () => {
+    const built = await Bun.build({ entrypoints: [ENTRY, ...PROGRAMS], target: "bun", format: "esm", minify: true });
     expect(built.success).toBe(true);
-    const text = await built.outputs[0].text();
-    const imported = [...text.matchAll(/import\s*\{[^}]*\}\s*from\s*"([^"]+)"|import\s*"([^"]+)"/g)].map((m) => m[1] ?? m[2]);
-    expect(imported.filter((i) => i !== "bun:ffi")).toEqual([]);
-    expect(text).not.toContain("import.meta.require");
+    expect(built.outputs.length).toBe(3);
+    for (const output of built.outputs) {
+      const text = await output.text();
+      const imported = [...text.matchAll(/import\s*\{[^}]*\}\s*from\s*"([^"]+)"|import\s*"([^"]+)"/g)].map((m) => m[1] ?? m[2]);
+      expect(imported.filter((i) => i !== "bun:ffi")).toEqual([]);
+      expect(text).not.toContain("import.meta.require");
+    }
   });
 
   test("a gateway's worker evaluates the engines when it serves one: dynamic imports of the worker", () => {

@@ -284,10 +284,10 @@ function baselineTargets(r: Results): Target[] {
   const floorText = `the one-line Bun program ${f(floor, 2)} ms`;
   out.push(
     ratioTarget(FLOOR_ISSUE, `\`socket -version\` ≤ ${FLOOR_GOAL} × the one-line Bun program's`, ratio(now?.versionMs, floor), FLOOR_GOAL, false, missing, () =>
-      `what socket's start adds to any Bun executable's: the whole bundle's bytecode read (one bundle: split into chunks a worker crashed in Bun, docs/DESIGN.md "The start"), its entry evaluated`,
+      `what socket's start adds to any Bun executable's: the entry's bundle read and evaluated (docs/DESIGN.md, "The start")`,
       `${f(now?.versionMs, 2)} vs ${f(floor, 2)} ms`),
     ratioTarget(FLOOR_ISSUE, `a worker's start (\`--pool-worker\`, to its configuration's check) ≤ ${FLOOR_GOAL} × the one-line Bun program's`, ratio(r.startup?.workerStartMs, floor), FLOOR_GOAL, false, missing, () =>
-      `\`-version\` takes ${f(now?.versionMs, 2)} ms, ${floorText}: the rest is the worker's modules evaluated (docs/DESIGN.md, "The start")`,
+      `\`-version\` takes ${f(now?.versionMs, 2)} ms, ${floorText}: the rest is the worker's bundle read, its modules evaluated and libc opened (docs/DESIGN.md, "The start")`,
       `${f(r.startup?.workerStartMs, 2)} vs ${f(floor, 2)} ms`),
   );
   return out;
