@@ -214,6 +214,16 @@ describe("--status: where and for whom", () => {
     await waitFor("pong for 127.0.0.2 (once the worker waits)", () => from2() === "pong\n");
   });
 
+  test("--deny applies to the page: a denied 127.0.0.1 is closed unanswered, 127.0.0.2 is served", async () => {
+    await using server = await startServer(["-W", "1", "--status", "127.0.0.1:0", "--deny", "127.0.0.1", "-p", "cat", "-s", "0"]);
+    const port = await statusPort(server);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    const refused = await exchange(port, "GET /ping HTTP/1.0\r\n\r\n").then((r) => r.data.toString(), () => "");
+    expect(refused).toBe("");
+    const from2 = () => Bun.spawnSync(["curl", "-s", "--max-time", "3", "--interface", "127.0.0.2", `http://127.0.0.1:${port}/ping`]).stdout.toString();
+    await waitFor("pong for 127.0.0.2", () => from2() === "pong\n");
+  });
+
   test.skipIf(process.getuid?.() !== 0).each([
     ["", [], undefined],
     [", with --mode", ["--mode", "660"], 0o660],
