@@ -179,7 +179,6 @@ test.skipIf(noNginx)("nginx keeping FastCGI connections: POSTs under HUPs and --
   const bad = statuses.filter((s) => s !== 200);
   expect(statuses.length).toBeGreaterThan(100);
   expect({ bad, log: bad.length > 0 ? nginx.errorLog().split("\n").filter((l) => l.includes("[error]")).slice(0, 5) : [] }).toEqual({ bad: [], log: [] });
-  expect(server.stderr()).not.toContain("hurried header dragged on"); // nginx sends a header at once
 }, 30_000);
 
 // A header dripped from its first byte, or after a whole BEGIN_REQUEST (the request under way: not an idle connection).

@@ -57,7 +57,6 @@ test.skipIf(noNginx)("8 POST loops for 12 s through nginx with keepalive while t
     expect(statuses.length).toBeGreaterThan(400);
     const errors = nginx.errorLog().split("\n").filter((l) => l.includes("[error]"));
     expect({ bad, errors: errors.slice(0, 5) }).toEqual({ bad: [], errors: [] });
-    expect(server.stderr()).not.toContain("hurried header dragged on"); // nginx sends a header at once
     process.kill(successor, "SIGTERM");
     await waitFor("the new master to end", () => !isAlive(successor), 15_000);
   } finally {

@@ -160,7 +160,10 @@ export class BodyClock {
 //   dripped (a web server sends one at once, and a header idle that long
 //   would have been closed): its request is served and ends the connection
 //   (draggedHeader), or a client completing each header just before
-//   KEPT_HEADER_MS would hold the worker request after request.
+//   KEPT_HEADER_MS would hold the worker request after request. Measured
+//   from the hurry, not the first byte: a byte now and then must not
+//   restart it. A web server's header read late (a busy machine) only
+//   costs it a new connection: the end goes with the END_REQUEST.
 // - A leaving worker's busy connection ends with its next END_REQUEST, the
 //   FIN in the same TCP segment (MSG_MORE, then shutdown): the web server
 //   reads the end with the answer and caches nothing (nginx checks a
