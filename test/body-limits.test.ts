@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { parseSize } from "../src/cli/parse.ts";
+import { DEFAULT_MAX_BODY, parseSize } from "../src/cli/parse.ts";
 import { exchange, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { endRequests, fcgiRequest, noNginx, parseRecords, PROTOCOLS, scgiRequest, startNginx } from "./gateway-peers.ts";
 
@@ -71,6 +71,24 @@ describe.each(modes)("--max-body 1k with $name", ({ args }) => {
     expect(first.startsWith(TOO_LARGE)).toBe(true);
     expect(second).toBe("Content-Type: text/plain\r\n\r\nread 1024\n");
     await waitFor("the -v line", () => server.stderr().includes("fastcgi: 413: a body past --max-body (1024 bytes)"));
+  });
+});
+
+describe.each(modes)("without --max-body, with $name", ({ args }) => {
+  test("the default, 100m as the man page says: a CONTENT_LENGTH one byte over gets 413 and the CGI does not run (SCGI and FastCGI)", async () => {
+    expect(parseSize("100m")).toBe(DEFAULT_MAX_BODY);
+    using dir = tempDir();
+    const cgi = markingCgi(dir.path);
+    const over = String(DEFAULT_MAX_BODY + 1);
+    await using scgi = await startServer(["--scgi", ...args, "-p", cgi.path, "-s", "0"]);
+    await using fcgi = await startServer(["--fastcgi", ...args, "-p", cgi.path, "-s", "0"]);
+    // No body is sent: the declared length alone is refused, before a byte of it is read.
+    const scgiReply = await exchange(scgi.target, scgiRequest([["CONTENT_LENGTH", over], ["SCGI", "1"]]));
+    expect(scgiReply.data.toString().startsWith(TOO_LARGE)).toBe(true);
+    const fcgiReply = parseRecords((await exchange(fcgi.target, fcgiRequest(1, [["CONTENT_LENGTH", over]]))).data);
+    expect(fcgiReply.stdout.startsWith(TOO_LARGE)).toBe(true);
+    expect(endRequests(fcgiReply)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+    expect(existsSync(cgi.marker)).toBe(false);
   });
 });
 

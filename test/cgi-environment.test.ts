@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { exchange, run, startServer, tempDir, waitFor, type Server, writeExecutable } from "./harness.ts";
-import { fcgiRequest, noNginx, parseRecords, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
+import { begin, fcgiRequest, noNginx, parseRecords, record, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
 
 const PATH = "/usr/local/bin:/usr/bin:/bin";
 
@@ -48,6 +48,31 @@ const FROM_WEB_SERVER: [string, string][] = [
   ["SSL_CLIENT_S_DN", "CN=client"],
 ];
 
+/**
+ * Names a web server never sends, as bytes: a NUL (C would read the name up
+ * to it), an "=" (the environment's separator) and bytes that are not
+ * UTF-8. SCGI's header is NUL-separated: there, only the last two.
+ */
+const HOSTILE_NAMES: [Buffer, string][] = [
+  [Buffer.from("LD_PRELOAD\0HTTP_X"), "/evil/nul-after.so"],
+  [Buffer.from("HTTP_X\0LD_PRELOAD"), "/evil/nul-before.so"],
+  [Buffer.from("PATH_INFO\0"), "/evil/nul-path-info"],
+  [Buffer.from("HTTP_A=LD_PRELOAD"), "/evil/equals.so"],
+  [Buffer.concat([Buffer.from("LD_PRELOAD"), Buffer.from([0xff])]), "/evil/ff.so"],
+  [Buffer.concat([Buffer.from("HTTP_X_"), Buffer.from([0xe9])]), "/evil/e9"],
+];
+
+/** The CGI's stdout for one request whose names are bytes. */
+async function askBytes(server: Server, protocol: "scgi" | "fastcgi", vars: [Buffer, string][]): Promise<string> {
+  if (protocol === "scgi") {
+    const header = Buffer.concat(vars.flatMap(([n, v]) => [n, Buffer.from([0]), Buffer.from(v), Buffer.from([0])]));
+    return (await exchange(server.target, Buffer.concat([Buffer.from(`${header.length}:`), header, Buffer.from(",")]))).data.toString("latin1");
+  }
+  const len = (n: number) => (n < 128 ? Buffer.from([n]) : Buffer.from([(n >>> 24) | 0x80, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
+  const params = Buffer.concat(vars.flatMap(([n, v]) => [len(n.length), len(Buffer.byteLength(v)), n, Buffer.from(v)]));
+  return parseRecords((await exchange(server.target, Buffer.concat([begin(1), record(4, 1, params), record(4, 1), record(5, 1)]))).data).stdout;
+}
+
 const protocols = PROTOCOLS;
 const modes = [
   { name: "-W 2", args: ["-W", "2"] },
@@ -82,6 +107,17 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       await waitFor("the -v line naming what was dropped", () => dropped() !== undefined);
       const names = dropped()!.slice(prefix.length).split(", ");
       expect(names.toSorted()).toEqual(HOSTILE.map(([name]) => name).toSorted());
+    });
+
+    test("a name with a NUL, an \"=\" or bytes that are not UTF-8 never reaches the program", async () => {
+      using dir = tempDir();
+      await using server = await start(envCgi(dir.path));
+      const names = HOSTILE_NAMES.filter(([name]) => protocol === "fastcgi" || !name.includes(0));
+      const head: [Buffer, string][] = [[Buffer.from("CONTENT_LENGTH"), "0"], [Buffer.from("SCGI"), "1"]];
+      const text = await askBytes(server, protocol, [...(protocol === "scgi" ? head : []), [Buffer.from("HTTP_X_FINE"), "kept"], ...names]);
+      expect(text).toContain("HTTP_X_FINE=kept\n");
+      expect(text).not.toContain("/evil/");
+      expect(text.split("\n").filter((l) => l.startsWith("LD_PRELOAD") || l.startsWith("PATH_INFO"))).toEqual([]);
     });
 
     test("a CGI variable in socket's own environment never reaches a program; a request's does", async () => {

@@ -3,6 +3,7 @@
 // line where getopt would print it), a defined status, never a stack trace.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { optionTable } from "../src/cli/table.ts";
 import { run, tempDir } from "./harness.ts";
 
 const USAGE =
@@ -125,4 +126,28 @@ describe("getopt details", () => {
   test("options may follow the operands, as GNU getopt permutes them", async () => {
     expect((await run(["127.0.0.1", "1", "-v"])).status).toBe(111);
   });
+});
+
+describe("every option that takes a value, given a bad one", () => {
+  const valued = Object.entries(optionTable).filter(([, def]) => def.type === "string").map(([name]) => `--${name}`);
+  const BAD = ["", "-1", "nan", "1e3", "0x1f", "99999999999999999999", "x y", "\u00e9\u00e9"];
+  test(`${valued.length} options x ${BAD.length} values, each in a gateway pool's command line: one line (and the usage line), a defined status, never a trace`, async () => {
+    // A pool's full command line, so each option is reached (--cgi-root instead of -p); an address not this machine's, so what is accepted fails at bind, quickly.
+    const program = (option: string) => (option === "--cgi-root" ? [] : ["-p", "/bin/cat"]);
+    const cases = valued.flatMap((option) => BAD.map((value) => [option, value, "--fastcgi", "-W", "2", ...program(option), "-B", "192.0.2.1", "-s", "0"]));
+    const problems: string[] = [];
+    let next = 0;
+    const lane = async () => {
+      while (next < cases.length) {
+        const args = cases[next++];
+        const { status, stdout, stderr } = await run(args, { ms: 4000, env: { PATH: process.env.PATH ?? "" } });
+        const lines = stderr.split("\n").filter((l) => l !== "" && `${l}\n` !== USAGE);
+        if (status === 0 || status === 70 || status === 137 || stdout !== "" || lines.length !== 1 || /^\s+at |Error|Bun v\d/m.test(stderr)) {
+          problems.push(`${JSON.stringify(args.slice(0, 2))} -> ${status}: ${JSON.stringify(stderr.slice(0, 300))}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, lane));
+    expect(problems).toEqual([]);
+  }, 60_000);
 });

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
-import { KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/fastcgi-engine.ts";
+import { draggedHeader, KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/fastcgi-engine.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 
@@ -181,11 +181,16 @@ test.skipIf(noNginx)("nginx keeping FastCGI connections: POSTs under HUPs and --
   expect({ bad, log: bad.length > 0 ? nginx.errorLog().split("\n").filter((l) => l.includes("[error]")).slice(0, 5) : [] }).toEqual({ bad: [], log: [] });
 }, 30_000);
 
-test("-W 2: two kept connections dripping their next header do not hold the pool from a third client", async () => {
+// A header dripped from its first byte, or after a whole BEGIN_REQUEST (the request under way: not an idle connection).
+test.each([
+  ["from its BEGIN_REQUEST", false],
+  ["after a whole BEGIN_REQUEST", true],
+])("-W 2: two kept connections dripping their next header %s do not hold the pool from a third client", async (_name, afterBegin) => {
   using dir = tempDir();
   const cgi = script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`);
   await using server = await startServer(["--fastcgi", "-W", "2", "-p", cgi, "-s", "0"], { env: PATH });
   const next = Buffer.concat([begin(2, 1, true), record(4, 2, pairs([["REQUEST_METHOD", "GET"], ["X", "y".repeat(200)]]))]);
+  const whole = afterBegin ? begin(2, 1, true).length : 0;
   const drippers = await Promise.all([converse(server.target), converse(server.target)]);
   let dripping = true;
   const drips: Promise<void>[] = [];
@@ -194,9 +199,10 @@ test("-W 2: two kept connections dripping their next header do not hold the pool
       // One whole request each (each holds a worker, kept), then the next one's header a byte at a time.
       client.send(fcgiRequest(1, [["REQUEST_METHOD", "GET"]], new Uint8Array(0), true));
       await client.until("the first answer", (data) => endRequests(parseRecords(data)).length === 1);
+      client.send(next.subarray(0, whole));
       drips.push(
         (async () => {
-          for (let at = 0; dripping && at < next.length; at++) {
+          for (let at = whole; dripping && at < next.length; at++) {
             client.send(next.subarray(at, at + 1));
             await Bun.sleep(100); // the drip is the behaviour under test
           }
@@ -215,6 +221,39 @@ test("-W 2: two kept connections dripping their next header do not hold the pool
   }
 }, 20_000);
 
+test("-W 1: a kept connection that completes each dripped header just in time gets one request, then ends: a waiting client is served", async () => {
+  using dir = tempDir();
+  const cgi = script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"], { env: PATH });
+  const holder = await converse(server.target);
+  let holding = true;
+  let sent = 0;
+  // Each next header's BEGIN_REQUEST at once (never idle), the rest well within KEPT_HEADER_MS: every header makes its deadline.
+  const whole = begin(1, 1, true).length;
+  const hold = (async () => {
+    while (holding) {
+      const next = fcgiRequest(++sent, [["REQUEST_METHOD", "GET"]], new Uint8Array(0), true);
+      holder.send(next.subarray(0, whole));
+      await Bun.sleep(KEPT_HEADER_MS * 0.7); // the drip is the behaviour under test
+      holder.send(next.subarray(whole));
+      await holder.until(`answer ${sent}`, (data) => endRequests(parseRecords(data)).length >= sent);
+    }
+  })().catch(() => undefined); // its connection ended: the point
+  try {
+    await waitFor("the holder's first answer", () => sent >= 2, 5000);
+    const started = Date.now();
+    const reply = await exchange(server.target, fcgiRequest(1, [["REQUEST_METHOD", "GET"]]), { ms: 6000 });
+    expect(parseRecords(reply.data).stdout).toContain("hi");
+    expect(Date.now() - started).toBeLessThan(2 * KEPT_HEADER_MS + 1500);
+    await holder.closed();
+    await waitFor("the -v line", () => server.stderr().includes("fastcgi: a kept connection's hurried header dragged on: the connection ends with this request"));
+  } finally {
+    holding = false;
+    holder.close();
+    await hold;
+  }
+}, 20_000);
+
 describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
   const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, othersWait: () => true, hurrySince: undefined };
   test("an idle kept connection closes for a waiting one only once quiet for KEPT_IDLE_MS", () => {
@@ -225,6 +264,11 @@ describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
   test("a part of a header is never closed for, only hurried (from the first time it was)", () => {
     expect(keptVerdict({ ...state, idle: false, hurrySince: 9000 })).toMatchObject({ hurrySince: 9000 });
     expect(keptVerdict({ ...state, idle: false, othersWait: () => false, leavingSince: 1 })).toMatchObject({ hurrySince: state.now });
+  });
+  test("a header whole more than KEPT_IDLE_MS after it was hurried dragged on: its request ends the connection", () => {
+    expect(draggedHeader(undefined, 10_000)).toBe(false); // never hurried: nobody waited
+    expect(draggedHeader(10_000 - KEPT_IDLE_MS, 10_000)).toBe(false); // whole within KEPT_IDLE_MS of the hurry
+    expect(draggedHeader(10_000 - KEPT_IDLE_MS - 1, 10_000)).toBe(true);
   });
   test("a leaving worker's connection closes once quiet, whether anyone waits or not", () => {
     let asked = false;

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, readFileSync, readlinkSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { converse, fcgiRequest, parseRecords } from "./gateway-peers.ts";
-import { exchange, isAlive, notifyReceiver, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
+import { descendantsOf, exchange, isAlive, notifyReceiver, pidsByCommandLine, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Target } from "./harness.ts";
 
 const hasSocat = (() => {
   try {
@@ -284,4 +284,66 @@ describe("TTIN and TTOU", () => {
     await waitFor("the line", () => server.stderr().includes("socket: TTIN: 2:4 workers (MIN and MAX move together)"));
     await waitFor("MIN is 2", () => workersOf(master).length >= 2);
   });
+});
+
+describe("signal storms", () => {
+  test("100 HUPs in a second under load: no connection fails, and the pool settles at its size with nothing else left", async () => {
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", "0"]);
+    const master = server.proc.pid;
+    await waitFor("2 workers", () => workersOf(master).length === 2);
+    await using traffic = load(server.target);
+    await further(traffic, 20);
+    for (let i = 0; i < 100; i++) {
+      process.kill(master, "SIGHUP");
+      await Bun.sleep(10); // the storm's pace is the behaviour under test: each HUP lands on a pool still replacing
+    }
+    await further(traffic, 50);
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+    // Every worker of every generation has gone but the last 2: no worker, program or zombie left over.
+    await waitFor("2 workers and nothing else", () => workersOf(master).length === 2 && descendantsOf(master).length === 2, 15_000);
+    expect(isAlive(master)).toBe(true);
+    expect((await exchange(server.target, "after the storm")).data.toString()).toBe("after the storm");
+  }, 40_000);
+
+  test("USR2 twice: one new master serves, the old one hands over, and no connection fails", async () => {
+    using dir = tempDir();
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", "0", "--pid-file", pidFile]);
+    const old = server.proc.pid;
+    await waitFor("the pid file", () => existsSync(pidFile) && pidIn(pidFile) === old);
+    await using traffic = load(server.target);
+    await further(traffic, 20);
+    process.kill(old, "SIGUSR2");
+    await waitFor("the new master started", () => server.stderr().includes("socket: USR2: started"));
+    process.kill(old, "SIGUSR2");
+    expect(await server.proc.exited).toBe(0);
+    const successor = pidIn(pidFile);
+    try {
+      // The pid file's path is in every master's command line, not in a worker's: one master only.
+      expect(pidsByCommandLine(pidFile).filter(isAlive)).toEqual([successor]);
+      await further(traffic, 20);
+      await traffic.stop();
+      expect(traffic.failures).toEqual([]);
+    } finally {
+      process.kill(successor, "SIGTERM");
+      await waitFor("the new master to end", () => !isAlive(successor));
+    }
+  }, 30_000);
+
+  test("TERM right after USR2: the old master ends, a new master it started ends with it, and nothing is left", async () => {
+    using dir = tempDir();
+    const pidFile = join(dir.path, "pid");
+    await using server = await startServer(["-W", "2", "-p", "cat", "-s", "0", "--pid-file", pidFile]);
+    const old = server.proc.pid;
+    await waitFor("2 workers", () => workersOf(old).length === 2);
+    const workers = workersOf(old);
+    process.kill(old, "SIGUSR2");
+    process.kill(old, "SIGTERM");
+    await Promise.race([server.proc.exited, Bun.sleep(10_000)]);
+    expect(isAlive(old)).toBe(false);
+    await waitFor("no master and no worker", () => pidsByCommandLine(pidFile).every((pid) => !isAlive(pid)) && workers.every((pid) => !isAlive(pid)));
+    expect(existsSync(pidFile)).toBe(false);
+    await expect(exchange(server.target, "anyone?", { ms: 2000 })).rejects.toThrow();
+  }, 20_000);
 });

@@ -214,15 +214,28 @@ describe("--status: where and for whom", () => {
     await waitFor("pong for 127.0.0.2 (once the worker waits)", () => from2() === "pong\n");
   });
 
-  test.skipIf(process.getuid?.() !== 0)("--status /path under -u nobody: the file is nobody's, with --mode, and removed at exit", async () => {
+  test("--deny applies to the page: a denied 127.0.0.1 is closed unanswered, 127.0.0.2 is served", async () => {
+    await using server = await startServer(["-W", "1", "--status", "127.0.0.1:0", "--deny", "127.0.0.1", "-p", "cat", "-s", "0"]);
+    const port = await statusPort(server);
+    await waitFor("1 worker", () => workersOf(server.proc.pid).length === 1);
+    const refused = await exchange(port, "GET /ping HTTP/1.0\r\n\r\n").then((r) => r.data.toString(), () => "");
+    expect(refused).toBe("");
+    const from2 = () => Bun.spawnSync(["curl", "-s", "--max-time", "3", "--interface", "127.0.0.2", `http://127.0.0.1:${port}/ping`]).stdout.toString();
+    await waitFor("pong for 127.0.0.2", () => from2() === "pong\n");
+  });
+
+  test.skipIf(process.getuid?.() !== 0).each([
+    ["", [], undefined],
+    [", with --mode", ["--mode", "660"], 0o660],
+  ] as const)("--status /path under -u nobody: the file is nobody's%s, and removed at exit", async (_name, mode, bits) => {
     using dir = tempDir();
     chmodSync(dir.path, 0o1777); // sticky, as /tmp: only a file's owner may remove it
     const path = join(dir.path, "status.sock");
-    await using server = await startServer(["-W", "1", "-u", "nobody", "--mode", "660", "--status", path, "-p", "cat", "-s", "0"]);
+    await using server = await startServer(["-W", "1", "-u", "nobody", ...mode, "--status", path, "-p", "cat", "-s", "0"]);
     await waitFor("the status socket", () => existsSync(path));
     const stat = statSync(path);
     expect(stat.uid).toBe(65534);
-    expect(stat.mode & 0o7777).toBe(0o660);
+    if (bits !== undefined) expect(stat.mode & 0o7777).toBe(bits);
     expect((await exchange(server.target, "still serving")).data.toString()).toBe("still serving");
     server.proc.kill("SIGTERM");
     await server.exited();

@@ -156,6 +156,14 @@ export class BodyClock {
 // - A connection that carries whole requests back to back never goes
 //   quiet, and is not cut while others wait: it is the worker's work, as a
 //   long request is; keep nginx's `keepalive` no larger than the pool.
+// - But a hurried header that comes whole only after KEPT_IDLE_MS was
+//   dripped (a web server sends one at once, and a header idle that long
+//   would have been closed): its request is served and ends the connection
+//   (draggedHeader), or a client completing each header just before
+//   KEPT_HEADER_MS would hold the worker request after request. Measured
+//   from the hurry, not the first byte: a byte now and then must not
+//   restart it. A web server's header read late (a busy machine) only
+//   costs it a new connection: the end goes with the END_REQUEST.
 // - A leaving worker's busy connection ends with its next END_REQUEST, the
 //   FIN in the same TCP segment (MSG_MORE, then shutdown): the web server
 //   reads the end with the answer and caches nothing (nginx checks a
@@ -186,6 +194,11 @@ export interface KeptState {
 
 /** What becomes of a kept connection now: closed (the -v line's reason), its header hurried since a time, or nothing. */
 export type KeptVerdict = { close: string } | { hurrySince: number; why: string } | undefined;
+
+/** Whether a header, whole now, dragged on past KEPT_IDLE_MS after it was hurried: its request ends the connection. */
+export function draggedHeader(hurrySince: number | undefined, now: number): boolean {
+  return hurrySince !== undefined && now - hurrySince > KEPT_IDLE_MS;
+}
 
 export function keptVerdict(state: KeptState): KeptVerdict {
   const { now, quietSince, idle, leavingSince, hurrySince } = state;

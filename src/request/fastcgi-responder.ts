@@ -13,11 +13,10 @@
 // record (a list of actions would be, on every read), and each engine's
 // effects read as plain steps: send, start the program, write body bytes.
 //
-// Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with
-// FCGI_KEEP_CONN the next may follow on the same connection.
+// Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { encodeRecord, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { BodyClock, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
+import { BodyClock, draggedHeader, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 import { endOverdue, RequestClock, sooner } from "./request-deadline.ts";
 
 const NO_VARIABLES: Variable[] = [];
@@ -57,9 +56,10 @@ export class FastCgiResponder {
   private quietSince: number;
   /** Since when this connection's process has been leaving. */
   private leavingSince: number | undefined;
-  /** Since when the next header has been hurried (another connection waits, or leaving), and why. */
+  /** Since when the next header has been hurried (another connection waits, or leaving), and why; whether it then dragged on. */
   private hurrySince: number | undefined;
   private hurryWhy = "";
+  private dragged = false;
 
   constructor(
     private readonly config: ResponderConfig,
@@ -275,6 +275,7 @@ export class FastCgiResponder {
     const gathered = gatherParams(this.held, content);
     if (typeof gathered !== "object") return gathered;
     const { variables, streams } = gathered;
+    if ((this.dragged = draggedHeader(this.hurrySince, now))) this.log("a kept connection's hurried header dragged on: the connection ends with this request");
     const over = streams ? bodyOverLimit(this.config.options, Number(valueOf(variables, "CONTENT_LENGTH")), "declared") : undefined;
     this.body.start(now);
     if (streams && !over) return this.run(variables, "pipe", now);
@@ -371,7 +372,7 @@ export class FastCgiResponder {
     if (this.over) return;
     // A leaving process's kept connection ends with this END_REQUEST (fastcgi-engine.ts): sent as the last bytes, with the
     // connection's end in the same segment, so the web server never sends another request on it.
-    const kept = this.keep && !this.peerEnded && this.leavingSince === undefined;
+    const kept = this.keep && !this.peerEnded && this.leavingSince === undefined && !this.dragged;
     // One write for both: the web server gets the end in one segment.
     this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]), !kept);
     if (kept) {
