@@ -2,10 +2,10 @@
 // installed by scripts/install-test-deps.sh), and spoken to directly for
 // what a web server would never send (malformed requests, hostile names).
 import { describe, expect, test } from "bun:test";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { descendantsOf, exchange, run, serverHasRead, startServer, tempDir, waitFor, type Server } from "./harness.ts";
+import { descendantsOf, exchange, run, serverHasRead, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
 import { begin, converse, enc, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx, PROTOCOLS } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("gateway.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
@@ -24,17 +24,8 @@ const SCRIPTS: Record<string, string> = {
 };
 
 function writeScripts(dir: string): Record<string, string> {
-  const paths: Record<string, string> = {};
-  for (const [name, body] of Object.entries(SCRIPTS)) {
-    const path = join(dir, name);
-    writeFileSync(path, `#!/bin/sh\n${body}`);
-    chmodSync(path, 0o755);
-    paths[name] = path;
-  }
-  const noexec = join(dir, "noexec.cgi");
-  writeFileSync(noexec, "#!/bin/sh\necho never\n");
-  chmodSync(noexec, 0o644);
-  paths["noexec.cgi"] = noexec;
+  const paths = Object.fromEntries(Object.entries(SCRIPTS).map(([name, body]) => [name, writeExecutable(join(dir, name), `#!/bin/sh\n${body}`)]));
+  paths["noexec.cgi"] = writeExecutable(join(dir, "noexec.cgi"), "#!/bin/sh\necho never\n", 0o644);
   return paths;
 }
 
