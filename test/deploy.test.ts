@@ -4,19 +4,10 @@
 // --pid-file and --log, worker titles. Real peers: unshare, systemd's
 // systemd-socket-activate, socat as the NOTIFY_SOCKET receiver.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { childrenOf, descendantsOf, notifyReceiver, exchange, isAlive, launch, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Running, type Target } from "./harness.ts";
-
-/** A process's command line; "" once it has ended (a /proc read may race its exit). */
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
-  } catch {
-    return "";
-  }
-}
+import { children, childrenOf, cmdline, descendantsOf, zombiesOf, notifyReceiver, exchange, isAlive, launch, run, SOCKET, startServer, tempDir, waitFor, workersOf, type Running, type Target } from "./harness.ts";
 
 const works = (argv: string[]) => {
   try {
@@ -31,22 +22,6 @@ const hasSocat = works(["socat", "-V"]);
 if (!canUnshare) console.warn("deploy.test: unshare --pid --fork --mount-proc fails here (needs root or user namespaces): PID 1 tests skipped");
 if (!hasActivate) console.warn("deploy.test: systemd-socket-activate missing (Debian package systemd): activation tests skipped");
 if (!hasSocat) console.warn("deploy.test: socat missing: NOTIFY_SOCKET tests skipped");
-
-/** Zombie children of `pid`: what a missing reaper leaves behind. */
-function zombiesOf(pid: number): number {
-  let n = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (state === "Z" && Number(ppid) === pid) n++;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return n;
-}
 
 /** The process started through a wrapper (unshare --fork starts socket as its child). */
 async function wrapped(wrapper: number): Promise<number> {
@@ -88,20 +63,7 @@ async function connections(target: Target, count: number, lanes = 16): Promise<s
  * Every process below `pid`, zombies included (harness's descendantsOf skips
  * them, and with them what a not yet reaped program left running).
  */
-function familyOf(pid: number): number[] {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const below = (p: number): number[] => [...parents].filter(([, ppid]) => ppid === p).flatMap(([child]) => [child, ...below(child)]);
-  return below(pid);
-}
+const familyOf = (pid: number): number[] => children(pid).flatMap((c) => [c.pid, ...familyOf(c.pid)]);
 
 const ORPHAN = "sleep 0.2 & echo hi";
 const MODES = { pool: ["-W", "4"], "-slf": ["-l", "-f"] } as const;

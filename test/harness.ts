@@ -25,21 +25,21 @@ export function processState(pid: number): string | undefined {
   }
 }
 
-/** Alive and not a zombie (kill -0 succeeds on zombies: SPEC section 7). */
+/** Alive and not a zombie (kill -0 succeeds on a zombie). */
 export function isAlive(pid: number): boolean {
   const state = processState(pid);
   return state !== undefined && state !== "Z" && state !== "X";
 }
 
-/** Live children of a process. */
-export function childrenOf(pid: number): number[] {
-  const out: number[] = [];
+/** The children of a process, zombies included, each with its state letter. */
+export function children(pid: number): { pid: number; state: string }[] {
+  const out: { pid: number; state: string }[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(entry));
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(ppid) === pid) out.push({ pid: Number(entry), state });
     } catch {
       // gone meanwhile
     }
@@ -47,17 +47,24 @@ export function childrenOf(pid: number): number[] {
   return out;
 }
 
-/** Processes whose command line contains `text` (pgrep -f, without its option parsing). */
-export function pidsByCommandLine(text: string): number[] {
-  return readdirSync("/proc").filter((e) => {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) return false;
-    try {
-      return readFileSync(`/proc/${e}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
-    } catch {
-      return false;
-    }
-  }).map(Number);
+/** Live children of a process. */
+export const childrenOf = (pid: number): number[] => children(pid).filter((c) => c.state !== "Z").map((c) => c.pid);
+
+/** Zombie children of `pid`: what a missing reaper leaves behind. */
+export const zombiesOf = (pid: number): number => children(pid).filter((c) => c.state === "Z").length;
+
+/** A process's command line, its words joined by NULs; "" once it has ended (a /proc read may race its exit). */
+export function cmdline(pid: number | string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return "";
+  }
 }
+
+/** Processes whose command line contains `text` (pgrep -f, without its option parsing). */
+export const pidsByCommandLine = (text: string): number[] =>
+  readdirSync("/proc").filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid && cmdline(e).replaceAll("\0", " ").includes(text)).map(Number);
 
 /** Sends `signal` to each of `pids`, those already gone (a master's workers leave with it) skipped. */
 export function signalEach(pids: number[], signal: NodeJS.Signals): void {
@@ -71,15 +78,7 @@ export function signalEach(pids: number[], signal: NodeJS.Signals): void {
 }
 
 /** A pool master's live workers (its children running in worker mode). */
-export function workersOf(master: number): number[] {
-  return childrenOf(master).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--pool-worker");
-    } catch {
-      return false;
-    }
-  });
-}
+export const workersOf = (master: number): number[] => childrenOf(master).filter((pid) => cmdline(pid).includes("--pool-worker"));
 
 export function descendantsOf(pid: number): number[] {
   const direct = childrenOf(pid);
