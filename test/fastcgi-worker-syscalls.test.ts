@@ -56,4 +56,22 @@ describe.skipIf(!STRACE)("FastCGI -W 1: a GET's system calls in the worker", () 
     // FIONREAD sizes a record of stdout; at the exit both pipes may be asked what they still hold.
     expect(calls(/^ioctl\(.*FIONREAD/).length).toBeLessThanOrEqual(2 * REQUESTS);
   }, 30000);
+
+  test("a CGI that writes nothing on stderr: its stderr pipe is neither read nor asked, only stdout's size is", async () => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(dir.path, "quiet.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello\\n'\n");
+    await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"]);
+    await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+    const [worker] = workersOf(server.proc.pid);
+    const port = server.target as number;
+    await fcgiGet(port);
+    const answers: Buffer[] = [];
+    const lines = await traced(worker, async () => {
+      for (let i = 0; i < REQUESTS; i++) answers.push(await fcgiGet(port));
+    });
+    for (const answer of answers) expect(parseRecords(answer).stdout).toBe("Content-Type: text/plain\r\n\r\nhello\n");
+    // One FIONREAD a request sizes stdout's one record; stderr's end with nothing in it is poll's POLLHUP alone.
+    const pipeCalls = lines.filter((line) => /^ioctl\(.*FIONREAD|^read\(\d+<pipe:/.test(line));
+    expect(pipeCalls.length).toBeLessThanOrEqual(REQUESTS);
+  }, 30000);
 });

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { random } from "./harness.ts";
 import { decodePairs, encodePairs, encodeRecord, MAX_CONTENT, RecordReader, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { parseNetstring, parsePrefix } from "../src/request/scgi-header.ts";
-import { LIMITS, type Variable } from "../src/request/cgi.ts";
+import { LIMITS, variable, type Variable } from "../src/request/cgi.ts";
 
 
 const int = (r: () => number, n: number) => Math.floor(r() * n);
@@ -87,6 +87,24 @@ describe("FastCGI records", () => {
     }
   });
 
+  test("any bytes decode as one pair at a time would: ASCII, UTF-8, other bytes kept raw, 4-byte lengths of small numbers", () => {
+    const pieces = ["A", "é", "\u{1f600}", "\0", "=", "x".repeat(130)];
+    const text = (r: () => number) => Array.from({ length: int(r, 6) }, () => pieces[int(r, pieces.length)]).join("");
+    for (const seed of SEEDS) {
+      const r = random(seed);
+      const parts: Uint8Array[] = [];
+      for (let i = int(r, 12); i > 0; i--) {
+        const name = Buffer.from(text(r));
+        const value = r() < 0.3 ? bytes(r, int(r, 40)) : Buffer.from(text(r));
+        // A length may be sent in 4 bytes whatever its size.
+        const length = (n: number) => (n < 0x80 && r() < 0.7 ? [n] : [0x80 | (n >>> 24), (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+        parts.push(Uint8Array.from([...length(name.length), ...length(value.length)]), name, value);
+      }
+      const stream = Buffer.concat(parts);
+      expect({ seed, got: decodePairs(stream) }).toEqual({ seed, got: pairAtATime(stream) });
+    }
+  });
+
   test("more pairs than the limit is the typed error", () => {
     const many: Variable[] = Array.from({ length: LIMITS.variables + 1 }, (_, i) => [`V${i}`, ""]);
     expect(decodePairs(encodePairs(many))).toEqual({ error: `more than ${LIMITS.variables} variables` });
@@ -98,6 +116,20 @@ describe("FastCGI records", () => {
     expect(reader.partial).toBe(8);
   });
 });
+
+/** The plain decoder: each name and value on its own, the value through cgi.ts's variable. */
+function pairAtATime(bytes: Uint8Array): Variable[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const length = (at: number): [number, number] => (bytes[at] < 0x80 ? [bytes[at], at + 1] : [view.getUint32(at) & 0x7fffffff, at + 4]);
+  const pairs: Variable[] = [];
+  for (let at = 0; at < bytes.length; ) {
+    const [n, valueAt] = length(at);
+    const [v, start] = length(valueAt);
+    pairs.push(variable(new TextDecoder().decode(bytes.subarray(start, start + n)), bytes.subarray(start + n, start + n + v)));
+    at = start + n + v;
+  }
+  return pairs;
+}
 
 /** A netstring of an SCGI header: pairs NAME\0VALUE\0. */
 function netstring(pairs: [string, string][], body = ""): Uint8Array {

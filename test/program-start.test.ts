@@ -7,7 +7,8 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, openSync, readFileSync, realpathSync } from "node:fs";
 import { commandWords, directProgram, programFor, programNameProblem, shellNeed } from "../src/connection/command.ts";
 import { Inherited, startProcess } from "../src/connection/process.ts";
-import { canSpawn } from "../src/system/spawn.ts";
+import { canSpawn, CStrings } from "../src/system/spawn.ts";
+import { CString, type Pointer } from "bun:ffi";
 import { cgiEnvironment, environmentRule, prepareCgi, variable, type CgiSource, type Variable } from "../src/request/cgi.ts";
 import { tempDir } from "./harness.ts";
 
@@ -76,6 +77,21 @@ describe("a CGI's environment", () => {
     expect(launch.cwd).toBe("/bin");
     expect(launch.env.own).toContainEqual(["REQUEST_URI", "/x?y"]);
     expect(notes).toEqual(["POST /x?y"]);
+  });
+});
+
+describe("C string tables", () => {
+  test("the fixed strings, then each call's own (text, other bytes, none) in the one NULL-ended table", () => {
+    const table = new CStrings(["fixed", new Uint8Array([0x41, 0x42])]);
+    const read = (t: BigUint64Array) => {
+      const out: string[] = [];
+      for (let i = 0; t[i] !== 0n; i++) out.push(new CString(Number(t[i]) as Pointer).toString());
+      return out;
+    };
+    for (const extra of [[], ["A=1", "B=é", "C=\u{1f600}", "D="], ["A=1", Uint8Array.from([0x42, 0x3d, 0x43])], ["x".repeat(70_000)]]) {
+      const got = read(table.with(extra));
+      expect(got).toEqual(["fixed", "AB", ...extra.map((s) => (typeof s === "string" ? s : Buffer.from(s).toString("utf8")))]);
+    }
   });
 });
 

@@ -257,7 +257,10 @@ class Splicer {
     if (stdout & POLLHUP) this.stdoutHup = true;
     if (stdout & POLLIN) this.stdoutReady = true;
     else if (stdout & POLLHUP) this.stdoutOpen = false;
-    if (revents(stderrAt)) this.stderrReady = true;
+    // Stderr likewise: ended empty, it is over without a read, nor a FIONREAD at the exit (mostly a CGI writes none).
+    const stderr = revents(stderrAt);
+    if (stderr & POLLHUP && !(stderr & POLLIN)) this.stderrOpen = false;
+    else if (stderr) this.stderrReady = true;
     // The record being spliced (`left`) is still in the pipe: it is not counted again.
     if (revents(pidfdAt)) {
       const held = (open: boolean, fd: number) => (open ? pipeBytes(fd) : 0); // a pipe at its end holds nothing

@@ -4,6 +4,7 @@
 import type { Subprocess } from "bun";
 import { socketPair } from "../system/connect.ts";
 import { close } from "../system/fd.ts";
+import { withChildSignalBlocked } from "../system/process.ts";
 import { spawn } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { StartOutput } from "./start-failures.ts";
@@ -45,7 +46,10 @@ export function startWorkerProcess(launch: WorkerLaunch, generation: number): Wo
   let proc: Subprocess;
   try {
     // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
-    proc = spawn([...selfCommand(), WORKER_FLAG], {
+    // Born with SIGCHLD blocked (worker.ts setUp unblocks it on the JavaScript thread alone): a CGI
+    // may run and exit before its worker's thread is back from posix_spawn, which blocks every
+    // signal until then; its SIGCHLD then went to a thread of Bun's that only woke to drop it.
+    proc = withChildSignalBlocked(() => spawn([...selfCommand(), WORKER_FLAG], {
       argv0: launch.title,
       // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).
       stdio: launch.holdsStderr ? ["ignore", "inherit", "pipe", launch.listenFd, workerEnd, 2] : ["ignore", "inherit", "inherit", launch.listenFd, workerEnd],
@@ -53,7 +57,7 @@ export function startWorkerProcess(launch: WorkerLaunch, generation: number): Wo
       serialization: "json",
       ipc: (message: WorkerMessage) => launch.onMessage(proc.pid, message),
       onExit: (_p, code, signal) => launch.onExit(proc.pid, code, signal),
-    });
+    }));
   } catch (e) {
     close(control);
     throw e;

@@ -167,7 +167,7 @@ function requestVariable(name: string): boolean {
  * no other spelling of a header reaches the program.
  */
 export function requestMaySet(name: string, passed: ReadonlySet<string>): boolean {
-  if (name.toUpperCase() === "HTTP_PROXY") return false;
+  if (name.length === 10 && name.toUpperCase() === "HTTP_PROXY") return false;
   if (name.startsWith("HTTP_") && !HEADER_NAME.test(name)) return false;
   return passed.has(name) || (requestVariable(name) && NAME.test(name));
 }
@@ -295,8 +295,12 @@ export type Launch = { program: Program; cwd: string | undefined; env: CgiEnviro
  * (/usr/bin) says nothing about a site.
  */
 function commandDirectory(program: Program): string | undefined {
-  return program.argv0.includes("/") ? nodePath().dirname(nodePath().resolve(program.argv[0])) : undefined;
+  if (!directories.has(program)) directories.set(program, program.argv0.includes("/") ? nodePath().dirname(nodePath().resolve(program.argv[0])) : undefined);
+  return directories.get(program);
 }
+
+/** Each -p program's directory, worked out at its first request: the same for all. */
+const directories = new WeakMap<Program, string | undefined>();
 
 /**
  * The one function from a request's variables to what runs: the answer

@@ -31,15 +31,22 @@ export interface FcgiRecord {
 }
 
 /** One record (content up to MAX_CONTENT bytes, no padding: padding is optional). */
-export function encodeRecord(type: number, requestId: number, content: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + content.length);
-  const view = new DataView(out.buffer);
-  out[0] = VERSION;
-  out[1] = type;
-  view.setUint16(2, requestId);
-  view.setUint16(4, content.length);
-  out.set(content, HEADER_SIZE);
+export function encodeRecord(type: number, requestId: number, content?: Uint8Array): Uint8Array {
+  const length = content === undefined ? 0 : content.length;
+  const out = new Uint8Array(HEADER_SIZE + length);
+  header(out, 0, type, requestId, length);
+  if (content !== undefined && length > 0) out.set(content, HEADER_SIZE);
   return out;
+}
+
+/** A record's header written at `at` (byte by byte: a DataView would be one more object a record). */
+function header(out: Uint8Array, at: number, type: number, requestId: number, length: number): void {
+  out[at] = VERSION;
+  out[at + 1] = type;
+  out[at + 2] = requestId >> 8;
+  out[at + 3] = requestId & 0xff;
+  out[at + 4] = length >> 8;
+  out[at + 5] = length & 0xff;
 }
 
 /** A record's whole size on the wire (header, content, padding), from its header at `at`. */
@@ -116,28 +123,50 @@ export class RecordReader {
   }
 }
 
-function readLength(bytes: Uint8Array, at: number): [length: number, next: number] | undefined {
-  if (at >= bytes.length) return undefined;
-  if (bytes[at] < 0x80) return [bytes[at], at + 1];
-  if (at + 4 > bytes.length) return undefined;
-  return [new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0) & 0x7fffffff, at + 4];
+/** A pair's length at `at`: 1 byte, or 4 with the top bit set (31 bits); -1 when the record ends first. */
+function pairLength(bytes: Uint8Array, at: number): number {
+  if (at >= bytes.length) return -1;
+  const first = bytes[at];
+  if (first < 0x80) return first;
+  if (at + 4 > bytes.length) return -1;
+  return (first & 0x7f) * 0x1000000 + ((bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]);
 }
 
 const decoder = new TextDecoder();
+/** One byte a character (WHATWG's latin1 is windows-1252, a single-byte encoding): byte offsets are text offsets. */
+const oneByte = new TextDecoder("latin1");
 
-/** Name-value pairs (lengths of 1 byte, or 4 with the top bit set), at most LIMITS.variables. */
+/** Whether bytes[from, to) are all ASCII: then their text is the one-byte-a-character slice of the record's. */
+function ascii(bytes: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (bytes[i] > 0x7f) return false;
+  return true;
+}
+
+/**
+ * Name-value pairs (lengths of 1 byte, or 4 with the top bit set), at most
+ * LIMITS.variables. A web server's pairs are ASCII but for the odd value:
+ * the record is decoded once, one byte a character, and each ASCII pair is
+ * two slices of that text; only a pair with other bytes is decoded as
+ * UTF-8 on its own (variable: its bytes kept when they are not UTF-8).
+ */
 export function decodePairs(bytes: Uint8Array): Variable[] | { error: string } {
   const pairs: Variable[] = [];
+  const text = oneByte.decode(bytes);
+  const sliced = text.length === bytes.length;
   let at = 0;
   while (at < bytes.length) {
-    const name = readLength(bytes, at);
-    const value = name && readLength(bytes, name[1]);
-    if (!name || !value) return { error: "truncated name-value pair length" };
-    const start = value[1];
-    const end = start + name[0] + value[0];
+    const nameLength = pairLength(bytes, at);
+    // How wide a length is comes from its first byte (a 4-byte one may hold a small number).
+    const valueAt = at + (bytes[at] < 0x80 ? 1 : 4);
+    const valueLength = nameLength < 0 ? -1 : pairLength(bytes, valueAt);
+    if (valueLength < 0) return { error: "truncated name-value pair length" };
+    const start = valueAt + (bytes[valueAt] < 0x80 ? 1 : 4);
+    const split = start + nameLength;
+    const end = split + valueLength;
     if (end > bytes.length) return { error: "name-value pair runs past its record" };
     if (pairs.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
-    pairs.push(variable(decoder.decode(bytes.subarray(start, start + name[0])), bytes.subarray(start + name[0], end)));
+    if (sliced && ascii(bytes, start, end)) pairs.push([text.slice(start, split), text.slice(split, end)]);
+    else pairs.push(variable(decoder.decode(bytes.subarray(start, split)), bytes.subarray(split, end)));
     at = end;
   }
   return pairs;
@@ -162,10 +191,27 @@ export function encodePairs(pairs: Variable[]): Uint8Array {
 }
 
 export function endRequest(requestId: number, appStatus: number, protocolStatus: number): Uint8Array {
-  const body = new Uint8Array(8);
-  new DataView(body.buffer).setUint32(0, appStatus >>> 0);
-  body[4] = protocolStatus;
-  return encodeRecord(TYPE.END_REQUEST, requestId, body);
+  const out = new Uint8Array(HEADER_SIZE + 8);
+  endRequestAt(out, 0, requestId, appStatus, protocolStatus);
+  return out;
+}
+
+/** A request's last records in one array: the empty STDOUT (the end of its output), then END_REQUEST. */
+export function endOfRequest(requestId: number, appStatus: number, protocolStatus: number): Uint8Array {
+  const out = new Uint8Array(2 * HEADER_SIZE + 8);
+  header(out, 0, TYPE.STDOUT, requestId, 0);
+  endRequestAt(out, HEADER_SIZE, requestId, appStatus, protocolStatus);
+  return out;
+}
+
+function endRequestAt(out: Uint8Array, at: number, requestId: number, appStatus: number, protocolStatus: number): void {
+  header(out, at, TYPE.END_REQUEST, requestId, 8);
+  const status = appStatus >>> 0;
+  out[at + 8] = status >>> 24;
+  out[at + 9] = (status >>> 16) & 0xff;
+  out[at + 10] = (status >>> 8) & 0xff;
+  out[at + 11] = status & 0xff;
+  out[at + 12] = protocolStatus;
 }
 
 /** The answer to a record of a type this responder does not know. */

@@ -15,7 +15,7 @@
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
-import { encodeRecord, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
+import { encodeRecord, endOfRequest, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
 import { BodyClock, draggedHeader, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 import { endOverdue, RequestClock, sooner } from "./request-deadline.ts";
 
@@ -374,7 +374,7 @@ export class FastCgiResponder {
     // connection's end in the same segment, so the web server never sends another request on it.
     const kept = this.keep && !this.peerEnded && this.leavingSince === undefined && !this.dragged;
     // One write for both: the web server gets the end in one segment.
-    this.effects.send(Buffer.concat([encodeRecord(TYPE.STDOUT, this.id), endRequest(this.id, status, STATUS.REQUEST_COMPLETE)]), !kept);
+    this.effects.send(endOfRequest(this.id, status, STATUS.REQUEST_COMPLETE), !kept);
     if (kept) {
       this.lastEnd = this.quietSince = now;
       if (served) {

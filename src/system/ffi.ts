@@ -62,6 +62,7 @@ function open() {
     poll: { args: [ptr, u64, i32], returns: i32 },
     read: { args: [i32, ptr, u64], returns: i64_fast },
     prctl: { args: [i32, i32, i32, i32, i32], returns: i32 },
+    pthread_sigmask: { args: [i32, ptr, ptr], returns: i32 },
     recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
     send: { args: [i32, ptr, u64, i32], returns: i64_fast },
     sendto: { args: [i32, ptr, u32, i32, ptr, u32], returns: i32 },

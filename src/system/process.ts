@@ -14,6 +14,33 @@ const P_ALL = 0;
 const P_PIDFD = 3;
 const CLD_EXITED = 1;
 
+const SIG_BLOCK = 0;
+const SIG_UNBLOCK = 1;
+const SIG_SETMASK = 2;
+/** sigset_t is 1024 bits in glibc; SIGCHLD (17) is bit 16 of its first word. */
+const childSet = () => new BigUint64Array([1n << 16n, ...new Array<bigint>(15).fill(0n)]);
+
+/**
+ * Runs `start` with SIGCHLD blocked on this thread: a process it starts
+ * (Bun.spawn keeps the caller's mask) begins with SIGCHLD blocked, and so
+ * does every thread that process's runtime starts before its own code runs.
+ * Then the mask is what it was. Best effort.
+ */
+export function withChildSignalBlocked<T>(start: () => T): T {
+  const before = new BigUint64Array(16);
+  lib().pthread_sigmask(SIG_BLOCK, childSet(), before);
+  try {
+    return start();
+  } finally {
+    lib().pthread_sigmask(SIG_SETMASK, before, null);
+  }
+}
+
+/** SIGCHLD unblocked on this thread (the JavaScript thread), the one thread of the process that takes it. Best effort. */
+export function takeChildSignalHere(): void {
+  lib().pthread_sigmask(SIG_UNBLOCK, childSet(), null);
+}
+
 export function getppid(): number {
   return lib().getppid();
 }

@@ -54,16 +54,25 @@ export function canSpawn(): boolean {
 export class CStrings {
   private readonly keep: Buffer[] = [];
   private table: BigUint64Array;
+  /** The table as 32-bit words: a pointer is written as two numbers, with no BigInt made for it. */
+  private words: Uint32Array;
   /** The last call's strings: held so that the table's pointers into them stay valid until the next call. */
   private extra: Buffer | undefined;
 
   constructor(fixed: readonly (string | Uint8Array)[]) {
     this.table = new BigUint64Array(fixed.length + 1);
+    this.words = new Uint32Array(this.table.buffer);
     fixed.forEach((s, i) => {
       const bytes = Buffer.concat([typeof s === "string" ? Buffer.from(s) : s, ZERO]);
       this.keep.push(bytes);
-      this.table[i] = BigInt(pointerTo(bytes));
+      this.point(i, pointerTo(bytes));
     });
+  }
+
+  /** Entry `i` of the table points at `address` (little-endian: low word first; x86-64 and arm64 are). */
+  private point(i: number, address: number): void {
+    this.words[2 * i] = address % 0x100000000;
+    this.words[2 * i + 1] = Math.floor(address / 0x100000000);
   }
 
   /** The table with `extra` after the fixed strings; a string or its bytes, without NUL. */
@@ -73,24 +82,43 @@ export class CStrings {
       const grown = new BigUint64Array(fixed + extra.length + 1);
       grown.set(this.table.subarray(0, fixed));
       this.table = grown;
+      this.words = new Uint32Array(grown.buffer);
     }
-    let bytes = 0;
-    for (const s of extra) bytes += (typeof s === "string" ? Buffer.byteLength(s) : s.length) + 1;
-    const buffer = Buffer.alloc(bytes); // zeroed: each string's NUL is already there
-    const base = bytes > 0 ? pointerTo(buffer) : 0;
+    const buffer = (this.extra = strings(extra));
+    const base = buffer.length > 0 ? pointerTo(buffer) : 0;
+    // As many bytes as characters: every string is ASCII, and its length is its size.
+    let characters = 0;
+    for (const s of extra) characters += s.length + 1;
+    const oneByte = characters === buffer.length;
     let offset = 0;
     extra.forEach((s, i) => {
-      this.table[fixed + i] = BigInt(base + offset);
-      if (typeof s === "string") offset += buffer.write(s, offset) + 1;
-      else {
-        buffer.set(s, offset);
-        offset += s.length + 1;
-      }
+      this.point(fixed + i, base + offset);
+      offset += (typeof s === "string" && !oneByte ? Buffer.byteLength(s) : s.length) + 1;
     });
-    this.table[fixed + extra.length] = 0n;
-    this.extra = buffer;
+    this.point(fixed + extra.length, 0);
     return this.table;
   }
+}
+
+/**
+ * The strings one after the other, each with its NUL. Text alone (an
+ * environment mostly is) is encoded in one call, joined; with bytes among
+ * it, one string at a time.
+ */
+function strings(extra: readonly (string | Uint8Array)[]): Buffer {
+  if (extra.every((s) => typeof s === "string")) return Buffer.from(extra.length > 0 ? `${extra.join("\0")}\0` : "");
+  let bytes = 0;
+  for (const s of extra) bytes += (typeof s === "string" ? Buffer.byteLength(s) : s.length) + 1;
+  const buffer = Buffer.alloc(bytes); // zeroed: each string's NUL is already there
+  let offset = 0;
+  for (const s of extra) {
+    if (typeof s === "string") offset += buffer.write(s, offset) + 1;
+    else {
+      buffer.set(s, offset);
+      offset += s.length + 1;
+    }
+  }
+  return buffer;
 }
 const ZERO = Buffer.from([0]);
 
