@@ -117,7 +117,7 @@ describe("a process limit (ulimit -u)", () => {
     chmodSync(dir.path, 0o1777);
     const path = join(dir.path, "s.sock");
     // As nobody (root is not bound by RLIMIT_NPROC), with room for the
-    // master's threads and a few workers but not -W 32 (a worker is one thread).
+    // master's threads and a few workers but not -W 32.
     const asNobody = [setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
     await using server = launch(["-W", "32", "-p", "cat", "-s", path], { wrap: [...asNobody, "bash", "-c", 'ulimit -u 24 && exec "$@"', "bash"] });
     await waitFor("a worker to serve", async () => {

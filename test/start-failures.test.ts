@@ -144,7 +144,7 @@ describe("the rules, as functions", () => {
     const program = `echo ${"\u00e9\"".repeat(60000)}`;
     const parsed = parseCommandLine(["-W", "1", "-p", program, "-s", "0"], false);
     if (!("run" in parsed)) throw new Error("the command line was refused");
-    const env: Record<string, string | undefined> = workerConfig(parsed.run, { kind: "unix", path: "/x" }, undefined, true);
+    const env: Record<string, string | undefined> = workerConfig(parsed.run, { kind: "unix", path: "/x" }, undefined, true, false);
     const names = Object.keys(env);
     expect(names.length).toBeGreaterThan(1);
     for (const name of names) expect(Buffer.byteLength(`${name}=${env[name]}`)).toBeLessThan(128 * 1024);

@@ -22,7 +22,7 @@ import { mainPid, serving, stopping } from "../system/notify.ts";
 import { endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { exitNow } from "../system/signals.ts";
-import { NO_LAZY_THREADS } from "../system/threads.ts";
+import { NO_LAZY_THREADS, underProcessLimit } from "../system/threads.ts";
 import { Admissions } from "./admission.ts";
 import { Backoff } from "./backoff.ts";
 import { PERMANENT_TRIES, spawnFailure, stderrOpen, type StartFailure } from "./start-failures.ts";
@@ -84,7 +84,7 @@ export class WorkerPool {
       title: `socket: worker of ${address.kind === "unix" ? address.path : address.port}`,
       listenFd,
       holdsStderr,
-      env: { ...process.env, ...NO_LAZY_THREADS, ...workerConfig(options, address, this.logFile(), holdsStderr) },
+      env: { ...process.env, ...NO_LAZY_THREADS, ...workerConfig(options, address, this.logFile(), holdsStderr, underProcessLimit()) },
       onMessage: (pid, message) => this.onMessage(pid, message),
       onExit: (pid, code, signal) => this.onExit(pid, code, signal),
     };

@@ -24,6 +24,8 @@ export interface WorkerConfig {
    * connections its fd 2 is a pipe the master reads (STDERR_FD).
    */
   stderrFd?: number;
+  /** Under a process limit: start the runtime's helper threads before waiting (system/threads.ts startThreadsNow). */
+  threadsAtStart?: boolean;
 }
 
 /** A worker's configuration read and checked: the options it serves with, and its master's facts. */
@@ -33,6 +35,7 @@ export interface WorkerSetup {
   masterPid: number;
   logFile: string | undefined;
   stderrFd: number | undefined;
+  threadsAtStart: boolean | undefined;
 }
 
 export const WORKER_ENV = "SOCKET_WORKER";
@@ -149,8 +152,8 @@ export function reportsEvents(options: Options): boolean {
 const PART_BYTES = 64 << 10;
 
 /** The worker's configuration as environment variables: SOCKET_WORKER, then SOCKET_WORKER_1, _2... while it lasts. */
-export function workerConfig(options: Options, address: Address, logFile: string | undefined, holdsStderr: boolean): Record<string, string> {
-  const config: WorkerConfig = { options, address, masterPid: process.pid, logFile, stderrFd: holdsStderr ? STDERR_FD : undefined };
+export function workerConfig(options: Options, address: Address, logFile: string | undefined, holdsStderr: boolean, threadsAtStart: boolean): Record<string, string> {
+  const config: WorkerConfig = { options, address, masterPid: process.pid, logFile, stderrFd: holdsStderr ? STDERR_FD : undefined, threadsAtStart };
   // ASCII only (\u escapes), so that a part's characters are its bytes and no character is cut in two.
   const text = JSON.stringify(config).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   const env: Record<string, string> = {};
@@ -195,11 +198,12 @@ export function readWorkerConfig(text: string): WorkerSetup {
     throw malformed("not JSON");
   }
   if (typeof config !== "object" || config === null) throw malformed("not an object");
-  const { options, address, masterPid, logFile, stderrFd }: Partial<Record<keyof WorkerConfig, unknown>> = config;
+  const { options, address, masterPid, logFile, stderrFd, threadsAtStart }: Partial<Record<keyof WorkerConfig, unknown>> = config;
   if (!isPoolOptions(options)) throw malformed("options");
   if (!isAddress(address)) throw malformed("address");
   if (typeof masterPid !== "number" || !Number.isInteger(masterPid)) throw malformed("masterPid");
   if (logFile !== undefined && typeof logFile !== "string") throw malformed("logFile");
   if (stderrFd !== undefined && (typeof stderrFd !== "number" || !Number.isInteger(stderrFd))) throw malformed("stderrFd");
-  return { options, address, masterPid, logFile, stderrFd };
+  if (threadsAtStart !== undefined && typeof threadsAtStart !== "boolean") throw malformed("threadsAtStart");
+  return { options, address, masterPid, logFile, stderrFd, threadsAtStart };
 }

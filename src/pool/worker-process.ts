@@ -46,9 +46,9 @@ export function startWorkerProcess(launch: WorkerLaunch, generation: number): Wo
   let proc: Subprocess;
   try {
     // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
-    // Born with SIGCHLD blocked (worker.ts setUp unblocks it on the JavaScript thread alone): a CGI
-    // may run and exit before its worker's thread is back from posix_spawn, which blocks every
-    // signal until then; its SIGCHLD then went to a thread of Bun's that only woke to drop it.
+    // Born with SIGCHLD blocked, on every thread it will have (they inherit the mask): it learns of its
+    // programs' ends through their pidfds. Unblocked, a CGI that exits before its worker's thread is back
+    // from posix_spawn (which blocks every signal until then) woke a thread of Bun's only to drop it.
     proc = withChildSignalBlocked(() => spawn([...selfCommand(), WORKER_FLAG], {
       argv0: launch.title,
       // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).

@@ -15,11 +15,12 @@ import { Fatal } from "../fatal.ts";
 import { close, dup2, setCloexec } from "../system/fd.ts";
 import { EAGAIN, ECONNABORTED, EINTR, EPROTO, SysError } from "../system/ffi.ts";
 import { isReadable } from "../system/poll.ts";
-import { dieWithParent, getppid, takeChildSignalHere } from "../system/process.ts";
+import { dieWithParent, getppid } from "../system/process.ts";
 import { MSG_DONTWAIT, MSG_PEEK, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
-import { exitNow, nextTick, signalNumber } from "../system/signals.ts";
+import { exitNow, nextTick } from "../system/signals.ts";
+import { startThreadsNow } from "../system/threads.ts";
 import { admitted } from "./admission.ts";
 import { Prestart } from "./prestart.ts";
 import {
@@ -160,11 +161,10 @@ function takeStderr(worker: WorkerSetup): void {
 /** Everything a worker does before it waits: what could fail to start. */
 async function setUp(worker: WorkerSetup): Promise<Serving> {
   const { options, address } = worker;
-  // Started with SIGCHLD blocked (pool/worker-process.ts): Bun's own threads keep it so, this one takes it.
-  takeChildSignalHere();
+  if (worker.threadsAtStart) startThreadsNow();
   // Die with the master, however it dies (SIGKILL included): nothing may be
   // left holding the port. Then check it did not die before we asked.
-  dieWithParent(signalNumber("SIGKILL"));
+  dieWithParent();
   if (getppid() !== worker.masterPid) process.exit(EXIT_RETIRED);
   // Programs must not inherit the listener (they would hold the port) or the control socket.
   setCloexec(LISTEN_FD);

@@ -15,7 +15,6 @@ const P_PIDFD = 3;
 const CLD_EXITED = 1;
 
 const SIG_BLOCK = 0;
-const SIG_UNBLOCK = 1;
 const SIG_SETMASK = 2;
 /** sigset_t is 1024 bits in glibc; SIGCHLD (17) is bit 16 of its first word. */
 const childSet = () => new BigUint64Array([1n << 16n, ...new Array<bigint>(15).fill(0n)]);
@@ -36,18 +35,16 @@ export function withChildSignalBlocked<T>(start: () => T): T {
   }
 }
 
-/** SIGCHLD unblocked on this thread (the JavaScript thread), the one thread of the process that takes it. Best effort. */
-export function takeChildSignalHere(): void {
-  lib().pthread_sigmask(SIG_UNBLOCK, childSet(), null);
-}
-
 export function getppid(): number {
   return lib().getppid();
 }
 
-/** The kernel sends `signal` to this process when its parent ends. */
-export function dieWithParent(signal: number): void {
-  check("prctl", lib().prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0));
+/** SIGKILL's number, the same on every Linux architecture (no node:os to load for it). */
+const SIGKILL = 9;
+
+/** The kernel sends SIGKILL to this process when its parent ends, however it ends. */
+export function dieWithParent(): void {
+  check("prctl", lib().prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
 }
 
 /**

@@ -30,6 +30,9 @@ export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {
   BUN_JSC_numberOfGCMarkers: "1",
 };
 
+/** Whether this process runs with NO_LAZY_THREADS: a process limit can be reached. */
+let limited = false;
+
 function running(): boolean {
   return Object.entries(NO_LAZY_THREADS).every(([name, value]) => process.env[name] === value);
 }
@@ -92,5 +95,22 @@ export function withoutLazyThreads(argv: string[], dropsPrivileges: boolean): vo
       return; // cannot execute ourselves (the file is gone): serve as we are
     }
   }
+  limited = running();
   for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
+}
+
+/** Whether a process limit can be reached here (withoutLazyThreads found or made it so): its workers start their threads at once. */
+export const underProcessLimit = (): boolean => limited;
+
+/**
+ * The runtime's helper threads that a first use would start, started now,
+ * while a worker starts: under a process limit a thread that cannot be
+ * made aborts the process (Bun's crash), and at start that is a start's
+ * failure, which the master retries at its backoff's pace, where later it
+ * would end a connection in the middle. Loading node:fs starts them
+ * (JavaScriptCore's JSCWarmUp and mimalloc's scavenger); with no built-in
+ * loaded at start, a worker's first connections would.
+ */
+export function startThreadsNow(): void {
+  fs().realpathSync("/");
 }
