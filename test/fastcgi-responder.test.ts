@@ -43,18 +43,12 @@ class Recorder implements ResponderEffects {
     write: (bytes: Uint8Array) => void this.calls.push(["spool", bytes.length]),
     close: () => void this.calls.push(["dropSpool"]),
   };
-  stopProgram(): void {
-    this.calls.push(["stopProgram"]);
-  }
+  readonly stopProgram = (): void => void this.calls.push(["stopProgram"]);
   program() {
     return { pid: 42, script: "/srv/app.cgi", request: "GET /app.cgi?x=1" };
   }
-  end(): void {
-    this.calls.push(["end"]);
-  }
-  drop(): void {
-    this.calls.push(["drop"]);
-  }
+  readonly end = (): void => void this.calls.push(["end"]);
+  readonly drop = (): void => void this.calls.push(["drop"]);
   names(): string[] {
     return this.calls.map(([name]) => name);
   }
