@@ -8,8 +8,8 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServer, tempDir, waitFor, workersOf, writeExecutable, zombiesOf } from "./harness.ts";
-import { endRequests, fcgiGet, parseRecords } from "./gateway-peers.ts";
+import { exchange, startServer, tempDir, waitFor, workersOf, writeExecutable, zombiesOf } from "./harness.ts";
+import { endRequests, fcgiGet, parseRecords, scgiRequest } from "./gateway-peers.ts";
 
 const SIGCHLD_BIT = 1n << 16n;
 
@@ -42,4 +42,23 @@ describe("a pool worker's SIGCHLD", () => {
     // No CGI left a zombie behind.
     expect(zombiesOf(worker)).toBe(0);
   }, 30000);
+
+  // Started by posix_spawn (its own mask: none blocked) or by Bun.spawn (the
+  // caller's mask, so the worker unblocks SIGCHLD around it): -p with
+  // --timeout and SCGI with --request-timeout run on Bun's loop.
+  const SIGBLK = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ngrep SigBlk /proc/$$/status\n";
+  test.each([
+    ["-p", []],
+    ["-p with --timeout", ["--timeout", "10"]],
+    ["--scgi", ["--scgi"]],
+    ["--scgi with --request-timeout", ["--scgi", "--request-timeout", "10"]],
+  ] as const)("a worker's program started for %s does not inherit the blocked SIGCHLD", async (_name, flags) => {
+    using dir = tempDir();
+    const program = writeExecutable(join(dir.path, "sigblk.cgi"), SIGBLK);
+    await using server = await startServer(["-W", "1", ...flags, "-p", program, "-s", "0"]);
+    const request = flags[0] === "--scgi" ? scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]) : "";
+    const text = (await exchange(server.target, request, { halfClose: true })).data.toString();
+    const blocked = BigInt(`0x${text.match(/SigBlk:\s+([0-9a-f]+)/)?.[1] ?? "ffff"}`);
+    expect(blocked & SIGCHLD_BIT).toBe(0n);
+  });
 });

@@ -187,7 +187,7 @@ describe("USR2: upgrade the executable", () => {
     expect((await exchange(server.target, "as nobody")).data.toString()).toBe("as nobody");
   }, 15_000);
 
-  test("a new executable that cannot start leaves the old master serving, with a line that says why", async () => {
+  test("a new executable that cannot start leaves the old master serving, with a line that says why; its workers run its own image", async () => {
     using dir = tempDir();
     const copy = join(dir.path, "socket");
     copyFileSync(SOCKET, copy);
@@ -209,6 +209,11 @@ describe("USR2: upgrade the executable", () => {
     replace("#!/bin/sh\nexit 1\n", 0o755);
     process.kill(master, "SIGUSR2");
     await waitFor("the failure", () => /socket: USR2: the new master \d+ exited with status 1 before it served; this master \(\d+\) serves on/.test(server.stderr()));
+    // HUP's workers run this master's own image, not the file now at its path.
+    const before = workersOf(master);
+    process.kill(master, "SIGHUP");
+    await waitFor("2 new workers", () => workersOf(master).length === 2 && workersOf(master).every((w) => !before.includes(w)), 10_000);
+    for (const worker of workersOf(master)) expect(readlinkSync(`/proc/${worker}/exe`)).toBe(readlinkSync(`/proc/${master}/exe`));
     await further(traffic, 20);
     await traffic.stop();
     expect(traffic.failures).toEqual([]);

@@ -19,8 +19,8 @@ const setpriv = Bun.which("setpriv");
 const asNobody = [setpriv ?? "setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
 
 /**
- * socket's executable where only root may reach it (a 0700 directory of
- * root's): started as root, it binds, becomes -u nobody, and then no worker
+ * socket's executable where only root may run it (0700, in a 0700
+ * directory of root's): started as root, it binds, becomes -u nobody, and then no worker
  * can be executed. Whatever runs from it is ended at the end of the scope
  * (a -b daemon is nobody's child here).
  */
@@ -30,7 +30,8 @@ function unreachableCopy(): { dir: string; executable: string } & AsyncDisposabl
   mkdirSync(bin, { mode: 0o700 });
   const executable = join(bin, "socket");
   copyFileSync(SOCKET, executable);
-  chmodSync(executable, 0o755);
+  // Root's alone: a worker runs the master's own image (/proc/self/exe), which skips the directories.
+  chmodSync(executable, 0o700);
   return {
     dir: dir.path,
     executable,

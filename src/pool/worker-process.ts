@@ -38,6 +38,18 @@ export interface WorkerLaunch {
   onExit(pid: number, code: number | null, signal: NodeJS.Signals | number | null): void;
 }
 
+/**
+ * What a worker executes: this master's own image (/proc/self/exe, which
+ * the new process resolves before its exec), not the file at its path. An
+ * upgrade may have put a new version there: its workers would speak
+ * another version's protocol to this master. USR2 runs the new file
+ * (succession.ts). From the source tree: bun and the entry script.
+ */
+function workerCommand(): string[] {
+  const self = selfCommand();
+  return self.length === 1 ? ["/proc/self/exe"] : self;
+}
+
 /** Starts one worker of `generation`; throws what spawning threw (fork's EAGAIN, a socketpair's EMFILE...). */
 export function startWorkerProcess(launch: WorkerLaunch, generation: number): WorkerRecord {
   // A socket pair, not a pipe: a retire byte sent to a worker that has
@@ -45,11 +57,11 @@ export function startWorkerProcess(launch: WorkerLaunch, generation: number): Wo
   const [control, workerEnd] = socketPair();
   let proc: Subprocess;
   try {
-    // argv0 renames the worker for ps; the executable finds itself through /proc/self/exe.
+    // argv0 renames the worker for ps. The executable is this master's own image (workerCommand).
     // Born with SIGCHLD blocked, on every thread it will have (they inherit the mask): it learns of its
     // programs' ends through their pidfds. Unblocked, a CGI that exits before its worker's thread is back
     // from posix_spawn (which blocks every signal until then) woke a thread of Bun's only to drop it.
-    proc = withChildSignalBlocked(() => spawn([...selfCommand(), WORKER_FLAG], {
+    proc = withChildSignalBlocked(() => spawn([...workerCommand(), WORKER_FLAG], {
       argv0: launch.title,
       // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).
       stdio: launch.holdsStderr ? ["ignore", "inherit", "pipe", launch.listenFd, workerEnd, 2] : ["ignore", "inherit", "inherit", launch.listenFd, workerEnd],

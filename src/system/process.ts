@@ -15,6 +15,7 @@ const P_PIDFD = 3;
 const CLD_EXITED = 1;
 
 const SIG_BLOCK = 0;
+const SIG_UNBLOCK = 1;
 const SIG_SETMASK = 2;
 /** sigset_t is 1024 bits in glibc; SIGCHLD (17) is bit 16 of its first word. */
 const childSet = () => new BigUint64Array([1n << 16n, ...new Array<bigint>(15).fill(0n)]);
@@ -28,6 +29,22 @@ const childSet = () => new BigUint64Array([1n << 16n, ...new Array<bigint>(15).f
 export function withChildSignalBlocked<T>(start: () => T): T {
   const before = new BigUint64Array(16);
   lib().pthread_sigmask(SIG_BLOCK, childSet(), before);
+  try {
+    return start();
+  } finally {
+    lib().pthread_sigmask(SIG_SETMASK, before, null);
+  }
+}
+
+/**
+ * Runs `start` with SIGCHLD unblocked on this thread: Bun.spawn gives a
+ * program its caller's mask, and a pool worker blocks SIGCHLD (pool/
+ * worker-process.ts), which its programs must not inherit. Then the mask is
+ * what it was. Best effort.
+ */
+export function withChildSignalUnblocked<T>(start: () => T): T {
+  const before = new BigUint64Array(16);
+  lib().pthread_sigmask(SIG_UNBLOCK, childSet(), before);
   try {
     return start();
   } finally {

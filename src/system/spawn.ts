@@ -140,7 +140,7 @@ const attrs = new Map<boolean, Uint8Array>();
 /** The file actions of the last stdio triple and directory: a worker's connections and CGIs mostly get the same. */
 let lastActions: { key: string; cwd: Buffer | undefined; actions: Uint8Array } | undefined;
 
-/** Every signal at its default and none blocked, as Bun.spawn does; setsid when asked. */
+/** Every signal at its default and none blocked (a pool worker blocks SIGCHLD: its programs do not); setsid when asked. */
 function attrFor(ownGroup: boolean): Uint8Array {
   let attr = attrs.get(ownGroup);
   if (attr) return attr;

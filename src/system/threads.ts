@@ -95,7 +95,8 @@ export function withoutLazyThreads(argv: string[], dropsPrivileges: boolean): vo
       return; // cannot execute ourselves (the file is gone): serve as we are
     }
   }
-  limited = running();
+  // A USR2 successor is started with the options whether a limit binds or not (succession.ts): asked again.
+  limited = running() && limitReachable(dropsPrivileges);
   for (const name of Object.keys(NO_LAZY_THREADS)) delete process.env[name];
 }
 
