@@ -45,8 +45,9 @@ describe("a pool worker's SIGCHLD", () => {
 
   // Started by posix_spawn (its own mask: none blocked) or by Bun.spawn (the
   // caller's mask, so the worker unblocks SIGCHLD around it): -p with
-  // --timeout and SCGI with --request-timeout run on Bun's loop.
-  const SIGBLK = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ngrep SigBlk /proc/$$/status\n";
+  // --timeout and SCGI with --request-timeout run on Bun's loop. Read by the
+  // program's own exec (a shell blocks SIGCHLD itself while it waits for a child).
+  const SIGBLK = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec grep SigBlk /proc/self/status\n";
   test.each([
     ["-p", []],
     ["-p with --timeout", ["--timeout", "10"]],
