@@ -4,7 +4,7 @@
 // posix_spawn cannot serve (process.ts). process.ts's startProcess is the
 // one way to make either, and the face of these types.
 import type { FileSink, Subprocess } from "bun";
-import { signal, withChildSignalUnblocked } from "../system/process.ts";
+import { signal, withChildSignal } from "../system/process.ts";
 import { spawn } from "../system/reaper.ts";
 
 /** A started program, whichever way it started. */
@@ -88,7 +88,7 @@ export class BunProcess implements PipedProcess {
   constructor(spec: ProcessSpec) {
     const own = Object.fromEntries(spec.env.own.map(([name, value]) => [name, typeof value === "string" ? value : new TextDecoder().decode(value)]));
     // Bun.spawn passes on the caller's signal mask: a pool worker's blocked SIGCHLD is not the program's.
-    this.sub = withChildSignalUnblocked(() => spawn([...spec.argv], {
+    this.sub = withChildSignal(false, () => spawn([...spec.argv], {
       argv0: spec.argv0,
       cwd: spec.cwd,
       stdio: [spec.stdio[0], spec.stdio[1], spec.stdio[2]],

@@ -4,7 +4,7 @@
 import type { Subprocess } from "bun";
 import { socketPair } from "../system/connect.ts";
 import { close } from "../system/fd.ts";
-import { withChildSignalBlocked } from "../system/process.ts";
+import { withChildSignal } from "../system/process.ts";
 import { spawn } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { StartOutput } from "./start-failures.ts";
@@ -61,7 +61,7 @@ export function startWorkerProcess(launch: WorkerLaunch, generation: number): Wo
     // Born with SIGCHLD blocked, on every thread it will have (they inherit the mask): it learns of its
     // programs' ends through their pidfds. Unblocked, a CGI that exits before its worker's thread is back
     // from posix_spawn (which blocks every signal until then) woke a thread of Bun's only to drop it.
-    proc = withChildSignalBlocked(() => spawn([...workerCommand(), WORKER_FLAG], {
+    proc = withChildSignal(true, () => spawn([...workerCommand(), WORKER_FLAG], {
       argv0: launch.title,
       // Index = the worker's descriptor number: LISTEN_FD 3, CONTROL_FD 4, STDERR_FD 5 (fd 2 a pipe until it waits).
       stdio: launch.holdsStderr ? ["ignore", "inherit", "pipe", launch.listenFd, workerEnd, 2] : ["ignore", "inherit", "inherit", launch.listenFd, workerEnd],

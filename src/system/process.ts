@@ -21,30 +21,16 @@ const SIG_SETMASK = 2;
 const childSet = () => new BigUint64Array([1n << 16n, ...new Array<bigint>(15).fill(0n)]);
 
 /**
- * Runs `start` with SIGCHLD blocked on this thread: a process it starts
- * (Bun.spawn keeps the caller's mask) begins with SIGCHLD blocked, and so
- * does every thread that process's runtime starts before its own code runs.
- * Then the mask is what it was. Best effort.
+ * Runs `start` with SIGCHLD blocked (or unblocked) on this thread, then
+ * puts the mask back. Bun.spawn gives a process its caller's mask: the
+ * master starts each worker with SIGCHLD blocked, so every thread that
+ * worker's runtime starts has it blocked too; a worker unblocks it around
+ * Bun.spawn, as its programs must not inherit it (pool/worker-process.ts,
+ * connection/bun-process.ts). Best effort.
  */
-export function withChildSignalBlocked<T>(start: () => T): T {
+export function withChildSignal<T>(blocked: boolean, start: () => T): T {
   const before = new BigUint64Array(16);
-  lib().pthread_sigmask(SIG_BLOCK, childSet(), before);
-  try {
-    return start();
-  } finally {
-    lib().pthread_sigmask(SIG_SETMASK, before, null);
-  }
-}
-
-/**
- * Runs `start` with SIGCHLD unblocked on this thread: Bun.spawn gives a
- * program its caller's mask, and a pool worker blocks SIGCHLD (pool/
- * worker-process.ts), which its programs must not inherit. Then the mask is
- * what it was. Best effort.
- */
-export function withChildSignalUnblocked<T>(start: () => T): T {
-  const before = new BigUint64Array(16);
-  lib().pthread_sigmask(SIG_UNBLOCK, childSet(), before);
+  lib().pthread_sigmask(blocked ? SIG_BLOCK : SIG_UNBLOCK, childSet(), before);
   try {
     return start();
   } finally {
