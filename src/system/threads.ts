@@ -5,8 +5,8 @@
 // master that started the workers which used the limit up then died with
 // "panic: abort() called" (exit 134) in about half the runs under
 // `ulimit -u 25`. With these options no thread is created after start
-// (measured: a master's threads stay main, JSCWarmUp and mi-scavenger, a
-// worker's main alone); what fails then is a spawn, with EAGAIN, which the pool
+// (measured: a master's threads stay main, JSCWarmUp and mi-scavenger; a
+// worker starts the same at once, startThreadsNow); what fails then is a spawn, with EAGAIN, which the pool
 // reports and retries after its backoff. A pool's processes hold tiny heaps,
 // so collecting on the main thread costs nothing measurable.
 //
@@ -30,7 +30,7 @@ export const NO_LAZY_THREADS: Readonly<Record<string, string>> = {
   BUN_JSC_numberOfGCMarkers: "1",
 };
 
-/** Whether this process runs with NO_LAZY_THREADS: a process limit can be reached. */
+/** Whether a process limit can be reached here: this process runs with NO_LAZY_THREADS, and for a reason. */
 let limited = false;
 
 function running(): boolean {
