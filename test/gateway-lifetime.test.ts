@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
+import { exchange, isAlive, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
 import { draggedHeader, KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/fastcgi-engine.ts";
 
@@ -253,6 +253,46 @@ test("-W 1: a kept connection that completes each dripped header just in time ge
     await hold;
   }
 }, 20_000);
+
+/** Bytes waiting unread on the TCP socket from `localPort` to `remotePort` (/proc/net/tcp's rx_queue). */
+function unread(localPort: number, remotePort: number): number {
+  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, "0");
+  const line = readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .find((f) => f[1]?.endsWith(`:${hex(localPort)}`) && f[2]?.endsWith(`:${hex(remotePort)}`));
+  return line ? parseInt(line[4].split(":")[1], 16) : 0;
+}
+
+test("-W 1: a request on a kept connection quiet long enough to close, seen with a connection waiting, is served, not cut", async () => {
+  using dir = tempDir();
+  const cgi = script(dir.path, "hi.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'`);
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", cgi, "-s", "0"], { env: PATH });
+  const port = Number(server.target);
+  const get = (id: number) => fcgiRequest(id, [["REQUEST_METHOD", "GET"]], new Uint8Array(0), true);
+  const kept = await converse(server.target);
+  kept.send(get(1));
+  await kept.until("the first answer", (data) => endRequests(parseRecords(data)).length === 1);
+  const [worker] = workersOf(server.proc.pid);
+  await Bun.sleep(KEPT_IDLE_MS + 100); // quiet past the rule's time: the case under test
+  // Stopped, the worker sees the next request and the waiting connection in one wake-up, as a busy machine makes it.
+  process.kill(worker, "SIGSTOP");
+  const stopped = async () => {
+    const client = await converse(server.target);
+    client.send(fcgiRequest(1, [["REQUEST_METHOD", "GET"]]));
+    kept.send(get(2));
+    await waitFor("the request in the worker's socket", () => unread(port, kept.localPort) > 0);
+    return client;
+  };
+  const waiting = await stopped().finally(() => process.kill(worker, "SIGCONT"));
+  const data = await kept.until("the second answer", (d) => endRequests(parseRecords(d)).length === 2);
+  expect(parseRecords(data).stdout.match(/hi/g)?.length).toBe(2);
+  const other = await waiting.until("the waiting client's answer", (d) => endRequests(parseRecords(d)).length === 1);
+  expect(parseRecords(other).stdout).toContain("hi");
+  await kept.closed();
+  kept.close();
+  waiting.close();
+}, 15_000);
 
 describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
   const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, othersWait: () => true, hurrySince: undefined };

@@ -145,6 +145,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
       if (this.pool.ends()) stopping = true;
       this.leave();
     }
+    // What came on the connection first: a request that arrived in this wake-up is served, never closed on.
+    if (reading && revents(connAt) & ~POLLOUT) this.input();
     if (between) {
       responder.keptCheck(Date.now(), this.othersWait);
       if (responder.ending) return;
@@ -159,7 +161,6 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     }
     if (revents(connAt) & POLLOUT) this.flush();
     if (revents(stdinAt)) this.feed();
-    if (reading && revents(connAt) & ~POLLOUT) this.input();
     // Even while events keep coming: a body streamed without a pause must not outlast --request-timeout.
     responder.expire(Date.now());
   }
