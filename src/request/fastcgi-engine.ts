@@ -146,7 +146,9 @@ export class BodyClock {
 //   --max-requests, -W MIN:MAX's --idle-timeout). Web servers reuse their
 //   most recently used connection first, so one quiet that long is not
 //   about to carry a request, and nginx drops a cached connection it sees
-//   closed. Until then every request that arrives on it is served. A
+//   closed. Until then every request that arrives on it is served, and
+//   the engine reads what came before it asks this rule, so a request that
+//   comes as the connection is found quiet is served, not closed on. A
 //   leaving worker treats a connection that has not had a request yet so
 //   too: a web server sends one right after it connects.
 // - While another connection waits, or this worker leaves, a kept
