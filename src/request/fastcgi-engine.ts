@@ -1,10 +1,12 @@
 // Between the FastCGI responder (fastcgi-responder.ts) and its two engines:
 // what an engine implements for the responder (the effects it asks for, its
 // deadline's shape, its configuration), the limits both engines keep, and
-// the responder's clocks: a body's least rate (BodyClock) and when a kept
-// connection may be closed (keptVerdict).
+// the responder's clocks: a body's least rate (BodyClock), a running
+// request's --request-timeout (RequestClock) and when a kept connection may
+// be closed (keptVerdict).
 import type { GatewayOptions } from "../options.ts";
 import { bodyDue, type Variable } from "./cgi.ts";
+import { requestOverdue } from "./request-deadline.ts";
 
 /**
  * The program's output held until the end of its body (as fcgiwrap does:
@@ -212,4 +214,63 @@ export function keptVerdict(state: KeptState): KeptVerdict {
   if (!state.othersWait()) return undefined;
   if (quiet) return { close: "closing an idle kept connection: another connection is waiting" };
   return { hurrySince: hurrySince ?? now, why: "no complete request in time while another connection waits" };
+}
+
+/** When a request whose program started at `from` is due (Infinity: no --request-timeout, or not running). */
+export function requestDue(from: number | undefined, timeoutMs: number | undefined): number {
+  return from === undefined || timeoutMs === undefined ? Infinity : from + timeoutMs;
+}
+
+/** The running request's clock, for the FastCGI responder: when its program started, whether it answered, whether it was ended. */
+export class RequestClock {
+  private from: number | undefined;
+  /** A STDOUT record of the program's went to the web server. */
+  answered = false;
+  /** Ended by --request-timeout: the rest of the program's output is dropped. */
+  cut = false;
+
+  /** The program has started. */
+  start(now: number): void {
+    this.from = now;
+    this.answered = this.cut = false;
+  }
+
+  /** A byte of the answer is going out. */
+  answering(): void {
+    this.answered = true;
+  }
+
+  /** Its deadline, or undefined (none, or ended already). */
+  deadline(timeoutMs: number | undefined): Deadline | undefined {
+    const at = requestDue(this.from, timeoutMs);
+    return at === Infinity ? undefined : { at, why: "request-timeout", overdue: true };
+  }
+
+  /** It is overdue: how long it ran; it is cut and its deadline gone. */
+  end(now: number): number {
+    const ran = now - (this.from ?? now);
+    this.from = undefined;
+    this.cut = true;
+    return ran;
+  }
+}
+
+/** The sooner of two deadlines (the first when both fall due together). */
+export function sooner(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined {
+  return a === undefined || (b !== undefined && b.at < a.at) ? b : a;
+}
+
+/**
+ * A FastCGI request overdue (its program's body is over already): the line,
+ * the program and its group told to stop, EOF on its stdin; the 504 to send
+ * as a STDOUT record when nothing was answered. The rest of its output is
+ * dropped (`clock.cut`); its exit ends the request with END_REQUEST.
+ */
+export function endOverdue(clock: RequestClock, effects: ResponderEffects, now: number): Uint8Array | undefined {
+  const program = effects.program();
+  const ranMs = clock.end(now);
+  const answer = program && requestOverdue({ protocol: "fastcgi", ...program, ranMs, answered: clock.answered });
+  effects.stopProgram();
+  effects.endBody(true);
+  return answer;
 }

@@ -16,8 +16,8 @@
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { encodeRecord, endOfRequest, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { BodyClock, draggedHeader, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
-import { endOverdue, RequestClock, sooner } from "./request-deadline.ts";
+import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner } from "./fastcgi-engine.ts";
+import type { BodyKind, Deadline, Phase, ResponderConfig, ResponderEffects } from "./fastcgi-engine.ts";
 
 const NO_VARIABLES: Variable[] = [];
 

@@ -8,9 +8,9 @@
 // `Status: 504 Gateway Timeout` only when no byte of the answer went out
 // (else the answer is cut: SCGI closes, FastCGI ends the request with
 // END_REQUEST and keeps its connection); a plain connection gets nothing
-// written. One line says it, always; --status counts it.
+// written. One line says it, always; --status counts it. The FastCGI
+// responder's clock for it is with its other clocks (fastcgi-engine.ts).
 import { say } from "../system/log.ts";
-import type { Deadline, ResponderEffects } from "./fastcgi-engine.ts";
 
 /** The answer to a request ended before a byte of its own answer went out. */
 export const GATEWAY_TIMEOUT = new TextEncoder().encode("Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\r\n504 Gateway Timeout\n");
@@ -47,63 +47,4 @@ export function requestOverdue(o: Overdue): Uint8Array | undefined {
 /** A plain connection's program overdue (connection/serve.ts OnOverdue): the line and the count; nothing is written. */
 export function plainOverdue(o: { pid: number; script: string; ranMs: number; counted?: () => void }): void {
   requestOverdue({ ...o, protocol: undefined, request: undefined, answered: undefined });
-}
-
-/** When a request whose program started at `from` is due (Infinity: no --request-timeout, or not running). */
-export function requestDue(from: number | undefined, timeoutMs: number | undefined): number {
-  return from === undefined || timeoutMs === undefined ? Infinity : from + timeoutMs;
-}
-
-/** The running request's clock, for the FastCGI responder: when its program started, whether it answered, whether it was ended. */
-export class RequestClock {
-  private from: number | undefined;
-  /** A STDOUT record of the program's went to the web server. */
-  answered = false;
-  /** Ended by --request-timeout: the rest of the program's output is dropped. */
-  cut = false;
-
-  /** The program has started. */
-  start(now: number): void {
-    this.from = now;
-    this.answered = this.cut = false;
-  }
-
-  /** A byte of the answer is going out. */
-  answering(): void {
-    this.answered = true;
-  }
-
-  /** Its deadline, or undefined (none, or ended already). */
-  deadline(timeoutMs: number | undefined): Deadline | undefined {
-    const at = requestDue(this.from, timeoutMs);
-    return at === Infinity ? undefined : { at, why: "request-timeout", overdue: true };
-  }
-
-  /** It is overdue: how long it ran; it is cut and its deadline gone. */
-  end(now: number): number {
-    const ran = now - (this.from ?? now);
-    this.from = undefined;
-    this.cut = true;
-    return ran;
-  }
-}
-
-/** The sooner of two deadlines (the first when both fall due together). */
-export function sooner(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined {
-  return a === undefined || (b !== undefined && b.at < a.at) ? b : a;
-}
-
-/**
- * A FastCGI request overdue (its program's body is over already): the line,
- * the program and its group told to stop, EOF on its stdin; the 504 to send
- * as a STDOUT record when nothing was answered. The rest of its output is
- * dropped (`clock.cut`); its exit ends the request with END_REQUEST.
- */
-export function endOverdue(clock: RequestClock, effects: ResponderEffects, now: number): Uint8Array | undefined {
-  const program = effects.program();
-  const ranMs = clock.end(now);
-  const answer = program && requestOverdue({ protocol: "fastcgi", ...program, ranMs, answered: clock.answered });
-  effects.stopProgram();
-  effects.endBody(true);
-  return answer;
 }
