@@ -1,7 +1,7 @@
 // Files opened through libc rather than node:fs: the unlinked file a
 // request body is held in (O_TMPFILE, which node:fs cannot ask for), its
 // rewind, /dev/null for the programs (a worker's start loads no node:fs,
-// lazy-fs.ts), and the process's umask. How each call reports failure: ffi.ts.
+// builtins.ts), and the process's umask. How each call reports failure: ffi.ts.
 import { check, errno, lib, O_CLOEXEC, SysError } from "./ffi.ts";
 import { fs } from "./builtins.ts";
 

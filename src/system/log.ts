@@ -9,7 +9,7 @@
 // an error event, whose report would fail again: that loop kept a master
 // busy on a whole core and left its pool unserved. The write is libc's
 // (fd.ts), not node:fs's writeSync: a worker's start loads no node:fs
-// (lazy-fs.ts), and a failing worker's one line would have loaded it.
+// (builtins.ts), and a failing worker's one line would have loaded it.
 import { NAME } from "../version.ts";
 import { EINTR } from "./ffi.ts";
 import { tryWrite } from "./fd.ts";
