@@ -377,7 +377,7 @@ describe("the command line", () => {
     [["--scgi", "-s", "0", "-p", "app | tee log"], "put the command in a script"],
     [["--fastcgi", "-s", "0", "-p", "echo hi"], "'echo' is a shell keyword or builtin"],
     [["--scgi", "--fastcgi", "-s", "0", "-p", "app"], "mutually exclusive"],
-    [["--scgi", "-s", "0"], "--scgi needs -s and -p"],
+    [["--scgi", "-s", "0"], "--scgi needs -s and -p (or --cgi-root)"],
     [["--fastcgi", "-c", "-s", "0", "-p", "app"], "cannot be combined with -c"],
     [["--scgi", "-q", "-s", "0", "-p", "app"], "cannot be combined with -q"],
   ])("%p is a usage error", async (args, message) => {

@@ -174,7 +174,7 @@ function poolOption({ str, flag }: Read, server: boolean, program: string | unde
     if (flag("prestart")) return usageError(`${NAME}: --prestart needs -W`);
     return undefined;
   }
-  if (!server || (program === undefined && cgiRoot === undefined)) return usageError(`${NAME}: -W needs -s and -p`);
+  if (!server || (program === undefined && cgiRoot === undefined)) return usageError(`${NAME}: -W needs -s and -p (or --cgi-root)`);
   const m = workers.match(/^(\d+)(?::(\d+))?$/);
   const min = m ? Number(m[1]) : NaN;
   const max = m ? Number(m[2] ?? m[1]) : NaN;
@@ -303,7 +303,7 @@ function gatewayOption(
   if (!scgi && !fastcgi) return undefined;
   if (scgi && fastcgi) return usageError(`${NAME}: --scgi and --fastcgi are mutually exclusive`);
   const name = scgi ? "--scgi" : "--fastcgi";
-  if (!server || (program === undefined && !site)) return usageError(`${NAME}: ${name} needs -s and -p`);
+  if (!server || (program === undefined && !site)) return usageError(`${NAME}: ${name} needs -s and -p (or --cgi-root)`);
   const cutters = (["crlf", "read-only", "write-only", "quit"] as const).filter(flag);
   if (cutters.length > 0) {
     const letters = cutters.map((k) => optionTable[k].alias).map((a) => `-${a}`).join(", ");
