@@ -383,15 +383,17 @@ describe("kept connections (pool workers' rules)", () => {
     expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);
   });
 
-  test("-f's leaving process closes an idle connection at once, a busy one after its request", () => {
-    const idle = responder();
-    idle.fcgi.leave(0);
-    expect(idle.fcgi.ending).toBe(true);
-    const busy = responder();
-    busy.fcgi.input(header(1, 0), 0);
-    busy.fcgi.leave(1);
-    expect(busy.fcgi.ending).toBe(false);
-    busy.fcgi.exited(0, 2);
-    expect(busy.fcgi.ending).toBe(true);
+  test("-f's leaving process closes an idle kept connection at once; a new one (its request comes once connected), or one in a request, after that request", () => {
+    const whole = Buffer.concat([header(1, 0), stdin(1)]);
+    for (const part of [-1 /* idle after a kept request */, 0, 5 /* in a BEGIN_REQUEST */, header(1, 0).length /* running */]) {
+      const { fcgi } = responder();
+      fcgi.input(part < 0 ? whole : whole.subarray(0, part), 0);
+      if (part < 0) fcgi.exited(0, 0);
+      fcgi.leave(1);
+      expect(fcgi.ending).toBe(part < 0);
+      if (part >= 0) fcgi.input(whole.subarray(part), 2);
+      fcgi.exited(0, 3);
+      expect(fcgi.ending).toBe(true);
+    }
   });
 });

@@ -117,10 +117,10 @@ export class FastCgiResponder {
     this.over = true;
   }
 
-  /** This process is leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict), or at once for -f. */
+  /** Leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict); for -f an idle kept connection ends now, one in or before its request (sent on connecting) after it. */
   leave(now: number): void {
     this.leavingSince ??= now;
-    if (!this.config.pool && this.phase === "none") this.end();
+    if (!this.config.pool && this.phase === "none" && this.reader.partial === 0 && this.lastEnd !== undefined) this.end();
   }
 
   /** A deadline has come: --request-timeout's ends the request (its 504 when nothing was answered), any other drops the connection. */

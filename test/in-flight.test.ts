@@ -1,0 +1,137 @@
+// A request the web server has already sent is served, whatever socket is
+// told at that moment: a stop (TERM's drain), a reload, an upgrade, a
+// retirement. Each case is made deterministic the way a busy machine makes
+// it by chance: the process is stopped (SIGSTOP), the events are arranged
+// (the request sent and sitting unread in socket's receive queue, the
+// signal or the master's word sent), then it runs on (SIGCONT) and sees
+// them all in one wake-up. dist/socket on real sockets.
+import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { serverHasRead, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
+import { converse, endRequests, fcgiRequest, parseRecords, unread } from "./gateway-peers.ts";
+
+const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
+const POST = (id: number, keep = true) => fcgiRequest(id, [["REQUEST_METHOD", "POST"], ["CONTENT_LENGTH", "4"]], new TextEncoder().encode("body"), keep);
+/** A POST with an empty body, CONTENT_LENGTH empty (as nginx sends it): the CGI gets no stdin pipe. */
+const EMPTY_POST = (id: number) => fcgiRequest(id, [["REQUEST_METHOD", "POST"]], new Uint8Array(0), true);
+
+/** A CGI that answers without reading its body (RFC 3875 allows it; the body's end comes before its output goes). */
+function hello(dir: string): string {
+  return writeExecutable(join(dir, "hi.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n`);
+}
+
+/** Runs `arrange` with `pid` stopped, then lets it run on: it sees what was arranged in one wake-up. */
+async function whileStopped<T>(pid: number, arrange: () => Promise<T>): Promise<T> {
+  process.kill(pid, "SIGSTOP");
+  try {
+    return await arrange();
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+}
+
+/** An -l -f FastCGI server that drains for up to 5 s on TERM. */
+async function classic(dir: string): Promise<Server> {
+  return startServer(["--fastcgi", "-l", "-f", "--grace", "5", "-p", hello(dir), "-s", "0"], { env: PATH });
+}
+
+const TERM_LINE = "Termination signal occured, exiting";
+
+/**
+ * A kept connection that sends `first` and stops `pid` the moment that request's END_REQUEST arrives:
+ * socket is still finishing it, its loop busy, as on a loaded machine. Data as it came; whether it closed.
+ */
+async function stopAtAnswer(port: number, pid: number, first: Uint8Array) {
+  const chunks: Buffer[] = [];
+  let stopped = false;
+  let closed = false;
+  const data = () => Buffer.concat(chunks);
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data: (_s, d) => {
+        chunks.push(Buffer.from(d));
+        if (stopped || endRequests(parseRecords(data())).length === 0) return;
+        stopped = true;
+        process.kill(pid, "SIGSTOP");
+      },
+      close: () => void (closed = true),
+      error: () => void (closed = true),
+    },
+  });
+  socket.write(first);
+  await waitFor("the first answer", () => stopped);
+  return { socket, data, closed: () => closed };
+}
+
+test("-l -f: a request already sent on an idle kept connection when TERM comes is served, then the connection ends", async () => {
+  using dir = tempDir();
+  await using server = await classic(dir.path);
+  const port = Number(server.target);
+  const pid = server.proc.pid;
+  const kept = await stopAtAnswer(port, pid, EMPTY_POST(1));
+  try {
+    kept.socket.write(EMPTY_POST(2));
+    await waitFor("the request in socket's receive queue", () => unread(port, kept.socket.localPort) > 0);
+    process.kill(pid, "SIGTERM");
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  await waitFor("the connection's end", kept.closed); // the request it was serving was its last
+  expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
+  expect(parseRecords(kept.data()).stdout.match(/hi/g)?.length).toBe(2);
+  expect(await server.exited()).toBe(241);
+}, 15_000);
+
+test("-l -f: a connection waiting in the queue with its request when TERM comes is served", async () => {
+  using dir = tempDir();
+  await using server = await classic(dir.path);
+  const port = Number(server.target);
+  const client = await whileStopped(server.proc.pid, async () => {
+    const client = await converse(server.target);
+    client.send(POST(1, false));
+    await waitFor("the request in the queued connection", () => unread(port, client.localPort) > 0);
+    process.kill(server.proc.pid, "SIGTERM");
+    return client;
+  });
+  const data = await client.until("the answer", (d) => endRequests(parseRecords(d)).length === 1);
+  expect(parseRecords(data).stdout).toContain("hi");
+  expect(await server.exited()).toBe(241);
+  client.close();
+}, 15_000);
+
+test("-l -f: a connection accepted before TERM, its request sent after, is served", async () => {
+  using dir = tempDir();
+  await using server = await classic(dir.path);
+  const client = await converse(server.target);
+  await waitFor("the accept", () => server.stderr().includes("connection from"));
+  process.kill(server.proc.pid, "SIGTERM");
+  await waitFor("the TERM's drain", () => server.stderr().includes(TERM_LINE));
+  client.send(POST(1));
+  const data = await client.until("the answer", (d) => endRequests(parseRecords(d)).length === 1);
+  expect(parseRecords(data).stdout).toContain("hi");
+  await client.closed(); // leaving: no request after this one
+  expect(await server.exited()).toBe(241);
+  client.close();
+}, 15_000);
+
+test("-l -f: a kept connection with part of its next request read when TERM comes gets that request served", async () => {
+  using dir = tempDir();
+  await using server = await classic(dir.path);
+  const port = Number(server.target);
+  const kept = await converse(server.target);
+  kept.send(POST(1));
+  await kept.until("the first answer", (data) => endRequests(parseRecords(data)).length === 1);
+  const next = POST(2);
+  kept.send(next.subarray(0, 5)); // inside BEGIN_REQUEST's header: no whole record yet
+  await serverHasRead(kept, port);
+  process.kill(server.proc.pid, "SIGTERM");
+  await waitFor("the TERM's drain", () => server.stderr().includes(TERM_LINE));
+  kept.send(next.subarray(5));
+  const data = await kept.until("the second answer", (d) => endRequests(parseRecords(d)).length === 2);
+  expect(parseRecords(data).stdout.match(/hi/g)?.length).toBe(2);
+  await kept.closed();
+  expect(await server.exited()).toBe(241);
+  kept.close();
+}, 15_000);
