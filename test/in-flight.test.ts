@@ -6,9 +6,11 @@
 // signal or the master's word sent), then it runs on (SIGCONT) and sees
 // them all in one wake-up. dist/socket on real sockets.
 import { expect, test } from "bun:test";
+import { existsSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { serverHasRead, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
+import { serverHasRead, startServer, tempDir, waitFor, workersOf, writeExecutable, type Server } from "./harness.ts";
 import { converse, endRequests, fcgiRequest, parseRecords, unread } from "./gateway-peers.ts";
+import { KEPT_IDLE_MS } from "../src/request/fastcgi-engine.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 const POST = (id: number, keep = true) => fcgiRequest(id, [["REQUEST_METHOD", "POST"], ["CONTENT_LENGTH", "4"]], new TextEncoder().encode("body"), keep);
@@ -134,4 +136,65 @@ test("-l -f: a kept connection with part of its next request read when TERM come
   await kept.closed();
   expect(await server.exited()).toBe(241);
   kept.close();
+}, 15_000);
+
+/** Bytes unread on descriptor `fd` of process `pid`, a UNIX stream socket (ss's Recv-Q): the master's word, for a worker's fd 4. */
+function unixUnread(pid: number, fd: number): number {
+  const inode = readlinkSync(`/proc/${pid}/fd/${fd}`).match(/socket:\[(\d+)\]/)?.[1];
+  const rows = Bun.spawnSync(["ss", "-xH"]).stdout.toString().split("\n");
+  const row = rows.map((line) => line.trim().split(/\s+/)).find((f) => f[4] === "*" && f[5] === inode);
+  return row ? Number(row[2]) : -1;
+}
+
+/** A FastCGI client on a kept connection: what came, when the first END_REQUEST came and when the connection ended (performance.now()). */
+async function timedClient(port: number) {
+  const chunks: Buffer[] = [];
+  const at = { answer: 0, end: 0 };
+  const data = () => Buffer.concat(chunks);
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data: (_s, d) => {
+        chunks.push(Buffer.from(d));
+        if (at.answer === 0 && endRequests(parseRecords(data())).length > 0) at.answer = performance.now();
+      },
+      close: () => void (at.end ||= performance.now()),
+      error: () => void (at.end ||= performance.now()),
+    },
+  });
+  return { socket, data, at };
+}
+
+// The master's LEAVE (HUP) reaches a worker in the middle of a kept connection's request, in each of its phases.
+const phases = [
+  { phase: "its body still coming", cgi: "cat > /dev/null", split: true },
+  { phase: "its program running", cgi: "while [ ! -e go ]; do sleep 0.02; done", split: false },
+  { phase: "its output over, its program not yet exited", cgi: "exec >&- 2>&-; while [ ! -e go ]; do sleep 0.02; done", split: false },
+];
+
+test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $phase: the END_REQUEST carries the connection's end", async ({ cgi, split }) => {
+  using dir = tempDir();
+  const started = join(dir.path, "started");
+  const program = writeExecutable(join(dir.path, "wait.cgi"), `#!/bin/sh\ncd ${dir.path}\ntouch started\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n${cgi}\n`);
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", program, "-s", "0"], { env: PATH });
+  const port = Number(server.target);
+  await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+  const [old] = workersOf(server.proc.pid);
+  const client = await timedClient(port);
+  const request = POST(1);
+  const cut = split ? request.length - 12 : request.length; // the body's last byte and its empty STDIN held back
+  client.socket.write(request.subarray(0, cut));
+  await waitFor("the program", () => existsSync(started));
+  process.kill(server.proc.pid, "SIGHUP");
+  await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
+  if (split) await serverHasRead(client.socket, port);
+  client.socket.write(request.subarray(cut));
+  writeFileSync(join(dir.path, "go"), "");
+  await waitFor("the connection's end", () => client.at.end > 0);
+  expect(parseRecords(client.data()).stdout).toEndWith("hi\n");
+  expect(endRequests(parseRecords(client.data()))).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+  // With it, not KEPT_IDLE_MS later as a kept connection gone quiet: the web server never reuses it.
+  expect(client.at.end - client.at.answer).toBeLessThan(KEPT_IDLE_MS / 2);
+  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
