@@ -198,3 +198,24 @@ test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $ph
   expect(client.at.end - client.at.answer).toBeLessThan(KEPT_IDLE_MS / 2);
   await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
+
+test("-W 1: a request on a kept connection quiet long enough to close, seen in the same wake-up as the master's LEAVE, is served", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
+  const port = Number(server.target);
+  await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+  const [old] = workersOf(server.proc.pid);
+  const kept = await timedClient(port);
+  kept.socket.write(POST(1));
+  await waitFor("the first answer", () => kept.at.answer > 0);
+  await Bun.sleep(KEPT_IDLE_MS + 100); // quiet past the rule's time: the case under test
+  await whileStopped(old, async () => {
+    process.kill(server.proc.pid, "SIGHUP");
+    await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
+    kept.socket.write(POST(2));
+    await waitFor("the request in the old worker's socket", () => unread(port, kept.socket.localPort) > 0);
+  });
+  await waitFor("the connection's end", () => kept.at.end > 0);
+  expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
+  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
+}, 15_000);
