@@ -6,9 +6,9 @@
 // signal or the master's word sent), then it runs on (SIGCONT) and sees
 // them all in one wake-up. dist/socket on real sockets.
 import { expect, test } from "bun:test";
-import { existsSync, readlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { serverHasRead, startServer, tempDir, waitFor, workersOf, writeExecutable, type Server } from "./harness.ts";
+import { childrenOf, exchange, isAlive, serverHasRead, signalEach, startServer, tempDir, waitFor, workersOf, writeExecutable, type Server } from "./harness.ts";
 import { converse, endRequests, fcgiRequest, parseRecords, unread } from "./gateway-peers.ts";
 import { KEPT_IDLE_MS } from "../src/request/fastcgi-engine.ts";
 
@@ -219,3 +219,26 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
   await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
+
+test("USR2, then TERM to the old master while it still drains a request: that request finishes and the new master serves on", async () => {
+  using dir = tempDir();
+  const pidFile = join(dir.path, "pid");
+  await using server = await startServer(["-W", "1", "--grace", "5", "-p", "sh -c 'sleep 1; echo done'", "-s", "0", "--pid-file", pidFile]);
+  const old = server.proc.pid;
+  await waitFor("the pid file", () => existsSync(pidFile));
+  const replying = exchange(server.target, "", { ms: 8000, halfClose: false });
+  await waitFor("the program", () => workersOf(old).some((w) => childrenOf(w).length > 0));
+  process.kill(old, "SIGUSR2");
+  await waitFor("the handover", () => server.stderr().includes(`${old} drains and exits`));
+  const successor = Number(readFileSync(pidFile, "utf8"));
+  try {
+    process.kill(old, "SIGTERM"); // as an operator ends the old master after an upgrade
+    expect((await replying).data.toString()).toBe("done\n");
+    // Its own end (its stdout and stderr stay open: the new master has them), bounded: the finally must run.
+    expect(await Promise.race([server.proc.exited, Bun.sleep(6000).then(() => "still running")])).not.toBe("still running");
+    expect(isAlive(successor)).toBe(true);
+    expect((await exchange(server.target, "", { ms: 4000, halfClose: false })).data.toString()).toBe("done\n");
+  } finally {
+    signalEach([successor], "SIGKILL");
+  }
+}, 20_000);

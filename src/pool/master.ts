@@ -48,6 +48,7 @@ import { exitKind, idleTooLong, oneToRemove, startsWanted } from "./policy.ts";
 export class WorkerPool {
   private readonly workers = new Map<number, WorkerRecord>();
   private stopping = false;
+  private stopped: Promise<void> | undefined; // the drain under way: stop() runs once
   private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
   private lastStatus = "";
@@ -348,8 +349,9 @@ export class WorkerPool {
     if (!this.stopping) this.succession.start();
   }
 
-  /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. */
+  /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. Not once stopping: it was told to end. */
   private async handOver(successor: Subprocess): Promise<void> {
+    if (this.stopping) return;
     mainPid(successor.pid);
     say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
     this.handedOver = true;
@@ -367,13 +369,16 @@ export class WorkerPool {
   }
 
   /**
-   * Drains: every worker is sent the retire byte, finishes its connection
-   * and serves what already waits in the listener's queue; the listener
-   * closes with the last of them. Not shutdown(): on a listener that resets
-   * every queued connection (most of a -W 2 pool's waiting clients were).
-   * Within the grace period; then what is left is ended.
+   * Drains: every worker is sent the retire byte, finishes its connection and serves what already waits
+   * in the listener's queue; the listener closes with the last of them. Not shutdown(): on a listener that
+   * resets every queued connection (most of a -W 2 pool's waiting clients were). Within the grace period;
+   * then what is left is ended. Once: a TERM during a handover's drain joins it, sparing the successor.
    */
-  async stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
+  stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
+    return (this.stopped ??= this.drain(successor, graceMs));
+  }
+
+  private async drain(successor: number | undefined, graceMs: number): Promise<void> {
     this.stopping = true;
     // A successor's workers serve the queue: this master's just finish their connections.
     if (successor === undefined) stopping();
