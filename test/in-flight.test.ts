@@ -220,25 +220,32 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
   await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
 
-test("USR2, then TERM to the old master while it still drains a request: that request finishes and the new master serves on", async () => {
+// USR2 while the old master's one worker runs a request of `seconds`; a TERM sent to the old master right after the handover, or none.
+test.each([
+  { name: "a request longer than --grace finishes, as a reload's old workers finish theirs", grace: 1, seconds: 2, term: false, answer: "done\n" },
+  { name: "a TERM to the old master then gives it --grace, which the request fits in", grace: 5, seconds: 1, term: true, answer: "done\n" },
+  { name: "a TERM to the old master then gives it --grace, past which its request is cut", grace: 1, seconds: 4, term: true, answer: "" },
+])("USR2: $name; the new master serves on", async ({ grace, seconds, term, answer }) => {
   using dir = tempDir();
   const pidFile = join(dir.path, "pid");
-  await using server = await startServer(["-W", "1", "--grace", "5", "-p", "sh -c 'sleep 1; echo done'", "-s", "0", "--pid-file", pidFile]);
+  const args = ["-W", "1", "--grace", String(grace), "-p", `sh -c 'sleep ${seconds}; echo done'`, "-s", "0", "--pid-file", pidFile];
+  await using server = await startServer(args);
   const old = server.proc.pid;
   await waitFor("the pid file", () => existsSync(pidFile));
-  const replying = exchange(server.target, "", { ms: 8000, halfClose: false });
+  const ms = seconds * 1000 + 4000;
+  const replying = exchange(server.target, "", { ms, halfClose: false });
   await waitFor("the program", () => workersOf(old).some((w) => childrenOf(w).length > 0));
   process.kill(old, "SIGUSR2");
   await waitFor("the handover", () => server.stderr().includes(`${old} drains and exits`));
   const successor = Number(readFileSync(pidFile, "utf8"));
   try {
-    process.kill(old, "SIGTERM"); // as an operator ends the old master after an upgrade
-    expect((await replying).data.toString()).toBe("done\n");
+    if (term) process.kill(old, "SIGTERM"); // as an operator ends the old master after an upgrade
+    expect((await replying).data.toString()).toBe(answer);
     // Its own end (its stdout and stderr stay open: the new master has them), bounded: the finally must run.
-    expect(await Promise.race([server.proc.exited, Bun.sleep(6000).then(() => "still running")])).not.toBe("still running");
+    expect(await Promise.race([server.proc.exited, Bun.sleep(4000).then(() => "still running")])).not.toBe("still running");
     expect(isAlive(successor)).toBe(true);
-    expect((await exchange(server.target, "", { ms: 4000, halfClose: false })).data.toString()).toBe("done\n");
+    expect((await exchange(server.target, "", { ms, halfClose: false })).data.toString()).toBe("done\n");
   } finally {
     signalEach([successor], "SIGKILL");
   }
-}, 20_000);
+}, 30_000);

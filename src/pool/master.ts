@@ -49,6 +49,9 @@ export class WorkerPool {
   private readonly workers = new Map<number, WorkerRecord>();
   private stopping = false;
   private stopped: Promise<void> | undefined; // the drain under way: stop() runs once
+  /** The end of --grace, from the first TERM (or a start that can never succeed): the drain waits no longer. */
+  private readonly graceOver = Promise.withResolvers<void>();
+  private graceStarted = false;
   private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
   private lastStatus = "";
@@ -174,7 +177,7 @@ export class WorkerPool {
       });
     }
     if (message === "failed" || message === "refused" || message === "overdue" || isRequestNote(message)) {
-      if (this.watch) this.noted(pid, message);
+      this.watch?.noted(pid, message);
       return;
     }
     if (message === "busy") {
@@ -255,15 +258,6 @@ export class WorkerPool {
     reportFatal(fatal.text, fatal.status);
     await this.stop(undefined, 0);
     exitNow(fatal.status);
-  }
-
-  /** --status's counts of what happened in a worker (not its state). */
-  private noted(pid: number, message: "failed" | "refused" | "overdue" | { request: string }): void {
-    const watch = this.watch!;
-    if (message === "failed") watch.counters.failedPrograms++;
-    else if (message === "refused") watch.counters.refused++;
-    else if (message === "overdue") watch.counters.requestTimeouts++;
-    else watch.request(pid, message.request);
   }
 
   /** Retires one worker idle longer than --idle-timeout, while above MIN. */
@@ -373,12 +367,17 @@ export class WorkerPool {
    * in the listener's queue; the listener closes with the last of them. Not shutdown(): on a listener that
    * resets every queued connection (most of a -W 2 pool's waiting clients were). Within the grace period;
    * then what is left is ended. Once: a TERM during a handover's drain joins it, sparing the successor.
+   * A handover's workers (LEAVE) finish their connections as a reload's do: only a TERM starts the grace.
    */
   stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
-    return (this.stopped ??= this.drain(successor, graceMs));
+    if (successor === undefined && !this.graceStarted) {
+      this.graceStarted = true;
+      setTimeout(this.graceOver.resolve, graceMs);
+    }
+    return (this.stopped ??= this.drain(successor));
   }
 
-  private async drain(successor: number | undefined, graceMs: number): Promise<void> {
+  private async drain(successor: number | undefined): Promise<void> {
     this.stopping = true;
     // A successor's workers serve the queue: this master's just finish their connections.
     if (successor === undefined) stopping();
@@ -388,7 +387,7 @@ export class WorkerPool {
     for (const worker of this.workers.values()) sendByte(worker.control, successor === undefined ? RETIRE : LEAVE);
     if (this.workers.size > 0) {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
-      await Promise.race([gone, Bun.sleep(graceMs)]);
+      await Promise.race([gone, this.graceOver.promise]);
     }
     // Grace is over: whatever socket started and still runs (programs, what
     // they forked, busy workers) gets TERM, then KILL.
