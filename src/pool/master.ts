@@ -72,6 +72,7 @@ export class WorkerPool {
   private readonly succession: Succession;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
+  private stopStatus: (() => void) | undefined;
 
   constructor(
     private readonly listenFd: number,
@@ -100,7 +101,7 @@ export class WorkerPool {
     if (options.status !== undefined) {
       const watch = this.watch!;
       const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
-      serveStatus(
+      this.stopStatus = serveStatus(
         options.status,
         options,
         () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
@@ -349,6 +350,7 @@ export class WorkerPool {
     mainPid(successor.pid);
     say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
     this.handedOver = true;
+    this.stopStatus?.(); // the new master's page alone answers while this one drains
     handOverPidFile(); // after -u, its check could fail and truncate the successor's file
     await this.stop(successor.pid);
     exitNow(0);
