@@ -80,7 +80,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private readonly pending = new BodyQueue();
   readonly spoolFile = new SpoolFile();
   private closed = false;
-  /** Stopping with bytes Bun has not handed over yet: the responder is told once they are read. */
+  /** Stopping between requests with bytes Bun has not handed over yet: the responder is told once they are read. */
   private leaveAfterRead = false;
   /** The responder's deadline, as a timer set for `timerAt`. */
   private timer: Timer | undefined;
@@ -116,7 +116,10 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
    * (nginx answers a POST 502). The responder hears of the leaving once they are read.
    */
   stop(): void {
-    this.leaveAfterRead = this.socket !== undefined && !this.closed && !this.responder.over && isReadable(fdOf(this.socket));
+    // In a request nothing closes now (its END_REQUEST ends the connection), and its body may be paused: told at once.
+    const socket = this.socket;
+    const between = socket !== undefined && this.responder.phase === "none" && !this.closed && !this.responder.over;
+    this.leaveAfterRead = between && isReadable(fdOf(socket));
     if (!this.leaveAfterRead) this.responder.leave(Date.now());
   }
 
