@@ -72,7 +72,7 @@ export class WorkerPool {
   private readonly succession: Succession;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
-  private stopStatus: (() => void) | undefined;
+  private stopStatus: (() => void) | undefined; // --status's page, stopped once a successor's answers
 
   constructor(
     private readonly listenFd: number,

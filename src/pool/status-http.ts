@@ -169,7 +169,7 @@ function handlers(snapshot: () => PoolSnapshot, cap: () => number, rules: Access
  * Binds the page, before -u/-g apply, as the main listener (a UNIX socket
  * file is given to -u/-g as the main one is: runPool's afterBind). A USR2
  * successor (`successor`) binds while the old master still serves its
- * page: on TCP both hold the port (SO_REUSEPORT) until the old one exits;
+ * page: on TCP both hold the port (SO_REUSEPORT) until the old one hands over;
  * a UNIX path is taken over, and the old master, once it has handed over
  * (`handedOver`), leaves the path to its successor. Returns what stops
  * it once handed over, so that the successor's page alone answers (a
