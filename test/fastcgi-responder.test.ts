@@ -175,19 +175,19 @@ describe("records out of place", () => {
     expect(effects.names()).toEqual(["drop"]);
   });
 
-  test("a program that cannot run: its answer, END_REQUEST with status 1 for a 502", () => {
+  test("a program that cannot run: its answer once its body has been read and dropped, END_REQUEST with status 1 for a 502", () => {
     const failed = responder();
     failed.effects.answer = BAD_GATEWAY;
-    failed.fcgi.input(header(1, 0), 0);
+    failed.fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
     expect(ends(failed.effects)).toEqual([[1, 1, STATUS.REQUEST_COMPLETE]]);
     const { effects, fcgi } = responder();
     effects.answer = new TextEncoder().encode("Status: 404 Not Found\r\n\r\n");
-    fcgi.input(header(1, 0), 0);
+    fcgi.input(header(1, 4), 0);
+    expect(effects.sent).toEqual([]); // not before the body's end: a close with it unread would reset the answer
+    fcgi.input(Buffer.concat([stdin(1, "body"), stdin(1)]), 1);
     expect(effects.types()).toEqual([TYPE.STDOUT, TYPE.STDOUT, TYPE.END_REQUEST]);
     expect(ends(effects)).toEqual([[1, 0, STATUS.REQUEST_COMPLETE]]);
-    expect(fcgi.phase).toBe("none");
-    fcgi.input(stdin(1, "late"), 1); // its body, after the end: not the request in hand
-    expect(effects.names()).toEqual(["start"]);
+    expect(effects.names()).toEqual(["start"]); // the body went nowhere
   });
 });
 
@@ -383,15 +383,17 @@ describe("kept connections (pool workers' rules)", () => {
     expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);
   });
 
-  test("-f's leaving process closes an idle connection at once, a busy one after its request", () => {
-    const idle = responder();
-    idle.fcgi.leave(0);
-    expect(idle.fcgi.ending).toBe(true);
-    const busy = responder();
-    busy.fcgi.input(header(1, 0), 0);
-    busy.fcgi.leave(1);
-    expect(busy.fcgi.ending).toBe(false);
-    busy.fcgi.exited(0, 2);
-    expect(busy.fcgi.ending).toBe(true);
+  test("-f's leaving process closes an idle kept connection at once; a new one (its request comes once connected), or one in a request, after that request", () => {
+    const whole = Buffer.concat([header(1, 0), stdin(1)]);
+    for (const part of [-1 /* idle after a kept request */, 0, 5 /* in a BEGIN_REQUEST */, header(1, 0).length /* running */]) {
+      const { fcgi } = responder();
+      fcgi.input(part < 0 ? whole : whole.subarray(0, part), 0);
+      if (part < 0) fcgi.exited(0, 0);
+      fcgi.leave(1);
+      expect(fcgi.ending).toBe(part < 0);
+      if (part >= 0) fcgi.input(whole.subarray(part), 2);
+      fcgi.exited(0, 3);
+      expect(fcgi.ending).toBe(true);
+    }
   });
 });

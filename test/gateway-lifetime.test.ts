@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
-import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx, unread } from "./gateway-peers.ts";
 import { draggedHeader, KEPT_HEADER_MS, KEPT_IDLE_MS, keptVerdict } from "../src/request/fastcgi-engine.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
@@ -253,16 +253,6 @@ test("-W 1: a kept connection that completes each dripped header just in time ge
     await hold;
   }
 }, 20_000);
-
-/** Bytes waiting unread on the TCP socket from `localPort` to `remotePort` (/proc/net/tcp's rx_queue). */
-function unread(localPort: number, remotePort: number): number {
-  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, "0");
-  const line = readFileSync("/proc/net/tcp", "utf8")
-    .split("\n")
-    .map((l) => l.trim().split(/\s+/))
-    .find((f) => f[1]?.endsWith(`:${hex(localPort)}`) && f[2]?.endsWith(`:${hex(remotePort)}`));
-  return line ? parseInt(line[4].split(":")[1], 16) : 0;
-}
 
 test("-W 1: a request on a kept connection quiet long enough to close, seen with a connection waiting, is served, not cut", async () => {
   using dir = tempDir();

@@ -276,3 +276,13 @@ export async function fcgiGet(port: number, contentLength = ""): Promise<Buffer>
   await waitFor("the answer's end", () => closed, 15000);
   return Buffer.concat(chunks);
 }
+
+/** Bytes waiting unread on the TCP socket from `localPort` to `remotePort` (/proc/net/tcp's rx_queue): sent, not yet read by the server. */
+export function unread(localPort: number, remotePort: number): number {
+  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, "0");
+  const line = readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .find((f) => f[1]?.endsWith(`:${hex(localPort)}`) && f[2]?.endsWith(`:${hex(remotePort)}`));
+  return line ? parseInt(line[4].split(":")[1], 16) : 0;
+}

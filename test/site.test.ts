@@ -95,6 +95,26 @@ describe.each(protocols)("$name --cgi-root", ({ flag, protocol, param }) => {
     expect((await nginx.fetch("/cgi-bin/")).status).toBe(403);
   });
 
+  // Answered at the end of the header, before the body: closing with the body unread reset the answer into nginx's 502.
+  test.skipIf(noNginx)("POSTs to what is not there or must not run, through nginx on connections not kept: 404 or 403, never 502", async () => {
+    using dir = tempDir();
+    const site = makeSite(dir.path);
+    for (const mode of [["-W", "2"], ["-l", "-f"]]) {
+      await using server = await startServer([flag, ...mode, "--cgi-root", site.root, "-s", "0"]);
+      const pass = (p: string) => `location / { ${p} ${param} SCRIPT_FILENAME ${site.root}$uri; }`;
+      await using nginx = await startNginx(join(dir.path, mode[0]), protocol, server.target, { maxBody: "8m", locations: pass });
+      const statuses: number[] = [];
+      for (const [path, size] of [1000, 100_000, 1_000_000, 3_000_000].flatMap((n) => [["/nothing.cgi", n], ["/noexec.cgi", n]] as const)) {
+        for (let i = 0; i < 5; i++) {
+          const response = await nginx.fetch(path, { method: "POST", body: "x".repeat(size) });
+          await response.text();
+          statuses.push(response.status);
+        }
+      }
+      expect({ mode, statuses: [...new Set(statuses)].sort() }).toEqual({ mode, statuses: [403, 404] });
+    }
+  }, 30_000);
+
   test("what must not run gets 403, what is not there 404, each with one -v line, and nothing runs", async () => {
     using dir = tempDir();
     const site = makeSite(dir.path);

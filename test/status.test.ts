@@ -1,10 +1,10 @@
 // --status and --slow: the pool master's page read by real peers (curl,
 // promtool), its figures checked under a known load of held connections.
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
-import { fcgiRequest, scgiRequest } from "./gateway-peers.ts";
+import { exchange, run, signalEach, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
+import { fcgiRequest, freePort, scgiRequest } from "./gateway-peers.ts";
 
 const PROMTOOL = Bun.which("promtool");
 
@@ -43,6 +43,28 @@ async function hold(port: number): Promise<AsyncDisposable> {
 }
 
 describe("--status", () => {
+  test("USR2 on a TCP status port: while the old master drains a request, every scrape gets the new master's page", async () => {
+    using dir = tempDir();
+    const pidFile = join(dir.path, "pid");
+    const args = ["-W", "1", "--status", `127.0.0.1:${freePort()}`, "-p", "sh -c 'sleep 3; echo done'", "-s", "0", "--pid-file", pidFile];
+    await using server = await startServer(args);
+    const base = await statusBase(server);
+    await waitFor("the pid file", () => existsSync(pidFile));
+    const replying = exchange(server.target, "", { ms: 8000, halfClose: false });
+    await waitFor("the old master's worker busy", async () => (await page(base))["active processes"] === 1);
+    process.kill(server.proc.pid, "SIGUSR2");
+    await waitFor("the handover", () => server.stderr().includes(`${server.proc.pid} drains and exits`));
+    const successor = Number(readFileSync(pidFile, "utf8"));
+    try {
+      const accepted: unknown[] = [];
+      for (let i = 0; i < 12; i++) accepted.push((await page(base))["accepted conn"]);
+      expect(accepted).toEqual(Array(12).fill(0)); // the old master's page would say 1
+      expect((await replying).data.toString()).toBe("done\n");
+    } finally {
+      signalEach([successor], "SIGKILL");
+    }
+  }, 20_000);
+
   test("curl reads /status, ?json, ?openmetrics (promtool accepts it) and /ping; accepted conn is N after N connections", async () => {
     await using server = await startServer(["-W", "2", "--status", "127.0.0.1:0", "-p", "cat", "-s", "0"]);
     const base = await statusBase(server);

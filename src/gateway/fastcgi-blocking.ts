@@ -3,9 +3,10 @@
 // rule; this does the I/O). Records are read by read(2) into one reused
 // buffer; the body goes to the CGI's stdin pipe by write(2); the output is
 // spliced (fastcgi-output.ts) once the body has ended; poll(2) waits for the
-// connection, the stdin pipe, and between requests on a kept connection the
-// master and the listener. No socket adoption, no timer, no promise per
-// record: each would cost CPU a pool worker's request does not need.
+// connection, the stdin pipe and the master's word (in a request too: a
+// leaving worker's END_REQUEST carries the end), and between requests on a
+// kept connection the listener is looked at. No socket adoption, no timer,
+// no promise per record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
 import { close, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
@@ -17,21 +18,11 @@ import type { CgiSource, Variable } from "../request/cgi.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { describeCgi, endProgram, startProgram } from "./cgi-process.ts";
-import { closePidfd, type Job } from "./fastcgi-job.ts";
+import { closePidfd, type Job, type WorkerFds } from "./fastcgi-job.ts";
 import { BodyQueue, SpoolFile } from "./body-spool.ts";
 import { SendQueue } from "./send-queue.ts";
 import { stderrLog } from "./cgi-stderr.ts";
 import { awaitExit, closePipes, outputPipes, spliceOutput, type OutputEnd, type OutputHooks, type Pipes } from "./fastcgi-output.ts";
-
-/** The pool's descriptors a kept connection watches between requests. */
-export interface WorkerFds {
-  /** The listener: a kept connection gives way when another connection waits there (fastcgi-engine.ts keptVerdict). */
-  listener: number;
-  /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
-  control: number;
-  /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
-  ends(): boolean;
-}
 
 /** While the body waits for a program that reads slowly, how often its output pipes are looked at (full: it waits to write). */
 const STALL_CHECK_MS = 10;
@@ -117,6 +108,21 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     this.responder.leave(Date.now());
   }
 
+  /** The master's control socket, watched in every wait (a request's too) until its word is heard; -1 then. */
+  control(): number {
+    return this.responder.leaving ? -1 : this.pool.control;
+  }
+
+  /**
+   * The master's word, read by the worker once this connection is over: retire, leave or its end stop keeping
+   * connections, a reopen only ends this one. Heard during a request, the FIN goes with its END_REQUEST
+   * (fastcgi-engine.ts); between requests the connection closes once quiet, or after its next request.
+   */
+  heard(): void {
+    if (this.pool.ends()) stopping = true;
+    this.leave();
+  }
+
   /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */
   private async wait(): Promise<void> {
     const { responder, job } = this;
@@ -130,7 +136,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     const connAt = watch(this.fd, (reading ? POLLIN : 0) | (this.out.empty ? 0 : POLLOUT));
     const stdinAt = job?.stdin !== undefined && this.pending.size > 0 ? watch(job.stdin, POLLOUT) : -1;
     const between = responder.between;
-    const controlAt = between && !responder.leaving ? watch(this.pool.control, POLLIN) : -1;
+    const controlAt = this.control() >= 0 ? watch(this.pool.control, POLLIN) : -1;
     let timeout = (responder.deadline()?.at ?? Infinity) - Date.now();
     const stallCheck = this.paused && job?.pipes !== undefined && !job.stalled;
     if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
@@ -139,12 +145,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
-    if (revents(controlAt)) {
-      // The master's word, read by the worker once this connection is over: retire, leave or its
-      // end stop keeping connections; a reopen only ends this one. Either way it closes once quiet.
-      if (this.pool.ends()) stopping = true;
-      this.leave();
-    }
+    if (revents(controlAt)) this.heard();
     // What came on the connection first: a request that arrived in this wake-up is served, never closed on.
     if (reading && revents(connAt) & ~POLLOUT) this.input();
     if (between) {

@@ -7,6 +7,8 @@
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/fd.ts";
+import { isReadable } from "../system/poll.ts";
+import { fdOf } from "../net/listener.ts";
 import type { CgiSource, Variable } from "../request/cgi.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
@@ -78,6 +80,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private readonly pending = new BodyQueue();
   readonly spoolFile = new SpoolFile();
   private closed = false;
+  /** Stopping between requests with bytes Bun has not handed over yet: the responder is told once they are read. */
+  private leaveAfterRead = false;
   /** The responder's deadline, as a timer set for `timerAt`. */
   private timer: Timer | undefined;
   private timerAt = Infinity;
@@ -104,9 +108,19 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     this.arm();
   }
 
-  /** This process is stopping: no further request on this connection. */
+  /**
+   * This process is stopping: no further request on this connection. What
+   * the web server has already sent is read first: Bun may run the signal's
+   * handler before it hands over bytes that came in the same wake-up, and a
+   * request already sent on an idle connection closed now would be lost
+   * (nginx answers a POST 502). The responder hears of the leaving once they are read.
+   */
   stop(): void {
-    this.responder.leave(Date.now());
+    // In a request nothing closes now (its END_REQUEST ends the connection), and its body may be paused: told at once.
+    const socket = this.socket;
+    const between = socket !== undefined && this.responder.phase === "none" && !this.closed && !this.responder.over;
+    this.leaveAfterRead = between && isReadable(fdOf(socket));
+    if (!this.leaveAfterRead) this.responder.leave(Date.now());
   }
 
   /** The responder's deadline as the timer: set again only when it comes sooner; when it fires, asked again. */
@@ -139,6 +153,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
       // A bug must cost this connection only, not the process and its other work.
       this.responder.drop(`internal error: ${message(e)}`);
     }
+    if (this.leaveAfterRead) this.stop();
     this.arm();
   }
 

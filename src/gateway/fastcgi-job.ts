@@ -1,5 +1,6 @@
 // A pool worker's FastCGI request in hand (fastcgi-blocking.ts): its
-// program and the descriptors joining it to the connection.
+// program and the descriptors joining it to the connection; and the pool's
+// descriptors the connection watches.
 import { close } from "../system/fd.ts";
 import type { Cgi } from "./cgi-process.ts";
 import type { Pipes } from "./fastcgi-output.ts";
@@ -25,4 +26,14 @@ export interface Job {
 export function closePidfd(job: Job): void {
   if (job.pidfd !== undefined && job.ownPidfd) close(job.pidfd);
   job.pidfd = undefined;
+}
+
+/** The pool's descriptors a FastCGI connection watches. */
+export interface WorkerFds {
+  /** The listener: a kept connection gives way when another connection waits there (fastcgi-engine.ts keptVerdict). */
+  listener: number;
+  /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
+  control: number;
+  /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
+  ends(): boolean;
 }

@@ -60,6 +60,9 @@ export interface OutputHooks {
   overdue(): void;
   /** A STDOUT record is going out: a byte of the answer has. */
   answering(): void;
+  /** The master's control socket while its word is unheard (-1: not watched), and what hears it (a leaving worker's END_REQUEST carries the end). */
+  control(): number;
+  heard(): void;
 }
 
 /** "cut": --request-timeout ended the request; what was framed went, the rest of the output is the caller's to drop. */
@@ -70,8 +73,8 @@ const stderrBuffer = new Uint8Array(MAX_CONTENT);
 const CUT_SEND_MS = 1000;
 /** How long the last bytes of an output wait for the program's exit (and END_REQUEST) before they are pushed alone. */
 const PUSH_AFTER_MS = 5;
-// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
-const pollfds = new Int32Array(8);
+// struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 6.
+const pollfds = new Int32Array(12);
 
 /**
  * Both pipes read to their end and every record sent, or why not. The pipes
@@ -245,6 +248,8 @@ class Splicer {
     const stdin = hooks.stdinFd();
     const stdinAt = stdin >= 0 ? watch(stdin, POLLOUT) : -1;
     const pidfdAt = this.last ? -1 : watch(ends.pidfd, POLLIN);
+    const control = hooks.control();
+    const controlAt = control >= 0 ? watch(control, POLLIN) : -1;
     const idleAt = hooks.timeoutMs === undefined ? Infinity : this.lastMove + hooks.timeoutMs;
     const at = Math.min(idleAt, this.cutting ? this.cutAt + CUT_SEND_MS : hooks.dueAt());
     const ready = tryPoll(pollfds, count, at === Infinity ? -1 : Math.ceil(Math.max(0, at - Date.now())));
@@ -252,6 +257,7 @@ class Splicer {
     if (ready === 0) return Date.now() >= idleAt ? "timeout" : "woken"; // or the request is due: the loop ends it
     if (ready < 0) return { error: `poll: ${strerror(-ready)}` };
     const revents = (i: number) => (i >= 0 ? pollfds[2 * i + 1] >>> 16 : 0);
+    if (revents(controlAt)) hooks.heard();
     const stdout = revents(stdoutAt);
     // Every writer gone (the program has ended): what the pipe holds is the last of it; without POLLIN, nothing.
     if (stdout & POLLHUP) this.stdoutHup = true;
@@ -290,10 +296,10 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks,
     const due = hooks.dueAt() - Date.now();
     if (due <= 0) return (hooks.overdue(), "cut");
     const left = Math.min(idle, due);
-    pollfds.set([pidfd, POLLIN, conn, POLLIN]);
+    // After the web server's end (a half-close may still want END_REQUEST) its input is not watched (-1: poll skips it).
+    pollfds.set([pidfd, POLLIN, hooks.watchInput() ? conn : -1, POLLIN, hooks.control(), POLLIN]);
     const wait = pushed ? left : Math.min(left, PUSH_AFTER_MS);
-    // After the web server's end (a half-close may still want END_REQUEST) only the exit is awaited.
-    const ready = tryPoll(pollfds, hooks.watchInput() ? 2 : 1, wait === Infinity ? -1 : Math.ceil(wait));
+    const ready = tryPoll(pollfds, 3, wait === Infinity ? -1 : Math.ceil(wait));
     if (ready === -EINTR) {
       await nextTick(); // a signal: its handler runs
       continue;
@@ -304,6 +310,7 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks,
       push();
       continue;
     }
+    if (pollfds[5] >>> 16) hooks.heard(); // before the exit: its END_REQUEST then carries the end
     if (pollfds[1] >>> 16) return "exited";
     if (pollfds[3] >>> 16) {
       lastMove = Date.now();

@@ -48,6 +48,10 @@ import { exitKind, idleTooLong, oneToRemove, startsWanted } from "./policy.ts";
 export class WorkerPool {
   private readonly workers = new Map<number, WorkerRecord>();
   private stopping = false;
+  private stopped: Promise<void> | undefined; // the drain under way: stop() runs once
+  /** The end of --grace, from the first TERM (or a start that can never succeed): the drain waits no longer. */
+  private readonly graceOver = Promise.withResolvers<void>();
+  private graceStarted = false;
   private readonly backoff = new Backoff();
   private restartTimer: Timer | undefined;
   private lastStatus = "";
@@ -68,6 +72,7 @@ export class WorkerPool {
   private readonly succession: Succession;
   /** Set once a successor serves: the UNIX socket path is its now, not to be unlinked. */
   handedOver = false;
+  private stopStatus: (() => void) | undefined; // --status's page, stopped once a successor's answers
 
   constructor(
     private readonly listenFd: number,
@@ -96,7 +101,7 @@ export class WorkerPool {
     if (options.status !== undefined) {
       const watch = this.watch!;
       const pool = address.kind === "unix" ? address.path : `${address.family === 6 ? `[${address.ip}]` : address.ip}:${address.port}`;
-      serveStatus(
+      this.stopStatus = serveStatus(
         options.status,
         options,
         () => watch.snapshot(pool, policy.max > policy.min, [...this.workers].map(([pid, w]) => ({ pid, state: w.state, served: w.served, startedAt: w.startedAt }))),
@@ -173,7 +178,7 @@ export class WorkerPool {
       });
     }
     if (message === "failed" || message === "refused" || message === "overdue" || isRequestNote(message)) {
-      if (this.watch) this.noted(pid, message);
+      this.watch?.noted(pid, message);
       return;
     }
     if (message === "busy") {
@@ -254,15 +259,6 @@ export class WorkerPool {
     reportFatal(fatal.text, fatal.status);
     await this.stop(undefined, 0);
     exitNow(fatal.status);
-  }
-
-  /** --status's counts of what happened in a worker (not its state). */
-  private noted(pid: number, message: "failed" | "refused" | "overdue" | { request: string }): void {
-    const watch = this.watch!;
-    if (message === "failed") watch.counters.failedPrograms++;
-    else if (message === "refused") watch.counters.refused++;
-    else if (message === "overdue") watch.counters.requestTimeouts++;
-    else watch.request(pid, message.request);
   }
 
   /** Retires one worker idle longer than --idle-timeout, while above MIN. */
@@ -348,11 +344,13 @@ export class WorkerPool {
     if (!this.stopping) this.succession.start();
   }
 
-  /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. */
+  /** The successor serves: systemd is told its pid, this master's workers leave, and it exits. Not once stopping: it was told to end. */
   private async handOver(successor: Subprocess): Promise<void> {
+    if (this.stopping) return;
     mainPid(successor.pid);
     say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
     this.handedOver = true;
+    this.stopStatus?.(); // the new master's page alone answers while this one drains
     handOverPidFile(); // after -u, its check could fail and truncate the successor's file
     await this.stop(successor.pid);
     exitNow(0);
@@ -367,13 +365,21 @@ export class WorkerPool {
   }
 
   /**
-   * Drains: every worker is sent the retire byte, finishes its connection
-   * and serves what already waits in the listener's queue; the listener
-   * closes with the last of them. Not shutdown(): on a listener that resets
-   * every queued connection (most of a -W 2 pool's waiting clients were).
-   * Within the grace period; then what is left is ended.
+   * Drains: every worker is sent the retire byte, finishes its connection and serves what already waits
+   * in the listener's queue; the listener closes with the last of them. Not shutdown(): on a listener that
+   * resets every queued connection (most of a -W 2 pool's waiting clients were). Within the grace period;
+   * then what is left is ended. Once: a TERM during a handover's drain joins it, sparing the successor.
+   * A handover's workers (LEAVE) finish their connections as a reload's do: only a TERM starts the grace.
    */
-  async stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
+  stop(successor?: number, graceMs = this.policy.graceMs): Promise<void> {
+    if (successor === undefined && !this.graceStarted) {
+      this.graceStarted = true;
+      setTimeout(this.graceOver.resolve, graceMs);
+    }
+    return (this.stopped ??= this.drain(successor));
+  }
+
+  private async drain(successor: number | undefined): Promise<void> {
     this.stopping = true;
     // A successor's workers serve the queue: this master's just finish their connections.
     if (successor === undefined) stopping();
@@ -383,7 +389,7 @@ export class WorkerPool {
     for (const worker of this.workers.values()) sendByte(worker.control, successor === undefined ? RETIRE : LEAVE);
     if (this.workers.size > 0) {
       const gone = new Promise<void>((resolve) => (this.allGone = resolve));
-      await Promise.race([gone, Bun.sleep(graceMs)]);
+      await Promise.race([gone, this.graceOver.promise]);
     }
     // Grace is over: whatever socket started and still runs (programs, what
     // they forked, busy workers) gets TERM, then KILL.

@@ -169,9 +169,12 @@ function handlers(snapshot: () => PoolSnapshot, cap: () => number, rules: Access
  * Binds the page, before -u/-g apply, as the main listener (a UNIX socket
  * file is given to -u/-g as the main one is: runPool's afterBind). A USR2
  * successor (`successor`) binds while the old master still serves its
- * page: on TCP both hold the port (SO_REUSEPORT) until the old one exits;
+ * page: on TCP both hold the port (SO_REUSEPORT) until the old one hands over;
  * a UNIX path is taken over, and the old master, once it has handed over
- * (`handedOver`), leaves the path to its successor.
+ * (`handedOver`), leaves the path to its successor. Returns what stops
+ * it once handed over, so that the successor's page alone answers (a
+ * UNIX one is left: its path is the successor's now, and stopping Bun's
+ * listener would unlink it).
  */
 export function serveStatus(
   where: StatusAddress,
@@ -181,7 +184,7 @@ export function serveStatus(
   handedOver: () => boolean,
   /** The most workers the pool may have now (TTIN raises it). */
   poolMax: () => number,
-): void {
+): () => void {
   const limit = descriptorLimit();
   // A UNIX socket's access is its file's (--mode, -u, -g), as the main socket's.
   const rules = where.kind === "inet" && options.access.length > 0 ? new AccessRules(options.access) : undefined;
@@ -197,10 +200,12 @@ export function serveStatus(
         // already gone
       }
     });
-    return verbose(options, `pool: status page on unix:${where.path}/status`);
+    verbose(options, `pool: status page on unix:${where.path}/status`);
+    return () => {};
   }
   const address: InetAddress = { kind: "inet", ip: where.host, family: where.host.includes(":") ? 6 : 4, port: where.port, service: undefined };
-  const bound = listen(address, socket, { reusePort: true, name: "status socket" }).address;
-  const port = bound.kind === "inet" ? bound.port : where.port;
+  const page = listen(address, socket, { reusePort: true, name: "status socket" });
+  const port = page.address.kind === "inet" ? page.address.port : where.port;
   verbose(options, `pool: status page on http://${address.family === 6 ? `[${where.host}]` : where.host}:${port}/status`);
+  return () => page.listener.stop();
 }

@@ -113,6 +113,14 @@ export class PoolWatch {
     if (e) e.request = text.slice(0, 200).replace(/[^\x20-\x7e]/g, "?"); // a client's bytes must not make lines of their own
   }
 
+  /** What happened in a worker (not its state): a program that failed to start, a refused peer, a --request-timeout, a request's line. */
+  noted(pid: number, message: "failed" | "refused" | "overdue" | { request: string }): void {
+    if (message === "failed") this.counters.failedPrograms++;
+    else if (message === "refused") this.counters.refused++;
+    else if (message === "overdue") this.counters.requestTimeouts++;
+    else this.request(pid, message.request);
+  }
+
   /** After the master balanced its pool: whether every worker is busy and no more may start. */
   balanced(full: boolean): void {
     if (!this.paged) return;

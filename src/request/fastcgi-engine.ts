@@ -80,7 +80,8 @@ export interface ResponderConfig {
    * A pool worker's connection: kept while others wait until quiet
    * (keptVerdict); while its worker leaves, until quiet or its next
    * END_REQUEST. Otherwise (-f) a leaving process closes an idle kept
-   * connection at once and a busy one after its request.
+   * connection at once and one in a request, or not yet in its first
+   * (a web server sends it right after connecting), after that request.
    */
   pool: boolean;
 }

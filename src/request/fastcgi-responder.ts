@@ -37,10 +37,10 @@ export class FastCgiResponder {
   bodyEnded = false;
   /** --request-timeout's clock (request-deadline.ts); `clock.cut`: the rest of the program's output is dropped. */
   readonly clock = new RequestClock();
-  /** A spooled body's variables, its size so far, and whether it was refused past --max-body. */
+  /** A spooled body's variables, its size so far, and a refused body's answer at its end (413, or a program's that does not run). */
   private spooled = NO_VARIABLES;
   private spoolSize = 0;
-  private refused = false;
+  private refused: Uint8Array | undefined;
   /** No further request: the connection closes once what is queued has gone. */
   ending = false;
   /** The web server closed its side (EOF). */
@@ -117,10 +117,10 @@ export class FastCgiResponder {
     this.over = true;
   }
 
-  /** This process is leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict), or at once for -f. */
+  /** Leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict); for -f an idle kept connection ends now, one in or before its request (sent on connecting) after it. */
   leave(now: number): void {
     this.leavingSince ??= now;
-    if (!this.config.pool && this.phase === "none") this.end();
+    if (!this.config.pool && this.phase === "none" && this.reader.partial === 0 && this.lastEnd !== undefined) this.end();
   }
 
   /** A deadline has come: --request-timeout's ends the request (its 504 when nothing was answered), any other drops the connection. */
@@ -182,14 +182,11 @@ export class FastCgiResponder {
   }
 
   /**
-   * The web server closed its side. An idle connection, or one in a
-   * request's header, is simply over. With a program running, its stdin
-   * ends at once. In the middle of the body the request is aborted (the
-   * FastCGI spec, 5.4: a web server aborts a request by closing the
-   * connection): our side closes, and the program is ended. After the
-   * whole body a client that only half-closed may still read the answer,
-   * so the program goes on; if the peer has gone, the first write of its
-   * output fails, the connection closes, and the program is ended then.
+   * The web server closed its side. An idle connection, or one in a request's header, is simply over. With a program
+   * running, its stdin ends at once. In the middle of the body the request is aborted (the FastCGI spec, 5.4: a web
+   * server aborts a request by closing the connection): our side closes, and the program is ended. After the whole body
+   * a client that only half-closed may still read the answer, so the program goes on; if the peer has gone, the first
+   * write of its output fails, the connection closes, and the program is ended then.
    */
   peerClosed(): void {
     this.peerEnded = true;
@@ -255,20 +252,18 @@ export class FastCgiResponder {
     this.id = id;
     this.keep = keep;
     this.held.paramsSize = this.body.received = this.spoolSize = 0;
-    this.bodyEnded = this.refused = false;
+    this.bodyEnded = false;
+    this.refused = undefined;
     return undefined;
   }
 
   /**
-   * The end of PARAMS: the body streams into the program's stdin (a
-   * CONTENT_LENGTH within --max-body); or it is spooled whole before the
-   * program runs (no CONTENT_LENGTH: the CGI must get one, RFC 3875 4.2);
-   * or refused (a CONTENT_LENGTH over --max-body: the CGI never runs). A
-   * refused body is read and dropped to its end, and only then answered
-   * 413: nginx stops sending a body once it has the answer's header, so an
-   * answer before the body's end would leave the request hanging, and a
-   * close with the body unread sends a reset that can destroy the answer.
-   * The body's deadline bounds the wait.
+   * The end of PARAMS: the body streams into the program's stdin (a CONTENT_LENGTH within --max-body); or it is
+   * spooled whole before the program runs (no CONTENT_LENGTH: the CGI must get one, RFC 3875 4.2); or refused (a
+   * CONTENT_LENGTH over --max-body, or a program that does not run: run). A refused body is read and dropped to its
+   * end, and only then answered: nginx stops sending a body once it has the answer's header, so an answer before the
+   * body's end would leave the request hanging, and a close with the body unread sends a reset that can destroy the
+   * answer (nginx's 502). The body's deadline bounds the wait.
    */
   private paramsRecord(content: Uint8Array, now: number): string | undefined {
     if (this.phase !== "params") return "PARAMS after the end of PARAMS";
@@ -282,7 +277,7 @@ export class FastCgiResponder {
     if (over) this.log(over);
     this.phase = "spooling";
     this.spooled = variables;
-    this.refused = over !== undefined;
+    this.refused = over === undefined ? undefined : TOO_LARGE;
     return undefined;
   }
 
@@ -293,6 +288,12 @@ export class FastCgiResponder {
     if (stdin !== "pipe") this.bodyEnded = true;
     const answer = this.effects.start(variables, stdin);
     if (answer === undefined) return undefined;
+    if (!this.bodyEnded) {
+      // Nothing runs (--cgi-root's 404 or 403, a program that cannot start): its body is refused (paramsRecord).
+      this.phase = "spooling";
+      this.refused = answer;
+      return undefined;
+    }
     this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
     this.complete(answer === BAD_GATEWAY ? 1 : 0, now);
     return undefined;
@@ -316,17 +317,16 @@ export class FastCgiResponder {
   }
 
   /**
-   * A record of a spooled body; the empty one starts the program with the
-   * file as its stdin and CONTENT_LENGTH its size (the web server's own,
-   * empty or absent, stays when there is none). Past --max-body the rest is
-   * dropped (within what is left of the body's deadline), then 413.
+   * A record of a spooled body; the empty one starts the program with the file as its stdin and CONTENT_LENGTH its
+   * size (the web server's own, empty or absent, stays when there is none). A refused body (past --max-body: the
+   * rest) is dropped, within what is left of its deadline, then answered.
    */
   private spoolStdin(content: Uint8Array, now: number): string | undefined {
     if (content.length === 0) {
       if (this.refused) {
-        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, TOO_LARGE));
+        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, this.refused));
         this.bodyEnded = true;
-        return void this.complete(0, now);
+        return void this.complete(this.refused === BAD_GATEWAY ? 1 : 0, now);
       }
       const variables = this.spooled;
       this.spooled = NO_VARIABLES;
@@ -338,7 +338,7 @@ export class FastCgiResponder {
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
     if (over) {
       this.log(over);
-      this.refused = true;
+      this.refused = TOO_LARGE;
       this.effects.spoolFile.close();
       return undefined;
     }
