@@ -146,7 +146,8 @@ export class BodyClock {
 // - A kept connection is closed only once it has been quiet (no byte, no
 //   request) for KEPT_IDLE_MS: when another connection waits at the
 //   listener, or when this worker leaves (HUP, USR2, TTOU, a drain,
-//   --max-requests, -W MIN:MAX's --idle-timeout). Web servers reuse their
+//   -W MIN:MAX's --idle-timeout; not --max-requests, which counts a kept
+//   connection as one, ended by the web server). Web servers reuse their
 //   most recently used connection first, so one quiet that long is not
 //   about to carry a request, and nginx drops a cached connection it sees
 //   closed. Until then every request that arrives on it is served, and
