@@ -5,7 +5,7 @@
 // connection serves its next request. Bad values are refused when the
 // command line is read.
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_MAX_BODY, parseSize } from "../src/cli/parse.ts";
 import { exchange, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
@@ -71,6 +71,20 @@ describe.each(modes)("--max-body 1k with $name", ({ args }) => {
     expect(first.startsWith(TOO_LARGE)).toBe(true);
     expect(second).toBe("Content-Type: text/plain\r\n\r\nread 1024\n");
     await waitFor("the -v line", () => server.stderr().includes("fastcgi: 413: a body past --max-body (1024 bytes)"));
+  });
+  test("FastCGI to a script --cgi-root does not run (404): its body is dropped up to --max-body, and past it the connection ends as a running CGI's", async () => {
+    using dir = tempDir();
+    const root = join(dir.path, "root");
+    mkdirSync(root);
+    const post = (size: number) => fcgiRequest(1, [["REQUEST_METHOD", "POST"], ["CONTENT_LENGTH", "10"], ["SCRIPT_FILENAME", join(root, "nothing.cgi")]], new Uint8Array(size));
+    await using server = await startServer(["--fastcgi", ...args, "--max-body", "1k", "--cgi-root", root, "-s", "0"]);
+    const within = parseRecords((await exchange(server.target, post(10))).data);
+    expect(within.stdout.startsWith("Status: 404 Not Found\r\n")).toBe(true);
+    expect(endRequests(within)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+    // A client that declares 10 bytes and sends 3 MB: not read to its end (nothing bounded it but the rate) to answer 404.
+    const past = parseRecords((await exchange(server.target, post(3_000_000))).data);
+    await waitFor("the -v line", () => server.stderr().includes("fastcgi: 413: a body past --max-body (1024 bytes)"));
+    expect(past.stdout).toBe("");
   });
 });
 

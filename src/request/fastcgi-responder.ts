@@ -318,8 +318,8 @@ export class FastCgiResponder {
 
   /**
    * A record of a spooled body; the empty one starts the program with the file as its stdin and CONTENT_LENGTH its
-   * size (the web server's own, empty or absent, stays when there is none). A refused body (past --max-body: the
-   * rest) is dropped, within what is left of its deadline, then answered.
+   * size (the web server's own, empty or absent, stays when there is none). A refused body is dropped, within what
+   * is left of its deadline, then answered: past --max-body, the rest; without a program (run), up to --max-body, as stdin.
    */
   private spoolStdin(content: Uint8Array, now: number): string | undefined {
     if (content.length === 0) {
@@ -334,7 +334,7 @@ export class FastCgiResponder {
       return this.run([...variables.filter(([name]) => name !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(this.spoolSize)]], "spool", now);
     }
     this.body.received += content.length; // what came, kept or dropped: the body's deadline counts it
-    if (this.refused) return undefined;
+    if (this.refused) return this.refused === TOO_LARGE ? undefined : bodyOverLimit(this.config.options, this.body.received, "received");
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
     if (over) {
       this.log(over);
