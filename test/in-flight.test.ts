@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { childrenOf, exchange, isAlive, serverHasRead, signalEach, startServer, tempDir, waitFor, workersOf, writeExecutable, type Server } from "./harness.ts";
 import { converse, endRequests, fcgiRequest, parseRecords, unread } from "./gateway-peers.ts";
-import { KEPT_IDLE_MS } from "../src/request/fastcgi-engine.ts";
+import { KEPT_HEADER_MS, KEPT_IDLE_MS } from "../src/request/fastcgi-engine.ts";
 
 const PATH = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 const POST = (id: number, keep = true) => fcgiRequest(id, [["REQUEST_METHOD", "POST"], ["CONTENT_LENGTH", "4"]], new TextEncoder().encode("body"), keep);
@@ -136,6 +136,26 @@ test("-l -f: a kept connection with part of its next request read when TERM come
   await kept.closed();
   expect(await server.exited()).toBe(241);
   kept.close();
+}, 15_000);
+
+// A connection that has not sent a whole header when TERM comes is given KEPT_HEADER_MS (as a leaving worker gives one), not --grace.
+test.each([
+  { what: "nothing", bytes: 0 },
+  { what: "half a record", bytes: 4 },
+  { what: "a BEGIN_REQUEST and no PARAMS", bytes: 16 },
+])("-l -f: a connection that sent $what when TERM comes does not hold the drain for --grace", async ({ bytes }) => {
+  using dir = tempDir();
+  await using server = await classic(dir.path); // --grace 5
+  const client = await converse(server.target);
+  if (bytes > 0) client.send(POST(1).subarray(0, bytes));
+  await waitFor("the accept", () => server.stderr().includes("connection from"));
+  if (bytes > 0) await serverHasRead(client, Number(server.target));
+  const termAt = performance.now();
+  process.kill(server.proc.pid, "SIGTERM");
+  await client.closed();
+  expect(await server.exited()).toBe(241);
+  expect(performance.now() - termAt).toBeLessThan(KEPT_HEADER_MS + 2000);
+  client.close();
 }, 15_000);
 
 /** Bytes unread on descriptor `fd` of process `pid`, a UNIX stream socket (ss's Recv-Q): the master's word, for a worker's fd 4. */

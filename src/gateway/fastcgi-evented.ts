@@ -120,7 +120,9 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     const socket = this.socket;
     const between = socket !== undefined && this.responder.phase === "none" && !this.closed && !this.responder.over;
     this.leaveAfterRead = between && isReadable(fdOf(socket));
-    if (!this.leaveAfterRead) this.responder.leave(Date.now());
+    if (this.leaveAfterRead) return;
+    this.responder.leave(Date.now());
+    this.arm(); // a header not yet whole is hurried now
   }
 
   /** The responder's deadline as the timer: set again only when it comes sooner; when it fires, asked again. */

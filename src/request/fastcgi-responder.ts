@@ -1,17 +1,13 @@
-// FastCGI's responder role, written once for both engines: what each record
-// may do in each state of a connection, when the connection must be dropped
-// (its deadline, as data), and how a request ends (the empty STDOUT,
-// END_REQUEST, then the next request or the connection's end). No I/O here:
-// the engine that owns the connection (fastcgi-blocking.ts in a pool worker,
-// fastcgi-evented.ts on Bun's loop for -f) tells the responder what happened
-// (bytes came, bytes moved, the program is done, the web server closed, the
-// worker leaves) with the time, and the responder tells the engine what to
-// do through ResponderEffects.
+// FastCGI's responder role, written once for both engines: what each record may do in each state of a connection,
+// when the connection must be dropped (its deadline, as data), and how a request ends (the empty STDOUT, END_REQUEST,
+// then the next request or the connection's end). No I/O here: the engine that owns the connection (fastcgi-blocking.ts
+// in a pool worker, fastcgi-evented.ts on Bun's loop for -f) tells the responder what happened (bytes came, bytes moved,
+// the program is done, the web server closed, the worker leaves) with the time, and the responder tells the engine what
+// to do through ResponderEffects.
 //
-// Why an effects interface rather than returned actions: the engine's
-// connection implements it once, as methods, so nothing is allocated per
-// record (a list of actions would be, on every read), and each engine's
-// effects read as plain steps: send, start the program, write body bytes.
+// Why an effects interface rather than returned actions: the engine's connection implements it once, as methods, so
+// nothing is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain
+// steps: send, start the program, write body bytes.
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
@@ -117,10 +113,14 @@ export class FastCgiResponder {
     this.over = true;
   }
 
-  /** Leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict); for -f an idle kept connection ends now, one in or before its request (sent on connecting) after it. */
+  /** Leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict). For -f an idle kept
+   * connection ends now, one in or before its request (sent on connecting) after it, its header hurried as a leaving
+   * worker's (KEPT_HEADER_MS): one that never sends a whole header must not hold the drain for all of --grace. */
   leave(now: number): void {
     this.leavingSince ??= now;
-    if (!this.config.pool && this.phase === "none" && this.reader.partial === 0 && this.lastEnd !== undefined) this.end();
+    if (this.config.pool || (this.phase !== "none" && this.phase !== "params")) return;
+    if (this.phase === "none" && this.reader.partial === 0 && this.lastEnd !== undefined) return this.end();
+    [this.hurrySince, this.hurryWhy] = [this.hurrySince ?? now, "no complete request in time while this process leaves"];
   }
 
   /** A deadline has come: --request-timeout's ends the request (its 504 when nothing was answered), any other drops the connection. */
