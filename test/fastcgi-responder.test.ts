@@ -383,14 +383,14 @@ describe("kept connections (pool workers' rules)", () => {
     expect(effects.sent.at(-1)?.type).toBe(TYPE.END_REQUEST);
   });
 
-  test("-f's leaving process closes an idle kept connection at once; a new one (its request comes once connected), or one in a request, after that request", () => {
+  test("-f's leaving process closes an idle kept connection at once; a new one (its request comes once connected, its header hurried), or one in a request, after that request", () => {
     const whole = Buffer.concat([header(1, 0), stdin(1)]);
     for (const part of [-1 /* idle after a kept request */, 0, 5 /* in a BEGIN_REQUEST */, header(1, 0).length /* running */]) {
       const { fcgi } = responder();
       fcgi.input(part < 0 ? whole : whole.subarray(0, part), 0);
       if (part < 0) fcgi.exited(0, 0);
       fcgi.leave(1);
-      expect(fcgi.ending).toBe(part < 0);
+      expect({ ending: fcgi.ending, hurried: fcgi.deadline()?.at === 1 + KEPT_HEADER_MS }).toEqual({ ending: part < 0, hurried: part === 0 || part === 5 });
       if (part >= 0) fcgi.input(whole.subarray(part), 2);
       fcgi.exited(0, 3);
       expect(fcgi.ending).toBe(true);
