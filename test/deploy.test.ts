@@ -105,6 +105,16 @@ describe("PID 1: INT", () => {
   }
 });
 
+test.skipIf(!canUnshare)("pool: USR2 to PID 1 is refused in one line (its exit would end the container); the pool serves on", async () => {
+  await using server = await startServer(["-p", "cat", "-W", "2", "-s", "0"], { wrap: ["unshare", "--pid", "--fork", "--mount-proc"] });
+  const pid = await wrapped(server.proc.pid);
+  process.kill(pid, "SIGUSR2");
+  await waitFor("the refusal", () => server.stderr().includes("USR2: as PID 1 this master cannot hand over"));
+  expect((await exchange(server.target, "after")).data.toString()).toBe("after");
+  expect(isAlive(pid)).toBe(true);
+  expect(server.stderr()).not.toContain("the new master");
+});
+
 describe("subreaper (not PID 1)", () => {
   for (const [mode, flags] of Object.entries(MODES)) {
     test(`${mode}: 500 orphans leave no zombie; TERM ends everything with 241`, async () => {

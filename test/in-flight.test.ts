@@ -269,3 +269,31 @@ test.each([
     signalEach([successor], "SIGKILL");
   }
 }, 30_000);
+
+test("USR2 twice while the first old master still drains: the newest master serves on after that drain ends", async () => {
+  using dir = tempDir();
+  const pidFile = join(dir.path, "pid");
+  await using server = await startServer(["-W", "1", "-p", "sh -c 'sleep 2; echo done'", "-s", "0", "--pid-file", pidFile]);
+  const first = server.proc.pid;
+  const master = () => (existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) || undefined : undefined);
+  await waitFor("the pid file", () => master() === first);
+  const replying = exchange(server.target, "", { ms: 10_000, halfClose: false });
+  await waitFor("the program", () => workersOf(first).some((w) => childrenOf(w).length > 0));
+  process.kill(first, "SIGUSR2");
+  await waitFor("the first handover", () => (master() ?? first) !== first);
+  const second = master()!;
+  await waitFor("the second master's worker", () => workersOf(second).length === 1);
+  process.kill(second, "SIGUSR2");
+  await waitFor("the second handover", () => (master() ?? second) !== second);
+  const third = master()!;
+  try {
+    await waitFor("the second master's exit", () => !isAlive(second));
+    expect((await replying).data.toString()).toBe("done\n"); // the first master's drain ends with it
+    expect(await Promise.race([server.proc.exited, Bun.sleep(6000).then(() => "still running")])).not.toBe("still running");
+    expect((await exchange(server.target, "", { ms: 10_000, halfClose: false })).data.toString()).toBe("done\n");
+    expect(server.stderr()).not.toContain("Termination signal");
+    expect(isAlive(third)).toBe(true);
+  } finally {
+    signalEach([third], "SIGKILL");
+  }
+}, 30_000);

@@ -19,7 +19,7 @@ import { close } from "../system/fd.ts";
 import { sendByte } from "../system/socket.ts";
 import { say, verbose, write } from "../system/log.ts";
 import { mainPid, serving, stopping } from "../system/notify.ts";
-import { endDescendants, KILL_AFTER_MS } from "../system/reaper.ts";
+import { endDescendants, KILL_AFTER_MS, stopAdopting } from "../system/reaper.ts";
 import { selfCommand } from "../system/self.ts";
 import { exitNow } from "../system/signals.ts";
 import { NO_LAZY_THREADS, underProcessLimit } from "../system/threads.ts";
@@ -39,7 +39,6 @@ import {
   workerConfig,
   type WorkerMessage,
 } from "./protocol.ts";
-
 import { errorText } from "../fatal.ts";
 import { Succession } from "./succession.ts";
 import { endReason, startWorkerProcess, type WorkerLaunch, type WorkerRecord } from "./worker-process.ts";
@@ -350,6 +349,7 @@ export class WorkerPool {
     mainPid(successor.pid);
     say(`USR2: the new master ${successor.pid} serves; ${process.pid} drains and exits`);
     this.handedOver = true;
+    stopAdopting();
     this.stopStatus?.(); // the new master's page alone answers while this one drains
     handOverPidFile(); // after -u, its check could fail and truncate the successor's file
     await this.stop(successor.pid);

@@ -38,6 +38,8 @@ export class Succession {
       say(`USR2: the new master ${this.successor.pid} is still starting; ignored`);
       return;
     }
+    // A PID 1 that exits ends every process of its namespace, the new master included.
+    if (process.pid === 1) return say("USR2: as PID 1 this master cannot hand over (its exit would end the container); HUP replaces the workers");
     const command = selfCommand();
     const pidFd = pidFileDescriptor();
     let proc: Subprocess;

@@ -54,8 +54,8 @@ export function dieWithParent(): void {
  * Orphans of our descendants become our children instead of init's, so we
  * can reap them and, at shutdown, find them (PR_SET_CHILD_SUBREAPER).
  */
-export function becomeSubreaper(): void {
-  check("prctl", lib().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+export function becomeSubreaper(on = true): void {
+  check("prctl", lib().prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0));
 }
 
 /** Whether the soft limit on this user's processes and threads (RLIMIT_NPROC) is set. */

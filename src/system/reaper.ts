@@ -77,6 +77,20 @@ function reapOrphans(): void {
 let scheduled = false;
 
 /**
+ * A master that handed over (USR2) adopts no more orphans. Its successor
+ * may hand over in turn and exit while this one still drains: the newest
+ * master, orphaned, would become this one's child, and this one's end
+ * (endDescendants) would end it and the service with it.
+ */
+export function stopAdopting(): void {
+  try {
+    becomeSubreaper(false);
+  } catch (e) {
+    say(`cannot stop being a subreaper: ${errorText(e)}`);
+  }
+}
+
+/**
  * Becomes a subreaper (a no-op in effect as PID 1, which is one already)
  * and reaps orphans on SIGCHLD. Signals coalesce, so each wakeup reaps all
  * (a child that ends during a reap raises SIGCHLD again). No timer: an idle
