@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_MAX_BODY, parseSize } from "../src/cli/parse.ts";
 import { exchange, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
-import { endRequests, fcgiRequest, noNginx, parseRecords, PROTOCOLS, scgiRequest, startNginx } from "./gateway-peers.ts";
+import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, PROTOCOLS, record, scgiRequest, startNginx } from "./gateway-peers.ts";
 
 if (noNginx) console.warn("body-limits.test.ts: nginx is not installed (scripts/install-test-deps.sh installs it); the nginx tests are skipped");
 
@@ -72,6 +72,29 @@ describe.each(modes)("--max-body 1k with $name", ({ args }) => {
     expect(second).toBe("Content-Type: text/plain\r\n\r\nread 1024\n");
     await waitFor("the -v line", () => server.stderr().includes("fastcgi: 413: a body past --max-body (1024 bytes)"));
   });
+  test("FastCGI: a refused body that keeps coming above the least rate is dropped no longer than --timeout from its refusal", async () => {
+    using dir = tempDir();
+    const cgi = markingCgi(dir.path);
+    await using server = await startServer(["--fastcgi", ...args, "--max-body", "1k", "--timeout", "1", "-p", cgi.path, "-s", "0"]);
+    const client = await converse(server.target);
+    client.send(Buffer.concat([begin(1), record(4, 1, pairs([["REQUEST_METHOD", "POST"], ["CONTENT_LENGTH", "100000000"]])), record(4, 1)]));
+    const started = Date.now();
+    let sending = true;
+    // 10 KB/s, twenty times the least rate, for as long as the connection lasts: the behaviour under test.
+    const drip = (async () => {
+      for (; sending; await Bun.sleep(100)) client.send(record(5, 1, new Uint8Array(1000)));
+    })();
+    try {
+      await client.closed();
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      sending = false;
+      await drip;
+      client.close();
+    }
+    expect(existsSync(cgi.marker)).toBe(false);
+  });
+
   test("FastCGI to a script --cgi-root does not run (404): its body is dropped up to --max-body, and past it the connection ends as a running CGI's", async () => {
     using dir = tempDir();
     const root = join(dir.path, "root");

@@ -107,12 +107,22 @@ export class BodyClock {
   received = 0;
   private pausedSince: number | undefined;
   private pausedMs = 0;
+  /** A refused body's answer at its end (413, or a program's that does not run); its rest is dropped. */
+  refused: Uint8Array | undefined;
+  private refusedAt = Infinity;
 
   /** The header has ended: the body's time starts. */
   start(now: number): void {
     this.from = now;
     this.received = this.pausedMs = 0;
-    this.pausedSince = undefined;
+    this.pausedSince = this.refused = undefined;
+    this.refusedAt = Infinity;
+  }
+
+  /** The body is refused: what is left of it is dropped within the first limit from now, not at the least rate. */
+  refuse(now: number, answer: Uint8Array): void {
+    this.refused = answer;
+    this.refusedAt = Math.min(this.refusedAt, now);
   }
 
   /** The engine stops reading the connection (the program has not taken the body that came). */
@@ -133,7 +143,7 @@ export class BodyClock {
 
   /** When the body must have come, as far as it has. */
   due(limitMs: number): number {
-    return bodyDue(this.from, limitMs, this.received) + this.pausedMs;
+    return Math.min(bodyDue(this.from, limitMs, this.received) + this.pausedMs, this.refusedAt + limitMs);
   }
 }
 

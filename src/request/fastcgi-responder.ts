@@ -33,10 +33,9 @@ export class FastCgiResponder {
   bodyEnded = false;
   /** --request-timeout's clock (request-deadline.ts); `clock.cut`: the rest of the program's output is dropped. */
   readonly clock = new RequestClock();
-  /** A spooled body's variables, its size so far, and a refused body's answer at its end (413, or a program's that does not run). */
+  /** A spooled body's variables and its size so far (a refused one's answer: BodyClock). */
   private spooled = NO_VARIABLES;
   private spoolSize = 0;
-  private refused: Uint8Array | undefined;
   /** No further request: the connection closes once what is queued has gone. */
   ending = false;
   /** The web server closed its side (EOF). */
@@ -253,7 +252,6 @@ export class FastCgiResponder {
     this.keep = keep;
     this.held.paramsSize = this.body.received = this.spoolSize = 0;
     this.bodyEnded = false;
-    this.refused = undefined;
     return undefined;
   }
 
@@ -277,7 +275,7 @@ export class FastCgiResponder {
     if (over) this.log(over);
     this.phase = "spooling";
     this.spooled = variables;
-    this.refused = over === undefined ? undefined : TOO_LARGE;
+    if (over) this.body.refuse(now, TOO_LARGE);
     return undefined;
   }
 
@@ -291,7 +289,7 @@ export class FastCgiResponder {
     if (!this.bodyEnded) {
       // Nothing runs (--cgi-root's 404 or 403, a program that cannot start): its body is refused (paramsRecord).
       this.phase = "spooling";
-      this.refused = answer;
+      this.body.refuse(now, answer);
       return undefined;
     }
     this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
@@ -323,10 +321,10 @@ export class FastCgiResponder {
    */
   private spoolStdin(content: Uint8Array, now: number): string | undefined {
     if (content.length === 0) {
-      if (this.refused) {
-        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, this.refused));
+      if (this.body.refused) {
+        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, this.body.refused));
         this.bodyEnded = true;
-        return void this.complete(this.refused === BAD_GATEWAY ? 1 : 0, now);
+        return void this.complete(this.body.refused === BAD_GATEWAY ? 1 : 0, now);
       }
       const variables = this.spooled;
       this.spooled = NO_VARIABLES;
@@ -334,11 +332,11 @@ export class FastCgiResponder {
       return this.run([...variables.filter(([name]) => name !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(this.spoolSize)]], "spool", now);
     }
     this.body.received += content.length; // what came, kept or dropped: the body's deadline counts it
-    if (this.refused) return this.refused === TOO_LARGE ? undefined : bodyOverLimit(this.config.options, this.body.received, "received");
+    if (this.body.refused) return this.body.refused === TOO_LARGE ? undefined : bodyOverLimit(this.config.options, this.body.received, "received");
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
     if (over) {
       this.log(over);
-      this.refused = TOO_LARGE;
+      this.body.refuse(now, TOO_LARGE);
       this.effects.spoolFile.close();
       return undefined;
     }
