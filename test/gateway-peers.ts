@@ -225,21 +225,39 @@ export function endRequests(parsed: Parsed): { id: number; app: number; protocol
   return parsed.records.filter((r) => r.type === 3).map((r) => ({ id: r.id, app: r.content.readUInt32BE(0), protocol: r.content[4] }));
 }
 
+/** What a conversing test hears as it happens: all that came so far at each arrival, and the connection's end. */
+export interface Hear {
+  data?(all: Buffer): void;
+  end?(): void;
+}
+
 /** A client that keeps the connection open and lets the test speak in turns. */
-export async function converse(target: Target): Promise<{
+export async function converse(
+  target: Target,
+  hear: Hear = {},
+): Promise<{
   /** The client's own port (TCP). */
   localPort: number;
   send(bytes: Uint8Array): void;
+  /** All that came so far. */
+  data(): Buffer;
   until(what: string, check: (data: Buffer) => boolean): Promise<Buffer>;
-  closed(): Promise<void>;
+  closed(ms?: number): Promise<void>;
   close(): void;
 }> {
   const chunks: Buffer[] = [];
   let closed = false;
+  const ended = () => {
+    closed = true;
+    hear.end?.();
+  };
   const handlers = {
-    data: (_s: Socket<undefined>, d: Buffer) => void chunks.push(Buffer.from(d)),
-    close: () => void (closed = true),
-    error: () => void (closed = true),
+    data: (_s: Socket<undefined>, d: Buffer) => {
+      chunks.push(Buffer.from(d));
+      hear.data?.(Buffer.concat(chunks));
+    },
+    close: ended,
+    error: ended,
   };
   const socket =
     typeof target === "number"
@@ -248,11 +266,12 @@ export async function converse(target: Target): Promise<{
   return {
     localPort: socket.localPort,
     send: (bytes) => void socket.write(bytes),
+    data: () => Buffer.concat(chunks),
     until: async (what, check) => {
       await waitFor(what, () => check(Buffer.concat(chunks)));
       return Buffer.concat(chunks);
     },
-    closed: () => waitFor("the server to close the connection", () => closed),
+    closed: (ms) => waitFor("the server to close the connection", () => closed, ms),
     close: () => socket.end(),
   };
 }
@@ -265,16 +284,10 @@ export const PROTOCOLS = [
 
 /** One FastCGI GET on its own TCP connection (CONTENT_LENGTH empty, as nginx sends it, unless given); everything the server sent until it closed. */
 export async function fcgiGet(port: number, contentLength = ""): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let closed = false;
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: { data: (_s, d) => void chunks.push(Buffer.from(d)), close: () => void (closed = true), error: () => void (closed = true) },
-  });
-  socket.write(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", contentLength]]));
-  await waitFor("the answer's end", () => closed, 15000);
-  return Buffer.concat(chunks);
+  const client = await converse(port);
+  client.send(fcgiRequest(1, [["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", contentLength]]));
+  await client.closed(15000);
+  return client.data();
 }
 
 /** Bytes waiting unread on the TCP socket from `localPort` to `remotePort` (/proc/net/tcp's rx_queue): sent, not yet read by the server. */

@@ -41,30 +41,20 @@ const TERM_LINE = "Termination signal occured, exiting";
 
 /**
  * A kept connection that sends `first` and stops `pid` the moment that request's END_REQUEST arrives:
- * socket is still finishing it, its loop busy, as on a loaded machine. Data as it came; whether it closed.
+ * socket is still finishing it, its loop busy, as on a loaded machine.
  */
 async function stopAtAnswer(port: number, pid: number, first: Uint8Array) {
-  const chunks: Buffer[] = [];
   let stopped = false;
-  let closed = false;
-  const data = () => Buffer.concat(chunks);
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data: (_s, d) => {
-        chunks.push(Buffer.from(d));
-        if (stopped || endRequests(parseRecords(data())).length === 0) return;
-        stopped = true;
-        process.kill(pid, "SIGSTOP");
-      },
-      close: () => void (closed = true),
-      error: () => void (closed = true),
+  const client = await converse(port, {
+    data: (all) => {
+      if (stopped || endRequests(parseRecords(all)).length === 0) return;
+      stopped = true;
+      process.kill(pid, "SIGSTOP");
     },
   });
-  socket.write(first);
+  client.send(first);
   await waitFor("the first answer", () => stopped);
-  return { socket, data, closed: () => closed };
+  return client;
 }
 
 test("-l -f: a request already sent on an idle kept connection when TERM comes is served, then the connection ends", async () => {
@@ -74,13 +64,13 @@ test("-l -f: a request already sent on an idle kept connection when TERM comes i
   const pid = server.proc.pid;
   const kept = await stopAtAnswer(port, pid, EMPTY_POST(1));
   try {
-    kept.socket.write(EMPTY_POST(2));
-    await waitFor("the request in socket's receive queue", () => unread(port, kept.socket.localPort) > 0);
+    kept.send(EMPTY_POST(2));
+    await waitFor("the request in socket's receive queue", () => unread(port, kept.localPort) > 0);
     process.kill(pid, "SIGTERM");
   } finally {
     process.kill(pid, "SIGCONT");
   }
-  await waitFor("the connection's end", kept.closed); // the request it was serving was its last
+  await kept.closed(); // the request it was serving was its last
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
   expect(parseRecords(kept.data()).stdout.match(/hi/g)?.length).toBe(2);
   expect(await server.exited()).toBe(241);
@@ -166,24 +156,16 @@ function unixUnread(pid: number, fd: number): number {
   return row ? Number(row[2]) : -1;
 }
 
-/** A FastCGI client on a kept connection: what came, when the first END_REQUEST came and when the connection ended (performance.now()). */
+/** A FastCGI client on a kept connection, and when its first END_REQUEST came and when it ended (performance.now()). */
 async function timedClient(port: number) {
-  const chunks: Buffer[] = [];
   const at = { answer: 0, end: 0 };
-  const data = () => Buffer.concat(chunks);
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data: (_s, d) => {
-        chunks.push(Buffer.from(d));
-        if (at.answer === 0 && endRequests(parseRecords(data())).length > 0) at.answer = performance.now();
-      },
-      close: () => void (at.end ||= performance.now()),
-      error: () => void (at.end ||= performance.now()),
+  const client = await converse(port, {
+    data: (all) => {
+      if (at.answer === 0 && endRequests(parseRecords(all)).length > 0) at.answer = performance.now();
     },
+    end: () => void (at.end ||= performance.now()),
   });
-  return { socket, data, at };
+  return { ...client, at };
 }
 
 // The master's LEAVE (HUP) reaches a worker in the middle of a kept connection's request, in each of its phases.
@@ -204,12 +186,12 @@ test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $ph
   const client = await timedClient(port);
   const request = POST(1);
   const cut = split ? request.length - 12 : request.length; // the body's last byte and its empty STDIN held back
-  client.socket.write(request.subarray(0, cut));
+  client.send(request.subarray(0, cut));
   await waitFor("the program", () => existsSync(started));
   process.kill(server.proc.pid, "SIGHUP");
   await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
-  if (split) await serverHasRead(client.socket, port);
-  client.socket.write(request.subarray(cut));
+  if (split) await serverHasRead(client, port);
+  client.send(request.subarray(cut));
   writeFileSync(join(dir.path, "go"), "");
   await waitFor("the connection's end", () => client.at.end > 0);
   expect(parseRecords(client.data()).stdout).toEndWith("hi\n");
@@ -226,14 +208,14 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
   await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
   const [old] = workersOf(server.proc.pid);
   const kept = await timedClient(port);
-  kept.socket.write(POST(1));
+  kept.send(POST(1));
   await waitFor("the first answer", () => kept.at.answer > 0);
   await Bun.sleep(KEPT_IDLE_MS + 100); // quiet past the rule's time: the case under test
   await whileStopped(old, async () => {
     process.kill(server.proc.pid, "SIGHUP");
     await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
-    kept.socket.write(POST(2));
-    await waitFor("the request in the old worker's socket", () => unread(port, kept.socket.localPort) > 0);
+    kept.send(POST(2));
+    await waitFor("the request in the old worker's socket", () => unread(port, kept.localPort) > 0);
   });
   await waitFor("the connection's end", () => kept.at.end > 0);
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
