@@ -110,16 +110,19 @@ describe("a socket passed by the service manager", () => {
 });
 
 const setpriv = Bun.which("setpriv");
+// A uid and gid no account has, so no other process counts against its limit.
+const asLoneUser = [setpriv ?? "setpriv", "--reuid", "64321", "--regid", "64321", "--clear-groups"];
 describe("a process limit (ulimit -u)", () => {
   test.skipIf(!isRoot || !setpriv)("the master lives on, and says it cannot start workers at the backoff's pace", async () => {
     // A UNIX socket (the limit is about processes, not TCP), in a directory where nobody may create it.
     using dir = tempDir();
     chmodSync(dir.path, 0o1777);
     const path = join(dir.path, "s.sock");
-    // As nobody (root is not bound by RLIMIT_NPROC), with room for the
-    // master's threads and a few workers but not -W 32.
-    const asNobody = [setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
-    await using server = launch(["-W", "32", "-p", "cat", "-s", path], { wrap: [...asNobody, "bash", "-c", 'ulimit -u 24 && exec "$@"', "bash"] });
+    // As a user of its own (root is not bound by RLIMIT_NPROC, and the limit
+    // counts every process of the user: nobody's web servers from other tests
+    // would take slots), with room for the master's threads and a few
+    // workers but not -W 32.
+    await using server = launch(["-W", "32", "-p", "cat", "-s", path], { wrap: [...asLoneUser, "bash", "-c", 'ulimit -u 24 && exec "$@"', "bash"] });
     await waitFor("a worker to serve", async () => {
       const reply = await exchange(path, "ping\n", { ms: 1000 }).catch(() => undefined);
       return reply?.data.toString() === "ping\n";
@@ -149,9 +152,8 @@ describe("a process limit (ulimit -u)", () => {
   test.skipIf(!isRoot || !setpriv)("the master executes itself again under a process limit, and not as root with none", async () => {
     using dir = tempDir();
     chmodSync(dir.path, 0o1777);
-    const asNobody = [setpriv!, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
     const limited = join(dir.path, "limited.sock");
-    await using bound = launch(["-W", "1", "-p", "cat", "-s", limited], { wrap: [...asNobody, "bash", "-c", 'ulimit -u 200 && exec "$@"', "bash"] });
+    await using bound = launch(["-W", "1", "-p", "cat", "-s", limited], { wrap: [...asLoneUser, "bash", "-c", 'ulimit -u 200 && exec "$@"', "bash"] });
     const free = join(dir.path, "free.sock");
     await using root = launch(["-W", "1", "-p", "cat", "-s", free]);
     for (const path of [limited, free]) {
