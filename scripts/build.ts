@@ -41,7 +41,7 @@ export const BUNDLE_FLAGS = ["--format=esm", "--minify"];
  * this machine); `metafile`: where to write the bundler's account of the
  * chunks, which modules each holds and imports (test/startup.test.ts).
  */
-export function compile(outfile: string, target?: string, commit = buildCommit(), metafile?: string): void {
+export async function compile(outfile: string, target?: string, commit = buildCommit(), metafile?: string): Promise<void> {
   const command = [
     process.execPath, "build", "--compile", "--bytecode", ...BUNDLE_FLAGS, "--sourcemap=none",
     "--define", `BUILD_COMMIT=${JSON.stringify(commit)}`,
@@ -53,8 +53,9 @@ export function compile(outfile: string, target?: string, commit = buildCommit()
     ...(metafile ? [`--metafile=${metafile}`] : []),
     ENTRY, ...PROGRAMS, "--outfile", outfile,
   ];
-  const r = Bun.spawnSync(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
-  if (r.exitCode !== 0) throw new Error(`bun build failed (exit ${r.exitCode}) for ${target ?? "this machine"}`);
+  // Asynchronous, so that a release compiles its targets side by side.
+  const status = await Bun.spawn(command, { cwd: ROOT, stdout: "inherit", stderr: "inherit" }).exited;
+  if (status !== 0) throw new Error(`bun build failed (exit ${status}) for ${target ?? "this machine"}`);
 }
 
-if (import.meta.main) compile(process.argv[2] ?? "dist/socket");
+if (import.meta.main) await compile(process.argv[2] ?? "dist/socket");

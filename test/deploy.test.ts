@@ -75,7 +75,7 @@ describe("PID 1 in a PID namespace", () => {
       await using server = await startServer(["-p", ORPHAN, ...flags, "-s", "0"], { wrap });
       const pid = await wrapped(server.proc.pid);
       expect(readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(/^NSpid:\s+\d+\s+1$/m); // it is PID 1 there
-      expect(await connections(server.target, 500)).toEqual([]);
+      expect(await connections(server.target, 500, 64)).toEqual([]);
       // Every orphan ends 0.2 s after its connection: then none may be left a zombie.
       // Nothing left but the pool's workers: an orphan still between fork and exec is not yet "sleep".
       await waitFor("every orphan reaped", () => familyOf(pid).every((p) => workersOf(pid).includes(p)), 5000);
@@ -120,7 +120,7 @@ describe("subreaper (not PID 1)", () => {
     test(`${mode}: 500 orphans leave no zombie; TERM ends everything with 241`, async () => {
       await using server = await startServer(["-p", ORPHAN, ...flags, "--grace", "0", "-s", "0"]);
       const pid = server.proc.pid;
-      expect(await connections(server.target, 500)).toEqual([]);
+      expect(await connections(server.target, 500, 64)).toEqual([]);
       // Nothing left but the pool's workers: an orphan still between fork and exec is not yet "sleep".
       await waitFor("every orphan reaped", () => familyOf(pid).every((p) => workersOf(pid).includes(p)), 5000);
       expect(zombiesOf(pid)).toBe(0);

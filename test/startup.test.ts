@@ -53,7 +53,7 @@ describe("what each start evaluates (the build's metafile)", () => {
 
   test("the build compiles and accounts for its modules", async () => {
     const metafile = join(dir.path, "meta.json");
-    compile(join(dir.path, "socket"), undefined, "test", metafile);
+    await compile(join(dir.path, "socket"), undefined, "test", metafile);
     meta = await Bun.file(metafile).json();
     expect(Object.keys(meta.inputs).length).toBeGreaterThan(50);
   }, 120_000);
