@@ -285,7 +285,7 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen with
 }, 15_000);
 
 describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
-  const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, othersWait: () => true, hurrySince: undefined };
+  const state = { now: 10_000, quietSince: 10_000 - KEPT_IDLE_MS, idle: true, leavingSince: undefined, retiring: false, othersWait: () => true, hurrySince: undefined };
   test("an idle kept connection closes for a waiting one only once quiet for KEPT_IDLE_MS", () => {
     expect(keptVerdict(state)).toEqual({ close: "closing an idle kept connection: another connection is waiting" });
     expect(keptVerdict({ ...state, quietSince: state.now - KEPT_IDLE_MS + 1 })).toMatchObject({ hurrySince: state.now });
@@ -300,10 +300,17 @@ describe("the kept connection rule (fastcgi-engine.ts keptVerdict)", () => {
     expect(draggedHeader(10_000 - KEPT_IDLE_MS, 10_000)).toBe(false); // whole within KEPT_IDLE_MS of the hurry
     expect(draggedHeader(10_000 - KEPT_IDLE_MS - 1, 10_000)).toBe(true);
   });
-  test("a leaving worker's connection closes once quiet, whether anyone waits or not", () => {
+  test("a stopping worker's connection closes once quiet, whether anyone waits or not", () => {
     let asked = false;
     const leaving = { ...state, leavingSince: 5000, othersWait: () => (asked = true) };
     expect(keptVerdict(leaving)).toEqual({ close: "closing an idle kept connection: this worker is leaving" });
+    expect(asked).toBe(false);
+  });
+  test("a retired worker's idle connection is neither closed nor hurried, however quiet; a header begun on it is hurried", () => {
+    let asked = false;
+    const retired = { ...state, leavingSince: 5000, retiring: true, quietSince: 0, othersWait: () => (asked = true) };
+    expect(keptVerdict(retired)).toBeUndefined();
+    expect(keptVerdict({ ...retired, idle: false })).toMatchObject({ hurrySince: state.now });
     expect(asked).toBe(false);
   });
 });

@@ -188,8 +188,12 @@ test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $ph
   const cut = split ? request.length - 12 : request.length; // the body's last byte and its empty STDIN held back
   client.send(request.subarray(0, cut));
   await waitFor("the program", () => existsSync(started));
-  process.kill(server.proc.pid, "SIGHUP");
-  await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
+  // The word lined up while the worker is stopped, then heard (read) by it: the request is under way.
+  await whileStopped(old, async () => {
+    process.kill(server.proc.pid, "SIGHUP");
+    await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
+  });
+  await waitFor("the old worker to hear it", () => unixUnread(old, 4) === 0);
   if (split) await serverHasRead(client, port);
   client.send(request.subarray(cut));
   writeFileSync(join(dir.path, "go"), "");
@@ -221,6 +225,50 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
   await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
+
+/** `--fastcgi -W 1`'s server with a kept connection that has had one request and is idle, then HUP heard by its worker (the word read). */
+async function retiredWhileIdle(server: Server) {
+  const port = Number(server.target);
+  await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+  const [old] = workersOf(server.proc.pid);
+  const kept = await timedClient(port);
+  kept.send(POST(1));
+  await waitFor("the first answer", () => kept.at.answer > 0);
+  await whileStopped(old, async () => {
+    process.kill(server.proc.pid, "SIGHUP");
+    await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);
+  });
+  await waitFor("the old worker to hear it", () => unixUnread(old, 4) === 0);
+  await waitFor("the new worker", () => workersOf(server.proc.pid).some((pid) => pid !== old));
+  return { old, kept };
+}
+
+test("-W 1: a kept connection idle when HUP comes is kept however quiet; its next request is served, and the connection ends with it", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
+  const { old, kept } = await retiredWhileIdle(server);
+  // Quiet three times as long as a stopping worker waits before it closes: a close now could cross nginx's next request.
+  await Bun.sleep(3 * KEPT_IDLE_MS);
+  expect(kept.at.end).toBe(0);
+  expect(isAlive(old)).toBe(true);
+  kept.send(POST(2));
+  await waitFor("the connection's end", () => kept.at.end > 0);
+  expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
+  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
+  kept.close();
+}, 15_000);
+
+test("-W 1: a TERM to the master then stops that connection once quiet, not after --grace", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
+  const { kept } = await retiredWhileIdle(server);
+  const termAt = performance.now();
+  process.kill(server.proc.pid, "SIGTERM"); // the master alone: its RETIRE, not the signal, reaches the worker
+  await waitFor("the connection's end", () => kept.at.end > 0);
+  expect(await server.exited()).toBe(241);
+  expect(performance.now() - termAt).toBeLessThan(KEPT_HEADER_MS + 2000); // --grace is 10 s
+  kept.close();
+}, 20_000);
 
 // USR2 while the old master's one worker runs a request of `seconds`; a TERM sent to the old master right after the handover, or none.
 test.each([

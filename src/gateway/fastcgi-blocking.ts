@@ -108,19 +108,18 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     this.responder.leave(Date.now());
   }
 
-  /** The master's control socket, watched in every wait (a request's too) until its word is heard; -1 then. */
+  /** The master's control socket, watched in every wait (a request's too) until the worker stops; -1 then. */
   control(): number {
-    return this.responder.leaving ? -1 : this.pool.control;
+    return this.responder.leaving && !this.responder.retiring ? -1 : this.pool.control;
   }
 
   /**
-   * The master's word, read by the worker once this connection is over: retire, leave or its end stop keeping
-   * connections, a reopen only ends this one. Heard during a request, the FIN goes with its END_REQUEST
-   * (fastcgi-engine.ts); between requests the connection closes once quiet, or after its next request.
+   * The master's word, read here and acted on by the worker: a drain stops this connection (stopWorkerConnection), a
+   * reopen asks nothing of it, a leave retires it. Heard during a request, the FIN goes with its END_REQUEST
+   * (fastcgi-engine.ts); between requests a stopped connection closes once quiet, a retired one after its next request.
    */
   heard(): void {
-    if (this.pool.ends()) stopping = true;
-    this.leave();
+    if (this.pool.hear() === "leave") this.responder.leave(Date.now(), true);
   }
 
   /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */

@@ -28,12 +28,15 @@ export function closePidfd(job: Job): void {
   job.pidfd = undefined;
 }
 
+/** What the master said: drain (RETIRE, or its end), leave (a retirement: the service goes on), reopen the log, or nothing yet. */
+export type MasterWord = "drain" | "leave" | "reopen" | "nothing";
+
 /** The pool's descriptors a FastCGI connection watches. */
 export interface WorkerFds {
   /** The listener: a kept connection gives way when another connection waits there (fastcgi-engine.ts keptVerdict). */
   listener: number;
-  /** The master's control socket: a byte (retire, leave) or its end, read by the worker after the connection. */
+  /** The master's control socket: a byte (retire, leave, reopen) or its end. */
   control: number;
-  /** Whether what waits there ends this worker (retire, leave, the master's end) rather than asks of it in passing (reopen the log). */
-  ends(): boolean;
+  /** Reads the master's word there and has the worker act on it (a drain stops this connection too); what it was. */
+  hear(): MasterWord;
 }

@@ -16,7 +16,7 @@ import { close, dup2, setCloexec } from "../system/fd.ts";
 import { EAGAIN, ECONNABORTED, EINTR, EPROTO, SysError } from "../system/ffi.ts";
 import { isReadable } from "../system/poll.ts";
 import { dieWithParent, getppid } from "../system/process.ts";
-import { MSG_DONTWAIT, MSG_PEEK, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
+import { MSG_DONTWAIT, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
 import { exitNow, nextTick } from "../system/signals.ts";
@@ -40,6 +40,7 @@ import {
   type WorkerMessage,
 } from "./protocol.ts";
 import { Waiter } from "./wait.ts";
+import type { MasterWord } from "../gateway/fastcgi-job.ts";
 import { plainOverdue } from "../request/request-deadline.ts";
 
 import { errorText } from "../fatal.ts";
@@ -60,19 +61,13 @@ interface Reports {
   overdue?: () => void;
 }
 
-async function chooseMode(worker: WorkerSetup, waiter: Waiter, reports: Reports): Promise<Mode> {
+async function chooseMode(worker: WorkerSetup, waiter: Waiter, reports: Reports, hear: () => MasterWord): Promise<Mode> {
   const { options, address } = worker;
-  if (options.gateway) return gatewayMode(worker, reports);
+  if (options.gateway) return gatewayMode(worker, reports, hear);
   const program = programFor(options.program!); // a pool without a gateway always has -p (cli/parse.ts)
   const served = reports.failed ? { ...options, failed: reports.failed } : options;
   if (options.pool?.prestart) return new Prestart(program, address, served, waiter);
   return { nonBlocking: false, serve: (fd) => serveDescriptor(fd, address, served, program, true, (o) => plainOverdue({ ...o, counted: reports.overdue })) };
-}
-
-/** Whether the byte waiting on the control socket is `word` (left there for the worker to read). */
-function nextWordIs(word: number): boolean {
-  const byte = new Uint8Array(1);
-  return tryRecv(CONTROL_FD, byte, MSG_PEEK | MSG_DONTWAIT) === 1 && byte[0] === word;
 }
 
 /**
@@ -80,7 +75,7 @@ function nextWordIs(word: number): boolean {
  * only here: their code and what it loads would otherwise sit in every
  * `-p` worker's heap.
  */
-async function gatewayMode({ options, address }: WorkerSetup, reports: Reports): Promise<Mode> {
+async function gatewayMode({ options, address }: WorkerSetup, reports: Reports, hear: () => MasterWord): Promise<Mode> {
   const source = (await import("../request/site.ts")).cgiSource(options, reports);
   if (options.gateway === "scgi") {
     const { serveScgiDescriptor } = await import("../gateway/scgi.ts");
@@ -88,9 +83,9 @@ async function gatewayMode({ options, address }: WorkerSetup, reports: Reports):
   }
   const { serveFastCgiDescriptor, stopWorkerConnection } = await import("../gateway/fastcgi-blocking.ts");
   // Between requests on a kept connection the listener (a waiting connection takes this worker) and
-  // the master's word (retire, leave, or its end: read after the connection) end it, or a web server
+  // the master's word (heard by the connection, acted on by the worker) end it, or a web server
   // keeping it for ever would hold this worker, and a HUP would never replace it.
-  const pool = { listener: LISTEN_FD, control: CONTROL_FD, ends: () => !nextWordIs(REOPEN) };
+  const pool = { listener: LISTEN_FD, control: CONTROL_FD, hear };
   const maxConns = options.pool!.max; // a worker's options always have a pool (protocol.ts readWorkerConfig)
   return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
 }
@@ -118,7 +113,7 @@ function tell(options: Options, message: WorkerMessage, always = false): void {
 }
 
 /** What the master said on the control socket: RETIRE, LEAVE, REOPEN, or end of file (it is gone: drain). */
-function hearMaster(): "drain" | "leave" | "reopen" | "nothing" {
+function hearMaster(): MasterWord {
   const byte = new Uint8Array(1);
   const n = tryRecv(CONTROL_FD, byte, MSG_DONTWAIT);
   if (n < 0) return "nothing"; // EAGAIN: woken for something else
@@ -179,8 +174,10 @@ async function setUp(worker: WorkerSetup): Promise<Serving> {
   };
   const rules = accessRules(options, address);
   const waiter = new Waiter(LISTEN_FD, CONTROL_FD);
-  const mode = await chooseMode(worker, waiter, reports);
-  const serving = new Serving(worker, mode, waiter, rules);
+  // A FastCGI connection hears the master's word while it waits; the worker acts on it (Serving.hear).
+  let heard: Serving | undefined;
+  const mode = await chooseMode(worker, waiter, reports, () => heard?.hear() ?? "nothing");
+  const serving = (heard = new Serving(worker, mode, waiter, rules));
 
   // Ctrl-C reaches the whole process group, and a service manager may TERM
   // every process of the service: finish the connection in hand and drain
@@ -232,11 +229,13 @@ class Serving {
     }
   };
 
-  private hear(): void {
+  /** Reads the master's word and acts on it; what it was. */
+  hear(): MasterWord {
     const word = hearMaster();
     if (word === "leave") this.leaving = true;
     else if (word === "reopen") this.reopen();
     else if (word === "drain") this.drain();
+    return word;
   }
 
   async run(): Promise<never> {

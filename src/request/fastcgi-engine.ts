@@ -155,9 +155,9 @@ export class BodyClock {
 //
 // - A kept connection is closed only once it has been quiet (no byte, no
 //   request) for KEPT_IDLE_MS: when another connection waits at the
-//   listener, or when this worker leaves (HUP, USR2, TTOU, a drain,
-//   -W MIN:MAX's --idle-timeout; not --max-requests, which counts a kept
-//   connection as one, ended by the web server). Web servers reuse their
+//   listener, or when this worker stops (a drain: TERM, INT, -W MIN:MAX's
+//   --idle-timeout, the master's end; not --max-requests, which counts a
+//   kept connection as one, ended by the web server). Web servers reuse their
 //   most recently used connection first, so one quiet that long is not
 //   about to carry a request, and nginx drops a cached connection it sees
 //   closed. Until then every request that arrives on it is served, and
@@ -165,6 +165,13 @@ export class BodyClock {
 //   comes as the connection is found quiet is served, not closed on. A
 //   leaving worker treats a connection that has not had a request yet so
 //   too: a web server sends one right after it connects.
+// - A worker retired while the service goes on (HUP, USR2, TTOU) does not
+//   close an idle kept connection at all: the web server's next request
+//   on it is served and its END_REQUEST carries the end (below), or the
+//   web server closes it, or the idle limit does (a header's deadline,
+//   30 s or --timeout). A close of ours, however quiet the connection,
+//   races with the request the web server may be sending on it, and a
+//   reload must not lose one; the old worker lingers instead.
 // - While another connection waits, or this worker leaves, a kept
 //   connection's next header must be complete within KEPT_HEADER_MS: a web
 //   server sends a header at once, and a client dripping one must not
@@ -202,6 +209,8 @@ export interface KeptState {
   idle: boolean;
   /** Since when this worker has been leaving; undefined: it is not. */
   leavingSince: number | undefined;
+  /** Leaving as a retirement (the service goes on), not a stop. */
+  retiring: boolean;
   /** Whether another connection waits at the listener (asked only when it matters). */
   othersWait(): boolean;
   /** Since when this header has been hurried (others waiting or leaving); undefined: not yet. */
@@ -220,6 +229,7 @@ export function keptVerdict(state: KeptState): KeptVerdict {
   const { now, quietSince, idle, leavingSince, hurrySince } = state;
   const quiet = idle && now - quietSince >= KEPT_IDLE_MS;
   if (leavingSince !== undefined) {
+    if (idle && state.retiring) return undefined;
     if (quiet) return { close: "closing an idle kept connection: this worker is leaving" };
     return { hurrySince: hurrySince ?? now, why: "no complete request in time while this worker leaves" };
   }

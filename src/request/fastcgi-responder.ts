@@ -5,15 +5,13 @@
 // the program is done, the web server closed, the worker leaves) with the time, and the responder tells the engine what
 // to do through ResponderEffects.
 //
-// Why an effects interface rather than returned actions: the engine's connection implements it once, as methods, so
-// nothing is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain
-// steps: send, start the program, write body bytes.
+// Why an effects interface rather than returned actions: the engine's connection implements it once, as methods, so nothing
+// is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain steps.
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { encodeRecord, endOfRequest, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
-import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner } from "./fastcgi-engine.ts";
-import type { BodyKind, Deadline, Phase, ResponderConfig, ResponderEffects } from "./fastcgi-engine.ts";
+import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 const NO_VARIABLES: Variable[] = [];
 
@@ -38,9 +36,8 @@ export class FastCgiResponder {
   private spoolSize = 0;
   /** No further request: the connection closes once what is queued has gone. */
   ending = false;
-  /** The web server closed its side (EOF). */
+  /** The web server closed its side (EOF); the connection has closed: nothing more is sent. */
   peerEnded = false;
-  /** The connection has closed: nothing more is sent. */
   over = false;
   /** Where each deadline counts from: the header's (accept, or the end of a request), the spooled body's last record, the last byte moved. */
   private headerFrom: number;
@@ -49,8 +46,9 @@ export class FastCgiResponder {
   private lastEnd: number | undefined;
   /** When a byte last came or a request last ended (the accept, at first). */
   private quietSince: number;
-  /** Since when this connection's process has been leaving. */
+  /** Since when this connection's process has been leaving; whether as a retirement (the service goes on), not a stop. */
   private leavingSince: number | undefined;
+  retiring = false;
   /** Since when the next header has been hurried (another connection waits, or leaving), and why; whether it then dragged on. */
   private hurrySince: number | undefined;
   private hurryWhy = "";
@@ -115,7 +113,10 @@ export class FastCgiResponder {
   /** Leaving (a drain, a retirement): no further request once quiet (fastcgi-engine.ts keptVerdict). For -f an idle kept
    * connection ends now, one in or before its request (sent on connecting) after it, its header hurried as a leaving
    * worker's (KEPT_HEADER_MS): one that never sends a whole header must not hold the drain for all of --grace. */
-  leave(now: number): void {
+  leave(now: number, retire = false): void {
+    // A stop after a retirement makes it a stop, never the reverse; retired, an idle connection waits (keptVerdict).
+    this.retiring = retire && (this.leavingSince === undefined || this.retiring);
+    if (this.retiring && this.phase === "none" && this.reader.partial === 0) this.hurrySince = undefined;
     this.leavingSince ??= now;
     if (this.config.pool || (this.phase !== "none" && this.phase !== "params")) return;
     if (this.phase === "none" && this.reader.partial === 0 && this.lastEnd !== undefined) return this.end();
@@ -167,6 +168,7 @@ export class FastCgiResponder {
       quietSince: this.quietSince,
       idle: this.phase === "none" && this.reader.partial === 0 && this.effects.queued() === 0,
       leavingSince: this.leavingSince,
+      retiring: this.retiring,
       othersWait,
       hurrySince: this.hurrySince,
     });
