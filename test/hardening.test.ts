@@ -3,10 +3,10 @@
 // copy loop), failures the operator sees, the client's reset status, and
 // messages that used to mislead. Everything against dist/socket.
 import { describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { exchange, launch, peerServer, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
+import { children, exchange, launch, peerServer, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 /** Idle connections that send nothing, kept open until disposed. */
 async function hold(port: number, count: number): Promise<{ closed: () => number } & AsyncDisposable> {
@@ -26,17 +26,6 @@ async function hold(port: number, count: number): Promise<{ closed: () => number
   };
 }
 
-/** Every child of a process, zombies too (harness's childrenOf skips them): empty once all are reaped. */
-function allChildren(pid: number): number[] {
-  return readdirSync("/proc").filter((entry) => {
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      return /^\d+$/.test(entry) && Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid;
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
 
 /** utime + stime of a process, in clock ticks (1/100 s). */
 function cpuTicks(pid: number): number {
@@ -182,7 +171,7 @@ describe("failures the operator sees", () => {
     expect(first!.data.toString()).toContain("nosuchprog: not found"); // sh's own message, to the client
     await exchange(path, ""); // a second failure within the second: no second line
     // Its end is reaped (the line would be said then) before socket is told to stop.
-    await waitFor("the second program to be reaped", () => allChildren(server.proc.pid).length === 0);
+    await waitFor("the second program to be reaped", () => children(server.proc.pid).length === 0);
     server.proc.kill("SIGTERM");
     await server.exited();
     const lines = server.stderr().split("\n").filter((l) => l.includes("nosuchprog"));
