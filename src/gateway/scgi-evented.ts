@@ -143,7 +143,7 @@ export class ScgiHandler implements SocketEvents {
         sink: body === undefined ? (proc.stdin ?? null) : null,
         program: { process: proc, exited: proc.exited },
       },
-      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options), endUnheard: true },
     );
     const copy = this.copy;
     // --request-timeout from the program's start (its body was spooled before): a 504 if nothing went, else the answer cut.
