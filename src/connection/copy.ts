@@ -230,7 +230,8 @@ export class Copy implements SocketEvents {
 
   /** A gateway's CGI wrote after its connection closed: nobody hears it, so it ends (CopyOptions.endUnheard). */
   private endUnheard(process: Process): void {
-    if (this.unheard) return;
+    // Exited: what still writes is a process it left in the background, which the cancelled read gives EPIPE.
+    if (this.unheard || process.exitCode !== null || process.signalCode !== null) return;
     this.unheard = true;
     this.options.log(`program ${process.pid} ended: it wrote after its connection closed`);
     process.stop(KILL_AFTER_MS);
