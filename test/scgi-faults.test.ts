@@ -103,3 +103,14 @@ describe.each(modes)("a refused header's -v line, with $name", ({ args }) => {
     expect(server.stderr().split("\n").filter((line) => line.startsWith("socket: forged"))).toEqual([]);
   });
 });
+
+describe.each(modes)("a request without a body, with $name", ({ args }) => {
+  test("the CGI's stdin is empty: one reading to EOF answers at once, and gets nothing the client sends after the header", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "read-all.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'stdin:[%s]\\n' "$(cat)"\n`);
+    await using server = await startServer(["--scgi", ...args, "-p", cgi, "-s", "0"]);
+    // The connection stays open (no half-close) with bytes past CONTENT_LENGTH 0 on it.
+    const reply = await exchange(server.target, Buffer.concat([scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]), Buffer.from("not the body\n")]), { halfClose: false });
+    expect(reply.data.toString()).toBe("Content-Type: text/plain\r\n\r\nstdin:[]\n");
+  });
+});

@@ -49,6 +49,7 @@ export interface CopyOptions {
    * and dropped, a CGI writing without end would have socket read it
    * without end, and Bun's buffers grow faster than they are collected.
    * Without it (-p) the program runs on, its output drained (socket(1)).
+   * With it the connection is read even with no sink, what comes dropped.
    */
   endUnheard?: boolean;
 }
@@ -105,7 +106,8 @@ export class Copy implements SocketEvents {
   /** Called from the socket's open handler (or at once for Bun.connect). */
   attach(socket: EventSocket): void {
     this.socket = socket;
-    if (!this.local.sink) socket.pause(); // -w: never read the socket
+    // -w: never read the socket. A gateway's is read (what comes past its body is dropped): paused, its close would go unseen.
+    if (!this.local.sink && !this.options.endUnheard) socket.pause();
     this.touch();
     void this.pump();
   }
