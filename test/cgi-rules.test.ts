@@ -5,8 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { lastValueEach, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
-import { encodePairs, gatherParams } from "../src/request/fastcgi-records.ts";
+import { lastValueEach, LIMITS, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
+import { encodePairs, gatherParams, heldParams } from "../src/request/fastcgi-records.ts";
 import { parseScgiHeader } from "../src/request/scgi-header.ts";
 import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/request/site.ts";
 import { tempDir, writeExecutable } from "./harness.ts";
@@ -28,14 +28,28 @@ describe("one value per name", () => {
 
   test("FastCGI's PARAMS: the variables gathered have one value per name, the last, CONTENT_LENGTH too", () => {
     const content = encodePairs([["CONTENT_LENGTH", "5"], ["SCRIPT_FILENAME", "/srv/cgi/app.php"], ["SCRIPT_FILENAME", "/etc/shadow"], ["CONTENT_LENGTH", ""]]);
-    const gathered = gatherParams({ params: [], paramsSize: 0 }, content);
-    expect(gathered).toBeUndefined();
-    const held = { params: [content], paramsSize: content.length };
+    const held = heldParams();
+    expect(gatherParams(held, content)).toBeUndefined();
     const done = gatherParams(held, new Uint8Array(0));
     if (typeof done !== "object") throw new Error(`gatherParams: ${done}`);
     expect(done.variables).toEqual([["CONTENT_LENGTH", ""], ["SCRIPT_FILENAME", "/etc/shadow"]]);
     // The CONTENT_LENGTH that counts is the one the CGI gets: none, so the body is spooled first.
     expect(done.streams).toBe(false);
+  });
+
+  test("FastCGI's PARAMS in one-byte records: the same variables, held in one buffer no larger than the limit, gone at the end", () => {
+    const content = encodePairs([["CONTENT_LENGTH", "5"], ["SCRIPT_NAME", "/x".repeat(1000)]]);
+    const held = heldParams();
+    for (const byte of content) expect(gatherParams(held, new Uint8Array([byte]))).toBeUndefined();
+    expect(held.params.length).toBeLessThanOrEqual(LIMITS.headerBytes);
+    const done = gatherParams(held, new Uint8Array(0));
+    if (typeof done !== "object") throw new Error(`gatherParams: ${done}`);
+    expect(done.variables).toEqual([["CONTENT_LENGTH", "5"], ["SCRIPT_NAME", "/x".repeat(1000)]]);
+    expect(held.params.length).toBe(0);
+    // One byte past the limit, however it comes, is the error.
+    const full = heldParams();
+    expect(gatherParams(full, new Uint8Array(LIMITS.headerBytes))).toBeUndefined();
+    expect(gatherParams(full, new Uint8Array(1))).toBe(`PARAMS over the ${LIMITS.headerBytes}-byte limit`);
   });
 
   test("SCGI refuses a name sent twice", () => {

@@ -1,7 +1,7 @@
 // FastCGI against clients that misbehave or go away:
-// replies a client never reads, a header dripped a byte at a time, a web
-// server that closes in the middle of a request. dist/socket on real
-// sockets; nginx where the case is about a web server.
+// replies a client never reads, a header dripped a byte at a time or sent
+// in one-byte records, a web server that closes in the middle of a request.
+// dist/socket on real sockets; nginx where the case is about a web server.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -247,3 +247,24 @@ test("records split at every kind of boundary (header, content, padding) are rea
   expect(parseRecords(client.data()).stdout.split("\r\n\r\n")[1]).toBe(body.toString());
   client.socket.end();
 }, 60_000); // ~60 pieces, each waiting for the server's (delayed) ACK: about 10 s
+
+test("-l -f: 100 connections each holding 64 KiB of PARAMS in one-byte records hold socket to a few MB, not hundreds", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-l", "-f", "-p", script(dir.path, "hi.cgi", "true"), "-s", "0"], { env: PATH });
+  const port = server.target as number;
+  const before = rssKiB(server.proc.pid);
+  // 64,000 records of one byte: the limit's bytes (64 KiB), in as many pieces as it can come in; no empty PARAMS.
+  const one = record(4, 1, enc.encode("A"));
+  const header = Buffer.concat([begin(1), ...Array.from({ length: 64_000 }, () => one)]);
+  const clients = await Promise.all(Array.from({ length: 100 }, () => rawClient(port, { read: false })));
+  try {
+    await Promise.all(clients.map((c) => c.send(header)));
+    for (const c of clients) await serverHasRead({ localPort: c.socket.localPort }, port);
+    // What is still held a second on (the records themselves are garbage by then).
+    await Bun.sleep(1000);
+    expect(clients.filter((c) => c.closed())).toEqual([]);
+    expect(rssKiB(server.proc.pid) - before).toBeLessThan(150 * 1024);
+  } finally {
+    for (const c of clients) c.socket.terminate();
+  }
+}, 30_000);

@@ -7,6 +7,7 @@
 // case is about a web server.
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { exchange, isAlive, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, scgiRequest, startNginx, unread } from "./gateway-peers.ts";
@@ -135,6 +136,44 @@ describe.each(modes)("a CGI that leaves a process in the background, with $name"
     }, 20_000);
   }
 });
+
+// A web server that closes while its CGI writes (its client went away): nobody hears the rest, so the CGI must not
+// run on with socket reading its output without end (under -f that grew socket by hundreds of MB a second).
+describe.each(modes)("a CGI that writes without end after its connection closed, with $name", ({ args }) => {
+  for (const { name, flag, request } of [
+    { name: "FastCGI", flag: "--fastcgi", request: fcgiRequest(1, [["REQUEST_METHOD", "GET"]]) },
+    { name: "SCGI", flag: "--scgi", request: scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]) },
+  ]) {
+    test(`${name}: is ended, and socket does not grow`, async () => {
+      using dir = tempDir();
+      const pidFile = join(dir.path, "pid");
+      const cgi = script(dir.path, "endless.cgi", `echo $$ > ${pidFile}\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec cat /dev/zero`);
+      await using server = await startServer([flag, ...args, "-p", cgi, "-s", "0"], { env: PATH });
+      const client = connect(server.target as number, "127.0.0.1");
+      try {
+        let heard = 0;
+        client.on("data", (d: Buffer) => void (heard += d.length));
+        client.on("error", () => {});
+        client.write(request);
+        const writer = await pidIn(pidFile);
+        await waitFor("the answer to begin", () => heard > 0);
+        client.destroy();
+        await waitFor("the CGI to be ended", () => !isAlive(writer), 5000);
+        await Bun.sleep(300); // what a reader still left would have taken in by now
+        const megabytes = [server.proc.pid, ...workersOf(server.proc.pid)].map(rssMegabytes).reduce((a, b) => a + b, 0);
+        expect(megabytes).toBeLessThan(400);
+      } finally {
+        client.destroy();
+      }
+    }, 20_000);
+  }
+});
+
+/** A process's resident memory in MB (0 once it has gone). */
+function rssMegabytes(pid: number): number {
+  const status = existsSync(`/proc/${pid}/status`) ? readFileSync(`/proc/${pid}/status`, "utf8") : "";
+  return Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0) / 1024;
+}
 
 test("FastCGI -W 1: a TERM's drain finishes a request whose CGI left a process in the background, then ends that process", async () => {
   using dir = tempDir();

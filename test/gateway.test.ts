@@ -14,7 +14,7 @@ if (noNginx) console.warn("gateway.test.ts: nginx is not installed (scripts/inst
 
 const SCRIPTS: Record<string, string> = {
   // Its PID (a new program per request), its environment, a line on stderr.
-  "env.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "pid $$"\necho "stdio $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1)"\nenv\necho "stderr-marker-$$" >&2\n`,
+  "env.cgi": `printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho "pid $$"\necho "stdio $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) $(awk -v i="$(readlink /proc/$$/fd/1 | tr -dc 0-9)" '$10 == i { t = 1 } END { print t ? "tcp" : "not-tcp" }' /proc/net/tcp /proc/net/tcp6)"\nenv\necho "stderr-marker-$$" >&2\n`,
   // The body back, byte for byte (exactly CONTENT_LENGTH: SCGI's connection stays open).
   "echo.cgi": `printf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nhead -c "$CONTENT_LENGTH"\n`,
   // A status of its own, and a line on stderr.
@@ -75,13 +75,14 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       // The CGI's stderr never reaches the HTTP answer.
       expect(lines.some((l) => l.includes("stderr-marker"))).toBe(false);
       const pid = lines[0].replace("pid ", "");
-      // Zero-copy in a pool's SCGI: stdin and stdout are the connection itself
-      // (one socket); otherwise two pipes (Bun's are socket pairs: compare inodes).
-      const [, stdin, stdout] = lines[1].split(" ");
-      // FastCGI: a GET from nginx has an empty CONTENT_LENGTH, so its (empty) body is read first and stdin is /dev/null.
-      expect(stdin).toMatch(protocol === "fastcgi" ? /^\/dev\/null$/ : /^socket:\[\d+\]$/);
-      if (protocol === "scgi" && args[0] === "-W") expect(stdout).toBe(stdin);
-      else expect(stdout).not.toBe(stdin);
+      // Zero-copy in a pool's SCGI: stdout is the connection itself (a TCP
+      // socket); otherwise a pipe (Bun's are socket pairs, not TCP).
+      const [, stdin, stdout, tcp] = lines[1].split(" ");
+      // No body: stdin is /dev/null (FastCGI: a GET from nginx has an empty CONTENT_LENGTH, so its empty body is read
+      // first; SCGI: what comes past CONTENT_LENGTH 0 never reaches the program).
+      expect(stdin).toBe("/dev/null");
+      expect(stdout).toMatch(/^(socket|pipe):\[\d+\]$/);
+      expect(tcp).toBe(protocol === "scgi" && args[0] === "-W" ? "tcp" : "not-tcp");
       if (protocol === "fastcgi") {
         await waitFor("the CGI's stderr in nginx's error log", () => nginx.errorLog().includes(`FastCGI sent in stderr: "stderr-marker-${pid}`));
       } else {
@@ -183,9 +184,9 @@ describe.each(protocols)("$name", ({ flag, protocol }) => {
       const cgi = writeScripts(dir.path);
       await using server = await start(dir.path, cgi["env.cgi"], ["--timeout", "30"]);
       const text = (await exchange(server.target, scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]))).data.toString();
-      const [, stdin, stdout] = (text.split("\n").find((l) => l.startsWith("stdio ")) ?? "").split(" ");
-      expect(stdin).toMatch(/^socket:\[\d+\]$/);
-      expect(stdout).toBe(stdin);
+      const [, stdin, , tcp] = (text.split("\n").find((l) => l.startsWith("stdio ")) ?? "").split(" ");
+      expect(stdin).toBe("/dev/null");
+      expect(tcp).toBe("tcp");
     });
 
     test("variables that steer the loader, libc or a shell never reach the program", async () => {

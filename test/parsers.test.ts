@@ -153,6 +153,9 @@ describe("SCGI netstring", () => {
       [[["CONTENT_LENGTH", "0"], ["SCGI", "1"], ["A", "1"], ["A", "2"]], /sent twice/],
     ];
     for (const [pairs, error] of cases) expect(parseNetstring(netstring(pairs))).toMatchObject({ error: expect.stringMatching(error) });
+    // A client's bytes in the error are quoted: a newline in them makes no -v line of its own.
+    expect(parseNetstring(netstring([["CONTENT_LENGTH", "1\nforged"], ["SCGI", "1"]]))).toEqual({ error: 'CONTENT_LENGTH "1\\nforged" is not a number' });
+    expect(parseNetstring(netstring([["CONTENT_LENGTH", "0"], ["SCGI", "1"], ["A\nB", "1"], ["A\nB", "2"]]))).toEqual({ error: 'variable "A\\nB" sent twice' });
     expect(parsePrefix(new TextEncoder().encode(`${LIMITS.headerBytes + 1}:`))).toMatchObject({ error: expect.stringMatching(/over the/) });
   });
 

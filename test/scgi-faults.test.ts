@@ -1,6 +1,7 @@
 // SCGI faults: a header that drips in must not hold a worker past an
 // absolute deadline, and a CGI that answers without reading its body must
-// not lose its answer to a reset.
+// not lose its answer to a reset; a refused header's -v line shows the
+// client's bytes quoted, never as lines of their own.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { Socket } from "bun";
@@ -87,4 +88,29 @@ describe.each(modes)("SCGI with $name", ({ args }) => {
     }
     expect(answers).toEqual(Array.from({ length: 12 }, () => "200 answered without reading\n"));
   }, 60000);
+});
+
+describe.each(modes)("a refused header's -v line, with $name", ({ args }) => {
+  test("a name or CONTENT_LENGTH holding a newline makes no line of its own", async () => {
+    using dir = tempDir();
+    await using server = await startServer(["--scgi", ...args, "-p", script(dir.path, "env.cgi", ENV_CGI), "-s", "0"]);
+    const header = (pairs: string) => `${Buffer.byteLength(pairs)}:${pairs},`;
+    await exchange(server.target, header("CONTENT_LENGTH\0x\nsocket: forged\0SCGI\x001\0"));
+    await exchange(server.target, header("CONTENT_LENGTH\x000\0SCGI\x001\0X\nsocket: forged\0v\0X\nsocket: forged\0v\0"));
+    await waitFor("both -v lines", () => server.stderr().includes("is not a number") && server.stderr().includes("sent twice"));
+    expect(server.stderr()).toContain('scgi: CONTENT_LENGTH "x\\nsocket: forged" is not a number\n');
+    expect(server.stderr()).toContain('scgi: variable "X\\nsocket: forged" sent twice\n');
+    expect(server.stderr().split("\n").filter((line) => line.startsWith("socket: forged"))).toEqual([]);
+  });
+});
+
+describe.each(modes)("a request without a body, with $name", ({ args }) => {
+  test("the CGI's stdin is empty: one reading to EOF answers at once, and gets nothing the client sends after the header", async () => {
+    using dir = tempDir();
+    const cgi = script(dir.path, "read-all.cgi", `printf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'stdin:[%s]\\n' "$(cat)"\n`);
+    await using server = await startServer(["--scgi", ...args, "-p", cgi, "-s", "0"]);
+    // The connection stays open (no half-close) with bytes past CONTENT_LENGTH 0 on it.
+    const reply = await exchange(server.target, Buffer.concat([scgiRequest([["CONTENT_LENGTH", "0"], ["SCGI", "1"]]), Buffer.from("not the body\n")]), { halfClose: false });
+    expect(reply.data.toString()).toBe("Content-Type: text/plain\r\n\r\nstdin:[]\n");
+  });
 });

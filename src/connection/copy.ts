@@ -5,6 +5,7 @@
 import type { EventSocket, SocketEvents } from "./events.ts";
 import type { Process } from "./process.ts";
 import { programEnd } from "./program.ts";
+import { KILL_AFTER_MS } from "../system/reaper.ts";
 
 export type Bytes = Uint8Array<ArrayBuffer>;
 
@@ -41,6 +42,16 @@ export interface CopyOptions {
    * the answer before the peer has read it.
    */
   lingerMs?: number;
+  /**
+   * A gateway's CGI: output that comes after the connection has closed ends
+   * the program (TERM, then KILL to its group) and is no longer read, as a
+   * pool's CGI writing to the closed connection itself gets EPIPE. Read on
+   * and dropped, a CGI writing without end would have socket read it
+   * without end, and Bun's buffers grow faster than they are collected.
+   * Without it (-p) the program runs on, its output drained (socket(1)).
+   * With it the connection is read even with no sink, what comes dropped.
+   */
+  endUnheard?: boolean;
 }
 
 const CR = 13;
@@ -77,6 +88,8 @@ export class Copy implements SocketEvents {
   private closed = false;
   /** The request was ended (--request-timeout): nothing more of the program's goes to the peer. */
   private cutOff = false;
+  /** The program was ended for writing after the close (endUnheard). */
+  private unheard = false;
   /** Bytes the socket took for the peer. */
   private sentBytes = 0;
   private finish!: (error: Error | undefined) => void;
@@ -93,7 +106,8 @@ export class Copy implements SocketEvents {
   /** Called from the socket's open handler (or at once for Bun.connect). */
   attach(socket: EventSocket): void {
     this.socket = socket;
-    if (!this.local.sink) socket.pause(); // -w: never read the socket
+    // -w: never read the socket. A gateway's is read (what comes past its body is dropped): paused, its close would go unseen.
+    if (!this.local.sink && !this.options.endUnheard) socket.pause();
     this.touch();
     void this.pump();
   }
@@ -207,12 +221,22 @@ export class Copy implements SocketEvents {
   private async pumpOne(source: ReadableStream<Bytes>): Promise<void> {
     for await (const chunk of source) {
       if (this.closed || this.cutOff) {
+        if (this.closed && this.local.program && this.options.endUnheard) return this.endUnheard(this.local.program.process);
         if (this.local.program) continue; // discarded: a program must not block writing to nobody
         return;
       }
       this.touch();
       await this.send(this.options.crlf ? lfToCrlf(chunk) : chunk);
     }
+  }
+
+  /** A gateway's CGI wrote after its connection closed: nobody hears it, so it ends (CopyOptions.endUnheard). */
+  private endUnheard(process: Process): void {
+    // Exited: what still writes is a process it left in the background, which the cancelled read gives EPIPE.
+    if (this.unheard || process.exitCode !== null || process.signalCode !== null) return;
+    this.unheard = true;
+    this.options.log(`program ${process.pid} ended: it wrote after its connection closed`);
+    process.stop(KILL_AFTER_MS);
   }
 
   private async pump(): Promise<void> {

@@ -167,13 +167,14 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
     body = spooled;
     setReceiveTimeout(fd, 0);
   }
-  // stdin is the body (the connection itself when there is none) and stdout
+  // stdin is the body (/dev/null when there is none: a CGI reading to EOF must
+  // not get what the client sends past its CONTENT_LENGTH, nor wait for its close) and stdout
   // the connection; stderr a pipe read into socket's log line by line, so a
   // program's complaints never corrupt the HTTP answer (SCGI has no channel
   // for them) nor mix with another's.
   const engine = timeoutMs === undefined ? "blocking" : "evented";
   const errors = engine === "blocking" && !("answer" in launch) ? stderrPipe() : undefined;
-  const proc = "answer" in launch || (engine === "blocking" && !errors) ? undefined : spawnCgi(launch, [body ?? fd, fd, errors?.[1] ?? "pipe"], engine);
+  const proc = "answer" in launch || (engine === "blocking" && !errors) ? undefined : spawnCgi(launch, [body ?? "ignore", fd, errors?.[1] ?? "pipe"], engine);
   if (body !== undefined) close(body); // the program has its own
   if (errors) close(errors[1]);
   const unread = body === undefined ? request.contentLength : 0;

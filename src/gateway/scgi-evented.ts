@@ -130,7 +130,8 @@ export class ScgiHandler implements SocketEvents {
   private run(launch: Run, body: number | undefined): void {
     const socket = this.socket!;
     // Its stderr into socket's log, line by line (cgi-stderr.ts): SCGI has no channel for it.
-    const proc = spawnCgi(launch, [body ?? "pipe", "pipe", "pipe"], "evented");
+    // No body: /dev/null, as in a pool (a CGI reading to EOF must not wait for the client's close).
+    const proc = spawnCgi(launch, [body ?? "ignore", "pipe", "pipe"], "evented");
     if (!proc?.stdout) return this.refuse(BAD_GATEWAY);
     this.stderr = logStream(proc.stderr, proc);
     // The answer ends when the program exits (lingerMs: FIN, then the
@@ -139,11 +140,11 @@ export class ScgiHandler implements SocketEvents {
     this.copy = new Copy(
       {
         sources: [streamUntilExit(proc.stdout, proc.exited)],
-        // Spooled: nothing more of the peer's goes to the program.
-        sink: body === undefined ? (proc.stdin ?? null) : null,
+        // The whole body was spooled (or there is none): nothing more of the peer's goes to the program.
+        sink: null,
         program: { process: proc, exited: proc.exited },
       },
-      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options) },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options), endUnheard: true },
     );
     const copy = this.copy;
     // --request-timeout from the program's start (its body was spooled before): a 504 if nothing went, else the answer cut.

@@ -250,8 +250,8 @@ function tellDropped(variables: Variable[], rule: EnvironmentRule): void {
   }
 }
 
-/** A name as the -v line shows it: a client's bytes must not make lines of their own. */
-function printable(name: string): string {
+/** A client's name (or short value) as a -v line shows it: its bytes must not make lines of their own. */
+export function printable(name: string): string {
   const shown = NAME.test(name) ? name : JSON.stringify(name);
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }

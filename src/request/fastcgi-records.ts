@@ -234,10 +234,29 @@ export function getValuesResult(content: Uint8Array, maxConns: number): Uint8Arr
   return encodeRecord(TYPE.GET_VALUES_RESULT, 0, encodePairs(answer));
 }
 
-/** A request's PARAMS records as they come, to the empty one that ends them. */
+/**
+ * A request's PARAMS as they come, to the empty record that ends them: their
+ * contents joined in one buffer as they come (grown by doubling, at most
+ * LIMITS.headerBytes), `paramsSize` bytes of it used. Kept as the records
+ * themselves, 64 KiB of one-byte records was 64 Ki arrays, some 6 MB held a
+ * connection for the header's 30 s.
+ */
 export interface HeldParams {
-  params: Uint8Array[];
+  params: Uint8Array;
   paramsSize: number;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** No PARAMS yet. */
+export function heldParams(): HeldParams {
+  return { params: NO_BYTES, paramsSize: 0 };
+}
+
+/** The PARAMS so far are dropped (the request is over): a kept connection holds no buffer between requests. */
+export function dropParams(held: HeldParams): void {
+  held.params = NO_BYTES;
+  held.paramsSize = 0;
 }
 
 /**
@@ -248,14 +267,20 @@ export interface HeldParams {
  */
 export function gatherParams(held: HeldParams, content: Uint8Array): { variables: Variable[]; streams: boolean } | string | undefined {
   if (content.length > 0) {
-    held.paramsSize += content.length;
-    if (held.paramsSize > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
-    held.params.push(content);
+    const size = held.paramsSize + content.length;
+    if (size > LIMITS.headerBytes) return `PARAMS over the ${LIMITS.headerBytes}-byte limit`;
+    if (size > held.params.length) {
+      const grown = new Uint8Array(Math.min(LIMITS.headerBytes, Math.max(size, 2 * held.params.length, 1024)));
+      grown.set(held.params.subarray(0, held.paramsSize));
+      held.params = grown;
+    }
+    held.params.set(content, held.paramsSize);
+    held.paramsSize = size;
     return undefined;
   }
-  const pairs = decodePairs(held.params.length === 1 ? held.params[0] : Buffer.concat(held.params));
+  const pairs = decodePairs(held.params.subarray(0, held.paramsSize));
+  dropParams(held);
   if ("error" in pairs) return pairs.error;
-  held.params = [];
   // Here, before anything reads them: the program chosen and its environment see the same one value per name.
   const variables = lastValueEach(pairs);
   return { variables, streams: /^\d+$/.test(valueOf(variables, "CONTENT_LENGTH") ?? "") };

@@ -10,7 +10,7 @@
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
-import { encodeRecord, endOfRequest, endRequest, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord, type HeldParams } from "./fastcgi-records.ts";
+import { dropParams, encodeRecord, endOfRequest, endRequest, heldParams, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 const NO_VARIABLES: Variable[] = [];
@@ -23,8 +23,7 @@ export class FastCgiResponder {
   /** The request in hand (meaningful when phase is not "none"). */
   private id = 0;
   private keep = false;
-  /** PARAMS records so far (gatherParams). */
-  private readonly held: HeldParams = { params: [], paramsSize: 0 };
+  private readonly held = heldParams(); // PARAMS so far (gatherParams)
   /** The body's time, and how much of it came (streamed or spooled), bounded by --max-body; the engine pauses it. */
   readonly body = new BodyClock();
   /** The empty STDIN came (or the request is over): the program has all its input. */
@@ -252,7 +251,8 @@ export class FastCgiResponder {
     this.phase = "params";
     this.id = id;
     this.keep = keep;
-    this.held.paramsSize = this.body.received = this.spoolSize = 0;
+    this.body.received = this.spoolSize = 0;
+    dropParams(this.held);
     this.bodyEnded = false;
     return undefined;
   }
@@ -368,7 +368,7 @@ export class FastCgiResponder {
   private complete(status: number, now: number, served = true): void {
     this.phase = "none";
     this.spooled = NO_VARIABLES;
-    if (this.held.params.length > 0) this.held.params = [];
+    dropParams(this.held);
     if (this.over) return;
     // A leaving process's kept connection ends with this END_REQUEST (fastcgi-engine.ts): sent as the last bytes, with the
     // connection's end in the same segment, so the web server never sends another request on it.

@@ -1,7 +1,7 @@
 // SCGI's request header: a netstring (`LEN:NAME\0VALUE\0...,`) of
 // name-value pairs, checked as the SCGI spec says. Pure: both SCGI engines
 // (gateway/scgi-blocking.ts, gateway/scgi-evented.ts) parse with it.
-import { HEADER_TIMEOUT_MS, LIMITS, variable, type Variable } from "./cgi.ts";
+import { HEADER_TIMEOUT_MS, LIMITS, printable, variable, type Variable } from "./cgi.ts";
 
 export interface ScgiRequest {
   variables: Variable[];
@@ -45,7 +45,7 @@ export function parseScgiHeader(header: Uint8Array): ScgiRequest | { error: stri
     if (valueEnd < 0) return { error: "header does not end with a complete NAME\\0VALUE\\0 pair" };
     const name = decoder.decode(header.subarray(at, nameEnd));
     if (name === "") return { error: "empty variable name" };
-    if (seen.has(name)) return { error: `variable ${name} sent twice` };
+    if (seen.has(name)) return { error: `variable ${printable(name)} sent twice` };
     if (variables.length >= LIMITS.variables) return { error: `more than ${LIMITS.variables} variables` };
     seen.add(name);
     variables.push(variable(name, header.subarray(nameEnd + 1, valueEnd)));
@@ -53,7 +53,7 @@ export function parseScgiHeader(header: Uint8Array): ScgiRequest | { error: stri
   }
   if (variables[0]?.[0] !== "CONTENT_LENGTH") return { error: "CONTENT_LENGTH is not the first variable" };
   const length = variables[0][1];
-  if (!/^\d{1,15}$/.test(length)) return { error: `CONTENT_LENGTH '${length.slice(0, 20)}' is not a number` };
+  if (!/^\d{1,15}$/.test(length)) return { error: `CONTENT_LENGTH ${printable(length.slice(0, 20))} is not a number` };
   if (!variables.some(([n, v]) => n === "SCGI" && v === "1")) return { error: "no SCGI=1 variable" };
   return { variables, contentLength: Number(length) };
 }
