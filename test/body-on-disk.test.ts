@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { BodyQueue } from "../src/gateway/body-spool.ts";
-import { exchange, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
-import { fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
+import { exchange, serverHasRead, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
+import { converse, fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
 
 const MIB = 1024 * 1024;
 const BODY_BYTES = 64 * MIB;
@@ -142,4 +142,38 @@ describe("BodyQueue", () => {
       else process.env.TMPDIR = before;
     }
   });
+});
+
+// Under -l -f every connection could hold --max-body on disk at once; all of them together hold at most 8 × --max-body.
+describe("-l -f: bodies on disk, all connections together", () => {
+  const vars: [string, string][] = [["REQUEST_METHOD", "POST"], ["SCRIPT_NAME", "/len"]];
+  const protocols = [
+    // SCGI's whole body is held before its CGI runs, its room taken from CONTENT_LENGTH: refused before any of it is read.
+    { name: "SCGI", flag: "--scgi", request: (n: number) => scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1024).fill(n)), tail: 10 },
+    // FastCGI's body without CONTENT_LENGTH is held whole (its size then given to the CGI): held back, the empty STDIN.
+    { name: "FastCGI", flag: "--fastcgi", request: (n: number) => fcgiRequest(1, vars, new Uint8Array(1024).fill(n)), tail: 8 },
+  ];
+  test.each(protocols)("$name: past 8 × --max-body a body is answered 503 and said; a body handed to its CGI makes room", async ({ flag, request, tail }) => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(dir.path, "len.cgi"), STDIN_CGI);
+    await using server = await startServer([flag, "-l", "-f", "--max-body", "1k", "-p", cgi, "-s", "0"]);
+    const port = Number(server.target);
+    const held = [];
+    for (let i = 0; i < 8; i++) {
+      const bytes = request(i);
+      const client = await converse(port);
+      held.push({ client, rest: bytes.subarray(bytes.length - tail) });
+      client.send(bytes.subarray(0, bytes.length - tail));
+      await serverHasRead(client, port);
+    }
+    const refused = await converse(port);
+    refused.send(request(8));
+    await refused.until("the answer", (data) => data.toString().includes("503 Service Unavailable\n"));
+    expect(server.stderr()).toContain("503: request bodies on disk would pass 8192 bytes (8 × --max-body): one refused");
+    const [first] = held;
+    first.client.send(first.rest);
+    await first.client.until("its answer", (data) => data.toString().includes("length 1024"));
+    expect((await exchange(port, request(9))).data.toString()).toContain("length 1024");
+    for (const { client } of [...held, { client: refused }]) client.close();
+  }, 20_000);
 });

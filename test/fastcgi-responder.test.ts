@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { decodePairs, encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { KEPT_HEADER_MS, KEPT_IDLE_MS, QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
-import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE, type Variable } from "../src/request/cgi.ts";
+import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE, UNAVAILABLE, type Variable } from "../src/request/cgi.ts";
 import type { GatewayOptions } from "../src/options.ts";
 
 type Call = [name: string, ...args: unknown[]];
@@ -39,8 +39,15 @@ class Recorder implements ResponderEffects {
   endBody(drop: boolean): void {
     this.calls.push(["endBody", drop]);
   }
+  /** Bytes the disk takes before a spool write is refused (the bodies on disk at their limit). */
+  diskRoom = Infinity;
   readonly spoolFile = {
-    write: (bytes: Uint8Array) => void this.calls.push(["spool", bytes.length]),
+    write: (bytes: Uint8Array) => {
+      if (bytes.length > this.diskRoom) return false;
+      this.diskRoom -= bytes.length;
+      this.calls.push(["spool", bytes.length]);
+      return true;
+    },
     close: () => void this.calls.push(["dropSpool"]),
   };
   readonly stopProgram = (): void => void this.calls.push(["stopProgram"]);
@@ -280,6 +287,16 @@ describe("--max-body and bodies without CONTENT_LENGTH", () => {
     fcgi.input(stdin(1), 1);
     expect(ends(effects).length).toBe(1);
     expect(effects.sent[0].content.length).toBe(TOO_LARGE.length);
+  });
+
+  test("a spooled body the disk has no room for (bodies on disk at their limit): its file goes, the rest is dropped, then 503", () => {
+    const { effects, fcgi } = responder({ maxBody: 100 });
+    effects.diskRoom = 4;
+    fcgi.input(Buffer.concat([header(1), stdin(1, "abc"), stdin(1, "de"), stdin(1, "fgh")]), 0);
+    expect(effects.calls).toEqual([["spool", 3], ["dropSpool"]]);
+    fcgi.input(stdin(1), 1);
+    expect(ends(effects).length).toBe(1);
+    expect(new TextDecoder().decode(effects.sent[0].content)).toBe(new TextDecoder().decode(UNAVAILABLE));
   });
 
   test("a streamed body longer than its CONTENT_LENGTH past --max-body drops the connection", () => {

@@ -303,7 +303,7 @@ function responder(timeoutMs?: number) {
     start: () => void calls.push("start"),
     writeBody: () => void calls.push("writeBody"),
     endBody: (drop) => void calls.push(`endBody ${drop}`),
-    spoolFile: { write() {}, close() {} },
+    spoolFile: { write: () => true, close() {} },
     stopProgram: () => void calls.push("stopProgram"),
     program: () => ({ pid: 4321, script: "/srv/app.cgi", request: "GET /app.cgi" }),
     end: () => void calls.push("end"),

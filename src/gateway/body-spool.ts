@@ -10,6 +10,40 @@ import { rewind, unlinkedFile } from "../system/files.ts";
 import { warn } from "../system/log.ts";
 import { fs } from "../system/builtins.ts";
 
+/** How many --max-body's worth of bodies -l -f's connections together may hold on disk (a pool: one per worker). */
+export const BODIES_ON_DISK = 8;
+
+/**
+ * Bytes of request bodies on disk in this process, all connections
+ * together. A pool worker serves one connection at a time, so --max-body
+ * bounds it there; under -l -f every connection could hold --max-body at
+ * once (on a tmpfs $TMPDIR, in memory), so the server limits the sum
+ * (limitBodiesOnDisk) and a body that would pass it is refused (503), said
+ * at most once a second.
+ */
+const onDisk = { limit: Infinity, held: 0 };
+
+export function limitBodiesOnDisk(maxBody: number): void {
+  onDisk.limit = BODIES_ON_DISK * maxBody;
+}
+
+/** `bytes` more on disk, if the limit allows; false (and said) if not. */
+export function reserveDisk(bytes: number): boolean {
+  if (onDisk.held + bytes > onDisk.limit) {
+    warn("bodies on disk", `503: request bodies on disk would pass ${onDisk.limit} bytes (${BODIES_ON_DISK} × --max-body): one refused`);
+    return false;
+  }
+  onDisk.held += bytes;
+  return true;
+}
+
+export function releaseDisk(bytes: number): void {
+  onDisk.held -= bytes;
+}
+
+/** A body that would pass the limit on bodies held on disk: its connection is dropped. */
+export class DiskLimit extends Error {}
+
 /**
  * A new file for a body: unlinked, in $TMPDIR (else /tmp). When none can be
  * made there, the operator is told (the request fails: the caller drops it).
@@ -39,17 +73,20 @@ export class SpoolFile {
   private fd: number | undefined;
   private size = 0;
 
-  /** `bytes` appended. */
-  write(bytes: Uint8Array): void {
+  /** `bytes` appended; false (nothing written) when bodies on disk would pass their limit. */
+  write(bytes: Uint8Array): boolean {
+    if (!reserveDisk(bytes.length)) return false;
+    this.size += bytes.length; // counted from here: close() gives it back however the write ends
     this.fd ??= bodyFile();
-    writeAt(this.fd, bytes, this.size);
-    this.size += bytes.length;
+    writeAt(this.fd, bytes, this.size - bytes.length);
+    return true;
   }
 
   /** The file rewound, for the CGI's stdin ("ignore": nothing was written); the caller closes it once the CGI has it. */
   take(): number | "ignore" {
     const fd = this.fd;
     this.fd = undefined;
+    releaseDisk(this.size);
     this.size = 0;
     if (fd === undefined) return "ignore";
     rewind(fd);
@@ -59,6 +96,7 @@ export class SpoolFile {
   close(): void {
     if (this.fd !== undefined) close(this.fd);
     this.fd = undefined;
+    releaseDisk(this.size);
     this.size = 0;
   }
 }
@@ -96,9 +134,10 @@ export class BodyQueue {
       this.memory += bytes.length;
       return;
     }
+    if (!reserveDisk(bytes.length)) throw new DiskLimit("request bodies on disk are at their limit: connection dropped");
+    this.writeTo += bytes.length; // counted from here: clear() gives it back however the write ends
     this.file ??= bodyFile();
-    writeAt(this.file, bytes, this.writeTo);
-    this.writeTo += bytes.length;
+    writeAt(this.file, bytes, this.writeTo - bytes.length);
   }
 
   /** The next bytes to give, still queued until take() says how many went; undefined when empty. */
@@ -112,6 +151,7 @@ export class BodyQueue {
       this.memory += n;
       if (this.readFrom === this.writeTo) {
         fs().ftruncateSync(this.file, 0); // its blocks back: the next bytes start it again
+        releaseDisk(this.writeTo);
         this.readFrom = this.writeTo = 0;
       }
     }
@@ -132,6 +172,7 @@ export class BodyQueue {
     this.memory = 0;
     if (this.file !== undefined) close(this.file);
     this.file = undefined;
+    releaseDisk(this.writeTo);
     this.readFrom = this.writeTo = 0;
   }
 }

@@ -16,7 +16,7 @@ import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fas
 import { describeCgi, endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { logStream } from "./cgi-stderr.ts";
-import { BodyQueue, SpoolFile } from "./body-spool.ts";
+import { BodyQueue, DiskLimit, SpoolFile } from "./body-spool.ts";
 
 export { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
 
@@ -152,8 +152,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     try {
       this.responder.input(chunk, Date.now());
     } catch (e) {
-      // A bug must cost this connection only, not the process and its other work.
-      this.responder.drop(`internal error: ${message(e)}`);
+      // A bug must cost this connection only, not the process and its other work; so does a held body past the limit.
+      this.responder.drop(e instanceof DiskLimit ? e.message : `internal error: ${message(e)}`);
     }
     if (this.leaveAfterRead) this.stop();
     this.arm();

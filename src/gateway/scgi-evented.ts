@@ -7,13 +7,13 @@ import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
 import { close } from "../system/fd.ts";
 import { rewind } from "../system/files.ts";
-import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, type CgiSource } from "../request/cgi.ts";
+import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, UNAVAILABLE, type CgiSource } from "../request/cgi.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { requestOverdue } from "../request/request-deadline.ts";
 import { endWhenDue } from "../connection/deadline.ts";
 import { describeCgi, spawnCgi, type Run } from "./cgi-process.ts";
 import { streamUntilExit } from "./until-exit.ts";
-import { bodyFile } from "./body-spool.ts";
+import { bodyFile, releaseDisk, reserveDisk } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
 import { fs } from "../system/builtins.ts";
 
@@ -79,11 +79,14 @@ export class ScgiHandler implements SocketEvents {
     const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
     if ("answer" in launch) return this.refuse(launch.answer);
     if (request.contentLength === 0) return this.run(launch, undefined);
-    // As spoolBody does in a pool, for the same reason: the whole body before the program runs.
+    // As spoolBody does in a pool, for the same reason: the whole body before the program runs. Its room on disk
+    // is taken at once (CONTENT_LENGTH says how much), so a refusal comes before any of it.
+    if (!reserveDisk(request.contentLength)) return this.refuse(UNAVAILABLE);
     let fd: number;
     try {
       fd = bodyFile();
     } catch (e) {
+      releaseDisk(request.contentLength);
       return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
     }
     this.spool = { fd, left: request.contentLength, length: request.contentLength, started: Date.now(), launch };
@@ -109,6 +112,7 @@ export class ScgiHandler implements SocketEvents {
       return;
     }
     this.spool = undefined;
+    releaseDisk(spool.length); // the program's stdin now: its own to read
     try {
       rewind(spool.fd);
       this.run(spool.launch, spool.fd);
@@ -171,7 +175,10 @@ export class ScgiHandler implements SocketEvents {
 
   onClose(): void {
     clearTimeout(this.timer);
-    if (this.spool) close(this.spool.fd);
+    if (this.spool) {
+      close(this.spool.fd);
+      releaseDisk(this.spool.length);
+    }
     this.spool = undefined;
     if (!this.copy) return this.finish();
     this.copy.onClose();

@@ -75,6 +75,8 @@ export const LIMITS = {
 
 /** The answer to a body over --max-body. */
 export const TOO_LARGE = new TextEncoder().encode("Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\n413 Payload Too Large\n");
+/** The answer to a body the server cannot hold now (the bodies on disk at their limit). */
+export const UNAVAILABLE = new TextEncoder().encode("Status: 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\n503 Service Unavailable\n");
 
 /**
  * --max-body, the one rule for SCGI and both FastCGI engines: the -v line

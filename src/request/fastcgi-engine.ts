@@ -52,7 +52,7 @@ export interface ResponderEffects {
   /** The body has ended (held output may go): EOF to the program once it has taken what waits, or now with `drop`. */
   endBody(drop: boolean): void;
   /** A body without CONTENT_LENGTH, held whole before the program starts: its records appended; closed past --max-body or at an abort. */
-  readonly spoolFile: { write(bytes: Uint8Array): void; close(): void };
+  readonly spoolFile: { write(bytes: Uint8Array): boolean; close(): void };
   /** The program is told to stop (TERM, then KILL): the web server aborted its request, or --request-timeout ended it. */
   stopProgram(): void;
   /** The running program's pid, what it runs and the request's method and URI (--request-timeout's line). */

@@ -9,7 +9,7 @@
 // is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain steps.
 //
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
-import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
+import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, UNAVAILABLE, valueOf, type Variable } from "./cgi.ts";
 import { dropParams, encodeRecord, endOfRequest, endRequest, heldParams, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
 import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
@@ -336,13 +336,12 @@ export class FastCgiResponder {
     this.body.received += content.length; // what came, kept or dropped: the body's deadline counts it
     if (this.body.refused) return this.body.refused === TOO_LARGE ? undefined : bodyOverLimit(this.config.options, this.body.received, "received");
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
-    if (over) {
-      this.log(over);
-      this.body.refuse(now, TOO_LARGE);
+    if (over || !this.effects.spoolFile.write(content)) { // the write says why it refused (the bodies on disk)
+      if (over) this.log(over);
+      this.body.refuse(now, over ? TOO_LARGE : UNAVAILABLE);
       this.effects.spoolFile.close();
       return undefined;
     }
-    this.effects.spoolFile.write(content);
     this.spoolSize += content.length;
     return undefined;
   }

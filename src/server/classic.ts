@@ -7,6 +7,7 @@ import { adoptSocket, eventHandlers, type EventSocket, type SocketEvents } from 
 import { flushStdout } from "../connection/local.ts";
 import { connectionMessage, serveSocket } from "../connection/serve.ts";
 import { CLASSIC_MAX_CONNS, FastCgiHandler, stopKeptConnections } from "../gateway/fastcgi-evented.ts";
+import { limitBodiesOnDisk } from "../gateway/body-spool.ts";
 import { ScgiHandler } from "../gateway/scgi-evented.ts";
 import { cgiSource } from "../request/site.ts";
 import type { Address } from "../net/address.ts";
@@ -30,6 +31,7 @@ type Gateway = () => SocketEvents & { done: Promise<void> };
 function gatewayFor(options: Options): Gateway | undefined {
   if (options.gateway === undefined) return undefined;
   const source = cgiSource(options);
+  limitBodiesOnDisk(options.maxBody); // every connection at once could hold --max-body
   if (options.gateway === "scgi") return () => new ScgiHandler(options, source);
   return () => new FastCgiHandler(options, source, CLASSIC_MAX_CONNS);
 }
