@@ -3,13 +3,13 @@
 // a program, and what --cgi-root tells the program about itself
 // (SCRIPT_FILENAME, PATH_TRANSLATED, PATH_INFO's bytes).
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, realpathSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { lastValueEach, LIMITS, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
 import { encodePairs, gatherParams, heldParams } from "../src/request/fastcgi-records.ts";
 import { parseScgiHeader } from "../src/request/scgi-header.ts";
 import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/request/site.ts";
-import { tempDir, writeExecutable } from "./harness.ts";
+import { random, tempDir, writeExecutable } from "./harness.ts";
 
 const hex = (bytes: Uint8Array | undefined) => Buffer.from(bytes ?? []).toString("hex");
 /** A variable's bytes, whether or not they were UTF-8. */
@@ -180,5 +180,84 @@ describe("--cgi-root: what names the program is socket's", () => {
     }
     // Named exactly: no PATH_INFO.
     expect(names(split([]), "PATH_INFO")).toEqual([]);
+  });
+});
+
+describe("--cgi-root: finding the program in DOCUMENT_ROOT + SCRIPT_NAME", () => {
+  /**
+   * The rule as first written, one segment at a time from the right: the
+   * longest part of the path that is there, inside the root. Generated
+   * paths have no "." or "..", so inside the root is as long as the root.
+   */
+  const there = (path: string) => {
+    try {
+      return statSync(path, { throwIfNoEntry: false }) !== undefined;
+    } catch {
+      return false; // ENOTDIR: a file on the way
+    }
+  };
+  function oneAtATime(rootDir: string, full: string): string | undefined {
+    for (let candidate = full; candidate.length >= rootDir.length; candidate = candidate.slice(0, candidate.lastIndexOf("/"))) {
+      if (there(candidate)) return candidate;
+    }
+    return undefined;
+  }
+
+  test("generated trees and paths: the program and PATH_INFO found by halving are the ones trimming one segment at a time finds", () => {
+    using dir = tempDir();
+    const base = realpathSync(dir.path);
+    const rootDir = join(base, "root");
+    const next = random(20261206);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)];
+    const dirs: string[] = [rootDir];
+    const made = new Set<string>();
+    mkdirSync(rootDir);
+    for (let i = 0; i < 60; i++) {
+      const at = join(pick(dirs), pick(["a", "b", "c.cgi", "d"]) + (i % 3));
+      if (made.has(at)) continue;
+      made.add(at);
+      if (next() < 0.5) {
+        mkdirSync(at);
+        dirs.push(at);
+      } else writeExecutable(at, "#!/bin/sh\n");
+    }
+    const root = siteRoot(rootDir);
+    for (let i = 0; i < 500; i++) {
+      const segments = Array.from({ length: 1 + Math.floor(next() * 12) }, () => pick(["a0", "a1", "b2", "c.cgi0", "c.cgi1", "d2", "x", "y.cgi", ""]));
+      const scriptName = `/${segments.join("/")}`;
+      const full = rootDir + scriptName;
+      const result = chooseSiteProgram(root, [["DOCUMENT_ROOT", rootDir], ["SCRIPT_NAME", scriptName]]);
+      const found = oneAtATime(rootDir, full.replace(/\/+$/, ""));
+      if (found === undefined || !statSync(found).isFile()) {
+        expect({ scriptName, status: "status" in result ? result.status : 200 }).toMatchObject({ scriptName, status: found === full.replace(/\/+$/, "") ? 403 : 404 });
+        continue;
+      }
+      const program = chosen(result);
+      expect({ scriptName, path: program.path, pathInfo: names(program.variables, "PATH_INFO") }).toEqual({
+        scriptName,
+        path: realpathSync(found),
+        pathInfo: found === full ? [] : [full.slice(found.length)],
+      });
+    }
+  });
+
+  test("thousands of segments after the program: found, with the PATH_INFO as sent", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const deep = "/x".repeat(2000);
+    const program = chosen(chooseSiteProgram(siteRoot(t.root), [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", `/app.cgi${deep}`]]));
+    expect(program.path).toBe(t.app);
+    expect(names(program.variables, "PATH_INFO")).toEqual([deep]);
+    expect(chooseSiteProgram(siteRoot(t.root), [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", `/nothing${deep}`]])).toMatchObject({ status: 404 });
+  });
+
+  test("a path with a \".\" or \"..\" segment that names nothing there is refused, before any shorter part is looked at", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    for (const scriptName of ["/cgi-bin/../app.cgi/x", "/./app.cgi/x", "/cgi-bin/.."]) {
+      expect(chooseSiteProgram(siteRoot(t.root), [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", scriptName]])).toMatchObject({ status: 403 });
+    }
+    // Named exactly, as a web server might still send it: served.
+    expect(chosen(chooseSiteProgram(siteRoot(t.root), [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/cgi-bin/../app.cgi"]])).path).toBe(t.app);
   });
 });

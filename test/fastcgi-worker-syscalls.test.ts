@@ -7,8 +7,8 @@
 // waitid(WNOWAIT). Watched with strace on the worker's main thread.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
-import { endRequests, fcgiGet, parseRecords } from "./gateway-peers.ts";
+import { exchange, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
+import { endRequests, fcgiGet, fcgiRequest, parseRecords } from "./gateway-peers.ts";
 
 const STRACE = Bun.which("strace");
 const REQUESTS = 20;
@@ -73,5 +73,23 @@ describe.skipIf(!STRACE)("FastCGI -W 1: a GET's system calls in the worker", () 
     // One FIONREAD a request sizes stdout's one record; stderr's end with nothing in it is poll's POLLHUP alone.
     const pipeCalls = lines.filter((line) => /^ioctl\(.*FIONREAD|^read\(\d+<pipe:/.test(line));
     expect(pipeCalls.length).toBeLessThanOrEqual(REQUESTS);
+  }, 30000);
+});
+
+describe.skipIf(!STRACE)("--cgi-root -W 1: finding the program", () => {
+  test("a SCRIPT_NAME of 2,000 segments after the program costs the worker a few dozen stats, not one a segment", async () => {
+    using dir = tempDir();
+    writeExecutable(join(dir.path, "app.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s' \"${#PATH_INFO}\"\n");
+    await using server = await startServer(["--fastcgi", "-W", "1", "--cgi-root", dir.path, "-s", "0"]);
+    await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
+    const [worker] = workersOf(server.proc.pid);
+    const port = server.target as number;
+    const deep = "/x".repeat(2000);
+    const vars = (scriptName: string): [string, string][] => [["DOCUMENT_ROOT", dir.path], ["SCRIPT_NAME", scriptName]];
+    await exchange(port, fcgiRequest(1, vars("/app.cgi"))); // what a worker loads once is loaded
+    const answers: Buffer[] = [];
+    const lines = await traced(worker, async () => void answers.push((await exchange(port, fcgiRequest(1, vars(`/app.cgi${deep}`)))).data));
+    expect(parseRecords(answers[0]).stdout).toBe("Content-Type: text/plain\r\n\r\n4000");
+    expect(lines.filter((line) => /^(statx|newfstatat|stat|lstat)\(/.test(line)).length).toBeLessThan(100);
   }, 30000);
 });

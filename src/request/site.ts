@@ -106,37 +106,68 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
   // Lexically first: nothing outside the root is even looked at, so a 404 or 403 tells nothing about it.
   if (!within(root, full)) return { status: 403, why: `${shown(full)} is outside the --cgi-root ${root.dir}` };
   let candidate = stripSlashes(full);
-  for (;;) {
-    const stats = look(candidate);
-    if (stats && "error" in stats) return { status: 403, why: `${shown(candidate)}: ${stats.error}` };
-    if (!stats) {
-      const cut = candidate.lastIndexOf("/");
-      const shorter = candidate.slice(0, cut);
-      if (!trimming || cut <= 0 || !within(root, shorter)) return { status: 404, why: `no program ${shown(full)}` };
-      candidate = shorter;
-      continue;
-    }
-    if (stats.isDirectory()) {
-      // The request's whole path a directory is a listing nobody serves; a directory reached by trimming has no such program.
-      return candidate === stripSlashes(full) ? { status: 403, why: `${shown(candidate)} is a directory` } : { status: 404, why: `no program ${shown(full)}` };
-    }
-    if (!stats.isFile()) return { status: 403, why: `${shown(candidate)} is not a regular file` };
-    try {
-      fs().accessSync(candidate, fs().constants.X_OK);
-    } catch {
-      return { status: 403, why: `${shown(candidate)} is not executable` };
-    }
-    let real: string;
-    try {
-      real = fs().realpathSync(candidate);
-    } catch (e) {
-      return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
-    }
-    if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
-    const unsafe = othersCouldWrite(root, real);
-    if (unsafe) return { status: 403, why: unsafe, unsafe: true };
-    return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
+  let stats = look(candidate);
+  if (!stats && trimming) {
+    // Web servers send a normalized path; with a "." or ".." in it a shorter part could leave the root lexically.
+    if (/\/\.\.?(\/|$)/.test(candidate)) return { status: 403, why: `${shown(full)} has a "." or ".." segment` };
+    [candidate, stats] = longestThere(root, candidate);
   }
+  if (stats && "error" in stats) return { status: 403, why: `${shown(candidate)}: ${stats.error}` };
+  if (!stats) return { status: 404, why: `no program ${shown(full)}` };
+  if (stats.isDirectory()) {
+    // The request's whole path a directory is a listing nobody serves; a directory reached by trimming has no such program.
+    return candidate === stripSlashes(full) ? { status: 403, why: `${shown(candidate)} is a directory` } : { status: 404, why: `no program ${shown(full)}` };
+  }
+  if (!stats.isFile()) return { status: 403, why: `${shown(candidate)} is not a regular file` };
+  try {
+    fs().accessSync(candidate, fs().constants.X_OK);
+  } catch {
+    return { status: 403, why: `${shown(candidate)} is not executable` };
+  }
+  let real: string;
+  try {
+    real = fs().realpathSync(candidate);
+  } catch (e) {
+    return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
+  }
+  if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
+  const unsafe = othersCouldWrite(root, real);
+  if (unsafe) return { status: 403, why: unsafe, unsafe: true };
+  return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
+}
+
+/** Where the shorter parts of `path` end: its slashes after the first byte. */
+function slashesOf(path: string): number[] {
+  const cuts: number[] = [];
+  for (let at = path.indexOf("/", 1); at > 0; at = path.indexOf("/", at + 1)) cuts.push(at);
+  return cuts;
+}
+
+/** The last index in [lo, hi) for which `holds` is true, where it holds up to some index and not after; lo - 1 if none. */
+function lastHolding(lo: number, hi: number, holds: (i: number) => boolean): number {
+  let [yes, no] = [lo - 1, hi];
+  while (no - yes > 1) {
+    const mid = (yes + no) >>> 1;
+    if (holds(mid)) yes = mid;
+    else no = mid;
+  }
+  return yes;
+}
+
+/**
+ * The longest part of `path` (missing: PATH_INFO may follow the program)
+ * that is inside the root and there, and what is there (undefined: no
+ * such part). A longer part resolves only through a shorter one, and
+ * without "." or ".." a part inside the root has only longer ones inside
+ * it, so both bounds are found by halving: a client's thousands of
+ * segments cost a few dozen stats, not thousands.
+ */
+function longestThere(root: SiteRoot, path: string): [string, ReturnType<typeof look>] {
+  const cuts = slashesOf(path);
+  const part = (i: number) => path.slice(0, cuts[i]);
+  const first = lastHolding(0, cuts.length, (i) => !within(root, part(i))) + 1;
+  const there = lastHolding(first, cuts.length, (i) => look(part(i)) !== undefined);
+  return there < first ? [path, undefined] : [part(there), look(part(there))];
 }
 
 /**
@@ -205,13 +236,20 @@ function insideByRealPath(root: SiteRoot, path: string, bytes: Buffer): boolean 
   if (!path.startsWith("/") || !within(root, path)) return false;
   // A file not there yet (a PUT's) is judged by the longest part of its path that is: a symlinked
   // directory on the way must not lead out of the root for a CGI that writes where it points.
-  for (let at = bytes.length; at > 0; at = bytes.lastIndexOf(0x2f, at - 1)) {
+  const real = (end: number): string | undefined | false => {
     try {
-      return inside(fs().realpathSync(bytes.subarray(0, at), { encoding: "buffer" }).toString(), root.real);
+      return fs().realpathSync(bytes.subarray(0, end), { encoding: "buffer" }).toString();
     } catch (e) {
       const code = e instanceof Error && "code" in e ? e.code : undefined;
-      if (code !== "ENOENT" && code !== "ENOTDIR") return false;
+      return code === "ENOENT" || code === "ENOTDIR" ? undefined : false;
     }
-  }
-  return false;
+  };
+  const whole = real(bytes.length);
+  if (whole !== undefined) return whole !== false && inside(whole, root.real);
+  // Missing: no part of it fails otherwise (resolving stops at the first missing segment), so, as in longestThere, halving.
+  const cuts: number[] = [];
+  for (let at = bytes.indexOf(0x2f, 1); at > 0; at = bytes.indexOf(0x2f, at + 1)) cuts.push(at);
+  const found = cuts[lastHolding(0, cuts.length, (i) => real(cuts[i]) !== undefined)];
+  const part = found === undefined ? undefined : real(found);
+  return typeof part === "string" && inside(part, root.real);
 }
