@@ -245,6 +245,8 @@ async function main(): Promise<void> {
   const began = performance.now();
   const notes: string[] = [];
   log(`this build's options among those being added: ${[...bench.features].join(", ") || "none"}`);
+  const cpu = cpuMethod();
+  if (cpu.why) notes.push(`CPU from /proc alone (fcgiwrap's CGIs, reaped by the kernel, count nowhere): ${cpu.why}.`);
   if (!Bun.which("hyperfine")) notes.push("hyperfine is not installed: the floor was timed with Bun.spawnSync instead.");
 
   const c = runs("connections")
@@ -307,7 +309,7 @@ async function main(): Promise<void> {
     launchers,
     reload,
     startup,
-    cpuMethod: cpuMethod(),
+    cpuMethod: cpu,
     notes,
     seconds: (performance.now() - began) / 1000,
   };

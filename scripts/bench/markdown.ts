@@ -46,18 +46,20 @@ and went (\`cat\`, a prestarted program; socat's forked child and its \`sh\`; a 
 growing pool).`;
   const cg = r.cpuMethod?.cgroup;
   if (cg) {
-    return `Each server whose CPU is tabled runs in a cgroup of its own from its first
-instruction (a shell joins the cgroup, then execs the server), and the
+    return `Each server whose CPU
+is tabled runs in a cgroup of its own from its first instruction (a shell
+joins the cgroup, then execs the server), and the
 cgroup's CPU time (${cg === "v1" ? "cgroup v1 cpuacct.usage, ns" : "cgroup v2 cpu.stat usage_usec"}) is read around each
 measurement, so every process the server ever started counts, whoever
 reaped it. ${split} The first are utime and stime (/proc/PID/stat) of each
 process of the server's tree alive at both readings, the second the cgroup's
 total less those. nginx is measured apart, from /proc.`;
   }
-  return `The CPU tables add up utime and stime (/proc/PID/stat) over each server's
-process tree, and the children each process reaped (cutime, cstime): ${split}
-A child that its parent does not reap (the kernel does, for a parent that
-ignores SIGCHLD) counts nowhere.${r.cpuMethod?.why ? ` No cgroup was used: ${r.cpuMethod.why}.` : ""}`;
+  return `The CPU tables add up utime
+and stime (/proc/PID/stat) over each server's process tree, and those of
+the children each process reaped (cutime, cstime): ${split} A child that
+its parent does not reap (the kernel does, for a parent that ignores
+SIGCHLD) counts nowhere.${r.cpuMethod?.why ? ` No cgroup was used: ${r.cpuMethod.why}.` : ""}`;
 }
 
 /** The whole of docs/BENCHMARKS.md. */
