@@ -13,12 +13,13 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { BODY_COUNT, BODY_MB, CONCURRENCY, CORES, SETTINGS, IDLE_COUNT, LAUNCHER_COUNT, LAUNCHES, log, POST_KB, QUICK, TRANSFER_MB, TRANSFER_RUNS } from "./config.ts";
 import { buildOf } from "./builds.ts";
+import { cpuMethod } from "./cgroup.ts";
 import { answers, BASELINE_COMMIT, BODY_SUFFIX, compilePrograms, gateways, launcherContenders, NGINX_ALONE, requestsRound, startNginx, type Nginx, type Programs } from "./launchers.ts";
 import { bulkPayload, exchange, httpGet, httpPost, REQUEST, summarize, transfer } from "./loadgen.ts";
 import { forkExec } from "./forkexec.ts";
 import { machine } from "./machine.ts";
 import { markdown } from "./markdown.ts";
-import { bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers } from "./measure.ts";
+import { accounted, bunSpawnMs, closedLoops, cpuSample, cpuSpent, floors, idlePool, oneAtATime, rotate, transfers, type Accounted } from "./measure.ts";
 import { reloadScenario } from "./reload.ts";
 import { RESULTS_JSON, writeDocuments } from "./report.ts";
 import { startupScenario } from "./startup.ts";
@@ -62,7 +63,7 @@ async function startAll(b: Bench, contenders: Contender[], notes: string[], read
       continue;
     }
     try {
-      servers.set(c.name, await start(c, ready));
+      servers.set(c.name, await start(c, ready, true));
     } catch (e) {
       skipped.set(c.name, `did not start: ${(e as Error).message}`);
       notes.push(`${c.name} did not start: ${(e as Error).message}`);
@@ -144,16 +145,17 @@ async function launchersScenario(notes: string[]): Promise<Results["launchers"]>
   }
   const nginxPid = nginx.proc.pid;
   // Each contender must give the CGI's answer through nginx before it is measured.
-  const targets: { name: string; port: number; root: number }[] = [];
+  const targets: { name: string; port: number; root: Accounted }[] = [];
   for (const [i, c] of live.entries()) {
     const o = await answers(nginx.ports[i]);
-    if (o.ok) targets.push({ name: c.name, port: nginx.ports[i], root: servers.get(c.name)!.proc.pid });
+    if (o.ok) targets.push({ name: c.name, port: nginx.ports[i], root: accounted(servers.get(c.name)!) });
     else {
       skipped.set(c.name, `no answer through nginx: ${o.error} (see ${nginx.dir}/error.log)`);
       notes.push(`${c.name}: no answer through nginx: ${o.error}`);
     }
   }
-  targets.push({ name: NGINX_ALONE, port: nginx.ports[nginx.ports.length - 1], root: nginxPid });
+  // nginx is measured apart (nginxCpu), as every target's front.
+  targets.push({ name: NGINX_ALONE, port: nginx.ports[nginx.ports.length - 1], root: { pid: nginxPid } });
 
   log(`launchers: ${LAUNCHER_COUNT} GETs and ${LAUNCHER_COUNT} POSTs of ${POST_KB} KiB one at a time to each`);
   const small = crypto.getRandomValues(new Uint8Array(POST_KB * 1024));
@@ -243,6 +245,8 @@ async function main(): Promise<void> {
   const began = performance.now();
   const notes: string[] = [];
   log(`this build's options among those being added: ${[...bench.features].join(", ") || "none"}`);
+  const cpu = cpuMethod();
+  if (cpu.why) notes.push(`CPU from /proc alone (fcgiwrap's CGIs, reaped by the kernel, count nowhere): ${cpu.why}.`);
   if (!Bun.which("hyperfine")) notes.push("hyperfine is not installed: the floor was timed with Bun.spawnSync instead.");
 
   const c = runs("connections")
@@ -305,6 +309,7 @@ async function main(): Promise<void> {
     launchers,
     reload,
     startup,
+    cpuMethod: cpu,
     notes,
     seconds: (performance.now() - began) / 1000,
   };

@@ -37,6 +37,31 @@ worker loads, not the pool's set-up.
 `;
 }
 
+/** How the CPU tables count a server's CPU: its cgroup's total, or /proc alone. */
+function cpuHow(r: Results): string {
+  const split = `"server
+processes" are those alive through the measurement (master, workers,
+tcpserver, socat's listener), "per-connection processes" the ones that came
+and went (\`cat\`, a prestarted program; socat's forked child and its \`sh\`; a CGI; new workers of a
+growing pool).`;
+  const cg = r.cpuMethod?.cgroup;
+  if (cg) {
+    return `Each server whose CPU
+is tabled runs in a cgroup of its own from its first instruction (a shell
+joins the cgroup, then execs the server), and the
+cgroup's CPU time (${cg === "v1" ? "cgroup v1 cpuacct.usage, ns" : "cgroup v2 cpu.stat usage_usec"}) is read around each
+measurement, so every process the server ever started counts, whoever
+reaped it. ${split} The first are utime and stime (/proc/PID/stat) of each
+process of the server's tree alive at both readings, the second the cgroup's
+total less those. nginx is measured apart, from /proc.`;
+  }
+  return `The CPU tables add up utime
+and stime (/proc/PID/stat) over each server's process tree, and those of
+the children each process reaped (cutime, cstime): ${split} A child that
+its parent does not reap (the kernel does, for a parent that ignores
+SIGCHLD) counts nowhere.${r.cpuMethod?.why ? ` No cgroup was used: ${r.cpuMethod.why}.` : ""}`;
+}
+
 /** The whole of docs/BENCHMARKS.md. */
 export function markdown(r: Results): string {
   const t = targets(r);
@@ -69,12 +94,7 @@ event-driven with \`Bun.connect\`; each connection connects, sends its
 payload, half-closes, reads to EOF and compares the reply with the payload
 byte for byte (a different or short reply is a failure). The servers run a
 private copy of dist/socket, so that a rebuild during the run changes
-nothing and no other process shares its pages. The CPU tables add up utime
-and stime (/proc/PID/stat) over each server's process tree: "server
-processes" are those alive through the measurement (master, workers,
-tcpserver, socat's listener), "per-connection processes" the ones that came
-and went (\`cat\`, a prestarted program; socat's forked child and its \`sh\`; new workers of a
-growing pool). PSS (/proc/PID/smaps_rollup) counts each shared page split
+nothing and no other process shares its pages. ${cpuHow(r)} PSS (/proc/PID/smaps_rollup) counts each shared page split
 among the processes that map it; wake-ups are the voluntary context
 switches of a worker's main thread (/proc/PID/task/PID/status).
 

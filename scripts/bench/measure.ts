@@ -3,6 +3,7 @@
 // floors (a program started with no network, the network with no program).
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { usageNs, type Cgroup } from "./cgroup.ts";
 import { IDLE_CPU_S, IDLE_PAUSE_MS, IDLE_SETTLE_MS, QUICK, ROUND_S, ROUNDS } from "./config.ts";
 import { closedLoop, percentile, transfer, type Outcome, type Run } from "./loadgen.ts";
 import { start, stop, type Contender, type Server } from "./scenarios.ts";
@@ -75,6 +76,36 @@ export function cpuSpent(before: CpuSample, after: CpuSample): Cpu {
   return { server, programs };
 }
 
+/** A server whose CPU is measured: the top of its process tree, and its cgroup when it has one. */
+export interface Accounted {
+  pid: number;
+  cgroup?: Cgroup;
+}
+
+export const accounted = (s: Server): Accounted => ({ pid: s.proc.pid, cgroup: s.cgroup });
+
+/** A server's CPU at one moment: its tree from /proc, and its cgroup's total (ns) when it has one. */
+export interface Usage {
+  sample: CpuSample;
+  cgroupNs?: number;
+}
+
+export const usage = (a: Accounted): Usage => ({ sample: cpuSample(a.pid), cgroupNs: a.cgroup && usageNs(a.cgroup) });
+
+/**
+ * The CPU spent between two readings. "server" is always the long-lived
+ * processes' own (/proc). With a cgroup, "programs" is the cgroup's total
+ * less that: every process the server started counts, whoever reaped it
+ * (at 0 at least: /proc's figures are whole ticks). Without, it is what
+ * /proc charges: processes that came, and the children the tree reaped.
+ */
+export function cpuBetween(before: Usage, after: Usage): Cpu {
+  const proc = cpuSpent(before.sample, after.sample);
+  if (before.cgroupNs === undefined || after.cgroupNs === undefined) return proc;
+  const totalMs = (after.cgroupNs - before.cgroupNs) / 1e6;
+  return { server: proc.server, programs: Math.max(0, totalMs - proc.server) };
+}
+
 /** Busy milliseconds of the whole machine (every CPU), from /proc/stat. */
 export function machineBusyMs(): number {
   const [user, nice, system, , , irq, softirq, steal] = read("/proc/stat").split("\n")[0].split(/\s+/).slice(1).map(Number);
@@ -122,11 +153,10 @@ export async function oneAtATime(probes: (() => Promise<Outcome>)[], count: numb
 /**
  * ROUNDS rounds, each visiting every server once with the order rotating
  * (round r starts at server r), so that background load falls on all alike.
- * `measure` runs one round of one server (`roots`: the process at the top
- * of each server's tree); the CPU its process tree and the
- * load generator spent in it is added up per server.
+ * `measure` runs one round of one server; the CPU its processes (cpuBetween)
+ * and the load generator spent in it is added up per server.
  */
-export async function rotate<T>(roots: number[], measure: (k: number) => Promise<T>) {
+export async function rotate<T>(roots: Accounted[], measure: (k: number) => Promise<T>) {
   const results = roots.map((): T[] => []);
   const cpu = roots.map(() => ({ server: 0, programs: 0, loadgen: 0 }));
   let busy = 0;
@@ -135,10 +165,10 @@ export async function rotate<T>(roots: number[], measure: (k: number) => Promise
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < roots.length; i++) {
       const k = (i + round) % roots.length;
-      const before = cpuSample(roots[k]);
+      const before = usage(roots[k]);
       const [loadgenBefore, busyBefore, started] = [ownCpuMs(), machineBusyMs(), performance.now()];
       results[k].push(await measure(k));
-      const spent = cpuSpent(before, cpuSample(roots[k]));
+      const spent = cpuBetween(before, usage(roots[k]));
       const loadgen = ownCpuMs() - loadgenBefore;
       cpu[k].server += spent.server;
       cpu[k].programs += spent.programs;
@@ -153,7 +183,7 @@ export async function rotate<T>(roots: number[], measure: (k: number) => Promise
 
 /** The closed loop at one concurrency, in rotating rounds of ROUND_S per server. */
 export const closedLoops = (servers: Server[], concurrency: number) =>
-  rotate(servers.map((s) => s.proc.pid), (k) => closedLoop(servers[k].port, concurrency, ROUND_S));
+  rotate(servers.map(accounted), (k) => closedLoop(servers[k].port, concurrency, ROUND_S));
 
 /** The payload echoed through one connection per server, `runs` times each, the order rotating. */
 export async function transfers(servers: Server[], payload: Uint8Array, runs: number) {

@@ -6,6 +6,7 @@ import { copyFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { inCgroup, makeCgroup, removeCgroup, type Cgroup } from "./cgroup.ts";
 import { ROOT } from "./config.ts";
 import { exchange } from "./loadgen.ts";
 
@@ -128,6 +129,8 @@ export interface Server {
   port: number;
   /** Launch to the first answered connection, in ms. */
   readyMs: number;
+  /** The cgroup it runs in when its CPU is measured (and one can be made). */
+  cgroup?: Cgroup;
 }
 
 const running = new Set<Server>();
@@ -149,13 +152,17 @@ export const echoes = async (port: number) => (await exchange({ port }, PING, 20
  * Starts a server in a process group of its own (so stopping it ends its
  * workers and programs too) and waits until `ready` says it answers.
  * `ready` null: does not wait (the launchers are checked through nginx).
+ * `accounted`: in a cgroup of its own, whose CPU counts every process it
+ * starts (the CPU tables' rows); the launch figures start servers without,
+ * so that the wrapper's exec is not in them.
  */
-export async function start(c: Contender, ready: ((port: number) => Promise<boolean>) | null = echoes): Promise<Server> {
+export async function start(c: Contender, ready: ((port: number) => Promise<boolean>) | null = echoes, accounted = false): Promise<Server> {
   const port = freePort();
   const argv = c.argv(port);
+  const cgroup = accounted ? makeCgroup() : undefined;
   const launched = performance.now();
-  const proc = Bun.spawn(argv, { stdio: ["ignore", "ignore", "inherit"], detached: true });
-  const server: Server = { name: c.name, proc, port, readyMs: NaN };
+  const proc = Bun.spawn(cgroup ? inCgroup(cgroup, argv) : argv, { stdio: ["ignore", "ignore", "inherit"], detached: true });
+  const server: Server = { name: c.name, proc, port, readyMs: NaN, cgroup };
   running.add(server);
   if (!ready) return server;
   // Refused connections come back at once, so this polls about every ms.
@@ -186,6 +193,7 @@ export async function killGroup(proc: Subprocess): Promise<void> {
 export async function stop(server: Server): Promise<void> {
   running.delete(server);
   await killGroup(server.proc);
+  if (server.cgroup) await removeCgroup(server.cgroup);
 }
 
 export const stopAll = async () => void (await Promise.all([...running].map(stop)));

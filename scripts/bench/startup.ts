@@ -14,7 +14,7 @@ import { WORKER_ENV, WORKER_FLAG } from "../../src/pool/protocol.ts";
 import { buildOf, bunFloor, BUN_FLOOR_SOURCE } from "./builds.ts";
 import { LAUNCHES, QUICK, ROUND_S, ROUNDS, log } from "./config.ts";
 import { closedLoop, median, summarize, type Summary } from "./loadgen.ts";
-import { idlePool, rotate, type IdlePool } from "./measure.ts";
+import { accounted, idlePool, rotate, type IdlePool } from "./measure.ts";
 import { start, stop, type Bench, type Contender, type Server } from "./scenarios.ts";
 
 /** The previous release's commit: the last build without --bytecode. */
@@ -123,7 +123,7 @@ export async function startupScenario(b: Bench): Promise<StartupResult> {
   for (const x of builds) stormServers.push(await start(poolOf(x.name, x.socket, 4, ["--max-requests", "1"])));
   let storm: Summary[];
   try {
-    const rounds = await rotate(stormServers.map((s) => s.proc.pid), (k) => closedLoop(stormServers[k].port, 8, ROUND_S));
+    const rounds = await rotate(stormServers.map(accounted), (k) => closedLoop(stormServers[k].port, 8, ROUND_S));
     storm = rounds.results.map((runs) => summarize(runs));
   } finally {
     for (const s of stormServers) await stop(s);

@@ -82,9 +82,10 @@ export function tables(r: Results, t: Target[]): string {
         bodies.map((x) => (x.skipped ? [x.name, x.skipped, ""] : [x.name, `${x.intact} of ${x.of}${x.of < BODY_COUNT ? ` (stopped at a timeout)` : ""}`, x.error])),
       )}`;
     }
-    launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time; nginx sends fcgiwrap \`fastcgi_param SCRIPT_FILENAME CGI\`; fcgiwrap's workers ignore SIGCHLD, so the kernel reaps its CGIs and their CPU is counted nowhere: its "per-request processes" column is 0):\n\n${r.launchers.rows
+    launcherTables += `\n\nCommands (WRAPPER: scripts/bench/scgi-wrapper.c, CGI: scripts/bench/hello-cgi.c, both compiled with \`cc -O2\` at run time; nginx sends fcgiwrap \`fastcgi_param SCRIPT_FILENAME CGI\`; ${fcgiwrapCgis(r)}):\n\n${r.launchers.rows
       .map((l) => `- ${l.name}: \`${l.command}\``)
-      .join("\n")}`;    launcherTables += `\n\n${baselineTable(r)}`;
+      .join("\n")}`;
+    launcherTables += `\n\n${baselineTable(r)}`;
   }
   const poolHead = ["pool", "workers", "master PSS MB", "worker PSS MB mean (min–max)", "of which own heap (Pss_Anon)", "of which shared executable (Pss_File)", `idle CPU, % of a core (${r.settings.idleCpuS} s)`, "wake-ups / s of a worker's main thread"];
   const poolTable = table(
@@ -126,7 +127,7 @@ export function tables(r: Results, t: Target[]): string {
     "",
     "### The launchers' scenario: nginx → socket → a C CGI",
     "",
-    `One at a time: ${r.settings.launcherCount} HTTP/1.0 GETs each, a new connection to nginx each (our own Bun client, read to EOF, status 200 and body checked), contenders in turn with ${IDLE_PAUSE_MS} ms pauses. ${r.settings.launcherConcurrency} at a time: ${r.settings.wrk ? `\`wrk -c ${r.settings.launcherConcurrency} -t 2 -d ${r.settings.roundS}s\` (keep-alive to nginx; nginx opens a new connection to socket per request)` : "our own closed loop of HTTP/1.0 GETs (wrk is not installed)"}, ${r.settings.rounds} rounds each, rotating. CPU per request at ${r.settings.launcherConcurrency} from /proc, as in the connection table.`,
+    `One at a time: ${r.settings.launcherCount} HTTP/1.0 GETs each, a new connection to nginx each (our own Bun client, read to EOF, status 200 and body checked), contenders in turn with ${IDLE_PAUSE_MS} ms pauses. ${r.settings.launcherConcurrency} at a time: ${r.settings.wrk ? `\`wrk -c ${r.settings.launcherConcurrency} -t 2 -d ${r.settings.roundS}s\` (keep-alive to nginx; nginx opens a new connection to socket per request)` : "our own closed loop of HTTP/1.0 GETs (wrk is not installed)"}, ${r.settings.rounds} rounds each, rotating. CPU per request at ${r.settings.launcherConcurrency} ${r.cpuMethod?.cgroup ? "from each server's cgroup (nginx's from /proc)" : "from /proc"}, as in the connection table.`,
     "",
     launcherTables,
     "",
@@ -235,6 +236,12 @@ function floorSection(r: Results): string[] {
 }
 
 /** socket's gateways against the same gateways run by the baseline build, in the same rounds. */
+/** Where fcgiwrap's CGIs' CPU went: its workers ignore SIGCHLD, so no process of its tree reaps them. */
+const fcgiwrapCgis = (r: Results) =>
+  r.cpuMethod?.cgroup
+    ? "fcgiwrap's workers ignore SIGCHLD, so the kernel reaps its CGIs; its cgroup counts their CPU all the same"
+    : `fcgiwrap's workers ignore SIGCHLD, so the kernel reaps its CGIs and /proc counts their CPU nowhere: its "per-request processes" column is 0`;
+
 function baselineTable(r: Results): string {
   const rows = [SCGI, FASTCGI].map((name) => {
     const [now, base] = [launcher(r, name), launcher(r, name + BASELINE_SUFFIX)];

@@ -1,6 +1,7 @@
 // The shapes the report's modules share: the rows a run records (kept in
 // docs/bench.json) and a target's verdict. Types only, and nothing of the
 // report's other modules, so every one of them can import it without a cycle.
+import type { CgroupKind } from "./cgroup.ts";
 import type { Settings } from "./config.ts";
 import type { ForkExec } from "./forkexec.ts";
 import type { Requests } from "./launchers.ts";
@@ -76,6 +77,8 @@ export interface Results {
   reload?: { rows?: ReloadRow[]; note?: string };
   /** Start-up and memory against the previous release's build (issue 18); absent from runs before it. */
   startup?: StartupResult;
+  /** How the CPU tables count a server's processes: its cgroup, or /proc alone (and why); absent from runs before cgroups (/proc). */
+  cpuMethod?: { cgroup?: CgroupKind; why?: string };
   notes: string[];
   seconds: number;
 }
