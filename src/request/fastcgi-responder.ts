@@ -5,15 +5,10 @@
 // the program is done, the web server closed, the worker leaves) with the time, and the responder tells the engine what
 // to do through ResponderEffects.
 //
-// Why an effects interface rather than returned actions: the engine's connection implements it once, as methods, so nothing
-// is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain steps.
-//
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, valueOf, type Variable } from "./cgi.ts";
 import { dropParams, encodeRecord, endOfRequest, endRequest, heldParams, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
-import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
-
-const NO_VARIABLES: Variable[] = [];
+import { BodyClock, draggedHeader, endOverdue, endStalled, NO_VARIABLES, sendDeadline, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 /** One FastCGI connection's responder: the rules; the engine does the I/O. */
 export class FastCgiResponder {
@@ -126,6 +121,7 @@ export class FastCgiResponder {
   expire(now: number): void {
     const due = this.over ? undefined : this.deadline();
     if (!due || now < due.at) return;
+    if (due.stalled) return void ((this.over = true), endStalled(this.effects, now));
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
     const answer = endOverdue(this.clock, this.effects, now);
@@ -134,6 +130,10 @@ export class FastCgiResponder {
 
   /** When the connection is dropped (or, --request-timeout's, the request ended) unless something happens first. */
   deadline(): Deadline | undefined {
+    return sooner(this.ownDeadline(), sendDeadline(this.effects.sending, this.config.options.sendTimeoutMs));
+  }
+
+  private ownDeadline(): Deadline | undefined {
     const { timeoutMs } = this.config.options;
     const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
     // A body comes at a least rate after its first `limit` (fastcgi-engine.ts BodyClock): a client dripping one must not hold the worker.
