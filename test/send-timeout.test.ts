@@ -80,11 +80,42 @@ async function stalledClient(target: Target, bytes: Uint8Array): Promise<AsyncDi
   };
 }
 
+/** A web server that reads slowly but steadily (64 KiB every 100 ms) to the end: how many bytes came. */
+async function slowReader(target: Target, bytes: Uint8Array): Promise<number> {
+  const code = [
+    "import socket, sys, time",
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+    "s.connect(sys.argv[1])",
+    "s.sendall(bytes.fromhex(sys.argv[2]))",
+    "total = 0",
+    "while True:",
+    "    chunk = s.recv(65536)",
+    "    if not chunk: break",
+    "    total += len(chunk)",
+    "    time.sleep(0.1)",
+    "print(total, flush=True)",
+  ].join("\n");
+  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(bytes).toString("hex")], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const done = await Promise.race([proc.exited, Bun.sleep(30000).then(() => "late")]);
+    expect(done).toBe(0);
+    return Number(await new Response(proc.stdout).text());
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}
+
 /** The pid a CGI wrote to `name`, once it has. */
 async function pidIn(dir: string, name: string): Promise<number> {
   const file = join(dir, name);
   await waitFor(`${name} to be written`, () => existsSync(file) && /^\d+\n$/.test(readFileSync(file, "utf8")));
   return Number(readFileSync(file, "utf8"));
+}
+
+/** The status page's JSON (--status on a UNIX socket). */
+async function statusPage(path: string): Promise<Record<string, number | string>> {
+  const res = await fetch("http://localhost/status?json", { unix: path });
+  return (await res.json()) as Record<string, number | string>;
 }
 
 /** One request on its own connection, read to the end: the answer's text. */
@@ -102,7 +133,11 @@ describe("--send-timeout", () => {
       using tmp = tempDir();
       const dir = realpathSync(tmp.path);
       const cgi = scripts(dir);
-      await using server = await startServer([...mode.args, "--cgi-root", dir, "--send-timeout", String(SECS), "-s", join(dir, "app.sock")]);
+      // Counted with the request timeouts where socket sees it end: not SCGI's in a pool, whose CGI's own write fails.
+      const counted = pool && mode.protocol === "fastcgi";
+      const status = join(dir, "status.sock");
+      const args = [...mode.args, "--cgi-root", dir, "--send-timeout", String(SECS), ...(counted ? ["--status", status] : [])];
+      await using server = await startServer([...args, "-s", join(dir, "app.sock")]);
 
       await using _stalled = await stalledClient(server.target, request(mode.protocol, cgi.big, "/big.cgi"));
       const pid = await pidIn(dir, "big.pid");
@@ -114,8 +149,19 @@ describe("--send-timeout", () => {
         await waitFor("the send-timeout line", () => line.test(server.stderr()));
         expect(Number(server.stderr().match(line)![1])).toBeGreaterThanOrEqual(SECS);
       }
+      if (counted) await waitFor("/status to count it", async () => (await statusPage(status))["request timeouts"] === 1);
       // The worker (the only one under -W 1) serves the next request.
       expect(await fetchOne(server.target, mode.protocol, cgi.quick, "/quick.cgi")).toContain("quick\n");
+    });
+
+    test(`${mode.name}: a web server that reads 2 MB slowly but steadily gets it all: each byte taken starts the limit again`, async () => {
+      using tmp = tempDir();
+      const dir = realpathSync(tmp.path);
+      const cgi = writeExecutable(join(dir, "three.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec head -c 2000000 /dev/zero\n`);
+      await using server = await startServer([...mode.args, "--cgi-root", dir, "--send-timeout", "2", "-s", join(dir, "app.sock")]);
+      const got = await slowReader(server.target, request(mode.protocol, cgi, "/three.cgi"));
+      expect(got).toBeGreaterThan(2000000); // the answer, and SCGI's header or FastCGI's framing
+      expect(server.stderr()).not.toContain("send-timeout");
     });
 
     test(`${mode.name}: a CGI silent for twice the limit before it answers is served`, async () => {
