@@ -38,6 +38,8 @@ export interface Options {
   timeoutMs: number | undefined;
   /** --request-timeout: a request (a -p connection) running longer from its program's start is ended (request/request-deadline.ts). */
   requestTimeoutMs: number | undefined;
+  /** --send-timeout (gateways): an answer the web server takes no byte of for this long ends the request (request/send-deadline.ts); undefined: off, or no gateway. */
+  sendTimeoutMs: number | undefined;
   /** Connections one source may have at once (TCP: remote address; UNIX: peer uid). */
   maxPerSource: number | undefined;
   /** TCP_DEFER_ACCEPT on the listener, in seconds. */
@@ -92,8 +94,8 @@ export type Gateway = "scgi" | "fastcgi";
 export type ServeOptions = Pick<Options, "crlf" | "quit" | "readOnly" | "writeOnly" | "verbose" | "timeoutMs" | "requestTimeoutMs"> & { failed?: () => void };
 
 /**
- * What a gateway reads: -v, --timeout, --request-timeout, --pass-env, --max-body, --cgi-stderr, and the pool's size
+ * What a gateway reads: -v, --timeout, --request-timeout, --send-timeout, --pass-env, --max-body, --cgi-stderr, and the pool's size
  * (FastCGI's GET_VALUES). What runs (-p's command or --cgi-root) is its own
  * argument (request/cgi.ts CgiSource).
  */
-export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "requestTimeoutMs" | "passEnv" | "maxBody" | "cgiStderr" | "pool">;
+export type GatewayOptions = Pick<Options, "verbose" | "timeoutMs" | "requestTimeoutMs" | "sendTimeoutMs" | "passEnv" | "maxBody" | "cgiStderr" | "pool">;

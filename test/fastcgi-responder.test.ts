@@ -8,6 +8,7 @@ import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { KEPT_HEADER_MS, KEPT_IDLE_MS, QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
 import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE, UNAVAILABLE, type Variable } from "../src/request/cgi.ts";
 import type { GatewayOptions } from "../src/options.ts";
+import { SendClock } from "../src/request/send-deadline.ts";
 
 type Call = [name: string, ...args: unknown[]];
 
@@ -17,6 +18,7 @@ class Recorder implements ResponderEffects {
   sent: FcgiRecord[] = [];
   answer: Uint8Array | undefined;
   waiting = 0;
+  readonly sending = new SendClock();
   /** Whether the engine was told that the last bytes sent end the connection. */
   lastSent = false;
   private readonly reader = new RecordReader();
@@ -64,7 +66,7 @@ class Recorder implements ResponderEffects {
   }
 }
 
-const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, requestTimeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web", pool: undefined, ...more });
+const options = (more: Partial<GatewayOptions> = {}): GatewayOptions => ({ verbose: false, timeoutMs: undefined, requestTimeoutMs: undefined, sendTimeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web", pool: undefined, ...more });
 
 /** A responder at time 0 with its recorder; `pool` for a pool worker's rules. */
 function responder(more: Partial<GatewayOptions> = {}, pool = false) {

@@ -15,6 +15,7 @@ import { RequestClock, requestDue, sooner } from "../src/request/fastcgi-engine.
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import type { ResponderEffects } from "../src/request/fastcgi-engine.ts";
+import { SendClock } from "../src/request/send-deadline.ts";
 import { parseCommandLine } from "../src/cli/parse.ts";
 
 /** --request-timeout in these tests: short, so that a run stays bounded. */
@@ -294,6 +295,7 @@ function responder(timeoutMs?: number) {
   const sent: FcgiRecord[] = [];
   const reader = new RecordReader();
   const effects: ResponderEffects = {
+    sending: new SendClock(),
     send: (bytes) => {
       const records = reader.push(bytes);
       if ("error" in records) throw new Error(records.error);
@@ -309,7 +311,7 @@ function responder(timeoutMs?: number) {
     end: () => void calls.push("end"),
     drop: () => void calls.push("drop"),
   };
-  const options = { verbose: false, timeoutMs, requestTimeoutMs: 1000, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
+  const options = { verbose: false, timeoutMs, requestTimeoutMs: 1000, sendTimeoutMs: undefined, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
   const fcgi = new FastCgiResponder({ options, maxConns: 4, pool: true }, effects, 0);
   const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 1, 0, 0, 0, 0, 0])); // the responder, FCGI_KEEP_CONN
   const params = Buffer.concat([encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "3"]])), encodeRecord(TYPE.PARAMS, 1)]);

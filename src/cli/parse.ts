@@ -34,6 +34,8 @@ export const MAX_WORKERS = 1024;
 
 /** --max-body when not given: see its paragraph in socket(1). */
 export const DEFAULT_MAX_BODY = 100 * 1024 * 1024;
+/** --send-timeout when not given: nginx's send_timeout (request/send-deadline.ts). */
+const DEFAULT_SEND_TIMEOUT_MS = 60_000;
 const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 /** The largest --max-body: a bound a file in $TMPDIR can still be. */
 const MAX_BODY_LIMIT = 1024 ** 4;
@@ -239,8 +241,8 @@ function requestTimeoutOption(text: string | undefined, server: boolean, runs: b
   return secs === undefined ? undefined : secs * 1000;
 }
 
-/** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body, --cgi-stderr. */
-function gatewayOptions(read: Read, program: string | undefined, server: boolean, site: boolean): Pick<Options, "gateway" | "passEnv" | "maxBody" | "cgiStderr"> | Refusal {
+/** --scgi or --fastcgi, and what only a gateway has: --pass-env, --max-body, --cgi-stderr, --send-timeout. */
+function gatewayOptions(read: Read, program: string | undefined, server: boolean, site: boolean): Pick<Options, "gateway" | "passEnv" | "maxBody" | "cgiStderr" | "sendTimeoutMs"> | Refusal {
   const gateway = gatewayOption(read.flag, program, server, site);
   if (typeof gateway === "object") return gateway;
   const passEnv = read.list("pass-env");
@@ -257,7 +259,19 @@ function gatewayOptions(read: Read, program: string | undefined, server: boolean
   }
   const cgiStderr = cgiStderrOption(read.str("cgi-stderr"), gateway);
   if (typeof cgiStderr === "object") return cgiStderr;
-  return { gateway, passEnv, maxBody, cgiStderr };
+  const sendTimeout = sendTimeoutOption(read.str("send-timeout"), gateway);
+  if (typeof sendTimeout === "object") return sendTimeout;
+  return { gateway, passEnv, maxBody, cgiStderr, sendTimeoutMs: sendTimeout };
+}
+
+/** --send-timeout: a gateway's (request/send-deadline.ts), 60 s when not given, 0 for none. */
+function sendTimeoutOption(text: string | undefined, gateway: Options["gateway"]): number | undefined | Refusal {
+  const secs = number(text, "--send-timeout", 0, 86400);
+  // One line, no usage line: the option was right, its value is not.
+  if (typeof secs === "string") return { exit: EXIT_USAGE, stderr: `${secs}\n` };
+  if (secs !== undefined && gateway === undefined) return usageError(`${NAME}: --send-timeout needs --scgi or --fastcgi`);
+  if (gateway === undefined || secs === 0) return undefined;
+  return secs === undefined ? DEFAULT_SEND_TIMEOUT_MS : secs * 1000;
 }
 
 /** --cgi-stderr: "web" (FastCGI's default) or "log"; SCGI has no channel to the web server, so only "log". */

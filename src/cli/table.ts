@@ -27,6 +27,7 @@ export const optionTable = {
   prestart: { type: "boolean", description: "Pool: each worker starts its next program before its connection arrives (read the note below)" },
   timeout: { type: "string", valueHint: "SECS", description: "Close a connection idle (no byte either way) this long" },
   "request-timeout": { type: "string", valueHint: "SECS", description: "Server -p, --scgi, --fastcgi: end a request (a -p connection) running SECS from its program's start: TERM, then KILL to its group; 504 if nothing was answered" },
+  "send-timeout": { type: "string", valueHint: "SECS", description: "--scgi/--fastcgi: end a request whose answer the web server takes no byte of for SECS (default 60, 0 = never): the connection dropped, TERM, then KILL to the CGI's group" },
   "max-per-source": { type: "string", valueHint: "N", description: "Server: close at once a connection from a source (TCP: remote address; UNIX: peer uid) that has N already" },
   "defer-accept": { type: "string", valueHint: "SECS", description: "TCP server: the kernel holds a connection until it sends a byte (TCP_DEFER_ACCEPT), up to SECS" },
   mode: { type: "string", valueHint: "OCTAL", description: "Permissions of the UNIX socket file, and of a --status /path (e.g. 660)" },

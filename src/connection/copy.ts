@@ -52,6 +52,14 @@ export interface CopyOptions {
    * With it the connection is read even with no sink, what comes dropped.
    */
   endUnheard?: boolean;
+  /**
+   * A gateway's --send-timeout: output the peer takes no byte of for this
+   * long (while some waits for it) ends the connection: `stalled` is told
+   * how long it waited, and does the rest (the line, the CGI stopped, the
+   * connection dropped). Output does not wait while the program is silent.
+   */
+  sendTimeoutMs?: number;
+  stalled?: (waitedMs: number) => void;
 }
 
 const CR = 13;
@@ -84,6 +92,8 @@ export class Copy implements SocketEvents {
   private drainWaiter: (() => void) | undefined;
   private idleTimer: Timer | undefined;
   private lingerTimer: Timer | undefined;
+  /** --send-timeout's timer while output waits for the peer to take some (sendTimeoutMs). */
+  private sendTimer: Timer | undefined;
   private peerEnded = false;
   private closed = false;
   /** The request was ended (--request-timeout): nothing more of the program's goes to the peer. */
@@ -196,6 +206,7 @@ export class Copy implements SocketEvents {
     this.closed = true;
     clearTimeout(this.idleTimer);
     clearTimeout(this.lingerTimer);
+    clearTimeout(this.sendTimer);
     this.drainWaiter?.();
     const { program } = this.local;
     if (!program) return this.finish(this.error);
@@ -212,9 +223,25 @@ export class Copy implements SocketEvents {
       const written = this.socket.write(chunk.subarray(offset));
       offset += Math.max(written, 0);
       this.sentBytes += Math.max(written, 0);
+      if (written > 0 || offset >= chunk.length) this.waiting(false); // taken: --send-timeout starts again
       if (written < 0) return;
-      if (offset < chunk.length) await new Promise<void>((resolve) => (this.drainWaiter = resolve));
+      if (offset < chunk.length) {
+        this.waiting(true);
+        await new Promise<void>((resolve) => (this.drainWaiter = resolve));
+      }
       this.drainWaiter = undefined;
+    }
+  }
+
+  /** Output waits for the peer (--send-timeout's timer runs, from the first wait) or not. */
+  private waiting(on: boolean): void {
+    const { sendTimeoutMs, stalled } = this.options;
+    if (!on || sendTimeoutMs === undefined || !stalled) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = undefined;
+    } else if (this.sendTimer === undefined) {
+      const since = Date.now();
+      this.sendTimer = setTimeout(() => !this.closed && stalled(Date.now() - since), sendTimeoutMs);
     }
   }
 

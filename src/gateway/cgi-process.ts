@@ -49,6 +49,17 @@ export function endProgram(proc: Process): void {
   proc.stop(KILL_AFTER_MS);
 }
 
+/** EOF on the program's stdin (if it is not there already): a pipe of Bun's; a spooled body's file is not. */
+export function endInput(proc: Cgi): void {
+  if (typeof proc.stdin !== "object") return;
+  try {
+    const ended = proc.stdin.end();
+    if (ended instanceof Promise) ended.catch(() => {});
+  } catch {
+    // already ended, or the program has gone
+  }
+}
+
 /** The rule's inherited variables as a program's environment, made once per rule. */
 const inherited = new WeakMap<CgiEnvironment["inherited"], Inherited>();
 

@@ -8,6 +8,7 @@
 // kept connection the listener is looked at. No socket adoption, no timer,
 // no promise per record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
+import { errorText as message } from "../fatal.ts";
 import { close, pipeBytes, pipeSize, tryRead, tryWrite } from "../system/fd.ts";
 import { EAGAIN, EINTR, strerror } from "../system/ffi.ts";
 import { isReadable, POLLIN, POLLOUT, tryPoll } from "../system/poll.ts";
@@ -16,6 +17,7 @@ import { pushPending, SHUT_WR, shutdown } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import type { CgiSource, Variable } from "../request/cgi.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
+import { SendClock } from "../request/send-deadline.ts";
 import type { BodyKind, ResponderEffects } from "../request/fastcgi-engine.ts";
 import { describeCgi, endProgram, startProgram } from "./cgi-process.ts";
 import { closePidfd, type Job, type WorkerFds } from "./fastcgi-job.ts";
@@ -58,8 +60,6 @@ export async function serveFastCgiDescriptor(fd: number, options: GatewayOptions
   }
 }
 
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
 class BlockingConnection implements ResponderEffects, OutputHooks {
   private readonly responder: FastCgiResponder;
   private job: Job | undefined;
@@ -74,6 +74,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   /** Bytes waiting for the connection, in order, and how many; whether the connection's end follows them. */
   private readonly out = new SendQueue();
   private lastQueued = false;
+  readonly sending = new SendClock();
   private readonly othersWait = () => isReadable(this.pool.listener);
 
   constructor(
@@ -196,7 +197,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
    * then shutdown): the web server sees the end with them and sends no other request on the connection. */
   private flush(): void {
     if (this.closed) return;
-    if (!this.out.flush(this.fd, this.lastQueued)) return this.closeConnection(); // the web server has gone
+    if (!this.out.flush(this.fd, this.lastQueued, this.sending)) return this.closeConnection(); // the web server has gone
     if (this.lastQueued && this.out.empty) shutdown(this.fd, SHUT_WR);
   }
 
@@ -304,8 +305,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     // serve() closes once what is queued has gone
   }
 
-  drop(): void {
-    this.job?.proc.kill("SIGKILL");
+  drop(stop = false): void {
+    if (!stop) this.job?.proc.kill("SIGKILL"); // else told to stop already; finish() waits for it
     this.closeConnection();
   }
 
@@ -336,7 +337,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   }
 
   dueAt(): number {
-    return this.responder.clock.deadline(this.options.requestTimeoutMs)?.at ?? Infinity;
+    return Math.min(this.responder.clock.deadline(this.options.requestTimeoutMs)?.at ?? Infinity, this.sending.due(this.options.sendTimeoutMs));
   }
 
   overdue(): void {

@@ -6,6 +6,7 @@
 // responder's deadline is one timer.
 import type { EventSocket, SocketEvents } from "../connection/events.ts";
 import type { GatewayOptions } from "../options.ts";
+import { errorText as message } from "../fatal.ts";
 import { close } from "../system/fd.ts";
 import { isReadable } from "../system/poll.ts";
 import { fdOf } from "../net/listener.ts";
@@ -13,7 +14,8 @@ import type { CgiSource, Variable } from "../request/cgi.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { FastCgiResponder } from "../request/fastcgi-responder.ts";
 import { HOLD_BYTES, type BodyKind, type ResponderEffects } from "../request/fastcgi-engine.ts";
-import { describeCgi, endProgram, startProgram, type Cgi } from "./cgi-process.ts";
+import { SendClock } from "../request/send-deadline.ts";
+import { describeCgi, endInput, endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { logStream } from "./cgi-stderr.ts";
 import { BodyQueue, DiskLimit, SpoolFile } from "./body-spool.ts";
@@ -68,7 +70,6 @@ export function stopKeptConnections(): void {
   for (const handler of live) handler.stop();
 }
 
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 const stream = (s: unknown) => (s instanceof ReadableStream ? s : undefined);
 
 /** One FastCGI connection from Bun's listener (-f). */
@@ -88,6 +89,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   /** Bytes waiting for the socket to drain, in order, and how many. */
   private out: Uint8Array[] = [];
   private bytes = 0;
+  readonly sending = new SendClock();
   private drained: (() => void) | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
@@ -170,6 +172,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
       const written = this.socket.write(bytes);
       if (written >= bytes.length) return;
       bytes = bytes.subarray(Math.max(written, 0));
+      this.sending.blocked(Date.now()); // --send-timeout from now, unless the socket drains
+      this.arm();
     }
     this.out.push(bytes);
     this.bytes += bytes.length;
@@ -189,14 +193,17 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     while (this.out.length > 0 && this.socket && !this.closed) {
       const head = this.out[0];
       const written = this.socket.write(head);
+      if (written > 0) this.sending.took();
       if (written < head.length) {
         this.out[0] = head.subarray(Math.max(written, 0));
         this.bytes -= Math.max(written, 0);
-        return;
+        this.sending.blocked(Date.now());
+        return this.arm();
       }
       this.out.shift();
       this.bytes -= head.length;
     }
+    this.sending.took();
     if (this.responder.ending) this.socket?.end();
     const resolve = this.drained;
     this.drained = undefined;
@@ -305,8 +312,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     if (this.out.length === 0) this.socket?.end();
   }
 
-  drop(): void {
-    this.job?.proc.kill("SIGKILL");
+  drop(stop = false): void {
+    if (!stop) this.job?.proc.kill("SIGKILL"); // else told to stop already; onClose waits for it
     this.socket?.terminate();
   }
 
@@ -381,16 +388,5 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     endInput(job.proc);
     if (job.proc.exitCode === null && job.proc.signalCode === null) endProgram(job.proc);
     void job.proc.exited.finally(() => this.finish());
-  }
-}
-
-/** EOF on the program's stdin (if it is not there already). */
-function endInput(proc: Cgi): void {
-  if (typeof proc.stdin !== "object") return; // a spooled body: a file, not a pipe
-  try {
-    const ended = proc.stdin.end();
-    if (ended instanceof Promise) ended.catch(() => {});
-  } catch {
-    // already ended, or the program has gone
   }
 }

@@ -24,6 +24,7 @@ import { trySend } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
+import type { SendClock } from "../request/send-deadline.ts";
 
 export type Pipes = { stdout: number; stderr: number };
 
@@ -55,8 +56,10 @@ export interface OutputHooks {
   feed(): void;
   /** The connection has closed or the request is over (ABORT, a drop): stop. */
   over(): boolean;
-  /** --request-timeout: when the request is due (Infinity: never), and what ends it then (request/request-deadline.ts). */
+  /** --request-timeout or --send-timeout: when the request is due (Infinity: never), and what ends it then (request/request-deadline.ts, send-deadline.ts). */
   dueAt(): number;
+  /** --send-timeout's clock: told whether output waits for the connection, and when the connection takes some. */
+  readonly sending: SendClock;
   overdue(): void;
   /** A STDOUT record is going out: a byte of the answer has. */
   answering(): void;
@@ -97,6 +100,7 @@ async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> 
     if (hooks.over()) return "gone";
     if (!splicer.cutting && Date.now() >= hooks.dueAt()) {
       hooks.overdue();
+      if (hooks.over()) return "gone"; // --send-timeout's: the connection was dropped
       splicer.cutting = true; // the records framed go, whole; no more are
       splicer.cutAt = Date.now();
     }
@@ -105,6 +109,8 @@ async function splice(splicer: Splicer, hooks: OutputHooks): Promise<OutputEnd> 
     splicer.connBlocked = false;
     const sent = splicer.send();
     if (typeof sent !== "boolean") return sent;
+    if (sent || !splicer.connBlocked) hooks.sending.took();
+    if (splicer.connBlocked) hooks.sending.blocked(Date.now());
     if (splicer.cutting && splicer.sent()) return "cut";
     // At a record boundary: the next record, from either pipe or the handler.
     const framed = splicer.left === 0 && !splicer.cutting && splicer.frame();

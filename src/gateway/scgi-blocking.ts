@@ -7,7 +7,7 @@ import type { GatewayOptions } from "../options.ts";
 import { close, pipe, setPipeSize, SPLICE_F_MOVE, trySplice } from "../system/fd.ts";
 import { EAGAIN, EINTR, strerror, SysError } from "../system/ffi.ts";
 import { rewind } from "../system/files.ts";
-import { MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, SHUT_WR, shutdown } from "../system/socket.ts";
+import { MSG_PEEK, recvBefore, recvExactly, setReceiveTimeout, setSendTimeout, SHUT_WR, shutdown } from "../system/socket.ts";
 import { watchIdle } from "../connection/watchdog.ts";
 import { BAD_GATEWAY, bodyDue, gatewayLog, prepareCgi, type CgiSource } from "../request/cgi.ts";
 import { COMMA, limitMs, MAX_DIGITS, parsePrefix, parseScgiHeader, type ScgiRequest } from "../request/scgi-header.ts";
@@ -174,6 +174,9 @@ export async function serveScgiBlocking(fd: number, address: Address, options: G
   // for them) nor mix with another's.
   const engine = timeoutMs === undefined ? "blocking" : "evented";
   const errors = engine === "blocking" && !("answer" in launch) ? stderrPipe() : undefined;
+  // --send-timeout: the CGI writes to the connection itself, so the kernel keeps it (request/send-deadline.ts):
+  // a write of its the web server takes nothing of for that long fails (EAGAIN), and a CGI ends on a failed write.
+  if (!("answer" in launch) && options.sendTimeoutMs !== undefined) setSendTimeout(fd, options.sendTimeoutMs);
   const proc = "answer" in launch || (engine === "blocking" && !errors) ? undefined : spawnCgi(launch, [body ?? "ignore", fd, errors?.[1] ?? "pipe"], engine);
   if (body !== undefined) close(body); // the program has its own
   if (errors) close(errors[1]);

@@ -10,8 +10,9 @@ import { rewind } from "../system/files.ts";
 import { BAD_GATEWAY, bodyDue, gatewayLog, LIMITS, prepareCgi, UNAVAILABLE, type CgiSource } from "../request/cgi.ts";
 import { limitMs, MAX_DIGITS, parseNetstring, type ScgiRequest } from "../request/scgi-header.ts";
 import { requestOverdue } from "../request/request-deadline.ts";
+import { sendStalled } from "../request/send-deadline.ts";
 import { endWhenDue } from "../connection/deadline.ts";
-import { describeCgi, spawnCgi, type Run } from "./cgi-process.ts";
+import { describeCgi, endProgram, spawnCgi, type Run } from "./cgi-process.ts";
 import { streamUntilExit } from "./until-exit.ts";
 import { bodyFile, releaseDisk, reserveDisk } from "./body-spool.ts";
 import { logStream } from "./cgi-stderr.ts";
@@ -141,6 +142,12 @@ export class ScgiHandler implements SocketEvents {
     // The answer ends when the program exits (lingerMs: FIN, then the
     // unread body is dropped); a background process it left is cut off.
     const log = (line: string) => gatewayLog(this.options, "scgi", line);
+    // --send-timeout (request/send-deadline.ts): the web server took none of the answer; the copy loop waits for its end.
+    const stalled = (waitedMs: number) => {
+      sendStalled({ protocol: "scgi", program: describeCgi(proc), waitedMs });
+      endProgram(proc);
+      socket.terminate();
+    };
     this.copy = new Copy(
       {
         sources: [streamUntilExit(proc.stdout, proc.exited)],
@@ -148,7 +155,7 @@ export class ScgiHandler implements SocketEvents {
         sink: null,
         program: { process: proc, exited: proc.exited },
       },
-      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options), endUnheard: true },
+      { crlf: false, quit: false, timeoutMs: this.options.timeoutMs, log, lingerMs: limitMs(this.options), endUnheard: true, sendTimeoutMs: this.options.sendTimeoutMs, stalled },
     );
     const copy = this.copy;
     // --request-timeout from the program's start (its body was spooled before): a 504 if nothing went, else the answer cut.

@@ -3,6 +3,7 @@
 // the rest when poll(2) says it takes more.
 import { EAGAIN, EINTR } from "../system/ffi.ts";
 import { trySend } from "../system/socket.ts";
+import type { SendClock } from "../request/send-deadline.ts";
 
 export class SendQueue {
   private parts: Uint8Array[] = [];
@@ -18,14 +19,21 @@ export class SendQueue {
     return this.parts.length === 0;
   }
 
-  /** As much as `fd` takes now; false when the connection has gone (the caller closes it). `more`: held for what follows (MSG_MORE). */
-  flush(fd: number, more = false): boolean {
+  /**
+   * As much as `fd` takes now; false when the connection has gone (the caller closes it). `more`: held for what
+   * follows (MSG_MORE). `sending` (--send-timeout) is told whether bytes still wait, and when some were taken.
+   */
+  flush(fd: number, more: boolean, sending: SendClock): boolean {
     while (this.parts.length > 0) {
       const head = this.parts[0];
       const sent = trySend(fd, head, more);
-      if (sent === -EAGAIN) return true;
+      if (sent === -EAGAIN) {
+        sending.blocked(Date.now());
+        return true;
+      }
       if (sent === -EINTR) continue;
       if (sent < 0) return false;
+      sending.took();
       this.size -= sent;
       if (sent < head.length) this.parts[0] = head.subarray(sent);
       else this.parts.shift();

@@ -79,7 +79,7 @@ export type RequestNote = { request: string };
  * Worker to master, over Bun's IPC channel (sent at once, even when the
  * worker then blocks). "failed": a program could not start or exited
  * 126/127; "refused": --allow/--deny closed a connection; "overdue":
- * --request-timeout ended a request (all three --status only).
+ * --request-timeout or --send-timeout ended a request (all three --status only).
  */
 export type WorkerMessage = "busy" | "idle" | "failed" | "refused" | "overdue" | AdmitRequest | RequestNote;
 

@@ -277,7 +277,7 @@ function metrics(s: PoolSnapshot, full: boolean, now: number): string {
     ["socket_failed_programs_total", "counter", "Programs that could not start or exited 126 or 127.", c.failedPrograms],
     ["socket_workers_started_total", "counter", "Workers started since start.", c.workersStarted],
     ["socket_refused_connections_total", "counter", "Connections closed by --allow/--deny.", c.refused],
-    ["socket_request_timeouts_total", "counter", "Requests (gateway requests and -p connections) ended by --request-timeout.", c.requestTimeouts],
+    ["socket_request_timeouts_total", "counter", "Requests (gateway requests and -p connections) ended by --request-timeout, and gateway requests ended by --send-timeout.", c.requestTimeouts],
   ];
   let out = "";
   for (const [name, type, help, value] of rows) out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`;

@@ -7,6 +7,10 @@
 import type { GatewayOptions } from "../options.ts";
 import { bodyDue, type Variable } from "./cgi.ts";
 import { requestOverdue } from "./request-deadline.ts";
+import { sendStalled, type SendClock } from "./send-deadline.ts";
+
+/** A request's variables when there are none yet. */
+export const NO_VARIABLES: Variable[] = [];
 
 /**
  * The program's output held until the end of its body (as fcgiwrap does:
@@ -38,13 +42,19 @@ export const CLASSIC_MAX_CONNS = 100;
 /** What the program's stdin is: the body as it streams in, the spooled body's file, or nothing (an empty body). */
 export type BodyKind = "pipe" | "spool" | "none";
 
-/** What the engine does for the responder. */
+/**
+ * What the engine does for the responder. Why an effects interface rather than returned actions: the engine's
+ * connection implements it once, as methods, so nothing is allocated per record (a list of actions would be, on
+ * every read), and each engine's effects read as plain steps.
+ */
 export interface ResponderEffects {
   /** Bytes for the connection, in order: queued while it cannot take them. */
   /** `last`: nothing follows on this connection (the engine may send its end with these bytes). */
   send(bytes: Uint8Array, last?: boolean): void;
   /** How many bytes wait for the connection. */
   queued(): number;
+  /** --send-timeout's clock (send-deadline.ts): told when output waits for the connection, and when the connection takes some. */
+  readonly sending: SendClock;
   /** Starts the request's program with these variables; the answer instead when it cannot or must not run. */
   start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined;
   /** Body bytes for the program's stdin, in order. */
@@ -59,8 +69,8 @@ export interface ResponderEffects {
   program(): { pid: number; script: string; request: string; counted?: () => void } | undefined;
   /** No further request: close once what is queued has gone. */
   end(): void;
-  /** Closes the connection now; the program, if any, is killed. */
-  drop(): void;
+  /** Closes the connection now; the program, if any, is killed (`stop`: told to stop, TERM then KILL, as stopProgram). */
+  drop(stop?: boolean): void;
 }
 
 /** When the connection is dropped unless something happens first, and the -v line saying why. */
@@ -69,6 +79,8 @@ export interface Deadline {
   why: string;
   /** --request-timeout's (request-deadline.ts): the request ends, not the connection. */
   overdue?: true;
+  /** --send-timeout's (send-deadline.ts): the web server took none of the answer; the line is said, the program stopped. */
+  stalled?: true;
 }
 
 /** What the responder needs of its connection's configuration. */
@@ -280,6 +292,19 @@ export class RequestClock {
 /** The sooner of two deadlines (the first when both fall due together). */
 export function sooner(a: Deadline | undefined, b: Deadline | undefined): Deadline | undefined {
   return a === undefined || (b !== undefined && b.at < a.at) ? b : a;
+}
+
+/** --send-timeout's deadline while output waits for the connection (send-deadline.ts), or undefined. */
+export function sendDeadline(sending: SendClock, timeoutMs: number | undefined): Deadline | undefined {
+  const at = sending.due(timeoutMs);
+  return at === Infinity ? undefined : { at, why: "send-timeout", stalled: true };
+}
+
+/** The web server took none of the answer for --send-timeout: the line, the count, the program told to stop (TERM, then KILL) as the connection drops. */
+export function endStalled(effects: ResponderEffects, now: number): void {
+  sendStalled({ protocol: "fastcgi", program: effects.program(), waitedMs: effects.sending.waited(now) });
+  effects.stopProgram();
+  effects.drop(true);
 }
 
 /**

@@ -5,23 +5,18 @@
 // the program is done, the web server closed, the worker leaves) with the time, and the responder tells the engine what
 // to do through ResponderEffects.
 //
-// Why an effects interface rather than returned actions: the engine's connection implements it once, as methods, so nothing
-// is allocated per record (a list of actions would be, on every read), and each engine's effects read as plain steps.
-//
 // Requests are not multiplexed (FCGI_MPXS_CONNS=0): one at a time; with FCGI_KEEP_CONN the next may follow on it.
 import { BAD_GATEWAY, bodyOverLimit, gatewayLog, HEADER_TIMEOUT_MS, TOO_LARGE, UNAVAILABLE, valueOf, type Variable } from "./cgi.ts";
 import { dropParams, encodeRecord, endOfRequest, endRequest, heldParams, unknownType, gatherParams, managementAnswer, KEEP_CONN, RecordReader, ROLE_RESPONDER, STATUS, TYPE, type FcgiRecord } from "./fastcgi-records.ts";
-import { BodyClock, draggedHeader, endOverdue, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
-
-const NO_VARIABLES: Variable[] = [];
+import { BodyClock, draggedHeader, endOverdue, endStalled, NO_VARIABLES, sendDeadline, KEPT_HEADER_MS, keptVerdict, QUEUE_LIMIT, RequestClock, sooner, type BodyKind, type Deadline, type Phase, type ResponderConfig, type ResponderEffects } from "./fastcgi-engine.ts";
 
 /** One FastCGI connection's responder: the rules; the engine does the I/O. */
 export class FastCgiResponder {
   private readonly reader = new RecordReader();
-  // phase, bodyEnded, ending, peerEnded and over are read by the engine, set only here.
+  // phase, requestId, bodyEnded, ending, peerEnded and over are read by the engine, set only here.
   phase: Phase = "none";
-  /** The request in hand (meaningful when phase is not "none"). */
-  private id = 0;
+  /** The request in hand's id (meaningful when phase is not "none"). */
+  requestId = 0;
   private keep = false;
   private readonly held = heldParams(); // PARAMS so far (gatherParams)
   /** The body's time, and how much of it came (streamed or spooled), bounded by --max-body; the engine pauses it. */
@@ -59,11 +54,6 @@ export class FastCgiResponder {
     now: number,
   ) {
     this.headerFrom = this.quietSince = now;
-  }
-
-  /** The request in hand's id. */
-  get requestId(): number {
-    return this.id;
   }
 
   /** This connection's process is leaving. */
@@ -126,14 +116,22 @@ export class FastCgiResponder {
   expire(now: number): void {
     const due = this.over ? undefined : this.deadline();
     if (!due || now < due.at) return;
+    if (due.stalled) {
+      this.over = true; // endStalled drops the connection: nothing more is sent
+      return endStalled(this.effects, now);
+    }
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
     const answer = endOverdue(this.clock, this.effects, now);
-    if (answer) this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
+    if (answer) this.effects.send(encodeRecord(TYPE.STDOUT, this.requestId, answer));
   }
 
   /** When the connection is dropped (or, --request-timeout's, the request ended) unless something happens first. */
   deadline(): Deadline | undefined {
+    return sooner(this.ownDeadline(), sendDeadline(this.effects.sending, this.config.options.sendTimeoutMs));
+  }
+
+  private ownDeadline(): Deadline | undefined {
     const { timeoutMs } = this.config.options;
     const limit = Math.min(HEADER_TIMEOUT_MS, timeoutMs ?? Infinity);
     // A body comes at a least rate after its first `limit` (fastcgi-engine.ts BodyClock): a client dripping one must not hold the worker.
@@ -197,7 +195,7 @@ export class FastCgiResponder {
     if (this.bodyEnded) return this.effects.endBody(false);
     this.bodyEnded = true;
     this.effects.endBody(true);
-    this.log(`connection closed by the web server in request ${this.id}'s body: the request is aborted`);
+    this.log(`connection closed by the web server in request ${this.requestId}'s body: the request is aborted`);
     this.end();
   }
 
@@ -208,7 +206,7 @@ export class FastCgiResponder {
       if ("error" in answer) return answer.error;
       return void this.effects.send(answer);
     }
-    const mine = this.phase !== "none" && this.id === id;
+    const mine = this.phase !== "none" && this.requestId === id;
     switch (type) {
       case TYPE.BEGIN_REQUEST:
         return this.begin(id, content);
@@ -236,7 +234,7 @@ export class FastCgiResponder {
   private begin(id: number, content: Uint8Array): string | undefined {
     if (content.length < 8) return "BEGIN_REQUEST body shorter than 8 bytes";
     if (this.phase !== "none") {
-      if (this.id === id) return `BEGIN_REQUEST for request ${id}, which is running`;
+      if (this.requestId === id) return `BEGIN_REQUEST for request ${id}, which is running`;
       this.effects.send(endRequest(id, 0, STATUS.CANT_MPX_CONN));
       return undefined;
     }
@@ -249,7 +247,7 @@ export class FastCgiResponder {
       return undefined;
     }
     this.phase = "params";
-    this.id = id;
+    this.requestId = id;
     this.keep = keep;
     this.body.received = this.spoolSize = 0;
     dropParams(this.held);
@@ -294,7 +292,7 @@ export class FastCgiResponder {
       this.body.refuse(now, answer);
       return undefined;
     }
-    this.effects.send(encodeRecord(TYPE.STDOUT, this.id, answer));
+    this.effects.send(encodeRecord(TYPE.STDOUT, this.requestId, answer));
     this.complete(answer === BAD_GATEWAY ? 1 : 0, now);
     return undefined;
   }
@@ -324,7 +322,7 @@ export class FastCgiResponder {
   private spoolStdin(content: Uint8Array, now: number): string | undefined {
     if (content.length === 0) {
       if (this.body.refused) {
-        this.effects.send(encodeRecord(TYPE.STDOUT, this.id, this.body.refused));
+        this.effects.send(encodeRecord(TYPE.STDOUT, this.requestId, this.body.refused));
         this.bodyEnded = true;
         return void this.complete(this.body.refused === BAD_GATEWAY ? 1 : 0, now);
       }
@@ -355,7 +353,7 @@ export class FastCgiResponder {
       this.bodyEnded = true;
       return this.complete(0, now, spooling);
     }
-    this.log(`request ${this.id} aborted by the web server`);
+    this.log(`request ${this.requestId} aborted by the web server`);
     this.bodyEnded = true;
     // TERM before the EOF: a program waiting for its body's end must not take the EOF for a complete request and
     // answer. The EOF all the same: a child of the program reading its stdin must not keep the output open.
@@ -373,7 +371,7 @@ export class FastCgiResponder {
     // connection's end in the same segment, so the web server never sends another request on it.
     const kept = this.keep && !this.peerEnded && this.leavingSince === undefined && !this.dragged;
     // One write for both: the web server gets the end in one segment.
-    this.effects.send(endOfRequest(this.id, status, STATUS.REQUEST_COMPLETE), !kept);
+    this.effects.send(endOfRequest(this.requestId, status, STATUS.REQUEST_COMPLETE), !kept);
     if (kept) {
       this.lastEnd = this.quietSince = now;
       if (served) {

@@ -28,10 +28,14 @@ export interface Overdue {
   counted?: () => void;
 }
 
+/** A client's bytes (the URI, a script it named) as part of a line: they must not make lines of their own. */
+export function printable(s: string): string {
+  return s.slice(0, 200).replace(/[^\x20-\x7e]/g, "?");
+}
+
 /** The operator's line: `fastcgi: request-timeout: pid 1234 /srv/app.cgi GET /app.cgi?x=1 ran 30.0 s, ended (504 sent)`. */
 export function overdueLine(o: Overdue): string {
-  // A client's bytes (the URI, a script it named) must not make lines of their own.
-  const text = (s: string) => s.slice(0, 200).replace(/[^\x20-\x7e]/g, "?");
+  const text = printable;
   const request = o.request === undefined ? "" : ` ${text(o.request)}`;
   const what = o.answered === undefined ? "" : o.answered ? " (answer cut)" : " (504 sent)";
   return `${o.protocol === undefined ? "" : `${o.protocol}: `}request-timeout: pid ${o.pid} ${text(o.script)}${request} ran ${(o.ranMs / 1000).toFixed(1)} s, ended${what}`;

@@ -16,6 +16,7 @@ const SO_TYPE = 3;
 const SO_LINGER = 13;
 const SO_PEERCRED = 17;
 const SO_RCVTIMEO = 20;
+const SO_SNDTIMEO = 21;
 const SO_ACCEPTCONN = 30;
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
@@ -111,9 +112,19 @@ export function pushPending(fd: number): void {
 
 /** SO_RCVTIMEO on a connection: its reads fail with EAGAIN after `ms` without data. 0: never. */
 export function setReceiveTimeout(fd: number, ms: number): void {
-  const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
-  check("setsockopt", lib().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16));
+  check("setsockopt", lib().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(ms), 16));
 }
+
+/**
+ * SO_SNDTIMEO on a connection: a blocking write the peer takes nothing of
+ * for `ms` fails with EAGAIN (one that sent some returns that count). It is
+ * the socket's, so a program given the connection has it too. 0: never.
+ */
+export function setSendTimeout(fd: number, ms: number): void {
+  check("setsockopt", lib().setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, timeval(ms), 16));
+}
+
+const timeval = (ms: number) => new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt(Math.round(ms % 1000) * 1000)]);
 
 function sockaddrOf(name: "getsockname" | "getpeername", fd: number): Endpoint {
   const sa = new Uint8Array(128);
