@@ -230,7 +230,7 @@ describe("the send clock and the FastCGI responder's send deadline", () => {
       start: () => undefined,
       writeBody: () => {},
       endBody: () => {},
-      spoolFile: { write() {}, close() {} },
+      spoolFile: { write: () => true, close() {} },
       stopProgram: () => void calls.push("stopProgram"),
       program: () => ({ pid: 7, script: "/srv/big.cgi", request: "GET /big.cgi", counted: () => void counted++ }),
       end: () => void calls.push("end"),
