@@ -53,7 +53,7 @@ http {
   client_body_temp_path ${root}/body; fastcgi_temp_path ${root}/fastcgi; scgi_temp_path ${root}/scgi;
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
   client_max_body_size ${opts.maxBody ?? "4m"};
-  upstream app { server ${server}; keepalive ${opts.keepalive ?? 4}; keepalive_timeout 20s; }
+  upstream app { server ${server}; keepalive ${opts.keepalive ?? 4}; keepalive_timeout 5s; }
   server { listen unix:${root}/http.sock;${opts.tcpPort ? ` listen 127.0.0.1:${opts.tcpPort};` : ""} location = /ready { return 204; } ${opts.locations ? opts.locations(pass) : `location / { ${pass} }`} }
 ${opts.servers ?? ""}
 }

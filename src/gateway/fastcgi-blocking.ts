@@ -36,12 +36,13 @@ const readBuffer = new Uint8Array(64 * 1024);
 // struct pollfd { int fd; short events; short revents; } as two int32 (little-endian), up to 4.
 const pollfds = new Int32Array(8);
 
-let stopping = false;
+/** How this worker leaves once told: it stops (a drain) or retires (LEAVE: the service goes on). */
+let leaving: "stop" | "retire" | undefined;
 let current: BlockingConnection | undefined;
 
-/** The worker drains or leaves: the connection in hand closes once quiet (fastcgi-engine.ts keptVerdict). */
-export function stopWorkerConnection(): void {
-  stopping = true;
+/** The connection in hand, and one taken after, leave as the worker does (fastcgi-engine.ts keptVerdict). */
+export function leaveWorkerConnection(how: "stop" | "retire"): void {
+  if (leaving !== "stop") leaving = how;
   current?.leave();
 }
 
@@ -85,7 +86,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     private readonly pool: WorkerFds,
   ) {
     this.responder = new FastCgiResponder({ options, maxConns, pool: true }, this, Date.now());
-    if (stopping) this.leave();
+    if (leaving) this.leave();
   }
 
   async serve(): Promise<void> {
@@ -106,7 +107,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   }
 
   leave(): void {
-    this.responder.leave(Date.now());
+    this.responder.leave(Date.now(), leaving === "retire");
   }
 
   /** The master's control socket, watched in every wait (a request's too) until the worker stops; -1 then. */
@@ -114,13 +115,11 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     return this.responder.leaving && !this.responder.retiring ? -1 : this.pool.control;
   }
 
-  /**
-   * The master's word, read here and acted on by the worker: a drain stops this connection (stopWorkerConnection), a
-   * reopen asks nothing of it, a leave retires it. Heard during a request, the FIN goes with its END_REQUEST
-   * (fastcgi-engine.ts); between requests a stopped connection closes once quiet, a retired one after its next request.
-   */
+  /** The master's word, read here and acted on by the worker (a drain or a leave: leaveWorkerConnection). Heard during a
+   * request, the FIN goes with its END_REQUEST; between requests a stopped connection closes once quiet, a retired one
+   * after its next request (fastcgi-engine.ts). */
   heard(): void {
-    if (this.pool.hear() === "leave") this.responder.leave(Date.now(), true);
+    this.pool.hear();
   }
 
   /** One wait for what can go on: input, output, the program taking its body, the master, the listener, a deadline. */

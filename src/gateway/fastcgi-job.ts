@@ -37,6 +37,6 @@ export interface WorkerFds {
   listener: number;
   /** The master's control socket: a byte (retire, leave, reopen) or its end. */
   control: number;
-  /** Reads the master's word there and has the worker act on it (a drain stops this connection too); what it was. */
+  /** Reads the master's word there and has the worker act on it (a drain or a leave reaches this connection too). */
   hear(): MasterWord;
 }

@@ -52,6 +52,8 @@ interface Mode {
   serve(fd: number): Promise<unknown>;
   /** The worker drains: no connection is kept for a further request. */
   drain?(): void;
+  /** The worker retires (LEAVE): a kept connection serves on until its next request ends it, or the web server's close. */
+  retire?(): void;
 }
 
 /** What a worker reports as it happens (--status, --slow): each gateway request's method and URI, each program that failed to start, each request --request-timeout ended. */
@@ -81,13 +83,14 @@ async function gatewayMode({ options, address }: WorkerSetup, reports: Reports, 
     const { serveScgiDescriptor } = await import("../gateway/scgi.ts");
     return { nonBlocking: false, serve: (fd) => serveScgiDescriptor(fd, address, options, source) };
   }
-  const { serveFastCgiDescriptor, stopWorkerConnection } = await import("../gateway/fastcgi-blocking.ts");
+  const { serveFastCgiDescriptor, leaveWorkerConnection } = await import("../gateway/fastcgi-blocking.ts");
   // Between requests on a kept connection the listener (a waiting connection takes this worker) and
   // the master's word (heard by the connection, acted on by the worker) end it, or a web server
   // keeping it for ever would hold this worker, and a HUP would never replace it.
   const pool = { listener: LISTEN_FD, control: CONTROL_FD, hear };
   const maxConns = options.pool!.max; // a worker's options always have a pool (protocol.ts readWorkerConfig)
-  return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: stopWorkerConnection };
+  const leave = (how: "stop" | "retire") => () => leaveWorkerConnection(how);
+  return { nonBlocking: true, serve: (fd) => serveFastCgiDescriptor(fd, options, source, maxConns, pool), drain: leave("stop"), retire: leave("retire") };
 }
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
@@ -232,8 +235,10 @@ class Serving {
   /** Reads the master's word and acts on it; what it was. */
   hear(): MasterWord {
     const word = hearMaster();
-    if (word === "leave") this.leaving = true;
-    else if (word === "reopen") this.reopen();
+    if (word === "leave") {
+      this.leaving = true;
+      this.mode.retire?.(); // a connection served after this one (or the one in hand) is a retiring worker's
+    } else if (word === "reopen") this.reopen();
     else if (word === "drain") this.drain();
     return word;
   }
