@@ -139,7 +139,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
     let timeout = (responder.deadline()?.at ?? Infinity) - Date.now();
     const stallCheck = this.paused && job?.pipes !== undefined && !job.stalled;
     if (stallCheck) timeout = Math.min(timeout, STALL_CHECK_MS);
-    if (between) timeout = Math.min(timeout, LISTENER_CHECK_MS);
+    if (between && !responder.retiring) timeout = Math.min(timeout, LISTENER_CHECK_MS); // retired, the listener is not its
     const ready = tryPoll(pollfds, count, timeout === Infinity ? -1 : Math.max(0, Math.ceil(timeout)));
     if (ready === -EINTR) return nextTick(); // a signal: its handler runs (a drain stops this connection)
     if (ready < 0) throw new Error(`poll: ${strerror(-ready)}`);
