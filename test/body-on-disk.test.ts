@@ -148,7 +148,7 @@ describe("BodyQueue", () => {
 describe("-l -f: bodies on disk, all connections together", () => {
   const vars: [string, string][] = [["REQUEST_METHOD", "POST"], ["SCRIPT_NAME", "/len"]];
   const protocols = [
-    // SCGI's whole body is held before its CGI runs, its room taken from CONTENT_LENGTH: refused before any of it is read.
+    // SCGI's whole body is held before its CGI runs, its room taken as its bytes come: refused at the byte that passes the limit.
     { name: "SCGI", flag: "--scgi", request: (n: number) => scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1024).fill(n)), tail: 10 },
     // FastCGI's body without CONTENT_LENGTH is held whole (its size then given to the CGI): held back, the empty STDIN.
     { name: "FastCGI", flag: "--fastcgi", request: (n: number) => fcgiRequest(1, vars, new Uint8Array(1024).fill(n)), tail: 8 },
@@ -176,6 +176,27 @@ describe("-l -f: bodies on disk, all connections together", () => {
     await first.client.closed(10000); // the answer's end follows its CGI's exit, which gives the room back
     expect((await exchange(port, request(9))).data.toString()).toContain("length 1024");
     for (const { client } of [...held, { client: refused }]) client.close();
+  }, 20_000);
+
+  test("SCGI: bodies that declare --max-body and then drip hold only the bytes that came: another body is served", async () => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(dir.path, "len.cgi"), STDIN_CGI);
+    await using server = await startServer(["--scgi", "-l", "-f", "--max-body", "1k", "-p", cgi, "-s", "0"]);
+    const port = Number(server.target);
+    const dripping = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        const client = await converse(port);
+        dripping.push(client);
+        client.send(scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1).fill(i)));
+        await serverHasRead(client, port);
+      }
+      const reply = await exchange(port, scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1024).fill(9)));
+      expect(reply.data.toString()).toContain("length 1024");
+      expect(server.stderr()).not.toContain("503");
+    } finally {
+      for (const client of dripping) client.close();
+    }
   }, 20_000);
 
   test.each(protocols)("$name: a body handed to its CGI counts until the CGI exits (its stdin, on disk till then), then makes room", async ({ flag, request }) => {

@@ -81,13 +81,12 @@ export class ScgiHandler implements SocketEvents {
     if ("answer" in launch) return this.refuse(launch.answer);
     if (request.contentLength === 0) return void this.run(launch, undefined);
     // As spoolBody does in a pool, for the same reason: the whole body before the program runs. Its room on disk
-    // is taken at once (CONTENT_LENGTH says how much), so a refusal comes before any of it.
-    if (!reserveDisk(request.contentLength)) return this.refuse(UNAVAILABLE);
+    // is taken as its bytes come, as FastCGI's: taken at once from CONTENT_LENGTH, a few connections that send
+    // a header and then drip their body would hold all of it, and every other body would be refused.
     let fd: number;
     try {
       fd = bodyFile();
     } catch (e) {
-      releaseDisk(request.contentLength);
       return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
     }
     this.spool = { fd, left: request.contentLength, length: request.contentLength, started: Date.now(), launch };
@@ -99,12 +98,16 @@ export class ScgiHandler implements SocketEvents {
     const spool = this.spool!;
     clearTimeout(this.timer);
     const part = chunk.subarray(0, spool.left);
+    if (!reserveDisk(part.length)) {
+      this.dropSpool();
+      return this.refuse(UNAVAILABLE); // the rest is read and dropped, as any refused request's
+    }
+    spool.left -= part.length; // counted from here: dropSpool gives it back however the write ends
     try {
       for (let at = 0; at < part.length; ) at += fs().writeSync(spool.fd, part.subarray(at));
     } catch (e) {
       return this.fail(`unable to spool the body: ${e instanceof Error ? e.message : String(e)}`);
     }
-    spool.left -= part.length;
     if (spool.left > 0) {
       // The whole body at MIN_BODY_RATE after its first limitMs, as a pool worker's spoolBody: a drip must not hold on.
       const came = spool.length - spool.left;
@@ -189,13 +192,17 @@ export class ScgiHandler implements SocketEvents {
     this.copy?.onDrain();
   }
 
+  /** The body's file closed and its room given back: it never reaches a program. */
+  private dropSpool(): void {
+    if (!this.spool) return;
+    close(this.spool.fd);
+    releaseDisk(this.spool.length - this.spool.left);
+    this.spool = undefined;
+  }
+
   onClose(): void {
     clearTimeout(this.timer);
-    if (this.spool) {
-      close(this.spool.fd);
-      releaseDisk(this.spool.length);
-    }
-    this.spool = undefined;
+    this.dropSpool();
     if (!this.copy) return this.finish();
     this.copy.onClose();
     void Promise.all([this.copy.done, this.stderr]).then(() => this.finish());
