@@ -118,7 +118,7 @@ export class FastCgiResponder {
     if (!due || now < due.at) return;
     if (due.stalled) {
       this.over = true; // endStalled drops the connection: nothing more is sent
-      return endStalled(this.effects, now);
+      return endStalled(this.effects, now, this.clock.cut);
     }
     // Kept with nothing of a next request: a FIN after what the kernel holds of the last answer (a reset loses it), and
     // the limit again for the web server to take it. A header begun, or a connection ending already, is dropped.
