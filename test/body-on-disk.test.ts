@@ -6,7 +6,7 @@
 // below the body's size, and the CGI gets every byte.
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { BodyQueue } from "../src/gateway/body-spool.ts";
 import { exchange, serverHasRead, startServer, tempDir, waitFor, workersOf, writeExecutable } from "./harness.ts";
@@ -148,12 +148,12 @@ describe("BodyQueue", () => {
 describe("-l -f: bodies on disk, all connections together", () => {
   const vars: [string, string][] = [["REQUEST_METHOD", "POST"], ["SCRIPT_NAME", "/len"]];
   const protocols = [
-    // SCGI's whole body is held before its CGI runs, its room taken from CONTENT_LENGTH: refused before any of it is read.
+    // SCGI's whole body is held before its CGI runs, its room taken as its bytes come: refused at the byte that passes the limit.
     { name: "SCGI", flag: "--scgi", request: (n: number) => scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1024).fill(n)), tail: 10 },
     // FastCGI's body without CONTENT_LENGTH is held whole (its size then given to the CGI): held back, the empty STDIN.
     { name: "FastCGI", flag: "--fastcgi", request: (n: number) => fcgiRequest(1, vars, new Uint8Array(1024).fill(n)), tail: 8 },
   ];
-  test.each(protocols)("$name: past 8 × --max-body a body is answered 503 and said; a body handed to its CGI makes room", async ({ flag, request, tail }) => {
+  test.each(protocols)("$name: past 8 × --max-body a body is answered 503 and said; a body's CGI, once over, makes room", async ({ flag, request, tail }) => {
     using dir = tempDir();
     const cgi = writeExecutable(join(dir.path, "len.cgi"), STDIN_CGI);
     await using server = await startServer([flag, "-l", "-f", "--max-body", "1k", "-p", cgi, "-s", "0"]);
@@ -173,7 +173,71 @@ describe("-l -f: bodies on disk, all connections together", () => {
     const [first] = held;
     first.client.send(first.rest);
     await first.client.until("its answer", (data) => data.toString().includes("length 1024"));
+    await first.client.closed(10000); // the answer's end follows its CGI's exit, which gives the room back
     expect((await exchange(port, request(9))).data.toString()).toContain("length 1024");
     for (const { client } of [...held, { client: refused }]) client.close();
+  }, 20_000);
+
+  test("SCGI: bodies that declare --max-body and then drip hold only the bytes that came: another body is served", async () => {
+    using dir = tempDir();
+    const cgi = writeExecutable(join(dir.path, "len.cgi"), STDIN_CGI);
+    await using server = await startServer(["--scgi", "-l", "-f", "--max-body", "1k", "-p", cgi, "-s", "0"]);
+    const port = Number(server.target);
+    const dripping = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        const client = await converse(port);
+        dripping.push(client);
+        client.send(scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1).fill(i)));
+        await serverHasRead(client, port);
+      }
+      const reply = await exchange(port, scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars], new Uint8Array(1024).fill(9)));
+      expect(reply.data.toString()).toContain("length 1024");
+      expect(server.stderr()).not.toContain("503");
+    } finally {
+      for (const client of dripping) client.close();
+    }
+  }, 20_000);
+
+  test.each(protocols)("$name: a body handed to its CGI counts until the CGI exits (its stdin, on disk till then), then makes room", async ({ flag, request }) => {
+    using dir = tempDir();
+    const pids = join(dir.path, "pids");
+    mkdirSync(pids);
+    // With ?hold: reads its body, says its pid, and runs on (its stdin, the body's file, open) until killed.
+    const hold = `if [ "$QUERY_STRING" = hold ]; then head -c "$CONTENT_LENGTH" > /dev/null; echo $$ > ${pids}/$$; exec sleep 60; fi\n`;
+    const cgi = writeExecutable(join(dir.path, "len.cgi"), STDIN_CGI.replace("\n", () => `\n${hold}`));
+    await using server = await startServer([flag, "-l", "-f", "--max-body", "1k", "-p", cgi, "-s", "0"]);
+    const port = Number(server.target);
+    const body = (n: number) => new Uint8Array(1024).fill(n);
+    const holding = (n: number) =>
+      flag === "--scgi" ? scgiRequest([["CONTENT_LENGTH", "1024"], ["SCGI", "1"], ...vars, ["QUERY_STRING", "hold"]], body(n)) : fcgiRequest(1, [...vars, ["QUERY_STRING", "hold"]], body(n));
+    const clients = [];
+    const running = () => readdirSync(pids).map(Number);
+    try {
+      for (let i = 0; i < 8; i++) {
+        const client = await converse(port);
+        clients.push(client);
+        client.send(holding(i));
+        await waitFor(`CGI ${i + 1} to run`, () => running().length === i + 1);
+      }
+      // Eight programs each with a 1 KiB body as stdin: 8 × --max-body on disk, so a ninth body is refused.
+      const refused = await converse(port);
+      clients.push(refused);
+      refused.send(request(8));
+      await refused.until("the answer", (data) => data.toString().includes("503 Service Unavailable\n"));
+      expect(running().length).toBe(8);
+      for (const pid of running()) process.kill(pid, "SIGKILL");
+      // Their exits give the room back.
+      await waitFor("a body served again", async () => (await exchange(port, request(9))).data.toString().includes("length 1024"));
+    } finally {
+      for (const pid of running()) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+      }
+      for (const client of clients) client.close();
+    }
   }, 20_000);
 });

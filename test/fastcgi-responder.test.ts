@@ -361,6 +361,19 @@ describe("deadlines as data", () => {
     fcgi.exited(0, 9000);
     expect(fcgi.deadline()).toEqual({ at: 9000 + HEADER_TIMEOUT_MS, why: "no complete request in time" });
   });
+
+  test("at the next header's deadline a kept connection with nothing of it ends (its FIN after the answer the kernel holds); one with a header begun is dropped", () => {
+    for (const begun of [false, true]) {
+      const { effects, fcgi } = responder();
+      fcgi.input(Buffer.concat([header(1, 0), stdin(1)]), 0);
+      fcgi.exited(0, 10);
+      if (begun) fcgi.input(begin(2).subarray(0, 3), 20);
+      fcgi.expire(10 + HEADER_TIMEOUT_MS);
+      expect(effects.names().at(-1)).toBe(begun ? "drop" : "end");
+      // Ending, the web server has the limit again to take what is left, then the connection is dropped.
+      if (!begun) expect(fcgi.deadline()).toEqual({ at: 10 + 2 * HEADER_TIMEOUT_MS, why: "connection timed out" });
+    }
+  });
 });
 
 describe("kept connections (pool workers' rules)", () => {

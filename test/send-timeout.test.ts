@@ -164,6 +164,21 @@ describe("--send-timeout", () => {
       expect(server.stderr()).not.toContain("send-timeout");
     });
 
+    if (!pool && mode.protocol === "fastcgi") {
+      test(`${mode.name}: a request --request-timeout ended, its CGI deaf to TERM, its answer stalled: one line, not a send-timeout's as well`, async () => {
+        using tmp = tempDir();
+        const dir = realpathSync(tmp.path);
+        // Ignores TERM: it lives until the KILL (1 s after the request-timeout's TERM at 1 s), past the send-timeout at 1.5 s.
+        const cgi = writeExecutable(join(dir, "deaf.cgi"), `#!/bin/sh\necho $$ > ${dir}/deaf.pid\ntrap "" TERM\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c 50000000 /dev/zero\nsleep 30\n`);
+        await using server = await startServer([...mode.args, "--cgi-root", dir, "--request-timeout", "1", "--send-timeout", "1.5", "-s", join(dir, "app.sock")]);
+        await using _stalled = await stalledClient(server.target, request(mode.protocol, cgi, "/deaf.cgi"));
+        const pid = await pidIn(dir, "deaf.pid");
+        await waitFor("the request-timeout line", () => server.stderr().includes(`request-timeout: pid ${pid}`));
+        await waitFor("the CGI's KILL", () => !isAlive(pid), 10000);
+        expect(server.stderr()).not.toContain("send-timeout");
+      });
+    }
+
     test(`${mode.name}: a CGI silent for twice the limit before it answers is served`, async () => {
       using tmp = tempDir();
       const dir = realpathSync(tmp.path);
@@ -249,6 +264,34 @@ describe("the send clock and the FastCGI responder's send deadline", () => {
     fcgi.expire(6000);
     expect(calls).toEqual(["stopProgram", "drop stop"]);
     expect(counted).toBe(1);
+    expect(fcgi.over).toBe(true);
+  });
+
+  test("a request --request-timeout ended whose output still waits: the send-timeout drops the connection, without a second line or count", () => {
+    const calls: string[] = [];
+    let counted = 0;
+    const effects: ResponderEffects = {
+      sending: new SendClock(),
+      send: () => {},
+      queued: () => 0,
+      start: () => undefined,
+      writeBody: () => {},
+      endBody: () => {},
+      spoolFile: { write: () => true, close() {} },
+      stopProgram: () => void calls.push("stopProgram"),
+      program: () => ({ pid: 7, script: "/srv/big.cgi", request: "GET /big.cgi", counted: () => void counted++ }),
+      end: () => void calls.push("end"),
+      drop: (stop) => void calls.push(`drop ${stop === true ? "stop" : "kill"}`),
+    };
+    const options = { verbose: false, timeoutMs: undefined, requestTimeoutMs: 1000, sendTimeoutMs: 1500, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
+    const fcgi = new FastCgiResponder({ options, maxConns: 1, pool: true }, effects, 0);
+    const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 0, 0, 0, 0, 0, 0]));
+    fcgi.input(Buffer.concat([begin, encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "0"]])), encodeRecord(TYPE.PARAMS, 1), encodeRecord(TYPE.STDIN, 1)]), 0);
+    effects.sending.blocked(100); // the web server stops taking the answer
+    fcgi.expire(1000); // --request-timeout: its line, its count, the program told to stop (it has not exited yet)
+    expect([calls, counted]).toEqual([["stopProgram"], 1]);
+    fcgi.expire(1600); // --send-timeout: the connection goes, the request is not counted again
+    expect([calls, counted]).toEqual([["stopProgram", "stopProgram", "drop stop"], 1]);
     expect(fcgi.over).toBe(true);
   });
 });

@@ -2,11 +2,13 @@
 // dripped a byte at a time (SCGI, FastCGI with and without CONTENT_LENGTH)
 // must come at a least rate once its first --timeout (or 30 s) has passed.
 // dist/socket on real sockets, one worker, so a held worker shows as a
-// second client not served.
+// second client not served. A web server that reads its answer slowly but
+// steadily is the opposite: it gets the whole answer, also the part the
+// kernel still holds for it once the request is over.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { exchange, startServer, tempDir, writeExecutable, type Target } from "./harness.ts";
-import { begin, converse, fcgiRequest, pairs, record, scgiRequest } from "./gateway-peers.ts";
+import { exchange, startServer, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
+import { begin, converse, endRequests, fcgiRequest, pairs, parseRecords, record, scgiRequest } from "./gateway-peers.ts";
 
 const CGI = `#!/bin/sh\nhead -c "\${CONTENT_LENGTH:-0}" > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nserved\\n'\n`;
 const BODY = 60;
@@ -56,5 +58,50 @@ describe("a body dripped a byte every 0.4 s, --timeout 1", () => {
         }
       }, 20_000);
     }
+  }
+});
+
+/** A FastCGI web server that reads 4 KiB every 50 ms (80 KiB/s), its receive buffer small (the rest waits in the kernel's send buffer): the answer's records, once END_REQUEST came or the connection ended. */
+async function slowFastCgiReader(target: Target, request: Uint8Array): Promise<Buffer> {
+  const code = [
+    "import socket, sys, time",
+    "port = sys.argv[1]",
+    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM) if port.isdigit() else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)",
+    "s.connect(('127.0.0.1', int(port)) if port.isdigit() else port)",
+    "s.sendall(bytes.fromhex(sys.argv[2]))",
+    "data = b''",
+    "while not data.endswith(bytes.fromhex(sys.argv[3])):",
+    "    chunk = s.recv(4096)",
+    "    if not chunk: break",
+    "    data += chunk",
+    "    time.sleep(0.05)",
+    "sys.stdout.buffer.write(data)",
+  ].join("\n");
+  // END_REQUEST of request 1, status 0, REQUEST_COMPLETE, as the answer's last 16 bytes.
+  const end = "0103000100080000" + "0000000000000000";
+  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(request).toString("hex"), end], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const done = await Promise.race([proc.exited, Bun.sleep(20000).then(() => "late")]);
+    expect(done).toBe(0);
+    return Buffer.from(await new Response(proc.stdout).arrayBuffer());
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}
+
+describe("a web server reading a 400 KB answer at 80 KiB/s on a kept connection, --timeout 1", () => {
+  for (const mode of [["-W", "1"], ["-l", "-f"]]) {
+    test(`fastcgi, ${mode.join(" ")}: the whole answer, though the kernel still holds its tail for the reader past the next header's limit`, async () => {
+      using dir = tempDir();
+      const cgi = writeExecutable(join(dir.path, "big.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec head -c 400000 /dev/zero\n");
+      await using server = await startServer(["--fastcgi", ...mode, "--timeout", "1", "-p", cgi, "-s", "0"], { env: { PATH: "/usr/bin:/bin" } });
+      const request = Buffer.concat([begin(1, 1, true), record(4, 1, pairs([["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", "0"]])), record(4, 1), record(5, 1)]);
+      const parsed = parseRecords(await slowFastCgiReader(server.target, request));
+      expect(parsed.stdout.length).toBeGreaterThan(400000); // the body, and the CGI's header
+      expect(endRequests(parsed)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+      // The idle kept connection then ends at the header's limit, with a FIN: the line says so.
+      await waitFor("the idle connection's end", () => server.stderr().includes("no complete request in time"));
+    }, 30_000);
   }
 });

@@ -72,6 +72,8 @@ function writeAt(fd: number, bytes: Uint8Array, at: number): void {
 export class SpoolFile {
   private fd: number | undefined;
   private size = 0;
+  /** Bytes of a body handed to a program: on disk as its stdin until it exits (programExited), not when it starts. */
+  private given = 0;
 
   /** `bytes` appended; false (nothing written) when bodies on disk would pass their limit. */
   write(bytes: Uint8Array): boolean {
@@ -86,11 +88,18 @@ export class SpoolFile {
   take(): number | "ignore" {
     const fd = this.fd;
     this.fd = undefined;
-    releaseDisk(this.size);
+    this.programExited(); // a kept connection's next request: the last one's program has gone
+    this.given = this.size;
     this.size = 0;
     if (fd === undefined) return "ignore";
     rewind(fd);
     return fd;
+  }
+
+  /** The program that was handed the body has exited, or never started: its file has gone. */
+  programExited(): void {
+    releaseDisk(this.given);
+    this.given = 0;
   }
 
   close(): void {
@@ -98,6 +107,7 @@ export class SpoolFile {
     this.fd = undefined;
     releaseDisk(this.size);
     this.size = 0;
+    this.programExited();
   }
 }
 

@@ -218,7 +218,10 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     } finally {
       if (typeof spooled === "number") close(spooled); // the program has its own
     }
-    if ("answer" in proc) return proc.answer;
+    if ("answer" in proc) {
+      this.spoolFile.programExited(); // no program has its body
+      return proc.answer;
+    }
     const job = newJob(this.responder.requestId, proc, stdin !== "pipe");
     this.job = job;
     // Its stderr in STDERR records, or under --cgi-stderr log into socket's log (cgi-stderr.ts).
@@ -228,6 +231,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
       if (this.job !== job) return;
       this.job = undefined;
       this.pending.clear();
+      this.spoolFile.programExited(); // its body's file, its stdin, has gone with it
       this.responder.exited(status, Date.now());
       this.arm();
     });

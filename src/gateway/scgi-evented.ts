@@ -79,15 +79,14 @@ export class ScgiHandler implements SocketEvents {
   private start(request: ScgiRequest, bodyStart: Uint8Array): void {
     const launch = prepareCgi(this.source, request.variables, this.options, "scgi");
     if ("answer" in launch) return this.refuse(launch.answer);
-    if (request.contentLength === 0) return this.run(launch, undefined);
+    if (request.contentLength === 0) return void this.run(launch, undefined);
     // As spoolBody does in a pool, for the same reason: the whole body before the program runs. Its room on disk
-    // is taken at once (CONTENT_LENGTH says how much), so a refusal comes before any of it.
-    if (!reserveDisk(request.contentLength)) return this.refuse(UNAVAILABLE);
+    // is taken as its bytes come, as FastCGI's: taken at once from CONTENT_LENGTH, a few connections that send
+    // a header and then drip their body would hold all of it, and every other body would be refused.
     let fd: number;
     try {
       fd = bodyFile();
     } catch (e) {
-      releaseDisk(request.contentLength);
       return this.fail(e instanceof Error ? e.message : String(e)); // as a worker's spoolBody does
     }
     this.spool = { fd, left: request.contentLength, length: request.contentLength, started: Date.now(), launch };
@@ -99,12 +98,16 @@ export class ScgiHandler implements SocketEvents {
     const spool = this.spool!;
     clearTimeout(this.timer);
     const part = chunk.subarray(0, spool.left);
+    if (!reserveDisk(part.length)) {
+      this.dropSpool();
+      return this.refuse(UNAVAILABLE); // the rest is read and dropped, as any refused request's
+    }
+    spool.left -= part.length; // counted from here: dropSpool gives it back however the write ends
     try {
       for (let at = 0; at < part.length; ) at += fs().writeSync(spool.fd, part.subarray(at));
     } catch (e) {
       return this.fail(`unable to spool the body: ${e instanceof Error ? e.message : String(e)}`);
     }
-    spool.left -= part.length;
     if (spool.left > 0) {
       // The whole body at MIN_BODY_RATE after its first limitMs, as a pool worker's spoolBody: a drip must not hold on.
       const came = spool.length - spool.left;
@@ -113,12 +116,13 @@ export class ScgiHandler implements SocketEvents {
       return;
     }
     this.spool = undefined;
-    releaseDisk(spool.length); // the program's stdin now: its own to read
+    let given = false;
     try {
       rewind(spool.fd);
-      this.run(spool.launch, spool.fd);
+      given = this.run(spool.launch, spool.fd, spool.length);
     } finally {
       close(spool.fd); // the program has its own
+      if (!given) releaseDisk(spool.length);
     }
   }
 
@@ -131,13 +135,20 @@ export class ScgiHandler implements SocketEvents {
     this.timer = setTimeout(() => socket.terminate(), limitMs(this.options));
   }
 
-  /** The program on pipes, or with the spooled body as its stdin; the copy loop joins them to the connection. */
-  private run(launch: Run, body: number | undefined): void {
+  /**
+   * The program on pipes, or with the spooled body as its stdin; the copy loop joins them to the connection. Whether a
+   * program has the body: its `onDisk` bytes are given back at its exit, as the file is its stdin till then.
+   */
+  private run(launch: Run, body: number | undefined, onDisk = 0): boolean {
     const socket = this.socket!;
     // Its stderr into socket's log, line by line (cgi-stderr.ts): SCGI has no channel for it.
     // No body: /dev/null, as in a pool (a CGI reading to EOF must not wait for the client's close).
     const proc = spawnCgi(launch, [body ?? "ignore", "pipe", "pipe"], "evented");
-    if (!proc?.stdout) return this.refuse(BAD_GATEWAY);
+    if (!proc?.stdout) {
+      this.refuse(BAD_GATEWAY);
+      return false;
+    }
+    void proc.exited.finally(() => releaseDisk(onDisk));
     this.stderr = logStream(proc.stderr, proc);
     // The answer ends when the program exits (lingerMs: FIN, then the
     // unread body is dropped); a background process it left is cut off.
@@ -161,6 +172,7 @@ export class ScgiHandler implements SocketEvents {
     // --request-timeout from the program's start (its body was spooled before): a 504 if nothing went, else the answer cut.
     endWhenDue(proc, this.options.requestTimeoutMs, (ranMs) => copy.cut(requestOverdue({ protocol: "scgi", ...describeCgi(proc), ranMs, answered: copy.sent > 0 })));
     copy.attach(socket);
+    return true;
   }
 
   private fail(why: string): void {
@@ -180,13 +192,17 @@ export class ScgiHandler implements SocketEvents {
     this.copy?.onDrain();
   }
 
+  /** The body's file closed and its room given back: it never reaches a program. */
+  private dropSpool(): void {
+    if (!this.spool) return;
+    close(this.spool.fd);
+    releaseDisk(this.spool.length - this.spool.left);
+    this.spool = undefined;
+  }
+
   onClose(): void {
     clearTimeout(this.timer);
-    if (this.spool) {
-      close(this.spool.fd);
-      releaseDisk(this.spool.length);
-    }
-    this.spool = undefined;
+    this.dropSpool();
     if (!this.copy) return this.finish();
     this.copy.onClose();
     void Promise.all([this.copy.done, this.stderr]).then(() => this.finish());

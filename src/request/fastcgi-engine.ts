@@ -300,9 +300,12 @@ export function sendDeadline(sending: SendClock, timeoutMs: number | undefined):
   return at === Infinity ? undefined : { at, why: "send-timeout", stalled: true };
 }
 
-/** The web server took none of the answer for --send-timeout: the line, the count, the program told to stop (TERM, then KILL) as the connection drops. */
-export function endStalled(effects: ResponderEffects, now: number): void {
-  sendStalled({ protocol: "fastcgi", program: effects.program(), waitedMs: effects.sending.waited(now) });
+/**
+ * The web server took none of the answer for --send-timeout: the line, the count, the program told to stop (TERM, then
+ * KILL) as the connection drops. A request --request-timeout has ended already (`ended`) had its line and its count.
+ */
+export function endStalled(effects: ResponderEffects, now: number, ended: boolean): void {
+  if (!ended) sendStalled({ protocol: "fastcgi", program: effects.program(), waitedMs: effects.sending.waited(now) });
   effects.stopProgram();
   effects.drop(true);
 }

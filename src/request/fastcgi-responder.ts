@@ -118,8 +118,11 @@ export class FastCgiResponder {
     if (!due || now < due.at) return;
     if (due.stalled) {
       this.over = true; // endStalled drops the connection: nothing more is sent
-      return endStalled(this.effects, now);
+      return endStalled(this.effects, now, this.clock.cut);
     }
+    // Kept with nothing of a next request: a FIN after what the kernel holds of the last answer (a reset loses it), and
+    // the limit again for the web server to take it. A header begun, or a connection ending already, is dropped.
+    if (!due.overdue && this.phase === "none" && this.reader.partial === 0 && !this.ending) return (this.log(due.why), (this.headerFrom = now), this.end());
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
     const answer = endOverdue(this.clock, this.effects, now);
