@@ -112,7 +112,7 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
 
   /** The master's control socket, watched in every wait (a request's too) until the worker stops; -1 then. */
   control(): number {
-    return this.responder.leaving && !this.responder.retiring ? -1 : this.pool.control;
+    return leaving === "stop" ? -1 : this.pool.control;
   }
 
   /** The master's word, read here and acted on by the worker (a drain or a leave: leaveWorkerConnection). Heard during a

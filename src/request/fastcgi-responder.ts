@@ -56,11 +56,6 @@ export class FastCgiResponder {
     this.headerFrom = this.quietSince = now;
   }
 
-  /** This connection's process is leaving. */
-  get leaving(): boolean {
-    return this.leavingSince !== undefined;
-  }
-
   /** Bytes from the connection. */
   input(chunk: Uint8Array, now: number): void {
     if (this.over) return;
@@ -122,7 +117,10 @@ export class FastCgiResponder {
     }
     // Kept with nothing of a next request: a FIN after what the kernel holds of the last answer (a reset loses it), and
     // the limit again for the web server to take it. A header begun, or a connection ending already, is dropped.
-    if (!due.overdue && this.phase === "none" && this.reader.partial === 0 && !this.ending) return (this.log(due.why), (this.headerFrom = now), this.end());
+    if (!due.overdue && this.phase === "none" && this.reader.partial === 0 && !this.ending) {
+      this.headerFrom = now;
+      return this.end(due.why);
+    }
     if (!due.overdue) return this.drop(due.why);
     this.bodyEnded = true;
     const answer = endOverdue(this.clock, this.effects, now);
@@ -387,7 +385,9 @@ export class FastCgiResponder {
     if (served) this.headerFrom = now;
   }
 
-  private end(): void {
+  /** No further request: the connection closes once what is queued has gone (`why`: the -v line). */
+  private end(why?: string): void {
+    if (why !== undefined) this.log(why);
     if (this.ending) return;
     this.ending = true;
     this.effects.end();
