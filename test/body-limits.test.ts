@@ -129,6 +129,27 @@ describe.each(modes)("without --max-body, with $name", ({ args }) => {
   });
 });
 
+describe.each(modes)("a body that stops coming, with $name", ({ args }) => {
+  // 90 KB at once earns 180 s at the least rate: a second without a byte (--timeout 1) ends it first. SCGI's declared
+  // body, and FastCGI's without CONTENT_LENGTH (held whole before the CGI runs), its empty STDIN never sent.
+  const fastcgi = fcgiRequest(1, [["REQUEST_METHOD", "POST"]], new Uint8Array(90000));
+  const bodies = [
+    { name: "SCGI", flag: "--scgi", request: () => scgiRequest([["CONTENT_LENGTH", "100000"], ["SCGI", "1"]], new Uint8Array(100000)).subarray(0, 90100) },
+    { name: "FastCGI", flag: "--fastcgi", request: () => fastcgi.subarray(0, fastcgi.length - 8) },
+  ];
+  test.each(bodies)("$name: the connection ends --timeout after the last byte, not at the least rate's 180 s", async ({ flag, request }) => {
+    using dir = tempDir();
+    const cgi = markingCgi(dir.path);
+    await using server = await startServer([flag, ...args, "--timeout", "1", "-p", cgi.path, "-s", "0"]);
+    const client = await converse(server.target);
+    client.send(request());
+    const sent = Date.now();
+    await client.closed(10_000);
+    expect(Date.now() - sent).toBeLessThan(4000);
+    client.close();
+  });
+});
+
 describe.each(PROTOCOLS)("$name through nginx (client_max_body_size 16m)", ({ flag, protocol }) => {
   test.skipIf(noNginx).each(modes)("--max-body 1m with $name: POSTs of 4 and 8 MB get socket's 413 (not a 502), 1 MB is served", async ({ args }) => {
     using dir = tempDir();

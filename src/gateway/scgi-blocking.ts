@@ -119,7 +119,7 @@ function spoolBody(fd: number, length: number, idleMs: number): number | { error
     const started = Date.now();
     let waitMs = idleMs;
     for (let left = length; left > 0; ) {
-      const due = bodyDue(started, idleMs, length - left) - Date.now();
+      const due = bodyDue(started, idleMs, length - left, Date.now()) - Date.now(); // each splice also waits idleMs at most
       if (due <= 0) return fail(`the body came too slowly (${length - left} of ${length} bytes)`);
       // Each splice waits the idle limit, or what is left of the body's time when that is less.
       const wait = Math.max(1, Math.min(idleMs, Math.ceil(due)));

@@ -111,7 +111,7 @@ export class ScgiHandler implements SocketEvents {
     if (spool.left > 0) {
       // The whole body at MIN_BODY_RATE after its first limitMs, as a pool worker's spoolBody: a drip must not hold on.
       const came = spool.length - spool.left;
-      const due = bodyDue(spool.started, limitMs(this.options), came) - Date.now();
+      const due = bodyDue(spool.started, limitMs(this.options), came, Date.now()) - Date.now();
       this.timer = setTimeout(() => this.fail(`connection timed out in the body (${came} of ${spool.length} bytes came)`), Math.max(0, due));
       return;
     }

@@ -108,12 +108,15 @@ export const MIN_BODY_RATE = 500;
 
 /**
  * When a body begun at `from` must have come, `received` bytes of it so
- * far: its first `limitMs` (--timeout, or HEADER_TIMEOUT_MS), then a second
- * more for every MIN_BODY_RATE bytes that came (as Apache's
- * mod_reqtimeout: body=20,MinRate=500). The one rule, for every engine.
+ * far, the last at `lastAt`: its first `limitMs` (--timeout, or
+ * HEADER_TIMEOUT_MS), then a second more for every MIN_BODY_RATE bytes
+ * that came (as Apache's mod_reqtimeout: body=20,MinRate=500), and never
+ * more than `limitMs` without a byte (as nginx's client_body_timeout): the
+ * rate alone let a client that sent 99 MB of 100 at once stop for 58
+ * hours. The one rule, for every engine.
  */
-export function bodyDue(from: number, limitMs: number, received: number): number {
-  return from + limitMs + (received * 1000) / MIN_BODY_RATE;
+export function bodyDue(from: number, limitMs: number, received: number, lastAt: number): number {
+  return Math.min(from + limitMs + (received * 1000) / MIN_BODY_RATE, lastAt + limitMs);
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -115,8 +115,9 @@ export type Phase = "none" | "params" | "spooling" | "running";
  */
 export class BodyClock {
   private from = 0;
-  /** Bytes of the body that came, kept or dropped. */
+  /** Bytes of the body that came, kept or dropped (came()), and when the last did. */
   received = 0;
+  private lastAt = 0;
   private pausedSince: number | undefined;
   private pausedMs = 0;
   /** A refused body's answer at its end (413, or a program's that does not run); its rest is dropped. */
@@ -125,7 +126,7 @@ export class BodyClock {
 
   /** The header has ended: the body's time starts. */
   start(now: number): void {
-    this.from = now;
+    this.from = this.lastAt = now;
     this.received = this.pausedMs = 0;
     this.pausedSince = this.refused = undefined;
     this.refusedAt = Infinity;
@@ -135,6 +136,12 @@ export class BodyClock {
   refuse(now: number, answer: Uint8Array): void {
     this.refused = answer;
     this.refusedAt = Math.min(this.refusedAt, now);
+  }
+
+  /** `bytes` of the body came now. */
+  came(bytes: number, now: number): void {
+    this.received += bytes;
+    this.lastAt = now;
   }
 
   /** The engine stops reading the connection (the program has not taken the body that came). */
@@ -147,6 +154,7 @@ export class BodyClock {
     if (this.pausedSince === undefined) return;
     this.pausedMs += now - this.pausedSince;
     this.pausedSince = undefined;
+    this.lastAt = now; // the wait was the program's
   }
 
   get paused(): boolean {
@@ -155,7 +163,7 @@ export class BodyClock {
 
   /** When the body must have come, as far as it has. */
   due(limitMs: number): number {
-    return Math.min(bodyDue(this.from, limitMs, this.received) + this.pausedMs, this.refusedAt + limitMs);
+    return Math.min(bodyDue(this.from + this.pausedMs, limitMs, this.received, this.lastAt), this.refusedAt + limitMs);
   }
 }
 

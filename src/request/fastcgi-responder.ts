@@ -307,7 +307,7 @@ export class FastCgiResponder {
       this.effects.endBody(false);
       return undefined;
     }
-    this.body.received += content.length;
+    this.body.came(content.length, now);
     // More than its CONTENT_LENGTH, which was within the limit: not a web server's doing.
     const over = bodyOverLimit(this.config.options, this.body.received, "received");
     if (over) return over;
@@ -332,7 +332,7 @@ export class FastCgiResponder {
       if (this.spoolSize === 0) return this.run(variables, "none", now);
       return this.run([...variables.filter(([name]) => name !== "CONTENT_LENGTH"), ["CONTENT_LENGTH", String(this.spoolSize)]], "spool", now);
     }
-    this.body.received += content.length; // what came, kept or dropped: the body's deadline counts it
+    this.body.came(content.length, now); // what came, kept or dropped: the body's deadline counts it
     if (this.body.refused) return this.body.refused === TOO_LARGE ? undefined : bodyOverLimit(this.config.options, this.body.received, "received");
     const over = bodyOverLimit(this.config.options, this.spoolSize + content.length, "received");
     if (over || !this.effects.spoolFile.write(content)) { // the write says why it refused (the bodies on disk)
