@@ -8,7 +8,7 @@ import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { KEPT_HEADER_MS, KEPT_IDLE_MS, QUEUE_LIMIT, type BodyKind, type ResponderEffects } from "../src/request/fastcgi-engine.ts";
 import { BAD_GATEWAY, HEADER_TIMEOUT_MS, MIN_BODY_RATE, TOO_LARGE, UNAVAILABLE, type Variable } from "../src/request/cgi.ts";
 import type { GatewayOptions } from "../src/options.ts";
-import { SendClock } from "../src/request/send-deadline.ts";
+import { SendClock } from "../src/request/fastcgi-engine.ts";
 
 type Call = [name: string, ...args: unknown[]];
 

@@ -15,7 +15,7 @@ import { RequestClock, requestDue, sooner } from "../src/request/fastcgi-engine.
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
 import type { ResponderEffects } from "../src/request/fastcgi-engine.ts";
-import { SendClock } from "../src/request/send-deadline.ts";
+import { SendClock } from "../src/request/fastcgi-engine.ts";
 import { parseCommandLine } from "../src/cli/parse.ts";
 
 /** --request-timeout in these tests: short, so that a run stays bounded. */

@@ -24,7 +24,7 @@ import { trySend } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
-import type { SendClock } from "../request/send-deadline.ts";
+import type { SendClock } from "../request/fastcgi-engine.ts";
 
 export type Pipes = { stdout: number; stderr: number };
 

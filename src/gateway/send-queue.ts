@@ -3,7 +3,7 @@
 // the rest when poll(2) says it takes more.
 import { EAGAIN, EINTR } from "../system/ffi.ts";
 import { trySend } from "../system/socket.ts";
-import type { SendClock } from "../request/send-deadline.ts";
+import type { SendClock } from "../request/fastcgi-engine.ts";
 
 export class SendQueue {
   private parts: Uint8Array[] = [];

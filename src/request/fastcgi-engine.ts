@@ -7,7 +7,7 @@
 import type { GatewayOptions } from "../options.ts";
 import { bodyDue, type Variable } from "./cgi.ts";
 import { requestOverdue } from "./request-deadline.ts";
-import { sendStalled, type SendClock } from "./send-deadline.ts";
+import { sendStalled } from "./send-deadline.ts";
 
 /** A request's variables when there are none yet. */
 export const NO_VARIABLES: Variable[] = [];
@@ -105,6 +105,31 @@ export interface ResponderConfig {
  * program started, its body streaming until `bodyEnded`.
  */
 export type Phase = "none" | "params" | "spooling" | "running";
+
+/** --send-timeout's clock (send-deadline.ts): since when output has waited for the connection with nothing of it taken. */
+export class SendClock {
+  private since: number | undefined;
+
+  /** Output waits: the connection took no more of it now. */
+  blocked(now: number): void {
+    this.since ??= now;
+  }
+
+  /** The connection took bytes, or nothing waits: the clock starts again at the next wait. */
+  took(): void {
+    this.since = undefined;
+  }
+
+  /** When the request ends unless the connection takes a byte first (Infinity: nothing waits, or no limit). */
+  due(timeoutMs: number | undefined): number {
+    return this.since === undefined || timeoutMs === undefined ? Infinity : this.since + timeoutMs;
+  }
+
+  /** How long output has waited. */
+  waited(now: number): number {
+    return this.since === undefined ? 0 : now - this.since;
+  }
+}
 
 /**
  * The time a request's body may take (cgi.ts bodyDue), counted from the end

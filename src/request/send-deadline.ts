@@ -7,36 +7,12 @@
 // server takes starts it again. What ends it: the connection is dropped and
 // the CGI's process group gets TERM, then KILL (the engines' endProgram, as
 // --request-timeout's); one line says it, always; --status counts it with
-// the request timeouts. The engines keep a SendClock where their output
-// waits; SCGI in a pool, whose CGI writes to the connection itself, has the
+// the request timeouts. The FastCGI engines keep a SendClock
+// (fastcgi-engine.ts, with the responder's other clocks) where their output
+// waits; SCGI under -f its copy loop's timer; SCGI in a pool, whose CGI writes to the connection itself, has the
 // kernel's SO_SNDTIMEO instead (gateway/scgi-blocking.ts).
 import { say } from "../system/log.ts";
 import { printable } from "./request-deadline.ts";
-
-/** Since when output has waited for the connection with nothing of it taken. */
-export class SendClock {
-  private since: number | undefined;
-
-  /** Output waits: the connection took no more of it now. */
-  blocked(now: number): void {
-    this.since ??= now;
-  }
-
-  /** The connection took bytes, or nothing waits: the clock starts again at the next wait. */
-  took(): void {
-    this.since = undefined;
-  }
-
-  /** When the request ends unless the connection takes a byte first (Infinity: nothing waits, or no limit). */
-  due(timeoutMs: number | undefined): number {
-    return this.since === undefined || timeoutMs === undefined ? Infinity : this.since + timeoutMs;
-  }
-
-  /** How long output has waited. */
-  waited(now: number): number {
-    return this.since === undefined ? 0 : now - this.since;
-  }
-}
 
 /** What the line names: the protocol, the CGI (if one runs) and its request, how long nothing was taken. */
 export interface Stalled {
