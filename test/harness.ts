@@ -395,3 +395,16 @@ export function random(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** The pid a program wrote to `dir`/`name` (`echo $$ > name`), once it has. */
+export async function pidWritten(dir: string, name: string): Promise<number> {
+  const file = join(dir, name);
+  await waitFor(`${name} to be written`, () => existsSync(file) && /^\d+\n$/.test(readFileSync(file, "utf8")));
+  return Number(readFileSync(file, "utf8"));
+}
+
+/** The status page's JSON (--status on a UNIX socket). */
+export async function statusJson(path: string): Promise<Record<string, number | string>> {
+  const res = await fetch("http://localhost/status?json", { unix: path });
+  return (await res.json()) as Record<string, number | string>;
+}

@@ -205,15 +205,21 @@ test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $ph
   await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
 }, 15_000);
 
-test("-W 1: a request on a kept connection quiet long enough to close, seen in the same wake-up as the master's LEAVE, is served", async () => {
-  using dir = tempDir();
-  await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
+/** `--fastcgi -W 1`'s one worker, and a kept connection that has had one request (answered). */
+async function keptAfterOne(server: Server) {
   const port = Number(server.target);
   await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
   const [old] = workersOf(server.proc.pid);
   const kept = await timedClient(port);
   kept.send(POST(1));
   await waitFor("the first answer", () => kept.at.answer > 0);
+  return { port, old, kept };
+}
+
+test("-W 1: a request on a kept connection quiet long enough to close, seen in the same wake-up as the master's LEAVE, is served", async () => {
+  using dir = tempDir();
+  await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
+  const { port, old, kept } = await keptAfterOne(server);
   await Bun.sleep(KEPT_IDLE_MS + 100); // quiet past the rule's time: the case under test
   await whileStopped(old, async () => {
     process.kill(server.proc.pid, "SIGHUP");
@@ -228,12 +234,7 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
 
 /** `--fastcgi -W 1`'s server with a kept connection that has had one request and is idle, then HUP heard by its worker (the word read). */
 async function retiredWhileIdle(server: Server) {
-  const port = Number(server.target);
-  await waitFor("the worker", () => workersOf(server.proc.pid).length === 1);
-  const [old] = workersOf(server.proc.pid);
-  const kept = await timedClient(port);
-  kept.send(POST(1));
-  await waitFor("the first answer", () => kept.at.answer > 0);
+  const { old, kept } = await keptAfterOne(server);
   await whileStopped(old, async () => {
     process.kill(server.proc.pid, "SIGHUP");
     await waitFor("the master's LEAVE at the old worker", () => unixUnread(old, 4) === 1);

@@ -6,9 +6,9 @@
 // (-W 2) and in the classic server (-l -f); a pool's plain -p connection
 // directly. The rule's data (request/request-deadline.ts) is tested on its own.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { realpathSync } from "node:fs";
 import { join } from "node:path";
-import { isAlive, run, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
+import { isAlive, pidWritten, run, startServer, statusJson, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
 import { GATEWAY_TIMEOUT, overdueLine } from "../src/request/request-deadline.ts";
 import { RequestClock, requestDue, sooner } from "../src/request/fastcgi-engine.ts";
@@ -41,19 +41,6 @@ function scripts(dir: string): { hang: string; chatty: string; quick: string; st
     // Ignores TERM: only the KILL a second later ends it.
     stubborn: writeExecutable(join(dir, "stubborn.cgi"), `#!/bin/sh\ntrap '' TERM\necho $$ > ${dir}/stubborn.pid\nwhile :; do sleep 0.1; done\n`),
   };
-}
-
-/** The pid a CGI wrote to `name`, once it has. */
-async function pidIn(dir: string, name: string): Promise<number> {
-  const file = join(dir, name);
-  await waitFor(`${name} to be written`, () => existsSync(file) && /^\d+\n$/.test(readFileSync(file, "utf8")));
-  return Number(readFileSync(file, "utf8"));
-}
-
-/** The status page's JSON (--status on a UNIX socket). */
-async function statusPage(path: string): Promise<Record<string, number | string>> {
-  const res = await fetch("http://localhost/status?json", { unix: path });
-  return (await res.json()) as Record<string, number | string>;
 }
 
 const MODES = [
@@ -94,8 +81,8 @@ describe.skipIf(noNginx)("--request-timeout through nginx", () => {
       await hung.text();
       expect(tookMs).toBeGreaterThanOrEqual(SECS * 1000 - 50);
       expect(tookMs).toBeLessThan(SECS * 1000 + SLACK_MS);
-      const hangPid = await pidIn(dir.path, "hang.pid");
-      const bgPid = await pidIn(dir.path, "bg.pid");
+      const hangPid = await pidWritten(dir.path, "hang.pid");
+      const bgPid = await pidWritten(dir.path, "bg.pid");
       await waitFor("the CGI and its background sleep to end", () => !isAlive(hangPid) && !isAlive(bgPid), SLACK_MS);
       const line = new RegExp(`${mode.protocol}: request-timeout: pid ${hangPid} ${cgi.hang} GET /hang\\.cgi\\?x=1 ran (\\d+\\.\\d) s, ended \\(504 sent\\)`);
       await waitFor("the request-timeout line", () => line.test(server.stderr()));
@@ -108,7 +95,7 @@ describe.skipIf(noNginx)("--request-timeout through nginx", () => {
       const body = await chatty.text().catch(() => "(cut)"); // SCGI's answer ends in a reset: nginx may cut the client's too
       expect(Date.now() - cutStarted).toBeLessThan(SECS * 1000 + SLACK_MS);
       if (body !== "(cut)") expect(body).toStartWith("tick\n");
-      const chattyPid = await pidIn(dir.path, "chatty.pid");
+      const chattyPid = await pidWritten(dir.path, "chatty.pid");
       await waitFor("the printing CGI to end", () => !isAlive(chattyPid), SLACK_MS);
       const cutLine = new RegExp(`${mode.protocol}: request-timeout: pid ${chattyPid} ${cgi.chatty} GET /chatty\\.cgi ran \\d+\\.\\d s, ended \\(answer cut\\)`);
       await waitFor("the cut line", () => cutLine.test(server.stderr()));
@@ -118,7 +105,7 @@ describe.skipIf(noNginx)("--request-timeout through nginx", () => {
       expect(quick.status).toBe(200);
       expect(await quick.text()).toBe("quick\n");
 
-      if (pool) await waitFor("/status to count 2 request timeouts", async () => (await statusPage(status))["request timeouts"] === 2);
+      if (pool) await waitFor("/status to count 2 request timeouts", async () => (await statusJson(status))["request timeouts"] === 2);
     }, 30_000);
   }
 });
@@ -150,7 +137,7 @@ describe("--request-timeout on a kept FastCGI connection", () => {
         expect(third.stdout).toContain("quick\nStatus: 504 Gateway Timeout\r\n");
         expect(endRequests(third)[2]).toEqual({ id: 3, app: 128 + 9, protocol: 0 }); // KILLed
         expect(tookMs).toBeGreaterThanOrEqual(2 * SECS * 1000 - 100); // its TERM ignored: the KILL a second later
-        expect(isAlive(await pidIn(dir, "stubborn.pid"))).toBe(false);
+        expect(isAlive(await pidWritten(dir, "stubborn.pid"))).toBe(false);
       } finally {
         conn.close();
       }
@@ -180,7 +167,7 @@ describe("--request-timeout while a FastCGI body still streams in", () => {
         const answer = parseRecords(await conn.until("the END_REQUEST", (d) => endRequests(parseRecords(d)).length === 1));
         expect(Date.now() - started).toBeLessThan(SECS * 1000 + SLACK_MS);
         expect(answer.stdout).toStartWith("Status: 504 Gateway Timeout\r\n");
-        await waitFor("the reading CGI to end", async () => !isAlive(await pidIn(dir, "reader.pid")), SLACK_MS);
+        await waitFor("the reading CGI to end", async () => !isAlive(await pidWritten(dir, "reader.pid")), SLACK_MS);
       } finally {
         streaming = false;
         conn.close();
@@ -205,8 +192,8 @@ describe("--request-timeout on a plain -p connection", () => {
         socket: { data: (_s, d) => void (received += d.toString()), close: () => void (closedAt = Date.now()) },
       });
       try {
-        const pid = await pidIn(dir.path, "prog.pid");
-        const bg = await pidIn(dir.path, "bg.pid");
+        const pid = await pidWritten(dir.path, "prog.pid");
+        const bg = await pidWritten(dir.path, "bg.pid");
         await waitFor("the connection to close", () => closedAt > 0, SECS * 1000 + SLACK_MS);
         expect(closedAt - started).toBeGreaterThanOrEqual(SECS * 1000 - 50);
         expect(received).toBe("");
@@ -215,7 +202,7 @@ describe("--request-timeout on a plain -p connection", () => {
         await waitFor("the request-timeout line", () => line.test(server.stderr()));
         expect(server.stderr()).not.toMatch(/(scgi|fastcgi): request-timeout/);
         if (!pool) return;
-        await waitFor("/status to count it", async () => (await statusPage(status))["request timeouts"] === 1);
+        await waitFor("/status to count it", async () => (await statusJson(status))["request timeouts"] === 1);
         const metrics = await (await fetch("http://localhost/status?openmetrics", { unix: status })).text();
         expect(metrics).toContain("# TYPE socket_request_timeouts_total counter\nsocket_request_timeouts_total 1\n");
       } finally {

@@ -8,9 +8,9 @@
 // than the limit before it answers is still served: only waiting output
 // counts. The rule's data (request/send-deadline.ts) is tested on its own.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { realpathSync } from "node:fs";
 import { join } from "node:path";
-import { isAlive, startServer, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
+import { isAlive, pidWritten, startServer, statusJson, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
 import { converse, fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
 import { stalledLine } from "../src/request/send-deadline.ts";
 import { SendClock } from "../src/request/fastcgi-engine.ts";
@@ -106,19 +106,6 @@ async function slowReader(target: Target, bytes: Uint8Array): Promise<number> {
   }
 }
 
-/** The pid a CGI wrote to `name`, once it has. */
-async function pidIn(dir: string, name: string): Promise<number> {
-  const file = join(dir, name);
-  await waitFor(`${name} to be written`, () => existsSync(file) && /^\d+\n$/.test(readFileSync(file, "utf8")));
-  return Number(readFileSync(file, "utf8"));
-}
-
-/** The status page's JSON (--status on a UNIX socket). */
-async function statusPage(path: string): Promise<Record<string, number | string>> {
-  const res = await fetch("http://localhost/status?json", { unix: path });
-  return (await res.json()) as Record<string, number | string>;
-}
-
 /** One request on its own connection, read to the end: the answer's text. */
 async function fetchOne(target: Target, protocol: "scgi" | "fastcgi", script: string, uri: string): Promise<string> {
   const client = await converse(target);
@@ -141,7 +128,7 @@ describe("--send-timeout", () => {
       await using server = await startServer([...args, "-s", join(dir, "app.sock")]);
 
       await using _stalled = await stalledClient(server.target, request(mode.protocol, cgi.big, "/big.cgi"));
-      const pid = await pidIn(dir, "big.pid");
+      const pid = await pidWritten(dir, "big.pid");
       // The limit, then TERM (head dies of it): well within 10 s.
       await waitFor("the CGI that writes to nobody to end", () => !isAlive(pid), 10000);
       if (!(pool && mode.protocol === "scgi")) {
@@ -150,7 +137,7 @@ describe("--send-timeout", () => {
         await waitFor("the send-timeout line", () => line.test(server.stderr()));
         expect(Number(server.stderr().match(line)![1])).toBeGreaterThanOrEqual(SECS);
       }
-      if (counted) await waitFor("/status to count it", async () => (await statusPage(status))["request timeouts"] === 1);
+      if (counted) await waitFor("/status to count it", async () => (await statusJson(status))["request timeouts"] === 1);
       // The worker (the only one under -W 1) serves the next request.
       expect(await fetchOne(server.target, mode.protocol, cgi.quick, "/quick.cgi")).toContain("quick\n");
     });
@@ -173,7 +160,7 @@ describe("--send-timeout", () => {
         const cgi = writeExecutable(join(dir, "deaf.cgi"), `#!/bin/sh\necho $$ > ${dir}/deaf.pid\ntrap "" TERM\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c 50000000 /dev/zero\nsleep 30\n`);
         await using server = await startServer([...mode.args, "--cgi-root", dir, "--request-timeout", "1", "--send-timeout", "1.5", "-s", join(dir, "app.sock")]);
         await using _stalled = await stalledClient(server.target, request(mode.protocol, cgi, "/deaf.cgi"));
-        const pid = await pidIn(dir, "deaf.pid");
+        const pid = await pidWritten(dir, "deaf.pid");
         await waitFor("the request-timeout line", () => server.stderr().includes(`request-timeout: pid ${pid}`));
         await waitFor("the CGI's KILL", () => !isAlive(pid), 10000);
         expect(server.stderr()).not.toContain("send-timeout");
@@ -213,6 +200,30 @@ describe("--send-timeout on the command line", () => {
   });
 });
 
+/** A pool's FastCGI responder at time 0 with a request running (no body), and what it asked of its engine. */
+function runningRequest(timeouts: { requestTimeoutMs: number | undefined; sendTimeoutMs: number }) {
+  const calls: string[] = [];
+  let counted = 0;
+  const effects: ResponderEffects = {
+    sending: new SendClock(),
+    send: () => {},
+    queued: () => 0,
+    start: () => undefined,
+    writeBody: () => {},
+    endBody: () => {},
+    spoolFile: { write: () => true, close() {} },
+    stopProgram: () => void calls.push("stopProgram"),
+    program: () => ({ pid: 7, script: "/srv/big.cgi", request: "GET /big.cgi", counted: () => void counted++ }),
+    end: () => void calls.push("end"),
+    drop: (stop) => void calls.push(`drop ${stop === true ? "stop" : "kill"}`),
+  };
+  const options = { verbose: false, timeoutMs: undefined, ...timeouts, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
+  const fcgi = new FastCgiResponder({ options, maxConns: 1, pool: true }, effects, 0);
+  const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 0, 0, 0, 0, 0, 0]));
+  fcgi.input(Buffer.concat([begin, encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "0"]])), encodeRecord(TYPE.PARAMS, 1), encodeRecord(TYPE.STDIN, 1)]), 0);
+  return { fcgi, effects, calls, counted: () => counted };
+}
+
 describe("the send clock and the FastCGI responder's send deadline", () => {
   test("only waiting output counts, and a byte taken starts it again", () => {
     const clock = new SendClock();
@@ -237,25 +248,7 @@ describe("the send clock and the FastCGI responder's send deadline", () => {
   });
 
   test("a running request whose output waits past the limit: the program is told to stop and the connection dropped, not killed", () => {
-    const calls: string[] = [];
-    let counted = 0;
-    const effects: ResponderEffects = {
-      sending: new SendClock(),
-      send: () => {},
-      queued: () => 0,
-      start: () => undefined,
-      writeBody: () => {},
-      endBody: () => {},
-      spoolFile: { write: () => true, close() {} },
-      stopProgram: () => void calls.push("stopProgram"),
-      program: () => ({ pid: 7, script: "/srv/big.cgi", request: "GET /big.cgi", counted: () => void counted++ }),
-      end: () => void calls.push("end"),
-      drop: (stop) => void calls.push(`drop ${stop === true ? "stop" : "kill"}`),
-    };
-    const options = { verbose: false, timeoutMs: undefined, requestTimeoutMs: undefined, sendTimeoutMs: 1000, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
-    const fcgi = new FastCgiResponder({ options, maxConns: 1, pool: true }, effects, 0);
-    const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 0, 0, 0, 0, 0, 0]));
-    fcgi.input(Buffer.concat([begin, encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "0"]])), encodeRecord(TYPE.PARAMS, 1), encodeRecord(TYPE.STDIN, 1)]), 0);
+    const { fcgi, effects, calls, counted } = runningRequest({ requestTimeoutMs: undefined, sendTimeoutMs: 1000 });
     expect(fcgi.phase).toBe("running");
     expect(fcgi.deadline()).toBeUndefined(); // silent: nothing waits
     effects.sending.blocked(5000);
@@ -264,35 +257,17 @@ describe("the send clock and the FastCGI responder's send deadline", () => {
     expect(calls).toEqual([]);
     fcgi.expire(6000);
     expect(calls).toEqual(["stopProgram", "drop stop"]);
-    expect(counted).toBe(1);
+    expect(counted()).toBe(1);
     expect(fcgi.over).toBe(true);
   });
 
   test("a request --request-timeout ended whose output still waits: the send-timeout drops the connection, without a second line or count", () => {
-    const calls: string[] = [];
-    let counted = 0;
-    const effects: ResponderEffects = {
-      sending: new SendClock(),
-      send: () => {},
-      queued: () => 0,
-      start: () => undefined,
-      writeBody: () => {},
-      endBody: () => {},
-      spoolFile: { write: () => true, close() {} },
-      stopProgram: () => void calls.push("stopProgram"),
-      program: () => ({ pid: 7, script: "/srv/big.cgi", request: "GET /big.cgi", counted: () => void counted++ }),
-      end: () => void calls.push("end"),
-      drop: (stop) => void calls.push(`drop ${stop === true ? "stop" : "kill"}`),
-    };
-    const options = { verbose: false, timeoutMs: undefined, requestTimeoutMs: 1000, sendTimeoutMs: 1500, passEnv: [], maxBody: 1000, cgiStderr: "web" as const, pool: undefined };
-    const fcgi = new FastCgiResponder({ options, maxConns: 1, pool: true }, effects, 0);
-    const begin = encodeRecord(TYPE.BEGIN_REQUEST, 1, new Uint8Array([0, 1, 0, 0, 0, 0, 0, 0]));
-    fcgi.input(Buffer.concat([begin, encodeRecord(TYPE.PARAMS, 1, encodePairs([["CONTENT_LENGTH", "0"]])), encodeRecord(TYPE.PARAMS, 1), encodeRecord(TYPE.STDIN, 1)]), 0);
+    const { fcgi, effects, calls, counted } = runningRequest({ requestTimeoutMs: 1000, sendTimeoutMs: 1500 });
     effects.sending.blocked(100); // the web server stops taking the answer
     fcgi.expire(1000); // --request-timeout: its line, its count, the program told to stop (it has not exited yet)
-    expect([calls, counted]).toEqual([["stopProgram"], 1]);
+    expect([calls, counted()]).toEqual([["stopProgram"], 1]);
     fcgi.expire(1600); // --send-timeout: the connection goes, the request is not counted again
-    expect([calls, counted]).toEqual([["stopProgram", "stopProgram", "drop stop"], 1]);
+    expect([calls, counted()]).toEqual([["stopProgram", "stopProgram", "drop stop"], 1]);
     expect(fcgi.over).toBe(true);
   });
 });
