@@ -1,0 +1,73 @@
+// --request-timeout against CGIs that try to outlive it: a child that made
+// a process group of its own (setpgid, as job control does) is in the
+// CGI's session still and goes with it; a CGI stopped (SIGSTOP) is
+// resumed after its TERM, so it acts on it rather than waiting for the
+// KILL. Each time the next request on the kept connection is served.
+// FastCGI spoken directly, in a pool (-W 1) and in the classic server.
+import { describe, expect, test } from "bun:test";
+import { existsSync, realpathSync } from "node:fs";
+import { join } from "node:path";
+import { isAlive, pidWritten, startServer, tempDir, waitFor, writeExecutable } from "./harness.ts";
+import { converse, endRequests, fcgiRequest, parseRecords } from "./gateway-peers.ts";
+
+/** How long the end may take past the second of --request-timeout: the KILL comes a second after the TERM. */
+const SLACK_MS = 2500;
+
+/** A FastCGI server under --request-timeout 1 with `scripts` in its --cgi-root, and a kept connection to ask it on. */
+async function serve(args: string[], scripts: (dir: string) => Record<string, string>, check: (dir: string, ask: (id: number, script: string) => Promise<string>, cgi: Record<string, string>) => Promise<void>): Promise<void> {
+  using tmp = tempDir();
+  const dir = realpathSync(tmp.path);
+  const cgi = Object.fromEntries(Object.entries(scripts(dir)).map(([name, text]) => [name, writeExecutable(join(dir, `${name}.cgi`), text)]));
+  const quick = writeExecutable(join(dir, "quick.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nquick\\n'\n`);
+  await using server = await startServer(["--fastcgi", ...args, "--cgi-root", dir, "--request-timeout", "1", "-s", join(dir, "app.sock")]);
+  const conn = await converse(server.target);
+  let asked = 0;
+  const ask = async (id: number, script: string) => {
+    conn.send(fcgiRequest(id, [["SCRIPT_FILENAME", script], ["REQUEST_METHOD", "GET"]], undefined, true));
+    asked = id;
+    return parseRecords(await conn.until(`END_REQUEST ${id}`, (d) => endRequests(parseRecords(d)).length === id)).stdout;
+  };
+  try {
+    await check(dir, ask, cgi);
+    expect(await ask(asked + 1, quick)).toEndWith("quick\n");
+  } finally {
+    conn.close();
+  }
+}
+
+const GATEWAY_TIMEOUT = "Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\r\n504 Gateway Timeout\n";
+
+describe("--request-timeout ends what a CGI tried to keep", () => {
+  for (const args of [["-W", "1"], ["-l", "-f"]]) {
+    test(`${args.join(" ")}: a child in a process group of its own (setpgid) is ended with the CGI; the next request is served`, async () => {
+      let child: number | undefined;
+      try {
+        await serve(
+          args,
+          (dir) => ({ escaping: `#!/bin/sh\nperl -e 'setpgrp(0, 0); exec "sleep", "300"' </dev/null >/dev/null 2>&1 &\necho $! > ${dir}/child.pid\necho $$ > ${dir}/escaping.pid\nexec sleep 300\n` }),
+          async (dir, ask, cgi) => {
+            expect(await ask(1, cgi.escaping)).toBe(GATEWAY_TIMEOUT);
+            child = await pidWritten(dir, "child.pid");
+            const leader = await pidWritten(dir, "escaping.pid");
+            await waitFor("the CGI and its child in a group of its own to end", () => !isAlive(leader) && !isAlive(child!), SLACK_MS);
+          },
+        );
+      } finally {
+        if (child !== undefined && isAlive(child)) process.kill(child, "SIGKILL");
+      }
+    }, 20_000);
+
+    test(`${args.join(" ")}: a CGI stopped by SIGSTOP is resumed after its TERM and acts on it (its trap runs, a KILL would not let it); the next request is served`, async () => {
+      await serve(
+        args,
+        // Stops itself; its TERM trap runs only if something resumes it.
+        (dir) => ({ stopped: `#!/bin/sh\ntrap 'echo yes > ${dir}/termed; exit 1' TERM\necho $$ > ${dir}/stopped.pid\nkill -STOP $$\nsleep 300\n` }),
+        async (dir, ask, cgi) => {
+          expect(await ask(1, cgi.stopped)).toBe(GATEWAY_TIMEOUT);
+          await waitFor("the stopped CGI to end", async () => !isAlive(await pidWritten(dir, "stopped.pid")), SLACK_MS);
+          expect(existsSync(join(dir, "termed"))).toBe(true);
+        },
+      );
+    }, 20_000);
+  }
+});
