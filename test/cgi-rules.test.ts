@@ -161,6 +161,25 @@ describe("--cgi-root: what names the program is socket's", () => {
     expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", nested]])).toMatchObject({ status: 403, why: `"${nested}" is owned by uid 4242, neither root nor socket's user` });
   });
 
+  test("a program named through a symlink: the directories on the request's path are checked too, not only the real path's", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    mkdirSync(join(t.root, "pub"));
+    chmodSync(join(t.root, "pub"), 0o777);
+    symlinkSync(t.app, join(t.root, "pub", "x.cgi"));
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", join(t.root, "pub", "x.cgi")]])).toEqual({ status: 403, why: `"${join(t.root, "pub")}" is writable by others (chmod go-w)`, unsafe: true });
+    // Trimmed from DOCUMENT_ROOT + SCRIPT_NAME, and through a symlinked directory that leads into the writable one.
+    symlinkSync(join(t.root, "pub"), join(t.root, "pubs"));
+    expect(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/pubs/x.cgi/more"]])).toMatchObject({ status: 403, unsafe: true });
+    chmodSync(join(t.root, "pub"), 0o755);
+    expect(chosen(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/pubs/x.cgi/more"]])).path).toBe(t.app);
+    // The root named through a symlink of its own: the walk stops there.
+    symlinkSync(t.root, join(dir.path, "alias"));
+    const alias = siteRoot(join(dir.path, "alias"));
+    expect(chosen(chooseSiteProgram(alias, [["SCRIPT_FILENAME", join(dir.path, "alias", "pub", "x.cgi")]])).path).toBe(t.app);
+  });
+
   test("a PATH_INFO split off SCRIPT_NAME keeps the request's bytes", () => {
     using dir = tempDir();
     const t = tree(dir.path);
