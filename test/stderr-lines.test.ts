@@ -120,7 +120,7 @@ describe("a CGI's stderr as lines", () => {
   });
 
   test("a program's name cannot forge a line: its control characters are shown as ?", () => {
-    expect(stderrPrefix(9, "/srv/a\ncgi 1 /srv/b.cgi\r\x1b[2K")).toBe("cgi 9 /srv/a?cgi 1 /srv/b.cgi??[2K: ");
+    expect(stderrPrefix(9, "/srv/a\ncgi 1 /srv/b.cgi\r\x1b[2K\u009b0m")).toBe("cgi 9 /srv/a?cgi 1 /srv/b.cgi??[2K?0m: ");
   });
 
   test("a program's bytes cannot hide the prefix nor reach a terminal: control characters (but tab) are shown as ?, one byte for one", () => {

@@ -13,7 +13,7 @@
 import type { Stats } from "node:fs";
 import { directProgram } from "../connection/command.ts";
 import type { Options } from "../options.ts";
-import { bytesOf, environmentRule, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
+import { bytesOf, environmentRule, quoted, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
 import { fs, nodePath } from "../system/builtins.ts";
 
 export type { SiteProgram, SiteRefusal } from "./cgi.ts";
@@ -59,7 +59,7 @@ function within(root: SiteRoot, path: string): boolean {
 
 /** A name as the -v line shows it: a client's bytes must not make lines of their own. */
 function shown(path: string): string {
-  const text = JSON.stringify(path);
+  const text = quoted(path);
   return text.length > 200 ? `${text.slice(0, 200)}...` : text;
 }
 

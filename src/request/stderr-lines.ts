@@ -49,7 +49,7 @@ function shownPlain(line: Uint8Array, start: number, end: number): void {
  */
 export function stderrPrefix(pid: number, name: string): string {
   const shown = name.length > NAME_CHARS ? `...${name.slice(-(NAME_CHARS - 3))}` : name;
-  return `cgi ${pid} ${shown.replace(/[\x00-\x1f\x7f]/g, "?")}: `;
+  return `cgi ${pid} ${shown.replace(/[\x00-\x1f\x7f-\x9f]/g, "?")}: `;
 }
 
 /**
