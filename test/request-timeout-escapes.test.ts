@@ -2,7 +2,9 @@
 // a process group of its own (setpgid, as job control does) is in the
 // CGI's session still and goes with it; a CGI stopped (SIGSTOP) is
 // resumed after its TERM, so it acts on it rather than waiting for the
-// KILL. Each time the next request on the kept connection is served.
+// KILL; one that ignores TERM, under a --timeout that comes before its
+// KILL, still gets its END_REQUEST. Each time the next request on the kept
+// connection is served.
 // FastCGI spoken directly, in a pool (-W 1) and in the classic server.
 import { describe, expect, test } from "bun:test";
 import { existsSync, realpathSync } from "node:fs";
@@ -66,6 +68,17 @@ describe("--request-timeout ends what a CGI tried to keep", () => {
           expect(await ask(1, cgi.stopped)).toBe(GATEWAY_TIMEOUT);
           await waitFor("the stopped CGI to end", async () => !isAlive(await pidWritten(dir, "stopped.pid")), SLACK_MS);
           expect(existsSync(join(dir, "termed"))).toBe(true);
+        },
+      );
+    }, 20_000);
+
+    test(`${args.join(" ")}: with --timeout longer than it, a CGI that ignores TERM (KILL a second later, past --timeout) still gets its END_REQUEST after the 504, and the connection serves on`, async () => {
+      await serve(
+        [...args, "--timeout", "1.5"],
+        (dir) => ({ stubborn: `#!/bin/sh\ntrap '' TERM\necho $$ > ${dir}/stubborn.pid\nwhile :; do sleep 0.1; done\n` }),
+        async (dir, ask, cgi) => {
+          expect(await ask(1, cgi.stubborn)).toBe(GATEWAY_TIMEOUT);
+          expect(isAlive(await pidWritten(dir, "stubborn.pid"))).toBe(false); // its END_REQUEST came at its exit
         },
       );
     }, 20_000);
