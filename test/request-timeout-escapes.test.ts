@@ -5,7 +5,8 @@
 // KILL; one that ignores TERM, under a --timeout that comes before its
 // KILL, still gets its END_REQUEST. Each time the next request on the kept
 // connection is served.
-// FastCGI spoken directly, in a pool (-W 1) and in the classic server.
+// FastCGI spoken directly, and a plain -p connection, in a pool (-W 1) and
+// in the classic server.
 import { describe, expect, test } from "bun:test";
 import { existsSync, realpathSync } from "node:fs";
 import { join } from "node:path";
@@ -81,6 +82,29 @@ describe("--request-timeout ends what a CGI tried to keep", () => {
           expect(isAlive(await pidWritten(dir, "stubborn.pid"))).toBe(false); // its END_REQUEST came at its exit
         },
       );
+    }, 20_000);
+  }
+});
+
+describe("--request-timeout on a plain -p connection", () => {
+  for (const args of [["-W", "1"], ["-l", "-f"]]) {
+    test(`${args.join(" ")}: the program's child in a process group of its own is ended with it`, async () => {
+      using dir = tempDir();
+      const program = writeExecutable(
+        join(dir.path, "prog"),
+        `#!/bin/sh\nperl -e 'setpgrp(0, 0); exec "sleep", "300"' </dev/null >/dev/null 2>&1 &\necho $! > ${dir.path}/child.pid\necho $$ > ${dir.path}/prog.pid\nexec sleep 300\n`,
+      );
+      await using server = await startServer([...args, "--request-timeout", "1", "-p", program, "-s", join(dir.path, "plain.sock")]);
+      const client = await Bun.connect({ unix: String(server.target), socket: { data() {} } });
+      let child: number | undefined;
+      try {
+        child = await pidWritten(dir.path, "child.pid");
+        const leader = await pidWritten(dir.path, "prog.pid");
+        await waitFor("the program and its child in a group of its own to end", () => !isAlive(leader) && !isAlive(child!), 1000 + SLACK_MS);
+      } finally {
+        client.terminate();
+        if (child !== undefined && isAlive(child)) process.kill(child, "SIGKILL");
+      }
     }, 20_000);
   }
 });
