@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, realpathSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { lastValueEach, LIMITS, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
+import { lastValueEach, LIMITS, printable, quoted, requestMaySet, variable, type Variable } from "../src/request/cgi.ts";
 import { encodePairs, gatherParams, heldParams } from "../src/request/fastcgi-records.ts";
 import { parseScgiHeader } from "../src/request/scgi-header.ts";
 import { chooseSiteProgram, siteRoot, type SiteProgram, type SiteRefusal } from "../src/request/site.ts";
@@ -159,6 +159,35 @@ describe("--cgi-root: what names the program is socket's", () => {
     chmodSync(join(t.root, "cgi-bin"), 0o755);
     chownSync(nested, 4242, 4242);
     expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", nested]])).toMatchObject({ status: 403, why: `"${nested}" is owned by uid 4242, neither root nor socket's user` });
+  });
+
+  test("a program named through a symlink: the directories on the request's path are checked too, not only the real path's", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    mkdirSync(join(t.root, "pub"));
+    chmodSync(join(t.root, "pub"), 0o777);
+    symlinkSync(t.app, join(t.root, "pub", "x.cgi"));
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", join(t.root, "pub", "x.cgi")]])).toEqual({ status: 403, why: `"${join(t.root, "pub")}" is writable by others (chmod go-w)`, unsafe: true });
+    // Trimmed from DOCUMENT_ROOT + SCRIPT_NAME, and through a symlinked directory that leads into the writable one.
+    symlinkSync(join(t.root, "pub"), join(t.root, "pubs"));
+    expect(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/pubs/x.cgi/more"]])).toMatchObject({ status: 403, unsafe: true });
+    chmodSync(join(t.root, "pub"), 0o755);
+    expect(chosen(chooseSiteProgram(root, [["DOCUMENT_ROOT", t.root], ["SCRIPT_NAME", "/pubs/x.cgi/more"]])).path).toBe(t.app);
+    // The root named through a symlink of its own: the walk stops there.
+    symlinkSync(t.root, join(dir.path, "alias"));
+    const alias = siteRoot(join(dir.path, "alias"));
+    expect(chosen(chooseSiteProgram(alias, [["SCRIPT_FILENAME", join(dir.path, "alias", "pub", "x.cgi")]])).path).toBe(t.app);
+  });
+
+  test("a client's path or name on a line: no control character raw, C1's CSI (U+009B, which JSON leaves) and DEL included", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const missing = `${t.root}/\u009b2J\x7f\x1b[0m\n.cgi`;
+    const refused = chooseSiteProgram(siteRoot(t.root), [["SCRIPT_FILENAME", missing]]);
+    expect(refused).toEqual({ status: 404, why: `no program "${t.root}/\\u009b2J\\u007f\\u001b[0m\\n.cgi"` });
+    expect(printable("X\u0085\u009bY")).toBe('"X\\u0085\\u009bY"');
+    expect(quoted("é\u00a0ok")).toBe('"é\u00a0ok"'); // printable beyond C1 is left as it is
   });
 
   test("a PATH_INFO split off SCRIPT_NAME keeps the request's bytes", () => {

@@ -47,6 +47,12 @@ echo "early words" >&2
 printf 'Content-Type: text/plain\\r\\n\\r\\npid %s\\n' $$
 `;
 
+/** Control characters on stderr (a CR, an escape sequence), as a CGI echoing a client's bytes may print them; a CRLF ends the line. */
+const hostileScript = `#!/bin/sh
+printf 'before\\rsocket: forged\\033[2J\\0\\r\\n' >&2
+printf 'Content-Type: text/plain\\r\\n\\r\\npid %s\\n' $$
+`;
+
 /** The site: the programs under one --cgi-root; nginx names each by SCRIPT_FILENAME. */
 function makeSite(dir: string): string {
   const root = join(dir, "site");
@@ -56,6 +62,7 @@ function makeSite(dir: string): string {
   writeExecutable(join(root, "flood.cgi"), floodScript);
   writeExecutable(join(root, "say.cgi"), sayScript);
   writeExecutable(join(root, "background.cgi"), backgroundScript);
+  writeExecutable(join(root, "hostile.cgi"), hostileScript);
   return root;
 }
 
@@ -134,6 +141,17 @@ describe.each(modes)("with $name", ({ args: mode }) => {
       const next = await pidOf(await nginx.fetch("/say.cgi"));
       await waitFor("the next request's line", () => linesOf(server, next, `${root}/say.cgi`).length > 0);
       expect(server.stderr()).not.toContain("late words");
+    });
+
+    test.skipIf(noNginx)("a CR or an escape sequence on stderr reaches the log as ?: no line forged, no terminal's state changed", async () => {
+      using dir = tempDir();
+      const root = makeSite(dir.path);
+      await using server = await serve(root);
+      await using nginx = await front(dir.path, root, server);
+      const pid = await pidOf(await nginx.fetch("/hostile.cgi"));
+      await waitFor("its line", () => linesOf(server, pid, `${root}/hostile.cgi`).length > 0);
+      expect(linesOf(server, pid, `${root}/hostile.cgi`)).toEqual(["before?socket: forged?[2J?"]);
+      expect(server.stderr()).not.toMatch(/[\r\x1b\0]/);
     });
 
     test.skipIf(noNginx)("100 MiB of stderr: the log grows by at most the budget and one line, and the request still answers", async () => {

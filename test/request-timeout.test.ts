@@ -342,12 +342,20 @@ describe("the FastCGI responder under --request-timeout", () => {
     expect(sent.map((r) => r.type)).toEqual([TYPE.STDOUT, TYPE.END_REQUEST]);
   });
 
-  test("--timeout sooner than it drops the connection as before; later, the request deadline comes first", () => {
+  test("--timeout sooner than it drops the connection as before; later, the request deadline comes first, and the request it ended is not cut off by --timeout", () => {
     const idle = responder(300);
     idle.fcgi.input(Buffer.concat([idle.header, encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), encodeRecord(TYPE.STDIN, 1)]), 0);
     expect(idle.fcgi.deadline()).toEqual({ at: 300, why: "connection timed out" });
     idle.fcgi.expire(300);
     expect(idle.calls.at(-1)).toBe("drop");
+    // --timeout later than it: once it has ended the request, the program's exit ends it (END_REQUEST), not --timeout's drop.
+    const both = responder(1500);
+    both.fcgi.input(Buffer.concat([both.header, encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), encodeRecord(TYPE.STDIN, 1)]), 0);
+    both.fcgi.expire(1000);
+    expect(both.fcgi.deadline()).toBeUndefined(); // a TERM-ignoring program: its KILL comes at 2000, past --timeout's 1500
+    both.fcgi.exited(137, 2000);
+    expect(both.calls).not.toContain("drop");
+    expect(both.sent.map((r) => r.type)).toEqual([TYPE.STDOUT, TYPE.STDOUT, TYPE.END_REQUEST]);
     const long = responder(5000);
     long.fcgi.input(Buffer.concat([long.header, encodeRecord(TYPE.STDIN, 1, new TextEncoder().encode("abc")), encodeRecord(TYPE.STDIN, 1)]), 0);
     expect(long.fcgi.deadline()).toEqual({ at: 1000, why: "request-timeout", overdue: true });

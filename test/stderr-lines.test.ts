@@ -61,7 +61,7 @@ describe("a CGI's stderr as lines", () => {
 
   test("short lines come out as they went in, the last one without its newline too", () => {
     const lines = run(enc.encode("one\ntwo\r\n\nthree"), () => 0.0001);
-    expect(lines).toEqual([`${PREFIX}one\n`, `${PREFIX}two\r\n`, `${PREFIX}\n`, `${PREFIX}three\n`]);
+    expect(lines).toEqual([`${PREFIX}one\n`, `${PREFIX}two\n`, `${PREFIX}\n`, `${PREFIX}three\n`]); // a CRLF ends a line as LF does
   });
 
   test("a line over the bound is cut with the mark, its rest skipped and counted", () => {
@@ -120,7 +120,20 @@ describe("a CGI's stderr as lines", () => {
   });
 
   test("a program's name cannot forge a line: its control characters are shown as ?", () => {
-    expect(stderrPrefix(9, "/srv/a\ncgi 1 /srv/b.cgi\r\x1b[2K")).toBe("cgi 9 /srv/a?cgi 1 /srv/b.cgi??[2K: ");
+    expect(stderrPrefix(9, "/srv/a\ncgi 1 /srv/b.cgi\r\x1b[2K\u009b0m")).toBe("cgi 9 /srv/a?cgi 1 /srv/b.cgi??[2K?0m: ");
+  });
+
+  test("a program's bytes cannot hide the prefix nor reach a terminal: control characters (but tab) are shown as ?, one byte for one", () => {
+    // What a CGI prints may carry a client's bytes: a CR over the prefix, an escape sequence, NUL, DEL, C1's CSI (U+009B) as UTF-8.
+    const hostile = "GET /x\rsocket: forged\x1b[2J\x1b]0;title\x07\0\x7f\u009b31m\tend é\u00a0\r";
+    const shown = "GET /x?socket: forged?[2J?]0;title?????31m\tend é\u00a0";
+    for (const next of [undefined, () => 0.0001]) {
+      expect(run(enc.encode(`${hostile}\n${hostile}`), next)).toEqual([`${PREFIX}${shown}\n`, `${PREFIX}${shown}?\n`]);
+    }
+    // U+009B's two bytes in two chunks, and a CRLF split between chunks.
+    const lines = new StderrLines(4242, "/srv/app.cgi");
+    const out = [...lines.feed(new Uint8Array([0x61, 0xc2])), ...lines.feed(new Uint8Array([0x9b, 0x62, 0x0d])), ...lines.feed(new Uint8Array([0x0a])), ...lines.end()];
+    expect(out.map((line) => strict.decode(line))).toEqual([`${PREFIX}a??b\n`]);
   });
 
   test("clean output says nothing at its end", () => {

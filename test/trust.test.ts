@@ -4,7 +4,7 @@
 // Python CGI's outbound proxy with a "Proxy:" header in any case; and what it
 // must keep: a PATH_INFO's bytes when socket splits it off SCRIPT_NAME.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exchange, startServer, tempDir, waitFor, writeExecutable, type Server } from "./harness.ts";
 import { begin, parseRecords, record, scgiRequest } from "./gateway-peers.ts";
@@ -164,6 +164,21 @@ describe.each(MODES)("--cgi-root with %s: programs someone else could have writt
       expect(await fastcgi(server, [["SCRIPT_FILENAME", script]])).toContain("403 Forbidden");
       await waitFor("the line saying why", () => server.stderr().includes(`socket: fastcgi: 403 Forbidden: ${why}\n`), 3000);
     }
+  });
+
+  test("a symlink in a directory others can write (pointable at any program of the root) is refused, as the request names it; a symlinked directory that is safe runs", async () => {
+    using dir = tempDir();
+    const root = realpathSync(dir.path);
+    mkdirSync(join(root, "admin"));
+    const secret = writeExecutable(join(root, "admin", "secret.cgi"), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nran secret\\n'\n`);
+    mkdirSync(join(root, "pub"));
+    chmodSync(join(root, "pub"), 0o1777); // as /tmp: anyone may add a name, here a link to /admin/secret.cgi
+    symlinkSync(secret, join(root, "pub", "x.cgi"));
+    symlinkSync(join(root, "admin"), join(root, "tools"));
+    await using server = await startServer(["--fastcgi", ...mode, "--cgi-root", root, "-s", "0"]);
+    expect(await fastcgi(server, [["SCRIPT_FILENAME", join(root, "tools", "secret.cgi")]])).toContain("ran secret");
+    expect(await fastcgi(server, [["SCRIPT_FILENAME", join(root, "pub", "x.cgi")]])).toContain("403 Forbidden");
+    await waitFor("the line saying why", () => server.stderr().includes(`socket: fastcgi: 403 Forbidden: "${join(root, "pub")}" is writable by others (chmod go-w)\n`), 3000);
   });
 });
 

@@ -4,8 +4,8 @@
 // posix_spawn cannot serve (process.ts). process.ts's startProcess is the
 // one way to make either, and the face of these types.
 import type { FileSink, Subprocess } from "bun";
-import { signal, withChildSignal } from "../system/process.ts";
-import { spawn } from "../system/reaper.ts";
+import { withChildSignal } from "../system/process.ts";
+import { signalSession, spawn } from "../system/reaper.ts";
 
 /** A started program, whichever way it started. */
 export interface Process {
@@ -124,7 +124,7 @@ export class BunProcess implements PipedProcess {
   kill(name: NodeJS.Signals = "SIGTERM"): void {
     if (this.sub.exitCode !== null || this.sub.signalCode !== null) return; // reaped: its pid may be another's now
     // The group may have gone (or never formed): the leader alone, as Bun knows it.
-    if (!this.ownGroup || !signal(this.pid, true, name)) this.sub.kill(name);
+    if (!this.ownGroup || !signalSession(this.pid, name)) this.sub.kill(name);
   }
 
   wait(timeoutMs?: number): Promise<boolean> {
@@ -135,12 +135,12 @@ export class BunProcess implements PipedProcess {
     this.kill("SIGTERM");
     // Only while Bun has not reaped it: then its pid may be another's.
     const late = setTimeout(() => this.kill("SIGKILL"), graceMs).unref();
-    // At the leader's end, KILL to what is left of its group, as a blocking engine's reap does: what it started
+    // At the leader's end, KILL to what is left of its session (system/reaper.ts signalSession), as a blocking engine's reap does: what it started
     // may ignore TERM and hold the connection, and a pool worker back in its blocking wait runs no timer. The
     // group's id cannot be another's while a member lives; with none left the signal finds nothing.
     void this.sub.exited.finally(() => {
       clearTimeout(late);
-      if (this.ownGroup) signal(this.pid, true, "SIGKILL");
+      if (this.ownGroup) signalSession(this.pid, "SIGKILL");
     });
   }
 }

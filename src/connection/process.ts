@@ -19,7 +19,7 @@ import { EINTR, SysError } from "../system/ffi.ts";
 import { openReadWrite } from "../system/files.ts";
 import { isReadable, POLLIN, tryPoll } from "../system/poll.ts";
 import { pidfdOpen, reapPidfd, signal } from "../system/process.ts";
-import { ownChild } from "../system/reaper.ts";
+import { ownChild, signalSession } from "../system/reaper.ts";
 import { nextTick } from "../system/signals.ts";
 import { canSpawn, CStrings, spawn } from "../system/spawn.ts";
 import { BunProcess, endedWithin, type EnvEntry, type InheritedEnvironment, type PipedProcess, type ProcessSpec, type ProgramInput, type Stdio } from "./bun-process.ts";
@@ -233,11 +233,12 @@ export class Spawned {
   /** Reaps it if it has ended. */
   poll(): boolean {
     if (this.result) return true;
-    // Stopped, and ended: what it started may ignore TERM, so its group gets
-    // the KILL now, while its zombie still reserves the group's id. Once it
+    // Stopped, and ended: what it started may ignore TERM, so its session
+    // (system/reaper.ts signalSession) gets the KILL now, while its zombie
+    // still reserves the group's id. Once it
     // is reaped the id may be another process's (no timer may outlive it).
     if (this.killAt !== undefined && isReadable(this.pidfd)) {
-      if (this.ownGroup) signal(this.pid, true, "SIGKILL");
+      if (this.ownGroup) signalSession(this.pid, "SIGKILL");
       this.killAt = undefined;
     }
     let ended: ReturnType<typeof reapPidfd>;
@@ -292,7 +293,7 @@ export class Spawned {
 
   kill(name: NodeJS.Signals = "SIGTERM"): void {
     if (this.result) return; // reaped: its pid may be another's now
-    if (!this.ownGroup || !signal(this.pid, true, name)) signal(this.pid, false, name);
+    if (!this.ownGroup || !signalSession(this.pid, name)) signal(this.pid, false, name);
   }
 
   stop(graceMs: number): void {

@@ -255,9 +255,19 @@ function tellDropped(variables: Variable[], rule: EnvironmentRule): void {
   }
 }
 
+/**
+ * A client's text quoted for a line: JSON's escapes for C0 and the quote,
+ * and \u escapes for DEL and C1 too, which JSON leaves raw (U+009B is a
+ * terminal's CSI): its bytes must not make lines of their own nor reach
+ * the operator's terminal as escape sequences.
+ */
+export function quoted(text: string): string {
+  return JSON.stringify(text).replace(/[\x7f-\x9f]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+}
+
 /** A client's name (or short value) as a -v line shows it: its bytes must not make lines of their own. */
 export function printable(name: string): string {
-  const shown = NAME.test(name) ? name : JSON.stringify(name);
+  const shown = NAME.test(name) ? name : quoted(name);
   return shown.length > 80 ? `${shown.slice(0, 80)}...` : shown;
 }
 

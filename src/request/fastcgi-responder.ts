@@ -138,9 +138,9 @@ export class FastCgiResponder {
     // A body comes at a least rate after its first `limit` (fastcgi-engine.ts BodyClock): a client dripping one must not hold the worker.
     const body = { at: this.body.due(limit), why: "the request's body came too slowly" };
     if (this.phase === "spooling") return body;
-    // While a program runs, --timeout applies (every byte moved either way restarts it), and --request-timeout from its start.
+    // While a program runs, --timeout applies (every byte moved either way restarts it), and --request-timeout from its start; once that has ended it, its exit (the KILL's second away) ends the request, END_REQUEST not cut off.
     if (this.phase === "running") {
-      const idle = timeoutMs === undefined ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
+      const idle = timeoutMs === undefined || this.clock.cut ? undefined : { at: this.movedAt + timeoutMs, why: "connection timed out" };
       const mine = this.bodyEnded || this.body.paused || (idle !== undefined && idle.at < body.at) ? idle : body;
       return sooner(mine, this.clock.deadline(this.config.options.requestTimeoutMs));
     }

@@ -13,7 +13,7 @@
 import type { Stats } from "node:fs";
 import { directProgram } from "../connection/command.ts";
 import type { Options } from "../options.ts";
-import { bytesOf, environmentRule, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
+import { bytesOf, environmentRule, quoted, valueOf, variable, type CgiSource, type SiteProgram, type SiteRefusal, type Variable } from "./cgi.ts";
 import { fs, nodePath } from "../system/builtins.ts";
 
 export type { SiteProgram, SiteRefusal } from "./cgi.ts";
@@ -59,7 +59,7 @@ function within(root: SiteRoot, path: string): boolean {
 
 /** A name as the -v line shows it: a client's bytes must not make lines of their own. */
 function shown(path: string): string {
-  const text = JSON.stringify(path);
+  const text = quoted(path);
   return text.length > 200 ? `${text.slice(0, 200)}...` : text;
 }
 
@@ -131,7 +131,9 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
     return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
   }
   if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
-  const unsafe = othersCouldWrite(root, real);
+  // As the request names it too: a symlink in a directory others can write could be pointed at another program.
+  const named = stripSlashes(nodePath().posix.normalize(candidate));
+  const unsafe = othersCouldWrite(root, real) ?? (named === real ? undefined : othersCouldWrite(root, named));
   if (unsafe) return { status: 403, why: unsafe, unsafe: true };
   return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
 }
@@ -176,16 +178,18 @@ function longestThere(root: SiteRoot, path: string): [string, ReturnType<typeof 
  * does): the program, or a directory on its way from the root, writable by
  * its group or by others, or owned by someone but root and the user socket
  * runs as. Such a file is anyone's code running as socket's user. There is
- * no option to allow it: mend the modes or the owner.
+ * no option to allow it: mend the modes or the owner. `path`: the
+ * program's real path, or the path the request named (normalized, inside
+ * the root as given or as resolved), whose directories stat follows.
  */
-function othersCouldWrite(root: SiteRoot, real: string): string | undefined {
+function othersCouldWrite(root: SiteRoot, path: string): string | undefined {
   const uid = process.geteuid?.() ?? 0;
-  for (let path = real; ; path = nodePath().posix.dirname(path)) {
+  for (; ; path = nodePath().posix.dirname(path)) {
     const stats = fs().statSync(path, { throwIfNoEntry: false });
     if (!stats) return `${shown(path)} has gone`;
     if (stats.mode & 0o022) return `${shown(path)} is writable by ${stats.mode & 0o002 ? "others" : "its group"} (chmod go-w)`;
     if (stats.uid !== 0 && stats.uid !== uid) return `${shown(path)} is owned by uid ${stats.uid}, neither root nor socket's user`;
-    if (path === root.real || path === "/") return undefined;
+    if (path === root.real || path === root.dir || path === "/") return undefined;
   }
 }
 

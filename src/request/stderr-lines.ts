@@ -6,7 +6,8 @@
 // Each line as written is at most LINE_BYTES, PIPE_BUF: one write(2) of it
 // to a pipe (journald, a supervisor) is atomic, and --log is opened
 // O_APPEND, so whole lines land whole whoever writes beside them. A longer
-// line is cut and ends with CUT_MARK. What one request's program may add to
+// line is cut and ends with CUT_MARK. Control characters are shown as "?"
+// (shownPlain). What one request's program may add to
 // the log is bounded (REQUEST_BUDGET, prefixes included): a CGI that writes
 // without end must not fill the disk; past the budget its bytes are only
 // counted, and one last line says how many were not logged.
@@ -22,6 +23,25 @@ const NAME_CHARS = 256;
 
 const encoder = new TextEncoder();
 const NEWLINE = 10;
+const RETURN = 13;
+const TAB = 9;
+const QUESTION = 63;
+
+/**
+ * A program's bytes as the log shows them: a control character (but tab),
+ * C0, DEL or C1 (U+0080-U+009F, as UTF-8), becomes "?", as in the prefix.
+ * What a CGI prints may carry a client's bytes: a CR must not hide the
+ * prefix on a terminal, nor an escape sequence reach the operator's
+ * (Apache escapes its error log for the same reason). One byte for one,
+ * so the line's length and its cut stay as they were.
+ */
+function shownPlain(line: Uint8Array, start: number, end: number): void {
+  for (let i = start; i < end; i++) {
+    const b = line[i];
+    if ((b < 0x20 && b !== TAB) || b === 0x7f) line[i] = QUESTION;
+    else if (b === 0xc2 && i + 1 < end && line[i + 1] >= 0x80 && line[i + 1] <= 0x9f) line[i] = line[++i] = QUESTION;
+  }
+}
 
 /**
  * `cgi PID NAME: `, the name's end kept when it is long, its control
@@ -29,7 +49,7 @@ const NEWLINE = 10;
  */
 export function stderrPrefix(pid: number, name: string): string {
   const shown = name.length > NAME_CHARS ? `...${name.slice(-(NAME_CHARS - 3))}` : name;
-  return `cgi ${pid} ${shown.replace(/[\x00-\x1f\x7f]/g, "?")}: `;
+  return `cgi ${pid} ${shown.replace(/[\x00-\x1f\x7f-\x9f]/g, "?")}: `;
 }
 
 /**
@@ -121,7 +141,9 @@ export class StderrLines {
 
   /** The gathered line out, with the mark when cut, if the budget has room for it; else the budget is spent. */
   private emit(out: Uint8Array[], cut: boolean, newline: boolean): void {
-    const contentEnd = this.prefixBytes + this.length;
+    let contentEnd = this.prefixBytes + this.length;
+    if (newline && this.length > 0 && this.line[contentEnd - 1] === RETURN) contentEnd--; // a CRLF ends it as LF does
+    shownPlain(this.line, this.prefixBytes, contentEnd);
     const size = contentEnd + (cut ? CUT_MARK.length : 0) + 1;
     const content = this.length;
     this.length = 0;

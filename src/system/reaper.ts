@@ -10,7 +10,7 @@
 // The same /proc walk finds everything socket started at shutdown: thanks to
 // the subreaper, even a program that daemonized is still a descendant.
 import { fs } from "./builtins.ts";
-import { becomeSubreaper, peekEndedChild, reap } from "./process.ts";
+import { becomeSubreaper, peekEndedChild, reap, signal } from "./process.ts";
 import { say } from "./log.ts";
 
 import { errorText } from "../fatal.ts";
@@ -39,9 +39,11 @@ interface Entry {
   pid: number;
   ppid: number;
   state: string;
+  group: number;
+  session: number;
 }
 
-/** Every process visible in /proc: pid, parent, state letter. */
+/** Every process visible in /proc: pid, parent, state letter, process group and session. */
 function processTable(): Entry[] {
   const table: Entry[] = [];
   let names: string[];
@@ -55,8 +57,8 @@ function processTable(): Entry[] {
     try {
       const stat = fs().readFileSync(`/proc/${name}/stat`, "latin1");
       // The command name may hold spaces and parentheses: fields start after the last ")".
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 2);
-      table.push({ pid: Number(name), ppid: Number(fields[1]), state: fields[0] });
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 4);
+      table.push({ pid: Number(name), ppid: Number(fields[1]), state: fields[0], group: Number(fields[2]), session: Number(fields[3]) });
     } catch {
       // ended meanwhile
     }
@@ -146,6 +148,27 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+/**
+ * A signal to everything in the session `leader` leads (a program started
+ * with setsid): its process group, and the groups its processes made of
+ * their own (setpgid, as a shell's job control does) — those leave the
+ * group, not the session, and must not outlive the program's end. While a
+ * member lives the session's id cannot be another's. A TERM is followed
+ * by CONT, as systemd does: a stopped process would not act on TERM until
+ * the KILL. What called setsid again has left; only a cgroup holds that.
+ * False when the group is gone (nothing was signalled by its id).
+ */
+export function signalSession(leader: number, name: NodeJS.Signals): boolean {
+  const sent = signal(leader, true, name);
+  const others = processTable().filter((e) => e.session === leader && e.group !== leader && e.state !== "Z");
+  for (const { pid } of others) signal(pid, false, name);
+  if (name === "SIGTERM") {
+    if (sent) signal(leader, true, "SIGCONT");
+    for (const { pid } of others) signal(pid, false, "SIGCONT");
+  }
+  return sent;
 }
 
 /** How long a process gets between TERM and KILL: at shutdown, and when --timeout ends a connection. */
