@@ -195,6 +195,20 @@ describe.each(modes)("with $name", ({ args: mode }) => {
       expect(server.stderr()).not.toContain(`said on stderr by ${pid}`);
     });
 
+    test.skipIf(noNginx)("by default, 100 MiB of stderr: nginx gets at most the budget and one note of the rest, and the request still answers", async () => {
+      using dir = tempDir();
+      const root = makeSite(dir.path);
+      await using server = await serve(root, []);
+      await using nginx = await front(dir.path, root, server);
+      const text = await (await nginx.fetch("/flood.cgi")).text();
+      expect(text).toContain("still answers");
+      const note = `... ${FLOOD_BYTES - REQUEST_BUDGET} bytes of stderr dropped`;
+      await waitFor("nginx's error log to have the note", () => nginx.errorLog().includes(note), 15_000);
+      // nginx logs the first 2 KiB or so of each STDERR record: unbounded, 100 MiB made megabytes of its log.
+      expect(nginx.errorLog().length).toBeLessThan(2 * REQUEST_BUDGET);
+      expect(server.stderr()).not.toContain(FLOOD_LINE);
+    }, 30_000);
+
     test.skipIf(noNginx)("--cgi-stderr log: on socket's log as its line, and nginx gets none", async () => {
       using dir = tempDir();
       const root = makeSite(dir.path);

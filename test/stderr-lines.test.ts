@@ -6,7 +6,7 @@
 // a failure names the seed that reproduces it.
 import { describe, expect, test } from "bun:test";
 import { random } from "./harness.ts";
-import { CUT_MARK, LINE_BYTES, REQUEST_BUDGET, StderrLines, stderrPrefix } from "../src/request/stderr-lines.ts";
+import { CUT_MARK, LINE_BYTES, REQUEST_BUDGET, StderrBudget, StderrLines, stderrPrefix } from "../src/request/stderr-lines.ts";
 
 
 const enc = new TextEncoder();
@@ -140,5 +140,26 @@ describe("a CGI's stderr as lines", () => {
     const lines = new StderrLines(1, "a");
     expect(lines.feed(enc.encode("x\n")).length).toBe(1);
     expect(lines.end()).toEqual([]);
+  });
+});
+
+describe("a CGI's stderr to the web server", () => {
+  test("random chunkings: the first bytes up to the budget go as they came, the rest is counted once", () => {
+    for (let round = 0; round < 50; round++) {
+      const total = Math.floor(random() * 3 * REQUEST_BUDGET);
+      const bytes = new Uint8Array(total).map((_, i) => i % 251);
+      const budget = new StderrBudget();
+      const went: number[] = [];
+      for (let at = 0; at < total; ) {
+        const size = Math.min(total - at, 1 + Math.floor(random() * 70000));
+        went.push(...budget.take(bytes.subarray(at, at + size)));
+        at += size;
+      }
+      const kept = Math.min(total, REQUEST_BUDGET);
+      expect(went).toEqual([...bytes.subarray(0, kept)]);
+      const note = new TextDecoder().decode(budget.end());
+      expect(note).toBe(total > kept ? `\n... ${total - kept} byte${total - kept === 1 ? "" : "s"} of stderr dropped\n` : "");
+      expect(budget.end().length).toBe(0);
+    }
   });
 });

@@ -17,6 +17,7 @@ import { HOLD_BYTES, SendClock, type BodyKind, type ResponderEffects } from "../
 import { describeCgi, endInput, endProgram, startProgram, type Cgi } from "./cgi-process.ts";
 import { untilExit } from "./until-exit.ts";
 import { logStream } from "./cgi-stderr.ts";
+import { StderrBudget } from "../request/stderr-lines.ts";
 import { BodyQueue, DiskLimit, SpoolFile } from "./body-spool.ts";
 
 export { CLASSIC_MAX_CONNS } from "../request/fastcgi-engine.ts";
@@ -37,8 +38,7 @@ interface Job {
 }
 
 function newJob(id: number, proc: Cgi, bodyEnded: boolean): Job {
-  let resolve!: () => void;
-  const bodyEnd = new Promise<void>((r) => (resolve = r));
+  const { promise: bodyEnd, resolve } = Promise.withResolvers<void>();
   const job: Job = {
     id,
     proc,
@@ -328,6 +328,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private async forward(output: ReadableStream<Uint8Array> | undefined, type: number, job: Job): Promise<void> {
     const held: Uint8Array[] = [];
     let heldBytes = 0;
+    const budget = type === TYPE.STDERR ? new StderrBudget() : undefined; // what nginx logs is bounded as socket's log is
     const out = async (chunk: Uint8Array) => {
       for (let at = 0; at < chunk.length; at += MAX_CONTENT) {
         if (this.closed || this.responder.clock.cut) return; // --request-timeout ended it: the rest is dropped
@@ -349,8 +350,10 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
         // Held output goes the moment the body ends, not at the program's next write.
         if (held.length > 0 && !job.bodyEnded) await Promise.race([next, job.bodyEnd]);
         if (job.bodyEnded) await release();
-        const { value, done } = await next;
+        const { value: read, done } = await next;
         if (done) break;
+        const value = budget ? budget.take(read) : read;
+        if (value.length === 0) continue;
         if (job.bodyEnded) {
           await out(value);
           continue;
@@ -370,6 +373,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     } finally {
       await job.bodyEnd;
       await release();
+      if (budget) await out(budget.end()); // the note of what did not go, if anything did not
     }
   }
 

@@ -24,6 +24,7 @@ import { trySend } from "../system/socket.ts";
 import { nextTick } from "../system/signals.ts";
 import { encodeRecord, MAX_CONTENT, TYPE } from "../request/fastcgi-records.ts";
 import { HOLD_BYTES } from "../request/fastcgi-engine.ts";
+import { StderrBudget } from "../request/stderr-lines.ts";
 import type { SendClock } from "../request/fastcgi-engine.ts";
 
 export type Pipes = { stdout: number; stderr: number };
@@ -148,6 +149,7 @@ class Splicer {
   lastMove = Date.now();
   /** Once the program has exited: what each pipe held then, the last of its output. */
   private last: { stdout: number; stderr: number } | undefined;
+  private readonly stderrBudget = new StderrBudget();
 
   constructor(
     private readonly ends: OutputEnds,
@@ -198,6 +200,19 @@ class Splicer {
     return progress;
   }
 
+  /** Stderr's bytes as a STDERR record, within the request's budget; nothing when none go. */
+  private toWebServer(bytes: Uint8Array): void {
+    const going = this.stderrBudget.take(bytes);
+    if (going.length > 0) this.out.push(encodeRecord(TYPE.STDERR, this.ends.requestId, going));
+  }
+
+  /** Stderr has ended: the note of what did not go, once, if anything did not; whether it was framed. */
+  private noteDropped(): boolean {
+    const note = this.stderrBudget.end();
+    if (note.length > 0) this.out.push(encodeRecord(TYPE.STDERR, this.ends.requestId, note));
+    return note.length > 0;
+  }
+
   /** The next records: queued replies, what stderr has, a STDOUT header for what stdout holds. Whether any came. */
   frame(): boolean {
     const { out, ends, last } = this;
@@ -208,7 +223,7 @@ class Splicer {
       const n = tryRead(ends.stderr, last ? stderrBuffer.subarray(0, Math.min(last.stderr, MAX_CONTENT)) : stderrBuffer);
       if (n > 0) {
         if (ends.stderrLog) ends.stderrLog.feed(stderrBuffer.subarray(0, n));
-        else out.push(encodeRecord(TYPE.STDERR, ends.requestId, stderrBuffer.subarray(0, n)));
+        else this.toWebServer(stderrBuffer.subarray(0, n));
         if (last) last.stderr -= n;
         // A read of a pipe takes all it holds up to the buffer's size: short, it has none left now.
         if (n < stderrBuffer.length) this.stderrReady = false;
@@ -217,6 +232,7 @@ class Splicer {
       else if (n === 0 || last?.stderr === 0) this.stderrOpen = false;
       else if (n !== -EINTR) this.stderrOpen = false; // a read error ends that stream like EOF
     }
+    if (!this.stderrOpen && !ends.stderrLog && this.noteDropped()) progress = true;
     if (!this.stdoutOpen || !(this.stdoutReady || last)) return progress;
     // Once the program has exited, what the pipe held then is the last of it (the pipe holds at least that).
     const waiting = last ? last.stdout : pipeBytes(ends.stdout);

@@ -10,7 +10,9 @@
 // (shownPlain). What one request's program may add to
 // the log is bounded (REQUEST_BUDGET, prefixes included): a CGI that writes
 // without end must not fill the disk; past the budget its bytes are only
-// counted, and one last line says how many were not logged.
+// counted, and one last line says how many were not logged. What goes to
+// the web server instead (FastCGI's STDERR records) has the same bound
+// (StderrBudget).
 
 /** The most bytes of one line as written, prefix and newline included: PIPE_BUF on Linux. */
 export const LINE_BYTES = 4096;
@@ -156,5 +158,36 @@ export class StderrLines {
     out.push(this.line.slice(0, size));
     this.written += size;
     this.logged += content + (newline ? 1 : 0);
+  }
+}
+
+/**
+ * A program's stderr sent to the web server (FastCGI's STDERR records, the
+ * default): bounded per request as the log's lines are, since nginx writes
+ * every record to its error log, and a CGI that writes without end must not
+ * fill that disk either. take() each chunk as it comes; end() once the
+ * output is over, for the one note saying how much did not go.
+ */
+export class StderrBudget {
+  private left: number;
+  private dropped = 0;
+
+  constructor(budget = REQUEST_BUDGET) {
+    this.left = budget;
+  }
+
+  /** The part of `bytes` that goes (empty once the budget is spent). */
+  take(bytes: Uint8Array): Uint8Array {
+    const n = Math.min(this.left, bytes.length);
+    this.left -= n;
+    this.dropped += bytes.length - n;
+    return bytes.subarray(0, n);
+  }
+
+  /** The note, as the log's last line words it, when anything was held back (else no bytes); said once. */
+  end(): Uint8Array {
+    const dropped = this.dropped;
+    this.dropped = 0;
+    return dropped > 0 ? encoder.encode(`\n... ${dropped} byte${dropped === 1 ? "" : "s"} of stderr dropped\n`) : new Uint8Array(0);
   }
 }
