@@ -24,6 +24,14 @@ describe.each(kinds)("client over $name", ({ args, where }) => {
     expect(result).toMatchObject({ status: 0, stdout: "answer to question\n" });
   });
 
+  test("-v: the peer's close after our EOF is said too (Bun gives a half-closed socket no end event)", async () => {
+    using dir = tempDir();
+    using peer = peerServer(() => {}, where(dir.path), (s) => void s.end("answer\n"));
+    const result = await run(["-v", ...args(peer.target)], { stdin: "question\n" });
+    expect(result).toMatchObject({ status: 0, stdout: "answer\n" });
+    expect(result.stderr).toEndWith("end of input on stdin\nconnection closed by peer\n");
+  });
+
   test("the peer's bytes go to stdout and its close ends the client with 0", async () => {
     using dir = tempDir();
     using peer = peerServer((s) => {
