@@ -1,7 +1,8 @@
 // Client mode, TCP and UNIX, against servers made here with Bun.listen.
 import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launch, peerServer, run, tempDir, waitFor, type Target } from "./harness.ts";
+import { launch, peerServer, run, startServer, tempDir, waitFor, type Target } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", args: (t: Target) => ["127.0.0.1", String(t)], where: (_dir: string) => ({}) },
@@ -131,5 +132,51 @@ describe("client errors and addresses", () => {
     client.proc.kill("SIGINT");
     expect(await client.exited()).toBe(254);
     expect(client.stderr()).toBe("\nInterrupt occured, exiting\n");
+  });
+});
+
+/** A mount namespace of its own whose /etc/hosts is `hosts` (root, or user namespaces): names resolved as a system so configured would. */
+function withHosts(hosts: string): { wrap: string[] } & Disposable {
+  const dir = tempDir();
+  const file = join(dir.path, "hosts");
+  writeFileSync(file, hosts);
+  return { wrap: ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', file], [Symbol.dispose]: () => dir[Symbol.dispose]() };
+}
+const canMount = Bun.spawnSync(["unshare", "--mount", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"]).exitCode === 0;
+if (!canMount) console.warn("client.test: unshare --mount with a bind mount fails here (needs root or user namespaces): the /etc/hosts cases skipped");
+
+// Debian's own /etc/hosts names localhost both 127.0.0.1 and ::1, and getaddrinfo puts ::1 first.
+describe.skipIf(!canMount)("a name with IPv4 and IPv6 addresses (::1 listed first)", () => {
+  const HOSTS = "::1 both.test\n127.0.0.1 both.test\n";
+
+  test("a client reaches a server on 0.0.0.0 by that name: IPv4 first, as socket(1)'s gethostbyname", async () => {
+    using hosts = withHosts(HOSTS);
+    await using server = await startServer(["-p", "echo served $TCPLOCALIP", "-s", "0"]);
+    const result = await run(["-v", "both.test", String(server.target)], { wrap: hosts.wrap });
+    expect(result).toMatchObject({ status: 0, stdout: "served 127.0.0.1\n" });
+    expect(result.stderr).toStartWith(`inet: connected to 127.0.0.1 port ${server.target}\n`);
+  });
+
+  test("a client whose first address refuses tries the next (a server on ::1 only)", async () => {
+    using hosts = withHosts(HOSTS);
+    const listener = Bun.listen({ hostname: "::1", port: 0, socket: { open: (s) => void s.end("on ::1\n"), data() {} } });
+    try {
+      const result = await run(["-v", "-r", "both.test", String(listener.port)], { wrap: hosts.wrap });
+      expect(result).toMatchObject({ status: 0, stdout: "on ::1\n" });
+      expect(result.stderr).toStartWith(`inet: connected to ::1 port ${listener.port}\n`);
+    } finally {
+      listener.stop(true);
+    }
+  });
+
+  test("nothing at either address: the first address's error and errno", async () => {
+    using hosts = withHosts(HOSTS);
+    expect(await run(["both.test", "1"], { wrap: hosts.wrap })).toMatchObject({ status: 111, stderr: "socket: client socket: Connection refused\n" });
+  });
+
+  test("-B with that name binds the server to its IPv4 address", async () => {
+    using hosts = withHosts(HOSTS);
+    await using server = await startServer(["-B", "both.test", "-p", "echo served $TCPLOCALIP", "-s", "0"], { wrap: hosts.wrap });
+    expect((await run(["127.0.0.1", String(server.target)])).stdout).toBe("served 127.0.0.1\n");
   });
 });
