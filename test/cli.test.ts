@@ -45,6 +45,7 @@ describe("command line", () => {
     [["-W", "0", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '0'\n" + USAGE],
     [["-W", "8:2", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '8:2'\n" + USAGE],
     [["--max-requests", "3", "-s", "-p", "cat", "1"], "socket: --max-requests needs -W\n" + USAGE],
+    [["-W", "1", "--max-requests", "1.5", "-s", "-p", "cat", "1"], "socket: --max-requests wants a whole number, not '1.5'\n" + USAGE],
   ])("%j is a usage error (15)", async (args, stderr) => {
     expect(await run(args)).toMatchObject({ status: 15, stdout: "", stderr });
   });

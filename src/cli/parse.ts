@@ -189,6 +189,7 @@ function poolOption({ str, flag }: Read, server: boolean, program: string | unde
   const idle = number(str("idle-timeout"), "--idle-timeout", 0.1, 86400) ?? 10;
   const grace = number(str("grace"), "--grace", 0, 86400) ?? 10;
   if (typeof maxRequests === "string") return usageError(maxRequests);
+  if (!Number.isInteger(maxRequests)) return usageError(`${NAME}: --max-requests wants a whole number, not '${str("max-requests")}'`);
   if (typeof idle === "string") return usageError(idle);
   if (typeof grace === "string") return usageError(grace);
   return { min, max, ramp, maxRequests, idleTimeoutMs: idle * 1000, graceMs: grace * 1000, prestart: flag("prestart") };
