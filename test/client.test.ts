@@ -1,8 +1,8 @@
 // Client mode, TCP and UNIX, against servers made here with Bun.listen.
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launch, peerServer, run, startServer, tempDir, waitFor, type Target } from "./harness.ts";
+import { collect, launch, peerServer, run, startServer, tempDir, waitFor, type Target } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", args: (t: Target) => ["127.0.0.1", String(t)], where: (_dir: string) => ({}) },
@@ -179,4 +179,33 @@ describe.skipIf(!canMount)("a name with IPv4 and IPv6 addresses (::1 listed firs
     await using server = await startServer(["-B", "both.test", "-p", "echo served $TCPLOCALIP", "-s", "0"], { wrap: hosts.wrap });
     expect((await run(["127.0.0.1", String(server.target)])).stdout).toBe("served 127.0.0.1\n");
   });
+});
+
+/** A TCP listener (python3) with a backlog of 0 already full: the kernel drops the next SYN, so a connect stays under way. */
+async function fullListener(): Promise<{ port: number } & AsyncDisposable> {
+  const script = `
+import socket, sys, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(0)
+held = []
+for _ in range(3):
+    c = socket.socket(); c.setblocking(False); c.connect_ex(l.getsockname()); held.append(c)
+print(l.getsockname()[1], flush=True)
+time.sleep(60)`;
+  const proc = Bun.spawn(["python3", "-c", script], { stdout: "pipe", stderr: "ignore" });
+  const out = collect(proc.stdout);
+  await waitFor("the listener's port", () => /\d+\n/.test(out.text()));
+  return { port: Number(out.text().trim()), [Symbol.asyncDispose]: async () => void (proc.kill("SIGKILL"), await proc.exited) };
+}
+
+test("INT while the connect is under way (the peer's backlog is full): socket(1)'s message and 254 at once", async () => {
+  await using listener = await fullListener();
+  // Connections in SYN-SENT to the port: the listener's own held ones, then socket's too.
+  const synSent = () => readFileSync("/proc/net/tcp", "utf8").split(`:${listener.port.toString(16).toUpperCase().padStart(4, "0")} 02 `).length - 1;
+  const held = synSent();
+  await using client = launch(["127.0.0.1", String(listener.port)], { stdin: "pipe" });
+  await waitFor("socket's connect under way", () => synSent() > held);
+  client.proc.kill("SIGINT");
+  const status = await Promise.race([client.exited(), Bun.sleep(3000).then(() => -1)]);
+  expect(status).toBe(254);
+  expect(client.stderr()).toBe("\nInterrupt occured, exiting\n");
 });

@@ -16,7 +16,7 @@ import { errorNumber } from "../fatal.ts";
 
 /** A connected descriptor to `address` (bound first to -B), and the address it reached. */
 async function connect(address: Address, bind: string | undefined): Promise<{ fd: number; to: Address }> {
-  if (address.kind === "unix") return { fd: connectOrFail(() => connectUnix(address.path)), to: address };
+  if (address.kind === "unix") return { fd: await connectOrFail(() => connectUnix(address.path)), to: address };
   const locals = bind === undefined ? undefined : await resolveHostAll(bind);
   // A name's addresses in turn (net/address.ts), as nc, curl and ssh do: the first that connects is used, else the first one's error.
   let first: Fatal | undefined;
@@ -27,7 +27,7 @@ async function connect(address: Address, bind: string | undefined): Promise<{ fd
       continue;
     }
     try {
-      const fd = connectOrFail(() => connectInet(family === 6 ? AF_INET6 : AF_INET, ip, address.port, local?.ip));
+      const fd = await connectOrFail(() => connectInet(family === 6 ? AF_INET6 : AF_INET, ip, address.port, local?.ip));
       return { fd, to: { ...address, ip, family } };
     } catch (e) {
       if (!(e instanceof Fatal)) throw e;
@@ -38,9 +38,9 @@ async function connect(address: Address, bind: string | undefined): Promise<{ fd
 }
 
 /** socket(1) exits with the errno: 111 for refused, 2 for a missing path. */
-function connectOrFail(connectTo: () => number): number {
+async function connectOrFail(connectTo: () => Promise<number>): Promise<number> {
   try {
-    return connectTo();
+    return await connectTo();
   } catch (e) {
     if (e instanceof SysError) throw new Fatal(`client socket: ${e.reason}`, e.errno);
     throw e;
