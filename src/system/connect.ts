@@ -53,7 +53,8 @@ async function connectSocket(family: number, to: Uint8Array, from?: Uint8Array):
     if (from) check("bind", lib().bind(fd, from, from.length));
     const attempt = () => (lib().connect(fd, to, to.length) === 0 ? 0 : errno());
     let code = attempt();
-    for (; code === EAGAIN || code === EINTR; code = attempt()) await Bun.sleep(CONNECT_SLICE_MS);
+    // Only UNIX's EAGAIN is a full backlog (TCP's is out of local ports, which waiting does not mend).
+    for (; code === EAGAIN && family === AF_UNIX; code = attempt()) await Bun.sleep(CONNECT_SLICE_MS);
     if (code === EINPROGRESS) code = await connectResult(fd);
     if (code !== 0) throw new SysError("connect", code);
     setBlocking(fd);
