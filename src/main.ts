@@ -24,8 +24,8 @@ async function main(argv: string[]): Promise<void> {
   takeWorkerConfig(process.env);
   // USR2: started by an old pool master, on its listener, with its command line.
   const successor = takeSuccession();
-  const { parseCommandLine } = await import("./cli/parse.ts");
-  const parsed = parseCommandLine(argv, socketsPassed());
+  const { parseCommandLine, unreadableWord } = await import("./cli/parse.ts");
+  const parsed = unreadableWord(argv) ?? parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
     if (parsed.help) await output(await (await import("./cli/help.ts")).helpText());
     if (parsed.stdout) await output(parsed.stdout);

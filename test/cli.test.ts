@@ -68,6 +68,19 @@ describe("command line", () => {
     expect((await run(["-b", "127.0.0.1", "1"])).stderr).toContain("-b and not -s");
   });
 
+  test("a word whose bytes are not UTF-8 is refused, not run or bound as other bytes (Bun's argv holds U+FFFD)", async () => {
+    using dir = tempDir();
+    // sh's printf makes the bytes: a spawn argument is a string, always UTF-8.
+    const withBytes = (words: string) => ({ wrap: ["sh", "-c", `exec "$0" ${words}`], cwd: dir.path });
+    expect(await run([], withBytes(`-s -p "$(printf 'echo caf\\351')" 0`))).toEqual({
+      status: 15,
+      stdout: "",
+      stderr: "socket: argument 3 is not UTF-8, and socket cannot pass its bytes on unchanged\n",
+    });
+    expect(await run([], withBytes(`-s "./caf$(printf '\\351').sock"`))).toMatchObject({ status: 15, stderr: "socket: argument 2 is not UTF-8, and socket cannot pass its bytes on unchanged\n" });
+    expect(await run([], withBytes(`-s "./café.sock" -x`))).toMatchObject({ status: 15, stderr: "socket: invalid option -- 'x'\n" + USAGE });
+  });
+
   test("-- ends the options", async () => {
     const result = await run(["--", "-notanoption", "1"]);
     expect(result).toMatchObject({ status: 13, stderr: "socket: unknown host -notanoption\n" });
