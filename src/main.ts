@@ -3,7 +3,7 @@
 // client, classic server or pool master. Every expected failure is a
 // Fatal: one line on stderr and socket(1)'s exit status (system/failure.ts).
 import { programFor } from "./connection/program.ts";
-import { resolveDestination } from "./net/address.ts";
+import { resolveDestination, resolveHostAll } from "./net/address.ts";
 import { socketsPassed, takeSuccession } from "./net/activation.ts";
 import type { WorkerPool } from "./pool/master.ts";
 import { takeWorkerConfig } from "./pool/protocol.ts";
@@ -24,8 +24,8 @@ async function main(argv: string[]): Promise<void> {
   takeWorkerConfig(process.env);
   // USR2: started by an old pool master, on its listener, with its command line.
   const successor = takeSuccession();
-  const { parseCommandLine } = await import("./cli/parse.ts");
-  const parsed = parseCommandLine(argv, socketsPassed());
+  const { parseCommandLine, unreadableWord } = await import("./cli/parse.ts");
+  const parsed = unreadableWord(argv) ?? parseCommandLine(argv, socketsPassed());
   if ("exit" in parsed) {
     if (parsed.help) await output(await (await import("./cli/help.ts")).helpText());
     if (parsed.stdout) await output(parsed.stdout);
@@ -40,6 +40,8 @@ async function main(argv: string[]): Promise<void> {
   // Names are resolved before detaching, so a typo is reported where it was typed.
   // A successor serves the listener it was given, as it is (port 0 already chosen).
   const address = await resolveDestination(successor ? { kind: "passed" } : options.destination, options.server);
+  // --status HOST:PORT as -B's name: its address, or "unknown host" (Bun's listen said "Failed to listen", or a stale errno's text).
+  if (options.status?.kind === "inet") options.status = { ...options.status, host: (await resolveHostAll(options.status.host))[0]!.ip };
   const identity = resolveIdentity(options.user, options.group);
   setPidFile(options.pidFile); // absolute, before the daemon changes directory
   setLogFile(options.log);

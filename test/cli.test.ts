@@ -45,6 +45,7 @@ describe("command line", () => {
     [["-W", "0", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '0'\n" + USAGE],
     [["-W", "8:2", "-s", "-p", "cat", "1"], "socket: -W wants N or MIN:MAX with 1 <= MIN <= MAX <= 1024, not '8:2'\n" + USAGE],
     [["--max-requests", "3", "-s", "-p", "cat", "1"], "socket: --max-requests needs -W\n" + USAGE],
+    [["-W", "1", "--max-requests", "1.5", "-s", "-p", "cat", "1"], "socket: --max-requests wants a whole number, not '1.5'\n" + USAGE],
   ])("%j is a usage error (15)", async (args, stderr) => {
     expect(await run(args)).toMatchObject({ status: 15, stdout: "", stderr });
   });
@@ -65,6 +66,19 @@ describe("command line", () => {
   test("-b and -B, -w and -W are different options", async () => {
     expect((await run(["-B", "127.0.0.1", "-w", "127.0.0.1", "1"])).status).toBe(111);
     expect((await run(["-b", "127.0.0.1", "1"])).stderr).toContain("-b and not -s");
+  });
+
+  test("a word whose bytes are not UTF-8 is refused, not run or bound as other bytes (Bun's argv holds U+FFFD)", async () => {
+    using dir = tempDir();
+    // sh's printf makes the bytes: a spawn argument is a string, always UTF-8.
+    const withBytes = (words: string) => ({ wrap: ["sh", "-c", `exec "$0" ${words}`], cwd: dir.path });
+    expect(await run([], withBytes(`-s -p "$(printf 'echo caf\\351')" 0`))).toEqual({
+      status: 15,
+      stdout: "",
+      stderr: "socket: argument 3 is not UTF-8, and socket cannot pass its bytes on unchanged\n",
+    });
+    expect(await run([], withBytes(`-s "./caf$(printf '\\351').sock"`))).toMatchObject({ status: 15, stderr: "socket: argument 2 is not UTF-8, and socket cannot pass its bytes on unchanged\n" });
+    expect(await run([], withBytes(`-s "./café.sock" -x`))).toMatchObject({ status: 15, stderr: "socket: invalid option -- 'x'\n" + USAGE });
   });
 
   test("-- ends the options", async () => {

@@ -73,6 +73,17 @@ describe("descriptor exhaustion (classic server, ulimit -n 64)", () => {
   }
 });
 
+test("-slf under ulimit -n 64, 300 connections at once: each -v 'descriptors freed' line ends a shortage that was said", async () => {
+  await using server = await startLimited(64, ["-slf", "-p", "read x; echo got $x", "0"]);
+  const port = server.target as number;
+  const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => exchange(port, `x${i}\n`, { ms: 30_000 })));
+  expect(replies.filter((r, i) => r.data.toString() === `got x${i}\n`).length).toBe(300);
+  const lines = server.stderr().match(/out of descriptors|descriptors freed/g) ?? [];
+  expect(lines.length).toBeGreaterThan(0);
+  // Shortages within a second of each other are said once (the rate limit): so is their end.
+  expect(lines.filter((line, i) => line !== (i % 2 === 0 ? "out of descriptors" : "descriptors freed"))).toEqual([]);
+}, 40_000);
+
 /** Connects from 127.0.0.2 with socket's own client (Bun.connect cannot choose a source address). */
 function fromSecondAddress(port: number, payload: string) {
   return run(["-B", "127.0.0.2", "127.0.0.1", String(port)], { stdin: payload });

@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { AccessRules } from "../src/net/rules.ts";
 import { launch, run, startServer, tempDir, waitFor, workersOf } from "./harness.ts";
 
 const ACTIVATE = Bun.which("systemd-socket-activate");
@@ -54,6 +55,37 @@ describe.each(runners)("--allow/--deny, $name", ({ args }) => {
     await waitFor("the refused line", () => server.stderr().includes("refused (--allow/--deny)"));
     expect(existsSync(join(dir.path, "ran.127.0.0.1"))).toBe(false);
     expect(existsSync(join(dir.path, "ran.::ffff:127.0.0.1"))).toBe(false);
+  });
+
+  test("IPv6: --deny ::ffff:127.0.0.2 (a mapped network) on :: closes 127.0.0.2 and serves 127.0.0.1", async () => {
+    using dir = tempDir();
+    await using server = await startServer([...args, "-B", "::", "--deny", "::ffff:127.0.0.2/128", "-p", marker(dir.path), "-s", "0"]);
+    const port = server.target as number;
+    expect(await connectFrom("127.0.0.2", "127.0.0.1", port)).toBe("");
+    await waitFor("the refused line", () => server.stderr().includes("refused (--allow/--deny)"));
+    expect(existsSync(join(dir.path, "ran.::ffff:127.0.0.2"))).toBe(false);
+    expect(await connectFrom("127.0.0.1", "127.0.0.1", port)).toBe("served\n");
+  });
+});
+
+describe("rules (unit)", () => {
+  const permits = (rules: [allow: boolean, cidr: string][], ip: string) => new AccessRules(rules.map(([allow, cidr]) => ({ allow, cidr }))).permits(ip);
+
+  test("a mapped network is the IPv4 network it maps, for mapped and plain IPv4 peers alike", () => {
+    expect(permits([[false, "::ffff:10.0.0.0/104"]], "::ffff:10.1.2.3")).toBe(false);
+    expect(permits([[false, "::ffff:10.0.0.0/104"]], "10.1.2.3")).toBe(false);
+    expect(permits([[false, "::ffff:10.0.0.0/104"]], "::ffff:11.1.2.3")).toBe(true);
+    expect(permits([[true, "::ffff:10.0.0.1"]], "10.0.0.1")).toBe(true);
+    expect(permits([[true, "::ffff:10.0.0.1"]], "10.0.0.2")).toBe(false);
+    expect(permits([[true, "::ffff:0.0.0.0/96"]], "192.0.2.1")).toBe(true);
+  });
+
+  test("IPv4 rules match mapped peers; IPv6 networks never match IPv4 peers", () => {
+    expect(permits([[false, "10.0.0.0/8"]], "::ffff:10.9.9.9")).toBe(false);
+    expect(permits([[false, "::/0"]], "10.9.9.9")).toBe(true);
+    expect(permits([[false, "::/0"]], "2001:db8::1")).toBe(false);
+    expect(permits([[true, "2001:db8::/32"]], "2001:db8:1::1")).toBe(true);
+    expect(permits([[true, "2001:db8::/32"]], "2001:db9::1")).toBe(false);
   });
 });
 

@@ -225,6 +225,14 @@ describe("TCP specifics", () => {
     expect(exchange(server.target as number, "x")).rejects.toThrow();
   });
 
+  test("-v on :: names an IPv4 peer 127.0.0.1, as its program's TCPREMOTEIP does (and the pool's line, and --slow's)", async () => {
+    await using server = await startServer(["-s", "-l", "-f", "--slow", "0.05", "-B", "::", "-p", "sleep 0.2; echo $TCPREMOTEIP", "0"]);
+    expect((await exchange(server.target as number, "")).data.toString()).toBe("127.0.0.1\n");
+    await waitFor("the slow line", () => server.stderr().includes("slow: "));
+    expect(server.stderr()).toContain("\ninet: connection from 127.0.0.1\n");
+    expect(server.stderr()).toContain("socket: slow: connection from 127.0.0.1 still running after 0.05 s\n");
+  });
+
   test("SO_REUSEADDR: a restarted server binds at once after serving", async () => {
     let port: Target;
     {

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { connectionCap, DEADLINE_MS, MOST_CONNECTIONS, parseRequest, responseBytes } from "../src/pool/status-http.ts";
-import { exchange, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
+import { exchange, run, startServer, tempDir, waitFor, workersOf, type Server } from "./harness.ts";
 
 /** The page's port, from the master's -v line. */
 async function statusPort(server: Server): Promise<number> {
@@ -201,6 +201,15 @@ describe("--status: where and for whom", () => {
     await statusPort(server);
     expect(listeningOn(port)).toEqual(["0100007F"]);
     expect(await raw(port, "GET /ping HTTP/1.0\r\n\r\n")).toStartWith("HTTP/1.1 ");
+  });
+
+  test.each(["nosuch.invalid", "999.1.2.3", "a b"])("HOST %p that does not resolve: 'unknown host', exit 13, as -B's", async (host) => {
+    expect(await run(["-W", "1", "--status", `${host}:0`, "-p", "cat", "-s", "0"])).toMatchObject({ status: 13, stderr: `socket: unknown host ${host}\n` });
+  });
+
+  test("HOST a name: its address (localhost is 127.0.0.1)", async () => {
+    await using server = await startServer(["-W", "1", "--status", "localhost:0", "-p", "cat", "-s", "0"]);
+    await waitFor("the page's line", () => /status page on http:\/\/127\.0\.0\.1:\d+\/status/.test(server.stderr()));
   });
 
   test("--allow applies to the page: 127.0.0.1 is closed unanswered, an allowed 127.0.0.2 is served", async () => {

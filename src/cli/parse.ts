@@ -8,6 +8,7 @@ import { EXIT_USAGE, optionTable, USAGE, type OptionName } from "./table.ts";
 import { readCommandLine, type Read } from "./getopt.ts";
 import { errorCode, errorText } from "../fatal.ts";
 import { fs } from "../system/builtins.ts";
+import { nonUtf8Word } from "../system/self.ts";
 
 /** What main should do: run with options, or print (the help text, or given text) and exit. */
 export type Parsed = { run: Options; warning: string } | { exit: number; help?: true; stdout?: string; stderr?: string };
@@ -45,6 +46,12 @@ export function parseSize(text: string): number | undefined {
   const m = text.match(/^(\d{1,13})([kmg]?)$/i);
   const size = m ? Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()] : NaN;
   return size >= 1 && size <= MAX_BODY_LIMIT ? size : undefined;
+}
+
+/** A word of the command line whose bytes are not UTF-8 (system/self.ts): refused, as Bun would pass on other bytes. */
+export function unreadableWord(argv: string[]): Refusal | undefined {
+  const at = nonUtf8Word(argv.length);
+  return at === 0 ? undefined : { exit: EXIT_USAGE, stderr: `${NAME}: argument ${at} is not UTF-8, and socket cannot pass its bytes on unchanged\n` };
 }
 
 /**
@@ -189,6 +196,7 @@ function poolOption({ str, flag }: Read, server: boolean, program: string | unde
   const idle = number(str("idle-timeout"), "--idle-timeout", 0.1, 86400) ?? 10;
   const grace = number(str("grace"), "--grace", 0, 86400) ?? 10;
   if (typeof maxRequests === "string") return usageError(maxRequests);
+  if (!Number.isInteger(maxRequests)) return usageError(`${NAME}: --max-requests wants a whole number, not '${str("max-requests")}'`);
   if (typeof idle === "string") return usageError(idle);
   if (typeof grace === "string") return usageError(grace);
   return { min, max, ramp, maxRequests, idleTimeoutMs: idle * 1000, graceMs: grace * 1000, prestart: flag("prestart") };

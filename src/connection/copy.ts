@@ -95,6 +95,13 @@ export class Copy implements SocketEvents {
   /** --send-timeout's timer while output waits for the peer to take some (sendTimeoutMs). */
   private sendTimer: Timer | undefined;
   private peerEnded = false;
+  /**
+   * Our side half-closed at end of stdin. Bun has no end event for a socket
+   * it half-closed first: the peer's close then comes as the close alone.
+   */
+  private halfClosed = false;
+  /** The connection is being ended from our side (a close, a cut, a timeout): its close is not the peer's. */
+  private endedHere = false;
   private closed = false;
   /** The request was ended (--request-timeout): nothing more of the program's goes to the peer. */
   private cutOff = false;
@@ -127,6 +134,7 @@ export class Copy implements SocketEvents {
     clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => {
       this.options.log("connection timed out");
+      this.endedHere = true;
       // Reset, not FIN: a peer that stopped reading would never take the FIN.
       if (!this.closed) this.socket?.terminate();
     }, this.options.timeoutMs);
@@ -141,6 +149,7 @@ export class Copy implements SocketEvents {
   cut(answer: Uint8Array | undefined): void {
     if (this.closed || !this.socket || this.cutOff) return;
     this.cutOff = true;
+    this.endedHere = true;
     if (!answer) return void this.socket.terminate();
     this.socket.write(answer);
     this.close();
@@ -204,6 +213,7 @@ export class Copy implements SocketEvents {
     this.error ??= error;
     if (this.closed) return;
     this.closed = true;
+    if (this.halfClosed && !this.peerEnded && !this.endedHere && !error) this.options.log("connection closed by peer");
     clearTimeout(this.idleTimer);
     clearTimeout(this.lingerTimer);
     clearTimeout(this.sendTimer);
@@ -286,12 +296,14 @@ export class Copy implements SocketEvents {
       this.close();
     } else {
       this.options.log("end of input on stdin");
+      this.halfClosed = true;
       this.socket?.shutdown();
     }
   }
 
   close(): void {
     if (this.closed || !this.socket) return;
+    this.endedHere = true;
     const { lingerMs } = this.options;
     if (lingerMs === undefined || this.peerEnded) return void this.socket.end();
     if (this.lingerTimer) return;

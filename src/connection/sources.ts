@@ -19,6 +19,20 @@ export function sourceOf(fd: number, address: Address): string | undefined {
   }
 }
 
+/**
+ * The peer's address for -v (socket 1.1 printed the address when no name
+ * resolved), an IPv4-mapped one as IPv4 (system/sockaddr.ts), as its
+ * program's TCPREMOTEIP says it.
+ */
+export function peerIp(fd: number): string {
+  try {
+    const peer = remoteEndpoint(fd);
+    return peer.family === "inet" ? peer.ip : peer.path;
+  } catch {
+    return "a peer already gone";
+  }
+}
+
 /** The -v line for a connection closed because its source has too many. */
 export function rejectedLine(address: Address, source: string, max: number): string {
   return `${address.kind === "unix" ? "unix" : "inet"}: ${source} has ${max} connections (--max-per-source): closed`;

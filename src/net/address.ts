@@ -11,7 +11,17 @@ const EXIT_UNKNOWN_HOST = 13;
 /** sun_path holds 108 bytes with the terminating NUL. */
 const UNIX_PATH_MAX = 107;
 
-export type InetAddress = { kind: "inet"; ip: string; family: 4 | 6; port: number; service: string | undefined };
+/** One address of a host. */
+export type HostAddress = { ip: string; family: 4 | 6 };
+export type InetAddress = {
+  kind: "inet";
+  ip: string;
+  family: 4 | 6;
+  port: number;
+  service: string | undefined;
+  /** A name's other addresses, in order after `ip`: a client tries each in turn. */
+  alternatives?: HostAddress[];
+};
 export type UnixAddress = { kind: "unix"; path: string };
 export type Address = InetAddress | UnixAddress;
 
@@ -59,17 +69,27 @@ function parsePort(text: string, server: boolean): number {
   return found.port;
 }
 
-export async function resolveHost(host: string): Promise<{ ip: string; family: 4 | 6 }> {
+/**
+ * Every address of `host`, the one to use first first: a literal is
+ * itself; a name's IPv4 addresses come before its IPv6 ones (socket(1)'s
+ * gethostbyname knew only IPv4, so `localhost` is 127.0.0.1 even where
+ * /etc/hosts lists ::1 for it too and getaddrinfo puts that first), each
+ * family in getaddrinfo's order, so /etc/hosts wins as it does for every
+ * other program.
+ */
+export async function resolveHostAll(host: string): Promise<HostAddress[]> {
   const literal = ipFamily(host);
-  if (literal) return { ip: host, family: literal };
+  if (literal) return [{ ip: host, family: literal }];
+  let found: HostAddress[] = [];
   try {
-    // getaddrinfo order, so /etc/hosts wins as it does for every other program.
-    const [first] = await Bun.dns.lookup(host, { backend: "system" });
-    if (first) return { ip: first.address, family: first.family === 6 ? 6 : 4 };
+    found = (await Bun.dns.lookup(host, { backend: "system" })).map((a) => ({ ip: a.address, family: a.family === 6 ? 6 : 4 }));
   } catch {
     // reported below, as socket(1) reports it
   }
-  throw new Fatal(`unknown host ${host}`, EXIT_UNKNOWN_HOST);
+  const unique = found.filter((a, i) => found.findIndex((b) => b.ip === a.ip) === i);
+  const ordered = [...unique.filter((a) => a.family === 4), ...unique.filter((a) => a.family === 6)];
+  if (ordered.length === 0) throw new Fatal(`unknown host ${host}`, EXIT_UNKNOWN_HOST);
+  return ordered;
 }
 
 /**
@@ -90,8 +110,10 @@ export async function resolveDestination(destination: Destination, server: boole
     return { kind: "unix", path: Buffer.byteLength(path) > UNIX_PATH_MAX ? destination.path : path };
   }
   const port = parsePort(destination.port, server);
-  const { ip, family } = destination.host === undefined
-    ? { ip: "0.0.0.0", family: 4 as const }
-    : await resolveHost(destination.host);
-  return { kind: "inet", ip, family, port, service: /^\d+$/.test(destination.port) ? undefined : destination.port };
+  const [{ ip, family }, ...alternatives] = destination.host === undefined
+    ? [{ ip: "0.0.0.0", family: 4 as const }]
+    : await resolveHostAll(destination.host);
+  const service = /^\d+$/.test(destination.port) ? undefined : destination.port;
+  // A server binds the first address; a client tries the others when it cannot connect to it.
+  return { kind: "inet", ip, family, port, service, ...(!server && alternatives.length > 0 && { alternatives }) };
 }

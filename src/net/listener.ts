@@ -5,7 +5,7 @@ import type { SocketHandler, SocketListener } from "bun";
 import { serviceName, type Address } from "./address.ts";
 import { Fatal } from "../fatal.ts";
 import { PASSED_FD } from "./activation.ts";
-import { connectUnix } from "../system/connect.ts";
+import { probeUnix } from "../system/connect.ts";
 import { close, dupCloexec, setNonBlocking } from "../system/fd.ts";
 import { strerror, SysError } from "../system/ffi.ts";
 import { umask } from "../system/files.ts";
@@ -55,7 +55,7 @@ export function clearStaleSocket(path: string, name = "server socket"): void {
   }
   if (!stat.isSocket()) throw new Fatal(`${name}: ${path} exists and is not a socket; not removing it`, EXIT_SERVER_SOCKET);
   try {
-    close(connectUnix(path));
+    probeUnix(path);
   } catch (e) {
     if (e instanceof SysError && e.errno === 111 /* ECONNREFUSED: nobody home */) {
       fs().unlinkSync(path);

@@ -20,11 +20,14 @@ interface Subnet {
   prefix: number;
 }
 
+/** Whether 16 address bytes are an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+const isMapped = (bytes: Uint8Array): boolean =>
+  bytes.length === 16 && bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+
 /** An IPv4 or IPv6 literal as its bytes; an IPv4-mapped IPv6 one (::ffff:a.b.c.d) as its IPv4 bytes. */
 function addressBytes(ip: string): Uint8Array | undefined {
   const bytes = ipBytes(AF_INET, ip) ?? ipBytes(AF_INET6, ip);
-  const mapped = bytes?.length === 16 && bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
-  return mapped ? bytes.slice(12) : bytes;
+  return bytes && isMapped(bytes) ? bytes.slice(12) : bytes;
 }
 
 /** `ADDRESS/PREFIX` or a bare address (a /32 or /128); an error message for anything else. */
@@ -32,12 +35,14 @@ function parseSubnet(rule: AccessRule): Subnet | string {
   const [ip, prefixText, extra] = rule.cidr.split("/");
   const name = rule.allow ? "--allow" : "--deny";
   const bad = `${name} wants an IPv4 or IPv6 address with an optional /PREFIX (such as 10.0.0.0/8 or ::1/128), not '${rule.cidr}'`;
-  // Read as written: a mapped ::ffff:a.b.c.d network stays an IPv6 one, as BlockList took it.
   const bytes = ipBytes(AF_INET, ip ?? "") ?? ipBytes(AF_INET6, ip ?? "");
   if (!bytes || extra !== undefined) return bad;
   const max = bytes.length * 8;
   const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
   if (!(prefix >= 0 && prefix <= max)) return bad;
+  // A mapped peer is matched as IPv4 (addressBytes), so a mapped network
+  // (::ffff:10.0.0.0/104) is its IPv4 one: kept as IPv6 it could match no peer at all.
+  if (isMapped(bytes) && prefix >= 96) return { allow: rule.allow, bytes: bytes.slice(12), prefix: prefix - 96 };
   return { allow: rule.allow, bytes, prefix };
 }
 

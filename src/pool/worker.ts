@@ -7,7 +7,7 @@
 // wakes one waiting worker per connection), serves it, tells the master,
 // and waits again.
 import { programFor } from "../connection/program.ts";
-import { accessRules, refusedPeer } from "../connection/sources.ts";
+import { accessRules, peerIp, refusedPeer } from "../connection/sources.ts";
 import { refusedLine } from "../net/rules.ts";
 import { connectionMessage, serveDescriptor } from "../connection/serve.ts";
 import type { Options } from "../options.ts";
@@ -16,7 +16,7 @@ import { close, dup2, setCloexec } from "../system/fd.ts";
 import { EAGAIN, ECONNABORTED, EINTR, EPROTO, SysError } from "../system/ffi.ts";
 import { isReadable } from "../system/poll.ts";
 import { dieWithParent, getppid } from "../system/process.ts";
-import { MSG_DONTWAIT, remoteEndpoint, tryAccept, tryRecv } from "../system/socket.ts";
+import { MSG_DONTWAIT, tryAccept, tryRecv } from "../system/socket.ts";
 import { reopenLog } from "../system/daemon.ts";
 import { say, verbose, write } from "../system/log.ts";
 import { exitNow, nextTick } from "../system/signals.ts";
@@ -95,16 +95,6 @@ async function gatewayMode({ options, address }: WorkerSetup, reports: Reports, 
 
 /** accept(2) errors that are one connection's (gone before it was taken), as tcpserver treats them. */
 const CONNECTION_FAILURES = new Set([ECONNABORTED, EINTR, EPROTO]);
-
-/** The peer's address for -v (socket 1.1 printed the address when no name resolved). */
-function peerIp(fd: number): string {
-  try {
-    const peer = remoteEndpoint(fd);
-    return peer.family === "inet" ? peer.ip : peer.path;
-  } catch {
-    return "a peer already gone";
-  }
-}
 
 function tell(options: Options, message: WorkerMessage, always = false): void {
   if (!always && !reportsState(options)) return;

@@ -14,7 +14,7 @@ import type { Address } from "../net/address.ts";
 import type { Options } from "../options.ts";
 import { fdOf, listen, listeningMessage, pauseListener, resumeListener, type Listening } from "../net/listener.ts";
 import type { Program } from "../connection/program.ts";
-import { accessRules, refusedPeer, rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
+import { accessRules, peerIp, refusedPeer, rejectedLine, SourceLimit, sourceOf } from "../connection/sources.ts";
 import { refusedLine, type AccessRules } from "../net/rules.ts";
 import { DescriptorGuard } from "./descriptors.ts";
 import { atExit, exitNow } from "../system/signals.ts";
@@ -176,13 +176,14 @@ class ClassicServer {
   private run(socket: EventSocket): Promise<unknown> {
     const { options } = this;
     const bound = this.listening.address;
-    verbose(options, connectionMessage(bound, () => socket.remoteAddress));
-    const served = this.serveOne(socket);
+    verbose(options, connectionMessage(bound, () => peerIp(fdOf(socket))));
     const { slowMs } = options;
+    // Before the program takes the connection (its address is gone with it).
+    const peer = slowMs === undefined ? "" : bound.kind === "unix" ? bound.path : peerIp(fdOf(socket));
+    const served = this.serveOne(socket);
     if (slowMs === undefined) return served;
     // --slow: one line for a connection still running after SECS (the
     // method and URI are the pool's: here many requests share one process).
-    const peer = bound.kind === "unix" ? bound.path : socket.remoteAddress;
     const timer = setTimeout(() => say(`slow: connection from ${peer} still running after ${slowMs / 1000} s`), slowMs);
     return served.finally(() => clearTimeout(timer));
   }

@@ -67,8 +67,8 @@ export class DescriptorGuard {
     this.paused = true;
     this.pause();
     if (this.short) return;
-    this.short = true;
-    warn("descriptors", `out of descriptors (${open} open, limit ${this.limit}): not accepting until one is freed`);
+    // A shortage the rate limit kept quiet gets no end line either: each "freed" answers an "out of descriptors".
+    this.short = warn("descriptors", `out of descriptors (${open} open, limit ${this.limit}): not accepting until one is freed`);
   }
 
   /** A connection ended: accept again once a connection fits. */

@@ -41,15 +41,17 @@ export function say(line: string): void {
 
 /**
  * `socket: LINE` unless the same `cause` was reported less than a second
- * ago (per process: each pool worker limits its own lines).
+ * ago (per process: each pool worker limits its own lines). Whether it was
+ * said, for a line that must answer it (a shortage's end).
  */
-export function warn(cause: string, line: string): void {
+export function warn(cause: string, line: string): boolean {
   const now = Date.now();
   const last = lastSaid.get(cause);
-  if (last !== undefined && now - last < RATE_MS) return;
+  if (last !== undefined && now - last < RATE_MS) return false;
   lastSaid.set(cause, now);
   if (lastSaid.size > 1000) lastSaid.clear(); // causes name programs: a handful; never grows unbounded
   say(line);
+  return true;
 }
 
 /** socket(1)'s -v lines ("inet: connection from ..."), only with -v. */

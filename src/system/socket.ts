@@ -10,8 +10,8 @@ export type { Endpoint } from "./sockaddr.ts";
 /** SOCK_STREAM, SOCK_CLOEXEC (O_CLOEXEC's value) and SOCK_NONBLOCK, as socket(2) and accept4(2) take them. */
 export const SOCK_STREAM = 1;
 export const SOCK_CLOEXEC = 0o2000000;
-const SOCK_NONBLOCK = 0o4000;
-const SOL_SOCKET = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOL_SOCKET = 1;
 const SO_TYPE = 3;
 const SO_LINGER = 13;
 const SO_PEERCRED = 17;
