@@ -50,6 +50,8 @@ export function parseSize(text: string): number | undefined {
 
 /** A word of the command line whose bytes are not UTF-8 (system/self.ts): refused, as Bun would pass on other bytes. */
 export function unreadableWord(argv: string[]): Refusal | undefined {
+  // Only a word holding U+FFFD can be one: the common start reads no /proc file (nor loads node:fs for it).
+  if (!argv.some((word) => word.includes("\uFFFD"))) return undefined;
   const at = nonUtf8Word(argv.length);
   return at === 0 ? undefined : { exit: EXIT_USAGE, stderr: `${NAME}: argument ${at} is not UTF-8, and socket cannot pass its bytes on unchanged\n` };
 }
