@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { isAlive, pidWritten, run, startServer, statusJson, tempDir, waitFor, writeExecutable } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, noNginx, pairs, parseRecords, record, startNginx } from "./gateway-peers.ts";
 import { GATEWAY_TIMEOUT, overdueLine } from "../src/request/request-deadline.ts";
+import { requestText } from "../src/request/cgi.ts";
 import { RequestClock, requestDue, sooner } from "../src/request/fastcgi-engine.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
 import { encodePairs, encodeRecord, RecordReader, STATUS, TYPE, type FcgiRecord } from "../src/request/fastcgi-records.ts";
@@ -273,6 +274,15 @@ describe("the rule (request/request-deadline.ts)", () => {
     expect(overdueLine({ ...facts, protocol: undefined, request: undefined, answered: undefined })).toBe("request-timeout: pid 1234 /srv/app.cgi ran 30.0 s, ended");
     expect(overdueLine({ ...facts, request: "GET /\nfake line" })).toContain("GET /?fake line");
     expect(new TextDecoder().decode(GATEWAY_TIMEOUT)).toStartWith("Status: 504 Gateway Timeout\r\n");
+  });
+
+  test("the request as the line names it: its method and URI, no empty word when either is missing", () => {
+    const env = (...own: [string, string][]) => ({ inherited: {}, own });
+    expect(requestText(env(["REQUEST_METHOD", "GET"], ["REQUEST_URI", "/a?b"], ["SCRIPT_NAME", "/a"]))).toBe("GET /a?b");
+    expect(requestText(env(["REQUEST_METHOD", "GET"], ["SCRIPT_NAME", "/a"]))).toBe("GET /a");
+    expect(requestText(env(["REQUEST_METHOD", "GET"]))).toBe("GET");
+    expect(requestText(env(["REQUEST_URI", "/a"]))).toBe("/a");
+    expect(requestText(env())).toBe("");
   });
 });
 

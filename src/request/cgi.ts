@@ -352,7 +352,8 @@ export function prepareCgi(source: CgiSource, variables: Variable[], options: { 
 
 /** A request's method and URI as --slow, --status and --request-timeout name it ("GET /x?y"). */
 export function requestText(env: CgiEnvironment): string {
-  return `${envValue(env, "REQUEST_METHOD") ?? ""} ${envValue(env, "REQUEST_URI") ?? envValue(env, "SCRIPT_NAME") ?? ""}`;
+  // Either may be missing (a client that reaches the port itself): no empty word in the line.
+  return [envValue(env, "REQUEST_METHOD"), envValue(env, "REQUEST_URI") ?? envValue(env, "SCRIPT_NAME")].filter(Boolean).join(" ");
 }
 
 /** A variable the CGI gets, as text. */
