@@ -15,7 +15,7 @@ import { output } from "./system/output.ts";
 import { becomeSuccessor, takeNotifySocket } from "./system/notify.ts";
 import { becomeIdentity, giveSocketFile, resolveIdentity } from "./system/privileges.ts";
 import { installReaper } from "./system/reaper.ts";
-import { selfCommand } from "./system/self.ts";
+import { imageCommand } from "./system/self.ts";
 import { exitNow, handleSignals } from "./system/signals.ts";
 import { withoutLazyThreads } from "./system/threads.ts";
 
@@ -46,7 +46,7 @@ async function main(argv: string[]): Promise<void> {
   setPidFile(options.pidFile); // absolute, before the daemon changes directory
   setLogFile(options.log);
   // A successor of a -b daemon is one already (its stdout and stderr are the log).
-  if (options.background && !isDaemon() && !successor) daemonize([...selfCommand(), ...argv], options.log);
+  if (options.background && !isDaemon() && !successor) daemonize([...imageCommand(), ...argv], options.log);
   if (isDaemon() || (successor && options.background)) settleDaemon();
   takeNotifySocket();
   if (successor) becomeSuccessor();

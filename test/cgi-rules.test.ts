@@ -138,6 +138,9 @@ describe("--cgi-root: what names the program is socket's", () => {
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.outside], ["PATH_INFO", "/secret"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/../outside/secret"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/secret"]])).toEqual([]);
+    // ".." after a symlink is its target's parent, as the CGI's open(2) takes it: root/out/../outside is outside/, not root/outside.
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/../outside/secret"]])).toEqual([]);
+    expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/../outside/new"]])).toEqual([]);
     // A file not there yet is judged by the part of its path that is: through the symlink, outside.
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/out/new/file"]])).toEqual([]);
     expect(translated([["SCRIPT_FILENAME", t.app], ["DOCUMENT_ROOT", t.root], ["PATH_INFO", "/cgi-bin/new/file"]])).toEqual([`${t.root}/cgi-bin/new/file`]);
@@ -178,6 +181,25 @@ describe("--cgi-root: what names the program is socket's", () => {
     symlinkSync(t.root, join(dir.path, "alias"));
     const alias = siteRoot(join(dir.path, "alias"));
     expect(chosen(chooseSiteProgram(alias, [["SCRIPT_FILENAME", join(dir.path, "alias", "pub", "x.cgi")]])).path).toBe(t.app);
+  });
+
+  test("a program named through a symlink and '..' past it: the directories the kernel went through are checked, not the name's lexical rest", () => {
+    using dir = tempDir();
+    const t = tree(dir.path);
+    const root = siteRoot(t.root);
+    // pub (others may write) holds a link into a deep safe directory; "pub/l/../../x.cgi" is lexically the root's x.cgi, a safe one.
+    mkdirSync(join(t.root, "guarded", "a", "b"), { recursive: true });
+    const guarded = writeExecutable(join(t.root, "guarded", "x.cgi"), "#!/bin/sh\n");
+    writeExecutable(join(t.root, "x.cgi"), "#!/bin/sh\n");
+    mkdirSync(join(t.root, "pub"));
+    chmodSync(join(t.root, "pub"), 0o777);
+    symlinkSync(join(t.root, "guarded", "a", "b"), join(t.root, "pub", "l"));
+    const named = `${t.root}/pub/l/../../x.cgi`;
+    expect(chooseSiteProgram(root, [["SCRIPT_FILENAME", named]])).toEqual({ status: 403, why: `"${join(t.root, "pub")}" is writable by others (chmod go-w)`, unsafe: true });
+    chmodSync(join(t.root, "pub"), 0o755);
+    expect(chosen(chooseSiteProgram(root, [["SCRIPT_FILENAME", named]])).path).toBe(guarded);
+    // Doubled slashes and a ".." that comes back into the root still run what they name.
+    expect(chosen(chooseSiteProgram(root, [["SCRIPT_FILENAME", `${t.root}//pub/..//app.cgi`]])).path).toBe(t.app);
   });
 
   test("a client's path or name on a line: no control character raw, C1's CSI (U+009B, which JSON leaves) and DEL included", () => {

@@ -1,8 +1,8 @@
 // Classic server modes (-s, -l, -f, -p, -v, -b), TCP and UNIX, against dist/socket.
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exchange, isAlive, launch, pidsByCommandLine, run, signalEach, startServer, tempDir, TIMED_PROGRAM, timeline, type Target, waitFor } from "./harness.ts";
+import { exchange, isAlive, launch, pidsByCommandLine, run, signalEach, SOCKET, startServer, tempDir, TIMED_PROGRAM, timeline, type Target, waitFor } from "./harness.ts";
 
 const kinds = [
   { name: "TCP", listen: (_dir: string, _name = "s") => "0" },
@@ -267,6 +267,25 @@ describe("-b background", () => {
       expect(cwd).toBe("/");
       daemonPid = pidsByCommandLine(path)[0];
       expect(Number(sid)).toBe(daemonPid); // session leader: setsid
+    } finally {
+      signalEach(pidsByCommandLine(path), "SIGTERM");
+      await waitFor("the daemon to unlink its socket", () => !existsSync(path));
+    }
+  });
+
+  test("from an executable whose path is not UTF-8: the daemon is this same image (Bun holds that path with U+FFFD, a file that is not there)", async () => {
+    using dir = tempDir();
+    // A spawn argument is a string, always UTF-8: sh runs the copy, its directory named caf\xe9 by printf.
+    const bin = Buffer.concat([Buffer.from(`${dir.path}/caf`), Buffer.from([0xe9])]);
+    mkdirSync(bin);
+    copyFileSync(SOCKET, Buffer.concat([bin, Buffer.from("/socket")]));
+    chmodSync(Buffer.concat([bin, Buffer.from("/socket")]), 0o755);
+    const path = join(dir.path, "daemon.sock");
+    const args = ["-b", "-s", "-l", "-f", "-p", "echo served", path];
+    const started = await run(args, { wrap: ["sh", "-c", `exec "${dir.path}/caf$(printf '\\351')/socket" "$@"`] }); // $0: dist/socket, unused
+    try {
+      expect(started).toEqual({ status: 0, stdout: "", stderr: "" });
+      expect((await exchange(path, "")).data.toString()).toBe("served\n");
     } finally {
       signalEach(pidsByCommandLine(path), "SIGTERM");
       await waitFor("the daemon to unlink its socket", () => !existsSync(path));

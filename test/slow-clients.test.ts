@@ -4,11 +4,13 @@
 // dist/socket on real sockets, one worker, so a held worker shows as a
 // second client not served. A web server that reads its answer slowly but
 // steadily is the opposite: it gets the whole answer, also the part the
-// kernel still holds for it once the request is over.
+// kernel still holds for it once the request is over, and a CGI whose stderr
+// comes while its stdout waits for the full connection.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { exchange, startServer, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
 import { begin, converse, endRequests, fcgiRequest, pairs, parseRecords, record, scgiRequest } from "./gateway-peers.ts";
+import { REQUEST_BUDGET } from "../src/request/stderr-lines.ts";
 
 const CGI = `#!/bin/sh\nhead -c "\${CONTENT_LENGTH:-0}" > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nserved\\n'\n`;
 const BODY = 60;
@@ -102,6 +104,76 @@ describe("a web server reading a 400 KB answer at 80 KiB/s on a kept connection,
       expect(endRequests(parsed)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
       // The idle kept connection then ends at the header's limit, with a FIN: the line says so.
       await waitFor("the idle connection's end", () => server.stderr().includes("no complete request in time"));
+    }, 30_000);
+  }
+});
+
+/**
+ * Fills the connection (stdout, non-blocking, until its pipe stays full: the
+ * web server reads nothing yet), then writes stderr (less than its pipe
+ * holds: a pool worker reads neither while the connection is full), which
+ * finds the connection full too, says so in `ready`, and writes the rest:
+ * stdout, and stderr past its budget.
+ */
+const fillThenStderr = (ready: string, count: string) => `#!/usr/bin/python3
+import fcntl, os, time
+os.write(1, b"Content-Type: text/plain\\r\\n\\r\\n")
+fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)
+sent, full_since = 0, None
+while full_since is None or time.monotonic() - full_since < 0.3:
+    try:
+        sent += os.write(1, b"o" * 65536)
+        full_since = None
+    except BlockingIOError:
+        full_since = full_since or time.monotonic()
+        time.sleep(0.01)
+os.write(2, b"e" * 60000)
+open("${ready}", "w").close()
+fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+os.write(1, b"o" * 65536)
+os.write(2, b"e" * 10000)
+open("${count}", "w").write(str(sent + 65536))
+`;
+
+/** A FastCGI web server that reads nothing until `ready` exists, then everything until END_REQUEST (or the end). */
+async function readerAfter(target: Target, request: Uint8Array, ready: string): Promise<Buffer> {
+  const code = [
+    "import os, socket, sys, time",
+    "port = sys.argv[1]",
+    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM) if port.isdigit() else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+    "s.connect(('127.0.0.1', int(port)) if port.isdigit() else port)",
+    "s.sendall(bytes.fromhex(sys.argv[2]))",
+    "while not os.path.exists(sys.argv[3]): time.sleep(0.01)",
+    "data = b''",
+    "while not data.endswith(bytes.fromhex(sys.argv[4])):",
+    "    chunk = s.recv(65536)",
+    "    if not chunk: break",
+    "    data += chunk",
+    "sys.stdout.buffer.write(data)",
+  ].join("\n");
+  const end = "0103000100080000" + "0000000000000000"; // END_REQUEST of request 1, status 0
+  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(request).toString("hex"), ready, end], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const done = await Promise.race([proc.exited, Bun.sleep(15000).then(() => "late")]);
+    expect(done).toBe(0);
+    return Buffer.from(await new Response(proc.stdout).arrayBuffer());
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}
+
+describe("a CGI's stderr comes while its stdout waits for a full connection", () => {
+  for (const mode of [["-W", "1"], ["-l", "-f"]]) {
+    test(`fastcgi, ${mode.join(" ")}: both streams wait for the same drain and both go on: the whole answer, stderr's budget and its note, END_REQUEST`, async () => {
+      using dir = tempDir();
+      const [ready, count] = [join(dir.path, "ready"), join(dir.path, "count")];
+      const cgi = writeExecutable(join(dir.path, "both.cgi"), fillThenStderr(ready, count));
+      await using server = await startServer(["--fastcgi", ...mode, "-p", cgi, "-s", "0"], { env: { PATH: "/usr/bin:/bin" } });
+      const request = Buffer.concat([begin(1), record(4, 1, pairs([["REQUEST_METHOD", "GET"], ["CONTENT_LENGTH", "0"]])), record(4, 1), record(5, 1)]);
+      const parsed = parseRecords(await readerAfter(server.target, request, ready));
+      expect(endRequests(parsed)).toEqual([{ id: 1, app: 0, protocol: 0 }]);
+      expect(parsed.stdout.replace(/^[^]*?\r\n\r\n/, "").length).toBe(Number(await Bun.file(count).text()));
+      expect(parsed.stderr).toBe(`${"e".repeat(REQUEST_BUDGET)}\n... ${70000 - REQUEST_BUDGET} bytes of stderr dropped\n`);
     }, 30_000);
   }
 });

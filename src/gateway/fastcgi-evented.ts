@@ -89,7 +89,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   private out: Uint8Array[] = [];
   private bytes = 0;
   readonly sending = new SendClock();
-  private drained: (() => void) | undefined;
+  /** One for every waiter: stdout's and stderr's forward() may both wait for the same drain. */
+  private drained: PromiseWithResolvers<void> | undefined;
   private finish!: () => void;
   readonly done = new Promise<void>((resolve) => (this.finish = resolve));
 
@@ -185,7 +186,7 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
   /** Resolves when everything sent so far has been taken by the socket. */
   private writable(): Promise<void> {
     if (this.out.length === 0 || this.closed) return Promise.resolve();
-    return new Promise((resolve) => (this.drained = resolve));
+    return (this.drained ??= Promise.withResolvers<void>()).promise;
   }
 
   onDrain(): void {
@@ -204,9 +205,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     }
     this.sending.took();
     if (this.responder.ending) this.socket?.end();
-    const resolve = this.drained;
+    this.drained?.resolve();
     this.drained = undefined;
-    resolve?.();
   }
 
   start(variables: Variable[], stdin: BodyKind): Uint8Array | undefined {
@@ -383,9 +383,8 @@ export class FastCgiHandler implements SocketEvents, ResponderEffects {
     this.responder.closed();
     live.delete(this);
     clearTimeout(this.timer);
-    const resolve = this.drained;
+    this.drained?.resolve();
     this.drained = undefined;
-    resolve?.();
     this.spoolFile.close();
     this.pending.clear();
     const job = this.job;

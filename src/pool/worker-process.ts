@@ -6,7 +6,7 @@ import { socketPair } from "../system/connect.ts";
 import { close } from "../system/fd.ts";
 import { withChildSignal } from "../system/process.ts";
 import { spawn } from "../system/reaper.ts";
-import { selfCommand } from "../system/self.ts";
+import { imageCommand } from "../system/self.ts";
 import { StartOutput } from "./start-failures.ts";
 import { EXIT_LISTENER_FAILED, EXIT_MAX_REQUESTS, EXIT_RETIRED, EXIT_START_FAILED, WORKER_FLAG, type WorkerMessage } from "./protocol.ts";
 
@@ -39,16 +39,11 @@ export interface WorkerLaunch {
 }
 
 /**
- * What a worker executes: this master's own image (/proc/self/exe, which
- * the new process resolves before its exec), not the file at its path. An
- * upgrade may have put a new version there: its workers would speak
- * another version's protocol to this master. USR2 runs the new file
- * (succession.ts). From the source tree: bun and the entry script.
+ * What a worker executes: this master's own image (system/self.ts), not
+ * the file at its path. An upgrade may have put a new version there: its
+ * workers would speak another version's protocol to this master.
  */
-function workerCommand(): string[] {
-  const self = selfCommand();
-  return self.length === 1 ? ["/proc/self/exe"] : self;
-}
+const workerCommand = imageCommand;
 
 /** Starts one worker of `generation`; throws what spawning threw (fork's EAGAIN, a socketpair's EMFILE...). */
 export function startWorkerProcess(launch: WorkerLaunch, generation: number): WorkerRecord {

@@ -26,7 +26,7 @@ export interface SiteRoot {
 
 /** The root, resolved (cli/parse.ts has checked it is a directory); a gateway's source resolves it once. */
 export function siteRoot(dir: string): SiteRoot {
-  return { dir: stripSlashes(nodePath().posix.resolve(dir)), real: fs().realpathSync(dir) };
+  return { dir: stripSlashes(nodePath().posix.resolve(dir)), real: fs().realpathSync.native(dir) };
 }
 
 /**
@@ -126,13 +126,14 @@ export function chooseSiteProgram(root: SiteRoot, variables: Variable[]): SitePr
   }
   let real: string;
   try {
-    real = fs().realpathSync(candidate);
+    real = fs().realpathSync.native(candidate); // the kernel's: the JavaScript one takes ".." lexically, another file than the one stat saw
   } catch (e) {
     return { status: 403, why: `${shown(candidate)}: ${errorCode(e)}` };
   }
   if (!inside(real, root.real)) return { status: 403, why: `${shown(candidate)} is ${shown(real)}, outside the --cgi-root ${root.dir}` };
   // As the request names it too: a symlink in a directory others can write could be pointed at another program.
-  const named = stripSlashes(nodePath().posix.normalize(candidate));
+  // Not normalized: past a symlink ".." is the parent of its target, so each prefix is where the kernel went.
+  const named = stripSlashes(candidate.replace(/\/+/g, "/"));
   const unsafe = othersCouldWrite(root, real) ?? (named === real ? undefined : othersCouldWrite(root, named));
   if (unsafe) return { status: 403, why: unsafe, unsafe: true };
   return { path: real, variables: confined(root, trimming ? splitPathInfo(variables, full, candidate) : variables, real) };
@@ -179,8 +180,8 @@ function longestThere(root: SiteRoot, path: string): [string, ReturnType<typeof 
  * its group or by others, or owned by someone but root and the user socket
  * runs as. Such a file is anyone's code running as socket's user. There is
  * no option to allow it: mend the modes or the owner. `path`: the
- * program's real path, or the path the request named (normalized, inside
- * the root as given or as resolved), whose directories stat follows.
+ * program's real path, or the path the request named (its "." and ".."
+ * kept), whose every prefix stat follows as the kernel did.
  */
 function othersCouldWrite(root: SiteRoot, path: string): string | undefined {
   const uid = process.geteuid?.() ?? 0;
@@ -242,7 +243,7 @@ function insideByRealPath(root: SiteRoot, path: string, bytes: Buffer): boolean 
   // directory on the way must not lead out of the root for a CGI that writes where it points.
   const real = (end: number): string | undefined | false => {
     try {
-      return fs().realpathSync(bytes.subarray(0, end), { encoding: "buffer" }).toString();
+      return fs().realpathSync.native(bytes.subarray(0, end), { encoding: "buffer" }).toString(); // the kernel's "..", as the CGI's open(2)
     } catch (e) {
       const code = e instanceof Error && "code" in e ? e.code : undefined;
       return code === "ENOENT" || code === "ENOTDIR" ? undefined : false;

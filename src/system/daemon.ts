@@ -102,6 +102,7 @@ export function daemonize(selfArgv: string[], logFile: string | undefined): neve
   }
   const [readEnd, writeEnd] = socketPair();
   const child = spawn(selfArgv, {
+    argv0: process.execPath, // for ps, as it was started; what runs is selfArgv's (system/self.ts imageCommand)
     stdio: ["ignore", out, out, writeEnd],
     env: { ...process.env, [DAEMON_ENV]: "1", [REPORT_ENV]: String(REPORT_FD) },
     detached: true,

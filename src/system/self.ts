@@ -8,6 +8,18 @@ export function selfCommand(): string[] {
   return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
 }
 
+/**
+ * This same image started again now (a pool worker, the -b daemon):
+ * /proc/self/exe, which the new process resolves before its exec, not the
+ * file at its path, which an upgrade may have replaced, nor that path as
+ * Bun holds it (U+FFFD for bytes that are not UTF-8: no such file). USR2
+ * runs the file at the path (succession.ts). From the source tree: bun and the entry script.
+ */
+export function imageCommand(): string[] {
+  const self = selfCommand();
+  return self.length === 1 ? ["/proc/self/exe"] : self;
+}
+
 /** The directory socket started in (-b's daemon moves to /): a USR2 successor starts there, so relative paths mean what they meant. */
 export const startDir = process.cwd();
 
