@@ -175,7 +175,7 @@ const phases = [
   { phase: "its output over, its program not yet exited", cgi: "exec >&- 2>&-; while [ ! -e go ]; do sleep 0.02; done", split: false },
 ];
 
-test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $phase: the END_REQUEST carries the connection's end", async ({ cgi, split }) => {
+test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $phase: the request is served and the connection kept, the web server's to close", async ({ cgi, split }) => {
   using dir = tempDir();
   const started = join(dir.path, "started");
   const program = writeExecutable(join(dir.path, "wait.cgi"), `#!/bin/sh\ncd ${dir.path}\ntouch started\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n${cgi}\n`);
@@ -197,13 +197,23 @@ test.each(phases)("-W 1: a LEAVE heard while a kept connection's request has $ph
   if (split) await serverHasRead(client, port);
   client.send(request.subarray(cut));
   writeFileSync(join(dir.path, "go"), "");
-  await waitFor("the connection's end", () => client.at.end > 0);
+  await waitFor("the answer", () => client.at.answer > 0);
   expect(parseRecords(client.data()).stdout).toEndWith("hi\n");
   expect(endRequests(parseRecords(client.data()))).toEqual([{ id: 1, app: 0, protocol: 0 }]);
-  // With it, not KEPT_IDLE_MS later as a kept connection gone quiet: the web server never reuses it.
-  expect(client.at.end - client.at.answer).toBeLessThan(KEPT_IDLE_MS / 2);
-  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
+  await retiredUntilClosed(server, old, client);
 }, 15_000);
+
+/**
+ * A retired worker's kept connection after its request: not ended by socket, whose close could cross the web
+ * server's next request (twice a stopping worker's quiet), its worker alive; the web server's close ends both.
+ */
+async function retiredUntilClosed(server: Server, old: number, client: Awaited<ReturnType<typeof timedClient>>) {
+  await Bun.sleep(2 * KEPT_IDLE_MS); // a close that does not come: the behaviour under test
+  expect(client.at.end).toBe(0);
+  expect(isAlive(old)).toBe(true);
+  client.close();
+  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
+}
 
 /** `--fastcgi -W 1`'s one worker, and a kept connection that has had one request (answered). */
 async function keptAfterOne(server: Server) {
@@ -227,9 +237,9 @@ test("-W 1: a request on a kept connection quiet long enough to close, seen in t
     kept.send(POST(2));
     await waitFor("the request in the old worker's socket", () => unread(port, kept.localPort) > 0);
   });
-  await waitFor("the connection's end", () => kept.at.end > 0);
+  await waitFor("the second answer", () => endRequests(parseRecords(kept.data())).length === 2);
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
-  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
+  await retiredUntilClosed(server, old, kept);
 }, 15_000);
 
 /** `--fastcgi -W 1`'s server with a kept connection that has had one request and is idle, then HUP heard by its worker (the word read). */
@@ -244,7 +254,7 @@ async function retiredWhileIdle(server: Server) {
   return { old, kept };
 }
 
-test("-W 1: a kept connection idle when HUP comes is kept however quiet; its next request is served, and the connection ends with it", async () => {
+test("-W 1: a kept connection idle when HUP comes is kept however quiet; its next request is served, and the connection still kept", async () => {
   using dir = tempDir();
   await using server = await startServer(["--fastcgi", "-W", "1", "-p", hello(dir.path), "-s", "0"], { env: PATH });
   const { old, kept } = await retiredWhileIdle(server);
@@ -253,10 +263,9 @@ test("-W 1: a kept connection idle when HUP comes is kept however quiet; its nex
   expect(kept.at.end).toBe(0);
   expect(isAlive(old)).toBe(true);
   kept.send(POST(2));
-  await waitFor("the connection's end", () => kept.at.end > 0);
+  await waitFor("the second answer", () => endRequests(parseRecords(kept.data())).length === 2);
   expect(endRequests(parseRecords(kept.data())).map((e) => e.id)).toEqual([1, 2]);
-  await waitFor("the old worker to leave", () => !workersOf(server.proc.pid).includes(old));
-  kept.close();
+  await retiredUntilClosed(server, old, kept);
 }, 15_000);
 
 test("-W 1: a TERM to the master then stops that connection once quiet, not after --grace", async () => {

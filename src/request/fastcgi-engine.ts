@@ -210,13 +210,18 @@ export class BodyClock {
 //   comes as the connection is found quiet is served, not closed on. A
 //   leaving worker treats a connection that has not had a request yet so
 //   too: a web server sends one right after it connects.
-// - A worker retired while the service goes on (HUP, USR2, TTOU) does not
-//   close an idle kept connection at all: the web server's next request
-//   on it is served and its END_REQUEST carries the end (below), or the
-//   web server closes it, or the idle limit does (a header's deadline,
-//   30 s or --timeout). A close of ours, however quiet the connection,
-//   races with the request the web server may be sending on it, and a
-//   reload must not lose one; the old worker lingers instead.
+// - A worker retired while the service goes on (HUP, USR2, TTOU) never
+//   ends a kept connection itself: every request that comes on it is
+//   served and the connection kept, until the web server closes it (nginx
+//   at its upstream keepalive_timeout, keepalive_requests or
+//   keepalive_time), or the idle limit does (a header's deadline, 30 s or
+//   --timeout), or the worker is told to stop. Any close of ours races
+//   with the request the web server may be sending on it, even a FIN in
+//   the END_REQUEST's segment: nginx reads that segment's bytes, and its
+//   end only at its next wake-up, when what arrived after its last one
+//   (the answer's tail, then END_REQUEST and FIN) is read at once; a
+//   request taken from its cache meanwhile meets the reset. A reload must
+//   not lose one; the old worker lingers instead.
 // - While another connection waits, or this worker leaves, a kept
 //   connection's next header must be complete within KEPT_HEADER_MS: a web
 //   server sends a header at once, and a client dripping one must not
@@ -232,13 +237,14 @@ export class BodyClock {
 //   from the hurry, not the first byte: a byte now and then must not
 //   restart it. A web server's header read late (a busy machine) only
 //   costs it a new connection: the end goes with the END_REQUEST.
-// - A leaving worker's busy connection ends with its next END_REQUEST, the
-//   FIN in the same TCP segment (MSG_MORE, then shutdown): the web server
-//   reads the end with the answer and caches nothing (nginx checks a
-//   connection it is about to keep for EOF). A FIN sent after the
-//   END_REQUEST, even at once, races with the next request nginx sends on
-//   it, and a POST sent on a connection that closes is a 502 (nginx
-//   retries only idempotent requests).
+// - A stopping worker's busy connection (TERM, INT, the master's end;
+//   -f's drain) ends with its next END_REQUEST, the FIN in the same TCP
+//   segment (MSG_MORE, then shutdown): the web server mostly reads the end
+//   with the answer and caches nothing (nginx checks a connection it is
+//   about to keep for EOF). A FIN sent after the END_REQUEST, even at
+//   once, races with the next request nginx sends on it, and a POST sent
+//   on a connection that closes is a 502 (nginx retries only idempotent
+//   requests). A stop must end in bounded time; a retirement need not.
 
 /** How long a kept connection must have been quiet before it is closed for another connection or a leaving worker. */
 export const KEPT_IDLE_MS = 250;

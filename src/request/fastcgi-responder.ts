@@ -368,9 +368,9 @@ export class FastCgiResponder {
     this.spooled = NO_VARIABLES;
     dropParams(this.held);
     if (this.over) return;
-    // A leaving process's kept connection ends with this END_REQUEST (fastcgi-engine.ts): sent as the last bytes, with the
-    // connection's end in the same segment, so the web server never sends another request on it.
-    const kept = this.keep && !this.peerEnded && this.leavingSince === undefined && !this.dragged;
+    // A stopping process's kept connection ends with this END_REQUEST, the connection's end in the same segment; a
+    // retired worker's stays the web server's to close (fastcgi-engine.ts: any close of ours can cross its next request).
+    const kept = this.keep && !this.peerEnded && (this.retiring || (this.leavingSince === undefined && !this.dragged));
     // One write for both: the web server gets the end in one segment.
     this.effects.send(endOfRequest(this.requestId, status, STATUS.REQUEST_COMPLETE), !kept);
     if (kept) {
