@@ -17,6 +17,8 @@ import { errorText } from "../fatal.ts";
 
 const ours = new Set<number>();
 let installed = false;
+/** Whether orphans come to this process (it is a subreaper), rather than to its parent's side. */
+let adopting = false;
 
 /** Bun.spawn, with the child registered as Bun's own: the reaper leaves it to Bun. */
 export const spawn: typeof Bun.spawn = ((...args: Parameters<typeof Bun.spawn>) => {
@@ -43,6 +45,13 @@ interface Entry {
   session: number;
 }
 
+/** An entry from /proc/PID/stat's text. */
+function parseStat(pid: number, stat: string): Entry {
+  // The command name may hold spaces and parentheses: fields start after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 4);
+  return { pid, ppid: Number(fields[1]), state: fields[0] ?? "", group: Number(fields[2]), session: Number(fields[3]) };
+}
+
 /** Every process visible in /proc: pid, parent, state letter, process group and session. */
 function processTable(): Entry[] {
   const table: Entry[] = [];
@@ -54,16 +63,49 @@ function processTable(): Entry[] {
   }
   for (const name of names) {
     if (name.charCodeAt(0) > 57) continue; // not a pid
-    try {
-      const stat = fs().readFileSync(`/proc/${name}/stat`, "latin1");
-      // The command name may hold spaces and parentheses: fields start after the last ")".
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 4);
-      table.push({ pid: Number(name), ppid: Number(fields[1]), state: fields[0], group: Number(fields[2]), session: Number(fields[3]) });
-    } catch {
-      // ended meanwhile
-    }
+    const entry = entryOf(Number(name));
+    if (entry) table.push(entry);
   }
   return table;
+}
+
+/** One process's entry; undefined once it has ended. */
+function entryOf(pid: number): Entry | undefined {
+  try {
+    return parseStat(pid, fs().readFileSync(`/proc/${pid}/stat`, "latin1"));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The children of every thread of `pid`: a child is listed under the
+ * thread that forked it, an orphan under the thread that adopted it.
+ */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = fs().readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return found; // ended
+  }
+  for (const task of tasks) {
+    try {
+      for (const word of fs().readFileSync(`/proc/${pid}/task/${task}/children`, "latin1").split(" ")) if (word !== "") found.push(Number(word));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return found;
+}
+
+let childrenListed: boolean | undefined;
+
+/** Whether the kernel lists children (CONFIG_PROC_CHILDREN); without it only a scan of every process finds them. */
+function canListChildren(): boolean {
+  childrenListed ??= fs().existsSync(`/proc/${process.pid}/task/${process.pid}/children`);
+  return childrenListed;
 }
 
 /** Reaps every ended child that is not one of Bun's own. */
@@ -87,6 +129,7 @@ let scheduled = false;
 export function stopAdopting(): void {
   try {
     becomeSubreaper(false);
+    adopting = false;
   } catch (e) {
     say(`cannot stop being a subreaper: ${errorText(e)}`);
   }
@@ -104,6 +147,7 @@ export function installReaper(): void {
   installed = true;
   try {
     becomeSubreaper();
+    adopting = true;
   } catch (e) {
     say(`cannot become a subreaper: ${errorText(e)}`);
   }
@@ -151,6 +195,32 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
 }
 
 /**
+ * The live processes of the session `leader` leads, found by walking
+ * down from it rather than reading every process on the machine, so the
+ * cost follows the program's own tree: what its members started, and the
+ * orphans of those that ended, which went to the subreaper (this process
+ * as a server or master, else a pool worker's master: its parent).
+ * Nothing outside the session has a descendant in it (a session is
+ * inherited and can only be left), so the walk recurses into members only.
+ */
+function sessionMembers(leader: number): Entry[] {
+  if (!canListChildren()) return processTable().filter((e) => e.session === leader && e.state !== "Z");
+  const orphans = adopting ? childrenOf(process.pid) : [...childrenOf(process.pid), ...childrenOf(process.ppid)];
+  const pending = [leader, ...orphans];
+  const seen = new Set<number>();
+  const members: Entry[] = [];
+  for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    const entry = entryOf(pid);
+    if (entry?.session !== leader) continue;
+    if (entry.state !== "Z") members.push(entry);
+    pending.push(...childrenOf(pid));
+  }
+  return members;
+}
+
+/**
  * A signal to everything in the session `leader` leads (a program started
  * with setsid): its process group, and the groups its processes made of
  * their own (setpgid, as a shell's job control does) — those leave the
@@ -162,7 +232,7 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
  */
 export function signalSession(leader: number, name: NodeJS.Signals): boolean {
   const sent = signal(leader, true, name);
-  const others = processTable().filter((e) => e.session === leader && e.group !== leader && e.state !== "Z");
+  const others = sessionMembers(leader).filter((e) => e.group !== leader);
   for (const { pid } of others) signal(pid, false, name);
   if (name === "SIGTERM") {
     if (sent) signal(leader, true, "SIGCONT");
