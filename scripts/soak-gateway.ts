@@ -5,7 +5,8 @@
 // loops run and the pool is sent, round after round, HUP, TTIN, TTIN,
 // TTOU, HUP and USR2 (the upgrade: a new master on the same socket). POSTs
 // are what nginx does not retry on another connection: every one must be
-// answered 200. Bounded by SOAK_GATEWAY_S seconds (default 60).
+// answered 200. Bounded by SOAK_GATEWAY_S seconds (default 60); SOAK_BETWEEN
+// answers between two signals (default 150).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { startNginx } from "../test/gateway-peers.ts";
@@ -15,8 +16,8 @@ const SECONDS = Number(process.env.SOAK_GATEWAY_S ?? 60);
 const WORKERS = 8;
 const KEEPALIVE = Number(process.env.SOAK_KEEPALIVE ?? WORKERS);
 const SIGNALS = ["SIGHUP", "SIGTTIN", "SIGTTIN", "SIGTTOU", "SIGHUP", "SIGUSR2"] as const;
-/** Answers between two signals: each change lands under load. */
-const BETWEEN = 150;
+/** Answers between two signals (SOAK_BETWEEN): each change lands under load. */
+const BETWEEN = Number(process.env.SOAK_BETWEEN ?? 150);
 
 export interface GatewaySoak {
   posts: number;
