@@ -231,8 +231,10 @@ function sessionMembers(leader: number): Entry[] {
  * False when the group is gone (nothing was signalled by its id).
  */
 export function signalSession(leader: number, name: NodeJS.Signals): boolean {
-  const sent = signal(leader, true, name);
+  // Found before any signal: a member that ends meanwhile hands its children to the subreaper, and a walk then may
+  // find them under neither.
   const others = sessionMembers(leader).filter((e) => e.group !== leader);
+  const sent = signal(leader, true, name);
   for (const { pid } of others) signal(pid, false, name);
   if (name === "SIGTERM") {
     if (sent) signal(leader, true, "SIGCONT");
