@@ -29,6 +29,8 @@ export async function startNginx(
     keepConn?: boolean;
     /** The upstream's cache of idle kept connections (nginx's `keepalive`); 4 when not given. */
     keepalive?: number;
+    /** Requests before nginx closes a kept upstream connection (its `keepalive_requests`, 1000 when not given). */
+    keepaliveRequests?: number;
     maxBody?: string;
     requestBuffering?: false;
     /** The server block's locations, given the directives that pass a request on; `location / { PASS }` when not given. */
@@ -53,7 +55,7 @@ http {
   client_body_temp_path ${root}/body; fastcgi_temp_path ${root}/fastcgi; scgi_temp_path ${root}/scgi;
   uwsgi_temp_path ${root}/uwsgi; proxy_temp_path ${root}/proxy;
   client_max_body_size ${opts.maxBody ?? "4m"};
-  upstream app { server ${server}; keepalive ${opts.keepalive ?? 4}; keepalive_timeout 5s; }
+  upstream app { server ${server}; keepalive ${opts.keepalive ?? 4}; keepalive_timeout 5s;${opts.keepaliveRequests ? ` keepalive_requests ${opts.keepaliveRequests};` : ""} }
   server { listen unix:${root}/http.sock;${opts.tcpPort ? ` listen 127.0.0.1:${opts.tcpPort};` : ""} location = /ready { return 204; } ${opts.locations ? opts.locations(pass) : `location / { ${pass} }`} }
 ${opts.servers ?? ""}
 }
