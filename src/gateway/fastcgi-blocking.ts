@@ -4,7 +4,7 @@
 // buffer; the body goes to the CGI's stdin pipe by write(2); the output is
 // spliced (fastcgi-output.ts) once the body has ended; poll(2) waits for the
 // connection, the stdin pipe and the master's word (in a request too: a
-// leaving worker's END_REQUEST carries the end), and between requests on a
+// stopping worker's END_REQUEST carries the end), and between requests on a
 // kept connection the listener is looked at. No socket adoption, no timer,
 // no promise per record: each would cost CPU a pool worker's request does not need.
 import type { GatewayOptions } from "../options.ts";
@@ -115,8 +115,8 @@ class BlockingConnection implements ResponderEffects, OutputHooks {
   }
 
   /** The master's word, read here and acted on by the worker (a drain or a leave: leaveWorkerConnection). Heard during a
-   * request, the FIN goes with its END_REQUEST; between requests a stopped connection closes once quiet, a retired one
-   * after its next request (fastcgi-engine.ts). */
+   * request, a stop's FIN goes with its END_REQUEST; between requests a stopped connection closes once quiet, a retired
+   * one stays the web server's to close (fastcgi-engine.ts). */
   heard(): void {
     this.pool.hear();
   }

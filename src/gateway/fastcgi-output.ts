@@ -64,7 +64,7 @@ export interface OutputHooks {
   overdue(): void;
   /** A STDOUT record is going out: a byte of the answer has. */
   answering(): void;
-  /** The master's control socket while its word is unheard (-1: not watched), and what hears it (a leaving worker's END_REQUEST carries the end). */
+  /** The master's control socket while its word is unheard (-1: not watched), and what hears it (a stopping worker's END_REQUEST carries the end). */
   control(): number;
   heard(): void;
 }
@@ -332,7 +332,7 @@ export async function awaitExit(conn: number, pidfd: number, hooks: OutputHooks,
       push();
       continue;
     }
-    if (pollfds[5] >>> 16) hooks.heard(); // before the exit: its END_REQUEST then carries the end
+    if (pollfds[5] >>> 16) hooks.heard(); // before the exit: a stop's END_REQUEST then carries the end
     if (pollfds[1] >>> 16) return "exited";
     if (pollfds[3] >>> 16) {
       lastMove = Date.now();
