@@ -301,3 +301,51 @@ export function unread(localPort: number, remotePort: number): number {
     .find((f) => f[1]?.endsWith(`:${hex(localPort)}`) && f[2]?.endsWith(`:${hex(remotePort)}`));
   return line ? parseInt(line[4].split(":")[1], 16) : 0;
 }
+
+/**
+ * A web server that reads the answer its own way, played by python3: it
+ * connects to `target` (a TCP port of 127.0.0.1, or a UNIX path), with a
+ * receive buffer as small as the kernel allows when `smallBuffer`, sends
+ * `request`, then runs `then` (python lines; `s` is the socket, `args`
+ * sys.argv[3:]). The caller kills it (peerOutput does).
+ */
+export function pythonPeer(target: Target, request: Uint8Array, then: string[], opts: { args?: string[]; smallBuffer?: boolean } = {}) {
+  const code = [
+    "import os, socket, sys, time",
+    "port = sys.argv[1]",
+    "args = sys.argv[3:]",
+    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM) if port.isdigit() else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+    ...(opts.smallBuffer ? ["s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)"] : []),
+    "s.connect(('127.0.0.1', int(port)) if port.isdigit() else port)",
+    "s.sendall(bytes.fromhex(sys.argv[2]))",
+    ...then,
+  ].join("\n");
+  const argv = ["python3", "-c", code, String(target), Buffer.from(request).toString("hex"), ...(opts.args ?? [])];
+  return Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+}
+
+/** What a pythonPeer wrote on stdout, once it has exited 0 within `ms` (the test fails otherwise); it is killed either way. */
+export async function peerOutput(proc: ReturnType<typeof pythonPeer>, ms: number): Promise<Buffer> {
+  try {
+    const done = await Promise.race([proc.exited, Bun.sleep(ms).then(() => "late")]);
+    if (done !== 0) throw new Error(`the python web server ended with ${done}`);
+    return Buffer.from(await new Response(proc.stdout).arrayBuffer());
+  } finally {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  }
+}
+
+/** Python lines for pythonPeer: read `size` bytes at a time, pausing `pause` s after each, until the data ends with args[0] (hex; an END_REQUEST) or the connection ends; then write it all on stdout. */
+export const readToSuffix = (size: number, pause = 0) => [
+  "data = b''",
+  "while not data.endswith(bytes.fromhex(args[0])):",
+  `    chunk = s.recv(${size})`,
+  "    if not chunk: break",
+  "    data += chunk",
+  ...(pause > 0 ? [`    time.sleep(${pause})`] : []),
+  "sys.stdout.buffer.write(data)",
+];
+
+/** The last 16 bytes of an answer to request 1 that completed with status 0: its END_REQUEST record, as hex. */
+export const END_REQUEST_1_HEX = "0103000100080000" + "0000000000000000";

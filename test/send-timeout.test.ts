@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { realpathSync } from "node:fs";
 import { join } from "node:path";
 import { isAlive, pidWritten, startServer, statusJson, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
-import { converse, fcgiRequest, parseRecords, scgiRequest } from "./gateway-peers.ts";
+import { converse, fcgiRequest, parseRecords, peerOutput, pythonPeer, scgiRequest } from "./gateway-peers.ts";
 import { stalledLine } from "../src/request/send-deadline.ts";
 import { SendClock } from "../src/request/fastcgi-engine.ts";
 import { FastCgiResponder } from "../src/request/fastcgi-responder.ts";
@@ -60,18 +60,8 @@ const answerOf = (protocol: "scgi" | "fastcgi", data: Buffer) => (protocol === "
  * as small as the kernel allows): a python3 process, ended when disposed.
  */
 async function stalledClient(target: Target, bytes: Uint8Array): Promise<AsyncDisposable> {
-  const code = [
-    "import socket, sys, time",
-    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)",
-    "s.connect(sys.argv[1])",
-    "s.sendall(bytes.fromhex(sys.argv[2]))",
-    "print('sent', flush=True)",
-    "time.sleep(60)",
-  ].join("\n");
-  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(bytes).toString("hex")], { stdout: "pipe", stderr: "inherit" });
-  const reader = proc.stdout.getReader();
-  const first = await reader.read();
+  const proc = pythonPeer(target, bytes, ["print('sent', flush=True)", "time.sleep(60)"], { smallBuffer: true });
+  const first = await proc.stdout.getReader().read();
   expect(new TextDecoder().decode(first.value)).toContain("sent");
   return {
     [Symbol.asyncDispose]: async () => {
@@ -83,27 +73,8 @@ async function stalledClient(target: Target, bytes: Uint8Array): Promise<AsyncDi
 
 /** A web server that reads slowly but steadily (64 KiB every 100 ms) to the end: how many bytes came. */
 async function slowReader(target: Target, bytes: Uint8Array): Promise<number> {
-  const code = [
-    "import socket, sys, time",
-    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-    "s.connect(sys.argv[1])",
-    "s.sendall(bytes.fromhex(sys.argv[2]))",
-    "total = 0",
-    "while True:",
-    "    chunk = s.recv(65536)",
-    "    if not chunk: break",
-    "    total += len(chunk)",
-    "    time.sleep(0.1)",
-    "print(total, flush=True)",
-  ].join("\n");
-  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(bytes).toString("hex")], { stdout: "pipe", stderr: "inherit" });
-  try {
-    const done = await Promise.race([proc.exited, Bun.sleep(30000).then(() => "late")]);
-    expect(done).toBe(0);
-    return Number(await new Response(proc.stdout).text());
-  } finally {
-    proc.kill("SIGKILL");
-  }
+  const reading = ["total = 0", "while True:", "    chunk = s.recv(65536)", "    if not chunk: break", "    total += len(chunk)", "    time.sleep(0.1)", "print(total, flush=True)"];
+  return Number((await peerOutput(pythonPeer(target, bytes, reading), 30_000)).toString());
 }
 
 /** One request on its own connection, read to the end: the answer's text. */

@@ -9,7 +9,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { exchange, startServer, tempDir, waitFor, writeExecutable, type Target } from "./harness.ts";
-import { begin, converse, endRequests, fcgiRequest, pairs, parseRecords, record, scgiRequest } from "./gateway-peers.ts";
+import { begin, converse, END_REQUEST_1_HEX, endRequests, fcgiRequest, pairs, parseRecords, peerOutput, pythonPeer, readToSuffix, record, scgiRequest } from "./gateway-peers.ts";
 import { REQUEST_BUDGET } from "../src/request/stderr-lines.ts";
 
 const CGI = `#!/bin/sh\nhead -c "\${CONTENT_LENGTH:-0}" > /dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nserved\\n'\n`;
@@ -64,33 +64,8 @@ describe("a body dripped a byte every 0.4 s, --timeout 1", () => {
 });
 
 /** A FastCGI web server that reads 4 KiB every 50 ms (80 KiB/s), its receive buffer small (the rest waits in the kernel's send buffer): the answer's records, once END_REQUEST came or the connection ended. */
-async function slowFastCgiReader(target: Target, request: Uint8Array): Promise<Buffer> {
-  const code = [
-    "import socket, sys, time",
-    "port = sys.argv[1]",
-    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM) if port.isdigit() else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)",
-    "s.connect(('127.0.0.1', int(port)) if port.isdigit() else port)",
-    "s.sendall(bytes.fromhex(sys.argv[2]))",
-    "data = b''",
-    "while not data.endswith(bytes.fromhex(sys.argv[3])):",
-    "    chunk = s.recv(4096)",
-    "    if not chunk: break",
-    "    data += chunk",
-    "    time.sleep(0.05)",
-    "sys.stdout.buffer.write(data)",
-  ].join("\n");
-  // END_REQUEST of request 1, status 0, REQUEST_COMPLETE, as the answer's last 16 bytes.
-  const end = "0103000100080000" + "0000000000000000";
-  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(request).toString("hex"), end], { stdout: "pipe", stderr: "inherit" });
-  try {
-    const done = await Promise.race([proc.exited, Bun.sleep(20000).then(() => "late")]);
-    expect(done).toBe(0);
-    return Buffer.from(await new Response(proc.stdout).arrayBuffer());
-  } finally {
-    proc.kill("SIGKILL");
-  }
-}
+const slowFastCgiReader = (target: Target, request: Uint8Array): Promise<Buffer> =>
+  peerOutput(pythonPeer(target, request, readToSuffix(4096, 0.05), { args: [END_REQUEST_1_HEX], smallBuffer: true }), 20_000);
 
 describe("a web server reading a 400 KB answer at 80 KiB/s on a kept connection, --timeout 1", () => {
   for (const mode of [["-W", "1"], ["-l", "-f"]]) {
@@ -136,31 +111,8 @@ open("${count}", "w").write(str(sent + 65536))
 `;
 
 /** A FastCGI web server that reads nothing until `ready` exists, then everything until END_REQUEST (or the end). */
-async function readerAfter(target: Target, request: Uint8Array, ready: string): Promise<Buffer> {
-  const code = [
-    "import os, socket, sys, time",
-    "port = sys.argv[1]",
-    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM) if port.isdigit() else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-    "s.connect(('127.0.0.1', int(port)) if port.isdigit() else port)",
-    "s.sendall(bytes.fromhex(sys.argv[2]))",
-    "while not os.path.exists(sys.argv[3]): time.sleep(0.01)",
-    "data = b''",
-    "while not data.endswith(bytes.fromhex(sys.argv[4])):",
-    "    chunk = s.recv(65536)",
-    "    if not chunk: break",
-    "    data += chunk",
-    "sys.stdout.buffer.write(data)",
-  ].join("\n");
-  const end = "0103000100080000" + "0000000000000000"; // END_REQUEST of request 1, status 0
-  const proc = Bun.spawn(["python3", "-c", code, String(target), Buffer.from(request).toString("hex"), ready, end], { stdout: "pipe", stderr: "inherit" });
-  try {
-    const done = await Promise.race([proc.exited, Bun.sleep(15000).then(() => "late")]);
-    expect(done).toBe(0);
-    return Buffer.from(await new Response(proc.stdout).arrayBuffer());
-  } finally {
-    proc.kill("SIGKILL");
-  }
-}
+const readerAfter = (target: Target, request: Uint8Array, ready: string): Promise<Buffer> =>
+  peerOutput(pythonPeer(target, request, ["while not os.path.exists(args[1]): time.sleep(0.01)", ...readToSuffix(65536)], { args: [END_REQUEST_1_HEX, ready] }), 15_000);
 
 describe("a CGI's stderr comes while its stdout waits for a full connection", () => {
   for (const mode of [["-W", "1"], ["-l", "-f"]]) {
